@@ -1,0 +1,251 @@
+"""Model resolution and detection.
+
+A model argument may be a path, a name under ``models/``, an alias, or a hub id present
+in the local Hugging Face cache. Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgellm.errors import NotFoundError, UserError
+from forgellm.workspace import MODEL_KINDS, Workspace
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+ALIASES = {"default": EMBEDDED_NAME}
+RUN_MARKER = ".forgellm-run"
+MODEL_MARKER = ".forgellm-model"
+
+
+@dataclass
+class ModelInfo:
+    """What ForgeLLM knows about a model or adapter folder, read from its files."""
+
+    name: str
+    path: Path
+    source: str  # base | cpt | ift | published | path | hf-cache
+    is_adapter: bool = False
+    base_model: str | None = None  # for adapters: the model they were trained on
+    adapter_format: str | None = None  # peft | mlx (adapters only)
+    architecture: str | None = None
+    model_type: str | None = None
+    num_parameters: int | None = None
+    dtype: str | None = None
+    context_length: int | None = None
+    is_instruct: bool = False
+    size_bytes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+def resolve(name: str, workspace: Workspace | None = None) -> ModelInfo:
+    """Find a model or adapter by path, alias, workspace name or cached hub id."""
+    if not name or not name.strip():
+        raise UserError("the model name is empty: pass --model with a path, a name under models/, or 'default'")
+    workspace = workspace or Workspace.current()
+    tried: list[str] = []
+    for path, source in _candidates(name.strip(), workspace):
+        tried.append(str(path))
+        if path.is_dir() and _looks_like_model(path):
+            return describe(path, source=source, name=_display_name(name, path))
+    searched = "\n  ".join(dict.fromkeys(tried))
+    raise NotFoundError(
+        f"model {name!r} not found. Searched:\n  {searched}\n"
+        f"Use a model folder path, a name from `forgellm models list`, or run `forgellm models import-default`."
+    )
+
+
+def resolve_adapter(name: str, workspace: Workspace | None = None) -> ModelInfo:
+    """Resolve an adapter: an adapter folder, a run folder (its final or best checkpoint) or a checkpoint."""
+    workspace = workspace or Workspace.current()
+    info = resolve(name, workspace)
+    run_dir = info.path
+    if (run_dir / RUN_MARKER).exists() or (run_dir / "checkpoints").is_dir():
+        for sub in ("final", *_best_checkpoint(run_dir)):
+            candidate = run_dir / sub
+            if candidate.is_dir() and _looks_like_model(candidate):
+                return describe(candidate, source=info.source, name=f"{info.name}/{sub}")
+        raise NotFoundError(f"run {info.name!r} has no final weights or checkpoints yet; wait for its first checkpoint")
+    return info
+
+
+def _best_checkpoint(run_dir: Path) -> list[str]:
+    best = run_dir / "checkpoints" / "best.json"
+    if best.exists():
+        try:
+            return [f"checkpoints/{json.loads(best.read_text())['checkpoint']}"]
+        except (ValueError, KeyError):
+            pass
+    steps = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*") if p.is_dir())
+    return [f"checkpoints/{s}" for s in reversed(steps)]
+
+
+def _candidates(name: str, workspace: Workspace) -> list[tuple[Path, str]]:
+    name = ALIASES.get(name, name)
+    out: list[tuple[Path, str]] = []
+    as_path = Path(name).expanduser()
+    out.append(((as_path if as_path.is_absolute() else Path.cwd() / as_path), "path"))
+    if not as_path.is_absolute():
+        out.append((workspace.root / as_path, "path"))
+        out.append((workspace.models_dir / as_path, _kind_of(as_path)))
+        for kind in MODEL_KINDS:
+            out.append((workspace.models(kind) / as_path, kind))
+    if name.count("/") == 1 and not as_path.exists():
+        cached = hf_cache_snapshot(name)
+        out.append((cached or hf_cache_dir() / f"models--{name.replace('/', '--')}", "hf-cache"))
+    return out
+
+
+def _kind_of(rel: Path) -> str:
+    return rel.parts[0] if rel.parts and rel.parts[0] in MODEL_KINDS else "path"
+
+
+def _display_name(requested: str, path: Path) -> str:
+    requested = ALIASES.get(requested, requested)
+    return requested if not Path(requested).is_absolute() else path.name
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, honouring HF_HUB_CACHE and HF_HOME."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    return home / "hub"
+
+
+def hf_cache_snapshot(repo_id: str) -> Path | None:
+    """The cached snapshot folder of a hub model, or None; never downloads."""
+    repo = hf_cache_dir() / f"models--{repo_id.replace('/', '--')}"
+    ref = repo / "refs" / "main"
+    if ref.exists():
+        snap = repo / "snapshots" / ref.read_text().strip()
+        if snap.is_dir():
+            return snap
+    snaps = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime) if (repo / "snapshots").is_dir() else []
+    return snaps[-1] if snaps else None
+
+
+def list_cached_hub_models() -> list[str]:
+    cache = hf_cache_dir()
+    if not cache.is_dir():
+        return []
+    return sorted(p.name[len("models--"):].replace("--", "/") for p in cache.glob("models--*") if hf_cache_snapshot(
+        p.name[len("models--"):].replace("--", "/")))
+
+
+def _looks_like_model(path: Path) -> bool:
+    return (path / "config.json").exists() or (path / "adapter_config.json").exists() or (path / RUN_MARKER).exists()
+
+
+def describe(path: Path, *, source: str = "path", name: str | None = None) -> ModelInfo:
+    """Detect what a folder holds: a full model or an adapter, and its properties."""
+    path = path.resolve()
+    info = ModelInfo(name=name or path.name, path=path, source=source)
+    info.size_bytes = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    adapter_cfg = _read_json(path / "adapter_config.json")
+    if adapter_cfg is not None:
+        info.is_adapter = True
+        if "peft_type" in adapter_cfg:
+            info.adapter_format = "peft"
+            info.base_model = adapter_cfg.get("base_model_name_or_path")
+        else:
+            info.adapter_format = "mlx"
+            info.base_model = adapter_cfg.get("model")
+        info.extra["adapter_config"] = adapter_cfg
+        info.num_parameters = _count_safetensors_params(path)
+        return info
+    config = _read_json(path / "config.json") or {}
+    archs = config.get("architectures") or []
+    info.architecture = archs[0] if archs else None
+    info.model_type = config.get("model_type")
+    info.context_length = next((config[k] for k in ("max_position_embeddings", "n_positions", "seq_length",
+                                                      "max_seq_len") if isinstance(config.get(k), int)), None)
+    info.num_parameters = _count_safetensors_params(path)
+    info.dtype = config.get("dtype") or config.get("torch_dtype") or _safetensors_dtype(path)
+    info.is_instruct = has_chat_template(path)
+    if "quantization" in config:
+        info.extra["quantization"] = config["quantization"]
+    return info
+
+
+def has_chat_template(path: Path) -> bool:
+    if (path / "chat_template.jinja").exists() or (path / "chat_template.json").exists():
+        return True
+    tok_cfg = _read_json(path / "tokenizer_config.json") or {}
+    return bool(tok_cfg.get("chat_template"))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _safetensors_headers(path: Path) -> list[dict[str, Any]]:
+    headers = []
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with open(file, "rb") as fh:
+                (length,) = struct.unpack("<Q", fh.read(8))
+                headers.append(json.loads(fh.read(length)))
+        except (OSError, ValueError, struct.error):
+            continue
+    return headers
+
+
+def _count_safetensors_params(path: Path) -> int | None:
+    headers = _safetensors_headers(path)
+    if not headers:
+        return None
+    total = 0
+    for header in headers:
+        for key, meta in header.items():
+            if key == "__metadata__":
+                continue
+            count = 1
+            for dim in meta.get("shape", []):
+                count *= dim
+            total += count
+    return total
+
+
+def _safetensors_dtype(path: Path) -> str | None:
+    for header in _safetensors_headers(path):
+        for key, meta in header.items():
+            if key != "__metadata__" and meta.get("dtype"):
+                return {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}.get(meta["dtype"], meta["dtype"])
+    return None
+
+
+def list_models(workspace: Workspace | None = None) -> list[ModelInfo]:
+    """Every model and adapter in the workspace, then the cached hub models."""
+    workspace = workspace or Workspace.current()
+    found: list[ModelInfo] = []
+    for kind in MODEL_KINDS:
+        folder = workspace.models(kind)
+        if not folder.is_dir():
+            continue
+        for child in sorted(folder.iterdir()):
+            if child.is_dir() and _looks_like_model(child):
+                if (child / RUN_MARKER).exists():
+                    info = describe(child, source=kind, name=f"{kind}/{child.name}")
+                    info.extra["run"] = True
+                    found.append(info)
+                else:
+                    found.append(describe(child, source=kind, name=child.name if kind == "base" else f"{kind}/{child.name}"))
+    for repo_id in list_cached_hub_models():
+        snap = hf_cache_snapshot(repo_id)
+        if snap is not None and _looks_like_model(snap):
+            found.append(describe(snap, source="hf-cache", name=repo_id))
+    return found

@@ -1,0 +1,70 @@
+"""The workspace: where datasets, models, processed data, configs and logs live.
+
+The root is ``FORGELLM_HOME`` when set, else the current directory. Folders are created
+on first use, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from forgellm.errors import AccessError
+
+MODEL_KINDS = ("base", "cpt", "ift", "published")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def current(cls) -> "Workspace":
+        """The workspace of this process: ``$FORGELLM_HOME`` or the current directory."""
+        return cls(Path(os.environ.get("FORGELLM_HOME") or os.getcwd()).resolve())
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.root / "dataset"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def models(self, kind: str) -> Path:
+        """``models/<kind>`` for kind in base, cpt, ift, published."""
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+        return self.models_dir / kind
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def configs_dir(self) -> Path:
+        return self.root / "configs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def ensure(self) -> "Workspace":
+        """Create the layout if it is missing; cheap to call repeatedly."""
+        for path in (self.dataset_dir, self.data_dir, self.configs_dir, self.logs_dir,
+                     *(self.models(kind) for kind in MODEL_KINDS)):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def confine(self, path: str | os.PathLike[str], *, within: Path | None = None) -> Path:
+        """Resolve ``path`` (relative to ``within`` or the root) and refuse it if it leaves that folder.
+
+        Symlinks are resolved first, so a link that points outside is refused too.
+        """
+        base = (within or self.root).resolve()
+        candidate = Path(path)
+        resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
+        if resolved != base and base not in resolved.parents:
+            raise AccessError(f"path {str(path)!r} is outside {base}; use a path inside the workspace")
+        return resolved

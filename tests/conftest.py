@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_model import EMBEDDED_DIR, build_tiny_llama
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random llama (2 layers, hidden 64) with the embedded tokenizer; built once per session."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct folder that `make setup` imports."""
+    if not (EMBEDDED_DIR / "model.safetensors").exists():
+        pytest.fail("the embedded model is missing: run `make setup` (forgellm models import-default)")
+    return EMBEDDED_DIR
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh workspace root (FORGELLM_HOME) per test."""
+    home = tmp_path / "ws"
+    home.mkdir()
+    monkeypatch.setenv("FORGELLM_HOME", str(home))
+    monkeypatch.chdir(home)
+    return home
