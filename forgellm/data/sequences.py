@@ -1,0 +1,66 @@
+"""The contract between the data pipeline and the trainer: packed token sequences.
+
+A split is two arrays of the same shape ``(num_sequences, max_seq_length)``:
+
+- ``tokens`` (int32): token ids; documents are packed back to back with an EOS between
+  them, so only the last sequence of a split may hold padding.
+- ``mask`` (uint8): ``mask[i, j] == 1`` when token ``j`` of sequence ``i`` is a training
+  target, predicted from tokens ``< j``. Padding has 0; in IFT only assistant tokens have 1.
+
+The arrays may be memory-mapped ``.npy`` files, so a split never has to fit in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+@dataclass
+class TokenSequences:
+    tokens: np.ndarray  # (N, L) int32
+    mask: np.ndarray  # (N, L) uint8
+
+    def __post_init__(self) -> None:
+        if self.tokens.shape != self.mask.shape or self.tokens.ndim != 2:
+            raise ValueError(f"tokens {self.tokens.shape} and mask {self.mask.shape} must be equal 2-D shapes")
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def seq_length(self) -> int:
+        return int(self.tokens.shape[1])
+
+    @property
+    def target_tokens(self) -> int:
+        """Tokens that count in the loss (real, unmasked targets)."""
+        return int(self.mask[:, 1:].sum(dtype=np.int64))
+
+    def save(self, folder: Path, split: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / f"{split}.tokens.npy", np.ascontiguousarray(self.tokens, dtype=np.int32))
+        np.save(folder / f"{split}.mask.npy", np.ascontiguousarray(self.mask, dtype=np.uint8))
+
+    @classmethod
+    def load(cls, folder: Path, split: str) -> "TokenSequences":
+        """Memory-map a split saved by `save`."""
+        return cls(np.load(folder / f"{split}.tokens.npy", mmap_mode="r"),
+                   np.load(folder / f"{split}.mask.npy", mmap_mode="r"))
+
+    def batches(self, batch_size: int, *, order: np.ndarray | None = None, start: int = 0,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(tokens, mask)`` batches in ``order`` (default: as stored) from batch ``start`` on.
+
+        ``shard=(rank, world_size)`` gives each data-parallel rank its own rows of every
+        global batch. A final partial batch is dropped so every step has the same shape.
+        """
+        rank, world = shard
+        order = np.arange(len(self)) if order is None else order
+        global_batch = batch_size * world
+        for b in range(start, len(order) // global_batch):
+            rows = np.sort(order[b * global_batch + rank * batch_size: b * global_batch + (rank + 1) * batch_size])
+            yield np.asarray(self.tokens[rows]), np.asarray(self.mask[rows])
