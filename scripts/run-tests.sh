@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, as `make test` and CI run it.
+# The whole test suite, as `make test` and CI run it: pytest, then the benchmark harness
+# in quick mode as a smoke test (it checks the harness runs, not the timings).
 set -uo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-cd "$here"
+cd "$(dirname "$0")/.."
+mkdir -p test-artifacts
 .venv/bin/python -m pytest "$@"
 rc=$?
-# pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
-exit $rc
+# pytest exits 5 when it collected no test: a failure of the suite, not a pass.
+[ $rc -ne 0 ] && exit $rc
+.venv/bin/forgellm bench --quick --json > test-artifacts/bench-quick.json || { echo "bench --quick failed" >&2; exit 1; }
+echo "bench --quick: ok (test-artifacts/bench-quick.json)"

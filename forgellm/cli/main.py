@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "info": "forgellm.cli.info_cmd:info",
     "models": "forgellm.cli.models_cmd:models",
     "cli": "forgellm.cli.generate_cmd:cli_group",
+    "bench": "forgellm.cli.bench_cmd:bench",
 }
 
 

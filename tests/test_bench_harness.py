@@ -1,0 +1,35 @@
+"""The `forgellm bench` harness (the benchmarks themselves run in `make test` as a smoke test)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from forgellm.bench import _checked, discover
+from forgellm.cli.main import root
+
+
+def test_every_benchmark_module_is_discovered_and_listed() -> None:
+    result = CliRunner().invoke(root, ["bench", "--list"])
+    assert result.exit_code == 0
+    assert result.output.split() == list(discover())
+
+
+def test_unknown_benchmark_is_a_clear_error() -> None:
+    result = CliRunner().invoke(root, ["bench", "--only", "nope"])
+    assert result.exit_code != 0
+    assert "unknown benchmark nope" in str(result.exception)
+
+
+def test_results_must_name_value_and_unit() -> None:
+    assert _checked("x", {"name": "a", "value": 1.0, "unit": "s"})["ratio"] is None
+    with pytest.raises(ValueError, match="without"):
+        _checked("x", {"name": "a"})
+
+
+def test_json_output_describes_the_machine() -> None:
+    result = CliRunner().invoke(root, ["bench", "--json", "--only", *(list(discover())[:0] or [])])
+    data = json.loads(result.output)
+    assert data["machine"]["cores"] >= 1 and "torch" in data["machine"]["versions"]
