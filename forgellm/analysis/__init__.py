@@ -1,0 +1,1 @@
+"""Run analysis (best checkpoint, recommendations) and dashboards."""

@@ -1,0 +1,81 @@
+"""A PNG dashboard (matplotlib, Agg backend) of one run or several compared.
+
+It draws the same data the HTML dashboard and the web app show (`series.dashboard_data`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+
+PANELS = (  # (title, series names, y-axis scale)
+    ("Loss", ("train_loss", "val_loss"), "linear"),
+    ("Learning rate", ("learning_rate",), "linear"),
+    ("Tokens per second", ("tokens_per_second",), "linear"),
+    ("Gradient norm", ("grad_norm",), "log"),
+)
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def render_png(data: dict[str, Any], out: Path, *, dpi: int = 100) -> Path:
+    """Write the dashboard of ``data`` (from `dashboard_data`) to ``out``."""
+    runs = data["runs"]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8), dpi=dpi)
+    for (title, names, scale), ax in zip(PANELS, axes.flat):
+        drawn = False
+        for i, run in enumerate(runs):
+            color = COLORS[i % len(COLORS)]
+            label = run["name"] if len(runs) > 1 else None
+            for name in names:
+                s = run["series"].get(name)
+                if not s:
+                    continue
+                val = name == "val_loss"
+                ax.plot(s["x"], s["y"], color=color, lw=1.8 if val else 1.0, ls="--" if val else "-",
+                        marker="o" if val else None, ms=3,
+                        label=(f"{label} " if label else "") + name.replace("_", " "))
+                drawn = True
+            if title == "Loss":
+                _mark_analysis(ax, run["analysis"], color)
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.set_yscale(scale)
+            if title == "Loss" or len(runs) > 1:
+                ax.legend(fontsize=8, loc="best")
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
+    fig.suptitle(_headline(runs), fontsize=12)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out
+
+
+def _mark_analysis(ax: Any, analysis: dict[str, Any], color: str) -> None:
+    best = analysis.get("best")
+    if best and best.get("val_loss") is not None:
+        ax.scatter([best["step"]], [best["val_loss"]], marker="*", s=160, color=color, edgecolor="black",
+                   zorder=5, label=f"best {best['name']}")
+    if analysis.get("overfitting_onset") is not None:
+        ax.axvline(analysis["overfitting_onset"], color=color, ls=":", lw=1, label="overfitting onset")
+
+
+def _headline(runs: list[dict[str, Any]]) -> str:
+    if len(runs) != 1:
+        return f"{len(runs)} runs compared: " + ", ".join(r["name"] for r in runs)
+    run, a = runs[0], runs[0]["analysis"]
+    parts = [run["name"], f"step {a['steps_done']}" + (f"/{a['total_steps']}" if a.get("total_steps") else "")]
+    if a.get("best"):
+        parts.append(f"best {a['best']['name']}")
+    if a.get("best_val_loss") is not None:
+        parts.append(f"best val loss {a['best_val_loss']:.4f}")
+    return " | ".join(parts)

@@ -1,0 +1,63 @@
+"""Crafted run folders for the analysis, dashboard and publishing tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import yaml
+
+
+def curve(steps: int, *, start: float = 3.0, floor: float = 1.5, tau: float = 100.0, noise: float = 0.0,
+          seed: int = 0) -> np.ndarray:
+    """An exponentially decaying loss with optional multiplicative noise."""
+    t = np.arange(1, steps + 1)
+    clean = floor + (start - floor) * np.exp(-t / tau)
+    return clean * (1 + noise * np.random.default_rng(seed).standard_normal(steps))
+
+
+def make_events(losses: Iterable[float], *, val: dict[int, float] | None = None,
+                eval_train: dict[int, float] | None = None, checkpoints: Iterable[int] = (),
+                tokens_per_second: Iterable[float] | None = None, total_steps: int | None = None,
+                done: bool = True) -> list[dict[str, Any]]:
+    losses = list(losses)
+    tps = list(tokens_per_second) if tokens_per_second is not None else [1000.0] * len(losses)
+    events: list[dict[str, Any]] = [{"event": "start", "time": 0.0, "step": 0, "total_steps": total_steps or len(losses),
+                                     "engine": "torch", "fine_tune_type": "lora"}]
+    val, eval_train, ckpts = val or {}, eval_train or {}, set(checkpoints)
+    for step, loss in enumerate(losses, start=1):
+        events.append({"event": "train", "time": float(step), "step": step, "loss": loss, "learning_rate": 1e-4,
+                       "tokens": 512, "trained_tokens": 512 * step, "tokens_per_second": tps[step - 1],
+                       "grad_norm": 1.0, "peak_memory_gb": 1.0, "elapsed": float(step)})
+        if step in val:
+            window = losses[max(0, step - 10):step]
+            events.append({"event": "eval", "time": float(step), "step": step, "val_loss": val[step],
+                           "val_ppl": float(np.exp(val[step])),
+                           "train_loss": eval_train.get(step, float(np.mean(window)))})
+        if step in ckpts:
+            events.append({"event": "checkpoint", "time": float(step), "step": step,
+                           "path": f"checkpoints/step_{step:06d}", "val_loss": val.get(step)})
+    if done:
+        events.append({"event": "done", "time": float(len(losses)), "step": len(losses), "status": "completed",
+                       "final_loss": losses[-1] if losses else None})
+    return events
+
+
+def write_run(root: Path, name: str, events: list[dict[str, Any]], *, config: dict[str, Any] | None = None,
+              checkpoint_dirs: Iterable[int] = (), kind: str = "cpt", torn_tail: bool = False) -> Path:
+    """A run folder under ``root/models/<kind>/<name>`` holding ``events``; empty checkpoint folders
+    for ``checkpoint_dirs`` (tests that need real weights fill them)."""
+    run = root / "models" / kind / name
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / ".forgellm-run").write_text("{}\n")
+    lines = "".join(json.dumps(e) + "\n" for e in events)
+    if torn_tail:
+        lines += '{"event": "train", "step": 99999, "lo'
+    (run / "metrics.jsonl").write_text(lines)
+    (run / "config.yaml").write_text(yaml.safe_dump(config or {"model_name": "default", "engine": "torch",
+                                                               "training_type": kind, "fine_tune_type": "lora"}))
+    for step in checkpoint_dirs:
+        (run / "checkpoints" / f"step_{step:06d}").mkdir(exist_ok=True)
+    return run

@@ -1,0 +1,103 @@
+"""Chart data (downsampling), PNG and HTML dashboards through the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+from click.testing import CliRunner
+
+from forgellm.analysis.series import dashboard_data, downsample, lttb_indices
+from forgellm.cli.main import root
+from tests.analysis_helpers import curve, make_events, write_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(root, list(args))
+
+
+def test_lttb_keeps_endpoints_and_a_spike():
+    x = np.arange(10_000, dtype=np.float64)
+    y = np.sin(x / 500)
+    y[4321] = 50.0
+    idx = lttb_indices(x, y, 200)
+    assert len(idx) == 200 and idx[0] == 0 and idx[-1] == 9999 and 4321 in idx
+    assert np.all(np.diff(idx) > 0)
+
+
+def test_downsample_never_drops_best_or_last_point():
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        y = curve(5000, noise=0.2, seed=trial) + rng.random(5000)
+        x = np.arange(5000)
+        xs, ys = downsample(x, y, 100)
+        assert len(xs) <= 100
+        assert ys.min() == y.min() and xs[-1] == x[-1]
+
+
+def test_downsample_drops_missing_values_and_keeps_short_series_whole():
+    y = np.array([1.0, np.nan, 3.0])
+    xs, ys = downsample(np.arange(3), y, 100)
+    assert xs.tolist() == [0, 2] and ys.tolist() == [1.0, 3.0]
+
+
+def test_dashboard_data_shape(tmp_path):
+    events = make_events(curve(3000), val={s: 2.0 for s in range(500, 3001, 500)}, checkpoints=[1500, 3000])
+    run = write_run(tmp_path, "r", events, checkpoint_dirs=[1500, 3000])
+    data = dashboard_data([run], max_points=200)
+    json.dumps(data, allow_nan=False)  # the web app sends it as strict JSON
+    (entry,) = data["runs"]
+    assert entry["name"] == "r" and entry["config"]["engine"] == "torch"
+    assert len(entry["series"]["train_loss"]["x"]) <= 200
+    assert entry["series"]["train_loss"]["x"][-1] == 3000
+    assert entry["series"]["val_loss"]["x"] == list(range(500, 3001, 500))
+    assert entry["analysis"]["best"]["name"] in ("step_001500", "step_003000")
+
+
+def test_png_dashboard_of_one_run(tmp_path):
+    run = write_run(tmp_path, "r", make_events(curve(500), val={250: 2.0, 500: 1.9}, checkpoints=[250, 500]),
+                    checkpoint_dirs=[250, 500])
+    result = invoke("dashboard", str(run))
+    assert result.exit_code == 0, result.output
+    assert (run / "dashboard.png").read_bytes().startswith(PNG_MAGIC)
+    assert "best checkpoint step_000500" in result.output
+
+
+def test_html_dashboard_compares_runs_and_is_self_contained(tmp_path):
+    a = write_run(tmp_path, "run-a", make_events(curve(400), val={200: 2.2, 400: 2.1}))
+    b = write_run(tmp_path, "run-b", make_events(curve(400, tau=50, noise=0.3), val={200: 2.0, 400: 2.3}))
+    out = tmp_path / "cmp.html"
+    result = invoke("dashboard", str(a), str(b), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "run-a" in page and "run-b" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "external resource in the dashboard"
+    assert "createElementNS" in page  # the renderer is inline
+    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1))
+    assert [r["name"] for r in data["runs"]] == ["run-a", "run-b"]
+    assert "Training loss is noisy" in page  # run-b's recommendation is written out
+
+
+def test_html_escapes_run_names(tmp_path):
+    run = write_run(tmp_path, "x<script>alert(1)</script>", make_events(curve(50)))
+    out = tmp_path / "d.html"
+    assert invoke("dashboard", str(run), "--format", "html", "--out", str(out)).exit_code == 0
+    page = out.read_text()
+    assert "<script>alert(1)" not in page
+
+
+def test_dashboard_of_a_missing_run_is_a_clear_error(workspace):
+    result = invoke("dashboard", "no-such-run")
+    assert result.exit_code != 0
+    assert "run 'no-such-run' not found" in str(result.exception)
+
+
+def test_dashboard_accepts_a_run_name_in_the_workspace(workspace):
+    write_run(workspace, "named", make_events(curve(60)))
+    out = workspace / "named.png"
+    result = invoke("dashboard", "cpt/named", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(PNG_MAGIC)
