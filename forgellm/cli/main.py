@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "models": "forgellm.cli.models_cmd:models",
     "cli": "forgellm.cli.generate_cmd:cli_group",
     "bench": "forgellm.cli.bench_cmd:bench",
+    "dashboard": "forgellm.cli.dashboard_cmd:dashboard",
 }
 
 
