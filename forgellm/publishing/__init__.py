@@ -1,0 +1,1 @@
+"""Fuse, quantise, publish and convert trained models and adapters."""
