@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from forgellm.errors import AccessError
+from forgellm.errors import AccessError, UserError
 
 MODEL_KINDS = ("base", "cpt", "ift", "published")
 
@@ -60,11 +60,19 @@ class Workspace:
     def confine(self, path: str | os.PathLike[str], *, within: Path | None = None) -> Path:
         """Resolve ``path`` (relative to ``within`` or the root) and refuse it if it leaves that folder.
 
-        Symlinks are resolved first, so a link that points outside is refused too.
+        Symlinks are resolved first, so a link that points outside is refused too; ``..`` is
+        refused by the same check. Absolute paths are accepted only when they land inside.
         """
         base = (within or self.root).resolve()
-        candidate = Path(path)
-        resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
+        text = str(os.fspath(path))
+        if "\x00" in text:
+            raise UserError("the path contains a NUL character; send a plain relative path")
+        candidate = Path(text)
+        try:
+            resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
+        except (OSError, RuntimeError) as exc:  # symlink loop, name too long
+            raise UserError(f"path {text!r} cannot be resolved ({exc.__class__.__name__}); "
+                            "use a plain path inside the workspace") from None
         if resolved != base and base not in resolved.parents:
-            raise AccessError(f"path {str(path)!r} is outside {base}; use a path inside the workspace")
+            raise AccessError(f"path {text!r} is outside {base}; use a path inside the workspace")
         return resolved
