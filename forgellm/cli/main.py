@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "cli": "forgellm.cli.generate_cmd:cli_group",
     "bench": "forgellm.cli.bench_cmd:bench",
     "dashboard": "forgellm.cli.dashboard_cmd:dashboard",
+    "adapter": "forgellm.cli.adapter_cmd:adapter",
     "fuse": "forgellm.cli.publish_cmd:fuse",
 }
 
