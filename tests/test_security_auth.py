@@ -112,3 +112,11 @@ def test_socketio_accepts_login_cookie(secured):
 def test_socketio_open_without_token():
     app, socketio = make_app()
     assert socketio.test_client(app).is_connected()
+
+
+def test_socketio_refuses_cross_site_and_rebound_handshakes():
+    # Browsers let any page open a WebSocket to localhost: the handshake's Origin and Host decide.
+    app, socketio = make_app()
+    assert socketio.test_client(app, headers={"Origin": "http://localhost"}).is_connected()
+    assert not socketio.test_client(app, headers={"Origin": "http://evil.example"}).is_connected()
+    assert not socketio.test_client(app, headers={"Host": "evil.example"}).is_connected()

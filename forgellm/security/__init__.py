@@ -6,7 +6,7 @@
   token or the call raises UserError. With a token, every endpoint answers 401 JSON unless the
   request carries ``Authorization: Bearer <token>``, ``X-ForgeLLM-Token: <token>`` or the
   cookie set by the ``/login`` page. SocketIO ``connect`` handlers call
-  :func:`authorize_socketio` first.
+  :func:`authorize_socketio` first (:mod:`.sockets`: token, same origin, loopback Host).
 * **cross-site protection** (:mod:`.csrf`): POST/PUT/PATCH/DELETE from another origin get 403;
   a loopback-bound server refuses foreign Host names (DNS rebinding); no CORS, no framing.
 * **limits and JSON errors** (:mod:`.limits`): bodies above ``max_body_bytes`` get 413; every
@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from forgellm.security.auth import (TOKEN_ENV, authorize_socketio, bind_policy, client_headers, generate_token,
-                                    is_loopback, protect)
+from forgellm.security.auth import TOKEN_ENV, bind_policy, client_headers, generate_token, is_loopback, protect
 from forgellm.security.csrf import install_cross_site_protection
 from forgellm.security.files import confine_read, confine_write, safe_delete
 from forgellm.security.limits import DEFAULT_MAX_BODY_BYTES, install_limits
 from forgellm.security.logs import configure_logging, install_request_logging, redact, register_secret, set_run_id
+from forgellm.security.sockets import authorize_socketio
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES", "TOKEN_ENV", "authorize_socketio", "bind_policy", "client_headers",

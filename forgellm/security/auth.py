@@ -4,7 +4,7 @@ Loopback binds (127.0.0.0/8, ::1, localhost) need no token. Any other address re
 from ``--token``/``FORGELLM_TOKEN`` or generated at start; without it the server refuses to
 start. With a token, every HTTP endpoint requires it, as ``Authorization: Bearer <token>``,
 ``X-ForgeLLM-Token: <token>`` or the cookie the ``/login`` page sets; SocketIO connections
-check the same through :func:`authorize_socketio`.
+check the same through :func:`forgellm.security.sockets.authorize_socketio`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, jsonify, make_response, redirect, request
+from flask import Flask, Response, jsonify, make_response, redirect, request
 
 from forgellm.errors import UserError
 
@@ -26,7 +26,7 @@ TOKEN_HEADER = "X-ForgeLLM-Token"
 COOKIE_NAME = "forgellm_auth"
 LOGIN_PATH = "/login"
 MIN_TOKEN_LENGTH = 16
-_EXTENSION = "forgellm.auth"
+EXTENSION = "forgellm.auth"
 
 
 def is_loopback(host: str) -> bool:
@@ -94,20 +94,9 @@ def is_authorized(token: str | None, auth: dict[str, Any] | None = None) -> bool
     return cookie is not None and hmac.compare_digest(cookie.encode(), _cookie_value(token).encode())
 
 
-def authorize_socketio(auth: dict[str, Any] | None = None) -> None:
-    """Call first in a Flask-SocketIO ``connect`` handler: refuses a connection without the token.
-
-    Browsers send the login cookie with the handshake; other clients pass ``auth={"token": ...}``
-    or a header.
-    """
-    settings = current_app.extensions.get(_EXTENSION)
-    if settings is not None and not is_authorized(settings["token"], auth):
-        raise ConnectionRefusedError("unauthorized: this server requires the ForgeLLM access token")
-
-
 def protect(app: Flask, token: str | None) -> None:
     """Require ``token`` on every endpoint of ``app`` (no-op without a token); adds ``/login``."""
-    app.extensions[_EXTENSION] = {"token": token}
+    app.extensions[EXTENSION] = {"token": token}
     if not token:
         return
 

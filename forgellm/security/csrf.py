@@ -18,6 +18,7 @@ from flask import Flask, Response, jsonify, request
 from forgellm.security.auth import is_loopback
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+EXTENSION = "forgellm.csrf"
 
 
 def _origin_of(url: str) -> str | None:
@@ -40,24 +41,28 @@ def _host_name(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
+def site_problem(*, loopback_only: bool, state_changing: bool) -> str | None:
+    """Why the current request must be refused as cross-site, or None when it may proceed."""
+    if loopback_only and not is_loopback(_host_name(request.host)):
+        return f"this server only answers requests addressed to 127.0.0.1 or localhost, not {request.host!r}"
+    if not state_changing:
+        return None
+    sent = request.headers.get("Origin") or request.headers.get("Referer")
+    own = f"{request.scheme}://{request.host}".lower()
+    if sent is not None and _origin_of(sent) != own:
+        return (f"cross-site request refused: {request.method} from origin {sent!r} to {own}; "
+                "use the ForgeLLM page served by this server")
+    return None
+
+
 def install_cross_site_protection(app: Flask, *, loopback_only: bool) -> None:
     """Refuse cross-site state changes; with ``loopback_only``, refuse non-loopback Host names."""
+    app.extensions[EXTENSION] = {"loopback_only": loopback_only}
 
     @app.before_request
     def _check_site() -> Response | None:
-        if loopback_only and not is_loopback(_host_name(request.host)):
-            return _forbidden(f"this server only answers requests addressed to 127.0.0.1 or localhost, "
-                              f"not {request.host!r}")
-        if request.method not in STATE_CHANGING:
-            return None
-        sent = request.headers.get("Origin") or request.headers.get("Referer")
-        if sent is None:
-            return None
-        own = f"{request.scheme}://{request.host}".lower()
-        if _origin_of(sent) != own:
-            return _forbidden(f"cross-site request refused: {request.method} from origin {sent!r} to {own}; "
-                              "use the ForgeLLM page served by this server")
-        return None
+        problem = site_problem(loopback_only=loopback_only, state_changing=request.method in STATE_CHANGING)
+        return _forbidden(problem) if problem else None
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
