@@ -1,0 +1,146 @@
+"""Cleaning: normalisation, quality filters, exact and near-duplicate detection.
+
+Near duplicates are found with MinHash over token 5-grams, computed for a whole batch of
+documents at once with numpy (one-permutation hashing: one 64-bit hash per shingle, its
+top bits pick one of `NUM_BINS` bins, each bin keeps its minimum). Candidate pairs come
+from LSH banding and are confirmed by the estimated Jaccard similarity, so the
+threshold means what it says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+import numpy as np
+
+NUM_BINS = 64  # MinHash signature length; must be a power of two (bins come from the top bits)
+SHINGLE = 5  # tokens per shingle
+EMPTY = np.uint32(0xFFFFFFFF)  # a bin no shingle fell into
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
+_TRAILING_SPACES = re.compile(r"[^\S\n]+\n")  # spaces and tabs before a newline
+_BLANK_LINES = re.compile(r"\n{3,}")
+_LETTER_RUNS = re.compile(r"[^\W\d_]+")
+_NON_SPACE_RUNS = re.compile(r"\S+")
+
+
+def normalize_text(text: str) -> str:
+    """NFC, one kind of newline, no control characters or trailing spaces, at most one blank line.
+
+    Indentation and spaces inside lines are kept: they carry meaning in code and tables.
+    """
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _CONTROL.sub("", text).replace("\u00a0", " ")
+    text = _TRAILING_SPACES.sub("\n", text + "\n")
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def quality_problem(text: str, *, min_chars: int, min_letter_share: float, max_repeated_line_share: float) -> str | None:
+    """The name of the first quality filter ``text`` fails, or None when it passes."""
+    if len(text) < min_chars:
+        return "too_short"
+    non_space = sum(len(run) for run in _NON_SPACE_RUNS.findall(text))
+    letters = sum(len(run) for run in _LETTER_RUNS.findall(text))
+    if non_space and letters / non_space < min_letter_share:
+        return "low_letter_share"
+    lines = [line for line in text.split("\n") if line.strip()]
+    if len(lines) > 1 and 1 - len(set(lines)) / len(lines) > max_repeated_line_share:
+        return "repeated_lines"
+    return None
+
+
+def content_digest(text: str) -> bytes:
+    """A 16-byte fingerprint of a normalised document (exact dedupe and the split hash)."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads shingle hashes over all 64 bits."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def minhash_signatures(tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """MinHash signatures ``(len(lengths), NUM_BINS)`` uint32 of documents stored back to back.
+
+    ``tokens`` holds the documents' token ids concatenated, ``lengths`` their lengths.
+    A document shorter than a shingle gets an all-`EMPTY` signature (it is never a near duplicate).
+    """
+    n_docs = len(lengths)
+    signatures = np.full(n_docs * NUM_BINS, EMPTY, dtype=np.uint32)
+    n_shingles = len(tokens) - SHINGLE + 1
+    if n_docs == 0 or n_shingles <= 0:
+        return signatures.reshape(n_docs, NUM_BINS)
+    with np.errstate(over="ignore"):
+        ids = tokens.astype(np.uint64)
+        h = np.zeros(n_shingles, dtype=np.uint64)
+        for j in range(SHINGLE):  # polynomial hash of each window, wrapping at 2**64
+            h = h * np.uint64(1_000_003) + ids[j:j + n_shingles]
+        h = _mix64(h)
+    ends = np.cumsum(lengths)
+    doc_of = np.repeat(np.arange(n_docs), lengths)[:n_shingles]
+    valid = np.arange(n_shingles) + SHINGLE <= ends[doc_of]  # windows that stay inside one document
+    h, doc_of = h[valid], doc_of[valid]
+    shift = np.uint64(64 - int(np.log2(NUM_BINS)))
+    bins = (h >> shift).astype(np.int64)
+    values = ((h >> np.uint64(16)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    np.minimum.at(signatures, doc_of * NUM_BINS + bins, values)
+    return signatures.reshape(n_docs, NUM_BINS)
+
+
+def band_rows(threshold: float, num_bins: int = NUM_BINS) -> int:
+    """Rows per LSH band: the most selective banding that still finds 95% of pairs at ``threshold``."""
+    best = 1
+    for rows in (r for r in range(1, num_bins + 1) if num_bins % r == 0):
+        bands = num_bins // rows
+        if 1 - (1 - threshold ** rows) ** bands >= 0.95:
+            best = rows
+    return best
+
+
+def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Jaccard estimate of two signature arrays, over bins where either is non-empty."""
+    either = (a != EMPTY) | (b != EMPTY)
+    agree = (a == b) & (a != EMPTY)
+    return agree.sum(axis=1) / np.maximum(either.sum(axis=1), 1)
+
+
+def near_duplicates(signatures: np.ndarray, threshold: float) -> np.ndarray:
+    """Boolean mask of documents that are near duplicates of an earlier document.
+
+    Within each LSH band, documents with the same band key are compared with the
+    earliest one holding that key; a later document whose estimated Jaccard similarity
+    reaches ``threshold`` is marked.
+    """
+    n_docs = len(signatures)
+    duplicate = np.zeros(n_docs, dtype=bool)
+    if threshold <= 0 or n_docs < 2:
+        return duplicate
+    rows = band_rows(threshold)
+    has_shingles = (signatures != EMPTY).any(axis=1)
+    multipliers = _mix64(np.arange(1, rows + 1, dtype=np.uint64))
+    candidates_later, candidates_first = [], []
+    with np.errstate(over="ignore"):
+        for start in range(0, NUM_BINS, rows):
+            keys = (signatures[:, start:start + rows].astype(np.uint64) * multipliers).sum(axis=1, dtype=np.uint64)
+            docs = np.flatnonzero(has_shingles)
+            order = docs[np.argsort(keys[docs], kind="stable")]  # stable: earliest document first in each run
+            sorted_keys = keys[order]
+            run_start = np.ones(len(order), dtype=bool)
+            run_start[1:] = sorted_keys[1:] != sorted_keys[:-1]
+            first = order[np.maximum.accumulate(np.where(run_start, np.arange(len(order)), 0))]
+            later = ~run_start
+            candidates_later.append(order[later])
+            candidates_first.append(first[later])
+    later = np.concatenate(candidates_later)
+    first = np.concatenate(candidates_first)
+    if len(later):
+        pairs = np.unique(np.stack([later, first], axis=1), axis=0)
+        similar = estimated_jaccard(signatures[pairs[:, 0]], signatures[pairs[:, 1]]) >= threshold
+        duplicate[pairs[similar, 0]] = True
+    return duplicate

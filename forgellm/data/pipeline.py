@@ -1,0 +1,341 @@
+"""The whole path: read, clean, dedupe, split, tokenise, pack, mix, cache.
+
+`prepare_dataset` is the one entry point (re-exported by `forgellm.data`). Documents
+stream through: each is read, normalised, filtered and checked for an exact duplicate,
+then tokenised in batches and staged on disk. Near duplicates and the split are then
+decided for all documents at once, and the kept documents are packed into memory-mapped
+arrays. Only small per-document numbers (length, split hash, MinHash signature) stay in
+memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from forgellm.data import cache as cache_mod
+from forgellm.data.cleaning import (content_digest, minhash_signatures, near_duplicates, normalize_text,
+                                    quality_problem)
+from forgellm.data.ift import ChatRenderer, RecordError, detect_format, encode_rendered, to_messages
+from forgellm.data.packing import Staging, StagedDocs, pack_records, pack_stream, padding_fraction
+from forgellm.data.readers import SUPPORTED_SUFFIXES, Row, SourceFile, list_sources, read_source
+from forgellm.data.sequences import TokenSequences
+from forgellm.data.settings import DataSettings
+from forgellm.data.split import assign_validation, split_value
+from forgellm.data.stats import DataReport
+from forgellm.errors import NotFoundError, UserError
+from forgellm.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+BATCH_CHARS = 1 << 20  # tokenise this many characters at a time
+
+
+@dataclass
+class PreparedData:
+    """Packed, memory-mapped training and validation sequences and the stats of how they were made."""
+
+    train: TokenSequences
+    val: TokenSequences
+    stats: dict[str, Any]
+    path: Path  # the cache folder holding the arrays
+
+
+def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace | Path) -> PreparedData:
+    """Turn ``settings.input_dir`` into packed sequences, or load them from the cache.
+
+    Raises `NotFoundError` when the folder does not exist and `UserError` when nothing
+    usable is left (or, with ``settings.strict``, at the first skipped input).
+    """
+    started = time.perf_counter()
+    workspace = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    root = resolve_input_dir(settings.input_dir, workspace)
+    report = DataReport(strict=settings.strict)
+    sources = list_sources(root, report)
+    if not sources and not report.skipped:
+        raise UserError(f"{root} has no files to read; add documents ({', '.join(sorted(SUPPORTED_SUFFIXES))}) "
+                        f"or point input_dir at another folder")
+
+    general = None
+    if settings.data_mixture_ratio < 1.0:
+        from forgellm.data.mixing import prepare_general
+
+        general = prepare_general(settings, tokenizer, workspace)
+    tokenizer_id = cache_mod.tokenizer_fingerprint(tokenizer)
+    key = cache_mod.cache_key(
+        settings=settings.cache_fields(), inputs=[(s.rel, cache_mod.tree_digest(s.path)) for s in sources],
+        listing_skips=report.skipped, tokenizer=tokenizer_id,
+        extra={"general": general.stats["cache"]["key"] if general else None})
+    entry = cache_mod.CacheEntry(workspace.data_dir, key)
+    if entry.complete:
+        stats = entry.stats()
+        if settings.strict and stats["skipped"]:
+            first = stats["skipped"][0]
+            report.skip(first["file"], first["line"], first["reason"])  # raises: strict
+        stats["cache"] = {"key": key, "hit": True, "path": str(entry.path)}
+        stats["seconds"] = round(time.perf_counter() - started, 3)
+        log.info("data: cache hit %s", entry.path)
+        return PreparedData(TokenSequences.load(entry.path, "train"), TokenSequences.load(entry.path, "val"),
+                            stats, entry.path)
+
+    tmp = entry.staging_dir()
+    try:
+        stats = _build(settings, tokenizer, root, sources, report, tmp, general)
+        stats["tokenizer"] = {"name": getattr(tokenizer, "name_or_path", ""), "fingerprint": tokenizer_id}
+        stats["cache"] = {"key": key, "hit": False, "path": str(entry.path)}
+        stats["seconds"] = round(time.perf_counter() - started, 3)
+        entry.commit(tmp, stats)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PreparedData(TokenSequences.load(entry.path, "train"), TokenSequences.load(entry.path, "val"),
+                        stats, entry.path)
+
+
+def resolve_input_dir(path: Path, workspace: Workspace) -> Path:
+    root = path if path.is_absolute() else workspace.root / path
+    if not root.exists():
+        raise NotFoundError(f"dataset folder {root} does not exist; create it or set input_dir to a folder of documents")
+    if not root.is_dir() and not root.is_file():
+        raise UserError(f"{root} is not a folder")
+    if root.is_file():
+        raise UserError(f"{root} is a file; point input_dir at the folder that holds it")
+    return root.resolve()
+
+
+def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[SourceFile], report: DataReport,
+           out: Path, general: Any) -> dict[str, Any]:
+    staging = Staging(out / "staging", with_mask=settings.training_type == "ift")
+    stager = (_IFTStager if settings.training_type == "ift" else _CPTStager)(settings, tokenizer, report, staging)
+    for row in iter_rows(sources, report, settings):
+        stager.add(row)
+    stager.flush()
+    docs = staging.close()
+    if len(docs.lengths) == 0:
+        raise UserError(_nothing_usable(root, report))
+
+    keep = np.ones(len(docs.lengths), dtype=bool)
+    if stager.signatures:
+        near = near_duplicates(np.concatenate(stager.signatures), settings.near_dedupe_threshold)
+        report.near_duplicates_removed = int(near.sum())
+        keep &= ~near
+    kept = np.flatnonzero(keep)
+    is_val = assign_validation(np.asarray(stager.split_values)[kept], settings.validation_split)
+    train_idx, val_idx = kept[~is_val], kept[is_val]
+    pack = pack_records if settings.training_type == "ift" else pack_stream
+    pad_id = pad_token_id(tokenizer)
+    train_target = out / "domain" if general is not None else out
+    train = pack(docs, train_idx, train_target, "train", seq_length=settings.max_seq_length, pad_id=pad_id)
+    val = pack(docs, val_idx, out, "val", seq_length=settings.max_seq_length, pad_id=pad_id)
+    train_tokens, val_tokens = int(docs.lengths[train_idx].sum()), int(docs.lengths[val_idx].sum())
+    stats = report.to_json()
+    stats.update({
+        "mode": settings.training_type,
+        "train_documents": int(len(train_idx)),
+        "val_documents": int(len(val_idx)),
+        "train_tokens": train_tokens,
+        "val_tokens": val_tokens,
+        "train_target_tokens": train.target_tokens,
+        "sequences": {"train": len(train), "val": len(val)},
+        "seq_length": settings.max_seq_length,
+        "padding_fraction": round(padding_fraction(train, val, real_tokens=train_tokens + val_tokens), 6),
+        "format": report.file_formats if settings.training_type == "ift" else None,
+        "chat_template": stager.template_source,
+        "settings": settings.cache_fields(),
+    })
+    if general is not None:
+        from forgellm.data.mixing import mix_into
+
+        stats["mixture"] = mix_into(train, general, out, settings)
+        stats["sequences"]["train"] = stats["mixture"]["domain_sequences"] + stats["mixture"]["general_sequences"]
+        del train
+        shutil.rmtree(out / "domain")
+    shutil.rmtree(out / "staging")
+    return stats
+
+
+def _nothing_usable(root: Path, report: DataReport) -> str:
+    parts = [f"no usable documents in {root}: {report.files} file(s) read"]
+    if report.skipped_total:
+        parts.append(f"{report.skipped_total} input(s) skipped (first: {report.first_skips()})")
+    if report.filtered:
+        parts.append("filtered: " + ", ".join(f"{k}={v}" for k, v in sorted(report.filtered.items())))
+    if report.duplicates_removed:
+        parts.append(f"{report.duplicates_removed} duplicate(s)")
+    return "; ".join(parts) + ". Fix the inputs or relax the filters (see `forgellm data stats`)."
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def iter_rows(sources: list[SourceFile], report: DataReport, settings: DataSettings) -> Iterator[Row]:
+    max_bytes = int(settings.max_file_mb * 2**20)
+    for source in sources:
+        yield from read_source(source, report, max_file_bytes=max_bytes)
+
+
+class _CPTStager:
+    """CPT: text of each row -> normalised, filtered, exact-deduped, tokenised in batches, staged."""
+
+    template_source = None
+
+    def __init__(self, settings: DataSettings, tokenizer: Any, report: DataReport, staging: Staging):
+        self.settings, self.tokenizer, self.report, self.staging = settings, tokenizer, report, staging
+        self.seen: set[bytes] = set()
+        self.batch: list[tuple[str, bytes]] = []
+        self.batch_chars = 0
+        self.split_values: list[float] = []
+        self.signatures: list[np.ndarray] = []
+        self.eos_id = tokenizer.eos_token_id
+
+    def add(self, row: Row) -> None:
+        text = self._text_of(row)
+        if text is None:
+            return
+        self.report.documents += 1
+        text = normalize_text(text)
+        if not text:
+            self.report.drop("empty")
+            return
+        s = self.settings
+        if s.quality_filters:
+            problem = quality_problem(text, min_chars=s.min_chars, min_letter_share=s.min_letter_share,
+                                      max_repeated_line_share=s.max_repeated_line_share)
+            if problem:
+                self.report.drop(problem)
+                return
+        digest = content_digest(text)
+        if s.dedupe:
+            if digest in self.seen:
+                self.report.duplicates_removed += 1
+                return
+            self.seen.add(digest)
+        self.batch.append((text, digest))
+        self.batch_chars += len(text)
+        if self.batch_chars >= BATCH_CHARS:
+            self.flush()
+
+    def _text_of(self, row: Row) -> str | None:
+        column = self.settings.text_column
+        value = row.fields.get(column)
+        if value is None:
+            fmt = detect_format(row.fields)
+            if fmt is None or fmt == "text":
+                self.report.skip(row.file, row.line, f"no {column!r} field (found: {', '.join(map(str, row.fields)) or 'none'}); "
+                                 f"set text_column to the field that holds the text")
+                return None
+            try:  # an instruction record in a CPT folder: train on its text
+                messages = to_messages(row.fields, fmt)
+            except RecordError as exc:
+                self.report.skip(row.file, row.line, str(exc))
+                return None
+            return "\n\n".join(m["content"] for m in messages) if isinstance(messages, list) else messages
+        if not isinstance(value, str):
+            self.report.skip(row.file, row.line, f"field {column!r} is a {type(value).__name__}, expected a string")
+            return None
+        return value
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        texts = [t for t, _ in self.batch]
+        encoded = encode_texts(self.tokenizer, texts)
+        lengths = np.empty(len(encoded), dtype=np.int64)
+        for i, ((_, digest), ids) in enumerate(zip(self.batch, encoded)):
+            if not ids or ids[-1] != self.eos_id:
+                ids.append(self.eos_id)
+            self.staging.add(np.asarray(ids, dtype=np.int32))
+            lengths[i] = len(ids)
+            self.split_values.append(split_value(digest, self.settings.seed))
+        if self.settings.near_dedupe_threshold > 0:
+            flat = np.fromiter((t for ids in encoded for t in ids), dtype=np.int64, count=int(lengths.sum()))
+            self.signatures.append(minhash_signatures(flat, lengths))
+        self.batch, self.batch_chars = [], 0
+
+
+def encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text with the tokenizer's own special tokens, batch-encoded in Rust."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=True)]
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+
+
+class _IFTStager:
+    """IFT: each row -> format (per file) -> chat messages -> rendered with a mask -> staged."""
+
+    def __init__(self, settings: DataSettings, tokenizer: Any, report: DataReport, staging: Staging):
+        self.settings, self.tokenizer, self.report, self.staging = settings, tokenizer, report, staging
+        self.renderer = ChatRenderer(tokenizer)
+        self.seen: set[bytes] = set()
+        self.batch: list[tuple[Any, bytes]] = []
+        self.split_values: list[float] = []
+        self.signatures: list[np.ndarray] = []
+
+    @property
+    def template_source(self) -> str:
+        return self.renderer.template_source
+
+    def _format_of(self, row: Row) -> str | None:
+        formats = self.report.file_formats
+        if row.file not in formats:
+            fmt = self.settings.ift_format if self.settings.ift_format != "auto" else detect_format(row.fields)
+            if fmt is None:
+                self.report.skip(row.file, row.line, "record matches no IFT format (messages, conversations, "
+                                 "instruction/output, prompt/completion, text); set ift_format to force one")
+                return None
+            formats[row.file] = fmt
+        return formats[row.file]
+
+    def add(self, row: Row) -> None:
+        fmt = self._format_of(row)
+        if fmt is None:
+            return
+        try:
+            item = to_messages(row.fields, fmt)
+            self.report.documents += 1
+            if isinstance(item, str) and not item.strip() or isinstance(item, list) and any(
+                    m["role"] == "assistant" and not m["content"] for m in item):
+                self.report.drop("empty_response")
+                return
+            rendered = self.renderer.render(item)
+        except RecordError as exc:
+            self.report.skip(row.file, row.line, f"{exc} (file format: {fmt})")
+            return
+        digest = content_digest(rendered.text)
+        if self.settings.dedupe:
+            if digest in self.seen:
+                self.report.duplicates_removed += 1
+                return
+            self.seen.add(digest)
+        self.batch.append((rendered, digest))
+        if len(self.batch) >= 256:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        limit = self.settings.max_seq_length
+        for (rendered, digest), (ids, mask) in zip(self.batch, encode_rendered(self.tokenizer, [r for r, _ in self.batch])):
+            if len(ids) > limit:
+                if self.settings.overlong == "drop":
+                    self.report.drop("overlong")
+                    continue
+                ids, mask = ids[:limit], mask[:limit]
+                if not mask[1:].any():
+                    self.report.drop("overlong_no_reply_left")
+                    continue
+                self.report.truncated += 1
+            self.staging.add(ids, mask)
+            self.split_values.append(split_value(digest, self.settings.seed))
+        self.batch = []
