@@ -84,8 +84,9 @@ class LoadedModel(Protocol):
     tokenizer: Any  # the Hugging Face tokenizer (both engines use one)
 
     def format_prompt(self, prompt: str | Sequence[Message], *, system: str | None = None,
-                      fmt: PromptFormat | None = None) -> str:
-        """Chat template for instruct models, raw text for base models; ``fmt`` overrides."""
+                      fmt: PromptFormat | None = None, enable_thinking: bool = False) -> str:
+        """Chat template for instruct models, raw text for base models; ``fmt`` overrides.
+        ``enable_thinking`` reaches templates that read it (Qwen 3)."""
         ...
 
     def encode(self, text: str) -> list[int]: ...

@@ -1,0 +1,188 @@
+"""An optimized BLAS for MLX on Linux, and the numbers that show it matters.
+
+The ``mlx[cpu]`` wheel links a reference BLAS that multiplies matrices about 30-50x slower
+than OpenBLAS. Loading the system's OpenBLAS with ``RTLD_GLOBAL`` *before* MLX is imported
+makes the dynamic linker bind MLX's ``cblas_*`` calls to it: the same effect as
+``LD_PRELOAD``, without restarting the process. `activate` does that (the mlx engine calls it
+before importing mlx); `subprocess_env` gives child processes ``LD_PRELOAD`` so they are
+covered even if they import mlx first. ``FORGELLM_NO_BLAS_PRELOAD=1`` turns both off,
+``FORGELLM_BLAS_LIBRARY`` points to another library.
+
+``python -m forgellm.engines.blas torch|mlx`` prints the float32 matmul GFLOP/s of one backend
+as JSON; `forgellm info` runs it with and without the library to show the difference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DISABLE_ENV = "FORGELLM_NO_BLAS_PRELOAD"
+LIBRARY_ENV = "FORGELLM_BLAS_LIBRARY"
+# Debian/Ubuntu's libopenblas0-pthread first (what `make setup` installs), then other layouts.
+_CANDIDATES = (
+    "/usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/*-linux-gnu/openblas-openmp/libopenblas.so.0",
+    "/usr/lib/*-linux-gnu/libopenblas.so.0",
+    "/usr/lib64/libopenblas.so.0",
+    "/usr/lib/libopenblas.so.0",
+)
+MATMUL_SIZE = 1024
+
+_activated: Path | None = None
+
+
+def disabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def find_blas_library() -> Path | None:
+    """The optimized BLAS to give MLX, or None (not Linux, disabled, or not installed)."""
+    if not sys.platform.startswith("linux") or disabled():
+        return None
+    if os.environ.get(LIBRARY_ENV):
+        path = Path(os.environ[LIBRARY_ENV])
+        return path if path.exists() else None
+    for pattern in _CANDIDATES:
+        for match in sorted(glob.glob(pattern)):
+            return Path(match)
+    found = ctypes.util.find_library("openblas")
+    return Path(found) if found and Path(found).is_absolute() else None
+
+
+def loaded_in_process(library: Path) -> bool:
+    """Whether ``library`` is mapped into this process (LD_PRELOAD or an earlier `activate`)."""
+    target = library.resolve()
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+    return any(line.rsplit(" ", 1)[-1] == str(target) for line in maps.splitlines())
+
+
+def activate() -> Path | None:
+    """Load the optimized BLAS globally so MLX (imported afterwards) uses it. Idempotent.
+
+    Returns the library in use, or None. Warns if MLX was imported before without it.
+    """
+    global _activated
+    library = find_blas_library()
+    if library is None or _activated is not None:
+        return _activated
+    if loaded_in_process(library):
+        _activated = library
+        return library
+    if "mlx.core" in sys.modules:
+        log.warning("mlx was imported before the optimized BLAS could be loaded; matrix products will be slow. "
+                    "Import forgellm.engines.mlx_engine (or call forgellm.engines.blas.activate()) first.")
+        return None
+    try:
+        ctypes.CDLL(str(library), mode=os.RTLD_GLOBAL | os.RTLD_NOW)
+    except OSError as exc:
+        log.warning("could not load %s (%s); mlx keeps its reference BLAS", library, exc)
+        return None
+    _activated = library
+    return library
+
+
+def subprocess_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child process that will use MLX: ``LD_PRELOAD`` names the optimized BLAS."""
+    env = dict(os.environ if env is None else env)
+    library = find_blas_library()
+    if library is not None:
+        preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p]
+        if str(library) not in preload:
+            env["LD_PRELOAD"] = ":".join([str(library), *preload])
+    return env
+
+
+def _reference_env() -> dict[str, str]:
+    """Environment for a child that must run MLX with its own (reference) BLAS."""
+    env = dict(os.environ)
+    env[DISABLE_ENV] = "1"
+    library = find_blas_library()
+    if library is not None and env.get("LD_PRELOAD"):
+        env["LD_PRELOAD"] = ":".join(p for p in env["LD_PRELOAD"].split(":") if p and Path(p) != library)
+    return env
+
+
+def measure_matmul_gflops(backend: str, size: int = MATMUL_SIZE, min_seconds: float = 0.5) -> float:
+    """GFLOP/s of a ``size``x``size`` float32 matmul on the CPU, in this process."""
+    if backend == "torch":
+        import torch
+
+        a, b = torch.randn(size, size), torch.randn(size, size)
+
+        def step() -> None:
+            torch.mm(a, b)
+    elif backend == "mlx":
+        activate()
+        import mlx.core as mx
+
+        a, b = mx.random.normal((size, size)), mx.random.normal((size, size))
+        mx.eval(a, b)
+
+        def step() -> None:
+            mx.eval(a @ b)
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
+    step()  # warm-up: thread pools, allocations
+    count, started = 0, time.perf_counter()
+    while count < 2 or time.perf_counter() - started < min_seconds:
+        step()
+        count += 1
+    seconds = (time.perf_counter() - started) / count
+    return 2 * size**3 / seconds / 1e9
+
+
+def measure_in_subprocess(backend: str, *, optimized: bool = True, timeout: float = 120) -> dict[str, Any]:
+    """Run the measurement in a fresh process (the BLAS is chosen at MLX's import, once per process).
+
+    Returns ``{"gflops": float | None, "library": str | None, "error": str | None}``.
+    """
+    env = os.environ.copy() if optimized else _reference_env()
+    try:
+        done = subprocess.run([sys.executable, "-m", "forgellm.engines.blas", backend], env=env, timeout=timeout,
+                              capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return json.loads(done.stdout.strip().splitlines()[-1])
+        error = (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]
+    except (subprocess.TimeoutExpired, OSError, ValueError, IndexError) as exc:
+        error = str(exc)
+    return {"gflops": None, "library": None, "error": error}
+
+
+def torch_blas_name() -> str | None:
+    """The BLAS torch was built with (from its build configuration)."""
+    import torch
+
+    for part in torch.__config__.show().replace("\n", ",").split(","):
+        if part.strip().startswith("BLAS_INFO="):
+            return part.split("=", 1)[1].strip()
+    return None
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0] not in ("torch", "mlx"):
+        print("usage: python -m forgellm.engines.blas torch|mlx", file=sys.stderr)
+        return 2
+    backend = argv[0]
+    gflops = measure_matmul_gflops(backend)
+    library = torch_blas_name() if backend == "torch" else (str(_activated) if _activated else "reference (bundled)")
+    print(json.dumps({"gflops": round(gflops, 2), "library": library, "error": None}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
