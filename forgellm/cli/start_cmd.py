@@ -1,0 +1,60 @@
+"""``forgellm start``: model server + web app, browser opened, children supervised."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import webbrowser
+
+import click
+
+from forgellm.web.ports import ensure_free, wait_listening
+from forgellm.web.supervisor import Child, Supervisor, environment
+
+
+def should_open_browser(no_browser: bool) -> bool:
+    """Not when asked not to, under CI, or on a Linux machine without a display."""
+    if no_browser or os.environ.get("CI"):
+        return False
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    return True
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address both servers listen on.")
+@click.option("--server-port", default=5001, show_default=True, type=click.IntRange(1, 65535), help="Model server port.")
+@click.option("--web-port", default=5002, show_default=True, type=click.IntRange(1, 65535), help="Web app port.")
+@click.option("--no-browser", is_flag=True, help="Do not open the browser.")
+def start(host: str, server_port: int, web_port: int, no_browser: bool) -> None:
+    """Start the model server and the web app, and open the browser.
+
+    The model server is restarted if it dies. Ctrl-C (or SIGTERM) stops both and every
+    training run started from the web app.
+
+    \b
+    Examples:
+      forgellm start
+      forgellm start --web-port 8080 --no-browser
+    """
+    logging.getLogger("forgellm").setLevel(logging.INFO)
+    ensure_free(host, server_port, "--server-port")
+    ensure_free(host, web_port, "--web-port")
+    server_url = f"http://{host}:{server_port}"
+    web_url = f"http://{host}:{web_port}"
+    python = sys.executable
+    supervisor = Supervisor([
+        Child("model server", [python, "-m", "forgellm", "server", "--host", host, "--port", str(server_port)]),
+        Child("web app", [python, "-m", "forgellm.web.main", "--host", host, "--port", str(web_port),
+                          "--server-url", server_url]),
+    ], env=environment())
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    supervisor.start()
+    if wait_listening(host, web_port, timeout=60):
+        click.echo(f"ForgeLLM is running: {web_url}  (model server {server_url}); Ctrl-C stops it")
+        if should_open_browser(no_browser):
+            webbrowser.open(web_url)
+    sys.exit(supervisor.watch())

@@ -1,0 +1,94 @@
+"""``/api/models``: base, CPT, IFT and published models; delete, fuse and publish them."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from pydantic import BaseModel, ConfigDict, Field
+
+from forgellm.errors import AccessError, ConflictError
+from forgellm.models.resolve import list_models
+from forgellm.security import safe_delete
+from forgellm.web import context, openapi
+from forgellm.web.services import runs as run_files
+from forgellm.web.validation import FieldError, body
+
+bp = Blueprint("models", __name__)
+
+DELETABLE_KINDS = ("cpt", "ift", "published")
+
+
+class DeleteModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, description="Model name as listed, e.g. cpt/my-run or published/my-model.")
+    confirm: str = Field(description="The same name again: deletion cannot be undone.")
+
+
+class CheckpointChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run: str = Field(min_length=1, description="Run id, e.g. cpt/my-run.")
+    checkpoint: str = Field("best", pattern=r"^(best|latest|\d+)$", description="best, latest or a step number.")
+
+
+class PublishModel(CheckpointChoice):
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Name under models/published/.")
+    gguf: bool = Field(False, description="Also write a GGUF file.")
+
+
+@bp.get("/api/models")
+@openapi.doc("Every model and adapter in the workspace and the local Hugging Face cache")
+def list_all():
+    workspace = context.workspace()
+    out = []
+    for info in list_models(workspace):
+        item = info.to_dict()
+        if info.extra.get("run"):
+            item["run"] = run_files.summarize(workspace, info.path)
+        out.append(item)
+    return jsonify({"models": out})
+
+
+@bp.delete("/api/models")
+@openapi.doc("Delete a trained or published model folder that ForgeLLM created", body=DeleteModel,
+             responses={403: "not created by ForgeLLM, or a base model", 404: "no such model", 409: "still training"})
+def delete():
+    request = body(DeleteModel)
+    if request.confirm != request.name:
+        raise FieldError("confirm must repeat the model name exactly", "confirm")
+    kind = request.name.split("/", 1)[0]
+    if kind not in DELETABLE_KINDS or "/" not in request.name:
+        raise AccessError(f"only models under {', '.join(DELETABLE_KINDS)} can be deleted here, not {request.name!r}")
+    workspace = context.workspace()
+    path = workspace.confine(request.name, within=workspace.models_dir)
+    if run_files.read_status(path).get("status") == "running":
+        raise ConflictError(f"{request.name!r} is still training; stop it first")
+    safe_delete(request.name, workspace)  # refuses links, unmarked folders and anything outside models/
+    return jsonify({"deleted": request.name})
+
+
+@bp.post("/api/models/fuse")
+@openapi.doc("Fuse a run's checkpoint into a full model (`forgellm fuse`, in its own process)", body=CheckpointChoice,
+             responses={404: "no such run"})
+def fuse():
+    request = body(CheckpointChoice)
+    run_files.run_path(context.workspace(), request.run)
+    task = context.tasks().start("fuse", ["fuse", request.run, "--checkpoint", request.checkpoint])
+    return jsonify({"task": task.describe()}), 202
+
+
+@bp.post("/api/models/publish")
+@openapi.doc("Publish a run's checkpoint to models/published (`forgellm publish`, in its own process)",
+             body=PublishModel, responses={404: "no such run"})
+def publish():
+    request = body(PublishModel)
+    run_files.run_path(context.workspace(), request.run)
+    argv = ["publish", request.run, "--checkpoint", request.checkpoint]
+    argv += ["--name", request.name] if request.name else []
+    argv += ["--gguf"] if request.gguf else []
+    task = context.tasks().start("publish", argv)
+    return jsonify({"task": task.describe()}), 202
+
+
+@bp.get("/api/tasks")
+@openapi.doc("Fuse and publish tasks started from this app, with the end of their output")
+def tasks():
+    return jsonify({"tasks": context.tasks().list()})

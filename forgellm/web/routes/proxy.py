@@ -1,0 +1,94 @@
+"""``/api/model/*``: passed to the model server (``--server-url``), streams included.
+
+Bodies are checked against the model server's own request schemas (the web app's OpenAPI
+document shows the same ones), then forwarded unchanged; the model server's answer (status,
+JSON error, server-sent events) comes back as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from flask import Blueprint, Response, current_app, jsonify, stream_with_context
+
+from forgellm.errors import ForgeError
+from forgellm.security import client_headers
+from forgellm.serving.schemas import GenerateRequest, LoadRequest, UnloadRequest
+from forgellm.web import context, openapi
+from forgellm.web.validation import json_body, validate
+
+bp = Blueprint("proxy", __name__)
+
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+
+
+class ServerUnavailable(ForgeError):
+    status = 503
+    kind = "server_unavailable"
+
+
+def forward(method: str, path: str, payload: Any = None) -> Response:
+    """Send the request to the model server and relay its answer, streaming the body."""
+    url = context.server_url()
+    client = httpx.Client(base_url=url, timeout=httpx.Timeout(10.0, read=None),
+                          headers=client_headers(current_app.config["ACCESS_TOKEN"]))
+    try:
+        upstream = client.send(client.build_request(method, path, json=payload), stream=True)
+    except httpx.HTTPError as exc:
+        client.close()
+        raise ServerUnavailable(f"the model server at {url} is not reachable ({type(exc).__name__}); "
+                                "start it with `forgellm server` or run `forgellm start`") from None
+
+    def relay():
+        try:
+            yield from upstream.iter_raw()
+        except httpx.HTTPError:
+            pass  # the server went away mid-stream; the browser sees the stream end
+        finally:
+            upstream.close()
+            client.close()
+
+    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
+    headers["X-Accel-Buffering"] = "no"
+    return Response(stream_with_context(relay()), status=upstream.status_code, headers=headers)
+
+
+@bp.post("/api/model/load")
+@openapi.doc("Load a model (and adapter) in the model server", body=LoadRequest,
+             responses={404: "unknown model", 503: "model server not reachable"})
+def load():
+    data = json_body()
+    validate(LoadRequest, data)
+    return forward("POST", "/api/model/load", data)
+
+
+@bp.post("/api/model/unload")
+@openapi.doc("Unload the model server's current model (or a named one, or all)", body=UnloadRequest,
+             responses={503: "model server not reachable"})
+def unload():
+    data = json_body()
+    validate(UnloadRequest, data)
+    return forward("POST", "/api/model/unload", data)
+
+
+@bp.get("/api/model/status")
+@openapi.doc("The model server's status: model, adapter, engine, memory, busy", responses={503: "model server not reachable"})
+def status():
+    return forward("GET", "/api/model/status")
+
+
+@bp.post("/api/model/generate")
+@openapi.doc("Generate with the loaded model, or a named model and adapter (side by side); stream=true "
+             "answers server-sent events", body=GenerateRequest, stream=True,
+             responses={409: "no model loaded", 503: "model server not reachable"})
+def generate():
+    data = json_body()
+    validate(GenerateRequest, data)
+    return forward("POST", "/api/model/generate", data)
+
+
+@bp.get("/api/server/status")
+@openapi.doc("Whether the model server is up (checked now)")
+def server_status():
+    return jsonify(context.server_watch().check())

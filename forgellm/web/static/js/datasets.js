@@ -1,0 +1,60 @@
+// Datasets tab: browse dataset/, preview a file, compute its data stats.
+
+import { api } from "./api.js";
+import { $, bytes, el, toast } from "./ui.js";
+
+let selected = null;
+
+export function init() {
+  $("#ds-stats-btn").addEventListener("click", stats);
+}
+
+export async function refresh() {
+  const { entries } = await api("/api/datasets");
+  $("#ds-list").replaceChildren(...(entries.length ? entries.map((e) => {
+    const depth = e.path.split("/").length - 1;
+    const item = el("li", { class: e.type === "folder" ? "folder" : "", style: `padding-left:${0.5 + depth}rem` },
+      el("span", {}, e.type === "folder" ? `${e.path.split("/").pop()}/` : e.path.split("/").pop()),
+      el("span", { class: "muted" }, e.type === "file" ? bytes(e.size) : ""));
+    item.addEventListener("click", () => (e.type === "file" ? preview(e.path, item) : choose(e.path, item)));
+    return item;
+  }) : [el("li", { class: "folder" }, "dataset/ is empty: put .txt, .md, .jsonl, .pdf… files in it")]));
+}
+
+function choose(path, item) {
+  selected = path;
+  document.querySelectorAll("#ds-list li.selected").forEach((n) => n.classList.remove("selected"));
+  item.classList.add("selected");
+  $("#ds-title").textContent = path;
+  $("#ds-stats-btn").disabled = false;
+  $("#ds-stats").replaceChildren();
+  $("#ds-stats-msg").textContent = "";
+}
+
+async function preview(path, item) {
+  choose(path, item);
+  $("#ds-preview").textContent = "Loading…";
+  try {
+    const data = await api(`/api/datasets/preview?path=${encodeURIComponent(path)}`);
+    $("#ds-preview").textContent = data.binary ? `${bytes(data.size)} binary file (${data.suffix}): use Data stats to see what it holds.`
+      : data.text + (data.truncated ? `\n… (first ${bytes(data.text.length)} of ${bytes(data.size)})` : "");
+  } catch (err) {
+    $("#ds-preview").textContent = err.message;
+  }
+}
+
+async function stats() {
+  if (!selected) return;
+  $("#ds-stats-msg").textContent = "computing…";
+  try {
+    const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(selected)}`);
+    const rows = Object.entries(stats).filter(([, v]) => typeof v !== "object" || v === null);
+    $("#ds-stats").replaceChildren(el("dl", { class: "kv" }, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))])),
+      ...(stats.skipped && stats.skipped.length ? [el("details", {}, el("summary", {}, `${stats.skipped.length} skipped`),
+        el("pre", { class: "preview" }, stats.skipped.map((s) => `${s.file}:${s.line ?? ""} ${s.reason}`).join("\n")))] : []));
+    $("#ds-stats-msg").textContent = "";
+  } catch (err) {
+    $("#ds-stats-msg").textContent = "";
+    toast(err.message, true);
+  }
+}

@@ -1,0 +1,101 @@
+// Monitoring tab: live charts of one run, fed by the SocketIO stream of its metrics.jsonl.
+
+import { api } from "./api.js";
+import { lineChart, retheme, setSeries } from "./charts.js";
+import { $, duration, el, fillSelect, fmt } from "./ui.js";
+
+const NOTABLE = new Set(["start", "checkpoint", "overfitting", "early_stop", "done", "error"]);
+let live, charts, unfollow = null, state = null, drawPending = false, current = null;
+
+function emptyState() {
+  return { train: [], val: [], ppl: [], lr: [], tps: [], mem: [], total: null, lastTrain: null, status: "", step: 0, events: [] };
+}
+
+export function init(liveLink) {
+  live = liveLink;
+  charts = {
+    loss: lineChart($("#chart-loss")), ppl: lineChart($("#chart-ppl")), lr: lineChart($("#chart-lr")),
+    tps: lineChart($("#chart-tps")), mem: lineChart($("#chart-mem")),
+  };
+  $("#mon-run").addEventListener("change", (e) => open(e.target.value));
+}
+
+export function rethemeCharts() { if (charts) retheme(Object.values(charts)); }
+
+export async function refreshRuns(preferred) {
+  const { runs } = await api("/api/runs");
+  const select = $("#mon-run");
+  const pick = preferred || current || (runs[0] && runs[0].id) || "";
+  fillSelect(select, runs.map((r) => [r.id, `${r.id} (${r.status})`]), pick);
+  if (pick && pick !== current) open(pick);
+  if (!runs.length) $("#mon-progress-text").textContent = "No runs yet: start one in the Training tab.";
+}
+
+export function open(runId) {
+  if (unfollow) unfollow();
+  current = runId;
+  state = emptyState();
+  $("#mon-events").replaceChildren();
+  draw();
+  unfollow = live.follow(runId, apply);
+}
+
+function apply(events) {
+  for (const e of events) {
+    const step = e.step;
+    if (e.event === "train") {
+      if (e.loss != null) state.train.push({ x: step, y: e.loss });
+      if (e.learning_rate != null) state.lr.push({ x: step, y: e.learning_rate });
+      if (e.tokens_per_second != null) state.tps.push({ x: step, y: e.tokens_per_second });
+      if (e.peak_memory_gb != null) state.mem.push({ x: step, y: e.peak_memory_gb });
+      state.lastTrain = e;
+    } else if (e.event === "eval") {
+      if (e.val_loss != null) state.val.push({ x: step, y: e.val_loss });
+      if (e.val_ppl != null) state.ppl.push({ x: step, y: e.val_ppl });
+    } else if (e.event === "start") {
+      state.total = e.total_steps; state.status = "running";
+    } else if (e.event === "done") {
+      state.status = e.status === "completed" ? "done" : e.status;
+    } else if (e.event === "error") {
+      state.status = "failed";
+    }
+    if (typeof step === "number") state.step = Math.max(state.step, step);
+    if (NOTABLE.has(e.event)) state.events.push(e);
+  }
+  if (!drawPending) { drawPending = true; requestAnimationFrame(draw); }
+}
+
+function describe(e) {
+  const time = e.time ? new Date(e.time * 1000).toLocaleTimeString() : "";
+  const detail = {
+    start: () => `started: ${e.training_type || ""} ${e.fine_tune_type || ""} on ${e.model || "?"}, ${e.total_steps} steps (${e.engine || ""})`,
+    checkpoint: () => `checkpoint ${e.path} (val loss ${fmt(e.val_loss)})`,
+    overfitting: () => `overfitting: ${e.reason} (val ${fmt(e.val_loss)}, best ${fmt(e.best_val_loss)})`,
+    early_stop: () => `early stop: ${e.reason} (best step ${e.best_step})`,
+    done: () => `finished (${e.status}); best ${e.best_checkpoint || "–"} val loss ${fmt(e.best_val_loss)}`,
+    error: () => `error: ${e.message}`,
+  }[e.event]();
+  return el("li", { class: e.event }, `${time} · step ${e.step ?? "–"} · ${detail}`);
+}
+
+function draw() {
+  drawPending = false;
+  setSeries(charts.loss, [{ label: "train", points: state.train }, { label: "validation", points: state.val }]);
+  setSeries(charts.ppl, [{ label: "validation perplexity", points: state.ppl }]);
+  setSeries(charts.lr, [{ label: "learning rate", points: state.lr }]);
+  setSeries(charts.tps, [{ label: "tok/s", points: state.tps }]);
+  setSeries(charts.mem, [{ label: "peak GB", points: state.mem }]);
+  const list = $("#mon-events");
+  for (const e of state.events.splice(0)) list.append(describe(e));
+  list.scrollTop = list.scrollHeight;
+  const total = state.total, step = state.step, t = state.lastTrain;
+  $("#mon-progress").style.width = total ? `${Math.min(100, (100 * step) / total)}%` : "0";
+  const eta = t && total && t.elapsed && t.step ? (t.elapsed / t.step) * Math.max(total - t.step, 0) : null;
+  const badge = $("#mon-status");
+  badge.textContent = state.status || "–";
+  badge.className = "badge " + ({ running: "ok", failed: "bad", stopped: "warn" }[state.status] || "");
+  $("#mon-progress-text").textContent = current
+    ? `step ${step}${total ? ` / ${total}` : ""} · loss ${fmt(t && t.loss)} · ${fmt(t && t.tokens_per_second, 1)} tok/s` +
+      (state.status === "running" ? ` · ETA ${duration(eta)}` : "")
+    : "";
+}

@@ -1,0 +1,133 @@
+// Training tab: a form built from the config schema, model and dataset pickers, start and stop.
+
+import { api } from "./api.js";
+import { $, el, fmt, toast } from "./ui.js";
+
+const MAIN_FIELDS = ["model_name", "input_dir", "fine_tune_type", "engine", "max_iterations", "learning_rate",
+  "batch_size", "max_seq_length", "steps_per_eval", "save_every", "run_name"];
+let fields = [];
+let onStarted = () => {};
+
+export async function init({ started }) {
+  onStarted = started;
+  const [{ fields: schema }, { models }, { entries }] = await Promise.all([
+    api("/api/config/schema"), api("/api/models"), api("/api/datasets")]);
+  fields = schema.filter((f) => f.name !== "training_type");
+  const modelNames = models.filter((m) => !m.is_adapter).map((m) => m.name);
+  const folders = ["dataset", ...entries.filter((e) => e.type === "folder").map((e) => `dataset/${e.path}`)];
+  for (const field of fields) {
+    const main = MAIN_FIELDS.includes(field.name);
+    const choices = field.name === "model_name" ? ["default", ...modelNames.filter((n) => n !== "default")]
+      : field.name === "input_dir" ? folders : null;
+    (main ? $("#train-main") : $("#train-advanced")).append(fieldNode(field, choices));
+  }
+  $("#train-main").prepend(...MAIN_FIELDS.map((n) => $(`#field-${n}`)).filter(Boolean));
+  $("#train-form").addEventListener("submit", submit);
+  $("#train-stop").addEventListener("click", stop);
+  $("#f-input_dir").addEventListener("change", showStats);
+  document.querySelectorAll("input[name=training_type]").forEach((r) => r.addEventListener("change", showStats));
+  showStats();
+}
+
+function fieldNode(field, choices) {
+  const id = `f-${field.name}`;
+  let input;
+  if (choices) {
+    input = el("select", { id }, ...[...new Set([field.default, ...choices])].map((c) => el("option", { value: c }, c)));
+  } else if (field.type === "enum") {
+    input = el("select", { id }, ...field.enum.map((c) => el("option", { value: c, selected: c === field.default }, c)));
+  } else if (field.type === "boolean") {
+    input = el("input", { id, type: "checkbox", checked: !!field.default });
+  } else if (field.type === "integer" || field.type === "number") {
+    input = el("input", { id, type: "number", step: field.type === "integer" ? "1" : "any", value: field.default ?? "",
+      placeholder: field.default === null ? "(automatic)" : undefined });
+  } else if (field.type === "array") {
+    input = el("input", { id, type: "text", value: (field.default || []).join(", ") });
+  } else {
+    input = el("input", { id, type: "text", value: field.default ?? "", placeholder: field.default === null ? "(automatic)" : undefined });
+  }
+  input.dataset.field = field.name;
+  return el("div", { class: "field", id: `field-${field.name}` },
+    el("label", { for: id }, field.name, input),
+    el("div", { class: "help" }, `${field.description} Default: ${JSON.stringify(field.default)}.`),
+    el("div", { class: "error", id: `err-${field.name}` }));
+}
+
+function values() {
+  const out = { training_type: document.querySelector("input[name=training_type]:checked").value };
+  for (const field of fields) {
+    const input = $(`#f-${field.name}`);
+    if (field.type === "boolean") out[field.name] = input.checked;
+    else if (field.type === "array") out[field.name] = input.value.split(",").map((s) => s.trim()).filter(Boolean);
+    else if (input.value === "" && field.default === null) continue;
+    else if (field.type === "integer" || field.type === "number") out[field.name] = input.value === "" ? "" : Number(input.value);
+    else out[field.name] = input.value;
+  }
+  return out;
+}
+
+function clearErrors() {
+  document.querySelectorAll("#train-form .field.invalid").forEach((n) => n.classList.remove("invalid"));
+  document.querySelectorAll("#train-form .field .error").forEach((n) => { n.textContent = ""; });
+  $("#train-message").textContent = "";
+}
+
+async function submit(event) {
+  event.preventDefault();
+  clearErrors();
+  const button = $("#train-start");
+  button.disabled = true;
+  try {
+    const { job } = await api("/api/training/start", {
+      method: "POST", body: { config: values(), allow_concurrent: $("#allow-concurrent").checked } });
+    toast(`Training started (pid ${job.pid})`);
+    onStarted(job);
+  } catch (err) {
+    const name = err.field && err.field.replace(/^config\./, "");
+    const box = name && $(`#err-${name}`);
+    if (box) {
+      box.textContent = err.message;
+      box.parentElement.classList.add("invalid");
+      box.closest("details")?.setAttribute("open", "");
+      $(`#f-${name}`).focus();
+    }
+    $("#train-message").textContent = err.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function stop() {
+  try {
+    const { stopped } = await api("/api/training/stop", { method: "POST", body: {} });
+    toast(`Stopping ${stopped.map((j) => j.run || j.id).join(", ")}: it saves a checkpoint first`);
+  } catch (err) {
+    toast(err.message, true);
+  }
+}
+
+async function showStats() {
+  const dir = $("#f-input_dir").value;
+  const box = $("#dataset-stats");
+  if (!(dir === "dataset" || dir.startsWith("dataset/"))) { box.textContent = ""; return; }
+  const mode = document.querySelector("input[name=training_type]:checked").value;
+  const path = dir === "dataset" ? "." : dir.slice("dataset/".length);
+  box.textContent = `Computing data stats of ${dir}…`;
+  try {
+    const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(path)}&mode=${mode}`);
+    if ($("#f-input_dir").value !== dir) return;
+    box.textContent = `${dir}: ${stats.files} files, ${stats.documents} documents, ${fmt(stats.train_tokens, 0)} train / ` +
+      `${fmt(stats.val_tokens, 0)} validation tokens, ${stats.sequences} sequences` +
+      (stats.format ? `, format ${stats.format}` : "") +
+      `, ${stats.duplicates_removed + stats.near_duplicates_removed} duplicates removed, ${(stats.skipped || []).length} skipped.`;
+  } catch (err) {
+    if ($("#f-input_dir").value === dir) box.textContent = `Data stats unavailable: ${err.message}`;
+  }
+}
+
+export function showJobs(status) {
+  const rows = status.jobs.map((job) => el("tr", {},
+    el("td", {}, job.id), el("td", {}, job.run || "(starting)"), el("td", { title: job.log_tail || "" }, job.state),
+    el("td", {}, String(job.pid)), el("td", {}, job.state === "failed" ? (job.log_tail || "").trim().split("\n").pop() : "")));
+  $("#jobs-table tbody").replaceChildren(...rows);
+}
