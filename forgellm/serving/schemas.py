@@ -1,0 +1,248 @@
+"""Request bodies of every endpoint, as pydantic models, and the one way a body is read.
+
+Types are strict (``"5"`` is not a number, ``true`` is not an integer) so a client learns
+about a wrong type at once instead of getting a silently converted value. A body that is not
+valid JSON, not an object, or breaks a field's rule becomes `InvalidFieldError` (HTTP 400)
+naming the field. The same models produce the OpenAPI document (`forgellm.serving.openapi`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from forgellm.engines.base import MAX_TOKENS_LIMIT, SamplingParams
+from forgellm.errors import UserError
+
+SEED_MAX = 2**32 - 1  # both engines accept it (mlx seeds with 32 bits)
+TOP_K_MAX = 1_000_000
+MAX_STOP_STRINGS = 16
+NAME_MAX = 4096  # model/adapter names and paths
+
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+StopString = Annotated[str, Field(min_length=1, max_length=512)]
+Stop = StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)]
+EngineName = Literal["auto", "torch", "mlx"]
+
+
+class InvalidFieldError(UserError):
+    """A request body that breaks a rule; ``param`` names the field (OpenAI's ``error.param``)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class _Body(BaseModel):
+    """Reference API bodies: strict types, unknown fields refused (a typo is an error, not a no-op)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class _OpenAIBody(BaseModel):
+    """OpenAI bodies: strict types, but unknown fields ignored, as clients send many optional ones."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------- reference API
+
+
+class LoadRequest(_Body):
+    model: Name = Field(description="A model path, a name under models/, 'default', a training run or an adapter.")
+    adapter: Name | None = Field(None, description="An adapter folder, a training run (its final or best "
+                                                   "checkpoint) or one of its checkpoints.")
+    engine: EngineName | None = Field(None, description="torch or mlx; default: the server's engine.")
+
+
+class UnloadRequest(_Body):
+    model: Name | None = Field(None, description="Id of a cached model (from status); default: the current one.")
+    all: bool = Field(False, description="Unload every cached model.")
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, Field(max_length=1_000_000)]
+
+
+class SamplingFields(BaseModel):
+    """Sampling parameters shared by the generate endpoints (reference names and ranges)."""
+
+    max_tokens: int = Field(256, ge=1, le=MAX_TOKENS_LIMIT)
+    temperature: float = Field(0.7, ge=0, le=5, description="0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, le=TOP_K_MAX, description="0 disables it.")
+    repetition_penalty: float = Field(1.0, gt=0, le=10, description="1 disables it.")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)
+    stop: Stop | None = Field(None, description="A string or a list of strings that end the answer.")
+
+    def sampling_params(self) -> SamplingParams:
+        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+                              top_k=self.top_k, repetition_penalty=self.repetition_penalty, seed=self.seed,
+                              stop=stop_list(self.stop))
+
+
+class GenerateRequest(SamplingFields, _Body):
+    prompt: Annotated[str, Field(max_length=1_000_000)] | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1000)] | None = None
+    system: Annotated[str, Field(max_length=100_000)] | None = Field(None, description="Replaces any system turn.")
+    format: Literal["chat", "raw"] | None = Field(None, description="chat template or raw continuation; default: "
+                                                                   "chat for instruct models, raw for base models.")
+    stream: bool = Field(False, description="Server-sent events: one per text piece, then a final one.")
+    model: Name | None = Field(None, description="Generate with this model (loaded on demand) instead of the "
+                                                 "current one.")
+    adapter: Name | None = Field(None, description="With `model`: the adapter to apply.")
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> "GenerateRequest":
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` (a string) or `messages` (a list of turns)")
+        if self.adapter is not None and self.model is None:
+            raise ValueError("`adapter` needs `model`: name the model the adapter applies to")
+        return self
+
+    def prompt_input(self) -> str | list[dict[str, str]]:
+        return self.prompt if self.prompt is not None else [m.model_dump() for m in self.messages or []]
+
+
+# ---------------------------------------------------------------- OpenAI API
+
+
+class TextPart(_OpenAIBody):
+    type: Literal["text"]
+    text: str
+
+
+class OpenAIMessage(_OpenAIBody):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Annotated[str, Field(max_length=1_000_000)] | Annotated[list[TextPart], Field(max_length=1000)] | None
+
+    def as_turn(self) -> dict[str, str]:
+        """Our message shape: OpenAI's ``developer`` role is a system turn; text parts are joined."""
+        content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+
+
+class StreamOptions(_OpenAIBody):
+    include_usage: bool = False
+
+
+class _OpenAISampling(_OpenAIBody):
+    model: Name
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: Stop | None = None
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)
+    presence_penalty: float = Field(0, ge=0, le=0, description="Not supported: use repetition_penalty.")
+    frequency_penalty: float = Field(0, ge=0, le=0, description="Not supported: use repetition_penalty.")
+    top_k: int = Field(0, ge=0, le=TOP_K_MAX, description="Extension: 0 disables it.")
+    repetition_penalty: float = Field(1.0, gt=0, le=10, description="Extension: 1 disables it.")
+    user: str | None = None
+
+    def sampling_params(self, max_tokens: int) -> SamplingParams:
+        return SamplingParams(max_tokens=max_tokens, temperature=1.0 if self.temperature is None else self.temperature,
+                              top_p=1.0 if self.top_p is None else self.top_p, top_k=self.top_k,
+                              repetition_penalty=self.repetition_penalty, seed=self.seed, stop=stop_list(self.stop))
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+CHAT_DEFAULT_MAX_TOKENS = 1024
+
+
+class ChatCompletionRequest(_OpenAISampling):
+    messages: Annotated[list[OpenAIMessage], Field(min_length=1, max_length=1000)]
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
+    logprobs: bool = Field(False, description="Not supported.")
+    tools: Annotated[list[Any], Field(max_length=0)] | None = Field(None, description="Not supported.")
+
+    def sampling_params(self, max_tokens: int | None = None) -> SamplingParams:  # type: ignore[override]
+        limit = self.max_completion_tokens or self.max_tokens or CHAT_DEFAULT_MAX_TOKENS
+        return super().sampling_params(limit)
+
+    @model_validator(mode="after")
+    def _supported(self) -> "ChatCompletionRequest":
+        if self.logprobs:
+            raise ValueError("`logprobs` is not supported by this server")
+        return self
+
+
+class CompletionRequest(_OpenAISampling):
+    prompt: Annotated[str, Field(max_length=1_000_000)] | Annotated[list[str], Field(min_length=1, max_length=1)]
+    max_tokens: int = Field(16, ge=1, le=MAX_TOKENS_LIMIT)
+    echo: bool = Field(False, description="Put the prompt in front of the completion.")
+    logprobs: int | None = Field(None, ge=0, le=0, description="Not supported.")
+    suffix: None = Field(None, description="Not supported.")
+
+    @property
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def sampling_params(self, max_tokens: int | None = None) -> SamplingParams:  # type: ignore[override]
+        return super().sampling_params(self.max_tokens)
+
+
+def stop_list(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+# ---------------------------------------------------------------- reading a body
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+def parse_body(raw: bytes, schema: type[BodyT], *, empty_ok: bool = False) -> BodyT:
+    """Validate a request body against ``schema``; every failure is an `InvalidFieldError`."""
+    if not raw.strip():
+        if empty_ok:
+            return schema.model_validate({})
+        raise InvalidFieldError("the request body is empty: send a JSON object")
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidFieldError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidFieldError(f"the request body must be a JSON object, not {type(data).__name__}")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise _field_error(exc) from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _field_error(exc: ValidationError) -> InvalidFieldError:
+    """One message naming the first failing field, e.g. ``max_tokens: Input should be ...``."""
+    first = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in first["loc"]]
+    # Union members add their type name to the location (`stop.str`, `stop.list[...]`): keep the field path.
+    field = ".".join(p for p in loc if not _is_union_tag(p)) or None
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field; see /api/openapi.json for the fields this endpoint takes"
+    elif first["type"] == "missing":
+        message = "this field is required"
+    got = first.get("input")
+    detail = "" if first["type"] in ("missing", "extra_forbidden") or field is None else f" (got {_short(got)})"
+    return InvalidFieldError(f"{field}: {message}{detail}" if field else message, field)
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in ("str", "int", "float", "bool", "none") or part.startswith(("list[", "function-", "constrained-"))
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, BaseModel) else value.model_dump_json()
+    return text if len(text) <= 80 else text[:77] + "..."
