@@ -98,3 +98,84 @@ def test_a_failed_fuse_leaves_nothing_behind(workspace, tiny_model_dir):
     result = invoke("fuse", str(run), "--out", str(out))
     assert result.exception is not None
     assert not out.exists() and leftovers(out.parent) == []
+
+
+# --- publish -------------------------------------------------------------------------------------
+
+def test_publish_writes_a_complete_loadable_model(workspace, tiny_model_dir):
+    run = two_checkpoint_run(workspace, tiny_model_dir)
+    (run / "data_stats.json").write_text(json.dumps({"files": 3, "documents": 42, "filtered": {"total": 1}}))
+    (run / "eval.json").write_text(json.dumps({"qa_accuracy": 0.61, "val_perplexity": 7.5}))
+    result = invoke("publish", "cpt/run", "--name", "my-model", "--gguf")
+    assert result.exit_code == 0, result.output
+    out = workspace / "models/published/my-model"
+    assert str(out) in result.output and "step_000010" in result.output
+    card = (out / "README.md").read_text()
+    for expected in (f"base_model: {tiny_model_dir.name}", "| documents | 42 |", "| filtered.total | 1 |",
+                     "| model_name |", "best validation loss | 1.5", "`step_000010`", "| qa_accuracy | 0.61 |",
+                     "![Training dashboard](dashboard.png)", "## Limitations", "my-model-f16.gguf"):
+        assert expected in card, expected
+    assert (out / "dashboard.png").read_bytes().startswith(b"\x89PNG")
+    marker = json.loads((out / ".forgellm-model").read_text())
+    assert marker["checkpoint"] == "step_000010" and marker["gguf"] == "my-model-f16.gguf"
+    expected_logits = torch_logits(tiny_model_dir, run / "checkpoints/step_000010")
+    np.testing.assert_allclose(torch_logits(out), expected_logits, atol=1e-4)
+    np.testing.assert_allclose(mlx_logits(out), expected_logits, atol=1e-3)
+
+    import gguf
+    reader = gguf.GGUFReader(str(out / "my-model-f16.gguf"))
+    names = {t.name for t in reader.tensors}
+    assert {"token_embd.weight", "blk.1.attn_q.weight", "output_norm.weight"} <= names
+    from forgellm.models.resolve import resolve
+    info = resolve("published/my-model")
+    assert info.path == out.resolve() and info.is_instruct and not info.is_adapter
+
+
+def test_publish_refuses_an_existing_name_and_a_bad_name(workspace, tiny_model_dir):
+    two_checkpoint_run(workspace, tiny_model_dir)
+    taken = workspace / "models/published/taken"
+    taken.mkdir(parents=True)
+    result = invoke("publish", "cpt/run", "--name", "taken")
+    assert isinstance(result.exception, ConflictError)
+    assert list(taken.iterdir()) == [] and leftovers(taken.parent) == []
+    result = invoke("publish", "cpt/run", "--name", "../escape")
+    assert isinstance(result.exception, UserError) and "not a usable folder name" in str(result.exception)
+
+
+def test_publish_a_run_without_checkpoints(workspace, tiny_model_dir):
+    write_run(workspace, "empty", make_events(curve(5)), config={"model_name": str(tiny_model_dir)})
+    result = invoke("publish", "cpt/empty")
+    assert isinstance(result.exception, NotFoundError)
+    assert not (workspace / "models/published").exists() or not any((workspace / "models/published").iterdir())
+
+
+# --- quantize ------------------------------------------------------------------------------------
+
+def test_quantize_with_mlx_gives_a_model_that_loads(workspace, tiny_model_dir):
+    out = workspace / "q4"
+    result = invoke("quantize", str(tiny_model_dir), "--bits", "4", "--group-size", "32", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantization"]["bits"] == 4 and config["quantization"]["group_size"] == 32
+    assert "loads with the mlx engine" in result.output
+    logits = mlx_logits(out)
+    assert np.isfinite(logits).all()
+    assert np.corrcoef(logits[-1], mlx_logits(tiny_model_dir)[-1])[0, 1] > 0.9  # close to the original
+
+
+def test_quantize_unsupported_settings_are_clear_errors(workspace, tiny_model_dir):
+    result = invoke("quantize", str(tiny_model_dir), "--bits", "4", "--engine", "torch")
+    assert isinstance(result.exception, UserError) and "--engine mlx" in str(result.exception)
+    result = invoke("quantize", str(tiny_model_dir), "--bits", "3")
+    assert result.exit_code == 2 and "'3' is not one of '4', '8'" in result.output
+    from forgellm.publishing.quantize import quantize
+    with pytest.raises(UserError, match="--group-size 16 is not supported"):
+        quantize(str(tiny_model_dir), bits=4, group_size=16)
+    assert not (workspace / "models/published").exists() or not any((workspace / "models/published").iterdir())
+
+
+def test_quantize_refuses_an_existing_output(workspace, tiny_model_dir):
+    out = workspace / "exists"
+    out.mkdir()
+    result = invoke("quantize", str(tiny_model_dir), "--bits", "8", "--out", str(out))
+    assert isinstance(result.exception, ConflictError)

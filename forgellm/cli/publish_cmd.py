@@ -32,3 +32,52 @@ def fuse(run: str, checkpoint: str, out: Path | None) -> None:
     result = fuse_run(run, checkpoint, out)
     click.echo(f"fused {result.checkpoint.name} onto {result.base.name} ({result.method})")
     click.echo(str(result.out))
+
+
+@click.command()
+@click.argument("model")
+@click.option("--bits", type=click.Choice(["4", "8"]), required=True, help="Bits per weight.")
+@click.option("--group-size", type=click.Choice(["32", "64", "128"]), default="64", show_default=True,
+              help="Weights sharing one scale and bias.")
+@click.option("--engine", type=click.Choice(["mlx", "torch"]), default="mlx", show_default=True,
+              help="Whose quantisation to use; only mlx writes a quantised model that loads back.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (must not exist); default models/published/<model>-mlx-q<bits>-g<group>.")
+def quantize(model: str, bits: str, group_size: str, engine: str, out: Path | None) -> None:
+    """Quantise MODEL (a full model: base, fused or published) for the mlx engine and check it loads.
+
+    \b
+    Examples:
+      forgellm quantize published/my-model --bits 4
+      forgellm quantize default --bits 8 --group-size 32 --out models/published/smol-q8
+    """
+    from forgellm.publishing.quantize import quantize as run_quantize
+
+    result = run_quantize(model, bits=int(bits), group_size=int(group_size), engine=engine, out=out)
+    click.echo(f"quantised {result.quantized_layers} layers ({result.skipped_layers} kept in full precision): "
+               f"{result.source_bytes / 1e6:.1f} MB -> {result.size_bytes / 1e6:.1f} MB; loads with the mlx engine")
+    click.echo(str(result.out))
+
+
+@click.command()
+@click.argument("run")
+@checkpoint_option
+@click.option("--name", default=None, help="Folder name under models/published; default <run>-<checkpoint>.")
+@click.option("--gguf", is_flag=True, help="Also write an f16 GGUF file (llama models), verified by reading it back.")
+def publish(run: str, checkpoint: str, name: str | None, gguf: bool) -> None:
+    """Publish a checkpoint of RUN to models/published/NAME: fused weights, tokenizer, a model
+    card (README.md) with data stats, config, metrics and the dashboard, optionally a GGUF.
+
+    \b
+    Examples:
+      forgellm publish models/ift/my-run --name my-assistant
+      forgellm publish cpt/my-run --checkpoint 1500 --gguf
+    """
+    from forgellm.publishing.publish import publish_run
+
+    result = publish_run(run, checkpoint=checkpoint, name=name, gguf=gguf)
+    click.echo(f"published {result.checkpoint.name} ({result.method})")
+    if result.gguf:
+        click.echo(f"GGUF {result.gguf['file']}: {result.gguf['tensors']} tensors, logits match "
+                   f"(max difference {result.gguf['max_abs_diff']:.2g})")
+    click.echo(str(result.out))
