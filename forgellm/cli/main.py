@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "cli": "forgellm.cli.generate_cmd:cli_group",
     "bench": "forgellm.cli.bench_cmd:bench",
     "dashboard": "forgellm.cli.dashboard_cmd:dashboard",
+    "quantize": "forgellm.cli.publish_cmd:quantize",
+    "publish": "forgellm.cli.publish_cmd:publish",
     "adapter": "forgellm.cli.adapter_cmd:adapter",
     "fuse": "forgellm.cli.publish_cmd:fuse",
 }
