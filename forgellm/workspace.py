@@ -13,6 +13,9 @@ from pathlib import Path
 from forgellm.errors import AccessError, UserError
 
 MODEL_KINDS = ("base", "cpt", "ift", "published")
+# Linux limits; a longer name would make every later file operation fail with ENAMETOOLONG.
+NAME_MAX = 255
+PATH_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ class Workspace:
         text = str(os.fspath(path))
         if "\x00" in text:
             raise UserError("the path contains a NUL character; send a plain relative path")
+        if len(text.encode("utf-8", "surrogatepass")) > PATH_MAX or any(
+                len(part.encode("utf-8", "surrogatepass")) > NAME_MAX for part in Path(text).parts):
+            raise UserError(f"the path is too long (at most {NAME_MAX} bytes a name, {PATH_MAX} in all); "
+                            "use a shorter path inside the workspace")
         candidate = Path(text)
         try:
             resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()

@@ -132,3 +132,10 @@ def test_safe_delete_never_follows_a_symlink(ws, tmp_path):
 def test_safe_delete_missing(ws):
     with pytest.raises(NotFoundError):
         safe_delete("cpt/nothing-here", ws)
+
+
+def test_overlong_names_are_user_errors(ws):
+    # Found by fuzzing: the OS refuses such names (ENAMETOOLONG) on every later file operation.
+    for path in ("x" * 300, "dataset/" + "y" * 256, "a/" * 2100):
+        with pytest.raises(UserError, match="too long"):
+            confine_read(path, ws)
