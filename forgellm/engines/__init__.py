@@ -72,7 +72,6 @@ def load_model(model: str, adapter: str | None = None, engine: str | None = None
     """
     from forgellm.models.resolve import RUN_MARKER, resolve, resolve_adapter
 
-    chosen = get_engine(engine)
     info = resolve(model, workspace)
     if (info.path / RUN_MARKER).exists():  # a training run: its final or best checkpoint
         info = resolve_adapter(model, workspace)
@@ -86,4 +85,4 @@ def load_model(model: str, adapter: str | None = None, engine: str | None = None
         adapter_info, info = info, resolve(info.base_model, workspace)
     if adapter_info is not None and not adapter_info.is_adapter:
         raise UserError(f"{adapter_info.name} is a full model, not an adapter: pass it with --model instead")
-    return chosen.load(info, adapter_info)
+    return get_engine(engine).load(info, adapter_info)

@@ -20,6 +20,7 @@ import glob
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -167,10 +168,8 @@ def torch_blas_name() -> str | None:
     """The BLAS torch was built with (from its build configuration)."""
     import torch
 
-    for part in torch.__config__.show().replace("\n", ",").split(","):
-        if part.strip().startswith("BLAS_INFO="):
-            return part.split("=", 1)[1].strip()
-    return None
+    found = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    return found.group(1) if found else None
 
 
 def _main(argv: list[str]) -> int:
