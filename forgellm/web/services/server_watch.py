@@ -18,7 +18,10 @@ class ServerWatch:
         """Ask the server for its status; broadcast ``server_status`` when it changed."""
         try:
             response = httpx.get(f"{self.url}/api/model/status", timeout=1.0)
-            current = {"up": True, "url": self.url, "status": response.json() if response.is_success else None}
+            status = response.json() if response.is_success else None
+            if isinstance(status, dict):
+                status.pop("process_rss_bytes", None)  # changes on every call; not worth a broadcast
+            current = {"up": True, "url": self.url, "status": status}
         except (httpx.HTTPError, ValueError):
             current = {"up": False, "url": self.url, "status": None}
         if current != self.last:
