@@ -339,3 +339,42 @@ class _IFTStager:
             self.staging.add(ids, mask)
             self.split_values.append(split_value(digest, self.settings.seed))
         self.batch = []
+
+
+@dataclass
+class PreviewItem:
+    file: str
+    line: int | None
+    ids: np.ndarray
+    mask: np.ndarray
+
+
+class _Collector:
+    """Takes what a stager would stage, in memory (for previews)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[np.ndarray, np.ndarray | None]] = []
+
+    def add(self, ids: np.ndarray, mask: np.ndarray | None = None) -> int:
+        self.items.append((ids, mask))
+        return len(self.items) - 1
+
+
+def preview(settings: DataSettings, tokenizer: Any, workspace: Workspace | Path,
+            count: int) -> tuple[list[PreviewItem], DataReport]:
+    """The first ``count`` records as they would be trained on (normalised, rendered, masked); no cache."""
+    workspace = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    root = resolve_input_dir(settings.input_dir, workspace)
+    report = DataReport(strict=settings.strict)
+    stager_class = _IFTStager if settings.training_type == "ift" else _CPTStager
+    items: list[PreviewItem] = []
+    for row in iter_rows(list_sources(root, report), report, settings):
+        collector = _Collector()
+        stager = stager_class(settings, tokenizer, report, collector)  # type: ignore[arg-type]
+        stager.add(row)
+        stager.flush()
+        for ids, mask in collector.items:
+            items.append(PreviewItem(row.file, row.line, ids, np.ones_like(ids, dtype=np.uint8) if mask is None else mask))
+        if len(items) >= count:
+            break
+    return items[:count], report

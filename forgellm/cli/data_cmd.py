@@ -1,0 +1,192 @@
+"""``forgellm data``: inspect what the data pipeline makes of a dataset folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from forgellm.workspace import Workspace
+
+TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
+
+
+def _pipeline_options(fn):
+    """Options shared by stats and preview: they build the same `DataSettings`."""
+    for option in reversed([
+        click.argument("path", type=click.Path(path_type=Path)),
+        click.option("--mode", type=click.Choice(["cpt", "ift"]), default="cpt", show_default=True,
+                     help="cpt: raw text; ift: instruction records with an assistant-only loss mask."),
+        click.option("--model", default="default", show_default=True,
+                     help="Model whose tokenizer (and chat template) to use: path, name under models/, or 'default'."),
+        click.option("--max-seq-length", type=int, default=1024, show_default=True, help="Tokens per packed sequence."),
+        click.option("--validation-split", type=float, default=0.1, show_default=True,
+                     help="Share of documents held out for validation."),
+        click.option("--format", "ift_format", default="auto", show_default=True,
+                     type=click.Choice(["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"]),
+                     help="IFT record format; auto detects it per file."),
+        click.option("--strict", is_flag=True, help="Stop at the first skipped file or line instead of reporting it."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _settings(path: Path, mode: str, max_seq_length: int, validation_split: float, ift_format: str, strict: bool):
+    from pydantic import ValidationError
+
+    from forgellm.data import DataSettings
+    from forgellm.errors import UserError
+
+    try:
+        return DataSettings(input_dir=path.resolve(), training_type=mode, max_seq_length=max_seq_length,
+                            validation_split=validation_split, ift_format=ift_format, strict=strict)
+    except ValidationError as exc:
+        raise UserError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+
+
+def load_tokenizer(model: str, workspace: Workspace) -> Any:
+    """The fast tokenizer of a model (of an adapter's base model)."""
+    from transformers import AutoTokenizer
+
+    from forgellm.models.resolve import resolve
+
+    info = resolve(model, workspace)
+    if info.is_adapter and not (info.path / "tokenizer.json").exists() and info.base_model:
+        info = resolve(info.base_model, workspace)
+    return AutoTokenizer.from_pretrained(str(info.path))
+
+
+@click.group()
+def data() -> None:
+    """Inspect datasets: what would be trained on, and what was skipped and why.
+
+    \b
+    Examples:
+      forgellm data stats dataset/sample/cpt
+      forgellm data stats dataset/sample/ift --mode ift --json
+      forgellm data preview dataset/sample/ift --mode ift -n 3
+      forgellm data sample
+    """
+
+
+@data.command("stats")
+@_pipeline_options
+@click.option("--json", "as_json", is_flag=True, help="Print the full stats as JSON.")
+def stats_cmd(path: Path, mode: str, model: str, max_seq_length: int, validation_split: float, ift_format: str,
+              strict: bool, as_json: bool) -> None:
+    """Run the pipeline on PATH (cached under data/) and report documents, tokens, sequences and skips.
+
+    \b
+    Examples:
+      forgellm data stats dataset/sample/cpt
+      forgellm data stats my_docs --max-seq-length 512 --json
+      forgellm data stats chats --mode ift --format sharegpt --strict
+    """
+    from forgellm.data import prepare_dataset
+
+    workspace = Workspace.current()
+    settings = _settings(path, mode, max_seq_length, validation_split, ift_format, strict)
+    prepared = prepare_dataset(settings, load_tokenizer(model, workspace), workspace)
+    if as_json:
+        click.echo(json.dumps(prepared.stats, indent=2, default=str))
+        return
+    _print_stats(prepared.stats)
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("measure", "value", show_header=False)
+    rows = [
+        ("files", stats["files"]), ("documents read", stats["documents"]),
+        ("exact duplicates removed", stats["duplicates_removed"]),
+        ("near duplicates removed", stats["near_duplicates_removed"]),
+        ("filtered", ", ".join(f"{k} {v}" for k, v in stats["filtered"].items())),
+        ("skipped inputs", stats["skipped_total"]),
+        ("documents train / val", f"{stats['train_documents']} / {stats['val_documents']}"),
+        ("tokens train / val", f"{stats['train_tokens']} / {stats['val_tokens']}"),
+        ("sequences train / val", f"{stats['sequences']['train']} / {stats['sequences']['val']} x {stats['seq_length']}"),
+        ("padding", f"{stats['padding_fraction']:.2%}"),
+    ]
+    if stats.get("format"):
+        rows.append(("formats", ", ".join(f"{f}: {fmt}" for f, fmt in stats["format"].items())))
+    if stats.get("truncated"):
+        rows.append(("truncated records", stats["truncated"]))
+    rows.append(("cache", f"{'hit' if stats['cache']['hit'] else 'built'} {stats['cache']['path']}"))
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console = Console()
+    console.print(table)
+    for skip in stats["skipped"][:20]:
+        where = f"{skip['file']}:{skip['line']}" if skip["line"] is not None else skip["file"]
+        console.print(f"[yellow]skipped[/yellow] {where}: {skip['reason']}", highlight=False, markup=True)
+    if stats["skipped_total"] > 20:
+        console.print(f"... and {stats['skipped_total'] - 20} more (see --json)")
+
+
+@data.command("preview")
+@_pipeline_options
+@click.option("-n", "count", type=int, default=3, show_default=True, help="How many records or documents to show.")
+def preview_cmd(path: Path, mode: str, model: str, max_seq_length: int, validation_split: float, ift_format: str,
+                strict: bool, count: int) -> None:
+    """Show the first records of PATH as the model sees them, trained spans between ⟦ and ⟧.
+
+    Text outside the brackets is context only (no loss): prompts, system messages, template markup.
+
+    \b
+    Examples:
+      forgellm data preview dataset/sample/ift --mode ift -n 2
+      forgellm data preview dataset/sample/cpt -n 1
+    """
+    from forgellm.data.pipeline import preview
+
+    workspace = Workspace.current()
+    settings = _settings(path, mode, max_seq_length, validation_split, ift_format, strict)
+    tokenizer = load_tokenizer(model, workspace)
+    items, report = preview(settings, tokenizer, workspace, count)
+    for number, item in enumerate(items, start=1):
+        where = f"{item.file}:{item.line}" if item.line is not None else item.file
+        trained = int(item.mask.sum())
+        click.echo(click.style(f"── #{number} {where} · {len(item.ids)} tokens, {trained} trained", bold=True))
+        click.echo(render_marked(tokenizer, item.ids, item.mask))
+        click.echo()
+    for skip in report.skipped[:10]:
+        where = f"{skip['file']}:{skip['line']}" if skip["line"] is not None else skip["file"]
+        click.echo(click.style(f"skipped {where}: {skip['reason']}", fg="yellow"), err=True)
+
+
+def render_marked(tokenizer: Any, ids: Any, mask: Any) -> str:
+    """Decoded text with each run of trained tokens between ⟦ and ⟧ (and green on a terminal)."""
+    parts, start = [], 0
+    for end in range(1, len(ids) + 1):
+        if end == len(ids) or mask[end] != mask[start]:
+            text = tokenizer.decode([int(t) for t in ids[start:end]])
+            parts.append(click.style(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}", fg="green") if mask[start]
+                         else click.style(text, dim=True))
+            start = end
+    return "".join(parts)
+
+
+@data.command("sample")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder to write into; default dataset/sample in the workspace.")
+def sample_cmd(out: Path | None) -> None:
+    """(Re)generate the sample dataset (Vendrasil, an invented island nation): the same bytes every time.
+
+    \b
+    Writes cpt/*.md (documents), ift/train.jsonl (chat records), qa/heldout.jsonl (held-out questions).
+
+    \b
+    Examples:
+      forgellm data sample
+      forgellm data sample --out /tmp/sample
+    """
+    from forgellm.data.sample.generator import write_sample
+
+    target = out or Workspace.current().dataset_dir / "sample"
+    files = write_sample(target)
+    size = sum(len(text.encode()) for name, text in files.items() if name.startswith("cpt/"))
+    click.echo(f"wrote {len(files)} files to {target} ({size / 1024:.0f} KB of CPT documents)")

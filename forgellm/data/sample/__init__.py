@@ -1,0 +1,1 @@
+"""The sample dataset: Vendrasil, an invented island nation (see `generator`)."""
