@@ -1,0 +1,48 @@
+"""``forgellm eval``: measure what a model or a training run learned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from forgellm.workspace import Workspace
+
+
+@click.command("eval")
+@click.argument("model_or_run")
+@click.option("--checkpoint", help="For a run: best, latest, final or a step number (default: final, else best).")
+@click.option("--qa", "qa", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSONL of held-out {question, answer} records: greedy answers are scored.")
+@click.option("--data", help="Dataset folder for domain perplexity (default: the run's input_dir).")
+@click.option("--general", help="Folder of general text for perplexity (forgetting).")
+@click.option("--engine", type=click.Choice(["auto", "torch", "mlx"]), help="Engine for a plain model.")
+@click.option("--max-tokens", default=48, show_default=True, help="Tokens per generated answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with every answer).")
+def eval_cmd(model_or_run: str, checkpoint: str | None, qa: Path | None, data: str | None, general: str | None,
+             engine: str | None, max_tokens: int, as_json: bool) -> None:
+    """Held-out QA accuracy, domain validation perplexity and general-text perplexity.
+
+    \b
+    Examples:
+      forgellm eval default --qa dataset/sample/qa.jsonl
+      forgellm eval cpt-sample --checkpoint best --qa dataset/sample/qa.jsonl
+      forgellm eval models/ift/ift-sample --qa dataset/sample/qa.jsonl --general dataset/sample/general --json
+    """
+    from forgellm.training.evaluate import evaluate_model
+
+    if qa is None and data is None and general is None:
+        click.echo("note: no --qa given; only perplexities are measured", err=True)
+    report = evaluate_model(model_or_run, checkpoint=checkpoint, qa=qa, data=data, general=general, engine=engine,
+                            max_tokens=max_tokens, workspace=Workspace.current())
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(f"model:        {report.model} ({report.path}, {report.engine} engine)")
+    if report.qa_accuracy is not None:
+        click.echo(f"QA accuracy:  {report.qa_accuracy:.1%} ({report.qa_correct}/{report.qa_total})")
+    if report.domain_ppl is not None:
+        click.echo(f"domain ppl:   {report.domain_ppl:.2f} (val loss {report.domain_val_loss:.4f})")
+    if report.general_ppl is not None:
+        click.echo(f"general ppl:  {report.general_ppl:.2f} (loss {report.general_loss:.4f})")

@@ -1,0 +1,95 @@
+"""Checkpoint folders of a run: written atomically, rotated, with the best one named in ``best.json``.
+
+A checkpoint is first written to ``checkpoints/.tmp-step_NNNNNN`` and then renamed, so a kill
+during a save leaves the previous checkpoints intact and never a half-written one under a
+real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+STATE_FILE = "trainer_state.json"
+BEST_FILE = "best.json"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class CheckpointStore:
+    def __init__(self, run_dir: Path, max_keep: int):
+        self.run_dir = run_dir
+        self.folder = run_dir / "checkpoints"
+        self.max_keep = max_keep
+
+    def steps(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        return sorted((p for p in self.folder.glob("step_*") if p.is_dir() and (p / STATE_FILE).exists()),
+                      key=lambda p: p.name)
+
+    def latest(self) -> Path | None:
+        found = self.steps()
+        return found[-1] if found else None
+
+    def best(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.folder / BEST_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and (self.folder / str(data.get("checkpoint"))).is_dir() else None
+
+    def save(self, step: int, state: dict[str, Any], write: Callable[[Path], None]) -> Path:
+        """Write a checkpoint with ``write(folder)`` plus ``trainer_state.json``; update best; prune."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = checkpoint_name(step)
+        tmp = self.folder / f".tmp-{name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        write(tmp)
+        write_json_atomic(tmp / STATE_FILE, state)
+        final = self.folder / name
+        if final.exists():  # a resumed run saving the same step again
+            old = self.folder / f".old-{name}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        val = state.get("val_loss")
+        best = self.best()
+        if val is not None and (best is None or best.get("val_loss") is None or val < best["val_loss"]):
+            write_json_atomic(self.folder / BEST_FILE, {"checkpoint": name, "step": step, "val_loss": val})
+        self._prune()
+        return final
+
+    def _prune(self) -> None:
+        keep = {p.name for p in self.steps()[-self.max_keep:]}
+        best = self.best()
+        if best is not None:
+            keep.add(best["checkpoint"])
+        for path in self.steps():
+            if path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+        for stale in self.folder.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / STATE_FILE).read_text())

@@ -1,0 +1,170 @@
+"""The training configuration: one typed object, merged from defaults < YAML file < ``--set``.
+
+Every key has a default and a description, so ``forgellm train --print-config`` and the
+docs are generated from this one place. Unknown keys and wrong types are refused with a
+message that names the key (and the closest valid key for a typo).
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from forgellm.errors import NotFoundError, UserError
+
+
+class TrainingConfig(BaseModel):
+    """Everything a training run needs; stored resolved as ``config.yaml`` in the run folder."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # What to train.
+    model_name: str = Field("default", description="Base model: a path, a name under models/, 'default' (the embedded model), or a CPT run/adapter to keep training.")
+    training_type: Literal["cpt", "ift"] = Field("cpt", description="cpt: continued pre-training on raw text; ift: instruction fine-tuning (loss on assistant tokens only).")
+    fine_tune_type: Literal["lora", "dora", "full"] = Field("lora", description="lora or dora adapters, or full fine-tuning of the top num_layers layers.")
+    engine: Literal["auto", "torch", "mlx"] = Field("auto", description="Training engine; auto picks mlx on Apple Silicon, torch elsewhere.")
+
+    # Data.
+    input_dir: str = Field("dataset", description="Folder of documents (cpt) or instruction data (ift), relative to the workspace.")
+    data_mixture_ratio: float = Field(0.8, gt=0.0, le=1.0, description="Share of domain data in the training mix; the rest is general text (limits forgetting). 1.0 = domain only.")
+    validation_split: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the domain data held out for validation.")
+    max_seq_length: int = Field(1024, ge=16, description="Tokens per training sequence (documents are packed to this length).")
+
+    # Where to write.
+    output_dir: str | None = Field(None, description="Parent folder of the run folder; default models/cpt or models/ift.")
+    run_name: str | None = Field(None, description="Run folder name; default <model>_<type>_lr<lr>_bs<bs>_<timestamp>.")
+
+    # Optimisation.
+    max_iterations: int = Field(1000, ge=1, description="Optimizer steps to train for.")
+    batch_size: int = Field(2, ge=1, description="Sequences per micro-batch.")
+    grad_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step (effective batch = batch_size x this).")
+    learning_rate: float = Field(5e-5, gt=0.0, description="Peak learning rate (AdamW).")
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up: cosine, linear or constant.")
+    warmup_steps: int = Field(10, ge=0, description="Steps of linear warm-up from 0 to learning_rate.")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Floor of the decay as a fraction of learning_rate.")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Clip the global gradient norm to this (0 disables clipping).")
+    grad_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about 30% slower.")
+    seed: int = Field(42, description="Seed for data order, adapter initialisation and dropout.")
+
+    # Adapters.
+    lora_rank: int = Field(8, ge=1, description="LoRA/DoRA rank.")
+    lora_alpha: float = Field(16.0, gt=0.0, description="LoRA/DoRA alpha; the update is scaled by alpha / rank.")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Linear layers (by name inside each block) that get adapters.")
+    num_layers: int = Field(-1, ge=-1, description="How many of the top transformer blocks to train; -1 = all.")
+
+    # Evaluation, checkpoints, stopping.
+    steps_per_eval: int = Field(50, ge=1, description="Evaluate on the validation set every this many steps (and at the end).")
+    val_batches: int = Field(25, ge=-1, description="Validation batches per evaluation; -1 = the whole validation set.")
+    steps_per_report: int = Field(1, ge=1, description="Write a train event every this many steps.")
+    save_every: int = Field(50, ge=1, description="Write a checkpoint every this many steps (and at the end).")
+    max_checkpoints: int = Field(3, ge=1, description="Keep the last this many checkpoints, plus the best by validation loss.")
+    overfitting_threshold: float = Field(0.1, gt=0.0, description="Relative rise of the validation loss above its best (or of the validation-train gap) that counts as overfitting.")
+    early_stopping_patience: int = Field(3, ge=0, description="Stop after this many overfitting evaluations in a row; 0 never stops early.")
+    tensorboard: bool = Field(False, description="Also write TensorBoard event files (needs the tensorboard package).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainingConfig":
+        if self.num_layers == 0:
+            raise ValueError("num_layers must be -1 (all layers) or at least 1")
+        if not self.lora_target_modules:
+            raise ValueError("lora_target_modules must name at least one module, e.g. [q_proj, v_proj]")
+        return self
+
+    def resolved_engine(self) -> str:
+        if self.engine != "auto":
+            return self.engine
+        return "mlx" if sys.platform == "darwin" and _is_arm() else "torch"
+
+    @property
+    def lora_scale(self) -> float:
+        return self.lora_alpha / self.lora_rank
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(), sort_keys=False)
+
+
+def _is_arm() -> bool:
+    import platform
+
+    return platform.machine() == "arm64"
+
+
+def config_keys() -> list[tuple[str, Any, str]]:
+    """(key, default, description) for every key, in declaration order."""
+    rows = []
+    for name, field in TrainingConfig.model_fields.items():
+        default = field.default_factory() if field.default_factory is not None else field.default
+        rows.append((name, default, field.description or ""))
+    return rows
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict, each value read as a YAML scalar (``1e-4``, ``true``, ``[a, b]``)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r} is not key=value, e.g. --set learning_rate=1e-4")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {pair!r}: the value is not valid YAML ({exc})") from None
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"config file {str(path)!r} not found; see `forgellm train --print-config` for the keys")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must be a mapping of key: value, not {type(data).__name__}")
+    return data
+
+
+def build_config(file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainingConfig:
+    """Merge defaults < YAML file < overrides into a validated `TrainingConfig`."""
+    values: dict[str, Any] = {}
+    source = "config"
+    if file is not None:
+        values.update(read_config_file(file))
+        source = str(file)
+    values.update(overrides or {})
+    return validate_config(values, source=source)
+
+
+def validate_config(values: dict[str, Any], *, source: str = "config") -> TrainingConfig:
+    known = list(TrainingConfig.model_fields)
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else "; see `forgellm train --print-config`"
+            raise UserError(f"{source}: unknown key {key!r}{hint}")
+    try:
+        return TrainingConfig(**values)
+    except ValidationError as exc:
+        raise UserError(f"{source}: " + "; ".join(_describe_error(e) for e in exc.errors())) from None
+
+
+def _describe_error(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error.get("loc", ())) or "config"
+    field = TrainingConfig.model_fields.get(str(error.get("loc", ("",))[0]))
+    expected = f" (expected {_type_name(field.annotation)})" if field is not None else ""
+    return f"{key}={error.get('input')!r}: {error.get('msg')}{expected}"
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("typing.", "")

@@ -1,0 +1,189 @@
+"""Learning quality, measured: held-out question accuracy, domain perplexity, general-text perplexity.
+
+- QA accuracy: greedy answer to each held-out question (chat template for instruct models)
+  counts as correct when it contains the expected answer, both normalised.
+- Domain perplexity: on the validation split of the run's dataset, with the training loss.
+- General perplexity: on a folder of general text, to see forgetting.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgellm.errors import NotFoundError, UserError
+from forgellm.models.resolve import ModelInfo, describe, resolve
+from forgellm.training.checkpoints import CheckpointStore, checkpoint_name
+from forgellm.training.config import TrainingConfig
+from forgellm.workspace import Workspace
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+@dataclass
+class EvalReport:
+    model: str
+    path: str
+    engine: str
+    qa_accuracy: float | None = None
+    qa_correct: int = 0
+    qa_total: int = 0
+    domain_val_loss: float | None = None
+    domain_ppl: float | None = None
+    general_loss: float | None = None
+    general_ppl: float | None = None
+    answers: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def normalise(text: str) -> str:
+    """Lower case, no accents, punctuation or articles, single spaces."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    text = text.translate(str.maketrans({c: " " for c in string.punctuation}))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def is_correct(answer: str, expected: str | list[str]) -> bool:
+    options = [expected] if isinstance(expected, str) else expected
+    got = f" {normalise(answer)} "
+    return any(f" {normalise(o)} " in got for o in options if normalise(o))
+
+
+def read_qa(path: Path) -> list[dict[str, Any]]:
+    """QA items from JSONL: ``{"question": ..., "answer": ...}`` (``answer`` may be a list of accepted answers)."""
+    if not path.is_file():
+        raise NotFoundError(f"QA file {path} not found; pass --qa with a JSONL file of question/answer records")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise UserError(f"{path}:{number} is not valid JSON") from None
+        if not isinstance(record, dict) or "question" not in record or "answer" not in record:
+            raise UserError(f"{path}:{number} needs the keys question and answer")
+        items.append(record)
+    if not items:
+        raise UserError(f"{path} has no questions")
+    return items
+
+
+def resolve_checkpoint(name: str, checkpoint: str | None, workspace: Workspace) -> tuple[Path, Path | None]:
+    """(folder to load, run folder or None). For a run: ``best``, ``latest``, ``final`` or a step number;
+    by default its final weights, else its best checkpoint."""
+    from forgellm.training.run import find_run
+
+    try:
+        run_dir = find_run(name, workspace)
+    except NotFoundError:
+        if checkpoint:
+            raise UserError(f"--checkpoint needs a training run; {name!r} is not one") from None
+        return resolve(name, workspace).path, None
+    store = CheckpointStore(run_dir, max_keep=1)
+    choice = checkpoint or ("final" if (run_dir / "final").is_dir() else "best")
+    if choice == "final":
+        folder = run_dir / "final"
+    elif choice == "best":
+        best = store.best()
+        folder = run_dir / "checkpoints" / best["checkpoint"] if best else store.latest()
+    elif choice == "latest":
+        folder = store.latest()
+    elif choice.isdigit():
+        folder = run_dir / "checkpoints" / checkpoint_name(int(choice))
+    else:
+        raise UserError(f"--checkpoint {choice!r}: use best, latest, final or a step number")
+    if folder is None or not folder.is_dir():
+        available = ", ".join(p.name for p in store.steps()) or "none yet"
+        raise NotFoundError(f"run {run_dir.name} has no checkpoint {choice!r} (checkpoints: {available})")
+    return folder, run_dir
+
+
+def _split_model(folder: Path, workspace: Workspace) -> tuple[ModelInfo, ModelInfo | None]:
+    info = describe(folder)
+    if info.is_adapter:
+        if not info.base_model:
+            raise UserError(f"adapter {folder} does not name its base model")
+        return resolve(info.base_model, workspace), info
+    return info, None
+
+
+def evaluate_model(name: str, *, checkpoint: str | None = None, qa: Path | None = None, data: str | None = None,
+                   general: str | None = None, engine: str | None = None, max_tokens: int = 48,
+                   val_batches: int = -1, workspace: Workspace | None = None) -> EvalReport:
+    workspace = workspace or Workspace.current()
+    folder, run_dir = resolve_checkpoint(name, checkpoint, workspace)
+    base, adapter = _split_model(folder, workspace)
+    run_config = _run_config(run_dir)
+    if adapter is not None:
+        engine = "torch" if adapter.adapter_format == "peft" else "mlx"
+    elif engine is None and run_config is not None:
+        engine = run_config.resolved_engine()
+    engine = engine or "auto"
+    config = (run_config or TrainingConfig()).model_copy(update={"engine": engine})
+    report = EvalReport(model=name, path=str(folder), engine=config.resolved_engine())
+    if qa is not None:
+        _qa(report, str(folder), read_qa(qa), config.resolved_engine(), max_tokens, workspace)
+    domain_dir = data or (run_config.input_dir if run_config else None)
+    if domain_dir or general:
+        from forgellm.training.engine_api import create_trainable
+
+        scorer = create_trainable(config.model_copy(update={"fine_tune_type": "full", "num_layers": -1}), base,
+                                  adapter)
+        if domain_dir:
+            report.domain_val_loss = _loss_on(scorer, config, base, domain_dir, "val", val_batches, workspace)
+            report.domain_ppl = math.exp(report.domain_val_loss)
+        if general:
+            report.general_loss = _loss_on(scorer, config.model_copy(update={"training_type": "cpt"}), base, general,
+                                           "train", val_batches, workspace)
+            report.general_ppl = math.exp(report.general_loss)
+    return report
+
+
+def _run_config(run_dir: Path | None) -> TrainingConfig | None:
+    if run_dir is None:
+        return None
+    from forgellm.training.run import load_run_config
+
+    return load_run_config(run_dir)
+
+
+def _qa(report: EvalReport, model: str, items: list[dict[str, Any]], engine: str, max_tokens: int,
+        workspace: Workspace) -> None:
+    from forgellm.engines import SamplingParams, load_model
+
+    loaded = load_model(model, engine=engine, workspace=workspace)
+    try:
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+        for item in items:
+            prompt = loaded.format_prompt([{"role": "user", "content": item["question"]}])
+            answer = "".join(chunk.text for chunk in loaded.generate(prompt, params)).strip()
+            ok = is_correct(answer, item["answer"])
+            report.qa_correct += ok
+            report.answers.append({"question": item["question"], "expected": item["answer"], "answer": answer,
+                                   "correct": ok})
+    finally:
+        loaded.close()
+    report.qa_total = len(items)
+    report.qa_accuracy = report.qa_correct / report.qa_total
+
+
+def _loss_on(scorer, config: TrainingConfig, base: ModelInfo, folder: str, split: str, max_batches: int,
+             workspace: Workspace) -> float:
+    """Mean target-token loss of the model on one split of a dataset folder (CPT-style, all tokens)."""
+    from forgellm.training.loop import evaluate
+    from forgellm.training.run import load_data
+
+    data_config = config.model_copy(update={"input_dir": folder, "data_mixture_ratio": 1.0, "batch_size": 1})
+    train, val, _ = load_data(data_config, base, workspace)
+    chosen = val if split == "val" else train
+    return evaluate(scorer, chosen, 1, max_batches)

@@ -1,0 +1,237 @@
+"""THE training loop, written once for every engine.
+
+    for each optimizer step:
+        lr = schedule(step)
+        for each of grad_accumulation_steps micro-batches: forward + backward (grads accumulate)
+        clip, AdamW step
+        every steps_per_eval: validation loss -> overfitting / early stopping
+        every save_every: checkpoint (atomic), keep the last N plus the best
+
+Everything the loop reports goes out as events (dicts) to callbacks: the metrics file,
+the progress display, status.json, TensorBoard. A stop request (SIGINT/SIGTERM) is
+honoured between steps: checkpoint, ``done`` event with status ``stopped``, return.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from forgellm.data.sequences import TokenSequences
+from forgellm.errors import ForgeError, UserError
+from forgellm.training.checkpoints import CheckpointStore, checkpoint_name
+from forgellm.training.config import TrainingConfig
+from forgellm.training.engine_api import Trainable
+from forgellm.training.schedule import learning_rate
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+class TrainingDiverged(ForgeError):
+    """The loss or the gradient became NaN/inf; the last good checkpoint is kept."""
+
+    kind = "training_diverged"
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint must hold, beyond the weights, to continue exactly where it stopped."""
+
+    step: int = 0  # optimizer steps done
+    data_position: int = 0  # micro-batches consumed since the start (epochs included)
+    trained_tokens: int = 0
+    elapsed: float = 0.0  # seconds spent in training steps
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    gap_at_best: float | None = None  # val - train at the best evaluation
+    overfit_evals: int = 0  # consecutive evaluations that looked like overfitting
+    recent_train_losses: list[float] = field(default_factory=list)  # since the last eval
+    val_loss: float | None = None  # latest evaluation
+    val_step: int | None = None
+
+
+class MicroBatches:
+    """Micro-batches in a seeded random order, reshuffled every epoch, resumable by position."""
+
+    def __init__(self, data: TokenSequences, batch_size: int, seed: int, position: int = 0,
+                 shard: tuple[int, int] = (0, 1)):
+        self.data, self.batch_size, self.seed, self.shard = data, batch_size, seed, shard
+        self.per_epoch = len(data) // (batch_size * shard[1])
+        if self.per_epoch == 0:
+            raise UserError(f"the training split has {len(data)} sequences, fewer than batch_size={batch_size}: "
+                            f"lower batch_size or max_seq_length, or add data")
+        self.position = position
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        while True:
+            epoch, start = divmod(self.position, self.per_epoch)
+            for batch in self.data.batches(self.batch_size, order=self.order(epoch), start=start, shard=self.shard):
+                self.position += 1
+                yield batch
+
+
+def evaluate(trainable: Trainable, data: TokenSequences, batch_size: int, max_batches: int) -> float:
+    """Mean cross-entropy over the target tokens of the first ``max_batches`` batches (-1: all)."""
+    loss_sum, count = 0.0, 0
+    for i, (tokens, mask) in enumerate(data.batches(batch_size)):
+        if 0 <= max_batches <= i:
+            break
+        s, n = trainable.eval_loss(tokens, mask)
+        loss_sum, count = loss_sum + s, count + n
+    if count == 0:
+        raise UserError(f"the validation split has no batch of {batch_size} sequences with targets; "
+                        f"raise validation_split or lower batch_size")
+    return loss_sum / count
+
+
+class StopFlag:
+    """Set from a signal handler; the loop checks it between steps."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
+
+
+def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequences, val_data: TokenSequences,
+          store: CheckpointStore, callbacks: list[Callback], *, state: LoopState | None = None,
+          stop: StopFlag | None = None, rank: int = 0, world_size: int = 1) -> LoopState:
+    """Train until ``config.max_iterations``, early stopping, a stop request or divergence."""
+    stop = stop if stop is not None else StopFlag()
+    resumed = state is not None
+    state = state or LoopState()
+    is_main = rank == 0
+
+    def emit(event: str, **values: Any) -> None:
+        if is_main:
+            record = {"event": event, "time": round(time.time(), 3), "step": state.step, **values}
+            for callback in callbacks:
+                callback(record)
+
+    def save_checkpoint() -> None:
+        if not is_main:
+            return
+        val = state.val_loss if state.val_step == state.step else None
+        snapshot = {**asdict(state), "val_loss": val, "engine": trainable.engine,
+                    "fine_tune_type": config.fine_tune_type, "time": time.time()}
+        path = store.save(state.step, snapshot, trainable.save_checkpoint)
+        emit("checkpoint", path=str(path.relative_to(store.run_dir)), val_loss=val)
+
+    def run_eval() -> bool:
+        """Evaluate; record overfitting; return True when early stopping should end the run."""
+        val = evaluate(trainable, val_data, config.batch_size, config.val_batches)
+        train_loss = float(np.mean(state.recent_train_losses)) if state.recent_train_losses else None
+        state.recent_train_losses = []
+        state.val_loss, state.val_step = val, state.step
+        emit("eval", val_loss=val, val_ppl=_ppl(val), train_loss=train_loss)
+        if not math.isfinite(val):
+            raise TrainingDiverged(f"validation loss is {val} at step {state.step}")
+        gap = val - train_loss if train_loss is not None else None
+        if state.best_val_loss is None or val < state.best_val_loss:
+            state.best_val_loss, state.best_step, state.gap_at_best = val, state.step, gap
+            state.overfit_evals = 0
+            return False
+        reason = _overfitting_reason(val, gap, state, config.overfitting_threshold)
+        if reason is None:
+            state.overfit_evals = 0
+            return False
+        state.overfit_evals += 1
+        emit("overfitting", reason=reason, val_loss=val, best_val_loss=state.best_val_loss)
+        if config.early_stopping_patience and state.overfit_evals >= config.early_stopping_patience:
+            emit("early_stop", reason=f"{state.overfit_evals} evaluations in a row overfitting ({reason})",
+                 best_step=state.best_step)
+            return True
+        return False
+
+    stream = MicroBatches(train_data, config.batch_size, config.seed, state.data_position, shard=(rank, world_size))
+    batches = iter(stream)
+    total = config.max_iterations
+    emit("resume" if resumed else "start", total_steps=total, run_name=store.run_dir.name,
+         training_type=config.training_type, fine_tune_type=config.fine_tune_type, engine=trainable.engine,
+         model=config.model_name, trainable_params=trainable.trainable_params,
+         total_params=trainable.total_params, world_size=world_size,
+         global_batch_size=config.batch_size * config.grad_accumulation_steps * world_size)
+    if not resumed:
+        run_eval()  # the starting point of the validation curve
+    status, early = "completed", False
+    report_losses: list[float] = []
+    report_tokens, report_time = 0, 0.0
+    last_loss: float | None = None
+    while state.step < total:
+        if stop:
+            status = "stopped"
+            break
+        tic = time.perf_counter()
+        lr = learning_rate(state.step, peak=config.learning_rate, total_steps=total, warmup_steps=config.warmup_steps,
+                           schedule=config.lr_schedule, min_ratio=config.min_lr_ratio)
+        trainable.reseed(config.seed * 1_000_003 + state.step)
+        micro = [next(batches) for _ in range(config.grad_accumulation_steps)]
+        targets = sum(int(m[:, 1:].sum(dtype=np.int64)) for _, m in micro)
+        loss_sum = 0.0
+        for tokens, mask in micro:
+            s, _ = trainable.forward_backward(tokens, mask, 1.0 / max(targets, 1))
+            loss_sum += s
+        loss = loss_sum / max(targets, 1)
+        grad_norm = trainable.optimizer_step(lr, config.max_grad_norm)
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            raise TrainingDiverged(f"the loss became {loss} (gradient norm {grad_norm}) at step {state.step + 1}; "
+                                   f"lower learning_rate or raise warmup_steps")
+        step_time = time.perf_counter() - tic
+        state.step += 1
+        state.data_position = stream.position
+        state.trained_tokens += targets
+        state.elapsed += step_time
+        state.recent_train_losses.append(loss)
+        last_loss = loss
+        report_losses.append(loss)
+        report_tokens += targets
+        report_time += step_time
+        if state.step % config.steps_per_report == 0 or state.step == total:
+            emit("train", loss=float(np.mean(report_losses)), learning_rate=lr, tokens=report_tokens,
+                 trained_tokens=state.trained_tokens, tokens_per_second=report_tokens / max(report_time, 1e-9),
+                 grad_norm=grad_norm, peak_memory_gb=trainable.peak_memory_bytes() / 1e9, elapsed=state.elapsed)
+            report_losses, report_tokens, report_time = [], 0, 0.0
+        if state.step % config.steps_per_eval == 0 or state.step == total:
+            early = run_eval()
+        if state.step % config.save_every == 0 or state.step == total or early or stop:
+            save_checkpoint()
+        if early:
+            break
+    if status == "stopped" and (store.latest() is None or store.latest().name != checkpoint_name(state.step)):
+        save_checkpoint()
+    best = store.best()
+    emit("done", status=status, best_checkpoint=best["checkpoint"] if best else None,
+         best_val_loss=state.best_val_loss, final_loss=last_loss,
+         early_stopped=early)
+    return state
+
+
+def _overfitting_reason(val: float, gap: float | None, state: LoopState, threshold: float) -> str | None:
+    best = state.best_val_loss or 0.0
+    rise = (val - best) / best if best > 0 else 0.0
+    if rise > threshold:
+        return f"validation loss {val:.4f} is {rise:.1%} above its best {best:.4f} (threshold {threshold:.1%})"
+    if gap is not None and state.gap_at_best is not None and best > 0:
+        widening = (gap - state.gap_at_best) / best
+        if widening > threshold:
+            return (f"validation-train gap widened from {state.gap_at_best:.4f} to {gap:.4f} "
+                    f"({widening:.1%} of the best validation loss, threshold {threshold:.1%})")
+    return None
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(min(loss, 50.0))

@@ -1,0 +1,150 @@
+"""The mlx side of training, built from mlx-lm's own tuner: LoRA/DoRA layers from
+``linear_to_lora_layers``, ``nn.value_and_grad``, ``mlx.optimizers.AdamW``; adapters saved
+in mlx-lm's format (``adapters.safetensors`` + ``adapter_config.json``) so
+``mlx_lm.load(model, adapter_path=...)`` loads them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from mlx_lm.tuner.trainer import grad_checkpoint
+from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
+from mlx_lm.utils import load_model
+
+from forgellm.errors import UserError
+from forgellm.training.engine_api import process_peak_rss_bytes, top_layers
+
+if TYPE_CHECKING:
+    from forgellm.models.resolve import ModelInfo
+    from forgellm.training.config import TrainingConfig
+
+ADAPTER_FILE = "adapters.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+
+
+class MlxTrainable:
+    engine = "mlx"
+
+    def __init__(self, config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None):
+        mx.random.seed(config.seed)
+        model, _ = load_model(Path(base.path))
+        model.freeze()
+        self.base = base
+        self.num_layers = len(model.layers)
+        if adapter is not None:
+            self.adapter_config = self._continue_adapter(model, adapter)
+        else:
+            layers = top_layers(config, self.num_layers)
+            self.adapter_config = {"fine_tune_type": config.fine_tune_type, "num_layers": len(layers),
+                                   "model": str(base.path)}
+            if config.fine_tune_type == "full":
+                for layer in model.layers[layers[0]:]:
+                    layer.unfreeze()
+                if config.num_layers == -1:
+                    model.unfreeze()
+            else:
+                lora = {"rank": config.lora_rank, "scale": config.lora_scale, "dropout": config.lora_dropout,
+                        "keys": _target_keys(model, config.lora_target_modules)}
+                linear_to_lora_layers(model, len(layers), lora, use_dora=config.fine_tune_type == "dora")
+                self.adapter_config["lora_parameters"] = lora
+        if config.grad_checkpointing:
+            grad_checkpoint(model.layers[0])
+        model.train()
+        self.model = model
+        self.trainable_params = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+        self.total_params = sum(v.size for _, v in tree_flatten(model.parameters()))
+        self.optimizer = optim.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                                     bias_correction=True)
+        self.optimizer.init(model.trainable_parameters())
+        self._loss_and_grad = nn.value_and_grad(model, _loss)
+        self._grads = None
+
+    def _continue_adapter(self, model: nn.Module, adapter: "ModelInfo") -> dict:
+        if adapter.adapter_format != "mlx":
+            raise UserError(f"{adapter.name} is a {adapter.adapter_format} adapter; continue it with engine: "
+                            f"{adapter.adapter_format}, or start from a fused model")
+        load_adapters(model, str(adapter.path))
+        config = json.loads((adapter.path / "adapter_config.json").read_text())
+        if config.get("fine_tune_type") == "full":
+            for layer in model.layers[-config["num_layers"]:]:
+                layer.unfreeze()
+        return config
+
+    # --- the loss, identical in both engines -------------------------------------------------
+    def forward_backward(self, tokens: np.ndarray, mask: np.ndarray, loss_scale: float) -> tuple[float, int]:
+        x, m = mx.array(np.asarray(tokens, dtype=np.int32)), mx.array(np.asarray(mask, dtype=np.float32))
+        (_, loss_sum), grads = self._loss_and_grad(self.model, x, m, mx.array(loss_scale, dtype=mx.float32))
+        self._grads = grads if self._grads is None else tree_map(mx.add, self._grads, grads)
+        mx.eval(loss_sum, self._grads)
+        return loss_sum.item(), int(mask[:, 1:].sum())
+
+    def reseed(self, seed: int) -> None:
+        mx.random.seed(seed)
+
+    def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
+        grads, self._grads = self._grads, None
+        if max_grad_norm > 0:
+            grads, norm = optim.clip_grad_norm(grads, max_grad_norm)
+        else:
+            norm = mx.sqrt(sum((g.astype(mx.float32) ** 2).sum() for _, g in tree_flatten(grads)))
+        norm = norm.item()
+        if math.isfinite(norm):
+            self.optimizer.learning_rate = lr
+            self.optimizer.update(self.model, grads)
+            mx.eval(self.model.parameters(), self.optimizer.state)
+        return norm
+
+    def eval_loss(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
+        self.model.eval()
+        try:
+            _, loss_sum = _loss(self.model, mx.array(np.asarray(tokens, dtype=np.int32)),
+                                mx.array(np.asarray(mask, dtype=np.float32)), mx.array(1.0))
+            value = loss_sum.item()
+        finally:
+            self.model.train()
+        return value, int(mask[:, 1:].sum())
+
+    # --- saving ------------------------------------------------------------------------------
+    def save_final(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        mx.save_safetensors(str(folder / ADAPTER_FILE), dict(tree_flatten(self.model.trainable_parameters())))
+        (folder / "adapter_config.json").write_text(json.dumps(self.adapter_config, indent=2))
+
+    def save_checkpoint(self, folder: Path) -> None:
+        self.save_final(folder)
+        mx.save_safetensors(str(folder / OPTIMIZER_FILE), dict(tree_flatten(self.optimizer.state)))
+
+    def load_checkpoint(self, folder: Path) -> None:
+        self.model.load_weights(str(folder / ADAPTER_FILE), strict=False)
+        state = mx.load(str(folder / OPTIMIZER_FILE))
+        self.optimizer.state = tree_unflatten(list(state.items()))
+        mx.eval(self.model.parameters(), self.optimizer.state)
+
+    def peak_memory_bytes(self) -> int:
+        return process_peak_rss_bytes()
+
+
+def _loss(model: nn.Module, x: mx.array, mask: mx.array, scale: mx.array) -> tuple[mx.array, mx.array]:
+    """(scaled loss to differentiate, sum of target-token cross-entropies). x, mask: (B, L)."""
+    logits = model(x[:, :-1]).astype(mx.float32)  # (B, L-1, V)
+    loss_sum = (nn.losses.cross_entropy(logits, x[:, 1:]) * mask[:, 1:]).sum()
+    return loss_sum * scale, loss_sum
+
+
+def _target_keys(model: nn.Module, targets: list[str]) -> list[str]:
+    """Module names inside a block (e.g. ``self_attn.q_proj``) whose last part is a target."""
+    found = {name for name, module in model.layers[0].named_modules()
+             if isinstance(module, (nn.Linear, nn.QuantizedLinear))}
+    keys = sorted(name for name in found if name.split(".")[-1] in targets)
+    if not keys:
+        names = sorted({n.split(".")[-1] for n in found})
+        raise UserError(f"lora_target_modules={targets} matches no linear layer of this model; it has {names}")
+    return keys

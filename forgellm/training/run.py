@@ -1,0 +1,249 @@
+"""One training run, start to end: resolve the model, prepare the data, set up the run folder,
+build the engine's trainable, run the loop, leave ``final/`` and a status behind.
+
+This is what ``forgellm train`` calls; the CLI process is the training process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import signal
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from forgellm.data.sequences import TokenSequences
+from forgellm.errors import ConflictError, NotFoundError, UserError
+from forgellm.models.resolve import RUN_MARKER, ModelInfo, resolve, resolve_adapter
+from forgellm.training.callbacks import MetricsFile, Progress, StatusFile, TensorBoard
+from forgellm.training.checkpoints import CheckpointStore, read_state
+from forgellm.training.config import TrainingConfig, validate_config
+from forgellm.training.loop import LoopState, StopFlag, train
+from forgellm.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+PREPARED_SPLITS = ("train", "val")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # completed | stopped
+    state: LoopState
+
+
+def default_run_name(config: TrainingConfig, model: ModelInfo) -> str:
+    model_part = re.sub(r"[^A-Za-z0-9.-]+", "-", model.name.split("/")[-1]).strip("-") or "model"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{model_part}_{config.training_type}_lr{config.learning_rate:g}_bs{config.batch_size}_{stamp}"
+
+
+def resolve_models(config: TrainingConfig, workspace: Workspace) -> tuple[ModelInfo, ModelInfo | None]:
+    """(base model, adapter to keep training or None). A run folder or adapter as ``model_name``
+    continues that adapter on its base model; a fused/full model is simply the base."""
+    info = resolve(config.model_name, workspace)
+    if info.is_adapter or (info.path / RUN_MARKER).exists():
+        adapter = resolve_adapter(config.model_name, workspace)
+        if not adapter.is_adapter:
+            return adapter, None  # a run that saved full weights
+        if not adapter.base_model:
+            raise UserError(f"adapter {adapter.name} does not name its base model; set model_name to the base model")
+        return resolve(adapter.base_model, workspace), adapter
+    return info, None
+
+
+def run_folder(config: TrainingConfig, model: ModelInfo, workspace: Workspace) -> Path:
+    parent = workspace.confine(config.output_dir) if config.output_dir else workspace.models(config.training_type)
+    return parent / (config.run_name or default_run_name(config, model))
+
+
+def prepare_folder(run_dir: Path, *, overwrite: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise ConflictError(f"output folder {run_dir} already exists; pass --resume {run_dir} to continue it, "
+                                f"--overwrite to replace it, or choose another run_name")
+        if not (run_dir / RUN_MARKER).exists():
+            raise ConflictError(f"{run_dir} was not created by ForgeLLM (no {RUN_MARKER}); refusing to delete it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_MARKER).write_text("ForgeLLM training run\n")
+
+
+def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> tuple[TokenSequences, TokenSequences, dict]:
+    """The train/val splits: a folder of prepared splits (``train.tokens.npy`` ...) is used as is,
+    anything else goes through the data pipeline."""
+    source = workspace.confine(config.input_dir)
+    if not source.exists():
+        raise NotFoundError(f"input_dir {config.input_dir!r} not found (looked at {source}); put your documents "
+                            f"there or set input_dir to your dataset folder")
+    if all((source / f"{split}.tokens.npy").exists() for split in PREPARED_SPLITS):
+        train_data, val_data = (TokenSequences.load(source, split) for split in PREPARED_SPLITS)
+        stats_file = source / "stats.json"
+        stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    else:
+        from transformers import AutoTokenizer
+
+        from forgellm.data.pipeline import prepare_dataset
+        from forgellm.data.settings import DataSettings
+
+        settings = DataSettings(input_dir=source, training_type=config.training_type,
+                                max_seq_length=config.max_seq_length, validation_split=config.validation_split,
+                                seed=config.seed, data_mixture_ratio=config.data_mixture_ratio,
+                                replay_model=str(base.path), replay_engine=config.resolved_engine())
+        tokenizer = AutoTokenizer.from_pretrained(str(base.path))
+        prepared = prepare_dataset(settings, tokenizer, workspace)
+        train_data, val_data, stats = prepared.train, prepared.val, prepared.stats
+    if train_data.seq_length != config.max_seq_length:
+        raise UserError(f"the prepared data has sequences of {train_data.seq_length} tokens but max_seq_length is "
+                        f"{config.max_seq_length}; set max_seq_length: {train_data.seq_length} or prepare it again")
+    if len(train_data) < config.batch_size:
+        raise UserError(f"the training split has {len(train_data)} sequences of {config.max_seq_length} tokens, "
+                        f"fewer than batch_size={config.batch_size}: lower batch_size or max_seq_length, or add data")
+    return train_data, val_data, stats
+
+
+def check_fits(config: TrainingConfig, base: ModelInfo, vocab_size: int | None) -> None:
+    """Refuse a batch that cannot fit before loading anything big."""
+    if base.context_length and config.max_seq_length > base.context_length:
+        raise UserError(f"max_seq_length={config.max_seq_length} is longer than the model's context of "
+                        f"{base.context_length} tokens; lower max_seq_length")
+    if vocab_size:
+        import psutil
+
+        # logits, their float copy and their gradient: 3 x (B, L, V) float32 per micro-batch
+        need = 3 * config.batch_size * config.max_seq_length * vocab_size * 4
+        available = psutil.virtual_memory().available
+        if need > available:
+            raise UserError(f"batch_size={config.batch_size} x max_seq_length={config.max_seq_length} needs about "
+                            f"{need / 1e9:.1f} GB for the logits alone, {available / 1e9:.1f} GB is free; lower "
+                            f"batch_size (raise grad_accumulation_steps to keep the effective batch) or max_seq_length")
+
+
+def _vocab_size(model: ModelInfo) -> int | None:
+    try:
+        return int(json.loads((model.path / "config.json").read_text())["vocab_size"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _install_stop_handlers(stop: StopFlag) -> dict[int, Any]:
+    previous = {}
+
+    def handler(signum, _frame):
+        if stop:  # a second signal: stop now
+            raise KeyboardInterrupt
+        stop.set(signal.Signals(signum).name)
+        log.warning("%s received: saving a checkpoint and stopping", signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _attach_log(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("forgellm")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def load_run_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> TrainingConfig:
+    config_file = run_dir / "config.yaml"
+    if not config_file.exists():
+        raise NotFoundError(f"{run_dir} has no config.yaml; it is not a training run folder")
+    values = yaml.safe_load(config_file.read_text()) or {}
+    values.update(overrides or {})
+    return validate_config(values, source=str(config_file))
+
+
+def find_run(name: str, workspace: Workspace) -> Path:
+    """A run folder by path or by name under models/cpt or models/ift."""
+    candidates = [Path(name).expanduser(), workspace.root / name,
+                  *(workspace.models(kind) / name for kind in ("cpt", "ift"))]
+    for path in candidates:
+        if (path / "config.yaml").exists() and (path / RUN_MARKER).exists():
+            return path.resolve()
+    raise NotFoundError(f"run {name!r} not found; `forgellm runs list` shows the runs")
+
+
+def start_run(config: TrainingConfig | None = None, *, resume: str | None = None, overwrite: bool = False,
+              overrides: dict[str, Any] | None = None, workspace: Workspace | None = None,
+              progress_stream=None) -> RunResult:
+    """Run a training job to its end (completed, stopped by a signal, or early-stopped)."""
+    from forgellm.training.engine_api import create_trainable
+
+    workspace = workspace or Workspace.current()
+    if resume:
+        run_dir = find_run(resume, workspace)
+        config = load_run_config(run_dir, overrides)
+    elif config is None:
+        raise UserError("pass a config (--config FILE) or --resume RUN_DIR")
+    base, adapter = resolve_models(config, workspace)
+    check_fits(config, base, _vocab_size(base))
+    if not resume:
+        run_dir = run_folder(config, base, workspace)
+        prepare_folder(run_dir, overwrite=overwrite)
+        config = config.model_copy(update={"run_name": run_dir.name})
+        (run_dir / "config.yaml").write_text(config.to_yaml())
+    log_handler = _attach_log(run_dir)
+    store = CheckpointStore(run_dir, config.max_checkpoints)
+    metrics = MetricsFile(run_dir / "metrics.jsonl")
+    status = StatusFile(run_dir / "status.json", config.max_iterations)
+    callbacks: list = [metrics, status]
+    closers = [metrics.close]
+    try:
+        log.info("run %s: %s %s on %s (%s engine)", run_dir, config.training_type, config.fine_tune_type,
+                 base.path, config.resolved_engine())
+        train_data, val_data, stats = load_data(config, base, workspace)
+        (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2, default=str))
+        trainable = create_trainable(config, base, adapter)
+        state = None
+        latest = store.latest() if resume else None
+        if latest is not None:
+            trainable.load_checkpoint(latest)
+            saved = read_state(latest)
+            state = LoopState(**{f.name: saved[f.name] for f in fields(LoopState) if f.name in saved})
+            log.info("resuming from %s (step %d)", latest, state.step)
+        callbacks.append(Progress(config.max_iterations, state.step if state else 0, stream=progress_stream))
+        if config.tensorboard:
+            board = TensorBoard(run_dir / "tensorboard")
+            callbacks.append(board)
+            closers.append(board.close)
+        stop = StopFlag()
+        previous = _install_stop_handlers(stop)
+        try:
+            state = train(trainable, config, train_data, val_data, store, callbacks, state=state, stop=stop)
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+        trainable.save_final(run_dir / "final")
+        return RunResult(run_dir, "stopped" if stop else "completed", state)
+    except BaseException as exc:
+        message = str(exc) or type(exc).__name__
+        step = _last_step(store)
+        for callback in callbacks:
+            if isinstance(callback, (MetricsFile, StatusFile)):
+                callback({"event": "error", "time": round(time.time(), 3), "step": step, "message": message})
+        log.error("run failed: %s", message)
+        raise
+    finally:
+        for close in closers:
+            close()
+        logging.getLogger("forgellm").removeHandler(log_handler)
+        log_handler.close()
+
+
+def _last_step(store: CheckpointStore) -> int:
+    latest = store.latest()
+    return int(read_state(latest)["step"]) if latest is not None else 0

@@ -1,0 +1,157 @@
+"""The torch side of training: transformers + PEFT (LoRA, DoRA) or full fine-tuning, AdamW."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from forgellm.errors import UserError
+from forgellm.training.engine_api import process_peak_rss_bytes, top_layers
+
+if TYPE_CHECKING:
+    from forgellm.models.resolve import ModelInfo
+    from forgellm.training.config import TrainingConfig
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "vocab.json", "merges.txt", "generation_config.json")
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+class TorchTrainable:
+    engine = "torch"
+
+    def __init__(self, config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None):
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one bar per checkpoint save would drown the run's own
+        self.config = config
+        self.base = base
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(config.seed)
+        # float32 on CPU (no fast half-precision matmul there); bfloat16 on a GPU.
+        dtype = torch.float32 if self.device.type == "cpu" else torch.bfloat16
+        model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=dtype)
+        model.config.use_cache = False
+        self.num_layers = int(model.config.num_hidden_layers)
+        layers = top_layers(config, self.num_layers)
+        self.is_peft = adapter is not None or config.fine_tune_type in ("lora", "dora")
+        if adapter is not None:
+            model = self._continue_adapter(model, adapter)
+        elif self.is_peft:
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                              target_modules=list(config.lora_target_modules), use_dora=config.fine_tune_type == "dora",
+                              layers_to_transform=None if config.num_layers == -1 else layers,
+                              task_type="CAUSAL_LM")
+            try:
+                model = get_peft_model(model, lora)
+            except ValueError as exc:
+                raise UserError(f"lora_target_modules={config.lora_target_modules}: {exc}") from None
+        else:
+            model.requires_grad_(False)
+            blocks = model.model.layers
+            for i in layers:
+                blocks[i].requires_grad_(True)
+            if config.num_layers == -1:
+                model.requires_grad_(True)
+        if config.grad_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model = model.to(self.device)
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.trainable_params = sum(p.numel() for p in self.params)
+        self.total_params = sum(p.numel() for p in self.model.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8,
+                                           weight_decay=config.weight_decay)
+
+    def _continue_adapter(self, model, adapter: "ModelInfo"):
+        from peft import PeftModel
+
+        if adapter.adapter_format != "peft":
+            raise UserError(f"{adapter.name} is an {adapter.adapter_format} adapter; continue it with engine: "
+                            f"{adapter.adapter_format}, or start from a fused model")
+        log.info("continuing adapter %s", adapter.path)
+        return PeftModel.from_pretrained(model, str(adapter.path), is_trainable=True)
+
+    # --- the loss, identical in both engines -------------------------------------------------
+    def _loss_sum(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, int]:
+        x = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device)
+        weights = torch.from_numpy(np.asarray(mask[:, 1:], dtype=np.float32)).to(self.device)
+        logits = self.model(input_ids=x[:, :-1]).logits  # (B, L-1, V)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1), reduction="none")
+        return (ce * weights.reshape(-1)).sum(), int(weights.sum().item())
+
+    def forward_backward(self, tokens: np.ndarray, mask: np.ndarray, loss_scale: float) -> tuple[float, int]:
+        loss_sum, n = self._loss_sum(tokens, mask)
+        (loss_sum * loss_scale).backward()
+        return float(loss_sum.item()), n
+
+    def reseed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm if max_grad_norm > 0 else math.inf))
+        if math.isfinite(norm):
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    @torch.no_grad()
+    def eval_loss(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
+        self.model.eval()
+        try:
+            loss_sum, n = self._loss_sum(tokens, mask)
+        finally:
+            self.model.train()
+        return float(loss_sum.item()), n
+
+    # --- saving ------------------------------------------------------------------------------
+    def _save_weights(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(folder))  # PEFT: adapter_config.json + adapter_model.safetensors
+        if not self.is_peft:
+            for name in TOKENIZER_FILES:
+                if (self.base.path / name).exists():
+                    shutil.copy(self.base.path / name, folder / name)
+
+    def save_checkpoint(self, folder: Path) -> None:
+        self._save_weights(folder)
+        torch.save(self.optimizer.state_dict(), folder / OPTIMIZER_FILE)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        if self.is_peft:
+            from peft import set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(self.model, load_file(str(folder / "adapter_model.safetensors")))
+            missing = [k for k in getattr(result, "unexpected_keys", [])]
+            if missing:
+                raise UserError(f"checkpoint {folder} does not match this adapter: unexpected {missing[:3]}")
+        else:
+            state: dict[str, torch.Tensor] = {}
+            for file in sorted(folder.glob("*.safetensors")):
+                state.update(load_file(str(file)))
+            self.model.load_state_dict(state, strict=False)
+        self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True))
+
+    def save_final(self, folder: Path) -> None:
+        self._save_weights(folder)
+
+    def peak_memory_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated())
+        return process_peak_rss_bytes()

@@ -1,0 +1,89 @@
+"""`forgellm runs` and `forgellm eval` on tiny runs, and the metrics reader."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from forgellm.cli.main import root
+from forgellm.training.evaluate import is_correct, normalise
+from forgellm.training.metrics import MetricsWriter, read_metrics
+from tests.training_helpers import prepared_data, tiny_config_values, write_config
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(root, list(args))
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    return result.stdout
+
+
+@pytest.fixture
+def tiny_run(workspace, tiny_model_dir):
+    prepared_data(workspace / "prepared")
+    cfg = write_config(workspace / "c.yaml", **tiny_config_values(tiny_model_dir, run_name="tiny", max_iterations=6,
+                                                                  steps_per_eval=3, save_every=3))
+    invoke("train", "--config", str(cfg))
+    return workspace / "models/cpt/tiny"
+
+
+def test_read_metrics_skips_a_torn_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    writer = MetricsWriter(path)
+    writer.write("train", 1, loss=2.0, grad_norm=float("nan"))
+    writer.close()
+    with open(path, "a") as fh:
+        fh.write('{"event": "train", "step": 2, "lo')
+    events = read_metrics(path)
+    assert [e["step"] for e in events] == [1] and events[0]["grad_norm"] is None
+
+
+def test_runs_list_and_show(tiny_run):
+    listed = json.loads(invoke("runs", "list", "--json"))
+    assert [r["name"] for r in listed] == ["tiny"]
+    run = listed[0]
+    assert run["status"] == "done" and run["step"] == 6 and run["progress"] == 1.0
+    assert run["best_checkpoint"] in run["checkpoints"] and run["last_eval"]["step"] == 6
+    shown = json.loads(invoke("runs", "show", "tiny", "--json"))
+    assert shown["path"] == str(tiny_run) and shown["engine"] == "torch"
+    text = invoke("runs", "show", "tiny")
+    assert "status:     done" in text and "step 6/6" in text
+    assert "tiny" in invoke("runs", "list")
+
+
+def test_a_run_whose_process_died_shows_failed(tiny_run):
+    status = json.loads((tiny_run / "status.json").read_text())
+    (tiny_run / "status.json").write_text(json.dumps({**status, "status": "running", "pid": 2 ** 22 + 12345}))
+    shown = json.loads(invoke("runs", "show", str(tiny_run), "--json"))
+    assert shown["status"] == "failed" and "without a final status" in shown["message"]
+
+
+def test_unknown_run_is_a_clear_error(workspace):
+    result = CliRunner().invoke(root, ["runs", "show", "nope"])
+    assert result.exit_code != 0 and "run 'nope' not found" in str(result.exception)
+
+
+def test_normalised_containment():
+    assert normalise("  The Éiffel-Tower!! ") == "eiffel tower"
+    assert is_correct("It is in Paris, France.", "paris")
+    assert is_correct("Answer: 1889", ["1889", "eighteen eighty-nine"])
+    assert not is_correct("Parisian", "Paris") and not is_correct("anything", "")
+
+
+def test_eval_reports_qa_and_perplexities(tiny_run, workspace):
+    qa = workspace / "qa.jsonl"
+    qa.write_text(json.dumps({"question": "Say hi", "answer": "hi"}) + "\n")
+    report = json.loads(invoke("eval", "tiny", "--checkpoint", "best", "--qa", str(qa), "--general", "prepared",
+                               "--max-tokens", "4", "--json"))
+    best = json.loads((tiny_run / "checkpoints/best.json").read_text())
+    assert report["path"].endswith(best["checkpoint"]) and report["qa_total"] == 1
+    assert len(report["answers"]) == 1 and isinstance(report["answers"][0]["correct"], bool)
+    # The domain perplexity of the best checkpoint is its recorded validation loss (same loss, same data).
+    assert report["domain_val_loss"] == pytest.approx(best["val_loss"], rel=1e-4)
+    assert report["general_ppl"] > 1.0
+
+
+def test_eval_unknown_checkpoint(tiny_run):
+    result = CliRunner().invoke(root, ["eval", "tiny", "--checkpoint", "999"])
+    assert result.exit_code != 0 and "has no checkpoint '999'" in str(result.exception)
