@@ -19,12 +19,19 @@ COMMANDS: dict[str, str] = {
     "info": "forgellm.cli.info_cmd:info",
     "models": "forgellm.cli.models_cmd:models",
     "cli": "forgellm.cli.generate_cmd:cli_group",
+    "web": "forgellm.cli.web_cmd:web",
+    "start": "forgellm.cli.start_cmd:start",
+    "server": "forgellm.cli.server_cmd:server",
     "bench": "forgellm.cli.bench_cmd:bench",
     "dashboard": "forgellm.cli.dashboard_cmd:dashboard",
+    "fuse": "forgellm.cli.publish_cmd:fuse",
+    "adapter": "forgellm.cli.adapter_cmd:adapter",
     "quantize": "forgellm.cli.publish_cmd:quantize",
     "publish": "forgellm.cli.publish_cmd:publish",
-    "adapter": "forgellm.cli.adapter_cmd:adapter",
-    "fuse": "forgellm.cli.publish_cmd:fuse",
+    "train": "forgellm.cli.train_cmd:train",
+    "runs": "forgellm.cli.runs_cmd:runs",
+    "eval": "forgellm.cli.eval_cmd:eval_cmd",
+    "data": "forgellm.cli.data_cmd:data",
 }
 
 
