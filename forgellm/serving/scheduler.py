@@ -96,14 +96,23 @@ class GenerationJob:
 
     def stream(self, disconnected: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
         """On the request thread: the chunks as they come. Raises the job's error, or `ClientGone`
-        when ``disconnected()`` turns true while waiting. Closing this iterator cancels the job."""
+        when ``disconnected()`` turns true. Closing this iterator cancels the job.
+
+        The client is checked every `DISCONNECT_POLL_SECONDS` by the clock, not only when no
+        chunk came in that time: a fast model keeps the queue busy, and a check made only on
+        an empty queue would never run while it generates for a client that is long gone."""
+        next_check = time.monotonic() + DISCONNECT_POLL_SECONDS
         try:
             while True:
                 try:
                     item = self.events.get(timeout=DISCONNECT_POLL_SECONDS)
                 except queue.Empty:
+                    item = None
+                if time.monotonic() >= next_check:
                     if disconnected():
-                        raise ClientGone() from None
+                        raise ClientGone()
+                    next_check = time.monotonic() + DISCONNECT_POLL_SECONDS
+                if item is None:
                     continue
                 if item is _END:
                     return
