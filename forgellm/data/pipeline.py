@@ -226,7 +226,7 @@ class _CPTStager:
             self.flush()
 
     def _text_of(self, row: Row) -> str | None:
-        column = self.settings.text_column
+        column = "text" if row.whole_file else self.settings.text_column
         value = row.fields.get(column)
         if value is None:
             fmt = detect_format(row.fields)
@@ -248,27 +248,24 @@ class _CPTStager:
     def flush(self) -> None:
         if not self.batch:
             return
-        texts = [t for t, _ in self.batch]
-        encoded = encode_texts(self.tokenizer, texts)
-        lengths = np.empty(len(encoded), dtype=np.int64)
-        for i, ((_, digest), ids) in enumerate(zip(self.batch, encoded)):
-            if not ids or ids[-1] != self.eos_id:
-                ids.append(self.eos_id)
-            self.staging.add(np.asarray(ids, dtype=np.int32))
-            lengths[i] = len(ids)
+        encoded = encode_texts(self.tokenizer, [t for t, _ in self.batch])
+        eos = np.asarray([self.eos_id], dtype=np.int32)
+        docs = [ids if len(ids) and ids[-1] == self.eos_id else np.concatenate([ids, eos]) for ids in encoded]
+        for (_, digest), ids in zip(self.batch, docs):
+            self.staging.add(ids)
             self.split_values.append(split_value(digest, self.settings.seed))
         if self.settings.near_dedupe_threshold > 0:
-            flat = np.fromiter((t for ids in encoded for t in ids), dtype=np.int64, count=int(lengths.sum()))
-            self.signatures.append(minhash_signatures(flat, lengths))
+            lengths = np.fromiter((len(ids) for ids in docs), dtype=np.int64, count=len(docs))
+            self.signatures.append(minhash_signatures(np.concatenate(docs), lengths))
         self.batch, self.batch_chars = [], 0
 
 
-def encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text with the tokenizer's own special tokens, batch-encoded in Rust."""
+def encode_texts(tokenizer: Any, texts: list[str]) -> list[np.ndarray]:
+    """Token ids (int32) of each text with the tokenizer's own special tokens, batch-encoded in Rust."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and hasattr(backend, "encode_batch_fast"):
-        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=True)]
-    return [list(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        return [np.array(e.ids, dtype=np.int32) for e in backend.encode_batch_fast(texts, add_special_tokens=True)]
+    return [np.array(ids, dtype=np.int32) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
 
 class _IFTStager:

@@ -33,6 +33,7 @@ class Row:
     file: str  # relative to the dataset folder
     line: int | None  # 1-based line (jsonl, csv), row (parquet, datasets) or None (whole file)
     fields: dict[str, Any]
+    whole_file: bool = False  # prose, HTML, PDF: one document whose text is fields["text"], whatever text_column says
 
 
 @dataclass
@@ -143,7 +144,7 @@ def _decode(data: bytes, source: SourceFile, report: DataReport, line: int | Non
 def _read_prose(source: SourceFile, report: DataReport) -> Iterator[Row]:
     text = _decode(source.path.read_bytes(), source, report)
     if text is not None:
-        yield Row(source.rel, None, {"text": text.removeprefix("\ufeff")})
+        yield Row(source.rel, None, {"text": text.removeprefix("\ufeff")}, whole_file=True)
 
 
 def _read_html(source: SourceFile, report: DataReport) -> Iterator[Row]:
@@ -155,7 +156,7 @@ def _read_html(source: SourceFile, report: DataReport) -> Iterator[Row]:
     soup = BeautifulSoup(html, "html.parser")
     for tag in soup(["script", "style", "noscript", "template"]):
         tag.decompose()
-    yield Row(source.rel, None, {"text": soup.get_text("\n")})
+    yield Row(source.rel, None, {"text": soup.get_text("\n")}, whole_file=True)
 
 
 def _read_pdf(source: SourceFile, report: DataReport) -> Iterator[Row]:
@@ -178,7 +179,7 @@ def _read_pdf(source: SourceFile, report: DataReport) -> Iterator[Row]:
     if not text.strip():
         report.skip(source.rel, None, "PDF has no extractable text (scanned images need OCR first)")
         return
-    yield Row(source.rel, None, {"text": text})
+    yield Row(source.rel, None, {"text": text}, whole_file=True)
 
 
 def _read_jsonl(source: SourceFile, report: DataReport) -> Iterator[Row]:

@@ -1,8 +1,7 @@
 """`DataSettings`: every knob of the data pipeline, validated in one place.
 
 The trainer builds it from its `TrainingConfig`; the ``forgellm data`` commands build it
-from their options. Every field is part of the cache key (except `strict`, which only
-decides whether problems stop the run).
+from their options. `cache_fields` says which fields are part of the cache key.
 """
 
 from __future__ import annotations
@@ -53,5 +52,10 @@ class DataSettings(BaseModel):
     strict: bool = Field(False, description="Turn every skipped file or line into an error.")
 
     def cache_fields(self) -> dict[str, Any]:
-        """The settings that change the output (everything but `strict` and where the input lives)."""
-        return self.model_dump(mode="json", exclude={"strict", "input_dir", "general_data_dir"})
+        """The settings that change the output.
+
+        Left out: `strict`, where the inputs live (their content is keyed instead), and how the
+        general data is obtained (the general data's own cache key, built from its content, is).
+        """
+        return self.model_dump(mode="json", exclude={"strict", "input_dir", "general_data_dir", "replay_model",
+                                                     "replay_engine", "replay_samples", "replay_max_tokens"})
