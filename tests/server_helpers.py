@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -50,3 +51,32 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return condition()
+
+
+# Chat templates as two model families ship them (verbatim logic, tokens as plain text): Gemma
+# refuses a system turn; Qwen 3 reads `enable_thinking` and drops the thinking of earlier turns.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
+QWEN3_TEMPLATE = (
+    "{%- for message in messages %}{%- if message.role == 'assistant' %}"
+    "{%- set content = message.content.split('</think>')[-1].lstrip('\n') %}{%- else %}"
+    "{%- set content = message.content %}{%- endif %}"
+    "{{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- endif %}"
+    "{%- endif %}")
+
+
+def model_with_template(tiny_model_dir: Path, out: Path, template: str | None) -> Path:
+    """A copy of the tiny model whose tokenizer has ``template`` (None: no template, a base model)."""
+    shutil.copytree(tiny_model_dir, out)
+    if template is None:
+        (out / "chat_template.jinja").unlink()
+    else:
+        (out / "chat_template.jinja").write_text(template)
+    return out

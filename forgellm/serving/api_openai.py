@@ -42,7 +42,7 @@ def chat_completions() -> Response:
     body = parse_body(request.get_data(), ChatCompletionRequest)
     run = generation.start(registry().get(body.model),
                            GenerationRequest(prompt=[m.as_turn() for m in body.messages],
-                                             params=body.sampling_params()))
+                                             params=body.sampling_params(), enable_thinking=body.enable_thinking))
     reply = _Reply("chatcmpl", "chat.completion", body.model)
     if body.stream:
         return generation.event_stream(run, _chat_events(run, reply, body.include_usage))

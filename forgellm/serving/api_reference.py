@@ -60,7 +60,8 @@ def generate() -> Response:
     body = parse_body(request.get_data(), GenerateRequest)
     worker = registry().load(body.model, body.adapter, make_current=False) if body.model else registry().current()
     run = generation.start(worker, GenerationRequest(prompt=body.prompt_input(), params=body.sampling_params(),
-                                                     system=body.system, fmt=body.format))
+                                                     system=body.system, fmt=body.format,
+                                                     enable_thinking=body.enable_thinking))
     if body.stream:
         return generation.event_stream(run, _events(run))
     run.collect()

@@ -60,6 +60,7 @@ class ModelRegistry:
         info, adapter_info = self._resolve(model, adapter)
         key = CacheKey(engine_name, str(info.path), str(adapter_info.path) if adapter_info else None)
         with self._lock:
+            previous = self._current  # stays current if this load fails
             worker = self._workers.get(key)
             if worker is not None and worker.error is None and not worker.closed:
                 self._workers.move_to_end(key)
@@ -87,7 +88,7 @@ class ModelRegistry:
                 if self._workers.get(key) is worker:
                     del self._workers[key]
                     if self._current == key:
-                        self._current = None
+                        self._current = previous if previous in self._workers else None
             raise
 
     def get(self, name: str) -> ModelWorker:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 from forgellm.engines.base import Engine, GenerationChunk, LoadedModel, Message, PromptFormat, SamplingParams
 from forgellm.errors import ConflictError, ForgeError
 from forgellm.models.resolve import ModelInfo
+from forgellm.serving.memory import generation_failure, is_out_of_memory, load_failure
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class GenerationRequest:
     params: SamplingParams
     system: str | None = None
     fmt: PromptFormat | None = None
+    enable_thinking: bool = False  # read by templates that know it (Qwen 3); others never see it
 
 
 _END = object()
@@ -75,7 +77,8 @@ class GenerationJob:
             if self.cancelled.is_set():
                 return
             req = self.request
-            prompt = model.format_prompt(req.prompt, system=req.system, fmt=req.fmt)
+            prompt = model.format_prompt(req.prompt, system=req.system, fmt=req.fmt,
+                                          enable_thinking=req.enable_thinking)
             chunks = model.generate(prompt, req.params)
             try:
                 for chunk in chunks:
@@ -89,8 +92,12 @@ class GenerationJob:
         except ForgeError as exc:
             self.events.put(exc)
         except Exception as exc:  # a bug or an engine failure: the request fails, the worker lives on
-            log.exception("generation failed")
-            self.events.put(exc)
+            if is_out_of_memory(exc):
+                log.warning("generation ran out of memory: %s", exc)
+                self.events.put(generation_failure(exc, model.info.name))
+            else:
+                log.exception("generation failed")
+                self.events.put(exc)
         finally:
             self.events.put(_END)
 
@@ -184,7 +191,12 @@ class ModelWorker:
             self.loaded_at = time.time()
             log.info("loaded %s in %.2f s (%.0f MB)", self.name, self.load_seconds, self._memory_bytes / 1e6)
         except BaseException as exc:  # reported to every waiter by wait_ready
+            if is_out_of_memory(exc):
+                log.warning("not enough memory to load %s: %s", self.name, exc)
+                exc = load_failure(exc, self.name, self.estimated_bytes)
             self.error = exc
+            self.model = None
+            gc.collect()  # whatever the failed load allocated goes now
             self._closing = True
             self._ready.set()
             self._closed.set()

@@ -90,6 +90,8 @@ class GenerateRequest(SamplingFields, _Body):
     system: Annotated[str, Field(max_length=100_000)] | None = Field(None, description="Replaces any system turn.")
     format: Literal["chat", "raw"] | None = Field(None, description="chat template or raw continuation; default: "
                                                                    "chat for instruct models, raw for base models.")
+    enable_thinking: bool = Field(False, description="For chat templates that read it (Qwen 3): let the model "
+                                                     "think in <think>...</think> before it answers. Others ignore it.")
     stream: bool = Field(False, description="Server-sent events: one per text piece, then a final one.")
     model: Name | None = Field(None, description="Generate with this model (loaded on demand) instead of the "
                                                  "current one.")
@@ -123,6 +125,13 @@ class OpenAIMessage(_OpenAIBody):
         """Our message shape: OpenAI's ``developer`` role is a system turn; text parts are joined."""
         content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
         return {"role": "system" if self.role == "developer" else self.role, "content": content}
+
+
+class ChatTemplateKwargs(_OpenAIBody):
+    """vLLM's extension, for the one template argument ForgeLLM passes on."""
+
+    enable_thinking: bool = Field(False, description="For chat templates that read it (Qwen 3): let the model "
+                                                     "think in <think>...</think> before it answers.")
 
 
 class StreamOptions(_OpenAIBody):
@@ -163,6 +172,12 @@ class ChatCompletionRequest(_OpenAISampling):
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     logprobs: bool = Field(False, description="Not supported.")
     tools: Annotated[list[Any], Field(max_length=0)] | None = Field(None, description="Not supported.")
+    chat_template_kwargs: ChatTemplateKwargs | None = Field(None, description="Extension (as vLLM): arguments "
+                                                                               "for the chat template.")
+
+    @property
+    def enable_thinking(self) -> bool:
+        return bool(self.chat_template_kwargs and self.chat_template_kwargs.enable_thinking)
 
     def sampling_params(self, max_tokens: int | None = None) -> SamplingParams:  # type: ignore[override]
         limit = self.max_completion_tokens or self.max_tokens or CHAT_DEFAULT_MAX_TOKENS
