@@ -14,34 +14,56 @@ TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 
 
 def _pipeline_options(fn):
-    """Options shared by stats and preview: they build the same `DataSettings`."""
+    """Options shared by stats and preview: they build the same `DataSettings` (see docs/data.md)."""
     for option in reversed([
         click.argument("path", type=click.Path(path_type=Path)),
-        click.option("--mode", type=click.Choice(["cpt", "ift"]), default="cpt", show_default=True,
+        click.option("--mode", "training_type", type=click.Choice(["cpt", "ift"]), default="cpt", show_default=True,
                      help="cpt: raw text; ift: instruction records with an assistant-only loss mask."),
         click.option("--model", default="default", show_default=True,
                      help="Model whose tokenizer (and chat template) to use: path, name under models/, or 'default'."),
         click.option("--max-seq-length", type=int, default=1024, show_default=True, help="Tokens per packed sequence."),
         click.option("--validation-split", type=float, default=0.1, show_default=True,
                      help="Share of documents held out for validation."),
+        click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split hash and of mixing."),
         click.option("--format", "ift_format", default="auto", show_default=True,
                      type=click.Choice(["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"]),
                      help="IFT record format; auto detects it per file."),
+        click.option("--overlong", type=click.Choice(["drop", "truncate"]), default="drop", show_default=True,
+                     help="IFT records longer than --max-seq-length: drop or truncate them (counted either way)."),
+        click.option("--text-column", default="text", show_default=True,
+                     help="Column or field holding the text in .csv, .parquet, .jsonl/.json and datasets folders."),
+        click.option("--no-dedupe", "dedupe", is_flag=True, flag_value=False, default=True,
+                     help="Keep exact duplicates."),
+        click.option("--near-dedupe-threshold", type=float, default=0.8, show_default=True,
+                     help="Estimated Jaccard similarity above which a document is a near duplicate; 0 turns it off."),
+        click.option("--no-filters", "quality_filters", is_flag=True, flag_value=False, default=True,
+                     help="Turn the quality filters (length, letter share, repeated lines) off."),
+        click.option("--min-chars", type=int, default=40, show_default=True,
+                     help="Quality filter: drop documents shorter than this many characters."),
+        click.option("--mixture-ratio", "data_mixture_ratio", type=float, default=1.0, show_default=True,
+                     help="Share of domain data in training; the rest comes from --general-data, or else is "
+                          "sampled from --model (a replay set)."),
+        click.option("--general-data", "general_data_dir", type=click.Path(path_type=Path), default=None,
+                     help="Folder of general text mixed in when --mixture-ratio < 1."),
+        click.option("--max-file-mb", type=float, default=256.0, show_default=True,
+                     help="Skip files read whole (and .jsonl lines, .csv fields) larger than this."),
         click.option("--strict", is_flag=True, help="Stop at the first skipped file or line instead of reporting it."),
     ]):
         fn = option(fn)
     return fn
 
 
-def _settings(path: Path, mode: str, max_seq_length: int, validation_split: float, ift_format: str, strict: bool):
+def _settings(path: Path, model: str, **options: Any) -> Any:
+    """`DataSettings` from the shared options; the replay set (if any) is written by ``model``."""
     from pydantic import ValidationError
 
     from forgellm.data import DataSettings
     from forgellm.errors import UserError
 
+    general = options.pop("general_data_dir")
     try:
-        return DataSettings(input_dir=path.resolve(), training_type=mode, max_seq_length=max_seq_length,
-                            validation_split=validation_split, ift_format=ift_format, strict=strict)
+        return DataSettings(input_dir=path.resolve(), general_data_dir=general.resolve() if general else None,
+                            replay_model=model, **options)
     except ValidationError as exc:
         raise UserError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
 
@@ -74,8 +96,7 @@ def data() -> None:
 @data.command("stats")
 @_pipeline_options
 @click.option("--json", "as_json", is_flag=True, help="Print the full stats as JSON.")
-def stats_cmd(path: Path, mode: str, model: str, max_seq_length: int, validation_split: float, ift_format: str,
-              strict: bool, as_json: bool) -> None:
+def stats_cmd(path: Path, model: str, as_json: bool, **options: Any) -> None:
     """Run the pipeline on PATH (cached under data/) and report documents, tokens, sequences and skips.
 
     \b
@@ -87,7 +108,7 @@ def stats_cmd(path: Path, mode: str, model: str, max_seq_length: int, validation
     from forgellm.data import prepare_dataset
 
     workspace = Workspace.current()
-    settings = _settings(path, mode, max_seq_length, validation_split, ift_format, strict)
+    settings = _settings(path, model, **options)
     prepared = prepare_dataset(settings, load_tokenizer(model, workspace), workspace)
     if as_json:
         click.echo(json.dumps(prepared.stats, indent=2, default=str))
@@ -130,8 +151,7 @@ def _print_stats(stats: dict[str, Any]) -> None:
 @data.command("preview")
 @_pipeline_options
 @click.option("-n", "count", type=int, default=3, show_default=True, help="How many records or documents to show.")
-def preview_cmd(path: Path, mode: str, model: str, max_seq_length: int, validation_split: float, ift_format: str,
-                strict: bool, count: int) -> None:
+def preview_cmd(path: Path, model: str, count: int, **options: Any) -> None:
     """Show the first records of PATH as the model sees them, trained spans between ⟦ and ⟧.
 
     Text outside the brackets is context only (no loss): prompts, system messages, template markup.
@@ -144,7 +164,7 @@ def preview_cmd(path: Path, mode: str, model: str, max_seq_length: int, validati
     from forgellm.data.pipeline import preview
 
     workspace = Workspace.current()
-    settings = _settings(path, mode, max_seq_length, validation_split, ift_format, strict)
+    settings = _settings(path, model, **options)
     tokenizer = load_tokenizer(model, workspace)
     items, report = preview(settings, tokenizer, workspace, count)
     for number, item in enumerate(items, start=1):
@@ -156,6 +176,13 @@ def preview_cmd(path: Path, mode: str, model: str, max_seq_length: int, validati
     for skip in report.skipped[:10]:
         where = f"{skip['file']}:{skip['line']}" if skip["line"] is not None else skip["file"]
         click.echo(click.style(f"skipped {where}: {skip['reason']}", fg="yellow"), err=True)
+    if report.filtered or report.duplicates_removed:
+        removed = [f"{reason} {n}" for reason, n in sorted(report.filtered.items())]
+        removed += [f"duplicate {report.duplicates_removed}"] if report.duplicates_removed else []
+        click.echo(click.style(f"not shown (removed by cleaning): {', '.join(removed)}", fg="yellow"), err=True)
+    if not items:
+        click.echo(f"nothing to show: no record of {settings.input_dir} survived reading and cleaning "
+                   f"(see the lines above, or `forgellm data stats`)", err=True)
 
 
 def render_marked(tokenizer: Any, ids: Any, mask: Any) -> str:

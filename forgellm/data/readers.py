@@ -4,8 +4,9 @@ Every record is a `Row`: the file it came from (relative to the dataset folder),
 line (or row number) when the format has lines, and its fields (``{"text": ...}`` for
 prose formats). Nothing here raises on bad input: a problem becomes a skipped entry
 ``{file, line, reason}`` in the `DataReport`, and the rest of the folder is still read.
-Line-based formats (.jsonl, .csv, .parquet, datasets folders) stream at any size; files
-read whole are refused above ``max_file_mb``.
+Line-based formats (.jsonl, .csv, .parquet, datasets folders) stream at any size (a single
+.jsonl line or .csv field over ``max_file_mb`` is skipped); files read whole are refused
+above ``max_file_mb``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ HTML_SUFFIXES = {".html", ".htm"}
 SUPPORTED_SUFFIXES = PROSE_SUFFIXES | HTML_SUFFIXES | {".pdf", ".jsonl", ".json", ".csv", ".parquet"}
 DATASETS_MARKERS = ("dataset_dict.json", "state.json")
 BINARY_PROBE_BYTES = 8192
+CHUNK_BYTES = 1 << 20
 
 
 @dataclass
@@ -106,7 +108,7 @@ def read_source(source: SourceFile, report: DataReport, *, max_file_bytes: int) 
         return
     streamed = suffix in {".jsonl", ".csv", ".parquet"}
     if not streamed and size > max_file_bytes:
-        report.skip(source.rel, None, f"file is {size / 2**20:.0f} MB, over the {max_file_bytes / 2**20:.0f} MB limit "
+        report.skip(source.rel, None, f"file is {_mb(size)} MB, over the {_mb(max_file_bytes)} MB limit "
                     f"for files read whole; split it, convert it to .jsonl, or raise max_file_mb")
         return
     if size == 0:
@@ -118,13 +120,20 @@ def read_source(source: SourceFile, report: DataReport, *, max_file_bytes: int) 
     report.bytes_read += size
     reader = _READERS.get(suffix, _read_prose)
     try:
-        yield from reader(source, report)
+        if suffix in {".jsonl", ".csv"}:  # streamed, but one record is still read whole: bound it
+            yield from reader(source, report, max_record_bytes=max_file_bytes)
+        else:
+            yield from reader(source, report)
     except OSError as exc:
         report.skip(source.rel, None, f"cannot read: {exc.strerror or exc}")
 
 
 def _rel(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path != root else path.name
+
+
+def _mb(size: int) -> str:
+    return f"{round(size / 2**20, 3):g}"
 
 
 def _looks_binary(path: Path) -> bool:
@@ -182,9 +191,17 @@ def _read_pdf(source: SourceFile, report: DataReport) -> Iterator[Row]:
     yield Row(source.rel, None, {"text": text}, whole_file=True)
 
 
-def _read_jsonl(source: SourceFile, report: DataReport) -> Iterator[Row]:
+def _read_jsonl(source: SourceFile, report: DataReport, *, max_record_bytes: int) -> Iterator[Row]:
     with open(source.path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
+        number = 0
+        while raw := fh.readline(max_record_bytes + 1):
+            number += 1
+            if len(raw) > max_record_bytes and not raw.endswith(b"\n"):
+                while (rest := fh.readline(CHUNK_BYTES)) and not rest.endswith(b"\n"):
+                    pass  # skip the rest of the line without holding it
+                report.skip(source.rel, number, f"line is over the {_mb(max_record_bytes)} MB limit for one "
+                            f"record; split the record or raise max_file_mb")
+                continue
             if not raw.strip():
                 continue
             line = _decode(raw, source, report, line=number)
@@ -230,8 +247,8 @@ def _parse_json(line: str, source: SourceFile, report: DataReport, number: int) 
     return record
 
 
-def _read_csv(source: SourceFile, report: DataReport) -> Iterator[Row]:
-    csv.field_size_limit(sys.maxsize)
+def _read_csv(source: SourceFile, report: DataReport, *, max_record_bytes: int) -> Iterator[Row]:
+    csv.field_size_limit(min(max_record_bytes, sys.maxsize))  # a larger field is a csv.Error below
     with open(source.path, "rb") as raw:
         stream = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         reader = csv.DictReader(stream)
@@ -279,7 +296,7 @@ def _read_datasets_folder(source: SourceFile, report: DataReport) -> Iterator[Ro
                 yield Row(name, row, dict(zip(keys, values)))
 
 
-_READERS: dict[str, Callable[[SourceFile, DataReport], Iterator[Row]]] = {
+_READERS: dict[str, Callable[..., Iterator[Row]]] = {
     **{s: _read_html for s in HTML_SUFFIXES},
     ".pdf": _read_pdf,
     ".jsonl": _read_jsonl,

@@ -48,7 +48,7 @@ class DataSettings(BaseModel):
 
     # Input handling.
     text_column: str = Field("text", description="Column or field holding the text in .csv, .parquet, .jsonl/.json and datasets folders.")
-    max_file_mb: float = Field(256.0, gt=0.0, description="Files read whole (.txt, .md, .rst, .html, .pdf, .json) larger than this are skipped; .jsonl, .csv and .parquet stream at any size.")
+    max_file_mb: float = Field(256.0, gt=0.0, description="Files read whole (.txt, .md, .rst, .html, .pdf, .json) larger than this are skipped; .jsonl, .csv and .parquet stream at any size, but a .jsonl line or .csv field larger than this is skipped.")
     strict: bool = Field(False, description="Turn every skipped file or line into an error.")
 
     def cache_fields(self) -> dict[str, Any]:
