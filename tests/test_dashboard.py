@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from forgellm.analysis.series import dashboard_data, downsample, lttb_indices
@@ -75,7 +77,7 @@ def test_html_dashboard_compares_runs_and_is_self_contained(tmp_path):
     page = out.read_text()
     assert "run-a" in page and "run-b" in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "external resource in the dashboard"
-    assert "createElementNS" in page  # the renderer is inline
+    assert "Chart.js v4" in page and "new Chart(" in page  # the plotting library is inline
     data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1))
     assert [r["name"] for r in data["runs"]] == ["run-a", "run-b"]
     assert "Training loss is noisy" in page  # run-b's recommendation is written out
@@ -101,3 +103,35 @@ def test_dashboard_accepts_a_run_name_in_the_workspace(workspace):
     result = invoke("dashboard", "cpt/named", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.slow
+def test_html_dashboard_draws_in_a_browser_without_network(tmp_path):
+    """Chromium opens the file with every non-file request refused: all four charts draw, no error."""
+    from playwright.sync_api import sync_playwright
+
+    val = {s: 2.0 + 0.002 * abs(s - 200) for s in range(20, 401, 20)}
+    a = write_run(tmp_path, "run-a", make_events(curve(400), val=val, checkpoints=[200, 400]),
+                  checkpoint_dirs=[200, 400])
+    b = write_run(tmp_path, "run-b", make_events(curve(400, noise=0.3), val={200: 2.0, 400: 2.3}))
+    out = tmp_path / "cmp.html"
+    assert invoke("dashboard", str(a), str(b), "--out", str(out)).exit_code == 0
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or None, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            requests, errors = [], []
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                       else route.abort())
+            page.goto(out.as_uri())
+            page.wait_for_function("window.CHARTS !== undefined", timeout=30_000)
+            charts = page.evaluate("window.CHARTS.map(c => c && {labels: c.data.datasets.map(d => d.label), "
+                                   "width: c.width, drawn: c.chartArea.width})")
+        finally:
+            browser.close()
+    assert errors == [] and requests == [out.as_uri()]
+    assert len(charts) == 4 and all(c and c["drawn"] > 100 for c in charts)
+    assert "run-a best checkpoint step_000200" in charts[0]["labels"]
+    assert "run-a overfitting onset" in charts[0]["labels"] and "run-b val loss" in charts[0]["labels"]

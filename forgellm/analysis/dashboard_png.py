@@ -52,7 +52,8 @@ def render_png(data: dict[str, Any], out: Path, *, dpi: int = 100) -> Path:
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
     fig.suptitle(_headline(runs), fontsize=12)
-    fig.tight_layout()
+    # Fixed margins: tight_layout measures every tick label and costs more than all the drawing.
+    fig.subplots_adjust(left=0.06, right=0.985, bottom=0.07, top=0.92, wspace=0.15, hspace=0.3)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
