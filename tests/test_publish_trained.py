@@ -1,0 +1,151 @@
+"""Analysis, dashboards, fuse, publish and adapter conversion on run folders written by
+``forgellm train`` itself (tiny model, both engines), not on crafted ones.
+
+The runs train on one repeated token pattern and validate on another, so the validation loss
+rises again while the training loss falls: the best checkpoint is an early one, not the last.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from forgellm.analysis.analyze import analyze
+from forgellm.analysis.runs import load_run
+from forgellm.cli.main import root
+from forgellm.engines import load_model
+from forgellm.engines.base import SamplingParams
+from tests.publish_helpers import mlx_logits, torch_logits
+from tests.training_helpers import prepared_data, tiny_config_values, write_config
+
+pytestmark = pytest.mark.slow  # trains on both engines, then loads many models: minutes on 2 cores
+
+ENGINES = ["torch", "mlx"]
+STEPS = 12
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(root, list(args))
+
+
+def ok(*args: str) -> str:
+    result = invoke(*args)
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    return result.output
+
+
+def train_run(home: Path, model: Path, engine: str, **overrides) -> Path:
+    """Train a tiny run with ``forgellm train`` in workspace ``home``; its run folder."""
+    prepared_data(home / "prepared")
+    values = tiny_config_values(model, run_name=f"trained-{engine}", engine=engine, max_iterations=STEPS,
+                                steps_per_eval=3, save_every=3, max_checkpoints=10, early_stopping_patience=0,
+                                learning_rate=5e-2)
+    values.update(overrides)
+    config = write_config(home / f"{engine}.yaml", **values)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FORGELLM_HOME", str(home))
+        mp.chdir(home)
+        ok("train", "--config", str(config))
+    return home / "models" / "cpt" / f"trained-{engine}"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """One finished run per engine (trained once for the module; tests copy them)."""
+    home = tmp_path_factory.mktemp("trained-ws")
+    return {engine: train_run(home, tiny_model_dir, engine) for engine in ENGINES}
+
+
+@pytest.fixture
+def run_in_workspace(workspace, trained):
+    """Copy a trained run into this test's workspace (fuse and publish write beside or under it)."""
+    def copy(engine: str) -> Path:
+        dest = workspace / "models" / "cpt" / trained[engine].name
+        shutil.copytree(trained[engine], dest, symlinks=True)
+        return dest
+    return copy
+
+
+def adapter_logits(engine: str, base: Path, adapter: Path | None) -> np.ndarray:
+    return torch_logits(base, adapter) if engine == "torch" else mlx_logits(base, adapter)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_analysis_and_dashboards_of_a_trained_run(engine, run_in_workspace):
+    run = run_in_workspace(engine)
+    result = analyze(load_run(run))
+    on_disk = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_"))
+    assert result.steps_done == STEPS and result.total_steps == STEPS
+    assert [c.name for c in result.checkpoints] == on_disk == [f"step_{s:06d}" for s in range(3, STEPS + 1, 3)]
+    assert all(c.val_loss is not None and c.train_loss is not None for c in result.checkpoints)
+    assert result.best is not None and result.best.name != on_disk[-1]
+    assert result.best_val_step < STEPS and result.throughput["mean"] > 0
+    json.dumps(result.to_dict(), allow_nan=False)
+    output = ok("dashboard", str(run), "--format", "html")
+    assert f"best checkpoint {result.best.name}" in output
+    page = (run / "dashboard.html").read_text()
+    assert "Chart.js v4" in page and result.best.name in page
+    ok("dashboard", str(run))
+    assert (run / "dashboard.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fuse_takes_the_best_checkpoint_of_a_trained_run(engine, run_in_workspace, tiny_model_dir):
+    run = run_in_workspace(engine)
+    best = analyze(load_run(run)).best.name
+    latest = sorted((run / "checkpoints").glob("step_*"))[-1]
+    assert best != latest.name
+    output = ok("fuse", str(run))
+    fused = run / f"fused-{best}"
+    assert best in output and fused.is_dir()
+    chosen = adapter_logits(engine, tiny_model_dir, run / "checkpoints" / best)
+    np.testing.assert_allclose(adapter_logits(engine, fused, None), chosen, atol=1e-3)
+    assert not np.allclose(adapter_logits(engine, tiny_model_dir, latest), chosen, atol=1e-3)  # not the last
+    # Either engine's fused folder loads in the other.
+    other = mlx_logits if engine == "torch" else torch_logits
+    np.testing.assert_allclose(other(fused), chosen, atol=1e-3)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_publish_a_trained_run(engine, run_in_workspace, workspace, tiny_model_dir):
+    run = run_in_workspace(engine)
+    best = analyze(load_run(run)).best.name
+    output = ok("publish", f"cpt/{run.name}", "--name", f"pub-{engine}", "--gguf")
+    out = workspace / "models" / "published" / f"pub-{engine}"
+    assert best in output and str(out) in output
+    card = (out / "README.md").read_text()
+    for expected in (f"`{best}`", f"| engine | {engine} |", "| max_iterations | 12 |", "## Limitations",
+                     "| best validation loss |", f"pub-{engine}-f16.gguf"):
+        assert expected in card, expected
+    assert json.loads((out / ".forgellm-model").read_text())["checkpoint"] == best
+    expected_logits = adapter_logits(engine, tiny_model_dir, run / "checkpoints" / best)
+    np.testing.assert_allclose(torch_logits(out), expected_logits, atol=1e-3)
+    np.testing.assert_allclose(mlx_logits(out), expected_logits, atol=1e-3)
+    import gguf
+    assert len(gguf.GGUFReader(str(out / f"pub-{engine}-f16.gguf")).tensors) > 0
+
+
+def greedy_text(engine: str, base: Path, adapter: Path) -> str:
+    loaded = load_model(str(base), str(adapter), engine)
+    try:
+        chunks = list(loaded.generate("The capital of France is", SamplingParams(max_tokens=12, temperature=0.0)))
+    finally:
+        loaded.close()
+    return "".join(c.text for c in chunks)
+
+
+@pytest.mark.parametrize("engine,other,fmt", [("torch", "mlx", "mlx"), ("mlx", "torch", "peft")])
+def test_a_trained_adapter_runs_on_the_other_engine(engine, other, fmt, run_in_workspace, tiny_model_dir):
+    run = run_in_workspace(engine)
+    converted = run.parent / f"{run.name}-{fmt}"
+    ok("adapter", "convert", str(run / "final"), "--to", fmt, "--out", str(converted))
+    expected = greedy_text(engine, tiny_model_dir, run / "final")
+    assert expected != greedy_text(engine, tiny_model_dir, run / "checkpoints" / "step_000003")  # training mattered
+    assert greedy_text(other, tiny_model_dir, converted) == expected
+    np.testing.assert_allclose(adapter_logits(other, tiny_model_dir, converted),
+                               adapter_logits(engine, tiny_model_dir, run / "final"), atol=1e-3)
