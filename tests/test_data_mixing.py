@@ -1,0 +1,80 @@
+"""Data mixing (`data_mixture_ratio`): general data from a folder, or a replay set the base model
+writes itself (a tiny random llama here), cached like the rest; validation stays domain-only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from forgellm.errors import UserError
+from tests.data_helpers import load_tokenizer, prepare, prose, write_files
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+def test_general_folder_is_mixed_in_at_the_ratio(tmp_path, workspace, tokenizer):
+    domain = write_files(tmp_path / "domain", {f"d{i}.txt": prose(i, words=300) for i in range(12)})
+    general = write_files(tmp_path / "general", {"g.jsonl": [{"text": prose(500 + i, words=200)} for i in range(3)]})
+    alone = prepare(domain, tokenizer, workspace, max_seq_length=64)
+    mixed = prepare(domain, tokenizer, workspace, max_seq_length=64, data_mixture_ratio=0.75, general_data_dir=general)
+    mixture = mixed.stats["mixture"]
+    n_domain = len(alone.train)
+    assert mixture["domain_sequences"] == n_domain
+    assert mixture["general_sequences"] == round(n_domain * 0.25 / 0.75)
+    assert len(mixed.train) == mixed.stats["sequences"]["train"] == n_domain + mixture["general_sequences"]
+    assert mixture["general_source"] == f"folder {general}"
+    # Validation is the domain's alone; training holds every domain row plus general rows.
+    assert np.array_equal(mixed.val.tokens, alone.val.tokens)
+    domain_rows = {row.tobytes() for row in np.asarray(alone.train.tokens)}
+    mixed_rows = [row.tobytes() for row in np.asarray(mixed.train.tokens)]
+    assert domain_rows <= set(mixed_rows)
+    assert sum(row not in domain_rows for row in mixed_rows) == mixture["general_sequences"]
+    assert mixed_rows != [row.tobytes() for row in np.asarray(alone.train.tokens)][:len(mixed_rows)]  # shuffled
+
+    # A changed general file changes the mixed entry, not the general folder's path setting.
+    (general / "g.jsonl").write_text(json.dumps({"text": prose(900, words=200)}) + "\n")
+    again = prepare(domain, tokenizer, workspace, max_seq_length=64, data_mixture_ratio=0.75, general_data_dir=general)
+    assert again.stats["cache"]["hit"] is False and again.stats["cache"]["key"] != mixed.stats["cache"]["key"]
+
+
+def test_mixing_needs_a_source_of_general_data(tmp_path, workspace, tokenizer):
+    domain = write_files(tmp_path / "domain", {"d.txt": prose(1)})
+    with pytest.raises(UserError, match="needs general data: set general_data_dir"):
+        prepare(domain, tokenizer, workspace, data_mixture_ratio=0.5)
+
+
+def test_replay_set_is_written_by_the_base_model_once_and_cached(tmp_path, workspace, tokenizer, tiny_model_dir,
+                                                                  monkeypatch):
+    domain = write_files(tmp_path / "domain", {f"d{i}.txt": prose(i, words=300) for i in range(8)})
+    settings = dict(max_seq_length=32, data_mixture_ratio=0.5, replay_model=str(tiny_model_dir),
+                    replay_engine="torch", replay_samples=3, replay_max_tokens=24,
+                    quality_filters=False, near_dedupe_threshold=0.0)
+    mixed = prepare(domain, tokenizer, workspace, **settings)
+    mixture = mixed.stats["mixture"]
+    assert mixture["general_source"] == f"replay from {tiny_model_dir}"
+    assert mixture["general_sequences"] == mixture["domain_sequences"]
+    (replay_dir,) = (workspace / "data").glob("replay-*")
+    records = [json.loads(line) for line in (replay_dir / "replay.jsonl").read_text().splitlines()]
+    assert 1 <= len(records) <= 3
+    assert all(r["text"] and r["messages"][1]["content"] == r["text"] for r in records)
+
+    # Cached: a second run neither loads the model nor rebuilds anything.
+    import forgellm.engines
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the replay set was generated again")
+
+    monkeypatch.setattr(forgellm.engines, "load_model", no_model)
+    again = prepare(domain, tokenizer, workspace, **settings)
+    assert again.stats["cache"]["hit"] is True and np.array_equal(again.train.tokens, mixed.train.tokens)
+    # IFT mode mixes the same replay set in, rendered as conversations.
+    chats = write_files(tmp_path / "chats", {"c.jsonl": [
+        {"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": prose(i, 20)}]}
+        for i in range(6)]})
+    ift = prepare(chats, tokenizer, workspace, **(settings | {"training_type": "ift", "max_seq_length": 256}))
+    assert ift.stats["mixture"]["general_sequences"] == ift.stats["mixture"]["domain_sequences"] >= 1
