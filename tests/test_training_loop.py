@@ -149,3 +149,110 @@ def test_sigterm_saves_a_loadable_checkpoint_and_resume_finishes(workspace, tiny
     assert (checkpoint / "trainer_state.json").exists()
     resumed = train_cli("--resume", str(run), "--set", f"max_iterations={done['step'] + 2}")
     assert read_metrics(resumed / "metrics.jsonl", event="done")[-1]["status"] == "completed"
+
+
+def _adapter_tensors(final: Path, engine: str) -> dict:
+    if engine == "torch":
+        from safetensors.torch import load_file
+
+        return load_file(str(final / "adapter_model.safetensors"))
+    import mlx.core as mx
+
+    return mx.load(str(final / "adapters.safetensors"))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_num_layers_trains_only_the_top_blocks(workspace, tiny_model_dir, engine):
+    run = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine=engine, num_layers=1,
+                                                max_iterations=2, run_name="top")))
+    names = list(_adapter_tensors(run / "final", engine))
+    assert names and all(".layers.1." in n for n in names), names  # the tiny model has blocks 0 and 1
+    start = read_metrics(run / "metrics.jsonl", event="start")[0]
+    assert 0 < start["trainable_params"] < start["total_params"]
+
+
+def test_full_fine_tuning_of_the_top_block_leaves_the_others_untouched(workspace, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    run = train_cli("--config", str(config_file(workspace, tiny_model_dir, fine_tune_type="full", num_layers=1,
+                                                max_iterations=2, run_name="full-top")))
+    base, tuned = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(run / "final/model.safetensors"))
+    changed = {name for name in base if name in tuned and not base[name].equal(tuned[name])}
+    assert changed and all(".layers.1." in name for name in changed), changed
+
+
+def test_too_many_layers_is_a_clear_error(workspace, tiny_model_dir):
+    result = CliRunner().invoke(root, ["train", "--config", str(config_file(workspace, tiny_model_dir,
+                                                                            num_layers=5, run_name="x"))])
+    assert result.exit_code != 0 and "num_layers=5" in str(result.exception) and "has 2" in str(result.exception)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_grad_checkpointing_changes_memory_not_the_losses(workspace, tiny_model_dir, engine):
+    losses = []
+    for checkpointing in (False, True):
+        run = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine=engine, max_iterations=3,
+                                                    grad_checkpointing=checkpointing, run_name=f"gc{checkpointing}")))
+        losses.append(train_losses(run))
+    assert losses[0].keys() == losses[1].keys()
+    for step in losses[0]:
+        assert losses[1][step] == pytest.approx(losses[0][step], rel=1e-4), (losses[0], losses[1])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ift_continues_the_adapter_of_a_cpt_run(workspace, tiny_model_dir, engine):
+    prepared_data(workspace / "prepared")
+    patterned_sequences(8, 32, seed=0).save(workspace / "prepared", "val")  # the pattern CPT learns
+    cpt = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine=engine, run_name="c",
+                                                max_iterations=10)))
+    ift = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine=engine, run_name="i",
+                                                training_type="ift", model_name=str(cpt), max_iterations=2)))
+    assert ift == workspace / "models/ift/i"
+    # Same validation data: the IFT run starts exactly where the CPT adapter ended.
+    cpt_end = read_metrics(cpt / "metrics.jsonl", event="eval")[-1]["val_loss"]
+    ift_start = read_metrics(ift / "metrics.jsonl", event="eval")[0]["val_loss"]
+    assert ift_start == pytest.approx(cpt_end, rel=1e-4)
+    assert ift_start < read_metrics(cpt / "metrics.jsonl", event="eval")[0]["val_loss"] - 0.2  # the adapter moved it
+
+
+def test_plain_progress_lines_off_a_terminal(workspace, tiny_model_dir):
+    result = CliRunner().invoke(root, ["train", "--config", str(config_file(workspace, tiny_model_dir,
+                                                                            run_name="p"))])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("step 1/20 loss ") and " tok/s " in line and " eta " in line for line in lines)
+    assert any(line.startswith("step 20/20 loss ") for line in lines)
+    assert any(line.startswith("step 20: val_loss ") for line in lines)
+    assert result.stdout.strip() == str(workspace / "models/cpt/p")  # the run folder, alone on stdout
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+
+    from forgellm.training.callbacks import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(10, stream=screen)
+    for step in (1, 2):
+        progress({"event": "train", "step": step, "loss": 2.5, "tokens_per_second": 321.0, "learning_rate": 1e-3})
+    progress({"event": "done", "step": 2})
+    text = screen.getvalue()
+    assert "2/10" in text and "loss=2.500" in text and "tok_s=321" in text and "<" in text  # "<" precedes the ETA
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(workspace, tiny_model_dir):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        run = train_cli("--config", str(config_file(workspace, tiny_model_dir, tensorboard=True, max_iterations=2,
+                                                    run_name="tb")))
+        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+        return
+    result = CliRunner().invoke(root, ["train", "--config", str(config_file(workspace, tiny_model_dir,
+                                                                            tensorboard=True, run_name="tb"))])
+    assert result.exit_code != 0 and "pip install tensorboard" in str(result.exception)
+    assert not (workspace / "models/cpt/tb").exists()  # refused before anything was created

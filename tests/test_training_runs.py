@@ -87,3 +87,33 @@ def test_eval_reports_qa_and_perplexities(tiny_run, workspace):
 def test_eval_unknown_checkpoint(tiny_run):
     result = CliRunner().invoke(root, ["eval", "tiny", "--checkpoint", "999"])
     assert result.exit_code != 0 and "has no checkpoint '999'" in str(result.exception)
+
+
+def test_writing_after_a_torn_line_starts_a_new_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"event": "train", "step": 1}\n{"event": "train", "st')
+    writer = MetricsWriter(path)
+    writer.write("resume", 1)
+    writer.close()
+    assert [(e["event"], e["step"]) for e in read_metrics(path)] == [("train", 1), ("resume", 1)]
+
+
+def test_qa_accepts_aliases_and_a_folder(tmp_path):
+    from forgellm.training.evaluate import read_qa
+
+    (tmp_path / "a.jsonl").write_text(json.dumps({"question": "Who?", "answer": "Ysolde Tarrow",
+                                                  "aliases": ["Tarrow"]}) + "\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"question": "When?", "answer": ["1388"]}) + "\n")
+    items = read_qa(tmp_path)
+    assert [i["accepted"] for i in items] == [["Ysolde Tarrow", "Tarrow"], ["1388"]]
+    assert is_correct("It was Tarrow.", items[0]["accepted"])
+
+
+def test_native_writer_errors_become_clear_storage_errors(tmp_path):
+    from forgellm.training.storage import as_os_error, storage_error
+
+    native = Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+    message = str(storage_error(as_os_error(native), tmp_path, resumable=True))
+    assert message.startswith(f"cannot write in {tmp_path}: the disk is full; free some disk space")
+    assert f"forgellm train --resume {tmp_path}" in message
+    assert as_os_error(ValueError("a plain bug")) is None

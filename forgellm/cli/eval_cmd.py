@@ -13,8 +13,9 @@ from forgellm.workspace import Workspace
 @click.command("eval")
 @click.argument("model_or_run")
 @click.option("--checkpoint", help="For a run: best, latest, final or a step number (default: final, else best).")
-@click.option("--qa", "qa", type=click.Path(dir_okay=False, path_type=Path),
-              help="JSONL of held-out {question, answer} records: greedy answers are scored.")
+@click.option("--qa", "qa", type=click.Path(path_type=Path),
+              help="JSONL file (or folder of them) of held-out {question, answer, aliases} records: "
+                   "greedy answers are scored.")
 @click.option("--data", help="Dataset folder for domain perplexity (default: the run's input_dir).")
 @click.option("--general", help="Folder of general text for perplexity (forgetting).")
 @click.option("--engine", type=click.Choice(["auto", "torch", "mlx"]), help="Engine for a plain model.")
@@ -26,9 +27,9 @@ def eval_cmd(model_or_run: str, checkpoint: str | None, qa: Path | None, data: s
 
     \b
     Examples:
-      forgellm eval default --qa dataset/sample/qa.jsonl
-      forgellm eval cpt-sample --checkpoint best --qa dataset/sample/qa.jsonl
-      forgellm eval models/ift/ift-sample --qa dataset/sample/qa.jsonl --general dataset/sample/general --json
+      forgellm eval default --qa dataset/sample/qa
+      forgellm eval cpt-sample --checkpoint best --qa dataset/sample/qa
+      forgellm eval models/ift/ift-sample --qa dataset/sample/qa --data dataset/sample/cpt --json
     """
     from forgellm.training.evaluate import evaluate_model
 

@@ -61,8 +61,12 @@ class CheckpointStore:
         tmp = self.folder / f".tmp-{name}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        write(tmp)
-        write_json_atomic(tmp / STATE_FILE, state)
+        try:
+            write(tmp)
+            write_json_atomic(tmp / STATE_FILE, state)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed save (full disk...) leaves no partial folder
+            raise
         final = self.folder / name
         if final.exists():  # a resumed run saving the same step again
             old = self.folder / f".old-{name}"

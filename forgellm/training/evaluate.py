@@ -59,7 +59,13 @@ def is_correct(answer: str, expected: str | list[str]) -> bool:
 
 
 def read_qa(path: Path) -> list[dict[str, Any]]:
-    """QA items from JSONL: ``{"question": ..., "answer": ...}`` (``answer`` may be a list of accepted answers)."""
+    """QA items from JSONL, or from every ``*.jsonl`` of a folder: ``{"question": ..., "answer": ...}``;
+    ``answer`` may be a list, and ``aliases`` lists further accepted answers."""
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl"))
+        if not files:
+            raise NotFoundError(f"QA folder {path} has no .jsonl file of question/answer records")
+        return [item for file in files for item in read_qa(file)]
     if not path.is_file():
         raise NotFoundError(f"QA file {path} not found; pass --qa with a JSONL file of question/answer records")
     items = []
@@ -72,6 +78,9 @@ def read_qa(path: Path) -> list[dict[str, Any]]:
             raise UserError(f"{path}:{number} is not valid JSON") from None
         if not isinstance(record, dict) or "question" not in record or "answer" not in record:
             raise UserError(f"{path}:{number} needs the keys question and answer")
+        answers = record["answer"] if isinstance(record["answer"], list) else [record["answer"]]
+        aliases = record.get("aliases") or []
+        record["accepted"] = [str(a) for a in [*answers, *(aliases if isinstance(aliases, list) else [aliases])]]
         items.append(record)
     if not items:
         raise UserError(f"{path} has no questions")
@@ -167,7 +176,7 @@ def _qa(report: EvalReport, model: str, items: list[dict[str, Any]], engine: str
         for item in items:
             prompt = loaded.format_prompt([{"role": "user", "content": item["question"]}])
             answer = "".join(chunk.text for chunk in loaded.generate(prompt, params)).strip()
-            ok = is_correct(answer, item["answer"])
+            ok = is_correct(answer, item["accepted"])
             report.qa_correct += ok
             report.answers.append({"question": item["question"], "expected": item["answer"], "answer": answer,
                                    "correct": ok})

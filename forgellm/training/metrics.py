@@ -18,6 +18,9 @@ class MetricsWriter:
     def __init__(self, path: Path):
         self.path = path
         self._fh = open(path, "a", encoding="utf-8")
+        if _ends_torn(path):  # a process killed mid-line: start the next event on a line of its own
+            self._fh.write("\n")
+            self._fh.flush()
 
     def write(self, event: str, step: int, **values: Any) -> dict[str, Any]:
         record = {"event": event, "time": round(time.time(), 3), "step": step,
@@ -29,6 +32,14 @@ class MetricsWriter:
 
     def close(self) -> None:
         self._fh.close()
+
+
+def _ends_torn(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        if fh.seek(0, os.SEEK_END) == 0:
+            return False
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import signal
@@ -24,7 +25,9 @@ from forgellm.models.resolve import RUN_MARKER, ModelInfo, resolve, resolve_adap
 from forgellm.training.callbacks import MetricsFile, Progress, StatusFile, TensorBoard
 from forgellm.training.checkpoints import CheckpointStore, read_state
 from forgellm.training.config import TrainingConfig, validate_config
+from forgellm.training.distributed import Group, init_group
 from forgellm.training.loop import LoopState, StopFlag, train
+from forgellm.training.storage import StorageError, as_os_error, storage_error
 from forgellm.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ class RunResult:
     run_dir: Path
     status: str  # completed | stopped
     state: LoopState
+    is_main: bool = True  # False on the other ranks of a distributed run
 
 
 def default_run_name(config: TrainingConfig, model: ModelInfo) -> str:
@@ -181,32 +185,60 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
               overrides: dict[str, Any] | None = None, workspace: Workspace | None = None,
               progress_stream=None) -> RunResult:
     """Run a training job to its end (completed, stopped by a signal, or early-stopped)."""
-    from forgellm.training.engine_api import create_trainable
-
     workspace = workspace or Workspace.current()
     if resume:
         run_dir = find_run(resume, workspace)
         config = load_run_config(run_dir, overrides)
     elif config is None:
         raise UserError("pass a config (--config FILE) or --resume RUN_DIR")
+    if config.tensorboard:
+        _check_tensorboard()
     base, adapter = resolve_models(config, workspace)
     check_fits(config, base, _vocab_size(base))
-    if not resume:
-        run_dir = run_folder(config, base, workspace)
-        prepare_folder(run_dir, overwrite=overwrite)
-        config = config.model_copy(update={"run_name": run_dir.name})
-        (run_dir / "config.yaml").write_text(config.to_yaml())
-    log_handler = _attach_log(run_dir)
-    store = CheckpointStore(run_dir, config.max_checkpoints)
-    metrics = MetricsFile(run_dir / "metrics.jsonl")
-    status = StatusFile(run_dir / "status.json", config.max_iterations)
-    callbacks: list = [metrics, status]
-    closers = [metrics.close]
+    group = init_group(config.resolved_engine())  # torchrun / mlx.launch workers join here; alone: no-op
     try:
+        if not resume:
+            if group.world_size > 1 and not config.run_name:  # every rank must agree on one folder
+                config = config.model_copy(update={"run_name": group.broadcast_text(default_run_name(config, base))})
+            run_dir = run_folder(config, base, workspace)
+            if group.is_main:
+                prepare_folder(run_dir, overwrite=overwrite)
+            config = config.model_copy(update={"run_name": run_dir.name})
+            if group.is_main:
+                (run_dir / "config.yaml").write_text(config.to_yaml())
+        log_handler = _attach_log(run_dir) if group.is_main else None
+    except OSError as exc:
+        raise storage_error(exc) from None
+    try:
+        return _run(config, run_dir, base, adapter, workspace, resume=bool(resume), progress_stream=progress_stream,
+                    group=group)
+    finally:
+        if log_handler is not None:
+            logging.getLogger("forgellm").removeHandler(log_handler)
+            log_handler.close()
+
+
+def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelInfo | None, workspace: Workspace,
+         *, resume: bool, progress_stream, group: Group) -> RunResult:
+    """Rank 0 (or the only process) writes the run folder; other ranks of a distributed run only train."""
+    from forgellm.training.engine_api import create_trainable
+
+    store = CheckpointStore(run_dir, config.max_checkpoints)
+    callbacks: list = []
+    closers: list = []
+    try:
+        if group.is_main:
+            metrics = MetricsFile(run_dir / "metrics.jsonl")
+            closers.append(metrics.close)
+            callbacks += [metrics, StatusFile(run_dir / "status.json", config.max_iterations)]
         log.info("run %s: %s %s on %s (%s engine)", run_dir, config.training_type, config.fine_tune_type,
                  base.path, config.resolved_engine())
+        if not group.is_main:
+            group.barrier()  # rank 0 prepares (and caches) the data first
         train_data, val_data, stats = load_data(config, base, workspace)
-        (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2, default=str))
+        if group.is_main:
+            group.barrier()
+            (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2, default=str))
         trainable = create_trainable(config, base, adapter)
         state = None
         latest = store.latest() if resume else None
@@ -215,33 +247,68 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
             saved = read_state(latest)
             state = LoopState(**{f.name: saved[f.name] for f in fields(LoopState) if f.name in saved})
             log.info("resuming from %s (step %d)", latest, state.step)
-        callbacks.append(Progress(config.max_iterations, state.step if state else 0, stream=progress_stream))
-        if config.tensorboard:
+        if group.is_main:
+            callbacks.append(Progress(config.max_iterations, state.step if state else 0, stream=progress_stream))
+        if config.tensorboard and group.is_main:
             board = TensorBoard(run_dir / "tensorboard")
             callbacks.append(board)
             closers.append(board.close)
         stop = StopFlag()
         previous = _install_stop_handlers(stop)
         try:
-            state = train(trainable, config, train_data, val_data, store, callbacks, state=state, stop=stop)
+            state = train(trainable, config, train_data, val_data, store, callbacks, state=state, stop=stop,
+                          group=group)
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
-        trainable.save_final(run_dir / "final")
-        return RunResult(run_dir, "stopped" if stop else "completed", state)
+        if group.is_main:
+            _save_final(trainable, run_dir)
+        group.close()
+        return RunResult(run_dir, "stopped" if stop else "completed", state, group.is_main)
     except BaseException as exc:
-        message = str(exc) or type(exc).__name__
-        step = _last_step(store)
-        for callback in callbacks:
-            if isinstance(callback, (MetricsFile, StatusFile)):
-                callback({"event": "error", "time": round(time.time(), 3), "step": step, "message": message})
-        log.error("run failed: %s", message)
+        os_error = as_os_error(exc)
+        if os_error is not None:
+            exc = storage_error(os_error, run_dir, resumable=store.latest() is not None)
+        _record_error(callbacks, str(exc) or type(exc).__name__, _last_step(store))
+        if isinstance(exc, StorageError):
+            raise exc from None
         raise
     finally:
         for close in closers:
             close()
-        logging.getLogger("forgellm").removeHandler(log_handler)
-        log_handler.close()
+
+
+def _save_final(trainable, run_dir: Path) -> None:
+    """``final/``, written beside and then renamed, so it is always complete."""
+    staging, final = run_dir / ".tmp-final", run_dir / "final"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        trainable.save_final(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(staging, final)
+
+
+def _record_error(callbacks: list, message: str, step: int) -> None:
+    """The ``error`` event in metrics.jsonl and status.json, as far as the disk still lets us write."""
+    log.error("run failed: %s", message)
+    record = {"event": "error", "time": round(time.time(), 3), "step": step, "message": message}
+    for callback in callbacks:
+        if isinstance(callback, (MetricsFile, StatusFile)):
+            try:
+                callback(record)
+            except OSError:
+                log.error("could not record the error event: the run folder is not writable")
+
+
+def _check_tensorboard() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UserError("tensorboard: true needs the tensorboard package: pip install tensorboard "
+                        "(or set tensorboard: false; metrics.jsonl has every metric)")
 
 
 def _last_step(store: CheckpointStore) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import shutil
@@ -100,6 +101,9 @@ class TorchTrainable:
     def reseed(self, seed: int) -> None:
         torch.manual_seed(seed)
 
+    def sum_gradients(self, group) -> None:
+        group.sum_gradients(self.params)
+
     def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
         norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm if max_grad_norm > 0 else math.inf))
         if math.isfinite(norm):
@@ -129,7 +133,11 @@ class TorchTrainable:
 
     def save_checkpoint(self, folder: Path) -> None:
         self._save_weights(folder)
-        torch.save(self.optimizer.state_dict(), folder / OPTIMIZER_FILE)
+        # Serialised in memory, then written by Python: a full disk then raises a plain OSError
+        # (torch's own file writer turns it into an opaque RuntimeError).
+        buffer = io.BytesIO()
+        torch.save(self.optimizer.state_dict(), buffer)
+        (folder / OPTIMIZER_FILE).write_bytes(buffer.getbuffer())
 
     def load_checkpoint(self, folder: Path) -> None:
         from safetensors.torch import load_file
