@@ -163,6 +163,22 @@ def test_quantize_with_mlx_gives_a_model_that_loads(workspace, tiny_model_dir):
     assert np.corrcoef(logits[-1], mlx_logits(tiny_model_dir)[-1])[0, 1] > 0.9  # close to the original
 
 
+@pytest.mark.parametrize("bits,group_size", [(8, 64), (4, 128)])
+def test_quantize_other_widths_and_groups_load_in_forgellm(workspace, tiny_model_dir, bits, group_size):
+    name = f"{tiny_model_dir.name}-mlx-q{bits}-g{group_size}"  # the default output name
+    out = workspace / "models" / "published" / name
+    result = invoke("quantize", str(tiny_model_dir), "--bits", str(bits), "--group-size", str(group_size))
+    assert result.exit_code == 0, result.output
+    assert out.is_dir() and str(out) in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["quantization"]["bits"], config["quantization"]["group_size"]) == (bits, group_size)
+    logits = mlx_logits(out)
+    assert np.corrcoef(logits[-1], mlx_logits(tiny_model_dir)[-1])[0, 1] > 0.9
+    generated = invoke("cli", "generate", "--model", f"published/{name}", "--engine", "mlx",
+                       "--prompt", "Hello", "--format", "raw", "--max-tokens", "4", "--temperature", "0")
+    assert generated.exit_code == 0, generated.output
+
+
 def test_quantize_unsupported_settings_are_clear_errors(workspace, tiny_model_dir):
     result = invoke("quantize", str(tiny_model_dir), "--bits", "4", "--engine", "torch")
     assert isinstance(result.exception, UserError) and "--engine mlx" in str(result.exception)

@@ -11,7 +11,7 @@ runs of any loss scale compare:
 "Recent losses" are the last ``WINDOW`` training losses up to the checkpoint's step, fitted
 with a straight line: its residuals measure noise, its slope how far from converged. A run
 without validation uses the mean of the recent training losses in place of the validation
-loss (and no gap). docs/publishing.md explains the choice of weights.
+loss (and no gap). docs/analysis.md explains the choice of weights and each rule.
 
 Recommendations are small functions of the curves (``RULES``); each returns one or none.
 """
