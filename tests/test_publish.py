@@ -100,6 +100,26 @@ def test_a_failed_fuse_leaves_nothing_behind(workspace, tiny_model_dir):
     assert not out.exists() and leftovers(out.parent) == []
 
 
+def test_fuse_final_before_training_ended_and_an_unknown_base_model(workspace, tiny_model_dir):
+    run = two_checkpoint_run(workspace, tiny_model_dir)
+    result = invoke("fuse", str(run), "--checkpoint", "final")
+    assert isinstance(result.exception, NotFoundError) and "has no final/ folder yet" in str(result.exception)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace(str(tiny_model_dir), "no-such-base-model"))
+    result = invoke("fuse", str(run))
+    assert isinstance(result.exception, NotFoundError) and "no-such-base-model" in str(result.exception)
+    assert not any(p.name.startswith("fused") or p.name.endswith(".tmp") for p in run.iterdir())
+
+
+def test_a_failed_publish_leaves_nothing_behind(workspace, tiny_model_dir):
+    run = two_checkpoint_run(workspace, tiny_model_dir)
+    (run / "checkpoints/step_000010/adapter_model.safetensors").write_bytes(b"broken")
+    result = invoke("publish", "cpt/run", "--name", "broken", "--gguf")
+    assert result.exception is not None
+    published = workspace / "models/published"
+    assert not (published / "broken").exists() and leftovers(published) == []
+
+
 # --- publish -------------------------------------------------------------------------------------
 
 def test_publish_writes_a_complete_loadable_model(workspace, tiny_model_dir):
