@@ -80,3 +80,13 @@ def model_with_template(tiny_model_dir: Path, out: Path, template: str | None) -
     else:
         (out / "chat_template.jinja").write_text(template)
     return out
+
+
+def stop_string_in(text: str) -> str:
+    """Three characters of ``text``, not at its start, not blank, first seen there: a stop string
+    that must cut ``text`` right before it."""
+    for i in range(1, len(text) - 2):
+        candidate = text[i:i + 3]
+        if candidate.strip() and text.index(candidate) == i:
+            return candidate
+    raise AssertionError(f"no usable stop string in {text!r}")

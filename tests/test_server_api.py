@@ -3,7 +3,9 @@ switch and switch back, adapters, unload, the OpenAPI document and the CLI comma
 
 from __future__ import annotations
 
+import shutil
 import socket
+import threading
 from pathlib import Path
 
 import httpx
@@ -11,10 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from forgellm.cli.main import root
-from forgellm.serving.client import ServerClient
 from forgellm.errors import ConflictError, NotFoundError, UserError
+from forgellm.serving.app import create_app
+from forgellm.serving.client import ServerClient
+from forgellm.serving.main import RunningServer, ServerOptions
 from tests.engine_helpers import build_peft_adapter
-from tests.server_helpers import http, other_tiny_model_dir, server, sse_events  # noqa: F401 (fixtures)
+from tests.server_helpers import (http, model_with_template, other_tiny_model_dir, server,  # noqa: F401
+                                  sse_events, stop_string_in, wait_until)
 
 GREEDY = {"temperature": 0, "max_tokens": 8}
 SAMPLED = {"temperature": 1, "seed": 3, "max_tokens": 8}  # random tiny models all answer greedy "\n\n..."
@@ -60,13 +65,23 @@ def test_messages_format_and_stop(http: httpx.Client, tiny_model_dir: Path) -> N
     raw = http.post("/api/model/generate", json={"prompt": "Hi", "format": "raw", **GREEDY}).json()
     # The chat template wraps the turn in its markers: many more prompt tokens than the raw text.
     assert chat["usage"]["prompt_tokens"] > raw["usage"]["prompt_tokens"] + 5
-    reference = http.post("/api/model/generate", json={"prompt": "Hi", "temperature": 1, "seed": 5,
-                                                      "max_tokens": 12}).json()["text"]
-    stop = reference[3:6]
-    if stop.strip():
-        cut = http.post("/api/model/generate", json={"prompt": "Hi", "temperature": 1, "seed": 5, "max_tokens": 12,
-                                                    "stop": [stop]}).json()
-        assert cut["finish_reason"] == "stop" and cut["text"] == reference[:reference.index(stop)]
+    sampled = {"prompt": "Hi", "temperature": 1, "seed": 5, "max_tokens": 12}
+    reference = http.post("/api/model/generate", json=sampled).json()["text"]
+    stop = stop_string_in(reference)
+    cut = http.post("/api/model/generate", json={**sampled, "stop": ["never in the text", stop]}).json()
+    assert cut["finish_reason"] == "stop" and cut["text"] == reference[:reference.index(stop)]
+    # Streaming shows the same cut text: nothing of the stop string leaks out before the cut.
+    with http.stream("POST", "/api/model/generate", json={**sampled, "stop": stop, "stream": True}) as response:
+        events = list(sse_events(response))
+    assert "".join(e.get("text", "") for e in events) == cut["text"] and events[-1]["finish_reason"] == "stop"
+
+
+def test_seed_makes_sampling_repeatable(http: httpx.Client, tiny_model_dir: Path) -> None:
+    http.post("/api/model/load", json={"model": str(tiny_model_dir)}).raise_for_status()
+    body = {"prompt": "Hi", "temperature": 1, "max_tokens": 10}
+    same = {http.post("/api/model/generate", json={**body, "seed": 42}).json()["text"] for _ in range(2)}
+    others = {http.post("/api/model/generate", json={**body, "seed": seed}).json()["text"] for seed in range(4)}
+    assert len(same) == 1 and len(others | same) > 2
 
 
 def test_switch_and_switch_back_is_cached(http: httpx.Client, tiny_model_dir: Path, other_tiny_model_dir: Path) -> None:
@@ -100,6 +115,98 @@ def test_adapter_loads_by_itself_or_with_its_model(http: httpx.Client, tiny_mode
     memory = {m["id"]: m["memory_bytes"] for m in http.get("/api/model/status").json()["cache"]}
     assert memory["lora"] > memory[tiny_model_dir.name]
     http.post("/api/model/unload", json={"model": "lora"}).raise_for_status()
+
+
+def _run_folder(base: Path, out: Path) -> Path:
+    """A training run as the trainer leaves it (docs/run-format.md): two checkpoints, the best one
+    named by best.json, and final weights; each a different adapter."""
+    (out / "checkpoints").mkdir(parents=True)
+    (out / ".forgellm-run").write_text("{}")
+    build_peft_adapter(base, out / "checkpoints" / "step_000010", seed=1)
+    build_peft_adapter(base, out / "checkpoints" / "step_000020", seed=2)
+    (out / "checkpoints" / "best.json").write_text('{"checkpoint": "step_000010"}')
+    build_peft_adapter(base, out / "final", seed=3)
+    return out
+
+
+def test_adapter_as_run_folder_or_checkpoint(http: httpx.Client, tiny_model_dir: Path, tmp_path: Path) -> None:
+    run = _run_folder(tiny_model_dir, tmp_path / "my-run")
+    raw = {"prompt": "The quick brown fox", "format": "raw", "temperature": 1, "seed": 1, "max_tokens": 8}
+
+    def answer(**load: str) -> tuple[dict, str]:
+        loaded = http.post("/api/model/load", json=load)
+        assert loaded.status_code == 200, loaded.text
+        return loaded.json(), http.post("/api/model/generate", json=raw).json()["text"]
+
+    by_run, final_text = answer(model=str(tiny_model_dir), adapter=str(run))  # a run means its final weights
+    assert by_run["adapter"] == "my-run/final" and by_run["adapter_path"] == str(run / "final")
+    alone, alone_text = answer(model=str(run))  # a run alone brings its base model
+    assert alone["id"] == by_run["id"] and alone_text == final_text
+    checkpoint = run / "checkpoints" / "step_000020"
+    by_checkpoint, checkpoint_text = answer(model=str(tiny_model_dir), adapter=str(checkpoint))
+    assert by_checkpoint["adapter_path"] == str(checkpoint) and checkpoint_text != final_text
+    # A run without final weights yet means its best checkpoint.
+    shutil.rmtree(run / "final")
+    best, best_text = answer(model=str(tiny_model_dir), adapter=str(run))
+    assert best["adapter"] == "my-run/checkpoints/step_000010"
+    assert best_text not in (final_text, checkpoint_text)
+    bare = tmp_path / "empty-run"
+    (bare / "checkpoints").mkdir(parents=True)
+    (bare / ".forgellm-run").write_text("{}")
+    refused = http.post("/api/model/load", json={"model": str(tiny_model_dir), "adapter": str(bare)})
+    assert refused.status_code == 404 and "no final weights or checkpoints" in refused.json()["error"]["message"]
+    http.post("/api/model/unload", json={"all": True}).raise_for_status()
+
+
+def test_status_shows_busy_and_queue_length(http: httpx.Client, server, tiny_model_dir: Path) -> None:  # noqa: F811
+    http.post("/api/model/load", json={"model": str(tiny_model_dir)}).raise_for_status()
+    idle = http.get("/api/model/status").json()
+    assert idle["busy"] is False and idle["queue_length"] == 0
+    queued: dict[str, int] = {}
+
+    def wait_in_queue() -> None:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            queued["tokens"] = client.post("/api/model/generate", json={"prompt": "Hi", "max_tokens": 2}).json()[
+                "usage"]["completion_tokens"]
+
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        with client.stream("POST", "/api/model/generate",  # greedy: the random model never ends it
+                           json={"prompt": "Hi", "max_tokens": 4000, "temperature": 0, "stream": True}) as running:
+            events = sse_events(running)  # kept: dropping a half-read stream closes the connection
+            next(events)
+            waiter = threading.Thread(target=wait_in_queue)
+            waiter.start()
+            assert wait_until(lambda: http.get("/api/model/status").json()["queue_length"] == 1, timeout=10)
+            status = http.get("/api/model/status").json()
+            assert status["busy"] is True and status["cache"][0]["queue_length"] == 1
+    waiter.join(timeout=60)  # the first client left: its generation stops and the queued one runs
+    assert queued["tokens"] == 2
+    status = http.get("/api/model/status").json()
+    assert status["busy"] is False and status["queue_length"] == 0
+
+
+def test_lru_cache_evicts_the_least_recently_used_model_to_fit_its_budget(
+        tiny_model_dir: Path, other_tiny_model_dir: Path, tmp_path: Path) -> None:
+    third = model_with_template(tiny_model_dir, tmp_path / "tiny-c", None)
+    weights = (tiny_model_dir / "model.safetensors").stat().st_size
+    budget_gb = 2.5 * weights / 1024**3  # room for two of the three tiny models
+    app = create_app({"FORGELLM_ENGINE": "torch", "FORGELLM_MEMORY_BUDGET_GB": budget_gb})
+    with RunningServer(app, ServerOptions(port=0)) as running, httpx.Client(base_url=running.url,
+                                                                            timeout=120) as http:  # noqa: F811
+        def cached() -> list[str]:
+            return [m["id"] for m in http.get("/api/model/status").json()["cache"]]
+
+        for model in (tiny_model_dir, other_tiny_model_dir, tiny_model_dir):  # the first is the most recent now
+            http.post("/api/model/load", json={"model": str(model)}).raise_for_status()
+        assert cached() == [tiny_model_dir.name, other_tiny_model_dir.name]
+        http.post("/api/model/load", json={"model": str(third)}).raise_for_status()
+        assert cached() == [third.name, tiny_model_dir.name]  # the least recently used one went
+        status = http.get("/api/model/status").json()
+        assert status["memory_in_use_bytes"] <= status["memory_budget_bytes"]
+        # Using a model through /v1 counts as use, too.
+        http.post("/v1/completions", json={"model": tiny_model_dir.name, "prompt": "Hi", "max_tokens": 1})
+        http.post("/api/model/load", json={"model": str(other_tiny_model_dir)}).raise_for_status()
+        assert cached() == [other_tiny_model_dir.name, tiny_model_dir.name]
 
 
 def test_unload_frees_and_refuses_generation(http: httpx.Client, tiny_model_dir: Path) -> None:
