@@ -61,6 +61,17 @@ def test_a_noisy_checkpoint_loses_to_a_stable_one_with_slightly_higher_val_loss(
     assert result.best_val_step == 100
 
 
+def test_a_clearly_better_validation_loss_wins_over_stability():
+    # Early in a short run the loss falls steeply: the drift term of a later checkpoint is large,
+    # but its validation loss is 10% lower, so it wins; the score only breaks near-ties.
+    losses = np.concatenate([np.linspace(6, 2.5, 10), np.full(10, 2.5)])
+    m = metrics_of(losses, val={2: 5.4, 10: 4.9, 20: 5.5}, eval_train={2: 5.4, 10: 3.0, 20: 2.5},
+                   checkpoints=[2, 10, 20])
+    rows = {s.step: s for s in an.score_checkpoints(m)}
+    assert rows[10].score > rows[2].score  # on the raw score alone the early checkpoint would win
+    assert an.analyze(m).best.step == 10
+
+
 def test_deleted_checkpoints_are_scored_but_never_chosen(tmp_path):
     events = make_events(curve(300), val=u_shaped_val(300, 100, 100), checkpoints=[100, 200, 300])
     run = write_run(tmp_path, "r", events, checkpoint_dirs=[200, 300])  # step 100 (the best) was pruned

@@ -11,7 +11,11 @@ runs of any loss scale compare:
 "Recent losses" are the last ``WINDOW`` training losses up to the checkpoint's step, fitted
 with a straight line: its residuals measure noise, its slope how far from converged. A run
 without validation uses the mean of the recent training losses in place of the validation
-loss (and no gap). docs/analysis.md explains the choice of weights and each rule.
+loss (and no gap).
+
+The other terms break near-ties only: the best is the lowest score among the checkpoints whose
+validation loss is within ``NEAR_BEST`` of the lowest one, so a stable checkpoint never wins
+over a clearly better validation loss (early in a short run the drift term alone can be large). docs/analysis.md explains the choice of weights and each rule.
 
 Recommendations are small functions of the curves (``RULES``); each returns one or none.
 """
@@ -29,6 +33,7 @@ WINDOW = 20  # training losses that count as "recent"
 W_GAP = 0.1
 W_INSTABILITY = 0.5
 W_UNCONVERGED = 0.25
+NEAR_BEST = 0.02  # checkpoints within this share of the lowest validation loss compete on the score
 
 OVERFIT_TOLERANCE = 0.01  # validation loss this far (relative) above its best counts as risen
 OVERFIT_PATIENCE = 2  # ... for this many evaluations in a row
@@ -139,6 +144,15 @@ def score_checkpoints(metrics: RunMetrics) -> list[CheckpointScore]:
     return scored
 
 
+def _near_best(scores: list[CheckpointScore]) -> list[CheckpointScore]:
+    """The checkpoints whose validation loss is within NEAR_BEST of the lowest (all without validation)."""
+    vals = [s.val_loss for s in scores if s.val_loss is not None and np.isfinite(s.val_loss)]
+    if not vals:
+        return scores
+    limit = min(vals) * (1 + NEAR_BEST) if min(vals) > 0 else min(vals)
+    return [s for s in scores if s.val_loss is not None and s.val_loss <= limit]
+
+
 def _eval_value(metrics: RunMetrics, step: int, key: str) -> float:
     hits = np.nonzero(metrics.evals.step == step)[0]
     return float(metrics.evals[key][hits[0]]) if len(hits) else float("nan")
@@ -197,7 +211,7 @@ def analyze(metrics: RunMetrics) -> Analysis:
         final_loss=float(finite[-1]) if len(finite) else None,
         best_val_loss=float(val[best_idx]) if best_idx is not None else None,
         best_val_step=int(metrics.evals.step[best_idx]) if best_idx is not None else None,
-        best=min(available, key=lambda s: s.score) if available else None,
+        best=min(_near_best(available), key=lambda s: s.score) if available else None,
         checkpoints=scores,
         overfitting_onset=overfitting_onset(metrics),
         noise=noise if has_noise else None,
