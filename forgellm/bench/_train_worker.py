@@ -1,0 +1,119 @@
+"""One training contender in its own process (see `forgellm.bench.training`).
+
+Contenders: ``forgellm-torch`` and ``forgellm-mlx`` (ForgeLLM's trainables, stepped as the
+training loop steps them) and ``peft-loop`` (the plain transformers + PEFT loop a user would
+write). Commands: ``{"command": "steps", "count": N}`` trains N optimizer steps and answers
+seconds, useful (target) tokens and the last loss.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from forgellm.bench._common import serve
+
+MAX_GRAD_NORM = 1.0
+
+
+@dataclass
+class Contender:
+    step: Callable[[np.ndarray, np.ndarray], float]  # one optimizer step on (tokens, mask) -> loss
+    tokens: np.ndarray
+    mask: np.ndarray
+    batch_size: int
+    position: int = 0
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = (np.arange(self.batch_size) + self.position * self.batch_size) % len(self.tokens)
+        self.position += 1
+        return self.tokens[rows], self.mask[rows]
+
+
+def setup(spec: dict[str, Any]) -> Contender:
+    data = np.load(spec["data"])
+    name = spec["contender"]
+    builders = {"forgellm-torch": _forgellm, "forgellm-mlx": _forgellm, "peft-loop": _peft_loop}
+    if name not in builders:
+        raise ValueError(f"unknown contender {name}")
+    return Contender(builders[name](spec), data["tokens"], data["mask"], spec["batch_size"])
+
+
+def _config(spec: dict[str, Any]):
+    from forgellm.training.config import TrainingConfig
+
+    return TrainingConfig(model_name=spec["model"], engine=spec["contender"].split("-")[1],
+                          fine_tune_type=spec["fine_tune_type"], lora_rank=spec["lora_rank"],
+                          lora_alpha=spec["lora_alpha"], lora_dropout=0.0, batch_size=spec["batch_size"],
+                          max_seq_length=int(spec["seq_length"]), learning_rate=spec["learning_rate"],
+                          max_grad_norm=MAX_GRAD_NORM, seed=0)
+
+
+def _forgellm(spec: dict[str, Any]) -> Callable[[np.ndarray, np.ndarray], float]:
+    """ForgeLLM's trainable, driven exactly as `forgellm.training.loop.train` drives it."""
+    from forgellm.models.resolve import describe
+    from forgellm.training.engine_api import create_trainable
+
+    config = _config(spec)
+    trainable = create_trainable(config, describe(Path(spec["model"])))
+
+    def step(tokens: np.ndarray, mask: np.ndarray) -> float:
+        targets = int(mask[:, 1:].sum(dtype=np.int64))
+        trainable.reseed(config.seed)
+        loss_sum, _ = trainable.forward_backward(tokens, mask, 1.0 / max(targets, 1))
+        trainable.optimizer_step(config.learning_rate, config.max_grad_norm)
+        return loss_sum / max(targets, 1)
+
+    return step
+
+
+def _peft_loop(spec: dict[str, Any]) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The loop of the transformers and PEFT documentation: ``model(input_ids, labels).loss``, AdamW."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
+    model.config.use_cache = False
+    if spec["fine_tune_type"] == "full":
+        model.requires_grad_(True)
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=spec["lora_rank"], lora_alpha=spec["lora_alpha"], lora_dropout=0.0, task_type="CAUSAL_LM",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=spec["learning_rate"], weight_decay=0.01)
+
+    def step(tokens: np.ndarray, mask: np.ndarray) -> float:
+        ids = torch.from_numpy(tokens.astype(np.int64))
+        labels = ids.masked_fill(torch.from_numpy(mask == 0), -100)
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step
+
+
+def steps(contender: Contender, command: dict[str, Any]) -> dict[str, Any]:
+    seconds, tokens, loss = 0.0, 0, float("nan")
+    for _ in range(int(command["count"])):
+        batch_tokens, batch_mask = contender.next_batch()
+        started = time.perf_counter()
+        loss = contender.step(batch_tokens, batch_mask)
+        seconds += time.perf_counter() - started
+        tokens += int(batch_mask[:, 1:].sum(dtype=np.int64))
+    return {"seconds": seconds, "tokens": tokens, "loss": loss}
+
+
+if __name__ == "__main__":
+    serve({"steps": steps}, setup)

@@ -1,0 +1,235 @@
+"""Training speed, side by side: ForgeLLM's trainables against what a user would run instead.
+
+- torch engine vs the plain transformers + PEFT loop (``_train_worker.peft_loop``);
+- mlx engine vs the ``mlx_lm.lora`` command (its own per-step tokens/s report).
+
+Both LoRA (rank 16, alpha 32, all seven projections, as ``configs/cpt-sample.yaml``) and full
+fine-tuning, on the embedded model and the sample CPT documents packed by the data pipeline
+(batch 4 x 256 tokens; every sequence full, so every contender's tokens are useful tokens:
+targets, no padding). Each contender runs in its own process after a warm-up step; the
+parent alternates them (A B B A ...) so both see the same machine load.
+
+Model FLOPs utilisation counts the matmul FLOPs the step needs, against the machine's
+measured matmul peak (`forgellm.bench.peak`): forward 2 FLOPs per weight per token, the
+activation gradients the same again, weight gradients only for trained weights (a frozen
+layer needs none: LoRA's step is about 4N, a full fine-tune's 6N), plus causal attention.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forgellm.bench._common import Worker, embedded_model, sample_sequences, tiny_model
+from forgellm.bench.peak import measure_peaks
+from forgellm.engines import blas
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MLX_KEYS = [f"self_attn.{t}" for t in LORA_TARGETS[:4]] + [f"mlp.{t}" for t in LORA_TARGETS[4:]]
+
+
+@dataclass
+class Setting:
+    seq_length: int
+    batch_size: int
+    rounds: int  # measured rounds per contender
+    steps: int  # optimizer steps per round
+    warmup: int = 1
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    learning_rate: float = 1e-4
+    types: tuple[str, ...] = ("lora", "full")
+
+
+FULL = Setting(seq_length=256, batch_size=4, rounds=2, steps=2)
+QUICK = Setting(seq_length=32, batch_size=2, rounds=1, steps=2, types=("lora",))
+
+
+@dataclass
+class Tally:
+    seconds: float = 0.0
+    tokens: int = 0
+    peak_rss_bytes: int = 0
+    losses: list[float] = field(default_factory=list)
+
+    def add(self, answer: dict[str, Any]) -> None:
+        self.seconds += answer["seconds"]
+        self.tokens += answer["tokens"]
+        self.losses.append(answer["loss"])
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    setting = QUICK if quick else FULL
+    peak = measure_peaks(quick=quick)["machine"]
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="forgellm-bench-train-") as tmp:
+        root = Path(tmp)
+        model = tiny_model(root / "tiny") if quick else embedded_model()
+        tokens, mask = sample_sequences(root / "workspace", model, setting.seq_length)
+        data = root / "data.npz"
+        np.savez(data, tokens=tokens, mask=mask)
+        flops = {t: flops_per_token(json.loads((model / "config.json").read_text()), setting, t)
+                 for t in setting.types}
+        for fine_tune_type in setting.types:
+            spec = {"model": str(model), "data": str(data), "fine_tune_type": fine_tune_type,
+                    "seq_length": setting.seq_length, "batch_size": setting.batch_size,
+                    "lora_rank": setting.lora_rank, "lora_alpha": setting.lora_alpha,
+                    "learning_rate": setting.learning_rate}
+            torch_ours, torch_theirs = _torch_pair(spec, setting)
+            out += _rows(f"{fine_tune_type}_torch", torch_ours, torch_theirs, "transformers+PEFT loop",
+                         flops[fine_tune_type], peak, setting)
+            mlx_ours, mlx_theirs = _mlx_pair(spec, setting, tokens, root / f"mlx-lm-{fine_tune_type}")
+            out += _rows(f"{fine_tune_type}_mlx", mlx_ours, mlx_theirs, "mlx_lm.lora", flops[fine_tune_type],
+                         peak, setting)
+    return out
+
+
+def _torch_pair(spec: dict[str, Any], setting: Setting) -> tuple[Tally, Tally]:
+    tallies = (Tally(), Tally())
+    with Worker("forgellm.bench._train_worker", {**spec, "contender": "forgellm-torch"}) as ours, \
+            Worker("forgellm.bench._train_worker", {**spec, "contender": "peft-loop"}) as theirs:
+        workers = (ours, theirs)
+        for worker in workers:
+            worker.call({"command": "steps", "count": setting.warmup})
+        for round_ in range(setting.rounds):
+            for index in (0, 1) if round_ % 2 == 0 else (1, 0):  # A B, then B A: drifts cancel
+                tallies[index].add(workers[index].call({"command": "steps", "count": setting.steps}))
+        for tally, worker in zip(tallies, workers):
+            tally.peak_rss_bytes = worker.close()["peak_rss_bytes"]
+    return tallies
+
+
+def _mlx_pair(spec: dict[str, Any], setting: Setting, tokens: np.ndarray, folder: Path) -> tuple[Tally, Tally]:
+    ours, theirs = Tally(), Tally()
+    lora = MlxLoraCommand(spec, setting, tokens, folder)
+    with Worker("forgellm.bench._train_worker", {**spec, "contender": "forgellm-mlx"}, env=blas.subprocess_env()) \
+            as worker:
+        worker.call({"command": "steps", "count": setting.warmup})
+        for round_ in range(setting.rounds):
+            for index in (0, 1) if round_ % 2 == 0 else (1, 0):
+                if index == 0:
+                    ours.add(worker.call({"command": "steps", "count": setting.steps}))
+                else:
+                    lora.run_into(theirs)
+        ours.peak_rss_bytes = worker.close()["peak_rss_bytes"]
+    return ours, theirs
+
+
+class MlxLoraCommand:
+    """``python -m mlx_lm lora`` on the same sequences (as text), config and optimizer, with the
+    optimized BLAS preloaded; the warm-up steps' reports are dropped, the others' tokens/s kept."""
+
+    REPORT = re.compile(r"^\s*(\d+)\s+([\d.]+|nan)\s*\S*\s+([\d,]+)\s+[\d.]+k\s*$")
+
+    def __init__(self, spec: dict[str, Any], setting: Setting, tokens: np.ndarray, folder: Path):
+        from transformers import AutoTokenizer
+
+        self.setting = setting
+        self.step_tokens = setting.batch_size * (setting.seq_length - 1)
+        folder.mkdir(parents=True, exist_ok=True)
+        tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+        # Each sequence minus its last token, as text: mlx-lm encodes it and appends EOS.
+        lines = [json.dumps({"text": tokenizer.decode(row[:-1].tolist())}) for row in tokens]
+        (folder / "data").mkdir(exist_ok=True)
+        (folder / "data" / "train.jsonl").write_text("\n".join(lines) + "\n")
+        config = {"model": spec["model"], "train": True, "data": str(folder / "data"),
+                  "fine_tune_type": spec["fine_tune_type"], "optimizer": "adamw",
+                  "optimizer_config": {"adamw": {"weight_decay": 0.01}}, "num_layers": -1,
+                  "batch_size": setting.batch_size, "iters": setting.warmup + setting.steps,
+                  "learning_rate": setting.learning_rate, "steps_per_report": 1, "steps_per_eval": 10**9,
+                  "save_every": 10**9, "adapter_path": str(folder / "adapters"),
+                  "max_seq_length": setting.seq_length, "seed": 0, "grad_checkpoint": False,
+                  "lora_parameters": {"rank": setting.lora_rank, "scale": setting.lora_alpha / setting.lora_rank,
+                                      "dropout": 0.0, "keys": MLX_KEYS}}
+        import yaml
+
+        self.config_path = folder / "lora.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def run_into(self, tally: Tally) -> None:
+        env = blas.subprocess_env()
+        env["NO_COLOR"] = "1"
+        process = subprocess.Popen([sys.executable, "-m", "mlx_lm", "lora", "--config", str(self.config_path)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        assert process.stdout is not None
+        output = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)  # its own peak memory (not other children's)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise RuntimeError(f"mlx_lm lora failed ({process.returncode}): {output[-2000:]}")
+        plain = ANSI.sub("", output)
+        reports = {int(m.group(1)): (float(m.group(2)), float(m.group(3).replace(",", "")))
+                   for m in map(self.REPORT.match, plain.splitlines()) if m}
+        measured = [reports[i] for i in sorted(reports) if i > self.setting.warmup]
+        if len(measured) != self.setting.steps:
+            raise RuntimeError(f"mlx_lm lora printed {len(reports)} step reports, expected "
+                               f"{self.setting.warmup + self.setting.steps}: {output[-2000:]}")
+        for loss, tokens_per_second in measured:
+            tally.add({"seconds": self.step_tokens / tokens_per_second, "tokens": self.step_tokens, "loss": loss})
+        rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        tally.peak_rss_bytes = max(tally.peak_rss_bytes, rss)
+
+
+def flops_per_token(config: dict[str, Any], setting: Setting, fine_tune_type: str) -> float:
+    """Matmul FLOPs of one training step per useful token (see the module docstring)."""
+    d, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
+    head_dim = config.get("head_dim") or d // heads
+    shapes = {"q_proj": (d, heads * head_dim), "k_proj": (d, kv_heads * head_dim),
+              "v_proj": (d, kv_heads * head_dim), "o_proj": (heads * head_dim, d),
+              "gate_proj": (d, inter), "up_proj": (d, inter), "down_proj": (inter, d)}
+    block = sum(i * o for i, o in shapes.values())
+    head = config["vocab_size"] * d
+    context = setting.seq_length - 1
+    attention = 2 * 2 * heads * head_dim * (context + 1) / 2  # QK^T and AV, causal: half the square
+    if fine_tune_type == "full":
+        forward = layers * (2 * block + attention) + 2 * head
+        # Activation gradients cost the forward again (attention twice: dQ, dK and dA, dV);
+        # weight gradients 2 per weight (attention has no weights).
+        return 3 * forward
+    adapter = setting.lora_rank * sum(i + o for name, (i, o) in shapes.items() if name in LORA_TARGETS)
+    forward = layers * (2 * block + attention + 2 * adapter) + 2 * head
+    return 2 * forward + layers * attention + layers * 2 * adapter  # weight gradients for the adapters only
+
+
+def _rows(label: str, ours: Tally, theirs: Tally, contender: str, flops: float, peak_gflops: float,
+          setting: Setting) -> list[dict[str, Any]]:
+    shape = f"batch {setting.batch_size} x {setting.seq_length} tokens, {setting.rounds * setting.steps} steps each"
+    mfu_ours = flops * ours.tokens_per_second / (peak_gflops * 1e9)
+    mfu_theirs = flops * theirs.tokens_per_second / (peak_gflops * 1e9)
+    return [
+        {"name": f"train_{label}_tokens_per_s", "value": round(ours.tokens_per_second, 2), "unit": "tokens/s",
+         "baseline": round(theirs.tokens_per_second, 2), "ratio": _ratio(ours.tokens_per_second,
+                                                                          theirs.tokens_per_second),
+         "notes": f"useful (target) tokens/s vs {contender}; {shape}; last loss {ours.losses[-1]:.3f} vs "
+                  f"{theirs.losses[-1]:.3f}"},
+        {"name": f"train_{label}_mfu", "value": _sig(mfu_ours), "unit": "fraction of peak",
+         "baseline": _sig(mfu_theirs), "ratio": _ratio(mfu_ours, mfu_theirs),
+         "notes": f"{flops / 1e6:.0f} MFLOP per token against the machine's {peak_gflops:.1f} GFLOP/s matmul peak"},
+        {"name": f"train_{label}_peak_memory", "value": round(ours.peak_rss_bytes / 1e9, 3), "unit": "GB",
+         "baseline": round(theirs.peak_rss_bytes / 1e9, 3),
+         "ratio": _ratio(ours.peak_rss_bytes, theirs.peak_rss_bytes),
+         "notes": f"peak resident memory of the process vs {contender}'s"},
+    ]
+
+
+def _sig(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+def _ratio(ours: float, theirs: float) -> float | None:
+    return round(ours / theirs, 3) if theirs else None

@@ -1,0 +1,79 @@
+"""The peak, training and generation benchmarks: their arithmetic, and their output in quick mode
+(through `forgellm bench`, as `make test` runs it). The timings themselves are not checked here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from forgellm.bench import generation, training
+from forgellm.cli.main import root
+
+SMOL = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+        "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152}
+
+
+def _bench(name: str) -> list[dict]:
+    result = CliRunner().invoke(root, ["bench", "--quick", "--json", "--only", name])
+    assert result.exit_code == 0, result.output
+    suites = json.loads(result.output[result.output.index("{"):])["suites"]
+    assert [s["module"] for s in suites] == [name] and suites[0]["error"] is None, suites
+    return suites[0]["results"]
+
+
+def _rows_by_name(results: list[dict]) -> dict[str, dict]:
+    rows = {r["name"]: r for r in results}
+    for row in rows.values():
+        assert row["value"] > 0 and row["baseline"] > 0
+        assert row["ratio"] == pytest.approx(row["value"] / row["baseline"], rel=0.01)
+    return rows
+
+
+def test_training_flops_count_weight_gradients_only_for_trained_weights() -> None:
+    setting = training.Setting(seq_length=257, batch_size=4, rounds=1, steps=1)
+    params = 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536) + 49152 * 576
+    full = training.flops_per_token(SMOL, setting, "full")
+    lora = training.flops_per_token(SMOL, setting, "lora")
+    # Full: 6 FLOPs per weight (forward, activation and weight gradients) plus causal attention.
+    attention = 30 * 4 * 576 * 128.5
+    assert full == pytest.approx(6 * params + 3 * attention)
+    # LoRA: no weight gradients for the frozen weights (4N); the rank-16 adapters cost 6 per weight.
+    adapters = 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))
+    assert lora == pytest.approx(4 * params + 3 * attention + 6 * adapters)
+
+
+def test_mlx_lm_step_reports_are_parsed_without_colour_codes() -> None:
+    line = "     3    \x1b[1m10.797 ▼\x1b[0m    \x1b[1m 1,096\x1b[0m      0.2k"
+    match = training.MlxLoraCommand.REPORT.match(training.ANSI.sub("", line))
+    assert match and match.group(1) == "3" and match.group(2) == "10.797" and match.group(3) == "1,096"
+
+
+def test_generation_timing_separates_first_token_from_decode() -> None:
+    answer = {"started": 10.0, "seen": [(10.5, 1), (11.0, 3), (11.5, 5)]}
+    ttft, decode = generation._timing(answer, count=5)
+    assert ttft == pytest.approx(0.5) and decode == pytest.approx(4 / 1.0)
+
+
+def test_peak_quick_reports_torch_and_mlx_against_the_machine_peak() -> None:
+    rows = _rows_by_name(_bench("peak"))
+    assert set(rows) == {"matmul_peak_torch", "matmul_peak_mlx"}
+    assert max(r["ratio"] for r in rows.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_training_quick_compares_both_engines_with_their_peers() -> None:
+    rows = _rows_by_name(_bench("training"))
+    for engine in ("torch", "mlx"):
+        for measure in ("tokens_per_s", "mfu", "peak_memory"):
+            assert f"train_lora_{engine}_{measure}" in rows
+    assert 0 < rows["train_lora_torch_mfu"]["value"] < 1.5
+
+
+@pytest.mark.slow
+def test_generation_quick_compares_cli_and_server_with_raw_engines() -> None:
+    rows = _rows_by_name(_bench("generation"))
+    for name in ("gen_torch_cli_tokens_per_s", "gen_torch_cli_ttft_ms", "gen_torch_server_tokens_per_s",
+                 "gen_torch_server_ttft_ms", "gen_mlx_cli_tokens_per_s", "gen_mlx_cli_ttft_ms"):
+        assert name in rows
