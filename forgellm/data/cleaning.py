@@ -34,7 +34,9 @@ def normalize_text(text: str) -> str:
 
     Indentation and spaces inside lines are kept: they carry meaning in code and tables.
     """
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.isascii():  # ASCII is already NFC
+        text = unicodedata.normalize("NFC", text)
     text = _CONTROL.sub("", text).replace("\u00a0", " ")
     text = _TRAILING_SPACES.sub("\n", text + "\n")
     return _BLANK_LINES.sub("\n\n", text).strip()

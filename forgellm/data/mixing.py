@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.lib.format import open_memmap
-
+from forgellm.data.packing import SplitWriter
 from forgellm.data.sequences import TokenSequences
 from forgellm.data.settings import DataSettings
 from forgellm.errors import UserError
@@ -152,18 +151,17 @@ def mix_into(domain: TokenSequences, general: "PreparedData", folder: Path, sett
     picks = np.tile(rng.permutation(n_pool), math.ceil(n_general / n_pool) if n_pool else 0)[:n_general]
     # Row r of the result comes from domain row source[r] when source[r] < n_domain, else general row picks[...].
     source = rng.permutation(n_domain + n_general)
-    tokens = open_memmap(folder / "train.tokens.npy", mode="w+", dtype=np.int32,
-                         shape=(n_domain + n_general, domain.seq_length))
-    mask = open_memmap(folder / "train.mask.npy", mode="w+", dtype=np.uint8, shape=tokens.shape)
+    out = SplitWriter(folder, "train", n_domain + n_general, domain.seq_length)
     for start in range(0, len(source), 4096):
         block = source[start:start + 4096]
         from_domain = block < n_domain
-        rows = np.arange(start, start + len(block))
         d_rows, g_rows = block[from_domain], picks[block[~from_domain] - n_domain]
-        tokens[rows[from_domain]], mask[rows[from_domain]] = domain.tokens[d_rows], domain.mask[d_rows]
-        tokens[rows[~from_domain]], mask[rows[~from_domain]] = general.train.tokens[g_rows], general.train.mask[g_rows]
-    tokens.flush()
-    mask.flush()
+        tokens = np.empty((len(block), domain.seq_length), dtype=np.int32)
+        mask = np.empty_like(tokens, dtype=np.uint8)
+        tokens[from_domain], mask[from_domain] = domain.tokens[d_rows], domain.mask[d_rows]
+        tokens[~from_domain], mask[~from_domain] = general.train.tokens[g_rows], general.train.mask[g_rows]
+        out.write(tokens.reshape(-1), mask.reshape(-1))
+    out.close()
     return {"domain_ratio": ratio, "domain_sequences": n_domain, "general_sequences": n_general,
             "general_unique_sequences": int(min(n_general, n_pool)), "general_source": general.stats.get("source"),
             "general_cache": general.stats["cache"]["key"]}

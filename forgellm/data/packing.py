@@ -2,8 +2,8 @@
 
 Documents are appended to flat files as they are tokenised (so memory stays flat however
 large the corpus is); once cleaning has decided which documents are kept and on which
-side of the split, they are packed straight into the memory-mapped ``.npy`` arrays the
-trainer reads (`TokenSequences`).
+side of the split, they are read back one by one and packed into the ``.npy`` arrays the
+trainer memory-maps (`TokenSequences`), written front to back in blocks.
 
 - CPT (`pack_stream`): documents back to back, each ending with EOS, cut every
   ``max_seq_length`` tokens: only the last sequence of a split holds padding.
@@ -15,12 +15,14 @@ trainer reads (`TokenSequences`).
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.format import open_memmap
 
-from forgellm.data.sequences import TokenSequences
+
+#: Tokens gathered before a block of whole sequences is written.
+BLOCK_TOKENS = 1 << 20
 
 
 class Staging:
@@ -49,55 +51,94 @@ class Staging:
         self._tokens.close()
         if self._mask is not None:
             self._mask.close()
-        lengths = np.asarray(self._lengths, dtype=np.int64)
-        total = int(lengths.sum())
-        tokens = (np.memmap(self.folder / "staged.tokens", dtype=np.int32, mode="r", shape=(total,))
-                  if total else np.zeros(0, np.int32))
-        mask = None
-        if self.with_mask and total:
-            mask = np.memmap(self.folder / "staged.mask", dtype=np.uint8, mode="r", shape=(total,))
-        return StagedDocs(tokens, mask, lengths)
+        mask_path = self.folder / "staged.mask" if self.with_mask else None
+        return StagedDocs(self.folder / "staged.tokens", mask_path, np.asarray(self._lengths, dtype=np.int64))
 
 
 class StagedDocs:
-    def __init__(self, tokens: np.ndarray, mask: np.ndarray | None, lengths: np.ndarray):
-        self.tokens, self.mask, self.lengths = tokens, mask, lengths
+    """Read access to staged documents by index. Documents are read with plain file reads, not
+    memory-mapped: mapped pages would count in the process's memory for as long as it runs."""
+
+    def __init__(self, tokens_path: Path, mask_path: Path | None, lengths: np.ndarray):
+        self.lengths = lengths
         self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self._tokens = open(tokens_path, "rb")
+        self._mask = open(mask_path, "rb") if mask_path is not None else None
 
     def doc(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        a, b = self.offsets[i], self.offsets[i + 1]
-        return self.tokens[a:b], None if self.mask is None else self.mask[a:b]
+        start, length = int(self.offsets[i]), int(self.lengths[i])
+        self._tokens.seek(start * 4)
+        ids = np.fromfile(self._tokens, dtype=np.int32, count=length)
+        if self._mask is None:
+            return ids, None
+        self._mask.seek(start)
+        return ids, np.fromfile(self._mask, dtype=np.uint8, count=length)
+
+    def close(self) -> None:
+        self._tokens.close()
+        if self._mask is not None:
+            self._mask.close()
 
 
-def _allocate(folder: Path, split: str, rows: int, seq_length: int, pad_id: int) -> TokenSequences:
-    folder.mkdir(parents=True, exist_ok=True)
-    tokens = open_memmap(folder / f"{split}.tokens.npy", mode="w+", dtype=np.int32, shape=(rows, seq_length))
-    mask = open_memmap(folder / f"{split}.mask.npy", mode="w+", dtype=np.uint8, shape=(rows, seq_length))
-    tokens[:] = pad_id
-    mask[:] = 0
-    return TokenSequences(tokens, mask)
+@dataclass
+class Packed:
+    """What packing wrote: ``rows`` sequences, of which ``target_tokens`` positions count in the loss."""
+
+    rows: int
+    target_tokens: int
 
 
-def _flush(sequences: TokenSequences) -> None:
-    for array in (sequences.tokens, sequences.mask):
-        if isinstance(array, np.memmap):
-            array.flush()
+class SplitWriter:
+    """Writes ``<split>.tokens.npy`` and ``<split>.mask.npy`` block by block, front to back."""
+
+    def __init__(self, folder: Path, split: str, rows: int, seq_length: int):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.seq_length, self.rows, self.written, self.target_tokens = seq_length, rows, 0, 0
+        self._files = []
+        for kind, dtype in (("tokens", np.int32), ("mask", np.uint8)):
+            fh = open(folder / f"{split}.{kind}.npy", "wb")
+            np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                      "fortran_order": False, "shape": (rows, seq_length)})
+            self._files.append(fh)
+
+    def write(self, tokens: np.ndarray, mask: np.ndarray) -> None:
+        """Append whole sequences (flat arrays, a multiple of ``seq_length`` long)."""
+        self._files[0].write(np.ascontiguousarray(tokens, dtype=np.int32).tobytes())
+        self._files[1].write(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+        self.written += len(tokens) // self.seq_length
+        self.target_tokens += int(mask.reshape(-1, self.seq_length)[:, 1:].sum(dtype=np.int64))
+
+    def close(self) -> Packed:
+        for fh in self._files:
+            fh.close()
+        if self.written != self.rows:
+            raise RuntimeError(f"packed {self.written} sequences, announced {self.rows}")
+        return Packed(self.rows, self.target_tokens)
 
 
 def pack_stream(docs: StagedDocs, chosen: np.ndarray, folder: Path, split: str, *, seq_length: int,
-                pad_id: int) -> TokenSequences:
+                pad_id: int) -> Packed:
     """Pack the ``chosen`` documents (indices, in order) back to back into ``split``."""
     total = int(docs.lengths[chosen].sum())
-    out = _allocate(folder, split, -(-total // seq_length), seq_length, pad_id)
-    flat_tokens, flat_mask = out.tokens.reshape(-1), out.mask.reshape(-1)
-    cursor = 0
+    out = SplitWriter(folder, split, -(-total // seq_length), seq_length)
+    tokens: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    pending = 0
     for i in chosen:
         ids, mask = docs.doc(int(i))
-        flat_tokens[cursor:cursor + len(ids)] = ids
-        flat_mask[cursor:cursor + len(ids)] = 1 if mask is None else mask
-        cursor += len(ids)
-    _flush(out)
-    return out
+        tokens.append(ids)
+        masks.append(np.ones(len(ids), dtype=np.uint8) if mask is None else mask)
+        pending += len(ids)
+        if pending >= BLOCK_TOKENS:
+            flat_tokens, flat_mask = np.concatenate(tokens), np.concatenate(masks)
+            whole = len(flat_tokens) // seq_length * seq_length
+            out.write(flat_tokens[:whole], flat_mask[:whole])
+            tokens, masks, pending = [flat_tokens[whole:]], [flat_mask[whole:]], len(flat_tokens) - whole
+    if pending:
+        padding = -pending % seq_length
+        out.write(np.concatenate(tokens + [np.full(padding, pad_id, dtype=np.int32)]),
+                  np.concatenate(masks + [np.zeros(padding, dtype=np.uint8)]))
+    return out.close()
 
 
 def best_fit_rows(lengths: np.ndarray, seq_length: int) -> list[list[int]]:
@@ -121,22 +162,24 @@ def best_fit_rows(lengths: np.ndarray, seq_length: int) -> list[list[int]]:
 
 
 def pack_records(docs: StagedDocs, chosen: np.ndarray, folder: Path, split: str, *, seq_length: int,
-                 pad_id: int) -> TokenSequences:
+                 pad_id: int) -> Packed:
     """Pack whole records (each at most ``seq_length`` tokens) into ``split`` by best fit."""
     rows = best_fit_rows(docs.lengths[chosen], seq_length)
-    out = _allocate(folder, split, len(rows), seq_length, pad_id)
-    for r, members in enumerate(rows):
+    out = SplitWriter(folder, split, len(rows), seq_length)
+    for members in rows:
+        tokens = np.full(seq_length, pad_id, dtype=np.int32)
+        mask = np.zeros(seq_length, dtype=np.uint8)
         cursor = 0
         for member in sorted(members):  # keep the original order inside a row
-            ids, mask = docs.doc(int(chosen[member]))
-            out.tokens[r, cursor:cursor + len(ids)] = ids
-            out.mask[r, cursor:cursor + len(ids)] = 1 if mask is None else mask
+            ids, record_mask = docs.doc(int(chosen[member]))
+            tokens[cursor:cursor + len(ids)] = ids
+            mask[cursor:cursor + len(ids)] = 1 if record_mask is None else record_mask
             cursor += len(ids)
-    _flush(out)
-    return out
+        out.write(tokens, mask)
+    return out.close()
 
 
-def padding_fraction(*splits: TokenSequences, real_tokens: int) -> float:
+def padding_fraction(rows: int, seq_length: int, *, real_tokens: int) -> float:
     """Share of all sequence positions that hold no document token."""
-    positions = sum(len(s) * s.seq_length for s in splits)
+    positions = rows * seq_length
     return 0.0 if positions == 0 else 1 - real_tokens / positions

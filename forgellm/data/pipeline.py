@@ -23,7 +23,7 @@ from forgellm.data import cache as cache_mod
 from forgellm.data.cleaning import (content_digest, minhash_signatures, near_duplicates, normalize_text,
                                     quality_problem)
 from forgellm.data.ift import ChatRenderer, RecordError, detect_format, encode_rendered, to_messages
-from forgellm.data.packing import Staging, StagedDocs, pack_records, pack_stream, padding_fraction
+from forgellm.data.packing import Staging, pack_records, pack_stream, padding_fraction
 from forgellm.data.readers import SUPPORTED_SUFFIXES, Row, SourceFile, list_sources, read_source
 from forgellm.data.sequences import TokenSequences
 from forgellm.data.settings import DataSettings
@@ -118,6 +118,7 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
     stager.flush()
     docs = staging.close()
     if len(docs.lengths) == 0:
+        docs.close()
         raise UserError(_nothing_usable(root, report))
 
     keep = np.ones(len(docs.lengths), dtype=bool)
@@ -131,8 +132,11 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
     pack = pack_records if settings.training_type == "ift" else pack_stream
     pad_id = pad_token_id(tokenizer)
     train_target = out / "domain" if general is not None else out
-    train = pack(docs, train_idx, train_target, "train", seq_length=settings.max_seq_length, pad_id=pad_id)
-    val = pack(docs, val_idx, out, "val", seq_length=settings.max_seq_length, pad_id=pad_id)
+    try:
+        train = pack(docs, train_idx, train_target, "train", seq_length=settings.max_seq_length, pad_id=pad_id)
+        val = pack(docs, val_idx, out, "val", seq_length=settings.max_seq_length, pad_id=pad_id)
+    finally:
+        docs.close()
     train_tokens, val_tokens = int(docs.lengths[train_idx].sum()), int(docs.lengths[val_idx].sum())
     stats = report.to_json()
     stats.update({
@@ -142,9 +146,10 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
         "train_tokens": train_tokens,
         "val_tokens": val_tokens,
         "train_target_tokens": train.target_tokens,
-        "sequences": {"train": len(train), "val": len(val)},
+        "sequences": {"train": train.rows, "val": val.rows},
         "seq_length": settings.max_seq_length,
-        "padding_fraction": round(padding_fraction(train, val, real_tokens=train_tokens + val_tokens), 6),
+        "padding_fraction": round(padding_fraction(train.rows + val.rows, settings.max_seq_length,
+                                                   real_tokens=train_tokens + val_tokens), 6),
         "format": report.file_formats if settings.training_type == "ift" else None,
         "chat_template": stager.template_source,
         "settings": settings.cache_fields(),
@@ -152,9 +157,8 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
     if general is not None:
         from forgellm.data.mixing import mix_into
 
-        stats["mixture"] = mix_into(train, general, out, settings)
+        stats["mixture"] = mix_into(TokenSequences.load(train_target, "train"), general, out, settings)
         stats["sequences"]["train"] = stats["mixture"]["domain_sequences"] + stats["mixture"]["general_sequences"]
-        del train
         shutil.rmtree(out / "domain")
     shutil.rmtree(out / "staging")
     return stats
