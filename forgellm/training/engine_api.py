@@ -18,6 +18,7 @@ from forgellm.errors import EngineUnavailableError, UserError
 
 if TYPE_CHECKING:
     from forgellm.models.resolve import ModelInfo
+    from forgellm.training.distributed import Group
     from forgellm.training.config import TrainingConfig
 
 
@@ -37,6 +38,10 @@ class Trainable(Protocol):
     def reseed(self, seed: int) -> None:
         """Seed the engine's random numbers (dropout) for the coming step. The loop derives the
         seed from (config seed, step), so a resumed run draws the same numbers as an uninterrupted one."""
+        ...
+
+    def sum_gradients(self, group: "Group") -> None:
+        """Replace the accumulated gradients by their sum over the workers of ``group`` (data parallel)."""
         ...
 
     def optimizer_step(self, lr: float, max_grad_norm: float) -> float:

@@ -24,8 +24,9 @@ import numpy as np
 
 from forgellm.data.sequences import TokenSequences
 from forgellm.errors import ForgeError, UserError
-from forgellm.training.checkpoints import CheckpointStore, checkpoint_name
+from forgellm.training.checkpoints import CheckpointStore
 from forgellm.training.config import TrainingConfig
+from forgellm.training.distributed import SINGLE, Group, reshard_position
 from forgellm.training.engine_api import Trainable
 from forgellm.training.schedule import learning_rate
 
@@ -55,6 +56,8 @@ class LoopState:
     recent_train_losses: list[float] = field(default_factory=list)  # since the last eval
     val_loss: float | None = None  # latest evaluation
     val_step: int | None = None
+    world_size: int = 1  # workers that trained it
+    batch_rows: int = 0  # sequences per global micro-batch (batch_size x world_size); data_position counts these
 
 
 class MicroBatches:
@@ -80,14 +83,22 @@ class MicroBatches:
                 yield batch
 
 
-def evaluate(trainable: Trainable, data: TokenSequences, batch_size: int, max_batches: int) -> float:
-    """Mean cross-entropy over the target tokens of the first ``max_batches`` batches (-1: all)."""
+def evaluate(trainable: Trainable, data: TokenSequences, batch_size: int, max_batches: int,
+             group: Group = SINGLE) -> float:
+    """Mean cross-entropy over the target tokens of the first ``max_batches`` batches (-1: all).
+
+    With several workers a batch is global (``batch_size`` rows per worker): batch ``i`` of
+    ``batch_size`` rows is evaluated by rank ``i % world_size`` and the sums are added up, so
+    every rank gets the number one process with the same global batch would get."""
     loss_sum, count = 0.0, 0
     for i, (tokens, mask) in enumerate(data.batches(batch_size)):
-        if 0 <= max_batches <= i:
+        if 0 <= max_batches * group.world_size <= i:
             break
+        if i % group.world_size != group.rank:
+            continue
         s, n = trainable.eval_loss(tokens, mask)
         loss_sum, count = loss_sum + s, count + n
+    loss_sum, count = group.sum([loss_sum, count])
     if count == 0:
         raise UserError(f"the validation split has no batch of {batch_size} sequences with targets; "
                         f"raise validation_split or lower batch_size")
@@ -109,11 +120,16 @@ class StopFlag:
 
 def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequences, val_data: TokenSequences,
           store: CheckpointStore, callbacks: list[Callback], *, state: LoopState | None = None,
-          stop: StopFlag | None = None, rank: int = 0, world_size: int = 1) -> LoopState:
-    """Train until ``config.max_iterations``, early stopping, a stop request or divergence."""
+          stop: StopFlag | None = None, group: Group = SINGLE) -> LoopState:
+    """Train until ``config.max_iterations``, early stopping, a stop request or divergence.
+
+    With a distributed ``group`` every rank runs this loop on its own shard of each global
+    batch; only rank 0 emits events and writes checkpoints. Every decision (stop, early stop,
+    divergence) is taken on summed numbers, so all ranks take it at the same step."""
     stop = stop if stop is not None else StopFlag()
     resumed = state is not None
     state = state or LoopState()
+    rank, world_size = group.rank, group.world_size
     is_main = rank == 0
 
     def emit(event: str, **values: Any) -> None:
@@ -122,8 +138,14 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             for callback in callbacks:
                 callback(record)
 
+    saved_step = state.step if resumed else -1
+
     def save_checkpoint() -> None:
+        nonlocal saved_step
+        saved_step = state.step
         if not is_main:
+            if getattr(trainable, "collective_save", False):
+                trainable.save_checkpoint(None)  # this rank's part in gathering sharded weights
             return
         val = state.val_loss if state.val_step == state.step else None
         snapshot = {**asdict(state), "val_loss": val, "engine": trainable.engine,
@@ -133,7 +155,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
 
     def run_eval() -> bool:
         """Evaluate; record overfitting; return True when early stopping should end the run."""
-        val = evaluate(trainable, val_data, config.batch_size, config.val_batches)
+        val = evaluate(trainable, val_data, config.batch_size, config.val_batches, group)
         train_loss = float(np.mean(state.recent_train_losses)) if state.recent_train_losses else None
         state.recent_train_losses = []
         state.val_loss, state.val_step = val, state.step
@@ -157,6 +179,9 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             return True
         return False
 
+    rows = config.batch_size * world_size
+    state.data_position = reshard_position(state.data_position, len(train_data), state.batch_rows, rows)
+    state.world_size, state.batch_rows = world_size, rows
     stream = MicroBatches(train_data, config.batch_size, config.seed, state.data_position, shard=(rank, world_size))
     batches = iter(stream)
     total = config.max_iterations
@@ -172,19 +197,26 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
     report_tokens, report_time = 0, 0.0
     last_loss: float | None = None
     while state.step < total:
-        if stop:
+        tic = time.perf_counter()
+        micro = [next(batches) for _ in range(config.grad_accumulation_steps)]
+        targets = sum(int(m[:, 1:].sum(dtype=np.int64)) for _, m in micro)
+        targets, stop_votes = group.sum([targets, 1.0 if stop else 0.0])  # global targets; any rank stopping
+        if stop_votes:
+            if not stop:
+                stop.set("another worker stopped")
             status = "stopped"
             break
-        tic = time.perf_counter()
+        targets = int(targets)
         lr = learning_rate(state.step, peak=config.learning_rate, total_steps=total, warmup_steps=config.warmup_steps,
                            schedule=config.lr_schedule, min_ratio=config.min_lr_ratio)
         trainable.reseed(config.seed * 1_000_003 + state.step)
-        micro = [next(batches) for _ in range(config.grad_accumulation_steps)]
-        targets = sum(int(m[:, 1:].sum(dtype=np.int64)) for _, m in micro)
         loss_sum = 0.0
         for tokens, mask in micro:
             s, _ = trainable.forward_backward(tokens, mask, 1.0 / max(targets, 1))
             loss_sum += s
+        if world_size > 1:
+            trainable.sum_gradients(group)
+            loss_sum = group.sum([loss_sum])[0]
         loss = loss_sum / max(targets, 1)
         grad_norm = trainable.optimizer_step(lr, config.max_grad_norm)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -203,15 +235,16 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         if state.step % config.steps_per_report == 0 or state.step == total:
             emit("train", loss=float(np.mean(report_losses)), learning_rate=lr, tokens=report_tokens,
                  trained_tokens=state.trained_tokens, tokens_per_second=report_tokens / max(report_time, 1e-9),
-                 grad_norm=grad_norm, peak_memory_gb=trainable.peak_memory_bytes() / 1e9, elapsed=state.elapsed)
+                 grad_norm=grad_norm, peak_memory_gb=trainable.peak_memory_bytes() / 1e9, elapsed=state.elapsed,
+                 world_size=world_size)
             report_losses, report_tokens, report_time = [], 0, 0.0
         if state.step % config.steps_per_eval == 0 or state.step == total:
             early = run_eval()
-        if state.step % config.save_every == 0 or state.step == total or early or stop:
+        if state.step % config.save_every == 0 or state.step == total or early:
             save_checkpoint()
         if early:
             break
-    if status == "stopped" and (store.latest() is None or store.latest().name != checkpoint_name(state.step)):
+    if status == "stopped" and saved_step != state.step:  # decided alike on every rank
         save_checkpoint()
     best = store.best()
     emit("done", status=status, best_checkpoint=best["checkpoint"] if best else None,

@@ -89,6 +89,9 @@ class MlxTrainable:
     def reseed(self, seed: int) -> None:
         mx.random.seed(seed)
 
+    def sum_gradients(self, group) -> None:
+        self._grads = group.sum_gradients(self._grads)
+
     def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
         grads, self._grads = self._grads, None
         if max_grad_norm > 0:

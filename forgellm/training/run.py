@@ -25,7 +25,7 @@ from forgellm.models.resolve import RUN_MARKER, ModelInfo, resolve, resolve_adap
 from forgellm.training.callbacks import MetricsFile, Progress, StatusFile, TensorBoard
 from forgellm.training.checkpoints import CheckpointStore, read_state
 from forgellm.training.config import TrainingConfig, validate_config
-from forgellm.training.distributed import Group, init_group
+from forgellm.training.distributed import Group, ignore_stop_signals, init_group
 from forgellm.training.loop import LoopState, StopFlag, train
 from forgellm.training.storage import StorageError, as_os_error, storage_error
 from forgellm.workspace import Workspace
@@ -263,9 +263,13 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
                 signal.signal(sig, old)
         if group.is_main:
             _save_final(trainable, run_dir)
+        elif getattr(trainable, "collective_save", False):
+            trainable.save_final(None)  # this rank's part in gathering sharded weights
         group.close()
         return RunResult(run_dir, "stopped" if stop else "completed", state, group.is_main)
     except BaseException as exc:
+        if group.world_size > 1:
+            ignore_stop_signals()  # the launcher is stopping the workers: let this one record why
         os_error = as_os_error(exc)
         if os_error is not None:
             exc = storage_error(os_error, run_dir, resumable=store.latest() is not None)

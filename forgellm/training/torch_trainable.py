@@ -123,9 +123,10 @@ class TorchTrainable:
         return float(loss_sum.item()), n
 
     # --- saving ------------------------------------------------------------------------------
-    def _save_weights(self, folder: Path) -> None:
+    def _save_weights(self, folder: Path, state_dict: dict | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(folder))  # PEFT: adapter_config.json + adapter_model.safetensors
+        # PEFT: adapter_config.json + adapter_model.safetensors; state_dict: weights gathered from shards (FSDP)
+        self.model.save_pretrained(str(folder), state_dict=state_dict)
         if not self.is_peft:
             for name in TOKENIZER_FILES:
                 if (self.base.path / name).exists():
