@@ -10,6 +10,8 @@ import webbrowser
 
 import click
 
+from forgellm.cli.access_options import access_options, resolve_access_token
+from forgellm.security.auth import TOKEN_ENV
 from forgellm.web.ports import ensure_free, wait_listening
 from forgellm.web.supervisor import Child, Supervisor, environment
 
@@ -24,12 +26,15 @@ def should_open_browser(no_browser: bool) -> bool:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address both servers listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address both servers listen on; anything but loopback needs an access token.")
 @click.option("--server-port", default=5001, show_default=True, type=click.IntRange(1, 65535), help="Model server port.")
 @click.option("--web-port", default=5002, show_default=True, type=click.IntRange(1, 65535), help="Web app port.")
 @click.option("--no-browser", is_flag=True, help="Do not open the browser.")
-def start(host: str, server_port: int, web_port: int, no_browser: bool) -> None:
-    """Start the model server and the web app, and open the browser.
+@access_options
+def start(host: str, server_port: int, web_port: int, no_browser: bool, token: str | None,
+          generate_token: bool) -> None:
+    """Start the model server and the web app, and open the browser. See docs/web.md.
 
     The model server is restarted if it dies. Ctrl-C (or SIGTERM) stops both and every
     training run started from the web app.
@@ -38,23 +43,29 @@ def start(host: str, server_port: int, web_port: int, no_browser: bool) -> None:
     Examples:
       forgellm start
       forgellm start --web-port 8080 --no-browser
+      forgellm start --host 0.0.0.0 --generate-token
     """
     logging.getLogger("forgellm").setLevel(logging.INFO)
+    token = resolve_access_token(host, token, generate_token)
     ensure_free(host, server_port, "--server-port")
     ensure_free(host, web_port, "--web-port")
     server_url = f"http://{host}:{server_port}"
     web_url = f"http://{host}:{web_port}"
     python = sys.executable
+    env = {k: v for k, v in environment().items() if k != TOKEN_ENV}
+    if token:
+        env[TOKEN_ENV] = token  # both children read it; never on a command line
     supervisor = Supervisor([
         Child("model server", [python, "-m", "forgellm", "server", "--host", host, "--port", str(server_port)]),
         Child("web app", [python, "-m", "forgellm.web.main", "--host", host, "--port", str(web_port),
                           "--server-url", server_url]),
-    ], env=environment())
+    ], env=env)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     supervisor.start()
     if wait_listening(host, web_port, timeout=60):
-        click.echo(f"ForgeLLM is running: {web_url}  (model server {server_url}); Ctrl-C stops it")
+        login = " (log in with the access token)" if token else ""
+        click.echo(f"ForgeLLM is running: {web_url}{login}  (model server {server_url}); Ctrl-C stops it")
         if should_open_browser(no_browser):
             webbrowser.open(web_url)
     sys.exit(supervisor.watch())

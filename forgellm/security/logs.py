@@ -122,6 +122,15 @@ def configure_logging(name: str, workspace: Workspace | None = None, *, level: i
     return path
 
 
+# Read-only status reads the web app repeats every few seconds: logged at debug, or they
+# would bury every other line of the console and the log file.
+STATUS_POLL_PATHS = frozenset({"/api/health", "/api/model/status"})
+
+
+def _is_status_poll(response: Response) -> bool:
+    return request.method == "GET" and request.path in STATUS_POLL_PATHS and response.status_code < 400
+
+
 def install_request_logging(app: Flask) -> None:
     """Give every request an id (kept from ``X-Request-Id`` when sane), echo it, log one line per request."""
     access = logging.getLogger("forgellm.http")
@@ -138,7 +147,8 @@ def install_request_logging(app: Flask) -> None:
         if request_id:
             response.headers[REQUEST_ID_HEADER] = request_id
         started = getattr(g, "request_started", None)
-        access.info("%s %s %s", request.method, request.path, response.status_code, extra={
+        level = logging.DEBUG if _is_status_poll(response) else logging.INFO
+        access.log(level, "%s %s %s", request.method, request.path, response.status_code, extra={
             "method": request.method, "path": request.path, "status": response.status_code,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
             "remote_addr": request.remote_addr,

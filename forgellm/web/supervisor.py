@@ -43,8 +43,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# Longer than the web app takes to stop its training runs (they save a checkpoint first).
+STOP_GRACE_S = 45.0
+
+
 class Supervisor:
-    def __init__(self, children: list[Child], *, max_restarts: int = 5, grace: float = 20.0,
+    def __init__(self, children: list[Child], *, max_restarts: int = 5, grace: float = STOP_GRACE_S,
                  env: dict[str, str] | None = None):
         self.children = children
         self.max_restarts = max_restarts

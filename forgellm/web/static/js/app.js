@@ -53,13 +53,21 @@ function showTrainingStatus(status) {
   }
 }
 
+let seenRestarts = null;
+
 function showServer(server) {
   const badge = $("#server-badge");
   const s = server.status;
-  badge.textContent = !server.up ? "server: down" : s && s.loaded ? `server: ${s.model}${s.busy ? " (busy)" : ""}` : "server: up, no model";
+  const restarted = server.restarts ? ` · restarted ${server.restarts}×` : "";
+  badge.textContent = (!server.up ? "server: down" : s && s.loaded ? `server: ${s.model}${s.busy ? " (busy)" : ""}` : "server: up, no model") + restarted;
   badge.className = "badge " + (server.up ? "ok" : "bad");
-  badge.title = server.url;
+  badge.title = server.url + (server.restarted_at ? ` (last restart ${new Date(server.restarted_at * 1000).toLocaleTimeString()})` : "");
+  if (seenRestarts !== null && server.restarts > seenRestarts) {
+    toast("The model server restarted: load the model again in the Testing or Models tab", true);
+  }
+  seenRestarts = server.restarts;
   testing.showServer(server);
+  models.showServer(server);
 }
 
 function start() {

@@ -1,6 +1,7 @@
 // Datasets tab: browse dataset/, preview a file, compute its data stats.
 
 import { api } from "./api.js";
+import { selectedModel } from "./training.js";
 import { $, bytes, el, toast } from "./ui.js";
 
 let selected = null;
@@ -45,9 +46,10 @@ async function preview(path, item) {
 
 async function stats() {
   if (!selected) return;
-  $("#ds-stats-msg").textContent = "computing…";
+  const model = selectedModel();
+  $("#ds-stats-msg").textContent = `computing (tokens counted with ${model}, the Training tab's model)…`;
   try {
-    const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(selected)}`);
+    const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(selected)}&model=${encodeURIComponent(model)}`);
     const rows = Object.entries(stats).filter(([, v]) => typeof v !== "object" || v === null);
     $("#ds-stats").replaceChildren(el("dl", { class: "kv" }, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))])),
       ...(stats.skipped && stats.skipped.length ? [el("details", {}, el("summary", {}, `${stats.skipped.length} skipped`),

@@ -5,7 +5,22 @@ import { $, bytes, el, toast } from "./ui.js";
 
 let onChange = () => {};
 
-export function init({ changed }) { onChange = changed; }
+export function init({ changed }) {
+  onChange = changed;
+  $("#models-unload").addEventListener("click", () => act("unload", async () => {
+    await api("/api/model/unload", { method: "POST", body: {} });
+    toast("Model unloaded");
+  }));
+}
+
+// The model server's state, pushed over SocketIO: what is loaded, and whether Unload applies.
+export function showServer(server) {
+  const s = server.status;
+  $("#models-loaded").textContent = !server.up ? `model server at ${server.url} is not reachable`
+    : s && s.loaded ? `loaded in the model server: ${s.model}${s.adapter ? ` + ${s.adapter}` : ""} (${s.engine})`
+      : "no model loaded in the model server";
+  $("#models-unload").disabled = !(server.up && s && s.loaded);
+}
 
 function kindOf(m) {
   if (m.run) return `${m.source} run (${m.run.status})`;

@@ -25,6 +25,7 @@ export async function init({ started }) {
   $("#train-form").addEventListener("submit", submit);
   $("#train-stop").addEventListener("click", stop);
   $("#f-input_dir").addEventListener("change", showStats);
+  $("#f-model_name").addEventListener("change", showStats);
   document.querySelectorAll("input[name=training_type]").forEach((r) => r.addEventListener("change", showStats));
   showStats();
 }
@@ -112,17 +113,25 @@ async function showStats() {
   if (!(dir === "dataset" || dir.startsWith("dataset/"))) { box.textContent = ""; return; }
   const mode = document.querySelector("input[name=training_type]:checked").value;
   const path = dir === "dataset" ? "." : dir.slice("dataset/".length);
+  const model = selectedModel();
+  const current = () => $("#f-input_dir").value === dir && selectedModel() === model;
   box.textContent = `Computing data stats of ${dir}…`;
   try {
-    const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(path)}&mode=${mode}`);
-    if ($("#f-input_dir").value !== dir) return;
+    const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(path)}&mode=${mode}&model=${encodeURIComponent(model)}`);
+    if (!current()) return;
     box.textContent = `${dir}: ${stats.files} files, ${stats.documents} documents, ${fmt(stats.train_tokens, 0)} train / ` +
       `${fmt(stats.val_tokens, 0)} validation tokens, ${stats.sequences} sequences` +
       (stats.format ? `, format ${stats.format}` : "") +
       `, ${stats.duplicates_removed + stats.near_duplicates_removed} duplicates removed, ${(stats.skipped || []).length} skipped.`;
   } catch (err) {
-    if ($("#f-input_dir").value === dir) box.textContent = `Data stats unavailable: ${err.message}`;
+    if (current()) box.textContent = `Data stats unavailable: ${err.message}`;
   }
+}
+
+// The model chosen in the form: its tokenizer counts the tokens of the data stats.
+export function selectedModel() {
+  const input = $("#f-model_name");
+  return (input && input.value) || "default";
 }
 
 export function showJobs(status) {
