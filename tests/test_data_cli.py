@@ -65,6 +65,12 @@ def test_stats_options_reach_the_pipeline(tmp_path, workspace):
     assert stats["settings"]["seed"] == 3
 
 
+def test_a_single_file_can_be_given_instead_of_a_folder(tmp_path, workspace):
+    root = write_files(tmp_path / "ds", {"a.jsonl": [{"text": prose(1)}, {"text": prose(2)}], "b.txt": prose(3)})
+    stats = stats_json(root / "a.jsonl")
+    assert stats["files"] == 1 and stats["documents"] == 2
+
+
 def test_preview_marks_trained_spans(tmp_path, workspace):
     records = [{"conversations": [{"from": "human", "value": "Where is Saltmere?"},
                                   {"from": "gpt", "value": "On the east coast."}]}]
@@ -137,8 +143,8 @@ def test_nothing_usable_stops_with_a_clear_error(tmp_path, workspace, files, mes
 
 def test_bad_paths_and_settings_are_clear_errors(tmp_path, workspace):
     assert "does not exist" in data_error(tmp_path / "missing")
-    (tmp_path / "file.txt").write_text(prose(1))
-    assert "is a file; point input_dir at the folder" in data_error(tmp_path / "file.txt")
+    (tmp_path / "file.exe").write_bytes(b"MZ")
+    assert "unsupported file type .exe" in data_error(tmp_path / "file.exe")
     root = write_files(tmp_path / "ds", {"a.txt": prose(1)})
     assert "validation_split" in data_error(root, "--validation-split", "1.5")
     assert "data_mixture_ratio" in data_error(root, "--mixture-ratio", "0")

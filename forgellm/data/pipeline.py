@@ -99,13 +99,12 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
 
 
 def resolve_input_dir(path: Path, workspace: Workspace) -> Path:
+    """The dataset folder (or single file) ``path`` names, relative paths from the workspace root."""
     root = path if path.is_absolute() else workspace.root / path
     if not root.exists():
         raise NotFoundError(f"dataset folder {root} does not exist; create it or set input_dir to a folder of documents")
     if not root.is_dir() and not root.is_file():
-        raise UserError(f"{root} is not a folder")
-    if root.is_file():
-        raise UserError(f"{root} is a file; point input_dir at the folder that holds it")
+        raise UserError(f"{root} is neither a folder nor a file; point input_dir at a folder of documents")
     return root.resolve()
 
 

@@ -46,7 +46,8 @@ class SourceFile:
 
 
 def list_sources(root: Path, report: DataReport) -> list[SourceFile]:
-    """Every readable file (or datasets folder) under ``root``, sorted, symlinks kept inside ``root``.
+    """Every readable file (or datasets folder) under ``root``, sorted, symlinks kept inside ``root``;
+    ``root`` itself when it is a file.
 
     Hidden files and folders (a name starting with '.') are ignored without a report.
     """
@@ -88,6 +89,12 @@ def list_sources(root: Path, report: DataReport) -> list[SourceFile]:
                 report.skip(rel, None, f"unsupported file type {path.suffix or '(no extension)'}; "
                             f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))} and datasets folders")
 
+    if root.is_file():  # a single file given instead of a folder
+        if root.suffix.lower() in SUPPORTED_SUFFIXES:
+            return [SourceFile(root, root.name)]
+        report.skip(root.name, None, f"unsupported file type {root.suffix or '(no extension)'}; "
+                    f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))} and datasets folders")
+        return []
     if any((root / m).is_file() for m in DATASETS_MARKERS):
         return [SourceFile(root, root.name, is_datasets_folder=True)]
     walk(root)
