@@ -117,3 +117,11 @@ def test_native_writer_errors_become_clear_storage_errors(tmp_path):
     assert message.startswith(f"cannot write in {tmp_path}: the disk is full; free some disk space")
     assert f"forgellm train --resume {tmp_path}" in message
     assert as_os_error(ValueError("a plain bug")) is None
+
+
+def test_eval_of_a_plain_model_at_a_chosen_sequence_length(workspace, tiny_model_dir):
+    prepared_data(workspace / "prepared")
+    report = json.loads(invoke("eval", str(tiny_model_dir), "--data", "prepared", "--max-seq-length", "32", "--json"))
+    assert report["domain_ppl"] > 1.0 and report["qa_accuracy"] is None
+    result = CliRunner().invoke(root, ["eval", str(tiny_model_dir), "--data", "prepared", "--max-seq-length", "64"])
+    assert result.exit_code != 0 and "max_seq_length is 64" in str(result.exception)

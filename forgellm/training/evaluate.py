@@ -128,6 +128,7 @@ def _split_model(folder: Path, workspace: Workspace) -> tuple[ModelInfo, ModelIn
 
 def evaluate_model(name: str, *, checkpoint: str | None = None, qa: Path | None = None, data: str | None = None,
                    general: str | None = None, engine: str | None = None, max_tokens: int = 48,
+                   max_seq_length: int | None = None,
                    val_batches: int = -1, workspace: Workspace | None = None) -> EvalReport:
     workspace = workspace or Workspace.current()
     folder, run_dir = resolve_checkpoint(name, checkpoint, workspace)
@@ -142,7 +143,11 @@ def evaluate_model(name: str, *, checkpoint: str | None = None, qa: Path | None 
     report = EvalReport(model=name, path=str(folder), engine=config.resolved_engine())
     if qa is not None:
         _qa(report, str(folder), read_qa(qa), config.resolved_engine(), max_tokens, workspace)
+    if max_seq_length is not None:
+        config = config.model_copy(update={"max_seq_length": max_seq_length})
     domain_dir = data or (run_config.input_dir if run_config else None)
+    if data and (run_config is None or data != run_config.input_dir):
+        config = config.model_copy(update={"training_type": "cpt"})  # another folder: read as plain text
     if domain_dir or general:
         from forgellm.training.engine_api import create_trainable
 
