@@ -42,11 +42,15 @@ def lttb_indices(x: np.ndarray, y: np.ndarray, n_out: int) -> np.ndarray:
     edges[-1] = n - 1
     chosen = np.empty(n_out, dtype=np.int64)
     chosen[0], chosen[-1] = 0, n - 1
+    # Mean point of every bucket (and of the last point, the final "next bucket"), computed once.
+    starts = np.append(edges[:-1], n - 1)
+    counts = np.diff(np.append(starts, n))
+    mean_x = np.add.reduceat(x, starts) / counts
+    mean_y = np.add.reduceat(y, starts) / counts
     for b in range(n_out - 2):
         lo, hi = edges[b], edges[b + 1]
-        nxt_lo, nxt_hi = (edges[b + 1], edges[b + 2]) if b + 2 < len(edges) else (n - 1, n)
         ax, ay = x[chosen[b]], y[chosen[b]]
-        cx, cy = x[nxt_lo:nxt_hi].mean(), y[nxt_lo:nxt_hi].mean()
+        cx, cy = mean_x[b + 1], mean_y[b + 1]
         # Twice the area of the triangle (previous pick, candidate, mean of the next bucket).
         area = np.abs((ax - cx) * (y[lo:hi] - ay) - (ax - x[lo:hi]) * (cy - ay))
         chosen[b + 1] = lo + int(np.argmax(area))
