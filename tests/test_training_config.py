@@ -118,3 +118,14 @@ def test_nan_loss_stops_with_error_event_and_keeps_last_good_checkpoint(workspac
 
     weights = load_file(str(checkpoints[-1] / "adapter_model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_docs_reference_every_key_with_its_default():
+    from pathlib import Path
+
+    import yaml
+
+    docs = (Path(__file__).resolve().parents[1] / "docs/training.md").read_text()
+    for key, default, _meaning in config_keys():
+        value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        assert f"| `{key}` | `{value}` |" in docs, f"docs/training.md lacks {key} (default {value})"
