@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -114,7 +115,7 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
     stager = (_IFTStager if settings.training_type == "ift" else _CPTStager)(settings, tokenizer, report, staging)
     for row in iter_rows(sources, report, settings):
         stager.add(row)
-    stager.flush()
+    stager.finish()
     docs = staging.close()
     if len(docs.lengths) == 0:
         docs.close()
@@ -200,6 +201,8 @@ class _CPTStager:
         self.split_values: list[float] = []
         self.signatures: list[np.ndarray] = []
         self.eos_id = tokenizer.eos_token_id
+        self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgellm-tokenize")
+        self._pending: tuple[Future, list[bytes]] | None = None
 
     def add(self, row: Row) -> None:
         text = self._text_of(row)
@@ -249,18 +252,37 @@ class _CPTStager:
         return value
 
     def flush(self) -> None:
-        if not self.batch:
-            return
-        encoded = encode_texts(self.tokenizer, [t for t, _ in self.batch])
+        """Hand the batch to the tokenizer thread, and stage the batch it finished before (if any).
+
+        The tokenizer releases the GIL, so reading and cleaning the next batch overlaps with it.
+        """
+        if self.batch:
+            texts = [t for t, _ in self.batch]
+            future = self._tokenizer_thread.submit(encode_texts, self.tokenizer, texts)
+            digests = [d for _, d in self.batch]
+            self.batch, self.batch_chars = [], 0
+        else:
+            future = digests = None
+        if self._pending is not None:
+            self._stage(*self._pending)
+        self._pending = (future, digests) if future is not None else None
+
+    def finish(self) -> None:
+        """Stage everything added so far."""
+        self.flush()
+        self.flush()
+        self._tokenizer_thread.shutdown()
+
+    def _stage(self, future: Future, digests: list[bytes]) -> None:
+        encoded = future.result()
         eos = np.asarray([self.eos_id], dtype=np.int32)
         docs = [ids if len(ids) and ids[-1] == self.eos_id else np.concatenate([ids, eos]) for ids in encoded]
-        for (_, digest), ids in zip(self.batch, docs):
+        for digest, ids in zip(digests, docs):
             self.staging.add(ids)
             self.split_values.append(split_value(digest, self.settings.seed))
         if self.settings.near_dedupe_threshold > 0:
             lengths = np.fromiter((len(ids) for ids in docs), dtype=np.int64, count=len(docs))
             self.signatures.append(minhash_signatures(np.concatenate(docs), lengths))
-        self.batch, self.batch_chars = [], 0
 
 
 def encode_texts(tokenizer: Any, texts: list[str]) -> list[np.ndarray]:
@@ -340,6 +362,10 @@ class _IFTStager:
             self.split_values.append(split_value(digest, self.settings.seed))
         self.batch = []
 
+    def finish(self) -> None:
+        """Stage everything added so far."""
+        self.flush()
+
 
 @dataclass
 class PreviewItem:
@@ -372,7 +398,7 @@ def preview(settings: DataSettings, tokenizer: Any, workspace: Workspace | Path,
         collector = _Collector()
         stager = stager_class(settings, tokenizer, report, collector)  # type: ignore[arg-type]
         stager.add(row)
-        stager.flush()
+        stager.finish()
         for ids, mask in collector.items:
             items.append(PreviewItem(row.file, row.line, ids, np.ones_like(ids, dtype=np.uint8) if mask is None else mask))
         if len(items) >= count:
