@@ -7,6 +7,7 @@ import logging
 import click
 
 from forgellm.cli.access_options import access_options, resolve_access_token
+from forgellm.security import configure_logging
 from forgellm.serving.main import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_THREADS, ServerOptions, create_server
 
 
@@ -47,6 +48,7 @@ def server(host: str, port: int, model: str | None, adapter: str | None, engine:
         raise click.UsageError("--adapter needs --model (the model the adapter applies to)")
     logging.getLogger("forgellm").setLevel(logging.INFO)
     access_token = resolve_access_token(host, token, generate_token)
+    log_file = configure_logging("server")  # JSON lines under <workspace>/logs/, rotated, secrets redacted
     app = create_app({"FORGELLM_HOST": host, "FORGELLM_TOKEN": access_token,
                       "FORGELLM_MEMORY_BUDGET_GB": memory_budget, "FORGELLM_ENGINE": engine})
     # Bind first: a taken port is reported before minutes of model loading.
@@ -58,7 +60,7 @@ def server(host: str, port: int, model: str | None, adapter: str | None, engine:
             click.echo(f"loading {model}{f' with adapter {adapter}' if adapter else ''} ...", err=True)
             worker = registry.load(model, adapter)
             click.echo(f"loaded {worker.name} ({worker.engine.name}) in {worker.load_seconds:.1f} s", err=True)
-        click.echo(f"model server on {url}  (OpenAI API: {url}/v1); Ctrl-C stops it", err=True)
+        click.echo(f"model server on {url}  (OpenAI API: {url}/v1; log: {log_file}); Ctrl-C stops it", err=True)
         wsgi.run()
     finally:
         wsgi.close()

@@ -26,7 +26,8 @@ DEFAULT_URL = "http://127.0.0.1:5001"
 _ERRORS_BY_STATUS: dict[int, type[ForgeError]] = {400: UserError, 401: AccessError, 403: AccessError,
                                                   404: NotFoundError, 409: ConflictError, 413: UserError}
 
-_STATUS_BY_KIND = {"invalid_request_error": 400, "not_found_error": 404, "conflict_error": 409}
+_STATUS_BY_KIND = {"invalid_request_error": 400, "not_found_error": 404, "conflict_error": 409,
+                   "insufficient_memory": 409}
 
 
 class ServerUnreachableError(UserError):
