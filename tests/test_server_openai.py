@@ -87,7 +87,8 @@ def test_model_is_loaded_on_demand_and_errors_are_typed(client: openai.OpenAI, h
 def test_text_parts_and_developer_role(http: httpx.Client, tiny_model_dir: Path) -> None:  # noqa: F811
     body = {"model": str(tiny_model_dir), "max_tokens": 3, "temperature": 0,
             "messages": [{"role": "developer", "content": "Be brief."},
-                         {"role": "user", "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]}]}
+                         {"role": "user", "content": [{"type": "text", "text": "Hel"},
+                                                      {"type": "text", "text": "lo"}]}]}
     parts = http.post("/v1/chat/completions", json=body).json()
     plain = http.post("/v1/chat/completions", json={**body, "messages": [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]}).json()
