@@ -149,3 +149,19 @@ def test_a_trained_adapter_runs_on_the_other_engine(engine, other, fmt, run_in_w
     assert greedy_text(other, tiny_model_dir, converted) == expected
     np.testing.assert_allclose(adapter_logits(other, tiny_model_dir, converted),
                                adapter_logits(engine, tiny_model_dir, run / "final"), atol=1e-3)
+
+
+@pytest.mark.parametrize("engine,fine_tune_type", [("torch", "full"), ("mlx", "full"), ("torch", "dora"),
+                                                   ("mlx", "dora")])
+def test_fuse_every_kind_of_trained_checkpoint(engine, fine_tune_type, workspace, tiny_model_dir):
+    run = train_run(workspace, tiny_model_dir, engine, fine_tune_type=fine_tune_type, max_iterations=4,
+                    steps_per_eval=2, save_every=2, learning_rate=1e-3, num_layers=1)
+    ok("fuse", str(run), "--checkpoint", "latest", "--out", str(workspace / "fused"))
+    checkpoint = run / "checkpoints" / "step_000004"
+    if engine == "torch" and fine_tune_type == "full":
+        expected = torch_logits(checkpoint)  # a full checkpoint is a model folder of its own
+    else:
+        expected = adapter_logits(engine, tiny_model_dir, checkpoint)
+    assert not np.allclose(expected, torch_logits(tiny_model_dir), atol=1e-4)  # training changed the model
+    np.testing.assert_allclose(torch_logits(workspace / "fused"), expected, atol=1e-3)
+    np.testing.assert_allclose(mlx_logits(workspace / "fused"), expected, atol=1e-3)
