@@ -3,12 +3,14 @@ generating, and clients that hang up."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from tests.server_helpers import http, other_tiny_model_dir, server, sse_events, wait_until  # noqa: F401
 
@@ -37,30 +39,52 @@ def _idle(http: httpx.Client) -> bool:  # noqa: F811
     return all(not m["busy"] and m["queue_length"] == 0 for m in http.get("/api/model/status").json()["cache"])
 
 
+@pytest.fixture
+def cancellations(caplog: pytest.LogCaptureFixture):
+    """How many generations the server has cancelled because their client left (from its log)."""
+    caplog.set_level(logging.INFO, logger="forgellm.serving.scheduler")
+    return lambda: sum("the client went away" in r.getMessage() for r in caplog.records)
+
+
 def test_streaming_client_that_disconnects_stops_its_generation(http: httpx.Client, server,  # noqa: F811
-                                                                tiny_model_dir: Path) -> None:
+                                                                tiny_model_dir: Path, cancellations) -> None:
     http.post("/api/model/load", json={"model": str(tiny_model_dir)}).raise_for_status()
     with httpx.Client(base_url=server.url, timeout=60) as client:
-        with client.stream("POST", "/api/model/generate",
-                           json={"prompt": "Hi", "max_tokens": LONG, "stream": True}) as response:
+        with client.stream("POST", "/api/model/generate",  # greedy: the random model never ends it by itself
+                           json={"prompt": "Hi", "max_tokens": LONG, "temperature": 0, "stream": True}) as response:
             events = sse_events(response)
             assert next(events)["type"] == "token"
             assert http.get("/api/model/status").json()["busy"]
     assert wait_until(lambda: _idle(http), timeout=10), "the generation went on after the client left"
+    assert cancellations() == 1
     after = http.post("/api/model/generate", json={"prompt": "Hi", "max_tokens": 3}).json()
     assert after["usage"]["completion_tokens"] == 3 and after["timings"]["queue_seconds"] < 1
 
 
 def test_waiting_client_that_disconnects_stops_its_generation(http: httpx.Client, server,  # noqa: F811
-                                                              tiny_model_dir: Path) -> None:
+                                                              tiny_model_dir: Path, cancellations) -> None:
     http.post("/api/model/load", json={"model": str(tiny_model_dir)}).raise_for_status()
     with httpx.Client(base_url=server.url, timeout=1.5) as client:
         try:
-            client.post("/api/model/generate", json={"prompt": "Hi", "max_tokens": LONG})
+            client.post("/api/model/generate", json={"prompt": "Hi", "max_tokens": LONG, "temperature": 0})
             raise AssertionError("a 4000-token answer came back in 1.5 s")
         except httpx.ReadTimeout:
             pass  # the client gives up and closes the connection
     assert wait_until(lambda: _idle(http), timeout=10), "the generation went on after the client left"
+    assert cancellations() == 1
+
+
+def test_openai_streaming_client_that_disconnects_stops_its_generation(http: httpx.Client, server,  # noqa: F811
+                                                                       tiny_model_dir: Path, cancellations) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=60)
+    stream = client.chat.completions.create(model=str(tiny_model_dir), messages=[{"role": "user", "content": "Hi"}],
+                                            max_tokens=LONG, temperature=0, stream=True)
+    chunks = iter(stream)
+    assert next(chunks).choices[0].delta.role == "assistant"
+    assert next(chunks).choices[0].delta.content
+    stream.close()
+    assert wait_until(lambda: _idle(http), timeout=10), "the generation went on after the client left"
+    assert cancellations() == 1
 
 
 def test_load_and_unload_while_generating(http: httpx.Client, server, tiny_model_dir: Path,  # noqa: F811
