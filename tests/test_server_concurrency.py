@@ -114,3 +114,17 @@ def test_load_and_unload_while_generating(http: httpx.Client, server, tiny_model
     assert results["text"] == expected and results["done"]["finish_reason"] == "length"
     assert http.get("/api/model/status").json()["model"] == other_tiny_model_dir.name
     assert http.post("/api/model/generate", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
+
+
+def test_clients_that_ask_for_the_same_unloaded_model_at_once_share_one_load(
+        http: httpx.Client, server, other_tiny_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    http.post("/api/model/unload", json={"all": True}).raise_for_status()
+    caplog.set_level(logging.INFO, logger="forgellm.serving.scheduler")
+    model = str(other_tiny_model_dir)
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda seed: _ask(server.url, model, seed, stream=False), range(6)))
+    assert all(answers)
+    cache = http.get("/api/model/status").json()["cache"]
+    assert [m["id"] for m in cache] == [other_tiny_model_dir.name]
+    loads = [r for r in caplog.records if r.getMessage().startswith(f"loaded {other_tiny_model_dir.name} ")]
+    assert len(loads) == 1
