@@ -209,6 +209,14 @@ def test_lru_cache_evicts_the_least_recently_used_model_to_fit_its_budget(
         assert cached() == [other_tiny_model_dir.name, tiny_model_dir.name]
 
 
+def test_a_model_larger_than_the_whole_budget_is_refused(tiny_model_dir: Path) -> None:
+    app = create_app({"FORGELLM_ENGINE": "torch", "FORGELLM_MEMORY_BUDGET_GB": 0.001})
+    with RunningServer(app, ServerOptions(port=0)) as running, httpx.Client(base_url=running.url) as client:
+        refused = client.post("/api/model/load", json={"model": str(tiny_model_dir)})
+        assert refused.status_code == 409 and "--memory-budget" in refused.json()["error"]["message"]
+        assert client.get("/api/model/status").json()["cache"] == []
+
+
 def test_unload_frees_and_refuses_generation(http: httpx.Client, tiny_model_dir: Path) -> None:
     http.post("/api/model/load", json={"model": str(tiny_model_dir)}).raise_for_status()
     unloaded = http.post("/api/model/unload").json()
