@@ -19,7 +19,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from click.testing import CliRunner
 
+from forgellm.cli.main import root
 from forgellm.errors import UserError
 from forgellm.training.distributed import SINGLE, reshard_position
 from forgellm.training.distributed_launch import mlx_command, read_hostfile, torch_commands
@@ -96,8 +98,8 @@ def test_bad_hostfile_and_options_are_clear_errors(tmp_path, workspace):
     bad.write_text('[{"ips": ["10.0.0.1"]}]')
     with pytest.raises(UserError, match="entry 0 must look like"):
         read_hostfile(bad)
-    result = forgellm("--config", "x.yaml", "--hostfile", str(bad), timeout=120)
-    assert result.returncode != 0 and "--hostfile needs --nproc" in result.stderr
+    result = CliRunner().invoke(root, ["train", "--config", "x.yaml", "--hostfile", str(bad)])
+    assert result.exit_code != 0 and "--hostfile needs --nproc" in result.output
 
 
 # --- slow: two real workers ------------------------------------------------------------------
@@ -129,6 +131,29 @@ def test_two_workers_match_one_process_and_resume_with_one(setup, workspace, eng
     assert events(pair_dir, "resume")[-1]["world_size"] == 1
     assert_same_curve(losses(pair_dir), want)
     assert json.loads((pair_dir / "status.json").read_text())["status"] == "done"
+
+
+@pytest.mark.slow
+def test_fsdp_full_fine_tune_matches_one_process_and_resumes_alone(setup):
+    """Sharded weights, gradients and AdamW state (torch FSDP2 over gloo) train what one process trains."""
+    full = dict(fine_tune_type="full", learning_rate=1e-3)
+    single = forgellm("--config", setup("single", "torch", batch_size=4, max_iterations=6, **full))
+    assert single.returncode == 0, single.stderr[-3000:]
+    pair = forgellm("--config", setup("pair", "torch", max_iterations=4, fsdp=True, **full), "--nproc", "2")
+    assert pair.returncode == 0, pair.stderr[-3000:]
+    pair_dir = Path(pair.stdout.strip().splitlines()[-1])
+    want = losses(Path(single.stdout.strip().splitlines()[-1]))
+    assert_same_curve(losses(pair_dir), {s: v for s, v in want.items() if s <= 4})
+    assert (pair_dir / "final" / "model.safetensors").exists()  # full weights, gathered from the shards
+
+    resumed = forgellm("--resume", str(pair_dir), "--set", "max_iterations=6", "--set", "batch_size=4")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_curve(losses(pair_dir), want)
+
+
+def test_fsdp_is_for_full_fine_tuning(setup, workspace):
+    result = CliRunner().invoke(root, ["train", "--config", setup("bad", "torch", fsdp=True), "--nproc", "2"])
+    assert isinstance(result.exception, UserError) and "fsdp: true shards a full fine-tune" in str(result.exception)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from forgellm.errors import NotFoundError, UserError
 
@@ -51,6 +51,7 @@ class TrainingConfig(BaseModel):
     max_grad_norm: float = Field(1.0, ge=0.0, description="Clip the global gradient norm to this (0 disables clipping).")
     grad_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about 30% slower.")
     seed: int = Field(42, description="Seed for data order, adapter initialisation and dropout.")
+    fsdp: bool = Field(False, description="torch, full fine-tuning with --nproc N: shard weights, gradients and optimizer state across the workers (FSDP) so each holds about 1/N.")
 
     # Adapters.
     lora_rank: int = Field(8, ge=1, description="LoRA/DoRA rank.")
@@ -70,6 +71,13 @@ class TrainingConfig(BaseModel):
     overfitting_threshold: float = Field(0.1, gt=0.0, description="Relative rise of the validation loss above its best (or of the validation-train gap) that counts as overfitting.")
     early_stopping_patience: int = Field(3, ge=0, description="Stop after this many overfitting evaluations in a row; 0 never stops early.")
     tensorboard: bool = Field(False, description="Also write TensorBoard event files (needs the tensorboard package).")
+
+    @field_validator("fsdp")
+    @classmethod
+    def _fsdp_needs_full(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("fine_tune_type") != "full":
+            raise ValueError("fsdp: true shards a full fine-tune; set fine_tune_type: full, or fsdp: false for adapters")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "TrainingConfig":
@@ -160,7 +168,7 @@ def validate_config(values: dict[str, Any], *, source: str = "config") -> Traini
 
 def _describe_error(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in error.get("loc", ())) or "config"
-    field = TrainingConfig.model_fields.get(str(error.get("loc", ("",))[0]))
+    field = TrainingConfig.model_fields.get(str((error.get("loc") or ("",))[0]))
     expected = f" (expected {_type_name(field.annotation)})" if field is not None else ""
     return f"{key}={error.get('input')!r}: {error.get('msg')}{expected}"
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 from forgellm.errors import ForgeError, UserError
 
 TORCH_RDZV_PORT = 29500
+RANK_ENV = {"RANK", "MLX_RANK"}  # set for each worker by torchrun / mlx.launch
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -120,21 +122,48 @@ def launch(engine: str, nproc: int, hostfile: str | None, train_args: list[str])
     if engine == "torch":
         commands = torch_commands(nproc, hosts, train_args)
         if not hosts:
-            return subprocess.call(commands[0], env=env)
+            return _call(commands[0], env)
         return _run_on_hosts(hosts, commands)
     if engine == "mlx":
         port = free_port(nproc) if not hosts else 32323
         command, expanded = mlx_command(nproc, hosts, train_args, port)
         if expanded is None:
-            return subprocess.call(command, env=env, stdin=subprocess.DEVNULL)
+            return _call(command, env)
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             fh.write(expanded)
         try:
             command = [fh.name if part == "{hostfile}" else part for part in command]
-            return subprocess.call(command, env=env, stdin=subprocess.DEVNULL)
+            return _call(command, env)
         finally:
             os.unlink(fh.name)
     raise UserError(f"unknown engine {engine!r}; expected torch or mlx")
+
+
+def _call(command: list[str], env: dict[str, str]) -> int:
+    """Run the launcher in its own session; Ctrl-C here becomes ONE SIGINT to each local worker.
+
+    Left in the terminal's process group, the launcher would also get the SIGINT and pass on
+    another signal (torchrun's agent does), and a second signal makes a worker quit without
+    its checkpoint. So the launcher is shielded and only the workers are told: they agree to
+    stop at the next step, rank 0 saves, and the launcher ends with them."""
+    import psutil
+
+    proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                print("stopping: the workers finish their step and save a checkpoint", file=sys.stderr, flush=True)
+                for worker in psutil.Process(proc.pid).children(recursive=True):
+                    try:
+                        if RANK_ENV & worker.environ().keys():  # a worker, not a launcher or its helper
+                            worker.send_signal(signal.SIGINT)
+                    except psutil.Error:
+                        pass
+    finally:
+        if proc.poll() is None:  # this process is failing: do not leave the workers behind
+            proc.kill()
 
 
 def _run_on_hosts(hosts: list[Host], commands: list[list[str]]) -> int:

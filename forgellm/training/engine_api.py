@@ -75,6 +75,10 @@ def process_peak_rss_bytes() -> int:
 def create_trainable(config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None) -> Trainable:
     """The trainable of ``config.resolved_engine()``: ``base`` model, optionally with an adapter to keep training."""
     engine = config.resolved_engine()
+    if engine == "torch" and config.fsdp:
+        from forgellm.training.distributed_fsdp import FsdpTrainable
+
+        return FsdpTrainable(config, base, adapter)
     if engine == "torch":
         from forgellm.training.torch_trainable import TorchTrainable
 

@@ -1,0 +1,105 @@
+"""Sharded data parallel for full fine-tuning under torch (``fsdp: true``; FSDP2, ``fully_shard``).
+
+Every decoder block and the model itself are sharded across the workers: between steps each
+worker holds 1/N of the weights, gradients and AdamW state, and a block's full weights exist
+only during its forward and backward. Memory for a full fine-tune drops to about 1/N per
+worker plus one block, so a model that does not fit one worker fits N of them.
+
+Gradients are reduce-scattered during the backward pass and averaged over the N workers;
+the loss is scaled by N, so the result is the same sum the plain data-parallel path gets
+from its all-reduce and the loop does not change.
+Checkpoints gather the full weights and optimizer state to rank 0 (every rank takes part,
+see ``collective_save``) and hold full weights in the usual layout, so an FSDP checkpoint
+resumes with any number of FSDP workers, and its weights load anywhere.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+
+from forgellm.errors import UserError
+from forgellm.training.torch_trainable import OPTIMIZER_FILE, TorchTrainable
+
+if TYPE_CHECKING:
+    from forgellm.models.resolve import ModelInfo
+    from forgellm.training.config import TrainingConfig
+
+
+class FsdpTrainable(TorchTrainable):
+    collective_save = True  # every rank calls save_checkpoint/save_final (rank 0 with a folder, the others None)
+
+    def __init__(self, config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None):
+        from torch.distributed.fsdp import fully_shard
+
+        if config.fine_tune_type != "full" or adapter is not None:
+            raise UserError("fsdp: true shards a full fine-tune; set fine_tune_type: full (LoRA/DoRA adapters are "
+                            "small: train them without fsdp)")
+        if not dist.is_initialized():  # one process: a group of one, so a sharded run can resume alone
+            dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        super().__init__(config, base, adapter)
+        for block in self.model.model.layers:
+            fully_shard(block)
+        fully_shard(self.model)
+        self.world_size = dist.get_world_size()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # the same optimizer and settings, over the sharded parameters
+        kind = type(self.optimizer)
+        accepted = inspect.signature(kind).parameters
+        self.optimizer = kind(self.params, **{k: v for k, v in self.optimizer.defaults.items() if k in accepted})
+
+    def forward_backward(self, tokens, mask, loss_scale: float) -> tuple[float, int]:
+        # FSDP averages the gradients over the workers (gloo has no pre-multiplied sum): scale up to a sum
+        return super().forward_backward(tokens, mask, loss_scale * self.world_size)
+
+    def sum_gradients(self, group) -> None:
+        """Already done: FSDP reduce-scattered the summed gradients during the backward pass."""
+
+    def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm if max_grad_norm > 0 else math.inf)
+        norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        if math.isfinite(norm):
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def _gather(self, with_optimizer: bool) -> tuple[dict, dict | None]:
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        weights = get_model_state_dict(self.model, options=options)
+        optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=options) if with_optimizer else None
+        return weights, optimizer
+
+    def save_checkpoint(self, folder: Path | None) -> None:
+        weights, optimizer = self._gather(with_optimizer=True)
+        if folder is not None:
+            self._save_weights(folder, weights)
+            torch.save(optimizer, folder / OPTIMIZER_FILE)
+
+    def save_final(self, folder: Path | None) -> None:
+        weights, _ = self._gather(with_optimizer=False)
+        if folder is not None:
+            self._save_weights(folder, weights)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                             set_optimizer_state_dict)
+
+        weights: dict[str, torch.Tensor] = {}
+        for file in sorted(folder.glob("*.safetensors")):
+            weights.update(load_file(str(file)))
+        set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        saved = torch.load(folder / OPTIMIZER_FILE, weights_only=True)
+        if not isinstance(saved.get("state"), dict) or any(isinstance(k, int) for k in saved["state"]):
+            raise UserError(f"checkpoint {folder} was not written with fsdp: true; resume it with fsdp: false")
+        set_optimizer_state_dict(self.model, self.optimizer, saved, options=StateDictOptions(full_state_dict=True))
