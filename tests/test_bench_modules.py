@@ -77,3 +77,16 @@ def test_generation_quick_compares_cli_and_server_with_raw_engines() -> None:
     for name in ("gen_torch_cli_tokens_per_s", "gen_torch_cli_ttft_ms", "gen_torch_server_tokens_per_s",
                  "gen_torch_server_ttft_ms", "gen_mlx_cli_tokens_per_s", "gen_mlx_cli_ttft_ms"):
         assert name in rows
+
+
+def test_markdown_table_has_one_row_per_result_and_names_failures() -> None:
+    from forgellm.cli.bench_cmd import markdown_table
+
+    suites = [{"module": "peak", "error": None, "results": [
+                  {"name": "matmul_peak_torch", "value": 50.0, "unit": "GFLOP/s", "baseline": 60.0, "ratio": 0.833,
+                   "notes": "a | b"}]},
+              {"module": "training", "error": "RuntimeError('x')\ntraceback", "results": []}]
+    lines = markdown_table(suites).splitlines()
+    assert len(lines) == 4
+    assert lines[2] == "| peak | matmul_peak_torch | 50 GFLOP/s | 60 GFLOP/s | **0.833** | a / b |"
+    assert lines[3].startswith("| training | failed |") and "RuntimeError('x')" in lines[3]
