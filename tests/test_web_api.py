@@ -52,6 +52,7 @@ def test_index_page_loads_local_assets_only(client):
     assert "/static/vendor/chart.umd.min.js" in html and "/static/vendor/socket.io.min.js" in html
     assert "http://" not in html and "https://" not in html  # nothing from a CDN
     assert client.get("/static/js/app.js").status_code == 200
+    assert client.get("/api/health").get_json()["ok"] is True
 
 
 def test_openapi_describes_every_api_route(app, client):
@@ -376,3 +377,31 @@ def test_supervisor_restarts_a_dead_child_and_stops_all_by_pid():
     supervisor.request_stop()
     watcher.join(15)
     assert all(p.poll() is not None for p in processes)
+
+
+# --------------------------------------------------------------------------- access token off loopback
+
+@pytest.mark.parametrize("argv", [["web", "--host", "0.0.0.0"], ["start", "--host", "0.0.0.0", "--no-browser"]])
+def test_a_non_loopback_address_needs_a_token(argv, monkeypatch):
+    monkeypatch.delenv("FORGELLM_TOKEN", raising=False)
+    result = CliRunner().invoke(root, argv)
+    assert result.exit_code != 0
+    assert "0.0.0.0" in str(result.exception) and "FORGELLM_TOKEN" in str(result.exception)
+
+
+def test_with_a_token_the_api_the_page_and_the_socket_require_it(workspace):
+    token = "t" * 32
+    app = create_app({"WORKSPACE": workspace, "START_BACKGROUND": False, "HOST": "0.0.0.0", "ACCESS_TOKEN": token,
+                      "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}"})
+    client = app.test_client()
+    assert client.get("/api/runs").status_code == 401
+    assert client.get("/", headers={"Accept": "text/html"}).headers["Location"].startswith("/login")
+    socketio = app.extensions["forgellm"]["socketio"]
+    assert not socketio.test_client(app, flask_test_client=client).is_connected()
+    assert client.get("/api/runs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    login = client.post("/login", data={"token": token, "next": "/"})
+    assert login.status_code == 302
+    assert client.get("/api/runs").status_code == 200, "the login cookie opens the API"
+    assert socketio.test_client(app, flask_test_client=client).is_connected(), "and the SocketIO connection"
+    cross_site = client.post("/api/training/stop", json={}, headers={"Origin": "http://evil.example"})
+    assert cross_site.status_code == 403

@@ -222,6 +222,7 @@ def test_compare_models_datasets_and_dark_mode(page, started: StartedApp):
     page.click("nav.tabs [data-tab=datasets]")
     page.click("#ds-list li:has-text('001-town-orlemund.md')")
     page.wait_for_function("document.querySelector('#ds-preview').textContent.includes('Orlemund')")
+    page.select_option("#ds-model", "tiny")
     page.click("#ds-stats-btn")
     page.wait_for_selector("#ds-stats dl.kv dt", timeout=120_000)
     assert "documents" in page.inner_text("#ds-stats")

@@ -2,7 +2,7 @@
 
 import { api } from "./api.js";
 import { selectedModel } from "./training.js";
-import { $, bytes, el, toast } from "./ui.js";
+import { $, bytes, el, fillSelect, toast } from "./ui.js";
 
 let selected = null;
 
@@ -11,7 +11,11 @@ export function init() {
 }
 
 export async function refresh() {
-  const { entries } = await api("/api/datasets");
+  const [{ entries }, { models }] = await Promise.all([api("/api/datasets"), api("/api/models")]);
+  // Token counts need a tokenizer: a base model's, by default the Training tab's choice.
+  const bases = models.filter((m) => !m.is_adapter && !m.run).map((m) => m.name);
+  const chosen = $("#ds-model").value || selectedModel();
+  fillSelect($("#ds-model"), [...new Set([chosen, ...bases])].map((n) => [n, n]), chosen);
   $("#ds-list").replaceChildren(...(entries.length ? entries.map((e) => {
     const depth = e.path.split("/").length - 1;
     const item = el("li", { class: e.type === "folder" ? "folder" : "", style: `padding-left:${0.5 + depth}rem` },
@@ -46,8 +50,8 @@ async function preview(path, item) {
 
 async function stats() {
   if (!selected) return;
-  const model = selectedModel();
-  $("#ds-stats-msg").textContent = `computing (tokens counted with ${model}, the Training tab's model)…`;
+  const model = $("#ds-model").value;
+  $("#ds-stats-msg").textContent = `computing (tokens counted with ${model})…`;
   try {
     const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(selected)}&model=${encodeURIComponent(model)}`);
     const rows = Object.entries(stats).filter(([, v]) => typeof v !== "object" || v === null);

@@ -30,7 +30,10 @@ function kindOf(m) {
 
 function details(m) {
   const parts = [m.model_type, m.dtype, m.context_length && `ctx ${m.context_length}`, m.size_bytes && bytes(m.size_bytes),
-    m.base_model && `base ${m.base_model}`, m.run && m.run.best_checkpoint && `best ${m.run.best_checkpoint}`];
+    m.base_model && `base ${m.base_model}`,
+    m.run && `${m.run.step}${m.run.total_steps ? ` / ${m.run.total_steps}` : ""} steps`,
+    m.run && m.run.model && `on ${m.run.model.split("/").pop()}`,
+    m.run && m.run.best_checkpoint && `best ${m.run.best_checkpoint}`];
   return parts.filter(Boolean).join(" · ");
 }
 
