@@ -19,6 +19,7 @@ import numpy as np
 NUM_BINS = 64  # MinHash signature length; must be a power of two (bins come from the top bits)
 SHINGLE = 5  # tokens per shingle
 EMPTY = np.uint32(0xFFFFFFFF)  # a bin no shingle fell into
+PAIR_CHUNK = 1 << 16  # candidate pairs compared at a time
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
 _TRAILING_SPACES = re.compile(r"[^\S\n]+\n")  # spaces and tabs before a newline
@@ -152,8 +153,9 @@ def near_duplicates(signatures: np.ndarray, threshold: float) -> np.ndarray:
             candidates_first.append(first[later])
     later = np.concatenate(candidates_later)
     first = np.concatenate(candidates_first)
-    if len(later):
-        pairs = np.unique(np.stack([later, first], axis=1), axis=0)
-        similar = estimated_jaccard(signatures[pairs[:, 0]], signatures[pairs[:, 1]]) >= threshold
-        duplicate[pairs[similar, 0]] = True
+    pairs = np.unique(np.stack([later, first], axis=1), axis=0)
+    for start in range(0, len(pairs), PAIR_CHUNK):  # bounded memory however many candidates LSH finds
+        chunk = pairs[start:start + PAIR_CHUNK]
+        similar = estimated_jaccard(signatures[chunk[:, 0]], signatures[chunk[:, 1]]) >= threshold
+        duplicate[chunk[similar, 0]] = True
     return duplicate
