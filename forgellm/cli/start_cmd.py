@@ -49,8 +49,10 @@ def start(host: str, server_port: int, web_port: int, no_browser: bool, token: s
     token = resolve_access_token(host, token, generate_token)
     ensure_free(host, server_port, "--server-port")
     ensure_free(host, web_port, "--web-port")
-    server_url = f"http://{host}:{server_port}"
-    web_url = f"http://{host}:{web_port}"
+    # A wildcard bind is reached locally through loopback (the web app's calls, the browser).
+    local = "127.0.0.1" if host == "0.0.0.0" else host
+    server_url = f"http://{local}:{server_port}"
+    web_url = f"http://{local}:{web_port}"
     python = sys.executable
     env = {k: v for k, v in environment().items() if k != TOKEN_ENV}
     if token:
@@ -63,7 +65,7 @@ def start(host: str, server_port: int, web_port: int, no_browser: bool, token: s
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     supervisor.start()
-    if wait_listening(host, web_port, timeout=60):
+    if wait_listening(local, web_port, timeout=60):
         login = " (log in with the access token)" if token else ""
         click.echo(f"ForgeLLM is running: {web_url}{login}  (model server {server_url}); Ctrl-C stops it")
         if should_open_browser(no_browser):
