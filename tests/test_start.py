@@ -1,5 +1,6 @@
-"""`forgellm start` as a user runs it: a model server killed while serving comes back, the web
-app reports the restart (HTTP and SocketIO), and SIGTERM stops every process it started."""
+"""`forgellm start` as a user runs it: with an access token, a model server killed while serving
+comes back, the web app reports the restart (HTTP and SocketIO), and SIGTERM stops every
+process it started."""
 
 from __future__ import annotations
 
@@ -19,17 +20,20 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_a_killed_server_is_restarted_and_reported_and_sigterm_leaves_no_process(tmp_path: Path, tiny_model_dir: Path):
+def test_with_a_token_a_killed_server_is_restarted_and_reported_and_sigterm_leaves_no_process(tmp_path: Path, tiny_model_dir: Path):
     workspace = tmp_path / "ws"
     shutil.copytree(tiny_model_dir, workspace / "models" / "base" / "tiny")
     shutil.copytree(REPO / "dataset" / "sample" / "cpt", workspace / "dataset" / "cpt")
-    app = StartedApp(workspace)
+    token = "s3cret-" * 5  # on loopback too: then both servers require it, and the web app passes it on
+    app = StartedApp(workspace, token=token)
     statuses: list[dict] = []
     sio = socketio.Client(reconnection=False)
     sio.on("server_status", statuses.append)
     try:
-        http = httpx.Client(base_url=app.url, timeout=180)
-        sio.connect(app.url, transports=["polling"])
+        assert httpx.get(f"{app.url}/api/runs").status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{app.server_port}/api/model/status").status_code == 401
+        http = httpx.Client(base_url=app.url, timeout=180, headers=app.headers)
+        sio.connect(app.url, transports=["polling"], auth={"token": token})
         assert wait_for(lambda: statuses and statuses[-1]["up"], 30), statuses
         # A training run started from the web app: a grandchild that must not outlive `start`.
         job = http.post("/api/training/start", json={"config": {

@@ -117,9 +117,12 @@ def wait_for(condition, timeout: float, interval: float = 0.2) -> bool:
 
 
 class StartedApp:
-    """``forgellm start --no-browser`` in a workspace, as a user runs it; ``stop()`` sends SIGTERM."""
+    """``forgellm start --no-browser`` in a workspace, as a user runs it; ``stop()`` sends SIGTERM.
 
-    def __init__(self, workspace: Path, *, timeout: float = 180.0):
+    With ``token``, both servers require it (``$FORGELLM_TOKEN``); ``headers`` carry it.
+    """
+
+    def __init__(self, workspace: Path, *, token: str | None = None, timeout: float = 180.0):
         import subprocess
         import sys
 
@@ -129,6 +132,9 @@ class StartedApp:
         self.log_path = workspace / "start.log"
         env = {**os.environ, "FORGELLM_HOME": str(workspace), "CI": "1"}
         env.pop("FORGELLM_TOKEN", None)
+        if token:
+            env["FORGELLM_TOKEN"] = token
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "forgellm", "start", "--no-browser", "--server-port", str(self.server_port),
@@ -144,7 +150,7 @@ class StartedApp:
         import httpx
 
         try:
-            return httpx.get(f"{self.url}/api/server/status", timeout=5).json()
+            return httpx.get(f"{self.url}/api/server/status", headers=self.headers, timeout=5).json()
         except (httpx.HTTPError, ValueError):
             return {}
 
