@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from flask import Blueprint, Response, current_app, jsonify, stream_with_context
+from pydantic import BaseModel
 
 from forgellm.errors import ForgeError
 from forgellm.security import client_headers
@@ -54,22 +55,25 @@ def forward(method: str, path: str, payload: Any = None) -> Response:
     return Response(stream_with_context(relay()), status=upstream.status_code, headers=headers)
 
 
+def forward_checked(schema: type[BaseModel], path: str) -> Response:
+    """POST the JSON body to the model server once it passes ``schema`` (a 400 naming the field if not)."""
+    data = json_body()
+    validate(schema, data)
+    return forward("POST", path, data)
+
+
 @bp.post("/api/model/load")
 @openapi.doc("Load a model (and adapter) in the model server", body=LoadRequest,
              responses={404: "unknown model", 503: "model server not reachable"})
 def load():
-    data = json_body()
-    validate(LoadRequest, data)
-    return forward("POST", "/api/model/load", data)
+    return forward_checked(LoadRequest, "/api/model/load")
 
 
 @bp.post("/api/model/unload")
 @openapi.doc("Unload the model server's current model (or a named one, or all)", body=UnloadRequest,
              responses={503: "model server not reachable"})
 def unload():
-    data = json_body()
-    validate(UnloadRequest, data)
-    return forward("POST", "/api/model/unload", data)
+    return forward_checked(UnloadRequest, "/api/model/unload")
 
 
 @bp.get("/api/model/status")
@@ -83,9 +87,7 @@ def status():
              "answers server-sent events", body=GenerateRequest, stream=True,
              responses={409: "no model loaded", 503: "model server not reachable"})
 def generate():
-    data = json_body()
-    validate(GenerateRequest, data)
-    return forward("POST", "/api/model/generate", data)
+    return forward_checked(GenerateRequest, "/api/model/generate")
 
 
 @bp.get("/api/server/status")
