@@ -3,6 +3,8 @@
 One `forgellm start` (model server + web app, as a user runs it) in a workspace holding the
 tiny model and the sample CPT documents serves every test of this module. Screenshots go to
 test-artifacts/web/. Every test fails if the page raised a JavaScript error or logged one.
+The tests run in file order and build on each other (the run trained in the first is compared,
+the model it loads is unloaded, the server is killed last).
 """
 
 from __future__ import annotations
