@@ -138,3 +138,16 @@ def test_an_interrupted_build_leaves_no_entry_a_later_run_trusts(tmp_path, works
     assert not any((workspace / "data").iterdir())
     monkeypatch.undo()
     assert prepare(root, tokenizer, workspace).stats["cache"]["hit"] is False
+
+
+def test_near_duplicates_are_found_among_many_documents():
+    rng = np.random.default_rng(1)
+    originals = [rng.integers(0, 50_000, size=int(rng.integers(200, 600))) for _ in range(300)]
+    copies = []
+    for doc in originals[:25]:
+        edited = doc.copy()
+        edited[len(doc) // 2] = 7  # one token changed: Jaccard about 0.98
+        copies.append(edited)
+    docs = originals + copies
+    signatures = minhash_signatures(np.concatenate(docs), np.array([len(d) for d in docs]))
+    assert np.flatnonzero(near_duplicates(signatures, 0.8)).tolist() == list(range(300, 325))

@@ -137,25 +137,20 @@ def near_duplicates(signatures: np.ndarray, threshold: float) -> np.ndarray:
         return duplicate
     rows = band_rows(threshold)
     has_shingles = (signatures != EMPTY).any(axis=1)
+    docs = np.flatnonzero(has_shingles)
     multipliers = _mix64(np.arange(1, rows + 1, dtype=np.uint64))
-    candidates_later, candidates_first = [], []
-    with np.errstate(over="ignore"):
-        for start in range(0, NUM_BINS, rows):
-            keys = (signatures[:, start:start + rows].astype(np.uint64) * multipliers).sum(axis=1, dtype=np.uint64)
-            docs = np.flatnonzero(has_shingles)
-            order = docs[np.argsort(keys[docs], kind="stable")]  # stable: earliest document first in each run
-            sorted_keys = keys[order]
-            run_start = np.ones(len(order), dtype=bool)
-            run_start[1:] = sorted_keys[1:] != sorted_keys[:-1]
-            first = order[np.maximum.accumulate(np.where(run_start, np.arange(len(order)), 0))]
-            later = ~run_start
-            candidates_later.append(order[later])
-            candidates_first.append(first[later])
-    later = np.concatenate(candidates_later)
-    first = np.concatenate(candidates_first)
-    pairs = np.unique(np.stack([later, first], axis=1), axis=0)
-    for start in range(0, len(pairs), PAIR_CHUNK):  # bounded memory however many candidates LSH finds
-        chunk = pairs[start:start + PAIR_CHUNK]
-        similar = estimated_jaccard(signatures[chunk[:, 0]], signatures[chunk[:, 1]]) >= threshold
-        duplicate[chunk[similar, 0]] = True
+    for start in range(0, NUM_BINS, rows):  # one band at a time: memory stays O(documents)
+        with np.errstate(over="ignore"):
+            keys = (signatures[docs, start:start + rows].astype(np.uint64) * multipliers).sum(axis=1, dtype=np.uint64)
+        by_key = np.argsort(keys, kind="stable")  # stable: earliest document first in each run
+        order, sorted_keys = docs[by_key], keys[by_key]
+        run_start = np.ones(len(order), dtype=bool)
+        run_start[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        first = order[np.maximum.accumulate(np.where(run_start, np.arange(len(order)), 0))]
+        later, first = order[~run_start], first[~run_start]
+        undecided = ~duplicate[later]
+        later, first = later[undecided], first[undecided]
+        for chunk in range(0, len(later), PAIR_CHUNK):
+            a, b = later[chunk:chunk + PAIR_CHUNK], first[chunk:chunk + PAIR_CHUNK]
+            duplicate[a[estimated_jaccard(signatures[a], signatures[b]) >= threshold]] = True
     return duplicate

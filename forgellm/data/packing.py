@@ -15,6 +15,7 @@ trainer memory-maps (`TokenSequences`), written front to back in blocks.
 from __future__ import annotations
 
 import bisect
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class Staging:
         self.with_mask = with_mask
         self._tokens = open(folder / "staged.tokens", "wb")
         self._mask = open(folder / "staged.mask", "wb") if with_mask else None
-        self._lengths: list[int] = []
+        self._lengths = array("q")  # machine integers: 8 bytes a document, not a Python int each
 
     def add(self, ids: np.ndarray, mask: np.ndarray | None = None) -> int:
         """Stage one document; returns its index."""
@@ -52,7 +53,7 @@ class Staging:
         if self._mask is not None:
             self._mask.close()
         mask_path = self.folder / "staged.mask" if self.with_mask else None
-        return StagedDocs(self.folder / "staged.tokens", mask_path, np.asarray(self._lengths, dtype=np.int64))
+        return StagedDocs(self.folder / "staged.tokens", mask_path, np.frombuffer(self._lengths, dtype=np.int64))
 
 
 class StagedDocs:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +199,7 @@ class _CPTStager:
         self.seen: set[bytes] = set()
         self.batch: list[tuple[str, bytes]] = []
         self.batch_chars = 0
-        self.split_values: list[float] = []
+        self.split_values = array("d")  # one float a document
         self.signatures: list[np.ndarray] = []
         self.eos_id = tokenizer.eos_token_id
         self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgellm-tokenize")
@@ -301,7 +302,7 @@ class _IFTStager:
         self.renderer = ChatRenderer(tokenizer)
         self.seen: set[bytes] = set()
         self.batch: list[tuple[Any, bytes]] = []
-        self.split_values: list[float] = []
+        self.split_values = array("d")  # one float a document
         self.signatures: list[np.ndarray] = []
 
     @property
