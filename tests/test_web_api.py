@@ -357,6 +357,26 @@ def test_a_port_in_use_is_named_with_its_flag(argv, flag):
     assert f"port {port}" in str(result.exception) and flag in str(result.exception)
 
 
+def test_a_port_a_dead_server_left_in_time_wait_is_free_again():
+    """A restarted web app must get its port back while the old connections linger."""
+    import socket
+
+    from forgellm.web.ports import ensure_free
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    connection, _ = server.accept()
+    connection.close()  # the server closes first: its end of the connection stays in TIME_WAIT
+    time.sleep(0.1)
+    server.close()
+    client.close()
+    ensure_free("127.0.0.1", port, "--port")
+
+
 def test_supervisor_restarts_a_dead_child_and_stops_all_by_pid():
     from forgellm.web.supervisor import Child, Supervisor
 

@@ -11,6 +11,9 @@ from forgellm.errors import UserError
 def ensure_free(host: str, port: int, flag: str) -> None:
     """Refuse a port something already listens on, naming the port and the flag to change it."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves bind: connections of a previous process lingering in
+        # TIME_WAIT do not count (a restarted web app must get its port back), a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

@@ -29,6 +29,7 @@ class Child:
     argv: list[str]
     process: subprocess.Popen | None = None
     restarts: deque = field(default_factory=deque)
+    retry_at: float = 0.0  # monotonic time before which a dead child is not started again
 
     @property
     def pid(self) -> int | None:
@@ -76,6 +77,8 @@ class Supervisor:
                     continue
                 code = child.process.returncode if child.process else None
                 now = time.monotonic()
+                if now < child.retry_at:
+                    continue
                 while child.restarts and now - child.restarts[0] > 60:
                     child.restarts.popleft()
                 if len(child.restarts) >= self.max_restarts:
@@ -84,6 +87,8 @@ class Supervisor:
                     self.stop()
                     return 1
                 child.restarts.append(now)
+                # Back off: after the n-th restart within a minute, n seconds pass before another.
+                child.retry_at = now + len(child.restarts)
                 log.warning("%s exited with code %s; restarting it", child.name, code)
                 self.spawn(child)
             time.sleep(poll)
