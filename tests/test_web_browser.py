@@ -4,7 +4,7 @@ One `forgellm start` (model server + web app, as a user runs it) in a workspace 
 tiny model and the sample CPT documents serves every test of this module. Screenshots go to
 test-artifacts/web/. Every test fails if the page raised a JavaScript error or logged one.
 The tests run in file order and build on each other (the run trained in the first is compared,
-the model it loads is unloaded, the server is killed last).
+the model it loads is unloaded, the web app and then the model server are killed last).
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from typing import Iterator
 
 import pytest
 
-from tests.web_helpers import StartedApp, alive, wait_for, write_long_run
+from tests.web_helpers import StartedApp, alive, wait_for, write_long_run, write_run
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "web"
+NETWORK_MESSAGES = ("Failed to load resource", "WebSocket connection to")
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +60,10 @@ def page(browser, started: StartedApp):
     page.set_default_timeout(30_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-    # Chromium also logs every non-2xx fetch as "Failed to load resource"; the tests cause some
-    # on purpose (a refused form). Those are answers, not script errors.
+    # Chromium also logs network failures as console errors: every non-2xx fetch, and sockets
+    # refused while the web app restarts. The tests cause those on purpose; they are not script errors.
     page.on("console", lambda msg: errors.append(f"console: {msg.text}")
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+            if msg.type == "error" and not msg.text.startswith(NETWORK_MESSAGES) else None)
     yield page
     context.close()
     assert errors == [], errors
@@ -229,6 +230,31 @@ def test_compare_models_datasets_and_dark_mode(page, started: StartedApp):
     page.wait_for_selector("#ds-stats dl.kv dt", timeout=120_000)
     assert "documents" in page.inner_text("#ds-stats")
     shot(page, "datasets-dark")
+
+
+def test_a_page_that_reconnects_catches_up_without_gaps_or_duplicates(page, started: StartedApp):
+    run = write_run(started.workspace, "cpt/reconnect", steps=4, status="running", pid=os.getpid())
+
+    def append(steps: range) -> None:
+        with open(run / "metrics.jsonl", "a") as fh:
+            fh.writelines(json.dumps({"event": "train", "step": s, "loss": 3.0 - 0.1 * s}) + "\n" for s in steps)
+
+    def drawn_steps() -> list[int]:
+        return [p["x"] for p in chart_points(page, "chart-loss")]
+
+    open_app(page, started, "monitoring")
+    page.wait_for_selector("#mon-run option[value='cpt/reconnect']", state="attached")
+    page.select_option("#mon-run", "cpt/reconnect")
+    assert wait_for(lambda: drawn_steps() == [1, 2, 3, 4], 30), drawn_steps()
+    # The web app dies (the supervisor starts a new one) while the run writes on.
+    web = started.child("forgellm.web.main")
+    os.kill(web, signal.SIGKILL)
+    append(range(5, 10))
+    assert wait_for(lambda: drawn_steps() == list(range(1, 10)), 120), drawn_steps()
+    assert started.child("forgellm.web.main") != web
+    append(range(10, 13))  # and live again after the catch-up
+    assert wait_for(lambda: drawn_steps() == list(range(1, 13)), 30), drawn_steps()
+    (run / "status.json").write_text(json.dumps({"status": "stopped", "pid": 1, "step": 12}))
 
 
 def test_a_killed_model_server_is_restarted_and_the_page_says_so(page, started: StartedApp):
