@@ -90,3 +90,19 @@ def test_markdown_table_has_one_row_per_result_and_names_failures() -> None:
     assert len(lines) == 4
     assert lines[2] == "| peak | matmul_peak_torch | 50 GFLOP/s | 60 GFLOP/s | **0.833** | a / b |"
     assert lines[3].startswith("| training | failed |") and "RuntimeError('x')" in lines[3]
+
+
+def test_cpu_env_defaults_keep_the_users_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from forgellm.bench.training import _plain_env
+    from forgellm.cli import main
+
+    monkeypatch.setattr(main, "APPLIED_ENV", set())
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    main.apply_cpu_env_defaults()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and _plain_env()["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    main.apply_cpu_env_defaults()
+    # ForgeLLM sleeps idle OpenMP threads; a baseline (a user's own script) runs without that default.
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and "OMP_WAIT_POLICY" not in _plain_env()

@@ -51,7 +51,7 @@ class Setting:
     types: tuple[str, ...] = ("lora", "full")
 
 
-FULL = Setting(seq_length=256, batch_size=4, rounds=2, steps=2)
+FULL = Setting(seq_length=256, batch_size=4, rounds=2, steps=1)
 QUICK = Setting(seq_length=32, batch_size=2, rounds=1, steps=2, types=("lora",))
 
 
@@ -101,7 +101,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
 def _torch_pair(spec: dict[str, Any], setting: Setting) -> tuple[Tally, Tally]:
     tallies = (Tally(), Tally())
     with Worker("forgellm.bench._train_worker", {**spec, "contender": "forgellm-torch"}) as ours, \
-            Worker("forgellm.bench._train_worker", {**spec, "contender": "peft-loop"}) as theirs:
+            Worker("forgellm.bench._train_worker", {**spec, "contender": "peft-loop"}, env=_plain_env()) as theirs:
         workers = (ours, theirs)
         for worker in workers:
             worker.call({"command": "steps", "count": setting.warmup})
@@ -127,6 +127,13 @@ def _mlx_pair(spec: dict[str, Any], setting: Setting, tokens: np.ndarray, folder
                     lora.run_into(theirs)
         ours.peak_rss_bytes = worker.close()["peak_rss_bytes"]
     return ours, theirs
+
+
+def _plain_env() -> dict[str, str]:
+    """The environment without ForgeLLM's threading defaults: what a user's own script runs in."""
+    from forgellm.cli.main import APPLIED_ENV
+
+    return {name: value for name, value in os.environ.items() if name not in APPLIED_ENV}
 
 
 class MlxLoraCommand:
@@ -161,7 +168,7 @@ class MlxLoraCommand:
         self.config_path.write_text(yaml.safe_dump(config))
 
     def run_into(self, tally: Tally) -> None:
-        env = blas.subprocess_env()
+        env = blas.subprocess_env(_plain_env())
         env["NO_COLOR"] = "1"
         process = subprocess.Popen([sys.executable, "-m", "mlx_lm", "lora", "--config", str(self.config_path)],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
