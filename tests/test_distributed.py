@@ -195,3 +195,13 @@ def _environ(process: psutil.Process) -> dict[str, str]:
         return process.environ()
     except (psutil.AccessDenied, psutil.NoSuchProcess):
         return {}
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_reports_both_sides_with_the_cores():
+    from forgellm.bench.distributed import run
+
+    (result,) = run(quick=True)
+    assert result["unit"] == "tokens/s" and result["value"] > 0 and result["baseline"] > 0
+    assert result["ratio"] == pytest.approx(result["value"] / result["baseline"], rel=1e-2)
+    assert f"{os.cpu_count()} cores" in result["notes"]
