@@ -30,7 +30,7 @@ class Setting:
     server_engines: tuple[str, ...]
 
 
-FULL = Setting(tokens=128, rounds=3, server_engines=("torch", "mlx"))
+FULL = Setting(tokens=64, rounds=3, server_engines=("torch", "mlx"))
 QUICK = Setting(tokens=12, rounds=1, server_engines=("torch",))
 
 

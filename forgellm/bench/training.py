@@ -5,8 +5,8 @@
 
 Both LoRA (rank 16, alpha 32, all seven projections, as ``configs/cpt-sample.yaml``) and full
 fine-tuning, on the embedded model and the sample CPT documents packed by the data pipeline
-(batch 4 x 256 tokens; every sequence full, so every contender's tokens are useful tokens:
-targets, no padding). Each contender runs in its own process after a warm-up step; the
+(batch 4 x 128 tokens, so the whole benchmark fits in minutes on 2 cores; every sequence is
+full, so every contender's tokens are useful tokens: targets, no padding). Each contender runs in its own process after a warm-up step; the
 parent alternates them (A B B A ...) so both see the same machine load.
 
 Model FLOPs utilisation counts the matmul FLOPs the step needs, against the machine's
@@ -51,7 +51,7 @@ class Setting:
     types: tuple[str, ...] = ("lora", "full")
 
 
-FULL = Setting(seq_length=256, batch_size=4, rounds=2, steps=1)
+FULL = Setting(seq_length=128, batch_size=4, rounds=2, steps=1)
 QUICK = Setting(seq_length=32, batch_size=2, rounds=1, steps=2, types=("lora",))
 
 
