@@ -125,3 +125,22 @@ def test_eval_of_a_plain_model_at_a_chosen_sequence_length(workspace, tiny_model
     assert report["domain_ppl"] > 1.0 and report["qa_accuracy"] is None
     result = CliRunner().invoke(root, ["eval", str(tiny_model_dir), "--data", "prepared", "--max-seq-length", "64"])
     assert result.exit_code != 0 and "max_seq_length is 64" in str(result.exception)
+
+
+def test_train_config_reaches_the_data_pipeline(workspace, tiny_model_dir):
+    # general_data_dir and the cleaning switches are training config keys, not only `forgellm data` options.
+    words = "harbour lantern ferry granite orchard meadow beacon tide".split()
+    domain, general = workspace / "dataset/domain", workspace / "dataset/general"
+    for folder, offset in ((domain, 0), (general, 3)):
+        folder.mkdir(parents=True)
+        for i in range(12):
+            text = " ".join(words[(i * 5 + j + offset) % len(words)] + str(j % 7) for j in range(150))
+            (folder / f"doc{i}.txt").write_text(text)
+    values = tiny_config_values(tiny_model_dir, run_name="mixed", input_dir="dataset/domain", max_iterations=2,
+                                steps_per_eval=2, save_every=2, batch_size=2, validation_split=0.2,
+                                data_mixture_ratio=0.5, general_data_dir="dataset/general", near_dedupe_threshold=0.0)
+    invoke("train", "--config", str(write_config(workspace / "c.yaml", **values)))
+    stats = json.loads((workspace / "models/cpt/mixed/data_stats.json").read_text())
+    mixture = stats["mixture"]
+    assert mixture["general_source"] == f"folder {general}"
+    assert mixture["general_sequences"] == mixture["domain_sequences"] > 0

@@ -32,7 +32,13 @@ class TrainingConfig(BaseModel):
     # Data.
     input_dir: str = Field("dataset", description="Folder of documents (cpt) or instruction data (ift), relative to the workspace.")
     data_mixture_ratio: float = Field(0.8, gt=0.0, le=1.0, description="Share of domain data in the training mix; the rest is general text (limits forgetting). 1.0 = domain only.")
+    general_data_dir: str | None = Field(None, description="Folder of general text mixed in when data_mixture_ratio < 1; unset: a replay set sampled from the base model before training.")
     validation_split: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the domain data held out for validation.")
+    text_column: str = Field("text", description="Column or field holding the text in .csv, .parquet, .jsonl/.json and datasets folders.")
+    ift_format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field("auto", description="Record format of IFT files; auto detects it per file.")
+    dedupe: bool = Field(True, description="Remove exact duplicate documents or records.")
+    near_dedupe_threshold: float = Field(0.8, ge=0.0, le=1.0, description="Estimated Jaccard similarity above which a document is a near duplicate; 0 disables near-dedupe.")
+    quality_filters: bool = Field(True, description="Drop CPT documents that are too short, mostly non-letters or mostly repeated lines.")
     max_seq_length: int = Field(1024, ge=16, description="Tokens per training sequence (documents are packed to this length).")
 
     # Where to write.
