@@ -82,6 +82,8 @@ def test_eval_reports_qa_and_perplexities(tiny_run, workspace):
     # The domain perplexity of the best checkpoint is its recorded validation loss (same loss, same data).
     assert report["domain_val_loss"] == pytest.approx(best["val_loss"], rel=1e-4)
     assert report["general_ppl"] > 1.0
+    # Kept with the run, under the checkpoint's name, for the model card of `forgellm publish`.
+    assert json.loads((tiny_run / "evaluation" / f"{best['checkpoint']}.json").read_text()) == report
 
 
 def test_eval_unknown_checkpoint(tiny_run):

@@ -134,8 +134,8 @@ class ModelCard:
     def _evaluation(self) -> str:
         files = sorted({*self.run_dir.glob("eval*.json"), *self.run_dir.glob("evaluation/*.json")})
         if not files:
-            return ("No evaluation results were recorded. Run `forgellm eval` on the run and save its `--json` "
-                    "output as `eval.json` in the run folder to have them here.")
+            return ("No evaluation results were recorded. Run `forgellm eval` on the run (it records them in "
+                    "the run folder) before publishing to have them here.")
         return "\n\n".join(f"### {f.name}\n\n" + _table(_flatten(read_json(f) or {})) for f in files)
 
     def _recommendations(self) -> str:

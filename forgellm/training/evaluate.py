@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import string
@@ -19,9 +20,11 @@ from typing import Any
 
 from forgellm.errors import NotFoundError, UserError
 from forgellm.models.resolve import ModelInfo, describe, resolve
-from forgellm.training.checkpoints import CheckpointStore, checkpoint_name
+from forgellm.training.checkpoints import CheckpointStore, checkpoint_name, write_json_atomic
 from forgellm.training.config import TrainingConfig
 from forgellm.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -160,7 +163,19 @@ def evaluate_model(name: str, *, checkpoint: str | None = None, qa: Path | None 
             report.general_loss = _loss_on(scorer, config.model_copy(update={"training_type": "cpt"}), base, general,
                                            "train", val_batches, workspace)
             report.general_ppl = math.exp(report.general_loss)
+    if run_dir is not None:
+        _record(report, run_dir / "evaluation" / f"{folder.name}.json")
     return report
+
+
+def _record(report: EvalReport, path: Path) -> None:
+    """Keep the results with the run (``forgellm publish`` puts them in the model card); a run folder
+    that cannot be written costs the record, not the evaluation."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+        write_json_atomic(path, report.to_dict())
+    except OSError as exc:
+        log.warning("could not record the evaluation in %s: %s", path, exc)
 
 
 def _run_config(run_dir: Path | None) -> TrainingConfig | None:
