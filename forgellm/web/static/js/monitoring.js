@@ -5,7 +5,9 @@ import { lineChart, retheme, setSeries } from "./charts.js";
 import { $, duration, el, fillSelect, fmt } from "./ui.js";
 
 const NOTABLE = new Set(["start", "checkpoint", "overfitting", "early_stop", "done", "error"]);
-let live, charts, unfollow = null, state = null, drawPending = false, current = null;
+let live, charts, unfollow = null, state = null, drawPending = false, current = null, analysisTimer = null;
+// Events after which the best checkpoint and the recommendations may have changed.
+const ANALYSED = new Set(["eval", "checkpoint", "overfitting", "early_stop", "done"]);
 
 function emptyState() {
   return { train: [], val: [], ppl: [], lr: [], tps: [], mem: [], total: null, lastTrain: null, status: "", step: 0, events: [] };
@@ -36,6 +38,7 @@ export function open(runId) {
   current = runId;
   state = emptyState();
   $("#mon-events").replaceChildren();
+  $("#mon-analysis").replaceChildren("Appears after the first evaluation.");
   draw();
   unfollow = live.follow(runId, apply);
 }
@@ -61,6 +64,11 @@ function apply(events) {
     }
     if (typeof step === "number") state.step = Math.max(state.step, step);
     if (NOTABLE.has(e.event)) state.events.push(e);
+  }
+  if (events.some((e) => ANALYSED.has(e.event))) {
+    // One request per burst (a catch-up replays a whole run at once).
+    clearTimeout(analysisTimer);
+    analysisTimer = setTimeout(() => showAnalysis(current), 500);
   }
   if (!drawPending) { drawPending = true; requestAnimationFrame(draw); }
 }
@@ -98,4 +106,27 @@ function draw() {
     ? `step ${step}${total ? ` / ${total}` : ""} · loss ${fmt(t && t.loss)} · ${fmt(t && t.tokens_per_second, 1)} tok/s` +
       (state.status === "running" ? ` · ETA ${duration(eta)}` : "")
     : "";
+}
+
+// The server's analysis of the run (as in `forgellm dashboard`): best checkpoint, overfitting, advice.
+async function showAnalysis(runId) {
+  let data;
+  try {
+    data = await api(`/api/dashboard/data?run=${encodeURIComponent(runId)}&max_points=10`);
+  } catch (err) {
+    return; // no metrics yet: the placeholder stays
+  }
+  const a = data.runs[0].analysis;
+  if (runId !== current || !a) return;
+  const best = a.best
+    ? `best checkpoint ${a.best.name} (val loss ${fmt(a.best.val_loss)}, score ${fmt(a.best.score)})`
+    : "no checkpoint yet";
+  const facts = [
+    best,
+    `best validation loss ${fmt(a.best_val_loss)}${a.best_val_step != null ? ` at step ${a.best_val_step}` : ""}`,
+    a.overfitting_onset != null ? `overfitting from step ${a.overfitting_onset}` : "no overfitting",
+    `loss ${a.stability}`,
+  ];
+  const advice = a.recommendations.map((r) => el("li", { class: r.severity === "warning" ? "overfitting" : "" }, r.message));
+  $("#mon-analysis").replaceChildren(el("p", {}, facts.join(" · ")), el("ul", { class: "events" }, ...advice));
 }
