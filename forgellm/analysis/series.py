@@ -13,7 +13,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from forgellm.analysis.analyze import analyze
-from forgellm.analysis.runs import RunMetrics, load_run, read_json
+from forgellm.analysis.runs import RunMetrics, load_run
+from forgellm.jsonio import read_json
 
 DEFAULT_MAX_POINTS = 600
 # series name -> (event kind, key)

@@ -16,7 +16,6 @@ from forgellm.engines.base import Engine, GenerationChunk, LoadedModel, Sampling
 from forgellm.errors import EngineUnavailableError, UserError
 
 if TYPE_CHECKING:
-    from forgellm.models.resolve import ModelInfo
     from forgellm.workspace import Workspace
 
 __all__ = ["ENGINE_NAMES", "Engine", "GenerationChunk", "LoadedModel", "SamplingParams", "all_engines",
@@ -70,19 +69,7 @@ def load_model(model: str, adapter: str | None = None, engine: str | None = None
 
     Given an adapter folder as the model, its base model is loaded with it as the adapter.
     """
-    from forgellm.models.resolve import RUN_MARKER, resolve, resolve_adapter
+    from forgellm.models.resolve import resolve_pair
 
-    info = resolve(model, workspace)
-    if (info.path / RUN_MARKER).exists():  # a training run: its final or best checkpoint
-        info = resolve_adapter(model, workspace)
-    adapter_info: ModelInfo | None = resolve_adapter(adapter, workspace) if adapter else None
-    if info.is_adapter:
-        if adapter_info is not None:
-            raise UserError(f"{info.name} is an adapter, not a model: pass its base model with --model")
-        if not info.base_model:
-            raise UserError(f"adapter {info.name} does not name its base model: pass it with --model "
-                            f"and the adapter with --adapter")
-        adapter_info, info = info, resolve(info.base_model, workspace)
-    if adapter_info is not None and not adapter_info.is_adapter:
-        raise UserError(f"{adapter_info.name} is a full model, not an adapter: pass it with --model instead")
+    info, adapter_info = resolve_pair(model, adapter, workspace)
     return get_engine(engine).load(info, adapter_info)

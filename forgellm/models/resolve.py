@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.errors import NotFoundError, UserError
+from forgellm.jsonio import read_json as _read_json
 from forgellm.workspace import MODEL_KINDS, Workspace
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -177,19 +178,31 @@ def describe(path: Path, *, source: str = "path", name: str | None = None) -> Mo
     return info
 
 
+def resolve_pair(model: str, adapter: str | None, workspace: Workspace | None = None, *,
+                 model_arg: str = "--model", adapter_arg: str = "--adapter") -> tuple[ModelInfo, ModelInfo | None]:
+    """(model, adapter) to load. A run (its final or best checkpoint) or an adapter given as the
+    model brings its base model. ``model_arg``/``adapter_arg`` name the inputs in error messages."""
+    info = resolve(model, workspace)
+    if (info.path / RUN_MARKER).exists() or (info.path / "checkpoints").is_dir():
+        info = resolve_adapter(model, workspace)
+    adapter_info = resolve_adapter(adapter, workspace) if adapter else None
+    if info.is_adapter:
+        if adapter_info is not None:
+            raise UserError(f"{info.name} is an adapter, not a model: give its base model as {model_arg}")
+        if not info.base_model:
+            raise UserError(f"adapter {info.name} does not name its base model: give the base model as "
+                            f"{model_arg} and this adapter as {adapter_arg}")
+        adapter_info, info = info, resolve(info.base_model, workspace)
+    if adapter_info is not None and not adapter_info.is_adapter:
+        raise UserError(f"{adapter_info.name} is a full model, not an adapter: give it as {model_arg} instead")
+    return info, adapter_info
+
+
 def has_chat_template(path: Path) -> bool:
     if (path / "chat_template.jinja").exists() or (path / "chat_template.json").exists():
         return True
     tok_cfg = _read_json(path / "tokenizer_config.json") or {}
     return bool(tok_cfg.get("chat_template"))
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _safetensors_headers(path: Path) -> list[dict[str, Any]]:

@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from forgellm.analysis.runs import read_json
 from forgellm.errors import UserError
+from forgellm.jsonio import read_json
 from forgellm.models.resolve import ModelInfo, resolve
 from forgellm.publishing.staging import staged_folder
 from forgellm.workspace import Workspace

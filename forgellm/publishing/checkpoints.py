@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 
 from forgellm.analysis.analyze import analyze
-from forgellm.analysis.runs import STEP_DIR, load_run, read_json
+from forgellm.analysis.runs import STEP_DIR, load_run
 from forgellm.errors import NotFoundError, UserError
+from forgellm.jsonio import read_json
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -14,8 +14,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from forgellm.analysis.runs import find_run, read_config, read_json
+from forgellm.analysis.runs import find_run, read_config
 from forgellm.errors import UserError
+from forgellm.jsonio import read_json
 from forgellm.models.resolve import ModelInfo, describe, resolve
 from forgellm.publishing.checkpoints import choose_checkpoint
 from forgellm.publishing.staging import refuse_existing, staged_folder

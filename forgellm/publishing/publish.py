@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.analysis.analyze import Analysis, analyze
-from forgellm.analysis.runs import find_run, load_run, read_config, read_json
+from forgellm.analysis.runs import find_run, load_run, read_config
 from forgellm.errors import UserError
+from forgellm.jsonio import read_json
 from forgellm.models.resolve import MODEL_MARKER, ModelInfo
 from forgellm.publishing.checkpoints import choose_checkpoint
 from forgellm.publishing.fuse import base_model_of, fuse_into

@@ -17,8 +17,8 @@ from typing import Any
 import psutil
 
 from forgellm.engines import get_engine, resolve_engine_name
-from forgellm.errors import ConflictError, NotFoundError, UserError
-from forgellm.models.resolve import RUN_MARKER, ModelInfo, resolve, resolve_adapter
+from forgellm.errors import ConflictError, NotFoundError
+from forgellm.models.resolve import ModelInfo, resolve_pair
 from forgellm.serving.scheduler import ModelWorker
 from forgellm.workspace import Workspace
 
@@ -181,23 +181,6 @@ class ModelRegistry:
 
     def _resolve(self, model: str, adapter: str | None) -> tuple[ModelInfo, ModelInfo | None]:
         try:
-            return self._resolve_pair(model, adapter)
+            return resolve_pair(model, adapter, self.workspace, model_arg="`model`", adapter_arg="`adapter`")
         except (OSError, ValueError) as exc:  # a name the file system refuses (too long, NUL byte)
             raise NotFoundError(f"model {model!r} (adapter {adapter!r}) cannot be looked up: {exc}") from None
-
-    def _resolve_pair(self, model: str, adapter: str | None) -> tuple[ModelInfo, ModelInfo | None]:
-        """(model, adapter) folders: a run or an adapter given as the model brings its base model."""
-        info = resolve(model, self.workspace)
-        if (info.path / RUN_MARKER).exists() or (info.path / "checkpoints").is_dir():
-            info = resolve_adapter(model, self.workspace)
-        adapter_info = resolve_adapter(adapter, self.workspace) if adapter else None
-        if info.is_adapter:
-            if adapter_info is not None:
-                raise UserError(f"{info.name} is an adapter, not a model: give its base model as `model`")
-            if not info.base_model:
-                raise UserError(f"adapter {info.name} does not name its base model: give the base model as "
-                                f"`model` and this adapter as `adapter`")
-            adapter_info, info = info, resolve(info.base_model, self.workspace)
-        if adapter_info is not None and not adapter_info.is_adapter:
-            raise UserError(f"{adapter_info.name} is a full model, not an adapter: give it as `model` instead")
-        return info, adapter_info

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from forgellm.training.checkpoints import write_json_atomic
+from forgellm.jsonio import write_json_atomic
 from forgellm.training.metrics import MetricsWriter
 
 log = logging.getLogger(__name__)

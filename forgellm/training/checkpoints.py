@@ -13,21 +13,14 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from forgellm.jsonio import write_json_atomic
+
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.json"
 
 
 def checkpoint_name(step: int) -> str:
     return f"step_{step:06d}"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class CheckpointStore:

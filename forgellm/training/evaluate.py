@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.errors import NotFoundError, UserError
+from forgellm.jsonio import write_json_atomic
 from forgellm.models.resolve import ModelInfo, describe, resolve
-from forgellm.training.checkpoints import CheckpointStore, checkpoint_name, write_json_atomic
+from forgellm.training.checkpoints import CheckpointStore, checkpoint_name
 from forgellm.training.config import TrainingConfig
 from forgellm.workspace import Workspace
 

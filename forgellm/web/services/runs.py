@@ -6,13 +6,13 @@ here reads files; nothing holds run state in memory.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from forgellm.errors import NotFoundError
+from forgellm.jsonio import read_json as _read_json
 from forgellm.web.services.metrics_file import parse_line
 from forgellm.workspace import Workspace
 
@@ -156,14 +156,6 @@ def _last_events(metrics: Path) -> dict[str, dict[str, Any]]:
         if (event := parse_line(line)) is not None:
             last[event["event"]] = event
     return last
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _mtime(path: Path) -> float:
