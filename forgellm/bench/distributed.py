@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from forgellm.bench.load import _build_tiny_model
+from forgellm.bench._common import tiny_model
 from forgellm.data.sequences import TokenSequences
 from forgellm.training.metrics import read_metrics
 
@@ -41,7 +41,7 @@ def scaling(engine: str, steps: int, rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="forgellm-dist-bench-") as tmp:
         workspace = Path(tmp)
         model = workspace / "models" / "base" / "tiny-llama"
-        _build_tiny_model(model)
+        tiny_model(model)
         _data(workspace / "prepared", sequences=GLOBAL_BATCH * steps)
         one = two = 0.0
         for i in range(rounds):

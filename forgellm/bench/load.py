@@ -12,7 +12,6 @@ Full run: 50 clients for 60 s. Quick run: 10 clients for 5 s.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import socket
@@ -28,6 +27,8 @@ from typing import Any
 
 import httpx
 
+from forgellm.bench._common import tiny_model
+
 log = logging.getLogger(__name__)
 
 PROMPTS = ["The capital of France is", "Once upon a time", "def fibonacci(n):", "Water boils at",
@@ -35,7 +36,6 @@ PROMPTS = ["The capital of France is", "Once upon a time", "def fibonacci(n):", 
 MAX_TOKENS = 8
 STARTUP_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 120.0
-TINY_BUILDER = Path(__file__).resolve().parents[2] / "tests" / "tiny_model.py"
 
 
 @dataclass
@@ -62,7 +62,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
 def load_test(*, clients: int, duration_s: float) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="forgellm-load-") as tmp:
         workspace = Path(tmp)
-        _build_tiny_model(workspace / "models" / "base" / "tiny-llama")
+        tiny_model(workspace / "models" / "base" / "tiny-llama")
         with _ServerProcess(workspace) as server:
             with httpx.Client(base_url=server.url, timeout=REQUEST_TIMEOUT_S) as http:
                 _ok(http.post("/api/model/load", json={"model": "tiny-llama"}))
@@ -157,16 +157,6 @@ def _results(tally: Tally, idle: Tally, *, clients: int, elapsed: float) -> list
     if tally.failed or tally.wrong:
         log.error("load test: %d failed requests, %d wrong answers", len(tally.failed), len(tally.wrong))
     return out
-
-
-def _build_tiny_model(out: Path) -> None:
-    """The tests' tiny random llama (its builder lives with the tests, in the source checkout)."""
-    if not TINY_BUILDER.exists():
-        raise RuntimeError(f"the load test needs {TINY_BUILDER} (run it from a ForgeLLM source checkout)")
-    spec = importlib.util.spec_from_file_location("forgellm_tiny_model", TINY_BUILDER)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    module.build_tiny_llama(out)
 
 
 def _free_loopback_port() -> int:
