@@ -146,3 +146,11 @@ def test_train_config_reaches_the_data_pipeline(workspace, tiny_model_dir):
     mixture = stats["mixture"]
     assert mixture["general_source"] == f"folder {general}"
     assert mixture["general_sequences"] == mixture["domain_sequences"] > 0
+
+
+def test_a_validation_split_smaller_than_a_batch_still_evaluates(workspace, tiny_model_dir):
+    prepared_data(workspace / "prepared", train=16, val=3)  # 3 validation sequences, batch_size 4
+    values = tiny_config_values(tiny_model_dir, run_name="small-val", max_iterations=2, steps_per_eval=2, save_every=2)
+    invoke("train", "--config", str(write_config(workspace / "c.yaml", **values)))
+    evals = [e for e in read_metrics(workspace / "models/cpt/small-val/metrics.jsonl") if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 2] and all(e["val_loss"] > 0 for e in evals)

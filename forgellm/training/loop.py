@@ -87,21 +87,22 @@ def evaluate(trainable: Trainable, data: TokenSequences, batch_size: int, max_ba
              group: Group = SINGLE) -> float:
     """Mean cross-entropy over the target tokens of the first ``max_batches`` batches (-1: all).
 
-    With several workers a batch is global (``batch_size`` rows per worker): batch ``i`` of
-    ``batch_size`` rows is evaluated by rank ``i % world_size`` and the sums are added up, so
-    every rank gets the number one process with the same global batch would get."""
+    The last batch may be short: every validation sequence counts, so a validation split smaller
+    than ``batch_size`` still evaluates. With several workers a batch is global (``batch_size``
+    rows per worker): batch ``i`` is evaluated by rank ``i % world_size`` and the sums are added
+    up, so every rank gets the number one process with the same global batch would get."""
     loss_sum, count = 0.0, 0
-    for i, (tokens, mask) in enumerate(data.batches(batch_size)):
+    for i, start in enumerate(range(0, len(data), batch_size)):
         if 0 <= max_batches * group.world_size <= i:
             break
         if i % group.world_size != group.rank:
             continue
-        s, n = trainable.eval_loss(tokens, mask)
+        rows = slice(start, start + batch_size)
+        s, n = trainable.eval_loss(np.asarray(data.tokens[rows]), np.asarray(data.mask[rows]))
         loss_sum, count = loss_sum + s, count + n
     loss_sum, count = group.sum([loss_sum, count])
     if count == 0:
-        raise UserError(f"the validation split has no batch of {batch_size} sequences with targets; "
-                        f"raise validation_split or lower batch_size")
+        raise UserError("the validation split has no target tokens; raise validation_split or add data")
     return loss_sum / count
 
 
