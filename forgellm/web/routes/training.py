@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any
 
 from flask import Blueprint, jsonify
@@ -87,6 +88,11 @@ def stop():
 @bp.get("/api/config/schema")
 @openapi.doc("Every training config key with its type, default and help (drives the Training form)")
 def config_schema():
+    return jsonify({"fields": _config_fields()})
+
+
+@functools.cache  # the schema is fixed for the process; building it is most of the page's first request
+def _config_fields() -> list[dict[str, Any]]:
     from forgellm.training.config import TrainingConfig, config_keys
 
     properties = TrainingConfig.model_json_schema()["properties"]
@@ -96,7 +102,7 @@ def config_schema():
         fields.append({"name": name, "default": default, "description": description, "type": _json_type(prop),
                        "enum": prop.get("enum"), "minimum": prop.get("minimum", prop.get("exclusiveMinimum")),
                        "maximum": prop.get("maximum", prop.get("exclusiveMaximum"))})
-    return jsonify({"fields": fields})
+    return fields
 
 
 def _json_type(prop: dict[str, Any]) -> str:
