@@ -16,7 +16,6 @@ resumes with any number of FSDP workers, and its weights load anywhere.
 from __future__ import annotations
 
 import inspect
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,16 +58,6 @@ class FsdpTrainable(TorchTrainable):
 
     def sum_gradients(self, group) -> None:
         """Already done: FSDP reduce-scattered the summed gradients during the backward pass."""
-
-    def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
-        norm = torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm if max_grad_norm > 0 else math.inf)
-        norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-        if math.isfinite(norm):
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return norm
 
     def _gather(self, with_optimizer: bool) -> tuple[dict, dict | None]:
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,

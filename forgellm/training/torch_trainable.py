@@ -111,7 +111,8 @@ class TorchTrainable:
         group.sum_gradients(self.params)
 
     def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm if max_grad_norm > 0 else math.inf))
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm if max_grad_norm > 0 else math.inf)
+        norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a sharded DTensor
         if math.isfinite(norm):
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
