@@ -13,30 +13,18 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from forgellm.cli.generate_cmd import ChatSession
-from forgellm.cli.main import main
 from forgellm.engines import get_engine, load_model
 from forgellm.engines.base import SamplingParams
 from forgellm.models.resolve import describe
+from tests.cli_helpers import forgellm
 from tests.engine_helpers import build_peft_adapter
 from tests.tiny_model import build_tiny_llama
 
 FORGELLM = Path(sys.executable).with_name("forgellm")
 SUMMARY = re.compile(r"^\d+ tokens, [\d.]+ tok/s, first token after [\d.]+ s \(prompt \d+ tokens, finish: (stop|length)\)$")
 ENGINES = ("torch", "mlx")
-
-
-def forgellm(*args: str, input: str | None = None) -> tuple[int, str, str]:
-    """Run the `forgellm` entry point in this process: (exit status, stdout, stderr)."""
-    with CliRunner().isolation(input=input) as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 def assert_one_line_error(code: int, out: str, err: str, *words: str) -> None:

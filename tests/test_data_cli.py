@@ -6,26 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from forgellm.cli.main import main
+from tests.cli_helpers import forgellm
 from tests.data_helpers import prose, write_files
 from tests.tiny_model import EMBEDDED_DIR
 
 STATS_KEYS = {"files", "documents", "duplicates_removed", "near_duplicates_removed", "filtered", "skipped",
               "train_documents", "val_documents", "train_tokens", "val_tokens", "sequences", "padding_fraction",
               "format"}
-
-
-def forgellm(*args: str) -> tuple[int, str, str]:
-    """Run the `forgellm` entry point in this process: (exit status, stdout, stderr)."""
-    with CliRunner().isolation() as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 def stats_json(path, *options: str) -> dict:
