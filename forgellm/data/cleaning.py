@@ -27,6 +27,7 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 _SPACES = re.compile(r"\s+")
 _NON_LETTERS = re.compile(r"[\W\d_]+")
 _ASCII_SPACES = string.whitespace.encode()
+_ASCII_CONTROL = bytes([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0d, 0x20), 0x7f])  # _CONTROL's ASCII part, and \r
 _ASCII_LETTERS = string.ascii_letters.encode()
 
 
@@ -35,12 +36,22 @@ def normalize_text(text: str) -> str:
 
     Indentation and spaces inside lines are kept: they carry meaning in code and tables.
     """
+    if text.isascii() and _only_ends_to_tidy(text):  # the common case, without four regex passes
+        return text.strip()
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.isascii():  # ASCII is already NFC
         text = unicodedata.normalize("NFC", text)
     text = _CONTROL.sub("", text).replace("\u00a0", " ")
     text = _TRAILING_SPACES.sub("\n", text + "\n")
     return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def _only_ends_to_tidy(text: str) -> bool:
+    """True when ASCII ``text`` has no control character, carriage return, trailing space or
+    run of blank lines: then only stripping its ends is left to do."""
+    raw = text.encode("ascii")
+    return (len(raw.translate(None, _ASCII_CONTROL)) == len(raw)
+            and " \n" not in text and "\t\n" not in text and "\n\n\n" not in text)
 
 
 def quality_problem(text: str, *, min_chars: int, min_letter_share: float, max_repeated_line_share: float) -> str | None:

@@ -2,8 +2,9 @@
 
 Documents are appended to flat files as they are tokenised (so memory stays flat however
 large the corpus is); once cleaning has decided which documents are kept and on which
-side of the split, they are read back one by one and packed into the ``.npy`` arrays the
-trainer memory-maps (`TokenSequences`), written front to back in blocks.
+side of the split, they are read back (a run of consecutive documents in one read) and
+packed into the ``.npy`` arrays the trainer memory-maps (`TokenSequences`), written front
+to back in blocks.
 
 - CPT (`pack_stream`): documents back to back, each ending with EOS, cut every
   ``max_seq_length`` tokens: only the last sequence of a split holds padding.
@@ -18,6 +19,7 @@ import bisect
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -44,6 +46,11 @@ class Staging:
             self._mask.write(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
         self._lengths.append(len(ids))
         return len(self._lengths) - 1
+
+    def add_many(self, flat: np.ndarray, lengths: np.ndarray) -> None:
+        """Stage documents given back to back in ``flat`` (no masks), with their ``lengths``."""
+        self._tokens.write(np.ascontiguousarray(flat, dtype=np.int32).tobytes())
+        self._lengths.extend(lengths.tolist())
 
     def __len__(self) -> int:
         return len(self._lengths)
@@ -74,6 +81,24 @@ class StagedDocs:
             return ids, None
         self._mask.seek(start)
         return ids, np.fromfile(self._mask, dtype=np.uint8, count=length)
+
+    def span(self, first: int, last: int) -> np.ndarray:
+        """The tokens of documents ``first`` to ``last - 1``, back to back, in one read."""
+        self._tokens.seek(int(self.offsets[first]) * 4)
+        return np.fromfile(self._tokens, dtype=np.int32, count=int(self.offsets[last] - self.offsets[first]))
+
+    def spans(self, chosen: np.ndarray, max_tokens: int) -> Iterator[tuple[int, int]]:
+        """``(first, last)`` ranges covering the ``chosen`` documents (sorted indices) in order: each
+        a run of consecutive documents of at most ``max_tokens`` tokens (or one longer document)."""
+        if len(chosen) == 0:
+            return
+        for run in np.split(chosen, np.flatnonzero(np.diff(chosen) != 1) + 1):
+            first, end = int(run[0]), int(run[-1]) + 1
+            while first < end:
+                last = int(np.searchsorted(self.offsets, self.offsets[first] + max_tokens, side="right")) - 1
+                last = min(max(last, first + 1), end)
+                yield first, last
+                first = last
 
     def close(self) -> None:
         self._tokens.close()
@@ -122,23 +147,17 @@ def pack_stream(docs: StagedDocs, chosen: np.ndarray, folder: Path, split: str, 
     """Pack the ``chosen`` documents (indices, in order) back to back into ``split``."""
     total = int(docs.lengths[chosen].sum())
     out = SplitWriter(folder, split, -(-total // seq_length), seq_length)
-    tokens: list[np.ndarray] = []
-    masks: list[np.ndarray] = []
-    pending = 0
-    for i in chosen:
-        ids, mask = docs.doc(int(i))
-        tokens.append(ids)
-        masks.append(np.ones(len(ids), dtype=np.uint8) if mask is None else mask)
-        pending += len(ids)
-        if pending >= BLOCK_TOKENS:
-            flat_tokens, flat_mask = np.concatenate(tokens), np.concatenate(masks)
-            whole = len(flat_tokens) // seq_length * seq_length
-            out.write(flat_tokens[:whole], flat_mask[:whole])
-            tokens, masks, pending = [flat_tokens[whole:]], [flat_mask[whole:]], len(flat_tokens) - whole
-    if pending:
-        padding = -pending % seq_length
-        out.write(np.concatenate(tokens + [np.full(padding, pad_id, dtype=np.int32)]),
-                  np.concatenate(masks + [np.zeros(padding, dtype=np.uint8)]))
+    carry = np.zeros(0, dtype=np.int32)  # the start of a sequence the next span completes
+    for first, last in docs.spans(chosen, BLOCK_TOKENS):
+        flat = np.concatenate([carry, docs.span(first, last)])
+        whole = len(flat) // seq_length * seq_length
+        if whole:
+            out.write(flat[:whole], np.ones(whole, dtype=np.uint8))
+        carry = flat[whole:]
+    if len(carry):
+        padding = seq_length - len(carry)
+        out.write(np.concatenate([carry, np.full(padding, pad_id, dtype=np.int32)]),
+                  np.concatenate([np.ones(len(carry), dtype=np.uint8), np.zeros(padding, dtype=np.uint8)]))
     return out.close()
 
 

@@ -31,6 +31,7 @@ from forgellm.data.sequences import TokenSequences
 from forgellm.data.settings import DataSettings
 from forgellm.data.split import assign_validation, split_value
 from forgellm.data.stats import DataReport
+from forgellm.data.tokenizing import DocumentEncoder, HuggingFaceEncoder, document_encoder
 from forgellm.errors import NotFoundError, UserError
 from forgellm.workspace import Workspace
 
@@ -88,8 +89,9 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
 
     tmp = entry.staging_dir()
     try:
-        stats = _build(settings, tokenizer, root, sources, report, tmp, general)
-        stats["tokenizer"] = {"name": getattr(tokenizer, "name_or_path", ""), "fingerprint": tokenizer_id}
+        stats = _build(settings, tokenizer, root, sources, report, tmp, general,
+                       verdicts=workspace.data_dir / "tokenizer-checks")
+        stats["tokenizer"].update({"name": getattr(tokenizer, "name_or_path", ""), "fingerprint": tokenizer_id})
         stats["cache"] = {"key": key, "hit": False, "path": str(entry.path)}
         stats["seconds"] = round(time.perf_counter() - started, 3)
         entry.commit(tmp, stats)
@@ -111,9 +113,12 @@ def resolve_input_dir(path: Path, workspace: Workspace) -> Path:
 
 
 def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[SourceFile], report: DataReport,
-           out: Path, general: Any) -> dict[str, Any]:
+           out: Path, general: Any, *, verdicts: Path) -> dict[str, Any]:
     staging = Staging(out / "staging", with_mask=settings.training_type == "ift")
-    stager = (_IFTStager if settings.training_type == "ift" else _CPTStager)(settings, tokenizer, report, staging)
+    if settings.training_type == "ift":
+        stager: _IFTStager | _CPTStager = _IFTStager(settings, tokenizer, report, staging)
+    else:
+        stager = _CPTStager(settings, tokenizer, report, staging, document_encoder(tokenizer, verdicts=verdicts))
     for row in iter_rows(sources, report, settings):
         stager.add(row)
     stager.finish()
@@ -153,6 +158,7 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
                                                    real_tokens=train_tokens + val_tokens), 6),
         "format": report.file_formats if settings.training_type == "ift" else None,
         "chat_template": stager.template_source,
+        "tokenizer": {"encoder": stager.encoder.name if isinstance(stager, _CPTStager) else "huggingface"},
         "settings": settings.cache_fields(),
     })
     if general is not None:
@@ -194,14 +200,15 @@ class _CPTStager:
 
     template_source = None
 
-    def __init__(self, settings: DataSettings, tokenizer: Any, report: DataReport, staging: Staging):
+    def __init__(self, settings: DataSettings, tokenizer: Any, report: DataReport, staging: Staging,
+                 encoder: DocumentEncoder | None = None):
         self.settings, self.tokenizer, self.report, self.staging = settings, tokenizer, report, staging
+        self.encoder = encoder or HuggingFaceEncoder(tokenizer)
         self.seen: set[bytes] = set()
         self.batch: list[tuple[str, bytes]] = []
         self.batch_chars = 0
         self.split_values = array("d")  # one float a document
         self.signatures: list[np.ndarray] = []
-        self.eos_id = tokenizer.eos_token_id
         self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgellm-tokenize")
         self._pending: tuple[Future, list[bytes]] | None = None
 
@@ -255,11 +262,11 @@ class _CPTStager:
     def flush(self) -> None:
         """Hand the batch to the tokenizer thread, and stage the batch it finished before (if any).
 
-        The tokenizer releases the GIL, so reading and cleaning the next batch overlaps with it.
+        The encoder releases the GIL, so reading and cleaning the next batch overlaps with it.
         """
         if self.batch:
             texts = [t for t, _ in self.batch]
-            future = self._tokenizer_thread.submit(encode_texts, self.tokenizer, texts)
+            future = self._tokenizer_thread.submit(self.encoder, texts)
             digests = [d for _, d in self.batch]
             self.batch, self.batch_chars = [], 0
         else:
@@ -275,23 +282,13 @@ class _CPTStager:
         self._tokenizer_thread.shutdown()
 
     def _stage(self, future: Future, digests: list[bytes]) -> None:
-        encoded = future.result()
-        eos = np.asarray([self.eos_id], dtype=np.int32)
-        docs = [ids if len(ids) and ids[-1] == self.eos_id else np.concatenate([ids, eos]) for ids in encoded]
-        for digest, ids in zip(digests, docs):
-            self.staging.add(ids)
-            self.split_values.append(split_value(digest, self.settings.seed))
+        docs = future.result()  # token ids of each document, ending with EOS
+        lengths = np.fromiter((len(ids) for ids in docs), dtype=np.int64, count=len(docs))
+        flat = np.concatenate(docs)
+        self.staging.add_many(flat, lengths)
+        self.split_values.extend(split_value(digest, self.settings.seed) for digest in digests)
         if self.settings.near_dedupe_threshold > 0:
-            lengths = np.fromiter((len(ids) for ids in docs), dtype=np.int64, count=len(docs))
-            self.signatures.append(minhash_signatures(np.concatenate(docs), lengths))
-
-
-def encode_texts(tokenizer: Any, texts: list[str]) -> list[np.ndarray]:
-    """Token ids (int32) of each text with the tokenizer's own special tokens, batch-encoded in Rust."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and hasattr(backend, "encode_batch_fast"):
-        return [np.array(e.ids, dtype=np.int32) for e in backend.encode_batch_fast(texts, add_special_tokens=True)]
-    return [np.array(ids, dtype=np.int32) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+            self.signatures.append(minhash_signatures(flat, lengths))
 
 
 class _IFTStager:
@@ -385,6 +382,10 @@ class _Collector:
     def add(self, ids: np.ndarray, mask: np.ndarray | None = None) -> int:
         self.items.append((ids, mask))
         return len(self.items) - 1
+
+    def add_many(self, flat: np.ndarray, lengths: np.ndarray) -> None:
+        for ids in np.split(flat, np.cumsum(lengths)[:-1]):
+            self.add(ids)
 
 
 def preview(settings: DataSettings, tokenizer: Any, workspace: Workspace | Path,
