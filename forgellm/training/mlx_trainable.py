@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from mlx.utils import tree_flatten, tree_map, tree_reduce, tree_unflatten
 from mlx_lm.tuner.trainer import grad_checkpoint
 from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 from mlx_lm.utils import load_model
@@ -72,6 +73,20 @@ class MlxTrainable:
         self._compiled_loss_and_grad = mx.compile(
             lambda x, mask, scale: self._loss_and_grad(self.model, x, mask, scale), inputs=state, outputs=state)
         self._grads = None
+        self._compile_update()
+
+    def _compile_update(self) -> None:
+        """The clipped AdamW update as one compiled graph over the weights and the optimizer state,
+        as mlx_lm.lora compiles its update: each tensor's clip and AdamW arithmetic is fused into one
+        pass over memory instead of a dozen (BENCHMARKS.md). Rebuilt when the optimizer's state is
+        replaced (a resumed checkpoint), since the graph reads the state objects it was given."""
+        state = [self.model.state, self.optimizer.state]
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def update(grads, norm: mx.array, max_norm: mx.array) -> None:
+            self.optimizer.update(self.model, _clipped(grads, norm, max_norm))
+
+        self._update = update
 
     def _continue_adapter(self, model: nn.Module, adapter: "ModelInfo") -> dict:
         if adapter.adapter_format != "mlx":
@@ -100,16 +115,13 @@ class MlxTrainable:
 
     def optimizer_step(self, lr: float, max_grad_norm: float) -> float:
         grads, self._grads = self._grads, None
-        if max_grad_norm > 0:
-            grads, norm = optim.clip_grad_norm(grads, max_grad_norm)
-        else:
-            norm = mx.sqrt(sum((g.astype(mx.float32) ** 2).sum() for _, g in tree_flatten(grads)))
-        norm = norm.item()
-        if math.isfinite(norm):
+        norm = _global_norm(grads)
+        value = norm.item()
+        if math.isfinite(value):  # a non-finite gradient skips the step: weights and AdamW state stay
             self.optimizer.learning_rate = lr
-            self.optimizer.update(self.model, grads)
+            self._update(grads, norm, mx.array(max_grad_norm if max_grad_norm > 0 else math.inf, dtype=mx.float32))
             mx.eval(self.model.parameters(), self.optimizer.state)
-        return norm
+        return value
 
     def eval_loss(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
         self.model.eval()
@@ -136,6 +148,7 @@ class MlxTrainable:
         state = mx.load(str(folder / OPTIMIZER_FILE))
         self.optimizer.state = tree_unflatten(list(state.items()))
         mx.eval(self.model.parameters(), self.optimizer.state)
+        self._compile_update()
 
     def peak_memory_bytes(self) -> int:
         return process_peak_rss_bytes()
@@ -146,6 +159,18 @@ def _loss(model: nn.Module, x: mx.array, mask: mx.array, scale: mx.array) -> tup
     logits = model(x[:, :-1]).astype(mx.float32)  # (B, L-1, V)
     loss_sum = (nn.losses.cross_entropy(logits, x[:, 1:]) * mask[:, 1:]).sum()
     return loss_sum * scale, loss_sum
+
+
+@mx.compile
+def _global_norm(grads) -> mx.array:
+    """The L2 norm of all gradients together, summed in float32."""
+    return mx.sqrt(tree_reduce(lambda acc, g: acc + g.astype(mx.float32).square().sum(), grads, mx.array(0.0)))
+
+
+def _clipped(grads, norm: mx.array, max_norm: mx.array):
+    """The gradients scaled to a global norm of at most max_norm (as ``mlx.optimizers.clip_grad_norm``)."""
+    scale = mx.minimum(max_norm / (norm + 1e-6), 1.0)
+    return tree_map(lambda g: (g * scale).astype(g.dtype), grads)
 
 
 def _target_keys(model: nn.Module, targets: list[str]) -> list[str]:
