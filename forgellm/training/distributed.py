@@ -87,6 +87,11 @@ class TorchGroup(Group):
         self._dist = dist
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():
+            gpus, local_workers = torch.cuda.device_count(), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            if local_workers > gpus:  # NCCL refuses two workers on one GPU; every worker says so alike
+                raise UserError(f"{local_workers} workers on this machine need {local_workers} GPUs (NCCL runs "
+                                f"one worker per GPU) but it has {gpus}: use --nproc {gpus}, or train on the CPU "
+                                f"with the GPUs hidden (CUDA_VISIBLE_DEVICES=)")
             torch.cuda.set_device(self.local_rank)  # one GPU per worker; the trainable uses the current one
             backend, self._device = "nccl", torch.device("cuda", self.local_rank)
         else:

@@ -41,6 +41,8 @@ class TorchTrainable:
         self.config = config
         self.base = base
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":  # the peak this run reports is its own, not an earlier run's in this process
+            torch.cuda.reset_peak_memory_stats()
         torch.manual_seed(config.seed)
         # float32 on CPU (no fast half-precision matmul there); bfloat16 on a GPU.
         dtype = torch.float32 if self.device.type == "cpu" else torch.bfloat16
