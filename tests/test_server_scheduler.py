@@ -12,7 +12,13 @@ from typing import Iterator
 import pytest
 
 from forgellm.engines.base import GenerationChunk, SamplingParams
-from forgellm.serving.scheduler import DISCONNECT_POLL_SECONDS, ClientGone, GenerationJob, GenerationRequest
+from forgellm.serving.scheduler import (
+    DISCONNECT_POLL_SECONDS,
+    FIRST_CHUNK_HANDOVER_SECONDS,
+    ClientGone,
+    GenerationJob,
+    GenerationRequest,
+)
 
 
 class FastModel:
@@ -72,3 +78,33 @@ def test_a_client_that_stays_reads_every_chunk_in_order() -> None:
     assert counts == list(range(1, len(counts) + 1))
     chunks.close()  # closing the reader cancels the job
     assert model.closed.wait(5)
+
+
+def test_the_worker_hands_the_first_chunk_over_before_generating_on() -> None:
+    """The engine is not resumed after the first chunk until the reader has taken it and asked
+    for the next (the engine's next step may hold the GIL and would delay the reader); a reader
+    that never asks holds it back only `FIRST_CHUNK_HANDOVER_SECONDS`."""
+    model = FastModel()
+    job = GenerationJob(GenerationRequest(prompt="Hi", params=SamplingParams()))
+    _run(job, model)
+    chunks = job.stream(lambda: False)
+    assert next(chunks).completion_tokens == 1
+    time.sleep(0.1)  # a FastModel left alone makes a chunk every millisecond
+    assert model.produced == 1, "the engine went on before the first chunk was handed over"
+    assert next(chunks).completion_tokens == 2
+    chunks.close()
+    assert model.closed.wait(5)
+
+
+def test_a_reader_that_never_asks_for_more_does_not_stall_the_worker() -> None:
+    model = FastModel()
+    job = GenerationJob(GenerationRequest(prompt="Hi", params=SamplingParams()))
+    worker = _run(job, model)
+    assert job.events.get(timeout=5).completion_tokens == 1  # taken, but the next never asked for
+    deadline = time.monotonic() + FIRST_CHUNK_HANDOVER_SECONDS + 5
+    while model.produced < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert model.produced >= 3, "the worker waited for the reader forever"
+    job.cancel()
+    worker.join(5)
+    assert model.closed.is_set()

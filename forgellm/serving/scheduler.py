@@ -10,6 +10,13 @@ after that are refused with a `ConflictError`.
 A request thread talks to its job through a queue of events and may cancel it at any time
 (its client went away): the worker then closes the engine's token iterator, which stops the
 generation at the next token.
+
+The worker hands the first chunk over before it asks the engine for more: it waits (without
+the GIL) until the request thread has written that chunk out and asked for the next one. The
+engine's next step may run C code that holds the GIL: mlx-lm clears MLX's buffer cache right
+after the first token while the second is computed, which blocked the request thread for
+20-45 ms and put that on every answer's time to first token. Later tokens are not waited for,
+so a slow client never slows the generation.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # How often a waiting request thread checks whether its client is still connected.
 DISCONNECT_POLL_SECONDS = 0.05
+# Longest the worker waits for the request thread to take the first chunk before it goes on.
+FIRST_CHUNK_HANDOVER_SECONDS = 1.0
 
 
 class ClientGone(Exception):
@@ -62,9 +71,12 @@ class GenerationJob:
     started: float | None = None  # when the worker took the job (submitted..started is queue time)
     events: "queue.SimpleQueue[Any]" = field(default_factory=queue.SimpleQueue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Set when the request thread asks for the chunk after the first (or cancels the job).
+    first_taken: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:
         self.cancelled.set()
+        self.first_taken.set()
 
     @property
     def queue_seconds(self) -> float:
@@ -83,6 +95,8 @@ class GenerationJob:
             try:
                 for chunk in chunks:
                     self.events.put(chunk)
+                    if not self.first_taken.is_set():
+                        self.first_taken.wait(FIRST_CHUNK_HANDOVER_SECONDS)  # see the module docstring
                     if self.cancelled.is_set():
                         log.info("generation cancelled after %d tokens: the client went away",
                                  chunk.completion_tokens)
@@ -126,6 +140,7 @@ class GenerationJob:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+                self.first_taken.set()  # the reader wants the next chunk: the previous one is out
         finally:
             self.cancel()
 
