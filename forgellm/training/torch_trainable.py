@@ -28,6 +28,18 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 OPTIMIZER_FILE = "optimizer.pt"
 
 
+def precision(device: torch.device, *, full: bool) -> tuple[torch.dtype, torch.dtype | None]:
+    """(the dtype the weights load in, the dtype the forward pass computes in under autocast or None).
+
+    CPU: float32 throughout (no fast half-precision matmul there). GPU: bfloat16 compute. LoRA/DoRA
+    keep the frozen base in bfloat16 (PEFT keeps the adapters in float32); full fine-tuning keeps
+    float32 weights under bfloat16 autocast, so AdamW's small updates are not rounded away and the
+    weights it does not train are saved exactly as they were loaded."""
+    if device.type == "cpu":
+        return torch.float32, None
+    return (torch.float32, torch.bfloat16) if full else (torch.bfloat16, None)
+
+
 class TorchTrainable:
     engine = "torch"
 
@@ -44,8 +56,7 @@ class TorchTrainable:
         if self.device.type == "cuda":  # the peak this run reports is its own, not an earlier run's in this process
             torch.cuda.reset_peak_memory_stats()
         torch.manual_seed(config.seed)
-        # float32 on CPU (no fast half-precision matmul there); bfloat16 on a GPU.
-        dtype = torch.float32 if self.device.type == "cpu" else torch.bfloat16
+        dtype, self.compute_dtype = precision(self.device, full=adapter is None and config.fine_tune_type == "full")
         model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=dtype)
         model.config.use_cache = False
         self.num_layers = int(model.config.num_hidden_layers)
@@ -83,6 +94,7 @@ class TorchTrainable:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8,
                                            weight_decay=config.weight_decay,
                                            fused=self.device.type in ("cpu", "cuda"))
+        self._train_forward = None  # the model, or its compiled form (`compile: true`), built at the first step
 
     def _continue_adapter(self, model, adapter: "ModelInfo"):
         from peft import PeftModel
@@ -94,17 +106,29 @@ class TorchTrainable:
         return PeftModel.from_pretrained(model, str(adapter.path), is_trainable=True)
 
     # --- the loss, identical in both engines -------------------------------------------------
-    def _loss_sum(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, int]:
+    def _loss_sum(self, tokens: np.ndarray, mask: np.ndarray, model=None) -> tuple[torch.Tensor, int]:
         x = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device)
         weights = torch.from_numpy(np.asarray(mask[:, 1:], dtype=np.float32)).to(self.device)
-        logits = self.model(input_ids=x[:, :-1]).logits  # (B, L-1, V)
+        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype is not None):
+            logits = (self.model if model is None else model)(input_ids=x[:, :-1]).logits  # (B, L-1, V)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1), reduction="none")
         return (ce * weights.reshape(-1)).sum(), int(weights.sum().item())
 
     def forward_backward(self, tokens: np.ndarray, mask: np.ndarray, loss_scale: float) -> tuple[float, int]:
-        loss_sum, n = self._loss_sum(tokens, mask)
+        if self._train_forward is None:
+            self._train_forward = self._compiled() if self.config.compile else self.model
+        loss_sum, n = self._loss_sum(tokens, mask, self._train_forward)
         (loss_sum * loss_scale).backward()
         return float(loss_sum.item()), n
+
+    def _compiled(self):
+        """The model's forward (and so its backward) compiled by torch.compile (inductor): elementwise
+        work fused around the matrix products, the same losses. On the embedded model, LoRA, batch
+        4 x 128 on 2 CPU cores: forward + backward 5.4 -> 4.5 s (min of 4, interleaved), after 6 min
+        of compiling (1.5 min with inductor's cache warm). Only training steps use it; evaluation
+        and saving use the model itself."""
+        log.info("compiling the model (torch.compile); the first step waits for it")
+        return torch.compile(self.model)
 
     def reseed(self, seed: int) -> None:
         torch.manual_seed(seed)
