@@ -187,6 +187,19 @@ def test_too_many_layers_is_a_clear_error(workspace, tiny_model_dir):
     assert result.exit_code != 0 and "num_layers=5" in str(result.exception) and "has 2" in str(result.exception)
 
 
+@pytest.mark.slow  # torch.compile takes about a minute even for the tiny model on 2 cores
+def test_compile_gives_the_losses_of_the_plain_model(workspace, tiny_model_dir):
+    losses = []
+    for compiled in (False, True):
+        run = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine="torch", max_iterations=3,
+                                                    compile=compiled, run_name=f"compile{compiled}")))
+        losses.append(train_losses(run))
+        assert (run / "final" / "adapter_model.safetensors").exists()
+    assert losses[0].keys() == losses[1].keys() and len(losses[0]) == 3
+    for step in losses[0]:
+        assert losses[1][step] == pytest.approx(losses[0][step], rel=1e-4), (losses[0], losses[1])
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_grad_checkpointing_changes_memory_not_the_losses(workspace, tiny_model_dir, engine):
     losses = []

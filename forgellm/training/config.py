@@ -56,6 +56,7 @@ class TrainingConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0.0, description="Clip the global gradient norm to this (0 disables clipping).")
     grad_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about 30% slower.")
+    compile: bool = Field(False, description="torch: compile the model's forward and backward (torch.compile): faster steps after minutes of compiling at the start; pays off in long runs. mlx always compiles its step.")
     seed: int = Field(42, description="Seed for data order, adapter initialisation and dropout.")
     fsdp: bool = Field(False, description="torch, full fine-tuning with --nproc N: shard weights, gradients and optimizer state across the workers (FSDP) so each holds about 1/N.")
 
@@ -91,6 +92,8 @@ class TrainingConfig(BaseModel):
             raise ValueError("num_layers must be -1 (all layers) or at least 1")
         if not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module, e.g. [q_proj, v_proj]")
+        if self.compile and self.fsdp:
+            raise ValueError("compile: true is not supported with fsdp: true; set one of them to false")
         return self
 
     def resolved_engine(self) -> str:

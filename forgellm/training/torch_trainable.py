@@ -94,6 +94,7 @@ class TorchTrainable:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8,
                                            weight_decay=config.weight_decay,
                                            fused=self.device.type in ("cpu", "cuda"))
+        self._train_forward = None  # the model, or its compiled form (`compile: true`), built at the first step
 
     def _continue_adapter(self, model, adapter: "ModelInfo"):
         from peft import PeftModel
@@ -105,18 +106,29 @@ class TorchTrainable:
         return PeftModel.from_pretrained(model, str(adapter.path), is_trainable=True)
 
     # --- the loss, identical in both engines -------------------------------------------------
-    def _loss_sum(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, int]:
+    def _loss_sum(self, tokens: np.ndarray, mask: np.ndarray, model=None) -> tuple[torch.Tensor, int]:
         x = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device)
         weights = torch.from_numpy(np.asarray(mask[:, 1:], dtype=np.float32)).to(self.device)
         with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype is not None):
-            logits = self.model(input_ids=x[:, :-1]).logits  # (B, L-1, V)
+            logits = (self.model if model is None else model)(input_ids=x[:, :-1]).logits  # (B, L-1, V)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1), reduction="none")
         return (ce * weights.reshape(-1)).sum(), int(weights.sum().item())
 
     def forward_backward(self, tokens: np.ndarray, mask: np.ndarray, loss_scale: float) -> tuple[float, int]:
-        loss_sum, n = self._loss_sum(tokens, mask)
+        if self._train_forward is None:
+            self._train_forward = self._compiled() if self.config.compile else self.model
+        loss_sum, n = self._loss_sum(tokens, mask, self._train_forward)
         (loss_sum * loss_scale).backward()
         return float(loss_sum.item()), n
+
+    def _compiled(self):
+        """The model's forward (and so its backward) compiled by torch.compile (inductor): elementwise
+        work fused around the matrix products, the same losses. On the embedded model, LoRA, batch
+        4 x 128 on 2 CPU cores: forward + backward 5.4 -> 4.5 s (min of 4, interleaved), after 6 min
+        of compiling (1.5 min with inductor's cache warm). Only training steps use it; evaluation
+        and saving use the model itself."""
+        log.info("compiling the model (torch.compile); the first step waits for it")
+        return torch.compile(self.model)
 
     def reseed(self, seed: int) -> None:
         torch.manual_seed(seed)
