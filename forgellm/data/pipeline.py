@@ -158,7 +158,7 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
                                                    real_tokens=train_tokens + val_tokens), 6),
         "format": report.file_formats if settings.training_type == "ift" else None,
         "chat_template": stager.template_source,
-        "tokenizer": {"encoder": stager.encoder.name if isinstance(stager, _CPTStager) else "huggingface"},
+        "tokenizer": {"encoder": stager.encoder_name},
         "settings": settings.cache_fields(),
     })
     if general is not None:
@@ -204,6 +204,7 @@ class _CPTStager:
                  encoder: DocumentEncoder | None = None):
         self.settings, self.tokenizer, self.report, self.staging = settings, tokenizer, report, staging
         self.encoder = encoder or HuggingFaceEncoder(tokenizer)
+        self.encoder_name = self.encoder.name
         self.seen: set[bytes] = set()
         self.batch: list[tuple[str, bytes]] = []
         self.batch_chars = 0
@@ -293,6 +294,8 @@ class _CPTStager:
 
 class _IFTStager:
     """IFT: each row -> format (per file) -> chat messages -> rendered with a mask -> staged."""
+
+    encoder_name = HuggingFaceEncoder.name  # records are encoded with their masks by the tokenizer itself
 
     def __init__(self, settings: DataSettings, tokenizer: Any, report: DataReport, staging: Staging):
         self.settings, self.tokenizer, self.report, self.staging = settings, tokenizer, report, staging

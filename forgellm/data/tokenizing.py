@@ -172,7 +172,7 @@ def _tiktoken_parts(definition: str) -> tuple[Any, np.ndarray, bool] | None:
         import tiktoken
     except ImportError:
         return None
-    to_byte = {char: byte for byte, char in _byte_alphabet().items()}
+    to_byte = _byte_of_char()
     vocab: dict[str, int] = model["vocab"]
     try:
         as_bytes = {token: bytes(to_byte[c] for c in token) for token in vocab}
@@ -230,22 +230,22 @@ def _split_pattern(pre_tokenizer: dict[str, Any] | None) -> str | None:
 
 
 @lru_cache(maxsize=1)
-def _byte_alphabet() -> dict[int, str]:
-    """GPT-2's map from bytes to the printable characters byte-level vocabularies are written in."""
+def _byte_of_char() -> dict[str, int]:
+    """GPT-2's byte-level alphabet read backwards: the byte each printable character of a
+    byte-level vocabulary stands for."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = dict(zip(printable, map(chr, printable)))
-    extra = (b for b in range(256) if b not in chars)
-    chars.update((b, chr(256 + n)) for n, b in enumerate(extra))
-    return chars
+    extra = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(extra)}}
 
 
 def _check_texts(backend: Any) -> list[list[str]]:
-    """Every vocabulary entry as text, and the probe texts: where a rebuild could differ, it shows."""
-    to_byte = {char: byte for byte, char in _byte_alphabet().items()}
-    added_texts = {token.content for token in backend.get_added_tokens_decoder().values()}
+    """Every vocabulary entry as text (a tokenizer may take an entry no merge makes), and the
+    probe texts with and around every added token: where a rebuild could differ, it shows."""
+    to_byte = _byte_of_char()
+    added = {token.content for token in backend.get_added_tokens_decoder().values()}
     entries = (bytes(to_byte.get(c, 32) for c in token).decode("utf-8", "ignore") for token in backend.get_vocab())
-    return [[text for text in entries if text and text not in added_texts],
-            [*PROBE_TEXTS, "\n\n".join(PROBE_TEXTS), *(f"before {text} after" for text in sorted(added_texts))]]
+    return [[text for text in entries if text and text not in added],
+            [*PROBE_TEXTS, "\n\n".join(PROBE_TEXTS), *(f"before {text} after" for text in sorted(added))]]
 
 
 def _first_mismatch(fast: Callable[[list[str]], list[np.ndarray]], reference: Callable[[list[str]], list[np.ndarray]],
