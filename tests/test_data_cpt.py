@@ -151,3 +151,26 @@ def test_near_duplicates_are_found_among_many_documents():
     docs = originals + copies
     signatures = minhash_signatures(np.concatenate(docs), np.array([len(d) for d in docs]))
     assert np.flatnonzero(near_duplicates(signatures, 0.8)).tolist() == list(range(300, 325))
+
+
+def test_worker_processes_give_exactly_what_one_process_gives(tmp_path, tokenizer, monkeypatch):
+    from forgellm.data import cpt_batches, pipeline
+
+    files = {f"{i:02d}.txt": prose(i, words=80) for i in range(40)}
+    files.update({"dup-early.txt": prose(3, words=80), "dup-late.txt": prose(37, words=80), "short.txt": "tiny",
+                  "records.jsonl": [{"text": prose(100 + i, words=60)} for i in range(30)] + [{"text": prose(5, words=80)}]})
+    root = write_files(tmp_path / "ds", files)
+    monkeypatch.setattr(pipeline, "BATCH_CHARS", 2000)  # many batches: duplicates cross batch boundaries
+    results = {}
+    for workers, threshold in (("here", 2**62), ("workers", 0)):
+        monkeypatch.setattr(cpt_batches, "WORKERS_MIN_BYTES", threshold)
+        results[workers] = prepare(root, tokenizer, tmp_path / f"ws-{workers}")
+    here, workers = results["here"], results["workers"]
+    assert here.stats["tokenizer"]["worker_processes"] == 0 and workers.stats["tokenizer"]["worker_processes"] >= 2
+    for key in ("documents", "duplicates_removed", "near_duplicates_removed", "filtered", "train_tokens", "val_tokens",
+                "sequences"):
+        assert here.stats[key] == workers.stats[key], key
+    assert here.stats["duplicates_removed"] == 3 and here.stats["filtered"]["too_short"] == 1
+    for split in ("train", "val"):
+        a, b = getattr(here, split), getattr(workers, split)
+        assert np.array_equal(np.asarray(a.tokens), np.asarray(b.tokens)) and np.array_equal(np.asarray(a.mask), np.asarray(b.mask))

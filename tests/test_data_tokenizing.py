@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -26,14 +27,16 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def encoders(tokenizer):
-    return document_encoder(tokenizer), HuggingFaceEncoder(tokenizer)
+    return document_encoder(tokenizer), HuggingFaceEncoder.of(tokenizer)
 
 
 def assert_same_ids(encoders, texts):
     fast, reference = encoders
     assert isinstance(fast, TiktokenEncoder)  # the embedded tokenizer is byte-level BPE: rebuilt
-    for text, a, b in zip(texts, fast(texts), reference(texts), strict=True):
-        assert a.dtype == np.int32 and a.tolist() == b.tolist(), text
+    a, b = fast(texts), reference(texts)
+    assert a.tokens.dtype == np.int32 and a.lengths.tolist() == [len(ids) for ids in a.documents()]
+    for text, x, y in zip(texts, a.documents(), b.documents(), strict=True):
+        assert x.tolist() == y.tolist(), text
 
 
 def test_same_ids_as_the_tokenizer_on_the_sample_dataset(encoders):
@@ -59,8 +62,17 @@ def test_same_ids_on_any_text(encoders, texts):
 
 def test_every_document_ends_with_one_eos(encoders, tokenizer):
     for encoder in encoders:
-        for ids in encoder(["one", "two words", ""]):
+        for ids in encoder(["one", "two words", ""]).documents():
             assert ids[-1] == tokenizer.eos_token_id and (ids == tokenizer.eos_token_id).sum() == 1
+
+
+def test_a_worker_process_builds_the_same_encoder_from_the_spec(encoders):
+    texts = ["a worker's copy", "encodes <|im_start|>the same\n", ""]
+    for encoder in encoders:
+        copy = pickle.loads(pickle.dumps(encoder.spec)).build()  # what a worker process receives and builds
+        assert copy.name == encoder.name
+        a, b = copy(texts), encoder(texts)
+        assert a.tokens.tolist() == b.tokens.tolist() and a.lengths.tolist() == b.lengths.tolist()
 
 
 def test_a_tokenizer_that_adds_tokens_is_not_rebuilt(tokenizer):

@@ -17,8 +17,25 @@ Public API (stable; the trainer and the ``forgellm data`` commands use exactly t
 with a message that names the problem and the fix. See docs/data.md.
 """
 
-from forgellm.data.pipeline import PreparedData, prepare_dataset
-from forgellm.data.sequences import TokenSequences
-from forgellm.data.settings import DataSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from forgellm.data.pipeline import PreparedData, prepare_dataset
+    from forgellm.data.sequences import TokenSequences
+    from forgellm.data.settings import DataSettings
 
 __all__ = ["DataSettings", "PreparedData", "TokenSequences", "prepare_dataset"]
+
+_HOMES = {"DataSettings": "settings", "PreparedData": "pipeline", "TokenSequences": "sequences",
+          "prepare_dataset": "pipeline"}
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so a worker process that needs one stage (forgellm.data.cpt_batches)
+    # does not import the whole pipeline and its dependencies.
+    if name not in _HOMES:
+        raise AttributeError(f"module 'forgellm.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"forgellm.data.{_HOMES[name]}"), name)

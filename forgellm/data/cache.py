@@ -1,7 +1,7 @@
 """The processed-data cache: ``<workspace>/data/<key>/``.
 
 The key is a hash of everything that changes the output: the content of every input file
-(streamed through BLAKE2b; size and modification time are not trusted), the list of
+(streamed through SHA-256; size and modification time are not trusted), the list of
 inputs that were skipped while listing the folder, the tokenizer (its full serialised
 definition and chat template), the settings and the pipeline version. An entry is built in
 a temporary folder beside it and renamed into place when complete, so an interrupted run
@@ -19,18 +19,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 #: Bump when the pipeline's output for the same inputs changes.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 STATS_FILE = "stats.json"
-CHUNK = 1 << 20
 
 
 def file_digest(path: Path) -> str:
-    """BLAKE2b of a file's content, read in 1 MiB chunks."""
-    digest = hashlib.blake2b(digest_size=16)
+    """SHA-256 of a file's content (the CPUs' SHA instructions make it ~3x faster than BLAKE2b)."""
     with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def tree_digest(path: Path) -> str:

@@ -2,7 +2,7 @@
 
 Documents are appended to flat files as they are tokenised (so memory stays flat however
 large the corpus is); once cleaning has decided which documents are kept and on which
-side of the split, they are read back (a run of consecutive documents in one read) and
+side of the split, they are read back (blocks of consecutive documents, one read each) and
 packed into the ``.npy`` arrays the trainer memory-maps (`TokenSequences`), written front
 to back in blocks.
 
@@ -87,18 +87,19 @@ class StagedDocs:
         self._tokens.seek(int(self.offsets[first]) * 4)
         return np.fromfile(self._tokens, dtype=np.int32, count=int(self.offsets[last] - self.offsets[first]))
 
-    def spans(self, chosen: np.ndarray, max_tokens: int) -> Iterator[tuple[int, int]]:
-        """``(first, last)`` ranges covering the ``chosen`` documents (sorted indices) in order: each
-        a run of consecutive documents of at most ``max_tokens`` tokens (or one longer document)."""
+    def chosen_tokens(self, chosen: np.ndarray, block_tokens: int) -> Iterator[np.ndarray]:
+        """The tokens of the ``chosen`` documents (sorted indices), back to back, in blocks: each block
+        is read in one read of about ``block_tokens`` tokens, those of unchosen documents dropped."""
         if len(chosen) == 0:
             return
-        for run in np.split(chosen, np.flatnonzero(np.diff(chosen) != 1) + 1):
-            first, end = int(run[0]), int(run[-1]) + 1
-            while first < end:
-                last = int(np.searchsorted(self.offsets, self.offsets[first] + max_tokens, side="right")) - 1
-                last = min(max(last, first + 1), end)
-                yield first, last
-                first = last
+        selected = np.zeros(len(self.lengths), dtype=bool)
+        selected[chosen] = True
+        first, end = int(chosen[0]), int(chosen[-1]) + 1
+        while first < end:
+            last = int(np.searchsorted(self.offsets, self.offsets[first] + block_tokens, side="right")) - 1
+            last = min(max(last, first + 1), end)
+            yield self.span(first, last)[np.repeat(selected[first:last], self.lengths[first:last])]
+            first = last
 
     def close(self) -> None:
         self._tokens.close()
@@ -147,9 +148,9 @@ def pack_stream(docs: StagedDocs, chosen: np.ndarray, folder: Path, split: str, 
     """Pack the ``chosen`` documents (indices, in order) back to back into ``split``."""
     total = int(docs.lengths[chosen].sum())
     out = SplitWriter(folder, split, -(-total // seq_length), seq_length)
-    carry = np.zeros(0, dtype=np.int32)  # the start of a sequence the next span completes
-    for first, last in docs.spans(chosen, BLOCK_TOKENS):
-        flat = np.concatenate([carry, docs.span(first, last)])
+    carry = np.zeros(0, dtype=np.int32)  # the start of a sequence the next block completes
+    for block in docs.chosen_tokens(chosen, BLOCK_TOKENS):
+        flat = np.concatenate([carry, block])
         whole = len(flat) // seq_length * seq_length
         if whole:
             out.write(flat[:whole], np.ones(whole, dtype=np.uint8))

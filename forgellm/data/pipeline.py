@@ -14,7 +14,6 @@ import logging
 import shutil
 import time
 from array import array
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,8 +21,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from forgellm.data import cache as cache_mod
-from forgellm.data.cleaning import (content_digest, minhash_signatures, near_duplicates, normalize_text,
-                                    quality_problem)
+from forgellm.data import cpt_batches
+from forgellm.data.cleaning import content_digest, near_duplicates
+from forgellm.data.cpt_batches import BatchRunner, CleaningRules, EncodedBatch
 from forgellm.data.ift import ChatRenderer, RecordError, detect_format, encode_rendered, to_messages
 from forgellm.data.packing import Staging, pack_records, pack_stream, padding_fraction
 from forgellm.data.readers import SUPPORTED_SUFFIXES, Row, SourceFile, list_sources, read_source
@@ -31,7 +31,7 @@ from forgellm.data.sequences import TokenSequences
 from forgellm.data.settings import DataSettings
 from forgellm.data.split import assign_validation, split_value
 from forgellm.data.stats import DataReport
-from forgellm.data.tokenizing import DocumentEncoder, HuggingFaceEncoder, document_encoder
+from forgellm.data.tokenizing import DocumentEncoder, Encoded, HuggingFaceEncoder, available_cores, document_encoder
 from forgellm.errors import NotFoundError, UserError
 from forgellm.workspace import Workspace
 
@@ -118,7 +118,8 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
     if settings.training_type == "ift":
         stager: _IFTStager | _CPTStager = _IFTStager(settings, tokenizer, report, staging)
     else:
-        stager = _CPTStager(settings, tokenizer, report, staging, document_encoder(tokenizer, verdicts=verdicts))
+        stager = _CPTStager(settings, tokenizer, report, staging, document_encoder(tokenizer, verdicts=verdicts),
+                            processes=_worker_processes(sources))
     for row in iter_rows(sources, report, settings):
         stager.add(row)
     stager.finish()
@@ -158,7 +159,7 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
                                                    real_tokens=train_tokens + val_tokens), 6),
         "format": report.file_formats if settings.training_type == "ift" else None,
         "chat_template": stager.template_source,
-        "tokenizer": {"encoder": stager.encoder_name},
+        "tokenizer": {"encoder": stager.encoder_name, "worker_processes": stager.processes},
         "settings": settings.cache_fields(),
     })
     if general is not None:
@@ -169,6 +170,21 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
         shutil.rmtree(out / "domain")
     shutil.rmtree(out / "staging")
     return stats
+
+
+def _worker_processes(sources: list[SourceFile]) -> int:
+    """Worker processes for cleaning and tokenising CPT documents: one a core for a large input, none
+    (this process does it) for a small one or a single core."""
+    cores = available_cores()
+    if cores < 2:
+        return 0
+    size = 0
+    for source in sources:
+        size += sum(p.stat().st_size for p in source.path.rglob("*") if p.is_file()) \
+            if source.is_datasets_folder else source.path.stat().st_size
+        if size >= cpt_batches.WORKERS_MIN_BYTES:
+            return cores
+    return 0
 
 
 def _nothing_usable(root: Path, report: DataReport) -> str:
@@ -196,46 +212,31 @@ def iter_rows(sources: list[SourceFile], report: DataReport, settings: DataSetti
 
 
 class _CPTStager:
-    """CPT: text of each row -> normalised, filtered, exact-deduped, tokenised in batches, staged."""
+    """CPT: the text of each row, in batches -> cleaned and tokenised (`cpt_batches`) -> exact
+    duplicates of earlier documents removed -> staged."""
 
     template_source = None
 
     def __init__(self, settings: DataSettings, tokenizer: Any, report: DataReport, staging: Staging,
-                 encoder: DocumentEncoder | None = None):
+                 encoder: DocumentEncoder | None = None, *, processes: int = 0):
         self.settings, self.tokenizer, self.report, self.staging = settings, tokenizer, report, staging
-        self.encoder = encoder or HuggingFaceEncoder(tokenizer)
-        self.encoder_name = self.encoder.name
+        encoder = encoder or HuggingFaceEncoder.of(tokenizer)
+        self.encoder_name = encoder.name
+        self.runner = BatchRunner(CleaningRules.of(settings), encoder, processes=processes,
+                                  scratch=getattr(staging, "folder", None))
+        self.processes = self.runner.processes
         self.seen: set[bytes] = set()
-        self.batch: list[tuple[str, bytes]] = []
+        self.batch: list[str] = []
         self.batch_chars = 0
         self.split_values = array("d")  # one float a document
         self.signatures: list[np.ndarray] = []
-        self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgellm-tokenize")
-        self._pending: tuple[Future, list[bytes]] | None = None
 
     def add(self, row: Row) -> None:
         text = self._text_of(row)
         if text is None:
             return
         self.report.documents += 1
-        text = normalize_text(text)
-        if not text:
-            self.report.drop("empty")
-            return
-        s = self.settings
-        if s.quality_filters:
-            problem = quality_problem(text, min_chars=s.min_chars, min_letter_share=s.min_letter_share,
-                                      max_repeated_line_share=s.max_repeated_line_share)
-            if problem:
-                self.report.drop(problem)
-                return
-        digest = content_digest(text)
-        if s.dedupe:
-            if digest in self.seen:
-                self.report.duplicates_removed += 1
-                return
-            self.seen.add(digest)
-        self.batch.append((text, digest))
+        self.batch.append(text)
         self.batch_chars += len(text)
         if self.batch_chars >= BATCH_CHARS:
             self.flush()
@@ -261,41 +262,45 @@ class _CPTStager:
         return value
 
     def flush(self) -> None:
-        """Hand the batch to the tokenizer thread, and stage the batch it finished before (if any).
-
-        The encoder releases the GIL, so reading and cleaning the next batch overlaps with it.
-        """
+        """Hand the batch to the runner, and stage the batches it has finished."""
         if self.batch:
-            texts = [t for t, _ in self.batch]
-            future = self._tokenizer_thread.submit(self.encoder, texts)
-            digests = [d for _, d in self.batch]
+            for done in self.runner.submit(self.batch):
+                self._stage(done)
             self.batch, self.batch_chars = [], 0
-        else:
-            future = digests = None
-        if self._pending is not None:
-            self._stage(*self._pending)
-        self._pending = (future, digests) if future is not None else None
 
     def finish(self) -> None:
         """Stage everything added so far."""
-        self.flush()
-        self.flush()
-        self._tokenizer_thread.shutdown()
+        try:
+            self.flush()
+            for done in self.runner.drain():
+                self._stage(done)
+        finally:
+            self.runner.close()
 
-    def _stage(self, future: Future, digests: list[bytes]) -> None:
-        docs = future.result()  # token ids of each document, ending with EOS
-        lengths = np.fromiter((len(ids) for ids in docs), dtype=np.int64, count=len(docs))
-        flat = np.concatenate(docs)
-        self.staging.add_many(flat, lengths)
-        self.split_values.extend(split_value(digest, self.settings.seed) for digest in digests)
-        if self.settings.near_dedupe_threshold > 0:
-            self.signatures.append(minhash_signatures(flat, lengths))
+    def _stage(self, done: EncodedBatch) -> None:
+        for reason, count in done.dropped.items():
+            self.report.drop(reason, count)
+        if self.settings.dedupe:
+            keep = np.ones(len(done.digests), dtype=bool)
+            for i, digest in enumerate(done.digests):
+                if digest in self.seen:
+                    keep[i] = False
+                else:
+                    self.seen.add(digest)
+            if not keep.all():
+                self.report.duplicates_removed += int((~keep).sum())
+                done = done.select(keep)
+        self.staging.add_many(done.tokens, done.lengths)
+        self.split_values.extend(done.split_values)
+        if done.signatures is not None:
+            self.signatures.append(done.signatures)
 
 
 class _IFTStager:
     """IFT: each row -> format (per file) -> chat messages -> rendered with a mask -> staged."""
 
     encoder_name = HuggingFaceEncoder.name  # records are encoded with their masks by the tokenizer itself
+    processes = 0  # encoded here, a batch at a time
 
     def __init__(self, settings: DataSettings, tokenizer: Any, report: DataReport, staging: Staging):
         self.settings, self.tokenizer, self.report, self.staging = settings, tokenizer, report, staging
@@ -387,7 +392,7 @@ class _Collector:
         return len(self.items) - 1
 
     def add_many(self, flat: np.ndarray, lengths: np.ndarray) -> None:
-        for ids in np.split(flat, np.cumsum(lengths)[:-1]):
+        for ids in Encoded(flat, lengths).documents():
             self.add(ids)
 
 

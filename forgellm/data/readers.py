@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import orjson
+
 from forgellm.data.stats import DataReport
 
 PROSE_SUFFIXES = {".txt", ".md", ".rst", ".markdown", ".text"}
@@ -55,24 +57,23 @@ def list_sources(root: Path, report: DataReport) -> list[SourceFile]:
     found: list[SourceFile] = []
     seen_dirs: set[Path] = set()
 
-    def walk(folder: Path) -> None:
+    def walk(folder: Path, prefix: str) -> None:  # prefix: the folder relative to root, with a slash
         real = folder.resolve()
         if real in seen_dirs:  # a symlink loop, or two links to one folder
             return
         seen_dirs.add(real)
         if folder != root and any((folder / m).is_file() for m in DATASETS_MARKERS):
-            found.append(SourceFile(folder, _rel(folder, root), is_datasets_folder=True))
+            found.append(SourceFile(folder, prefix.rstrip("/"), is_datasets_folder=True))
             return
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            report.skip(_rel(folder, root), None, f"cannot list folder: {exc.strerror or exc}")
+            report.skip(prefix.rstrip("/") or root.name, None, f"cannot list folder: {exc.strerror or exc}")
             return
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            path = Path(entry.path)
-            rel = _rel(path, root)
+            path, rel = Path(entry.path), prefix + entry.name
             if entry.is_symlink():
                 target = path.resolve()
                 if target != root and root not in target.parents:
@@ -81,8 +82,8 @@ def list_sources(root: Path, report: DataReport) -> list[SourceFile]:
                 if not target.exists():
                     report.skip(rel, None, "broken symlink")
                     continue
-            if path.is_dir():
-                walk(path)
+            if entry.is_dir():  # the type scandir already read, for anything but a symlink
+                walk(path, rel + "/")
             elif path.suffix.lower() in SUPPORTED_SUFFIXES:
                 found.append(SourceFile(path, rel))
             else:
@@ -97,7 +98,7 @@ def list_sources(root: Path, report: DataReport) -> list[SourceFile]:
         return []
     if any((root / m).is_file() for m in DATASETS_MARKERS):
         return [SourceFile(root, root.name, is_datasets_folder=True)]
-    walk(root)
+    walk(root, "")
     return found
 
 
@@ -121,13 +122,22 @@ def read_source(source: SourceFile, report: DataReport, *, max_file_bytes: int) 
     if size == 0:
         report.skip(source.rel, None, "empty file")
         return
-    if suffix not in {".pdf", ".parquet"} and _looks_binary(source.path):
-        report.skip(source.rel, None, f"binary file (NUL bytes in its first {BINARY_PROBE_BYTES} bytes), not {suffix} text")
-        return
-    report.bytes_read += size
     reader = _READERS.get(suffix, _read_prose)
     try:
-        if suffix in {".jsonl", ".csv"}:  # streamed, but one record is still read whole: bound it
+        whole = None if streamed or suffix == ".pdf" else source.path.read_bytes()  # text read whole: read once
+        if whole is not None:
+            start = whole[:BINARY_PROBE_BYTES]
+        elif suffix in {".jsonl", ".csv"}:
+            start = _first_bytes(source.path)
+        else:  # PDF and Parquet are binary formats
+            start = b""
+        if b"\0" in start:
+            report.skip(source.rel, None, f"binary file (NUL bytes in its first {BINARY_PROBE_BYTES} bytes), not {suffix} text")
+            return
+        report.bytes_read += size
+        if whole is not None:
+            yield from reader(source, report, whole)
+        elif suffix in {".jsonl", ".csv"}:  # streamed, but one record is still read whole: bound it
             yield from reader(source, report, max_record_bytes=max_file_bytes)
         else:
             yield from reader(source, report)
@@ -143,9 +153,9 @@ def _mb(size: int) -> str:
     return f"{round(size / 2**20, 3):g}"
 
 
-def _looks_binary(path: Path) -> bool:
+def _first_bytes(path: Path) -> bytes:
     with open(path, "rb") as fh:
-        return b"\0" in fh.read(BINARY_PROBE_BYTES)
+        return fh.read(BINARY_PROBE_BYTES)
 
 
 def _decode(data: bytes, source: SourceFile, report: DataReport, line: int | None = None) -> str | None:
@@ -157,16 +167,16 @@ def _decode(data: bytes, source: SourceFile, report: DataReport, line: int | Non
         return None
 
 
-def _read_prose(source: SourceFile, report: DataReport) -> Iterator[Row]:
-    text = _decode(source.path.read_bytes(), source, report)
+def _read_prose(source: SourceFile, report: DataReport, data: bytes) -> Iterator[Row]:
+    text = _decode(data, source, report)
     if text is not None:
         yield Row(source.rel, None, {"text": text.removeprefix("\ufeff")}, whole_file=True)
 
 
-def _read_html(source: SourceFile, report: DataReport) -> Iterator[Row]:
+def _read_html(source: SourceFile, report: DataReport, data: bytes) -> Iterator[Row]:
     from bs4 import BeautifulSoup
 
-    html = _decode(source.path.read_bytes(), source, report)
+    html = _decode(data, source, report)
     if html is None:
         return
     soup = BeautifulSoup(html, "html.parser")
@@ -211,16 +221,13 @@ def _read_jsonl(source: SourceFile, report: DataReport, *, max_record_bytes: int
                 continue
             if not raw.strip():
                 continue
-            line = _decode(raw, source, report, line=number)
-            if line is None:
-                continue
-            record = _parse_json(line, source, report, number)
+            record = _parse_json(raw, source, report, number)
             if record is not None:
                 yield Row(source.rel, number, record)
 
 
-def _read_json(source: SourceFile, report: DataReport) -> Iterator[Row]:
-    text = _decode(source.path.read_bytes(), source, report)
+def _read_json(source: SourceFile, report: DataReport, data: bytes) -> Iterator[Row]:
+    text = _decode(data, source, report)
     if text is None:
         return
     try:
@@ -242,12 +249,20 @@ def _read_json(source: SourceFile, report: DataReport) -> Iterator[Row]:
             report.skip(source.rel, index, f"record {index} is a JSON {type(record).__name__}, not an object")
 
 
-def _parse_json(line: str, source: SourceFile, report: DataReport, number: int) -> dict[str, Any] | None:
+def _parse_json(raw: bytes, source: SourceFile, report: DataReport, number: int) -> dict[str, Any] | None:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        report.skip(source.rel, number, f"malformed JSON line: {exc.msg} (column {exc.colno})")
-        return None
+        record = orjson.loads(raw)  # several times faster than json, for the common case of a valid line
+    except orjson.JSONDecodeError:
+        # The standard library takes what orjson refuses but JSON writers emit (NaN, integers over 64 bits)
+        # and says what is wrong with the rest.
+        line = _decode(raw, source, report, line=number)
+        if line is None:
+            return None
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            report.skip(source.rel, number, f"malformed JSON line: {exc.msg} (column {exc.colno})")
+            return None
     if not isinstance(record, dict):
         report.skip(source.rel, number, f"JSON {type(record).__name__}, expected an object like {{\"text\": ...}}")
         return None

@@ -40,9 +40,9 @@ class DataReport:
         if len(self.skipped) < MAX_LISTED_SKIPS:
             self.skipped.append({"file": file, "line": line, "reason": reason})
 
-    def drop(self, reason: str) -> None:
-        """Count a document removed by a filter (not an input problem)."""
-        self.filtered[reason] += 1
+    def drop(self, reason: str, count: int = 1) -> None:
+        """Count documents removed by a filter (not an input problem)."""
+        self.filtered[reason] += count
 
     def first_skips(self, n: int = 3) -> str:
         return "; ".join(f"{s['file']}{':' + str(s['line']) if s['line'] else ''}: {s['reason']}"

@@ -13,16 +13,18 @@ Hugging Face fast backend, so the ids are always the tokenizer's own.
 from __future__ import annotations
 
 import hashlib
-import json
+import itertools
 import logging
 import os
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
+import orjson
 
 from forgellm.jsonio import read_json, write_json_atomic
 
@@ -46,35 +48,99 @@ PROBE_TEXTS = (
 )
 
 
+@dataclass
+class Encoded:
+    """Token ids of a batch of documents, back to back (int32), each ending with the EOS token,
+    and each document's length."""
+
+    tokens: np.ndarray
+    lengths: np.ndarray  # int64
+
+    def documents(self) -> list[np.ndarray]:
+        """The documents' ids one array each."""
+        return np.split(self.tokens, np.cumsum(self.lengths)[:-1]) if len(self.lengths) else []
+
+    @classmethod
+    def ending_with_eos(cls, tokens: np.ndarray, lengths: np.ndarray, eos_id: int) -> "Encoded":
+        """``tokens`` with the EOS token appended to every document that does not already end with it."""
+        ends = np.cumsum(lengths)
+        needs = (lengths == 0) | (tokens[np.maximum(ends - 1, 0)] != eos_id) if len(tokens) else np.ones(len(lengths), bool)
+        return cls(np.insert(tokens, ends[needs], np.int32(eos_id)), lengths + needs)
+
+
 class DocumentEncoder(Protocol):
-    """Encodes a batch of documents to int32 token ids, each followed by the end-of-sequence token;
-    special tokens written in the text are encoded as special tokens, as the tokenizer does."""
+    """Encodes a batch of documents; special tokens written in the text are encoded as special
+    tokens, as the tokenizer does. ``spec`` rebuilds the same encoder in another process (None
+    when it cannot be rebuilt there)."""
 
     name: str
+    spec: "EncoderSpec | None"
 
-    def __call__(self, texts: list[str]) -> list[np.ndarray]: ...
+    def __call__(self, texts: list[str]) -> Encoded: ...
+
+
+@dataclass
+class TiktokenParts:
+    """A byte-level BPE tokenizer in tiktoken's terms. Small to pickle: a worker process makes
+    the encoding from it in milliseconds, where rebuilding from the definition takes half a second."""
+
+    pattern: str
+    ranks: dict[bytes, int]
+    special: dict[str, int]
+    rank_to_id: np.ndarray  # tiktoken rank -> the tokenizer's id (-1: a byte the vocabulary lacks)
+    nfc: bool  # the tokenizer normalises to NFC first
+
+    def encoding(self) -> Any:
+        import tiktoken
+
+        return tiktoken.Encoding("forgellm-bpe", pat_str=self.pattern, mergeable_ranks=self.ranks,
+                                 special_tokens=self.special)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What a worker process needs to build the same encoder as this one."""
+
+    eos: str
+    eos_id: int
+    tiktoken: TiktokenParts | None = None  # the rebuild, when it passed the check
+    definition: str | None = None  # otherwise the Hugging Face tokenizer's serialised definition
+
+    def build(self, threads: int = 1) -> "DocumentEncoder":
+        if self.tiktoken is not None:
+            return TiktokenEncoder(self.tiktoken, eos=self.eos, eos_id=self.eos_id, threads=threads, spec=self)
+        from tokenizers import Tokenizer
+
+        return HuggingFaceEncoder(Tokenizer.from_str(self.definition), self.eos_id, spec=self)
 
 
 class HuggingFaceEncoder:
-    """The tokenizer's Hugging Face fast backend (Rust, batch-parallel)."""
+    """The tokenizer's Hugging Face fast backend (Rust, batch-parallel), or the tokenizer itself
+    when it has none."""
 
     name = "huggingface"
 
-    def __init__(self, tokenizer: Any):
-        self.tokenizer, self.eos_id = tokenizer, tokenizer.eos_token_id
-        self.backend = getattr(tokenizer, "backend_tokenizer", None)
+    def __init__(self, tokenizer: Any, eos_id: int, *, spec: EncoderSpec | None = None):
+        self.tokenizer, self.eos_id, self.spec = tokenizer, eos_id, spec
+        self.backend = tokenizer if hasattr(tokenizer, "encode_batch_fast") else getattr(tokenizer, "backend_tokenizer", None)
 
-    def __call__(self, texts: list[str]) -> list[np.ndarray]:
+    @classmethod
+    def of(cls, tokenizer: Any) -> "HuggingFaceEncoder":
+        """The encoder of a transformers tokenizer."""
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        spec = None
+        if backend is not None and tokenizer.eos_token is not None:
+            spec = EncoderSpec(tokenizer.eos_token, tokenizer.eos_token_id, definition=backend.to_str())
+        return cls(tokenizer, tokenizer.eos_token_id, spec=spec)
+
+    def __call__(self, texts: list[str]) -> Encoded:
         if self.backend is not None:
-            encoded = (e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=True))
+            ids = [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=True)]
         else:
-            encoded = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
-        return [_ending_with_eos(np.array(ids, dtype=np.int32), self.eos_id) for ids in encoded]
-
-
-def _ending_with_eos(ids: np.ndarray, eos_id: int) -> np.ndarray:
-    """``ids`` with the EOS token appended, unless the document already ends with it."""
-    return ids if len(ids) and ids[-1] == eos_id else np.append(ids, np.int32(eos_id))
+            ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+        return Encoded.ending_with_eos(flat, lengths, self.eos_id)
 
 
 class TiktokenEncoder:
@@ -87,10 +153,10 @@ class TiktokenEncoder:
 
     name = "tiktoken"
 
-    def __init__(self, encoding: Any, *, rank_to_id: np.ndarray, nfc: bool, eos: str, eos_id: int, threads: int):
-        self.encoding, self.rank_to_id, self.nfc = encoding, rank_to_id, nfc
-        self.eos, self.eos_id = eos, eos_id
-        self.gaps = bool((rank_to_id < 0).any())
+    def __init__(self, parts: TiktokenParts, *, eos: str, eos_id: int, threads: int, spec: EncoderSpec | None = None):
+        self.encoding, self.rank_to_id, self.nfc = parts.encoding(), parts.rank_to_id, parts.nfc
+        self.eos, self.eos_id, self.spec = eos, eos_id, spec
+        self.gaps = bool((self.rank_to_id < 0).any())
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="forgellm-bpe") if threads > 1 else None
         self.threads = threads
 
@@ -100,39 +166,45 @@ class TiktokenEncoder:
         ids = self.rank_to_id[self.encoding.encode_to_numpy(text, allowed_special="all", disallowed_special=())]
         return ids[ids >= 0] if self.gaps else ids
 
-    def _encode_joined(self, texts: list[str]) -> list[np.ndarray]:
+    def _encode_joined(self, texts: list[str]) -> Encoded:
         ids = self._encode(self.eos.join(texts) + self.eos)
         ends = np.flatnonzero(ids == self.eos_id) + 1
-        if len(ends) != len(texts):  # a document writes the EOS token itself: encode one by one
-            return [_ending_with_eos(self._encode(text), self.eos_id) for text in texts]
-        return np.split(ids, ends[:-1])
+        if len(ends) == len(texts):
+            return Encoded(ids, np.diff(ends, prepend=0))
+        # a document writes the EOS token itself: encode one by one
+        docs = [self._encode(text) for text in texts]
+        lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+        return Encoded.ending_with_eos(np.concatenate(docs) if docs else np.zeros(0, np.int32), lengths, self.eos_id)
 
-    def __call__(self, texts: list[str]) -> list[np.ndarray]:
+    def __call__(self, texts: list[str]) -> Encoded:
         if self._pool is None or len(texts) < 2 * self.threads:
-            return self._encode_joined(texts) if texts else []
+            return self._encode_joined(texts)
         step = -(-len(texts) // self.threads)
-        parts = self._pool.map(self._encode_joined, [texts[i:i + step] for i in range(0, len(texts), step)])
-        return [ids for part in parts for ids in part]
+        parts = list(self._pool.map(self._encode_joined, [texts[i:i + step] for i in range(0, len(texts), step)]))
+        return Encoded(np.concatenate([p.tokens for p in parts]), np.concatenate([p.lengths for p in parts]))
 
 
 def document_encoder(tokenizer: Any, *, verdicts: Path | None = None, threads: int | None = None) -> DocumentEncoder:
     """The fastest encoder that gives exactly ``tokenizer``'s ids (see the module docstring).
 
-    The check of a rebuild takes a second or two; with ``verdicts`` (a folder) its outcome is
+    The check of a rebuild takes about a second; with ``verdicts`` (a folder) its outcome is
     kept there per tokenizer, so it runs once.
     """
-    reference = HuggingFaceEncoder(tokenizer)
-    backend, eos = reference.backend, tokenizer.eos_token
-    if backend is None or eos is None:
+    reference = HuggingFaceEncoder.of(tokenizer)
+    if reference.spec is None:
         return reference
-    definition = backend.to_str()
-    built = _tiktoken_parts(definition)
-    if built is None or eos not in built[0].special_tokens_set:
+    definition, eos, eos_id = reference.spec.definition, reference.spec.eos, reference.spec.eos_id
+    parts = _tiktoken_parts(definition)
+    if parts is None or eos not in parts.special:
         return reference
-    encoding, rank_to_id, nfc = built
-    fast = TiktokenEncoder(encoding, rank_to_id=rank_to_id, nfc=nfc, eos=eos, eos_id=tokenizer.eos_token_id,
-                           threads=threads or max(1, len(os.sched_getaffinity(0))))
+    fast = TiktokenEncoder(parts, eos=eos, eos_id=eos_id, threads=threads or available_cores(),
+                           spec=EncoderSpec(eos, eos_id, tiktoken=parts))
     return fast if _rebuild_matches(fast, reference, definition, verdicts) else reference
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return max(1, len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else max(1, os.cpu_count() or 1)
 
 
 def _rebuild_matches(fast: TiktokenEncoder, reference: HuggingFaceEncoder, definition: str, verdicts: Path | None) -> bool:
@@ -158,9 +230,9 @@ _MATCHES: dict[str, bool] = {}  # tokenizer definition -> its rebuild passed the
 
 
 @lru_cache(maxsize=4)
-def _tiktoken_parts(definition: str) -> tuple[Any, np.ndarray, bool] | None:
-    """(encoding, rank->id table, NFC first?) for a byte-level BPE ``tokenizer.json``, or None."""
-    spec = json.loads(definition)
+def _tiktoken_parts(definition: str) -> TiktokenParts | None:
+    """A byte-level BPE ``tokenizer.json`` in tiktoken's terms, or None when tiktoken cannot do what it does."""
+    spec = orjson.loads(definition)  # a tokenizer.json is megabytes: several times faster than json
     model, added = spec.get("model") or {}, spec.get("added_tokens") or []
     pattern = _split_pattern(spec.get("pre_tokenizer"))
     normalizer = spec.get("normalizer")
@@ -172,12 +244,10 @@ def _tiktoken_parts(definition: str) -> tuple[Any, np.ndarray, bool] | None:
         import tiktoken
     except ImportError:
         return None
-    to_byte = _byte_of_char()
     vocab: dict[str, int] = model["vocab"]
-    try:
-        as_bytes = {token: bytes(to_byte[c] for c in token) for token in vocab}
-    except KeyError:  # a token outside the byte alphabet: not byte-level
+    if not set("".join(vocab)) <= _byte_of_char().keys():  # a token outside the byte alphabet: not byte-level
         return None
+    as_bytes = {token: _token_bytes(token) for token in vocab}
     # tiktoken merges the adjacent pair whose concatenation has the lowest rank, so a merged token's
     # rank is its merge's position; single bytes come first. Ranks are mapped back to the ids after;
     # a byte the vocabulary lacks maps to -1 and is dropped, as the Hugging Face tokenizer drops it.
@@ -196,11 +266,12 @@ def _tiktoken_parts(definition: str) -> tuple[Any, np.ndarray, bool] | None:
             rank_to_id[rank] = token_id
     for a, rank in zip(added, special.values()):
         rank_to_id[rank] = a["id"]
+    parts = TiktokenParts(pattern, ranks, special, rank_to_id, nfc=normalizer is not None)
     try:
-        encoding = tiktoken.Encoding("forgellm-bpe", pat_str=pattern, mergeable_ranks=ranks, special_tokens=special)
+        parts.encoding()
     except ValueError:  # a split pattern tiktoken's regex engine does not take
         return None
-    return encoding, rank_to_id, normalizer is not None
+    return parts
 
 
 def _adds_nothing(post_processor: dict[str, Any] | None) -> bool:
@@ -238,21 +309,37 @@ def _byte_of_char() -> dict[str, int]:
     return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(extra)}}
 
 
+class _ToLatin1(dict):
+    """A `str.translate` table from `_byte_of_char`'s characters to the Latin-1 character of
+    their byte; any other character becomes a space."""
+
+    def __missing__(self, key: int) -> str:
+        return " "
+
+
+@lru_cache(maxsize=1)
+def _latin1_table() -> _ToLatin1:
+    return _ToLatin1({ord(c): chr(b) for c, b in _byte_of_char().items()})
+
+
+def _token_bytes(token: str) -> bytes:
+    """The bytes a byte-level vocabulary entry stands for."""
+    return token.translate(_latin1_table()).encode("latin-1")
+
+
 def _check_texts(backend: Any) -> list[list[str]]:
     """Every vocabulary entry as text (a tokenizer may take an entry no merge makes), and the
     probe texts with and around every added token: where a rebuild could differ, it shows."""
-    to_byte = _byte_of_char()
     added = {token.content for token in backend.get_added_tokens_decoder().values()}
-    entries = (bytes(to_byte.get(c, 32) for c in token).decode("utf-8", "ignore") for token in backend.get_vocab())
+    entries = (_token_bytes(token).decode("utf-8", "ignore") for token in backend.get_vocab())
     return [[text for text in entries if text and text not in added],
             [*PROBE_TEXTS, "\n\n".join(PROBE_TEXTS), *(f"before {text} after" for text in sorted(added))]]
 
 
-def _first_mismatch(fast: Callable[[list[str]], list[np.ndarray]], reference: Callable[[list[str]], list[np.ndarray]],
+def _first_mismatch(fast: Callable[[list[str]], Encoded], reference: Callable[[list[str]], Encoded],
                     texts: list[str]) -> str | None:
     """The first of ``texts`` the two encoders give different ids for, or None."""
     a, b = fast(texts), reference(texts)
-    lengths_a, lengths_b = np.array([len(x) for x in a]), np.array([len(x) for x in b])
-    if np.array_equal(lengths_a, lengths_b) and np.array_equal(np.concatenate(a), np.concatenate(b)):
+    if np.array_equal(a.lengths, b.lengths) and np.array_equal(a.tokens, b.tokens):
         return None
-    return next(text for text, x, y in zip(texts, a, b) if not np.array_equal(x, y))
+    return next(text for text, x, y in zip(texts, a.documents(), b.documents()) if not np.array_equal(x, y))
