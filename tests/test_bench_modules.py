@@ -50,10 +50,20 @@ def test_mlx_lm_step_reports_are_parsed_without_colour_codes() -> None:
     assert match and match.group(1) == "3" and match.group(2) == "10.797" and match.group(3) == "1,096"
 
 
-def test_generation_timing_separates_first_token_from_decode() -> None:
+def test_generation_decode_speed_counts_only_tokens_after_the_first() -> None:
     answer = {"started": 10.0, "seen": [(10.5, 1), (11.0, 3), (11.5, 5)]}
-    ttft, decode = generation._timing(answer, count=5)
-    assert ttft == pytest.approx(0.5) and decode == pytest.approx(4 / 1.0)
+    assert generation._decode_speed(answer, count=5) == pytest.approx(4 / 1.0)
+
+
+def test_generation_ttft_added_is_the_median_of_paired_differences() -> None:
+    decode = {"raw": [10.0, 10.0, 10.0], "forgellm": [9.0, 9.5, 9.7]}
+    # round 2 is slow for both: pairing cancels it, where the difference of medians would not
+    ttft = {"raw": [0.200, 0.400, 0.210], "forgellm": [0.230, 0.440, 0.260]}
+    rows = {r["name"]: r for r in generation._rows("torch", decode, ttft, 8, generation.FULL)}
+    row = rows["gen_torch_cli_ttft_ms"]
+    assert row["value"] == 260.0 and row["baseline"] == 210.0
+    assert "adds +40.0 ms" in row["notes"]
+    assert rows["gen_torch_cli_tokens_per_s"]["ratio"] == pytest.approx(0.95)
 
 
 def test_peak_quick_reports_torch_and_mlx_against_the_machine_peak() -> None:
