@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from forgellm.data import DataSettings, PreparedData, prepare_dataset
+from forgellm.data.tokenizing import EncoderSpec
 from tests.tiny_model import EMBEDDED_DIR
 
 
@@ -72,3 +75,11 @@ def minimal_pdf(text: str) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+@dataclass(frozen=True)
+class DyingEncoderSpec(EncoderSpec):
+    """A spec whose worker process dies while building its encoder (as a killed worker would)."""
+
+    def build(self, threads: int = 1) -> Any:
+        os._exit(3)

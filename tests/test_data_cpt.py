@@ -174,3 +174,20 @@ def test_worker_processes_give_exactly_what_one_process_gives(tmp_path, tokenize
     for split in ("train", "val"):
         a, b = getattr(here, split), getattr(workers, split)
         assert np.array_equal(np.asarray(a.tokens), np.asarray(b.tokens)) and np.array_equal(np.asarray(a.mask), np.asarray(b.mask))
+
+
+def test_a_worker_that_dies_stops_the_run_with_a_clear_error(tmp_path, tokenizer):
+    from forgellm.data.cpt_batches import BatchRunner, CleaningRules
+    from forgellm.data.settings import DataSettings
+    from forgellm.data.tokenizing import HuggingFaceEncoder
+    from forgellm.errors import ForgeError
+    from tests.data_helpers import DyingEncoderSpec
+
+    encoder = HuggingFaceEncoder.of(tokenizer)
+    encoder.spec = DyingEncoderSpec(encoder.spec.eos, encoder.spec.eos_id, definition=encoder.spec.definition)
+    runner = BatchRunner(CleaningRules.of(DataSettings(input_dir=tmp_path)), encoder, processes=1, scratch=tmp_path)
+    with pytest.raises(ForgeError, match="worker process ended"):
+        for _ in range(3):
+            list(runner.submit([prose(1)]))
+        list(runner.drain())
+    runner.close()

@@ -14,6 +14,7 @@ import multiprocessing
 import pickle
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -23,6 +24,7 @@ import numpy as np
 from forgellm.data.cleaning import content_digest, minhash_signatures, normalize_text, quality_problem
 from forgellm.data.split import split_value
 from forgellm.data.tokenizing import DocumentEncoder, EncoderSpec
+from forgellm.errors import ForgeError
 
 if TYPE_CHECKING:
     from forgellm.data.settings import DataSettings
@@ -133,12 +135,21 @@ class BatchRunner:
             return
         self._pending.append(self._pool.submit(_run_in_worker, texts, self.rules))
         while len(self._pending) > 2 * self.processes:
-            yield self._pending.popleft().result()
+            yield self._next_result()
 
     def drain(self) -> Iterator[EncodedBatch]:
         """Yields every batch still queued, in order."""
         while self._pending:
-            yield self._pending.popleft().result()
+            yield self._next_result()
+
+    def _next_result(self) -> EncodedBatch:
+        try:
+            return self._pending.popleft().result()
+        except BrokenProcessPool as exc:
+            raise ForgeError(
+                "a data worker process ended before finishing its batch (killed, or out of memory; in a script "
+                "of your own, the code that calls prepare_dataset must sit under `if __name__ == \"__main__\":`, "
+                "because workers are started with spawn); nothing was cached, run it again") from exc
 
     def close(self) -> None:
         if self._pool is not None:
