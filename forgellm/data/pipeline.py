@@ -219,7 +219,7 @@ class _CPTStager:
 
     def __init__(self, settings: DataSettings, tokenizer: Any, report: DataReport, staging: Staging,
                  encoder: DocumentEncoder | None = None, *, processes: int = 0):
-        self.settings, self.tokenizer, self.report, self.staging = settings, tokenizer, report, staging
+        self.settings, self.report, self.staging = settings, report, staging
         encoder = encoder or HuggingFaceEncoder.of(tokenizer)
         self.encoder_name = encoder.name
         self.runner = BatchRunner(CleaningRules.of(settings), encoder, processes=processes,

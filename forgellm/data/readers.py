@@ -145,10 +145,6 @@ def read_source(source: SourceFile, report: DataReport, *, max_file_bytes: int) 
         report.skip(source.rel, None, f"cannot read: {exc.strerror or exc}")
 
 
-def _rel(path: Path, root: Path) -> str:
-    return str(path.relative_to(root)) if path != root else path.name
-
-
 def _mb(size: int) -> str:
     return f"{round(size / 2**20, 3):g}"
 
