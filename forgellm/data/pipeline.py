@@ -119,7 +119,7 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
         stager: _IFTStager | _CPTStager = _IFTStager(settings, tokenizer, report, staging)
     else:
         stager = _CPTStager(settings, tokenizer, report, staging, document_encoder(tokenizer, verdicts=verdicts),
-                            processes=_worker_processes(sources))
+                            processes=_worker_processes(sources), scratch=staging.folder)
     for row in iter_rows(sources, report, settings):
         stager.add(row)
     stager.finish()
@@ -218,12 +218,11 @@ class _CPTStager:
     template_source = None
 
     def __init__(self, settings: DataSettings, tokenizer: Any, report: DataReport, staging: Staging,
-                 encoder: DocumentEncoder | None = None, *, processes: int = 0):
+                 encoder: DocumentEncoder | None = None, *, processes: int = 0, scratch: Path | None = None):
         self.settings, self.report, self.staging = settings, report, staging
         encoder = encoder or HuggingFaceEncoder.of(tokenizer)
         self.encoder_name = encoder.name
-        self.runner = BatchRunner(CleaningRules.of(settings), encoder, processes=processes,
-                                  scratch=getattr(staging, "folder", None))
+        self.runner = BatchRunner(CleaningRules.of(settings), encoder, processes=processes, scratch=scratch)
         self.processes = self.runner.processes
         self.seen: set[bytes] = set()
         self.batch: list[str] = []

@@ -19,7 +19,7 @@ import os
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -90,11 +90,17 @@ class TiktokenParts:
     rank_to_id: np.ndarray  # tiktoken rank -> the tokenizer's id (-1: a byte the vocabulary lacks)
     nfc: bool  # the tokenizer normalises to NFC first
 
+    @cached_property
     def encoding(self) -> Any:
+        """The tiktoken encoding, compiled once per process (its check and its encoders share it)."""
         import tiktoken
 
         return tiktoken.Encoding("forgellm-bpe", pat_str=self.pattern, mergeable_ranks=self.ranks,
                                  special_tokens=self.special)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A worker process compiles its own encoding; sending the compiled one would pickle the ranks twice.
+        return {k: v for k, v in self.__dict__.items() if k != "encoding"}
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,7 @@ class TiktokenEncoder:
     name = "tiktoken"
 
     def __init__(self, parts: TiktokenParts, *, eos: str, eos_id: int, threads: int, spec: EncoderSpec | None = None):
-        self.encoding, self.rank_to_id, self.nfc = parts.encoding(), parts.rank_to_id, parts.nfc
+        self.encoding, self.rank_to_id, self.nfc = parts.encoding, parts.rank_to_id, parts.nfc
         self.eos, self.eos_id, self.spec = eos, eos_id, spec
         self.gaps = bool((self.rank_to_id < 0).any())
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="forgellm-bpe") if threads > 1 else None
@@ -268,7 +274,7 @@ def _tiktoken_parts(definition: str) -> TiktokenParts | None:
         rank_to_id[rank] = a["id"]
     parts = TiktokenParts(pattern, ranks, special, rank_to_id, nfc=normalizer is not None)
     try:
-        parts.encoding()
+        parts.encoding  # compiles the split pattern
     except ValueError:  # a split pattern tiktoken's regex engine does not take
         return None
     return parts
