@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 class FsdpTrainable(TorchTrainable):
     collective_save = True  # every rank calls save_checkpoint/save_final (rank 0 with a folder, the others None)
+    fuses_loss = False  # the output layer's weight is whole only inside the root module's forward()
 
     def __init__(self, config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None):
         from torch.distributed.fsdp import fully_shard

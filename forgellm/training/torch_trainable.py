@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from forgellm.errors import UserError
 from forgellm.training.engine_api import process_peak_rss_bytes, top_layers
+from forgellm.training.torch_lora import fuse_lora_layers
+from forgellm.training.torch_loss import linear_cross_entropy_sum
 
 if TYPE_CHECKING:
     from forgellm.models.resolve import ModelInfo
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "vocab.json", "merges.txt", "generation_config.json")
 OPTIMIZER_FILE = "optimizer.pt"
+# Architectures whose logits are exactly the output layer's product with the decoder's last hidden
+# states (no soft-capping or scaling after it): their loss is fused with that product.
+PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "smollm3", "olmo2"})
 
 
 def precision(device: torch.device, *, full: bool) -> tuple[torch.dtype, torch.dtype | None]:
@@ -42,6 +47,7 @@ def precision(device: torch.device, *, full: bool) -> tuple[torch.dtype, torch.d
 
 class TorchTrainable:
     engine = "torch"
+    fuses_loss = True  # the sharded trainable sets False: FSDP unshards the output layer only inside forward()
 
     def __init__(self, config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None):
         from transformers import AutoModelForCausalLM
@@ -86,6 +92,9 @@ class TorchTrainable:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = model.to(self.device)
         self.model.train()
+        if self.is_peft:
+            fuse_lora_layers(self.model)
+        self.output_head = self._plain_output_head()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.trainable_params = sum(p.numel() for p in self.params)
         self.total_params = sum(p.numel() for p in self.model.parameters())
@@ -94,7 +103,27 @@ class TorchTrainable:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8,
                                            weight_decay=config.weight_decay,
                                            fused=self.device.type in ("cpu", "cuda"))
-        self._train_forward = None  # the model, or its compiled form (`compile: true`), built at the first step
+        self._train_forward = None  # the network, or its compiled form (`compile: true`), built at the first step
+
+    def _plain_output_head(self) -> torch.nn.Linear | None:
+        """The output layer when the loss can be fused with it (`forgellm.training.torch_loss`), else None.
+
+        Not under autocast (a GPU's full fine-tune): there the output product runs in bfloat16 from
+        float32 weights, which the plain path leaves to autocast."""
+        causal = self.model.get_base_model() if self.is_peft else self.model
+        head = causal.get_output_embeddings()
+        if (not self.fuses_loss or self.compute_dtype is not None or type(head) is not torch.nn.Linear
+                or head.bias is not None or causal.config.model_type not in PLAIN_HEAD_MODEL_TYPES):
+            return None
+        return head
+
+    @property
+    def _network(self) -> torch.nn.Module:
+        """What the forward pass runs: the decoder alone when the loss is fused with the output
+        layer, the whole model (to its logits) otherwise."""
+        if self.output_head is None:
+            return self.model
+        return (self.model.get_base_model() if self.is_peft else self.model).get_decoder()
 
     def _continue_adapter(self, model, adapter: "ModelInfo"):
         from peft import PeftModel
@@ -106,17 +135,25 @@ class TorchTrainable:
         return PeftModel.from_pretrained(model, str(adapter.path), is_trainable=True)
 
     # --- the loss, identical in both engines -------------------------------------------------
-    def _loss_sum(self, tokens: np.ndarray, mask: np.ndarray, model=None) -> tuple[torch.Tensor, int]:
+    def _loss_sum(self, tokens: np.ndarray, mask: np.ndarray, network=None) -> tuple[torch.Tensor, int]:
         x = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device)
-        weights = torch.from_numpy(np.asarray(mask[:, 1:], dtype=np.float32)).to(self.device)
+        targets = x[:, 1:].reshape(-1)
+        weights = torch.from_numpy(np.asarray(mask[:, 1:], dtype=np.float32)).to(self.device).reshape(-1)
         with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype is not None):
-            logits = (self.model if model is None else model)(input_ids=x[:, :-1]).logits  # (B, L-1, V)
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1), reduction="none")
-        return (ce * weights.reshape(-1)).sum(), int(weights.sum().item())
+            out = (self._network if network is None else network)(input_ids=x[:, :-1])
+        if self.output_head is not None:
+            hidden = out.last_hidden_state
+            loss_sum = linear_cross_entropy_sum(hidden.reshape(-1, hidden.shape[-1]), self.output_head.weight,
+                                                targets, weights)
+        else:
+            logits = out.logits  # (B, L-1, V)
+            loss_sum = (F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="none")
+                        * weights).sum()
+        return loss_sum, int(weights.sum().item())
 
     def forward_backward(self, tokens: np.ndarray, mask: np.ndarray, loss_scale: float) -> tuple[float, int]:
         if self._train_forward is None:
-            self._train_forward = self._compiled() if self.config.compile else self.model
+            self._train_forward = self._compiled() if self.config.compile else self._network
         loss_sum, n = self._loss_sum(tokens, mask, self._train_forward)
         (loss_sum * loss_scale).backward()
         return float(loss_sum.item()), n
@@ -128,7 +165,7 @@ class TorchTrainable:
         of compiling (1.5 min with inductor's cache warm). Only training steps use it; evaluation
         and saving use the model itself."""
         log.info("compiling the model (torch.compile); the first step waits for it")
-        return torch.compile(self.model)
+        return torch.compile(self._network)
 
     def reseed(self, seed: int) -> None:
         torch.manual_seed(seed)
