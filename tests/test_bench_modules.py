@@ -44,6 +44,19 @@ def test_training_flops_count_weight_gradients_only_for_trained_weights() -> Non
     assert lora == pytest.approx(4 * params + 3 * attention + 6 * adapters)
 
 
+def test_training_ratio_is_the_median_of_the_rounds_paired_ratios() -> None:
+    ours, theirs = training.Tally(), training.Tally()
+    # round 2 is slow for ours only while the host is busy; round 3 slow for both
+    for (ours_s, theirs_s) in ((1.0, 1.2), (3.0, 1.1), (2.4, 3.0)):
+        ours.add({"seconds": ours_s, "tokens": 120, "loss": 1.0})
+        theirs.add({"seconds": theirs_s, "tokens": 120, "loss": 1.0})
+    assert ours.tokens_per_second == pytest.approx(120 / 2.4)  # medians of each round's tokens/s
+    assert theirs.tokens_per_second == pytest.approx(120 / 1.2)
+    assert training.paired_ratio(ours, theirs) == pytest.approx(1.2 / 1.0)  # ratios 1.2, 0.367, 1.25
+    row = training._rows("lora_torch", ours, theirs, "peer", 1e9, 100.0, training.FULL)[0]
+    assert row["ratio"] == pytest.approx(1.2) and row["value"] == pytest.approx(50.0)
+
+
 def test_mlx_lm_step_reports_are_parsed_without_colour_codes() -> None:
     line = "     3    \x1b[1m10.797 ▼\x1b[0m    \x1b[1m 1,096\x1b[0m      0.2k"
     match = training.MlxLoraCommand.REPORT.match(training.ANSI.sub("", line))

@@ -6,8 +6,11 @@
 Both LoRA (rank 16, alpha 32, all seven projections, as ``configs/cpt-sample.yaml``) and full
 fine-tuning, on the embedded model and the sample CPT documents packed by the data pipeline
 (batch 4 x 128 tokens, so the whole benchmark fits in minutes on 2 cores; every sequence is
-full, so every contender's tokens are useful tokens: targets, no padding). Each contender runs in its own process after a warm-up step; the
-parent alternates them (A B B A ...) so both see the same machine load.
+full, so every contender's tokens are useful tokens: targets, no padding). Each contender runs
+in its own process after warm-up steps; the parent alternates them in rounds (A B, B A, ...) so
+both see the same machine load. A single step's time moves by a third between rounds on a
+shared host, so the figures are medians over the rounds: tokens/s of each contender, and the
+ratio as the median of the rounds' paired ratios (ours / theirs in the same round).
 
 Model FLOPs utilisation counts the matmul FLOPs the step needs, against the machine's
 measured matmul peak (`forgellm.bench.peak`): forward 2 FLOPs per weight per token, the
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,32 +48,36 @@ class Setting:
     batch_size: int
     rounds: int  # measured rounds per contender
     steps: int  # optimizer steps per round
-    warmup: int = 1
+    warmup: int = 2
     lora_rank: int = 16
     lora_alpha: float = 32.0
     learning_rate: float = 1e-4
     types: tuple[str, ...] = ("lora", "full")
 
 
-FULL = Setting(seq_length=128, batch_size=4, rounds=4, steps=1)  # 4 rounds: single steps swing by +-15% here
-QUICK = Setting(seq_length=32, batch_size=2, rounds=1, steps=2, types=("lora",))
+FULL = Setting(seq_length=128, batch_size=4, rounds=10, steps=1)  # single steps swing by a third here
+QUICK = Setting(seq_length=32, batch_size=2, rounds=1, steps=2, warmup=1, types=("lora",))
 
 
 @dataclass
 class Tally:
-    seconds: float = 0.0
-    tokens: int = 0
+    rates: list[float] = field(default_factory=list)  # useful tokens/s of each round
     peak_rss_bytes: int = 0
     losses: list[float] = field(default_factory=list)
 
     def add(self, answer: dict[str, Any]) -> None:
-        self.seconds += answer["seconds"]
-        self.tokens += answer["tokens"]
+        self.rates.append(answer["tokens"] / answer["seconds"])
         self.losses.append(answer["loss"])
 
     @property
     def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
+        return statistics.median(self.rates)
+
+
+def paired_ratio(ours: Tally, theirs: Tally) -> float:
+    """Median over the rounds of ours / theirs in the same round: a slow moment of the host
+    weighs on both sides of one pair, not on one contender's total."""
+    return statistics.median(a / b for a, b in zip(ours.rates, theirs.rates, strict=True))
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -168,6 +176,7 @@ class MlxLoraCommand:
         self.config_path.write_text(yaml.safe_dump(config))
 
     def run_into(self, tally: Tally) -> None:
+        """One round: a fresh ``mlx_lm lora`` process; its measured steps make one entry of ``tally``."""
         env = blas.subprocess_env(_plain_env())
         env["NO_COLOR"] = "1"
         process = subprocess.Popen([sys.executable, "-m", "mlx_lm", "lora", "--config", str(self.config_path)],
@@ -185,8 +194,8 @@ class MlxLoraCommand:
         if len(measured) != self.setting.steps:
             raise RuntimeError(f"mlx_lm lora printed {len(reports)} step reports, expected "
                                f"{self.setting.warmup + self.setting.steps}: {output[-2000:]}")
-        for loss, tokens_per_second in measured:
-            tally.add({"seconds": self.step_tokens / tokens_per_second, "tokens": self.step_tokens, "loss": loss})
+        tally.add({"seconds": sum(self.step_tokens / rate for _, rate in measured),
+                   "tokens": self.step_tokens * len(measured), "loss": measured[-1][0]})
         rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
         tally.peak_rss_bytes = max(tally.peak_rss_bytes, rss)
 
@@ -215,17 +224,18 @@ def flops_per_token(config: dict[str, Any], setting: Setting, fine_tune_type: st
 
 def _rows(label: str, ours: Tally, theirs: Tally, contender: str, flops: float, peak_gflops: float,
           setting: Setting) -> list[dict[str, Any]]:
-    shape = f"batch {setting.batch_size} x {setting.seq_length} tokens, {setting.rounds * setting.steps} steps each"
+    shape = (f"batch {setting.batch_size} x {setting.seq_length} tokens, {setting.rounds} rounds of "
+             f"{setting.steps} step(s) each, medians; ratio: median of the rounds' paired ratios")
     mfu_ours = flops * ours.tokens_per_second / (peak_gflops * 1e9)
     mfu_theirs = flops * theirs.tokens_per_second / (peak_gflops * 1e9)
+    ratio = round(paired_ratio(ours, theirs), 3)
     return [
         {"name": f"train_{label}_tokens_per_s", "value": round(ours.tokens_per_second, 2), "unit": "tokens/s",
-         "baseline": round(theirs.tokens_per_second, 2), "ratio": _ratio(ours.tokens_per_second,
-                                                                          theirs.tokens_per_second),
+         "baseline": round(theirs.tokens_per_second, 2), "ratio": ratio,
          "notes": f"useful (target) tokens/s vs {contender}; {shape}; last loss {ours.losses[-1]:.3f} vs "
                   f"{theirs.losses[-1]:.3f}"},
         {"name": f"train_{label}_mfu", "value": _sig(mfu_ours), "unit": "fraction of peak",
-         "baseline": _sig(mfu_theirs), "ratio": _ratio(mfu_ours, mfu_theirs),
+         "baseline": _sig(mfu_theirs), "ratio": ratio,
          "notes": f"{flops / 1e6:.0f} MFLOP per token against the machine's {peak_gflops:.1f} GFLOP/s matmul peak"},
         {"name": f"train_{label}_peak_memory", "value": round(ours.peak_rss_bytes / 1e9, 3), "unit": "GB",
          "baseline": round(theirs.peak_rss_bytes / 1e9, 3),
