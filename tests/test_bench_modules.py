@@ -89,8 +89,9 @@ def test_peak_quick_reports_torch_and_mlx_against_the_machine_peak() -> None:
 def test_training_quick_compares_both_engines_with_their_peers() -> None:
     rows = _rows_by_name(_bench("training"))
     for engine in ("torch", "mlx"):
-        for measure in ("tokens_per_s", "mfu", "peak_memory"):
+        for measure in ("tokens_per_s", "mfu", "products_ceiling", "peak_memory"):
             assert f"train_lora_{engine}_{measure}" in rows
+        assert 0 < rows[f"train_lora_{engine}_products_ceiling"]["value"] < 2
     assert 0 < rows["train_lora_torch_mfu"]["value"] < 1.5
 
 

@@ -3,11 +3,14 @@
 Contenders: ``forgellm-torch`` and ``forgellm-mlx`` (ForgeLLM's trainables, stepped as the
 training loop steps them) and ``peft-loop`` (the plain transformers + PEFT loop a user would
 write). Commands: ``{"command": "steps", "count": N}`` trains N optimizer steps and answers
-seconds, useful (target) tokens and the last loss.
+seconds, useful (target) tokens and the last loss; ``{"command": "products", "products": [[m, k, n,
+count], ...]}`` times those matrix products alone in the contender's library (the median of a few
+runs of each, times its count) and answers their seconds.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ class Contender:
     tokens: np.ndarray
     mask: np.ndarray
     batch_size: int
+    engine: str  # the library its matrix products run in: torch or mlx
     position: int = 0
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +44,8 @@ def setup(spec: dict[str, Any]) -> Contender:
     builders = {"forgellm-torch": _forgellm, "forgellm-mlx": _forgellm, "peft-loop": _peft_loop}
     if name not in builders:
         raise ValueError(f"unknown contender {name}")
-    return Contender(builders[name](spec), data["tokens"], data["mask"], spec["batch_size"])
+    return Contender(builders[name](spec), data["tokens"], data["mask"], spec["batch_size"],
+                     "mlx" if name == "forgellm-mlx" else "torch")
 
 
 def _config(spec: dict[str, Any]):
@@ -119,5 +124,33 @@ def steps(contender: Contender, command: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "tokens": tokens, "loss": loss}
 
 
+def products(contender: Contender, command: dict[str, Any], repeats: int = 5) -> dict[str, Any]:
+    if contender.engine == "mlx":
+        import mlx.core as mx
+
+        def product(m: int, k: int, n: int) -> Callable[[], None]:
+            a, b = mx.random.normal((m, k)), mx.random.normal((k, n))
+            mx.eval(a, b)
+            return lambda: mx.eval(a @ b)
+    else:
+        import torch
+
+        def product(m: int, k: int, n: int) -> Callable[[], None]:
+            a, b = torch.randn(m, k), torch.randn(k, n)
+            return lambda: torch.mm(a, b)
+
+    seconds = 0.0
+    for m, k, n, count in command["products"]:
+        run = product(m, k, n)
+        run()
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        seconds += count * statistics.median(times)
+    return {"seconds": seconds}
+
+
 if __name__ == "__main__":
-    serve({"steps": steps}, setup)
+    serve({"steps": steps, "products": products}, setup)

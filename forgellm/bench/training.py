@@ -25,6 +25,7 @@ import os
 import re
 import statistics
 import subprocess
+from collections import Counter
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ QUICK = Setting(seq_length=32, batch_size=2, rounds=1, steps=2, warmup=1, types=
 class Tally:
     rates: list[float] = field(default_factory=list)  # useful tokens/s of each round
     peak_rss_bytes: int = 0
+    products_seconds: float = 0.0  # the step's weight products timed alone (ForgeLLM's side only)
     losses: list[float] = field(default_factory=list)
 
     def add(self, answer: dict[str, Any]) -> None:
@@ -90,19 +92,21 @@ def run(quick: bool) -> list[dict[str, Any]]:
         tokens, mask = sample_sequences(root / "workspace", model, setting.seq_length)
         data = root / "data.npz"
         np.savez(data, tokens=tokens, mask=mask)
-        flops = {t: flops_per_token(json.loads((model / "config.json").read_text()), setting, t)
-                 for t in setting.types}
+        model_config = json.loads((model / "config.json").read_text())
+        flops = {t: flops_per_token(model_config, setting, t) for t in setting.types}
         for fine_tune_type in setting.types:
             spec = {"model": str(model), "data": str(data), "fine_tune_type": fine_tune_type,
                     "seq_length": setting.seq_length, "batch_size": setting.batch_size,
                     "lora_rank": setting.lora_rank, "lora_alpha": setting.lora_alpha,
-                    "learning_rate": setting.learning_rate}
+                    "learning_rate": setting.learning_rate,
+                    "products": step_products(model_config, setting, fine_tune_type)}
             torch_ours, torch_theirs = _torch_pair(spec, setting)
+            product_flops = sum(2 * m * k * n * count for m, k, n, count in spec["products"])
             out += _rows(f"{fine_tune_type}_torch", torch_ours, torch_theirs, "transformers+PEFT loop",
-                         flops[fine_tune_type], peak, setting)
+                         flops[fine_tune_type], peak, setting, product_flops)
             mlx_ours, mlx_theirs = _mlx_pair(spec, setting, tokens, root / f"mlx-lm-{fine_tune_type}")
             out += _rows(f"{fine_tune_type}_mlx", mlx_ours, mlx_theirs, "mlx_lm.lora", flops[fine_tune_type],
-                         peak, setting)
+                         peak, setting, product_flops)
     return out
 
 
@@ -116,6 +120,7 @@ def _torch_pair(spec: dict[str, Any], setting: Setting) -> tuple[Tally, Tally]:
         for round_ in range(setting.rounds):
             for index in (0, 1) if round_ % 2 == 0 else (1, 0):  # A B, then B A: drifts cancel
                 tallies[index].add(workers[index].call({"command": "steps", "count": setting.steps}))
+        tallies[0].products_seconds = ours.call({"command": "products", "products": spec["products"]})["seconds"]
         for tally, worker in zip(tallies, workers):
             tally.peak_rss_bytes = worker.close()["peak_rss_bytes"]
     return tallies
@@ -133,6 +138,7 @@ def _mlx_pair(spec: dict[str, Any], setting: Setting, tokens: np.ndarray, folder
                     ours.add(worker.call({"command": "steps", "count": setting.steps}))
                 else:
                     lora.run_into(theirs)
+        ours.products_seconds = worker.call({"command": "products", "products": spec["products"]})["seconds"]
         ours.peak_rss_bytes = worker.close()["peak_rss_bytes"]
     return ours, theirs
 
@@ -200,30 +206,53 @@ class MlxLoraCommand:
         tally.peak_rss_bytes = max(tally.peak_rss_bytes, rss)
 
 
-def flops_per_token(config: dict[str, Any], setting: Setting, fine_tune_type: str) -> float:
-    """Matmul FLOPs of one training step per useful token (see the module docstring)."""
-    d, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+def _projection_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each projection of a decoder block."""
+    d, inter = config["hidden_size"], config["intermediate_size"]
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
     head_dim = config.get("head_dim") or d // heads
-    shapes = {"q_proj": (d, heads * head_dim), "k_proj": (d, kv_heads * head_dim),
-              "v_proj": (d, kv_heads * head_dim), "o_proj": (heads * head_dim, d),
-              "gate_proj": (d, inter), "up_proj": (d, inter), "down_proj": (inter, d)}
-    block = sum(i * o for i, o in shapes.values())
-    head = config["vocab_size"] * d
-    context = setting.seq_length - 1
-    attention = 2 * 2 * heads * head_dim * (context + 1) / 2  # QK^T and AV, causal: half the square
+    return {"q_proj": (d, heads * head_dim), "k_proj": (d, kv_heads * head_dim),
+            "v_proj": (d, kv_heads * head_dim), "o_proj": (heads * head_dim, d),
+            "gate_proj": (d, inter), "up_proj": (d, inter), "down_proj": (inter, d)}
+
+
+def step_products(config: dict[str, Any], setting: Setting, fine_tune_type: str) -> list[tuple[int, int, int, int]]:
+    """The weight products of one training step as ``(m, k, n, count)``: an (m x k) by (k x n)
+    product, ``count`` times. Forward ``x W``; the input gradient ``g W^T``; a weight gradient
+    ``g^T x`` only for trained weights (a frozen layer needs none); LoRA's rank-r adapters their
+    six small products each. Attention (no weights) is not among them."""
+    m = setting.batch_size * (setting.seq_length - 1)
+    layers, r = config["num_hidden_layers"], setting.lora_rank
+    counts: Counter[tuple[int, int, int]] = Counter()
+    for name, (i, o) in _projection_shapes(config).items():
+        counts[(m, i, o)] += layers  # forward
+        counts[(m, o, i)] += layers  # input gradient
+        if fine_tune_type == "full":
+            counts[(o, m, i)] += layers  # weight gradient
+        elif name in LORA_TARGETS:
+            for shape in ((m, i, r), (m, r, o), (m, o, r), (m, r, i), (o, m, r), (r, m, i)):
+                counts[shape] += layers  # down, up; their input gradients; their weight gradients
+    d, vocab = config["hidden_size"], config["vocab_size"]
+    counts[(m, d, vocab)] += 1  # the output layer (tied to the embedding: trained only in a full fine-tune)
+    counts[(m, vocab, d)] += 1
     if fine_tune_type == "full":
-        forward = layers * (2 * block + attention) + 2 * head
-        # Activation gradients cost the forward again (attention twice: dQ, dK and dA, dV);
-        # weight gradients 2 per weight (attention has no weights).
-        return 3 * forward
-    adapter = setting.lora_rank * sum(i + o for name, (i, o) in shapes.items() if name in LORA_TARGETS)
-    forward = layers * (2 * block + attention + 2 * adapter) + 2 * head
-    return 2 * forward + layers * attention + layers * 2 * adapter  # weight gradients for the adapters only
+        counts[(vocab, m, d)] += 1
+    return [(*shape, count) for shape, count in counts.items()]
+
+
+def flops_per_token(config: dict[str, Any], setting: Setting, fine_tune_type: str) -> float:
+    """Matmul FLOPs of one training step per useful token (see the module docstring): the weight
+    products, plus causal attention's (QK^T and AV: half the square; the backward twice that)."""
+    tokens = setting.batch_size * (setting.seq_length - 1)
+    weights = sum(2 * m * k * n * count for m, k, n, count in step_products(config, setting, fine_tune_type))
+    heads, d = config["num_attention_heads"], config["hidden_size"]
+    head_dim = config.get("head_dim") or d // heads
+    attention = 2 * 2 * heads * head_dim * setting.seq_length / 2
+    return weights / tokens + 3 * config["num_hidden_layers"] * attention
 
 
 def _rows(label: str, ours: Tally, theirs: Tally, contender: str, flops: float, peak_gflops: float,
-          setting: Setting) -> list[dict[str, Any]]:
+          setting: Setting, product_flops: float = 0.0) -> list[dict[str, Any]]:
     shape = (f"batch {setting.batch_size} x {setting.seq_length} tokens, {setting.rounds} rounds of "
              f"{setting.steps} step(s) each, medians; ratio: median of the rounds' paired ratios")
     mfu_ours = flops * ours.tokens_per_second / (peak_gflops * 1e9)
@@ -237,11 +266,26 @@ def _rows(label: str, ours: Tally, theirs: Tally, contender: str, flops: float, 
         {"name": f"train_{label}_mfu", "value": _sig(mfu_ours), "unit": "fraction of peak",
          "baseline": _sig(mfu_theirs), "ratio": ratio,
          "notes": f"{flops / 1e6:.0f} MFLOP per token against the machine's {peak_gflops:.1f} GFLOP/s matmul peak"},
+        *_ceiling_rows(label, ours, mfu_ours, product_flops, peak_gflops),
         {"name": f"train_{label}_peak_memory", "value": round(ours.peak_rss_bytes / 1e9, 3), "unit": "GB",
          "baseline": round(theirs.peak_rss_bytes / 1e9, 3),
          "ratio": _ratio(ours.peak_rss_bytes, theirs.peak_rss_bytes),
          "notes": f"peak resident memory of the process vs {contender}'s"},
     ]
+
+
+def _ceiling_rows(label: str, ours: Tally, mfu: float, product_flops: float,
+                  peak_gflops: float) -> list[dict[str, Any]]:
+    """The MFU a step would reach if it were nothing but its weight products, each timed alone at
+    its shape in ForgeLLM's own worker (same library, same threads), and the step's share of it."""
+    if not ours.products_seconds:
+        return []
+    ceiling = product_flops / ours.products_seconds / (peak_gflops * 1e9)
+    return [{"name": f"train_{label}_products_ceiling", "value": _sig(ceiling), "unit": "fraction of peak",
+             "baseline": None, "ratio": _ratio(mfu, ceiling),
+             "notes": f"the step's weight products alone ({product_flops / 1e9:.0f} GFLOP, attention not "
+                      f"included), timed at their shapes in the same process: the MFU of a step that did "
+                      f"nothing else; ratio: the step's MFU over it"}]
 
 
 def _sig(value: float) -> float:
