@@ -125,23 +125,11 @@ def steps(contender: Contender, command: dict[str, Any]) -> dict[str, Any]:
 
 
 def products(contender: Contender, command: dict[str, Any], repeats: int = 5) -> dict[str, Any]:
-    if contender.engine == "mlx":
-        import mlx.core as mx
-
-        def product(m: int, k: int, n: int) -> Callable[[], None]:
-            a, b = mx.random.normal((m, k)), mx.random.normal((k, n))
-            mx.eval(a, b)
-            return lambda: mx.eval(a @ b)
-    else:
-        import torch
-
-        def product(m: int, k: int, n: int) -> Callable[[], None]:
-            a, b = torch.randn(m, k), torch.randn(k, n)
-            return lambda: torch.mm(a, b)
+    from forgellm.engines.blas import matmul_step
 
     seconds = 0.0
     for m, k, n, count in command["products"]:
-        run = product(m, k, n)
+        run = matmul_step(contender.engine, m, k, n)
         run()
         times = []
         for _ in range(repeats):

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +118,12 @@ def _reference_env() -> dict[str, str]:
     return env
 
 
-def measure_matmul_gflops(backend: str, size: int = MATMUL_SIZE, min_seconds: float = 0.5) -> float:
-    """GFLOP/s of a ``size``x``size`` float32 matmul on the CPU, in this process."""
+def matmul_step(backend: str, m: int, k: int, n: int) -> Callable[[], None]:
+    """One float32 (m x k) by (k x n) product on the CPU in ``backend`` (torch or mlx), its inputs made once."""
     if backend == "torch":
         import torch
 
-        a, b = torch.randn(size, size), torch.randn(size, size)
+        a, b = torch.randn(m, k), torch.randn(k, n)
 
         def step() -> None:
             torch.mm(a, b)
@@ -131,13 +131,19 @@ def measure_matmul_gflops(backend: str, size: int = MATMUL_SIZE, min_seconds: fl
         activate()
         import mlx.core as mx
 
-        a, b = mx.random.normal((size, size)), mx.random.normal((size, size))
+        a, b = mx.random.normal((m, k)), mx.random.normal((k, n))
         mx.eval(a, b)
 
         def step() -> None:
             mx.eval(a @ b)
     else:
         raise ValueError(f"unknown backend {backend!r}")
+    return step
+
+
+def measure_matmul_gflops(backend: str, size: int = MATMUL_SIZE, min_seconds: float = 0.5) -> float:
+    """GFLOP/s of a ``size``x``size`` float32 matmul on the CPU, in this process."""
+    step = matmul_step(backend, size, size, size)
     step()  # warm-up: thread pools, allocations
     count, started = 0, time.perf_counter()
     while count < 2 or time.perf_counter() - started < min_seconds:
