@@ -110,7 +110,7 @@ class TorchTrainable:
 
         Not under autocast (a GPU's full fine-tune): there the output product runs in bfloat16 from
         float32 weights, which the plain path leaves to autocast."""
-        causal = self.model.get_base_model() if self.is_peft else self.model
+        causal = self._causal_lm
         head = causal.get_output_embeddings()
         if (not self.fuses_loss or self.compute_dtype is not None or type(head) is not torch.nn.Linear
                 or head.bias is not None or causal.config.model_type not in PLAIN_HEAD_MODEL_TYPES):
@@ -118,12 +118,17 @@ class TorchTrainable:
         return head
 
     @property
+    def _causal_lm(self) -> torch.nn.Module:
+        """The transformers model (under PEFT's wrapper, with the adapters in its layers)."""
+        return self.model.get_base_model() if self.is_peft else self.model
+
+    @property
     def _network(self) -> torch.nn.Module:
         """What the forward pass runs: the decoder alone when the loss is fused with the output
         layer, the whole model (to its logits) otherwise."""
         if self.output_head is None:
             return self.model
-        return (self.model.get_base_model() if self.is_peft else self.model).get_decoder()
+        return self._causal_lm.get_decoder()
 
     def _continue_adapter(self, model, adapter: "ModelInfo"):
         from peft import PeftModel
