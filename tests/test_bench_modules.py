@@ -38,14 +38,20 @@ def _rows_by_name(results: list[dict]) -> dict[str, dict]:
 def test_training_flops_count_weight_gradients_only_for_trained_weights() -> None:
     setting = training.Setting(seq_length=257, batch_size=4, rounds=1, steps=1)
     params = 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536) + 49152 * 576
-    full = training.flops_per_token(SMOL, setting, "full")
-    lora = training.flops_per_token(SMOL, setting, "lora")
+    def flops(fine_tune_type: str, trains_head: bool) -> float:
+        return training.flops_per_token(SMOL, setting, training.step_products(SMOL, setting, fine_tune_type,
+                                                                              trains_head))
+
+    full, lora = flops("full", True), flops("lora", False)
     # Full: 6 FLOPs per weight (forward, activation and weight gradients) plus causal attention.
     attention = 30 * 4 * 576 * 128.5
     assert full == pytest.approx(6 * params + 3 * attention)
     # LoRA: no weight gradients for the frozen weights (4N); the rank-16 adapters cost 6 per weight.
     adapters = 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))
     assert lora == pytest.approx(4 * params + 3 * attention + 6 * adapters)
+    # Blocks only (mlx_lm.lora's full fine-tune): the tied output layer needs no weight gradient.
+    head = 49152 * 576
+    assert flops("full", False) == pytest.approx(6 * params - 2 * head + 3 * attention)
 
 
 def test_training_ratio_is_the_median_of_the_rounds_paired_ratios() -> None:

@@ -93,21 +93,30 @@ def run(quick: bool) -> list[dict[str, Any]]:
         data = root / "data.npz"
         np.savez(data, tokens=tokens, mask=mask)
         model_config = json.loads((model / "config.json").read_text())
-        flops = {t: flops_per_token(model_config, setting, t) for t in setting.types}
         for fine_tune_type in setting.types:
-            spec = {"model": str(model), "data": str(data), "fine_tune_type": fine_tune_type,
-                    "seq_length": setting.seq_length, "batch_size": setting.batch_size,
-                    "lora_rank": setting.lora_rank, "lora_alpha": setting.lora_alpha,
-                    "learning_rate": setting.learning_rate,
-                    "products": step_products(model_config, setting, fine_tune_type)}
-            torch_ours, torch_theirs = _torch_pair(spec, setting)
-            product_flops = sum(2 * m * k * n * count for m, k, n, count in spec["products"])
-            out += _rows(f"{fine_tune_type}_torch", torch_ours, torch_theirs, "transformers+PEFT loop",
-                         flops[fine_tune_type], peak, setting, product_flops)
-            mlx_ours, mlx_theirs = _mlx_pair(spec, setting, tokens, root / f"mlx-lm-{fine_tune_type}")
-            out += _rows(f"{fine_tune_type}_mlx", mlx_ours, mlx_theirs, "mlx_lm.lora", flops[fine_tune_type],
-                         peak, setting, product_flops)
+            common = {"model": str(model), "data": str(data), "fine_tune_type": fine_tune_type,
+                      "seq_length": setting.seq_length, "batch_size": setting.batch_size,
+                      "lora_rank": setting.lora_rank, "lora_alpha": setting.lora_alpha,
+                      "learning_rate": setting.learning_rate}
+            for engine, contender in (("torch", "transformers+PEFT loop"), ("mlx", "mlx_lm.lora")):
+                spec = _pair_spec(common, model_config, setting, engine)
+                pair = _torch_pair(spec, setting) if engine == "torch" else \
+                    _mlx_pair(spec, setting, tokens, root / f"mlx-lm-{fine_tune_type}")
+                out += _rows(f"{fine_tune_type}_{engine}", *pair, contender,
+                             flops_per_token(model_config, setting, spec["products"]), peak, setting,
+                             product_flops(spec["products"]))
     return out
+
+
+def _pair_spec(common: dict[str, Any], model_config: dict[str, Any], setting: Setting, engine: str) -> dict[str, Any]:
+    """Both sides of a pair train the same weights. A full fine-tune in the PEFT loop trains every
+    weight (``model.requires_grad_(True)``), as ForgeLLM's ``num_layers: -1`` does; ``mlx_lm.lora``
+    trains the blocks only (its embedding, tied to the output layer, stays frozen), so ForgeLLM's
+    mlx side gets ``num_layers`` = the model's block count, which trains exactly those."""
+    blocks_only = engine == "mlx"
+    trains_head = common["fine_tune_type"] == "full" and not blocks_only
+    return {**common, "num_layers": model_config["num_hidden_layers"] if blocks_only else -1,
+            "products": step_products(model_config, setting, common["fine_tune_type"], trains_head)}
 
 
 def _torch_pair(spec: dict[str, Any], setting: Setting) -> tuple[Tally, Tally]:
@@ -216,11 +225,13 @@ def _projection_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
             "gate_proj": (d, inter), "up_proj": (d, inter), "down_proj": (inter, d)}
 
 
-def step_products(config: dict[str, Any], setting: Setting, fine_tune_type: str) -> list[tuple[int, int, int, int]]:
+def step_products(config: dict[str, Any], setting: Setting, fine_tune_type: str,
+                  trains_head: bool) -> list[tuple[int, int, int, int]]:
     """The weight products of one training step as ``(m, k, n, count)``: an (m x k) by (k x n)
     product, ``count`` times. Forward ``x W``; the input gradient ``g W^T``; a weight gradient
-    ``g^T x`` only for trained weights (a frozen layer needs none); LoRA's rank-r adapters their
-    six small products each. Attention (no weights) is not among them."""
+    ``g^T x`` only for trained weights (a frozen layer needs none; the output layer's when
+    ``trains_head``); LoRA's rank-r adapters their six small products each. Attention (no
+    weights) is not among them."""
     m = setting.batch_size * (setting.seq_length - 1)
     layers, r = config["num_hidden_layers"], setting.lora_rank
     counts: Counter[tuple[int, int, int]] = Counter()
@@ -233,18 +244,23 @@ def step_products(config: dict[str, Any], setting: Setting, fine_tune_type: str)
             for shape in ((m, i, r), (m, r, o), (m, o, r), (m, r, i), (o, m, r), (r, m, i)):
                 counts[shape] += layers  # down, up; their input gradients; their weight gradients
     d, vocab = config["hidden_size"], config["vocab_size"]
-    counts[(m, d, vocab)] += 1  # the output layer (tied to the embedding: trained only in a full fine-tune)
+    counts[(m, d, vocab)] += 1  # the output layer (tied to the embedding)
     counts[(m, vocab, d)] += 1
-    if fine_tune_type == "full":
+    if trains_head:
         counts[(vocab, m, d)] += 1
     return [(*shape, count) for shape, count in counts.items()]
 
 
-def flops_per_token(config: dict[str, Any], setting: Setting, fine_tune_type: str) -> float:
+def product_flops(products: list[tuple[int, int, int, int]]) -> int:
+    return sum(2 * m * k * n * count for m, k, n, count in products)
+
+
+def flops_per_token(config: dict[str, Any], setting: Setting, products: list[tuple[int, int, int, int]]) -> float:
     """Matmul FLOPs of one training step per useful token (see the module docstring): the weight
-    products, plus causal attention's (QK^T and AV: half the square; the backward twice that)."""
+    ``products`` (`step_products`), plus causal attention's (QK^T and AV: half the square; the
+    backward twice that)."""
     tokens = setting.batch_size * (setting.seq_length - 1)
-    weights = sum(2 * m * k * n * count for m, k, n, count in step_products(config, setting, fine_tune_type))
+    weights = product_flops(products)
     heads, d = config["num_attention_heads"], config["hidden_size"]
     head_dim = config.get("head_dim") or d // heads
     attention = 2 * 2 * heads * head_dim * setting.seq_length / 2
