@@ -38,6 +38,7 @@ def _rows_by_name(results: list[dict]) -> dict[str, dict]:
 def test_training_flops_count_weight_gradients_only_for_trained_weights() -> None:
     setting = training.Setting(seq_length=257, batch_size=4, rounds=1, steps=1)
     params = 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536) + 49152 * 576
+
     def flops(fine_tune_type: str, trains_head: bool) -> float:
         return training.flops_per_token(SMOL, setting, training.step_products(SMOL, setting, fine_tune_type,
                                                                               trains_head))

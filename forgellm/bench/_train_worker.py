@@ -53,10 +53,9 @@ def _config(spec: dict[str, Any]):
 
     return TrainingConfig(model_name=spec["model"], engine=spec["contender"].split("-")[1],
                           fine_tune_type=spec["fine_tune_type"], num_layers=spec["num_layers"],
-                          lora_rank=spec["lora_rank"],
-                          lora_alpha=spec["lora_alpha"], lora_dropout=0.0, batch_size=spec["batch_size"],
-                          max_seq_length=int(spec["seq_length"]), learning_rate=spec["learning_rate"],
-                          max_grad_norm=MAX_GRAD_NORM, seed=0)
+                          lora_rank=spec["lora_rank"], lora_alpha=spec["lora_alpha"], lora_dropout=0.0,
+                          batch_size=spec["batch_size"], max_seq_length=int(spec["seq_length"]),
+                          learning_rate=spec["learning_rate"], max_grad_norm=MAX_GRAD_NORM, seed=0)
 
 
 def _forgellm(spec: dict[str, Any]) -> Callable[[np.ndarray, np.ndarray], float]:
