@@ -1,8 +1,11 @@
 """Analysis, dashboards, fuse, publish and adapter conversion on run folders written by
 ``forgellm train`` itself (tiny model, both engines), not on crafted ones.
 
-The runs train on one repeated token pattern and validate on another, so the validation loss
-rises again while the training loss falls: the best checkpoint is an early one, not the last.
+The runs train on one repeated token pattern and validate on another whose tokens point the
+other way in the tiny model's embedding space, so the validation loss falls a little, then rises
+again while the training loss falls: the best checkpoint is an early one, not the last, by tenths
+of a nat (a validation pattern of unrelated tokens stayed flat at ln(vocabulary), and its best
+step flipped with the last bits of a BLAS's rounding).
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from safetensors.numpy import load_file
 
 from forgellm.analysis.analyze import analyze
 from forgellm.analysis.runs import load_run
 from forgellm.cli.main import root
+from forgellm.data.sequences import TokenSequences
 from forgellm.engines import load_model
 from forgellm.engines.base import SamplingParams
 from tests.publish_helpers import mlx_logits, torch_logits
-from tests.training_helpers import prepared_data, tiny_config_values, write_config
+from tests.training_helpers import patterned_sequences, tiny_config_values, write_config
 
 pytestmark = pytest.mark.slow  # trains on both engines, then loads many models: minutes on 2 cores
 
@@ -39,12 +44,25 @@ def ok(*args: str) -> str:
     return result.output
 
 
+def diverging_data(folder: Path, model: Path) -> Path:
+    """Prepared splits: a repeated pattern to train on, and to validate on, a pattern of the tokens
+    whose embeddings point most against the training tokens' mean (the output layer is tied to
+    the embedding, so raising the training tokens' logits lowers theirs)."""
+    train = patterned_sequences(32, 32, seed=0)
+    train.save(folder, "train")
+    embedding = load_file(str(model / "model.safetensors"))["model.embed_tokens.weight"].astype(np.float64)
+    opposite = np.argsort(embedding @ embedding[np.unique(train.tokens)].mean(axis=0))[:8]
+    val = np.stack([np.resize(np.roll(opposite, -start), 32) for start in range(8)]).astype(np.int32)
+    TokenSequences(val, np.ones_like(val, dtype=np.uint8)).save(folder, "val")
+    return folder
+
+
 def train_run(home: Path, model: Path, engine: str, **overrides) -> Path:
     """Train a tiny run with ``forgellm train`` in workspace ``home``; its run folder."""
-    prepared_data(home / "prepared")
+    diverging_data(home / "prepared", model)
     values = tiny_config_values(model, run_name=f"trained-{engine}", engine=engine, max_iterations=STEPS,
                                 steps_per_eval=3, save_every=3, max_checkpoints=10, early_stopping_patience=0,
-                                learning_rate=5e-2)
+                                learning_rate=1e-2)
     values.update(overrides)
     config = write_config(home / f"{engine}.yaml", **values)
     with pytest.MonkeyPatch.context() as mp:
