@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from forgellm.training.distributed import Group
@@ -32,6 +32,7 @@ _lost: list[int] = []
 _lost_event = threading.Event()
 _sockets: list[socket.socket] = []
 _finished = threading.Event()
+_loss_callbacks: list[Callable[[], None]] = []
 
 
 def watch_address(engine: str) -> tuple[str, int] | None:
@@ -106,6 +107,13 @@ def _follow(conn: socket.socket, rank: int) -> None:
         log.error("worker rank %d closed its connection without finishing", rank)
         _lost.append(rank)
         _lost_event.set()
+        for callback in list(_loss_callbacks):
+            callback()
+
+
+def on_loss(callback: Callable[[], None]) -> None:
+    """Call ``callback`` (in the watch's thread) each time a worker is seen dying."""
+    _loss_callbacks.append(callback)
 
 
 def lost_ranks(wait: float = 0.0) -> list[int]:

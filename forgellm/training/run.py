@@ -12,6 +12,8 @@ import os
 import re
 import shutil
 import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,7 +27,7 @@ from forgellm.models.resolve import RUN_MARKER, ModelInfo, resolve, resolve_adap
 from forgellm.training.callbacks import MetricsFile, Progress, StatusFile, TensorBoard
 from forgellm.training.checkpoints import CheckpointStore, read_state
 from forgellm.training.config import TrainingConfig, validate_config
-from forgellm.training.distributed import Group, ignore_stop_signals, init_group
+from forgellm.training.distributed import Group, ignore_stop_signals, init_group, lost_worker_error
 from forgellm.training.loop import LoopState, StopFlag, train
 from forgellm.training.storage import StorageError, as_os_error, storage_error
 from forgellm.workspace import Workspace
@@ -33,6 +35,7 @@ from forgellm.workspace import Workspace
 log = logging.getLogger(__name__)
 
 PREPARED_SPLITS = ("train", "val")
+STUCK_COLLECTIVE_SECONDS = 10.0  # before rank 0 records a lost worker itself (`_record_if_stuck`)
 
 
 @dataclass
@@ -230,6 +233,7 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
     store = CheckpointStore(run_dir, config.max_checkpoints)
     callbacks: list = []
     closers: list = []
+    errors = ErrorRecorder(callbacks)
     try:
         if group.is_main:
             metrics = MetricsFile(run_dir / "metrics.jsonl")
@@ -257,6 +261,10 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
             board = TensorBoard(run_dir / "tensorboard")
             callbacks.append(board)
             closers.append(board.close)
+        if group.is_main and group.world_size > 1:
+            from forgellm.training.distributed_watchdog import on_loss
+
+            on_loss(lambda: _record_if_stuck(errors, group, store))
         stop = StopFlag()
         previous = _install_stop_handlers(stop)
         try:
@@ -277,7 +285,7 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
         os_error = as_os_error(exc)
         if os_error is not None:
             exc = storage_error(os_error, run_dir, resumable=store.latest() is not None)
-        _record_error(callbacks, str(exc) or type(exc).__name__, _last_step(store))
+        errors.record(str(exc) or type(exc).__name__, _last_step(store))
         if isinstance(exc, StorageError):
             raise exc from None
         raise
@@ -299,16 +307,45 @@ def _save_final(trainable, run_dir: Path) -> None:
     os.rename(staging, final)
 
 
-def _record_error(callbacks: list, message: str, step: int) -> None:
-    """The ``error`` event in metrics.jsonl and status.json, as far as the disk still lets us write."""
-    log.error("run failed: %s", message)
-    record = {"event": "error", "time": round(time.time(), 3), "step": step, "message": message}
-    for callback in callbacks:
-        if isinstance(callback, (MetricsFile, StatusFile)):
-            try:
-                callback(record)
-            except OSError:
-                log.error("could not record the error event: the run folder is not writable")
+class ErrorRecorder:
+    """Writes the run's one ``error`` event (metrics.jsonl and status.json), as far as the disk still
+    lets us write; from whichever thread gets there first (see `_record_if_stuck`)."""
+
+    def __init__(self, callbacks: list):
+        self.callbacks = callbacks
+        self._lock = threading.Lock()
+        self._recorded = False
+
+    def record(self, message: str, step: int) -> bool:
+        """False when an error was already recorded."""
+        with self._lock:
+            if self._recorded:
+                return False
+            self._recorded = True
+            log.error("run failed: %s", message)
+            record = {"event": "error", "time": round(time.time(), 3), "step": step, "message": message}
+            for callback in self.callbacks:
+                if isinstance(callback, (MetricsFile, StatusFile)):
+                    try:
+                        callback(record)
+                    except OSError:
+                        log.error("could not record the error event: the run folder is not writable")
+            return True
+
+
+def _record_if_stuck(errors: ErrorRecorder, group: Group, store: CheckpointStore) -> None:
+    """Rank 0, when the liveness watch saw a worker die: normally the next collective fails and the
+    main thread records why. A collective can also wait on a dead peer inside the engine, where no
+    signal reaches Python, until the launcher's SIGKILL (torchrun's comes 30 s after its SIGTERM):
+    the run would stay "running" for ever. So after a grace period this thread records the error and
+    ends the process itself."""
+    time.sleep(STUCK_COLLECTIVE_SECONDS)
+    stuck = TimeoutError(f"no collective had failed {STUCK_COLLECTIVE_SECONDS:.0f} s after the loss")
+    message = str(lost_worker_error(group, stuck))
+    if errors.record(message, _last_step(store)):
+        print(f"error: {message}", file=sys.stderr, flush=True)  # as the CLI reports a ForgeError
+        logging.shutdown()
+        os._exit(2)
 
 
 def _check_tensorboard() -> None:
