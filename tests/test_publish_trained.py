@@ -22,7 +22,6 @@ from safetensors.numpy import load_file
 from forgellm.analysis.analyze import analyze
 from forgellm.analysis.runs import load_run
 from forgellm.cli.main import root
-from forgellm.data.sequences import TokenSequences
 from forgellm.engines import load_model
 from forgellm.engines.base import SamplingParams
 from tests.publish_helpers import mlx_logits, torch_logits
@@ -52,8 +51,7 @@ def diverging_data(folder: Path, model: Path) -> Path:
     train.save(folder, "train")
     embedding = load_file(str(model / "model.safetensors"))["model.embed_tokens.weight"].astype(np.float64)
     opposite = np.argsort(embedding @ embedding[np.unique(train.tokens)].mean(axis=0))[:8]
-    val = np.stack([np.resize(np.roll(opposite, -start), 32) for start in range(8)]).astype(np.int32)
-    TokenSequences(val, np.ones_like(val, dtype=np.uint8)).save(folder, "val")
+    patterned_sequences(8, 32, seed=1, pattern=opposite).save(folder, "val")
     return folder
 
 

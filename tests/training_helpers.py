@@ -11,14 +11,16 @@ from forgellm.data.sequences import TokenSequences
 
 
 def patterned_sequences(count: int, length: int, *, seed: int = 0, period: int = 8, vocab: int = 49152,
-                        mask_prefix: int = 0) -> TokenSequences:
+                        mask_prefix: int = 0, pattern: np.ndarray | None = None) -> TokenSequences:
     """Sequences that repeat a short random pattern (from a random offset): a tiny model learns them fast.
 
     ``mask_prefix`` masks the first tokens of every sequence out of the loss, like an IFT prompt.
+    ``pattern`` gives the tokens to repeat instead of drawing ``period`` of them.
     """
     rng = np.random.default_rng(seed)
-    pattern = rng.integers(100, vocab, size=period)
-    starts = rng.integers(0, period, size=count)
+    if pattern is None:
+        pattern = rng.integers(100, vocab, size=period)
+    starts = rng.integers(0, len(pattern), size=count)
     tokens = np.stack([np.resize(np.roll(pattern, -s), length) for s in starts]).astype(np.int32)
     mask = np.ones_like(tokens, dtype=np.uint8)
     mask[:, :mask_prefix] = 0
