@@ -166,9 +166,9 @@ class TorchTrainable:
     def _compiled(self):
         """The model's forward (and so its backward) compiled by torch.compile (inductor): elementwise
         work fused around the matrix products, the same losses. On the embedded model, LoRA, batch
-        4 x 128 on 2 CPU cores: forward + backward 5.4 -> 4.5 s (min of 4, interleaved), after 6 min
-        of compiling (1.5 min with inductor's cache warm). Only training steps use it; evaluation
-        and saving use the model itself."""
+        4 x 128 on 2 CPU cores: a step 3.40 -> 3.20 s (medians of 10 interleaved rounds), after 3-6
+        min of compiling (1.5 min with inductor's cache warm). Only training steps use it;
+        evaluation and saving use the model itself."""
         log.info("compiling the model (torch.compile); the first step waits for it")
         return torch.compile(self._network)
 
