@@ -5,7 +5,9 @@ training loop steps them) and ``peft-loop`` (the plain transformers + PEFT loop 
 write). Commands: ``{"command": "steps", "count": N}`` trains N optimizer steps and answers
 seconds, useful (target) tokens and the last loss; ``{"command": "products", "products": [[m, k, n,
 count], ...]}`` times those matrix products alone in the contender's library (the median of a few
-runs of each, times its count) and answers their seconds.
+runs of each, times its count) and answers their seconds; ``{"command": "profile", "count": N}``
+(torch contenders) trains N steps under torch.profiler and answers their seconds and the seconds
+their matrix products took inside them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import numpy as np
 from forgellm.bench._common import serve
 
 MAX_GRAD_NORM = 1.0
+# The aten kernels that run a step's weight products (attention's run inside its own kernel).
+MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm"})
 
 
 @dataclass
@@ -140,5 +144,19 @@ def products(contender: Contender, command: dict[str, Any], repeats: int = 5) ->
     return {"seconds": seconds}
 
 
+def profile(contender: Contender, command: dict[str, Any]) -> dict[str, Any]:
+    """Steps under torch.profiler: how long the matrix products take inside a real step, with the
+    caches and threads as the rest of the step leaves them (`products` times them alone)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    if contender.engine != "torch":
+        raise ValueError("profile times torch kernels; this contender runs on mlx")
+    with torch_profile(activities=[ProfilerActivity.CPU]) as profiler:
+        answer = steps(contender, {"count": command["count"]})
+    matmul = sum(event.self_cpu_time_total for event in profiler.key_averages() if event.key in MATMUL_OPS)
+    return {"seconds": answer["seconds"], "matmul_seconds": matmul / 1e6}
+
+
 if __name__ == "__main__":
-    serve({"steps": steps, "products": products}, setup)
+    serve({"steps": steps, "products": products, "profile": profile}, setup)

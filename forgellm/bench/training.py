@@ -57,6 +57,7 @@ class Setting:
 
 
 FULL = Setting(seq_length=128, batch_size=4, rounds=10, steps=1)  # single steps swing by a third here
+PROFILED_STEPS = 2  # torch steps run under the profiler, after the timed ones
 QUICK = Setting(seq_length=32, batch_size=2, rounds=1, steps=2, warmup=1, types=("lora",))
 
 
@@ -65,6 +66,7 @@ class Tally:
     rates: list[float] = field(default_factory=list)  # useful tokens/s of each round
     peak_rss_bytes: int = 0
     products_seconds: float = 0.0  # the step's weight products timed alone (ForgeLLM's side only)
+    products_in_step_seconds: float = 0.0  # ... and inside its steps, per step (torch.profiler; torch only)
     losses: list[float] = field(default_factory=list)
 
     def add(self, answer: dict[str, Any]) -> None:
@@ -130,6 +132,8 @@ def _torch_pair(spec: dict[str, Any], setting: Setting) -> tuple[Tally, Tally]:
             for index in (0, 1) if round_ % 2 == 0 else (1, 0):  # A B, then B A: drifts cancel
                 tallies[index].add(workers[index].call({"command": "steps", "count": setting.steps}))
         tallies[0].products_seconds = ours.call({"command": "products", "products": spec["products"]})["seconds"]
+        profiled = ours.call({"command": "profile", "count": PROFILED_STEPS})
+        tallies[0].products_in_step_seconds = profiled["matmul_seconds"] / PROFILED_STEPS
         for tally, worker in zip(tallies, workers):
             tally.peak_rss_bytes = worker.close()["peak_rss_bytes"]
     return tallies
@@ -292,16 +296,25 @@ def _rows(label: str, ours: Tally, theirs: Tally, contender: str, flops: float, 
 
 def _ceiling_rows(label: str, ours: Tally, mfu: float, product_flops: float,
                   peak_gflops: float) -> list[dict[str, Any]]:
-    """The MFU a step would reach if it were nothing but its weight products, each timed alone at
-    its shape in ForgeLLM's own worker (same library, same threads), and the step's share of it."""
-    if not ours.products_seconds:
-        return []
-    ceiling = product_flops / ours.products_seconds / (peak_gflops * 1e9)
-    return [{"name": f"train_{label}_products_ceiling", "value": _sig(ceiling), "unit": "fraction of peak",
-             "baseline": None, "ratio": _ratio(mfu, ceiling),
-             "notes": f"the step's weight products alone ({product_flops / 1e9:.0f} GFLOP, attention not "
-                      f"included), timed at their shapes in the same process: the MFU of a step that did "
-                      f"nothing else; ratio: the step's MFU over it"}]
+    """The MFU a step would reach if it were nothing but its weight products, and the step's share
+    of it: the products timed alone at their shapes in ForgeLLM's own worker (same library, same
+    threads), and (torch) at the speed they ran inside ForgeLLM's steps, caches and threads as the
+    rest of the step left them."""
+    ways = (("products_ceiling", ours.products_seconds,
+             "timed alone at their shapes in the same process: the MFU of a step that did nothing else"),
+            ("products_in_step", ours.products_in_step_seconds,
+             f"at the speed they ran inside {PROFILED_STEPS} of ForgeLLM's steps (torch.profiler, the matmul "
+             f"kernels' own time): the MFU of the step if all its other work took no time"))
+    rows = []
+    for measure, seconds, how in ways:
+        if not seconds:
+            continue
+        ceiling = product_flops / seconds / (peak_gflops * 1e9)
+        rows.append({"name": f"train_{label}_{measure}", "value": _sig(ceiling), "unit": "fraction of peak",
+                     "baseline": None, "ratio": _ratio(mfu, ceiling),
+                     "notes": f"the step's weight products ({product_flops / 1e9:.0f} GFLOP, attention not "
+                              f"included) {how}; ratio: the step's MFU over it"})
+    return rows
 
 
 def _sig(value: float) -> float:
