@@ -100,7 +100,8 @@ class Worker:
 
 def serve(handlers: dict[str, Any], setup: Any) -> None:
     """The worker side of `Worker`: the first line is the spec given to ``setup`` (which returns the
-    state); then each line ``{"command": NAME, ...}`` is answered by ``handlers[NAME](state, command)``."""
+    state); then each line ``{"command": NAME, ...}`` is answered by ``handlers[NAME](state, command)``,
+    except ``peak_rss`` (the process's peak resident memory so far) and ``quit`` (the same, then end)."""
     import resource
     import traceback
 
@@ -118,10 +119,11 @@ def serve(handlers: dict[str, Any], setup: Any) -> None:
             if number == 0:
                 state = setup(command)
                 answer({"ok": True})
-            elif command["command"] == "quit":
+            elif command["command"] in ("peak_rss", "quit"):
                 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
                 answer({"peak_rss_bytes": peak})
-                return
+                if command["command"] == "quit":
+                    return
             else:
                 answer(handlers[command["command"]](state, command))
         except Exception as exc:  # reported to the parent, which raises it there

@@ -131,11 +131,12 @@ def _torch_pair(spec: dict[str, Any], setting: Setting) -> tuple[Tally, Tally]:
         for round_ in range(setting.rounds):
             for index in (0, 1) if round_ % 2 == 0 else (1, 0):  # A B, then B A: drifts cancel
                 tallies[index].add(workers[index].call({"command": "steps", "count": setting.steps}))
+        # Memory first: the products' matrices and the profiler's records are not the step's.
+        tallies[0].peak_rss_bytes = ours.call({"command": "peak_rss"})["peak_rss_bytes"]
         tallies[0].products_seconds = ours.call({"command": "products", "products": spec["products"]})["seconds"]
         profiled = ours.call({"command": "profile", "count": PROFILED_STEPS})
         tallies[0].products_in_step_seconds = profiled["matmul_seconds"] / PROFILED_STEPS
-        for tally, worker in zip(tallies, workers):
-            tally.peak_rss_bytes = worker.close()["peak_rss_bytes"]
+        tallies[1].peak_rss_bytes = theirs.close()["peak_rss_bytes"]
     return tallies
 
 
@@ -151,8 +152,8 @@ def _mlx_pair(spec: dict[str, Any], setting: Setting, tokens: np.ndarray, folder
                     ours.add(worker.call({"command": "steps", "count": setting.steps}))
                 else:
                     lora.run_into(theirs)
+        ours.peak_rss_bytes = worker.call({"command": "peak_rss"})["peak_rss_bytes"]  # before the products' matrices
         ours.products_seconds = worker.call({"command": "products", "products": spec["products"]})["seconds"]
-        ours.peak_rss_bytes = worker.close()["peak_rss_bytes"]
     return ours, theirs
 
 
