@@ -159,25 +159,16 @@ def test_fsdp_is_for_full_fine_tuning(setup, workspace):
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_killed_worker_ends_the_run_with_an_error_naming_it(setup, workspace, engine):
-    config = setup("long", engine, max_iterations=2000, save_every=2, steps_per_eval=1000, run_name="long")
-    run_dir = workspace / "models" / "cpt" / "long"
-    launcher = subprocess.Popen([sys.executable, "-m", "forgellm", "train", "--config", config, "--nproc", "2"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    run_dir, launcher, workers = _two_workers_past_a_checkpoint(setup, workspace, engine)
     try:
-        deadline = time.monotonic() + 300
-        while not (run_dir / "metrics.jsonl").exists() or not events(run_dir, "checkpoint"):
-            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-3000:]
-            time.sleep(0.5)
-        victim = next(p for p in psutil.Process(launcher.pid).children(recursive=True)
-                      if _environ(p).get(RANK_ENV[engine]) == "1" and "forgellm" in " ".join(p.cmdline()))
-        os.kill(victim.pid, signal.SIGKILL)
+        os.kill(workers[1].pid, signal.SIGKILL)
         _, stderr = launcher.communicate(timeout=180)
     finally:
         if launcher.poll() is None:
             launcher.kill()
     assert launcher.returncode != 0
     last = read_metrics(run_dir / "metrics.jsonl")[-1]
-    assert last["event"] == "error" and "worker rank 1 of 2 stopped" in last["message"], last
+    assert last["event"] == "error" and "worker rank 1 of 2 stopped (rank 0 saw" in last["message"], last
     assert "worker rank 1 of 2 stopped" in stderr
     assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
     assert not [p for p in psutil.Process().children(recursive=True) if "forgellm" in " ".join(p.cmdline())]
@@ -188,6 +179,61 @@ def test_a_killed_worker_ends_the_run_with_an_error_naming_it(setup, workspace, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert events(run_dir, "resume")[-1]["step"] == step
     assert json.loads((run_dir / "status.json").read_text())["status"] == "done"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_lost_worker_that_takes_rank_0_with_it_is_named_by_the_launcher(setup, workspace, engine):
+    """Rank 0 frozen while rank 1 dies, then killed: it never records why, so the launcher does."""
+    run_dir, launcher, workers = _two_workers_past_a_checkpoint(setup, workspace, engine)
+    try:
+        os.kill(workers[0].pid, signal.SIGSTOP)
+        os.kill(workers[1].pid, signal.SIGKILL)
+        time.sleep(2.0)  # the launcher looks at its workers every 0.5 s
+        os.kill(workers[0].pid, signal.SIGKILL)
+        _, stderr = launcher.communicate(timeout=180)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    last = read_metrics(run_dir / "metrics.jsonl")[-1]
+    assert last["event"] == "error" and "worker rank 1 of 2 stopped (the launcher saw" in last["message"], last
+    assert "worker rank 1 of 2 stopped" in stderr
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ctrl_c_stops_every_worker_at_one_step_and_saves(setup, workspace, engine):
+    run_dir, launcher, _ = _two_workers_past_a_checkpoint(setup, workspace, engine)
+    first = events(run_dir, "checkpoint")[-1]["step"]
+    try:
+        launcher.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends to `forgellm train`
+        _, stderr = launcher.communicate(timeout=180)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, stderr[-3000:]
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "stopped"
+    assert events(run_dir, "checkpoint")[-1]["step"] > first
+
+
+def _two_workers_past_a_checkpoint(setup, workspace: Path, engine: str
+                                   ) -> tuple[Path, subprocess.Popen, dict[int, psutil.Process]]:
+    """A long 2-worker run, once it has saved a checkpoint: its folder, launcher, and workers by rank."""
+    config = setup("long", engine, max_iterations=2000, save_every=2, steps_per_eval=1000, run_name="long")
+    run_dir = workspace / "models" / "cpt" / "long"
+    launcher = subprocess.Popen([sys.executable, "-m", "forgellm", "train", "--config", config, "--nproc", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "metrics.jsonl").exists() or not events(run_dir, "checkpoint"):
+        if launcher.poll() is not None or time.monotonic() > deadline:
+            launcher.kill()
+            pytest.fail(launcher.communicate()[1][-3000:])
+        time.sleep(0.5)
+    workers = {int(_environ(p)[RANK_ENV[engine]]): p for p in psutil.Process(launcher.pid).children(recursive=True)
+               if RANK_ENV[engine] in _environ(p) and "forgellm" in " ".join(p.cmdline())}
+    return run_dir, launcher, workers
 
 
 def _environ(process: psutil.Process) -> dict[str, str]:

@@ -194,10 +194,13 @@ def lost_worker_error(group: Group, exc: BaseException) -> WorkerLost:
     from forgellm.training.distributed_watchdog import lost_ranks
 
     ignore_stop_signals()
-    ranks = lost_ranks(wait=3.0)
-    who = (f"worker rank {', '.join(map(str, ranks))} of {group.world_size}" if ranks
-           else f"a worker of {group.world_size}")
-    return WorkerLost(f"{who} stopped (rank {group.rank} saw: {exc}); the run ended at its last checkpoint, "
+    return worker_lost(lost_ranks(wait=3.0), group.world_size, f"rank {group.rank} saw: {exc}")
+
+
+def worker_lost(ranks: list[int], world_size: int, seen: str) -> WorkerLost:
+    """The error of a run that lost workers ``ranks`` (empty when unknown); ``seen``: how it showed."""
+    who = f"worker rank {', '.join(map(str, ranks))} of {world_size}" if ranks else f"a worker of {world_size}"
+    return WorkerLost(f"{who} stopped ({seen}); the run ended at its last checkpoint, "
                       f"continue it with `forgellm train --resume RUN_DIR` (any number of workers)")
 
 

@@ -26,10 +26,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from forgellm.errors import ForgeError, UserError
 
 TORCH_RDZV_PORT = 29500
 RANK_ENV = {"RANK", "MLX_RANK"}  # set for each worker by torchrun / mlx.launch
+WATCH_SECONDS = 0.5  # how often the launcher's workers are looked at
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -113,8 +116,14 @@ def worker_env(nproc: int) -> dict[str, str]:
     return env
 
 
-def launch(engine: str, nproc: int, hostfile: str | None, train_args: list[str]) -> int:
-    """Run the workers to their end; the launcher's exit status."""
+@dataclass(frozen=True)
+class Launched:
+    code: int  # the launcher's exit status
+    first_ended: int | None = None  # the rank of this machine's workers seen to end first, if one alone
+
+
+def launch(engine: str, nproc: int, hostfile: str | None, train_args: list[str]) -> Launched:
+    """Run the workers to their end."""
     if nproc < 1:
         raise UserError(f"--nproc must be at least 1, got {nproc}")
     hosts = read_hostfile(Path(hostfile)) if hostfile else None
@@ -123,7 +132,7 @@ def launch(engine: str, nproc: int, hostfile: str | None, train_args: list[str])
         commands = torch_commands(nproc, hosts, train_args)
         if not hosts:
             return _call(commands[0], env)
-        return _run_on_hosts(hosts, commands)
+        return Launched(_run_on_hosts(hosts, commands))
     if engine == "mlx":
         port = free_port(nproc) if not hosts else 32323
         command, expanded = mlx_command(nproc, hosts, train_args, port)
@@ -139,31 +148,78 @@ def launch(engine: str, nproc: int, hostfile: str | None, train_args: list[str])
     raise UserError(f"unknown engine {engine!r}; expected torch or mlx")
 
 
-def _call(command: list[str], env: dict[str, str]) -> int:
+def _call(command: list[str], env: dict[str, str]) -> Launched:
     """Run the launcher in its own session; Ctrl-C here becomes ONE SIGINT to each local worker.
 
     Left in the terminal's process group, the launcher would also get the SIGINT and pass on
     another signal (torchrun's agent does), and a second signal makes a worker quit without
     its checkpoint. So the launcher is shielded and only the workers are told: they agree to
-    stop at the next step, rank 0 saves, and the launcher ends with them."""
-    import psutil
-
+    stop at the next step, rank 0 saves, and the launcher ends with them. Meanwhile the workers
+    are watched (`_WorkerWatch`) for which of them ends first."""
     proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    watch = _WorkerWatch(proc.pid)
     try:
         while True:
             try:
-                return proc.wait()
+                code = proc.wait(timeout=WATCH_SECONDS)
+                watch.scan()
+                return Launched(code, watch.first_ended)
+            except subprocess.TimeoutExpired:
+                watch.scan()
             except KeyboardInterrupt:
                 print("stopping: the workers finish their step and save a checkpoint", file=sys.stderr, flush=True)
-                for worker in psutil.Process(proc.pid).children(recursive=True):
+                watch.scan()
+                for worker in watch.alive.values():
                     try:
-                        if RANK_ENV & worker.environ().keys():  # a worker, not a launcher or its helper
-                            worker.send_signal(signal.SIGINT)
+                        worker.send_signal(signal.SIGINT)
                     except psutil.Error:
                         pass
     finally:
         if proc.poll() is None:  # this process is failing: do not leave the workers behind
             proc.kill()
+
+
+class _WorkerWatch:
+    """The local workers under a launcher (processes with a rank in their environment, not the
+    launcher or its helpers), and which of them ended first. Rank 0 names a lost worker itself
+    (`forgellm.training.distributed_watchdog`), but an engine can also take rank 0 down with it
+    (an abort in a native thread): then only this process can still say who went first."""
+
+    def __init__(self, launcher_pid: int):
+        self.launcher_pid = launcher_pid
+        self.alive: dict[int, psutil.Process] = {}  # rank -> worker
+        self.ended: set[int] = set()
+        self.first_ended: int | None = None  # None also when several were first seen gone together
+
+    def scan(self) -> None:
+        try:
+            children = psutil.Process(self.launcher_pid).children(recursive=True)
+        except psutil.Error:  # the launcher has ended
+            children = []
+        known = {worker.pid for worker in self.alive.values()}
+        for child in children:
+            if child.pid in known:
+                continue
+            try:  # read again each time: mlx.launch's shell exports the rank, then execs the worker
+                env = child.environ()
+            except psutil.Error:
+                continue
+            ranks = [int(env[name]) for name in RANK_ENV if env.get(name, "").isdigit()]
+            if ranks and ranks[0] not in self.alive and ranks[0] not in self.ended:
+                self.alive[ranks[0]] = child
+        gone = [rank for rank, worker in self.alive.items() if not _running(worker)]
+        if gone and not self.ended and len(gone) == 1:
+            self.first_ended = gone[0]
+        for rank in gone:
+            self.ended.add(rank)
+            del self.alive[rank]
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _run_on_hosts(hosts: list[Host], commands: list[list[str]]) -> int:
@@ -212,15 +268,37 @@ def launch_training(*, config_file: str | None, sets: tuple[str, ...], resume: s
         run_dir = run_folder(config, base, workspace)
         args += ([] if config_file is None else ["--config", config_file]) + ["--set", f"run_name={run_dir.name}"]
         args += ["--overwrite"] if overwrite else []
-    code = launch(config.resolved_engine(), nproc, hostfile, args)
+    launched = launch(config.resolved_engine(), nproc, hostfile, args)
     status = _read_status(run_dir)
+    if status.get("status") == "running":  # every worker has ended, and none recorded why
+        status = _record_lost_workers(run_dir, status, launched, nproc * (len(read_hostfile(Path(hostfile)))
+                                                                         if hostfile else 1))
     if status.get("status") == "failed":
         raise WorkersFailed(f"training failed: {status.get('message')}")
-    if code != 0 or status.get("status") not in ("done", "stopped"):
-        raise WorkersFailed(f"the {nproc}-worker launch ended with status {code} and the run is "
+    if launched.code != 0 or status.get("status") not in ("done", "stopped"):
+        raise WorkersFailed(f"the {nproc}-worker launch ended with status {launched.code} and the run is "
                             f"{status.get('status', 'not started')}; see the workers' messages above"
                             + (f" and {run_dir / 'train.log'}" if run_dir.exists() else ""))
     return run_dir
+
+
+def _record_lost_workers(run_dir: Path, status: dict, launched: Launched, world_size: int) -> dict:
+    """The run's ``error`` event, written here when its workers all ended without one (rank 0 went
+    down with a lost worker), naming the rank that ended first when this machine saw it."""
+    from forgellm.training.callbacks import StatusFile
+    from forgellm.training.distributed import worker_lost
+    from forgellm.training.metrics import MetricsWriter
+
+    first = [] if launched.first_ended is None else [launched.first_ended]
+    message = str(worker_lost(first, world_size, "the launcher saw every worker end, rank 0 without recording why"))
+    metrics = MetricsWriter(run_dir / "metrics.jsonl")
+    try:
+        record = metrics.write("error", int(status.get("step", 0)), message=message)
+    finally:
+        metrics.close()
+    StatusFile(run_dir / "status.json", int(status.get("total_steps", 0)))(record)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return _read_status(run_dir)
 
 
 class WorkersFailed(ForgeError):
