@@ -160,17 +160,8 @@ def test_fsdp_is_for_full_fine_tuning(setup, workspace):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_killed_worker_ends_the_run_with_an_error_naming_it(setup, workspace, engine):
     run_dir, launcher, workers = _two_workers_past_a_checkpoint(setup, workspace, engine)
-    try:
-        os.kill(workers[1].pid, signal.SIGKILL)
-        _, stderr = launcher.communicate(timeout=180)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode != 0
-    last = read_metrics(run_dir / "metrics.jsonl")[-1]
-    assert last["event"] == "error" and "worker rank 1 of 2 stopped (rank 0 saw" in last["message"], last
-    assert "worker rank 1 of 2 stopped" in stderr
-    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+    os.kill(workers[1].pid, signal.SIGKILL)
+    _assert_failed_naming_rank_1(launcher, run_dir, seen="rank 0 saw")
     assert not [p for p in psutil.Process().children(recursive=True) if "forgellm" in " ".join(p.cmdline())]
 
     # the last checkpoint is whole: one process continues from it
@@ -186,20 +177,11 @@ def test_a_killed_worker_ends_the_run_with_an_error_naming_it(setup, workspace, 
 def test_a_lost_worker_that_takes_rank_0_with_it_is_named_by_the_launcher(setup, workspace, engine):
     """Rank 0 frozen while rank 1 dies, then killed: it never records why, so the launcher does."""
     run_dir, launcher, workers = _two_workers_past_a_checkpoint(setup, workspace, engine)
-    try:
-        os.kill(workers[0].pid, signal.SIGSTOP)
-        os.kill(workers[1].pid, signal.SIGKILL)
-        time.sleep(2.0)  # the launcher looks at its workers every 0.5 s
-        os.kill(workers[0].pid, signal.SIGKILL)
-        _, stderr = launcher.communicate(timeout=180)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode != 0
-    last = read_metrics(run_dir / "metrics.jsonl")[-1]
-    assert last["event"] == "error" and "worker rank 1 of 2 stopped (the launcher saw" in last["message"], last
-    assert "worker rank 1 of 2 stopped" in stderr
-    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+    os.kill(workers[0].pid, signal.SIGSTOP)
+    os.kill(workers[1].pid, signal.SIGKILL)
+    time.sleep(2.0)  # the launcher looks at its workers every 0.5 s
+    os.kill(workers[0].pid, signal.SIGKILL)
+    _assert_failed_naming_rank_1(launcher, run_dir, seen="the launcher saw")
 
 
 @pytest.mark.slow
@@ -207,15 +189,29 @@ def test_a_lost_worker_that_takes_rank_0_with_it_is_named_by_the_launcher(setup,
 def test_ctrl_c_stops_every_worker_at_one_step_and_saves(setup, workspace, engine):
     run_dir, launcher, _ = _two_workers_past_a_checkpoint(setup, workspace, engine)
     first = events(run_dir, "checkpoint")[-1]["step"]
-    try:
-        launcher.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends to `forgellm train`
-        _, stderr = launcher.communicate(timeout=180)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
+    launcher.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends to `forgellm train`
+    stderr = _stderr_at_end(launcher)
     assert launcher.returncode == 0, stderr[-3000:]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "stopped"
     assert events(run_dir, "checkpoint")[-1]["step"] > first
+
+
+def _stderr_at_end(launcher: subprocess.Popen) -> str:
+    try:
+        return launcher.communicate(timeout=180)[1]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+
+
+def _assert_failed_naming_rank_1(launcher: subprocess.Popen, run_dir: Path, seen: str) -> None:
+    """The launch ends non-zero, and the run's last event and status say rank 1 stopped, as ``seen``."""
+    stderr = _stderr_at_end(launcher)
+    assert launcher.returncode != 0
+    last = read_metrics(run_dir / "metrics.jsonl")[-1]
+    assert last["event"] == "error" and f"worker rank 1 of 2 stopped ({seen}" in last["message"], last
+    assert "worker rank 1 of 2 stopped" in stderr
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
 
 
 def _two_workers_past_a_checkpoint(setup, workspace: Path, engine: str
