@@ -119,6 +119,7 @@ def worker_env(nproc: int) -> dict[str, str]:
 @dataclass(frozen=True)
 class Launched:
     code: int  # the launcher's exit status
+    world_size: int
     first_ended: int | None = None  # the rank of this machine's workers seen to end first, if one alone
 
 
@@ -128,27 +129,28 @@ def launch(engine: str, nproc: int, hostfile: str | None, train_args: list[str])
         raise UserError(f"--nproc must be at least 1, got {nproc}")
     hosts = read_hostfile(Path(hostfile)) if hostfile else None
     env = worker_env(nproc)
+    world_size = nproc * (len(hosts) if hosts else 1)
     if engine == "torch":
         commands = torch_commands(nproc, hosts, train_args)
         if not hosts:
-            return _call(commands[0], env)
-        return Launched(_run_on_hosts(hosts, commands))
+            return _call(commands[0], env, world_size)
+        return Launched(_run_on_hosts(hosts, commands), world_size)
     if engine == "mlx":
         port = free_port(nproc) if not hosts else 32323
         command, expanded = mlx_command(nproc, hosts, train_args, port)
         if expanded is None:
-            return _call(command, env)
+            return _call(command, env, world_size)
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             fh.write(expanded)
         try:
             command = [fh.name if part == "{hostfile}" else part for part in command]
-            return _call(command, env)
+            return _call(command, env, world_size)
         finally:
             os.unlink(fh.name)
     raise UserError(f"unknown engine {engine!r}; expected torch or mlx")
 
 
-def _call(command: list[str], env: dict[str, str]) -> Launched:
+def _call(command: list[str], env: dict[str, str], world_size: int) -> Launched:
     """Run the launcher in its own session; Ctrl-C here becomes ONE SIGINT to each local worker.
 
     Left in the terminal's process group, the launcher would also get the SIGINT and pass on
@@ -163,7 +165,7 @@ def _call(command: list[str], env: dict[str, str]) -> Launched:
             try:
                 code = proc.wait(timeout=WATCH_SECONDS)
                 watch.scan()
-                return Launched(code, watch.first_ended)
+                return Launched(code, world_size, watch.first_ended)
             except subprocess.TimeoutExpired:
                 watch.scan()
             except KeyboardInterrupt:
@@ -271,8 +273,7 @@ def launch_training(*, config_file: str | None, sets: tuple[str, ...], resume: s
     launched = launch(config.resolved_engine(), nproc, hostfile, args)
     status = _read_status(run_dir)
     if status.get("status") == "running":  # every worker has ended, and none recorded why
-        status = _record_lost_workers(run_dir, status, launched, nproc * (len(read_hostfile(Path(hostfile)))
-                                                                         if hostfile else 1))
+        status = _record_lost_workers(run_dir, status, launched)
     if status.get("status") == "failed":
         raise WorkersFailed(f"training failed: {status.get('message')}")
     if launched.code != 0 or status.get("status") not in ("done", "stopped"):
@@ -282,21 +283,22 @@ def launch_training(*, config_file: str | None, sets: tuple[str, ...], resume: s
     return run_dir
 
 
-def _record_lost_workers(run_dir: Path, status: dict, launched: Launched, world_size: int) -> dict:
+def _record_lost_workers(run_dir: Path, status: dict, launched: Launched) -> dict:
     """The run's ``error`` event, written here when its workers all ended without one (rank 0 went
     down with a lost worker), naming the rank that ended first when this machine saw it."""
-    from forgellm.training.callbacks import StatusFile
+    from forgellm.training.callbacks import MetricsFile, StatusFile
     from forgellm.training.distributed import worker_lost
-    from forgellm.training.metrics import MetricsWriter
+    from forgellm.training.run import ErrorRecorder
 
     first = [] if launched.first_ended is None else [launched.first_ended]
-    message = str(worker_lost(first, world_size, "the launcher saw every worker end, rank 0 without recording why"))
-    metrics = MetricsWriter(run_dir / "metrics.jsonl")
+    message = str(worker_lost(first, launched.world_size,
+                              "the launcher saw every worker end, rank 0 without recording why"))
+    metrics = MetricsFile(run_dir / "metrics.jsonl")
     try:
-        record = metrics.write("error", int(status.get("step", 0)), message=message)
+        status_file = StatusFile(run_dir / "status.json", int(status.get("total_steps", 0)))
+        ErrorRecorder([metrics, status_file]).record(message, int(status.get("step", 0)))
     finally:
         metrics.close()
-    StatusFile(run_dir / "status.json", int(status.get("total_steps", 0)))(record)
     print(f"error: {message}", file=sys.stderr, flush=True)
     return _read_status(run_dir)
 
