@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from forgellm.cli.main import root
-from forgellm.training.evaluate import is_correct, normalise
+from forgellm.training.qa import is_correct, normalise
 from forgellm.training.metrics import MetricsWriter, read_metrics
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 
@@ -101,7 +101,7 @@ def test_writing_after_a_torn_line_starts_a_new_line(tmp_path):
 
 
 def test_qa_accepts_aliases_and_a_folder(tmp_path):
-    from forgellm.training.evaluate import read_qa
+    from forgellm.training.qa import read_qa
 
     (tmp_path / "a.jsonl").write_text(json.dumps({"question": "Who?", "answer": "Ysolde Tarrow",
                                                   "aliases": ["Tarrow"]}) + "\n")

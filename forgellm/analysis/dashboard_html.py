@@ -20,6 +20,7 @@ PANELS = [  # [title, series names, log scale]
     ["Learning rate", ["learning_rate"], False],
     ["Tokens per second", ["tokens_per_second"], False],
     ["Gradient norm", ["grad_norm"], True],
+    ["QA accuracy (eval_qa)", ["qa_accuracy"], False],
 ]
 
 STYLE = """
@@ -48,7 +49,7 @@ function datasets(names, loss) {
     names.forEach(n => {
       const s = run.series[n];
       if (!s || !s.x.length) return;
-      const val = n === 'val_loss';
+      const val = n === 'val_loss' || n === 'qa_accuracy';  // measured at evaluations: points
       out.push({label: (many ? run.name + ' ' : '') + n.replace(/_/g, ' '), data: points(s), borderColor: color,
                 backgroundColor: color, borderDash: val ? [5, 3] : undefined, borderWidth: val ? 2 : 1.2,
                 pointRadius: val || s.x.length < 60 ? 2.5 : 0});

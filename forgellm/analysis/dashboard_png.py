@@ -18,6 +18,7 @@ PANELS = (  # (title, series names, y-axis scale)
     ("Learning rate", ("learning_rate",), "linear"),
     ("Tokens per second", ("tokens_per_second",), "linear"),
     ("Gradient norm", ("grad_norm",), "log"),
+    ("QA accuracy (eval_qa)", ("qa_accuracy",), "linear"),
 )
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
@@ -25,8 +26,12 @@ COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 def render_png(data: dict[str, Any], out: Path, *, dpi: int = 100) -> Path:
     """Write the dashboard of ``data`` (from `dashboard_data`) to ``out``."""
     runs = data["runs"]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8), dpi=dpi)
-    for (title, names, scale), ax in zip(PANELS, axes.flat):
+    # The QA panel only for runs that measured it (eval_qa): otherwise the usual 2 x 2.
+    panels = [p for p in PANELS if p[1] != ("qa_accuracy",) or any("qa_accuracy" in r["series"] for r in runs)]
+    fig, axes = plt.subplots(2, 3 if len(panels) > 4 else 2, figsize=(19 if len(panels) > 4 else 13, 8), dpi=dpi)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for (title, names, scale), ax in zip(panels, axes.flat):
         drawn = False
         for i, run in enumerate(runs):
             color = COLORS[i % len(COLORS)]
@@ -35,7 +40,7 @@ def render_png(data: dict[str, Any], out: Path, *, dpi: int = 100) -> Path:
                 s = run["series"].get(name)
                 if not s:
                     continue
-                val = name == "val_loss"
+                val = name in ("val_loss", "qa_accuracy")  # measured at evaluations: points
                 ax.plot(s["x"], s["y"], color=color, lw=1.8 if val else 1.0, ls="--" if val else "-",
                         marker="o" if val else None, ms=3,
                         label=(f"{label} " if label else "") + name.replace("_", " "))

@@ -19,7 +19,7 @@ from forgellm.training.metrics import read_metrics
 from forgellm.workspace import Workspace
 
 TRAIN_KEYS = ("loss", "learning_rate", "tokens_per_second", "grad_norm", "peak_memory_gb", "trained_tokens", "elapsed")
-EVAL_KEYS = ("val_loss", "val_ppl", "train_loss")
+EVAL_KEYS = ("val_loss", "val_ppl", "train_loss", "qa_accuracy")
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 

@@ -22,13 +22,14 @@ SERIES = {
     "train_loss": ("train", "loss"),
     "val_loss": ("eval", "val_loss"),
     "eval_train_loss": ("eval", "train_loss"),
+    "qa_accuracy": ("eval", "qa_accuracy"),
     "learning_rate": ("train", "learning_rate"),
     "tokens_per_second": ("train", "tokens_per_second"),
     "grad_norm": ("train", "grad_norm"),
     "peak_memory_gb": ("train", "peak_memory_gb"),
 }
 CONFIG_KEYS = ("model_name", "engine", "training_type", "fine_tune_type", "learning_rate", "lr_schedule",
-               "batch_size", "grad_accumulation_steps", "max_iterations", "max_seq_length", "lora_rank",
+               "batch_size", "grad_accumulation_steps", "max_iterations", "num_epochs", "max_seq_length", "lora_rank",
                "lora_alpha", "num_layers", "warmup_steps")
 
 

@@ -20,11 +20,13 @@ from forgellm.workspace import Workspace
 @click.option("--general", help="Folder of general text for perplexity (forgetting).")
 @click.option("--engine", type=click.Choice(["auto", "torch", "mlx"]), help="Engine for a plain model.")
 @click.option("--max-tokens", default=48, show_default=True, help="Tokens per generated answer.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Questions answered together (one forward pass per token for the batch); 1: one at a time.")
 @click.option("--max-seq-length", type=int, help="Sequence length for the perplexities (default: the run's, "
                                                   "else 1024); use one value to compare models.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with every answer).")
 def eval_cmd(model_or_run: str, checkpoint: str | None, qa: Path | None, data: str | None, general: str | None,
-             engine: str | None, max_tokens: int, max_seq_length: int | None, as_json: bool) -> None:
+             engine: str | None, max_tokens: int, batch_size: int, max_seq_length: int | None, as_json: bool) -> None:
     """Held-out QA accuracy, domain validation perplexity and general-text perplexity.
 
     \b
@@ -38,7 +40,8 @@ def eval_cmd(model_or_run: str, checkpoint: str | None, qa: Path | None, data: s
     if qa is None and data is None and general is None:
         click.echo("note: no --qa given; only perplexities are measured", err=True)
     report = evaluate_model(model_or_run, checkpoint=checkpoint, qa=qa, data=data, general=general, engine=engine,
-                            max_tokens=max_tokens, max_seq_length=max_seq_length, workspace=Workspace.current())
+                            max_tokens=max_tokens, max_seq_length=max_seq_length, qa_batch_size=batch_size,
+                            workspace=Workspace.current())
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

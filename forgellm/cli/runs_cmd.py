@@ -61,7 +61,7 @@ def show_cmd(run: str, as_json: bool) -> None:
     lines = [
         f"run:        {summary.name} ({summary.path})",
         f"status:     {summary.status}" + (f" - {summary.message}" if summary.message else ""),
-        f"progress:   step {summary.step}/{summary.total_steps or '?'} ({summary.progress:.0%})",
+        f"progress:   step {summary.step}/{summary.total_steps or '?'} ({summary.progress:.0%})" + _epochs(summary),
         f"training:   {summary.kind} {summary.fine_tune_type} on {summary.model} ({summary.engine or '?'} engine)",
         f"best:       {summary.best_checkpoint or '-'}"
         + (f" (val loss {summary.best_val_loss:.4f})" if summary.best_val_loss is not None else ""),
@@ -71,5 +71,14 @@ def show_cmd(run: str, as_json: bool) -> None:
         t = summary.last_train
         lines.append(f"last train: loss {t['loss']:.4f} lr {t['learning_rate']:.2e} tok/s {t['tokens_per_second']:.0f}")
     if summary.last_eval:
-        lines.append(f"last eval:  val loss {summary.last_eval['val_loss']:.4f} ppl {summary.last_eval['val_ppl']:.2f}")
+        e = summary.last_eval
+        qa = f" QA {e['qa_accuracy']:.1%} ({e['qa_correct']}/{e['qa_total']})" if e.get("qa_accuracy") is not None else ""
+        lines.append(f"last eval:  val loss {e['val_loss']:.4f} ppl {e['val_ppl']:.2f}{qa}")
     click.echo("\n".join(lines))
+
+
+def _epochs(summary) -> str:
+    """", 3.0 of 10 epochs" when the run knows its length in epochs."""
+    if summary.num_epochs is None:
+        return ""
+    return f", {summary.epoch or 0:g} of {summary.num_epochs:g} epochs"

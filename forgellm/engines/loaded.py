@@ -121,6 +121,18 @@ class LoadedModelBase(ABC):
             finish = "stop" if stopped_by_string else finish
         yield chunk(text, finish)
 
+    def greedy_batch(self, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+        """Greedy answers to many encoded prompts at once (`forgellm.engines.batched`): per prompt, the
+        generated ids before the first end-of-sequence id, at most ``max_tokens``."""
+        self._require_open()
+        limit = self.info.context_length
+        for ids in prompts:
+            if not ids:
+                raise UserError("a prompt is empty: give some text to complete or a question to answer")
+            if limit and len(ids) >= limit:
+                raise UserError(f"a prompt has {len(ids)} tokens, the model's context holds {limit}: shorten it")
+        return self._greedy_batch(prompts, max_tokens)
+
     def _require_open(self) -> None:
         if self.closed:
             raise ConflictError(f"model {self.info.name} was unloaded: load it again")
@@ -134,6 +146,9 @@ class LoadedModelBase(ABC):
     @abstractmethod
     def _sample_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
         """Endless (or ``max_tokens`` long) stream of sampled token ids; closed when no longer needed."""
+
+    @abstractmethod
+    def _greedy_batch(self, prompts: list[list[int]], max_tokens: int) -> list[list[int]]: ...
 
     @abstractmethod
     def memory_bytes(self) -> int: ...

@@ -114,6 +114,11 @@ class MLXLoadedModel(LoadedModelBase):
         finally:
             responses.close()
 
+    def _greedy_batch(self, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+        from forgellm.engines.batched import mlx_greedy
+
+        return mlx_greedy(self.model, prompts, max_tokens, self.eos_token_ids)
+
     def memory_bytes(self) -> int:
         if self.closed:
             return 0

@@ -154,6 +154,11 @@ class TorchLoadedModel(LoadedModelBase):
             yield int(token)
             logits = self._forward(token, cache)
 
+    def _greedy_batch(self, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+        from forgellm.engines.batched import torch_greedy
+
+        return torch_greedy(self.model, prompts, max_tokens, self.eos_token_ids)
+
     def _forward(self, ids: Any, cache: Any) -> Any:
         """Logits (float32) of the last position; extends ``cache`` in place."""
         import torch

@@ -1,5 +1,9 @@
 """Checkpoint folders of a run: written atomically, rotated, with the best one named in ``best.json``.
 
+The best checkpoint is the one with the lowest ``val_loss`` or the highest ``qa_accuracy``
+(``best_metric``), among checkpoints saved at an evaluation; ``best.json`` records the metric,
+its value and the checkpoint's val_loss (and qa_accuracy when measured), and pruning keeps it.
+
 A checkpoint is first written to ``checkpoints/.tmp-step_NNNNNN`` and then renamed, so a kill
 during a save leaves the previous checkpoints intact and never a half-written one under a
 real name.
@@ -23,11 +27,18 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:06d}"
 
 
+# metric -> True when higher is better
+METRICS = {"val_loss": False, "qa_accuracy": True}
+
+
 class CheckpointStore:
-    def __init__(self, run_dir: Path, max_keep: int):
+    def __init__(self, run_dir: Path, max_keep: int, metric: str = "val_loss"):
+        if metric not in METRICS:
+            raise ValueError(f"unknown best metric {metric!r}; expected one of {', '.join(METRICS)}")
         self.run_dir = run_dir
         self.folder = run_dir / "checkpoints"
         self.max_keep = max_keep
+        self.metric = metric
 
     def steps(self) -> list[Path]:
         """Complete checkpoints, oldest first."""
@@ -69,12 +80,29 @@ class CheckpointStore:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
-        val = state.get("val_loss")
-        best = self.best()
-        if val is not None and (best is None or best.get("val_loss") is None or val < best["val_loss"]):
-            write_json_atomic(self.folder / BEST_FILE, {"checkpoint": name, "step": step, "val_loss": val})
+        if self._beats_best(state):
+            record = {"checkpoint": name, "step": step, "metric": self.metric, "value": state[self.metric],
+                      "val_loss": state.get("val_loss")}
+            if state.get("qa_accuracy") is not None:
+                record["qa_accuracy"] = state["qa_accuracy"]
+            write_json_atomic(self.folder / BEST_FILE, record)
         self._prune()
         return final
+
+    def _beats_best(self, state: dict[str, Any]) -> bool:
+        """Whether a checkpoint with these measurements is the new best by ``self.metric``; ties on
+        qa_accuracy go to the lower val_loss. A best.json chosen by another metric (a run resumed
+        with another best_metric) is replaced by the first measured checkpoint."""
+        value = state.get(self.metric)
+        if value is None:
+            return False
+        best = self.best()
+        if best is None or best.get("metric", "val_loss") != self.metric or best.get(self.metric) is None:
+            return True
+        if value != best[self.metric]:
+            return value > best[self.metric] if METRICS[self.metric] else value < best[self.metric]
+        val, best_val = state.get("val_loss"), best.get("val_loss")
+        return self.metric != "val_loss" and val is not None and (best_val is None or val < best_val)
 
     def _prune(self) -> None:
         keep = {p.name for p in self.steps()[-self.max_keep:]}

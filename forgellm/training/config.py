@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from forgellm.errors import NotFoundError, UserError
 
+DEFAULT_MAX_ITERATIONS = 1000  # training length when neither max_iterations nor num_epochs is set
+
 
 class TrainingConfig(BaseModel):
     """Everything a training run needs; stored resolved as ``config.yaml`` in the run folder."""
@@ -46,7 +48,7 @@ class TrainingConfig(BaseModel):
     run_name: str | None = Field(None, description="Run folder name; default <model>_<type>_lr<lr>_bs<bs>_<timestamp>.")
 
     # Optimisation.
-    max_iterations: int = Field(1000, ge=1, description="Optimizer steps to train for.")
+    max_iterations: int | None = Field(None, ge=1, description="Optimizer steps to train for; the alternative to num_epochs (set one, the other is derived). Neither set: 1000.")
     batch_size: int = Field(2, ge=1, description="Sequences per micro-batch.")
     grad_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step (effective batch = batch_size x this).")
     learning_rate: float = Field(5e-5, gt=0.0, description="Peak learning rate (AdamW).")
@@ -79,11 +81,52 @@ class TrainingConfig(BaseModel):
     early_stopping_patience: int = Field(3, ge=0, description="Stop after this many overfitting evaluations in a row; 0 never stops early.")
     tensorboard: bool = Field(False, description="Also write TensorBoard event files (needs the tensorboard package).")
 
+    # Training length in epochs and question-answering accuracy during training (issue 19, qa).
+    num_epochs: float | None = Field(None, gt=0.0, description="Passes over the packed training split; the alternative to max_iterations (set one: the other is derived from the sequence count and the effective batch = batch_size x grad_accumulation_steps x workers).")
+    eval_qa: str | None = Field(None, description="JSONL file or folder of {question, answer, aliases} records (the format of `forgellm eval --qa`): every evaluation also answers them greedily and records qa_accuracy.")
+    eval_qa_max_tokens: int = Field(32, ge=1, le=1024, description="Tokens generated per eval_qa answer.")
+    best_metric: Literal["val_loss", "qa_accuracy"] = Field("val_loss", description="What picks the best checkpoint (kept from pruning, named in checkpoints/best.json): lowest val_loss or highest qa_accuracy (needs eval_qa).")
+
     @field_validator("fsdp")
     @classmethod
     def _fsdp_needs_full(cls, value: bool, info: ValidationInfo) -> bool:
         if value and info.data.get("fine_tune_type") != "full":
             raise ValueError("fsdp: true shards a full fine-tune; set fine_tune_type: full, or fsdp: false for adapters")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_length(cls, values: Any) -> Any:
+        """Neither training length set: DEFAULT_MAX_ITERATIONS steps."""
+        if isinstance(values, dict) and values.get("max_iterations") is None and values.get("num_epochs") is None:
+            return {**values, "max_iterations": DEFAULT_MAX_ITERATIONS}
+        return values
+
+    @field_validator("num_epochs")
+    @classmethod
+    def _one_length(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """Both set is an error, except in a run's resolved config.yaml, which records the one the
+        user chose and the one derived from it."""
+        steps = info.data.get("max_iterations")
+        if value is not None and steps is not None and not (info.context or {}).get("resolved"):
+            raise ValueError(f"max_iterations={steps} and num_epochs={value:g} are both set; set one of them "
+                             f"(the other is derived from the dataset)")
+        return value
+
+    @field_validator("eval_qa")
+    @classmethod
+    def _qa_without_fsdp(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("fsdp"):
+            raise ValueError("eval_qa is not supported with fsdp: true (generation needs the whole model); "
+                             "set one of them off")
+        return value
+
+    @field_validator("best_metric")
+    @classmethod
+    def _metric_needs_qa(cls, value: str, info: ValidationInfo) -> str:
+        if value == "qa_accuracy" and not info.data.get("eval_qa"):
+            raise ValueError("best_metric: qa_accuracy needs eval_qa (a JSONL file of question/answer records); "
+                             "set eval_qa or best_metric: val_loss")
         return value
 
     @model_validator(mode="after")
@@ -162,7 +205,9 @@ def build_config(file: str | Path | None = None, overrides: dict[str, Any] | Non
     return validate_config(values, source=source)
 
 
-def validate_config(values: dict[str, Any], *, source: str = "config") -> TrainingConfig:
+def validate_config(values: dict[str, Any], *, source: str = "config", resolved: bool = False) -> TrainingConfig:
+    """A `TrainingConfig` from user values; ``resolved``: a run's own config.yaml, which may hold both
+    max_iterations and the num_epochs derived from it (or the reverse)."""
     known = list(TrainingConfig.model_fields)
     for key in values:
         if key not in known:
@@ -170,13 +215,15 @@ def validate_config(values: dict[str, Any], *, source: str = "config") -> Traini
             hint = f"; did you mean {close[0]!r}?" if close else "; see `forgellm train --print-config`"
             raise UserError(f"{source}: unknown key {key!r}{hint}")
     try:
-        return TrainingConfig(**values)
+        return TrainingConfig.model_validate(values, context={"resolved": resolved})
     except ValidationError as exc:
         raise UserError(f"{source}: " + "; ".join(_describe_error(e) for e in exc.errors())) from None
 
 
 def _describe_error(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in error.get("loc", ())) or "config"
+    if error.get("type") == "value_error":  # our own validators' messages name the values and the fix
+        return f"{key}: {str(error.get('msg')).removeprefix('Value error, ')}"
     field = TrainingConfig.model_fields.get(str((error.get("loc") or ("",))[0]))
     expected = f" (expected {_type_name(field.annotation)})" if field is not None else ""
     return f"{key}={error.get('input')!r}: {error.get('msg')}{expected}"

@@ -53,6 +53,11 @@ class Trainable(Protocol):
         """(sum of target-token cross-entropies, target tokens) without gradients."""
         ...
 
+    def generate_greedy(self, prompts: list[list[int]], max_tokens: int, stop_ids: set[int]) -> list[list[int]]:
+        """Greedy continuations of the encoded prompts, batched (`forgellm.engines.batched`), with the
+        weights as trained so far; per prompt the ids before the first of ``stop_ids``."""
+        ...
+
     def save_checkpoint(self, folder: Path) -> None:
         """Weights/adapter in the engine's native format and the optimizer state."""
         ...

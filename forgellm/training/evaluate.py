@@ -8,12 +8,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
-import string
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +19,10 @@ from forgellm.jsonio import write_json_atomic
 from forgellm.models.resolve import ModelInfo, describe, resolve
 from forgellm.training.checkpoints import CheckpointStore, checkpoint_name
 from forgellm.training.config import TrainingConfig
+from forgellm.training.qa import DEFAULT_BATCH_SIZE, QASet, read_qa
 from forgellm.workspace import Workspace
 
 log = logging.getLogger(__name__)
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 @dataclass
@@ -46,49 +41,6 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def normalise(text: str) -> str:
-    """Lower case, no accents, punctuation or articles, single spaces."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    text = text.translate(str.maketrans({c: " " for c in string.punctuation}))
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def is_correct(answer: str, expected: str | list[str]) -> bool:
-    options = [expected] if isinstance(expected, str) else expected
-    got = f" {normalise(answer)} "
-    return any(f" {normalise(o)} " in got for o in options if normalise(o))
-
-
-def read_qa(path: Path) -> list[dict[str, Any]]:
-    """QA items from JSONL, or from every ``*.jsonl`` of a folder: ``{"question": ..., "answer": ...}``;
-    ``answer`` may be a list, and ``aliases`` lists further accepted answers."""
-    if path.is_dir():
-        files = sorted(path.glob("*.jsonl"))
-        if not files:
-            raise NotFoundError(f"QA folder {path} has no .jsonl file of question/answer records")
-        return [item for file in files for item in read_qa(file)]
-    if not path.is_file():
-        raise NotFoundError(f"QA file {path} not found; pass --qa with a JSONL file of question/answer records")
-    items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise UserError(f"{path}:{number} is not valid JSON") from None
-        if not isinstance(record, dict) or "question" not in record or "answer" not in record:
-            raise UserError(f"{path}:{number} needs the keys question and answer")
-        answers = record["answer"] if isinstance(record["answer"], list) else [record["answer"]]
-        aliases = record.get("aliases") or []
-        record["accepted"] = [str(a) for a in [*answers, *(aliases if isinstance(aliases, list) else [aliases])]]
-        items.append(record)
-    if not items:
-        raise UserError(f"{path} has no questions")
-    return items
 
 
 def resolve_checkpoint(name: str, checkpoint: str | None, workspace: Workspace) -> tuple[Path, Path | None]:
@@ -132,7 +84,7 @@ def _split_model(folder: Path, workspace: Workspace) -> tuple[ModelInfo, ModelIn
 
 def evaluate_model(name: str, *, checkpoint: str | None = None, qa: Path | None = None, data: str | None = None,
                    general: str | None = None, engine: str | None = None, max_tokens: int = 48,
-                   max_seq_length: int | None = None,
+                   max_seq_length: int | None = None, qa_batch_size: int = DEFAULT_BATCH_SIZE,
                    val_batches: int = -1, workspace: Workspace | None = None) -> EvalReport:
     workspace = workspace or Workspace.current()
     folder, run_dir = resolve_checkpoint(name, checkpoint, workspace)
@@ -146,7 +98,7 @@ def evaluate_model(name: str, *, checkpoint: str | None = None, qa: Path | None 
     config = (run_config or TrainingConfig()).model_copy(update={"engine": engine})
     report = EvalReport(model=name, path=str(folder), engine=config.resolved_engine())
     if qa is not None:
-        _qa(report, str(folder), read_qa(qa), config.resolved_engine(), max_tokens, workspace)
+        _qa(report, str(folder), read_qa(qa), config.resolved_engine(), max_tokens, workspace, qa_batch_size)
     if max_seq_length is not None:
         config = config.model_copy(update={"max_seq_length": max_seq_length})
     domain_dir = data or (run_config.input_dir if run_config else None)
@@ -188,23 +140,16 @@ def _run_config(run_dir: Path | None) -> TrainingConfig | None:
 
 
 def _qa(report: EvalReport, model: str, items: list[dict[str, Any]], engine: str, max_tokens: int,
-        workspace: Workspace) -> None:
-    from forgellm.engines import SamplingParams, load_model
+        workspace: Workspace, batch_size: int) -> None:
+    from forgellm.engines import load_model
 
     loaded = load_model(model, engine=engine, workspace=workspace)
     try:
-        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-        for item in items:
-            prompt = loaded.format_prompt([{"role": "user", "content": item["question"]}])
-            answer = "".join(chunk.text for chunk in loaded.generate(prompt, params)).strip()
-            ok = is_correct(answer, item["accepted"])
-            report.qa_correct += ok
-            report.answers.append({"question": item["question"], "expected": item["answer"], "answer": answer,
-                                   "correct": ok})
+        result = QASet(items, loaded.tokenizer).answer(loaded.greedy_batch, max_tokens, batch_size)
     finally:
         loaded.close()
-    report.qa_total = len(items)
-    report.qa_accuracy = report.qa_correct / report.qa_total
+    report.qa_correct, report.qa_total, report.qa_accuracy = result.correct, result.total, result.accuracy
+    report.answers = result.answers
 
 
 def _loss_on(scorer, config: TrainingConfig, base: ModelInfo, folder: str, split: str, max_batches: int,

@@ -4,8 +4,11 @@
         lr = schedule(step)
         for each of grad_accumulation_steps micro-batches: forward + backward (grads accumulate)
         clip, AdamW step
-        every steps_per_eval: validation loss -> overfitting / early stopping
-        every save_every: checkpoint (atomic), keep the last N plus the best
+        every steps_per_eval: validation loss (and QA accuracy with eval_qa) -> overfitting / early stopping
+        every save_every: checkpoint (atomic), keep the last N plus the best (by best_metric)
+
+The length is max_iterations steps, or num_epochs passes over the training split turned into
+steps (`forgellm.training.length`); the start event records both.
 
 Everything the loop reports goes out as events (dicts) to callbacks: the metrics file,
 the progress display, status.json, TensorBoard. A stop request (SIGINT/SIGTERM) is
@@ -18,7 +21,8 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -28,7 +32,11 @@ from forgellm.training.checkpoints import CheckpointStore
 from forgellm.training.config import TrainingConfig
 from forgellm.training.distributed import SINGLE, Group, reshard_position
 from forgellm.training.engine_api import Trainable
+from forgellm.training.length import training_length
 from forgellm.training.schedule import learning_rate
+
+if TYPE_CHECKING:
+    from forgellm.training.qa import QASet
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,8 @@ class LoopState:
     recent_train_losses: list[float] = field(default_factory=list)  # since the last eval
     val_loss: float | None = None  # latest evaluation
     val_step: int | None = None
+    qa_accuracy: float | None = None  # latest QA evaluation (eval_qa)
+    qa_step: int | None = None
     world_size: int = 1  # workers that trained it
     batch_rows: int = 0  # sequences per global micro-batch (batch_size x world_size); data_position counts these
 
@@ -121,8 +131,10 @@ class StopFlag:
 
 def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequences, val_data: TokenSequences,
           store: CheckpointStore, callbacks: list[Callback], *, state: LoopState | None = None,
-          stop: StopFlag | None = None, group: Group = SINGLE) -> LoopState:
-    """Train until ``config.max_iterations``, early stopping, a stop request or divergence.
+          stop: StopFlag | None = None, group: Group = SINGLE, qa: "QASet | None" = None) -> LoopState:
+    """Train for ``config.max_iterations`` steps or ``config.num_epochs`` epochs, until early stopping,
+    a stop request or divergence. With ``qa`` every evaluation also answers its questions greedily
+    (every rank answers them all, so no collective is needed; rank 0 reports).
 
     With a distributed ``group`` every rank runs this loop on its own shard of each global
     batch; only rank 0 emits events and writes checkpoints. Every decision (stop, early stop,
@@ -149,10 +161,12 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
                 trainable.save_checkpoint(None)  # this rank's part in gathering sharded weights
             return
         val = state.val_loss if state.val_step == state.step else None
-        snapshot = {**asdict(state), "val_loss": val, "engine": trainable.engine,
+        qa_accuracy = state.qa_accuracy if state.qa_step == state.step else None
+        snapshot = {**asdict(state), "val_loss": val, "qa_accuracy": qa_accuracy, "engine": trainable.engine,
                     "fine_tune_type": config.fine_tune_type, "time": time.time()}
         path = store.save(state.step, snapshot, trainable.save_checkpoint)
-        emit("checkpoint", path=str(path.relative_to(store.run_dir)), val_loss=val)
+        emit("checkpoint", path=str(path.relative_to(store.run_dir)), val_loss=val,
+             **({"qa_accuracy": qa_accuracy} if qa_accuracy is not None else {}))
 
     def run_eval() -> bool:
         """Evaluate; record overfitting; return True when early stopping should end the run."""
@@ -160,7 +174,12 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         train_loss = float(np.mean(state.recent_train_losses)) if state.recent_train_losses else None
         state.recent_train_losses = []
         state.val_loss, state.val_step = val, state.step
-        emit("eval", val_loss=val, val_ppl=_ppl(val), train_loss=train_loss)
+        scores: dict[str, Any] = {}
+        if qa is not None:
+            result = qa.answer(partial(trainable.generate_greedy, stop_ids=qa.stop_ids), config.eval_qa_max_tokens)
+            state.qa_accuracy, state.qa_step = result.accuracy, state.step
+            scores = {"qa_accuracy": result.accuracy, "qa_correct": result.correct, "qa_total": result.total}
+        emit("eval", val_loss=val, val_ppl=_ppl(val), train_loss=train_loss, **scores)
         if not math.isfinite(val):
             raise TrainingDiverged(f"validation loss is {val} at step {state.step}")
         gap = val - train_loss if train_loss is not None else None
@@ -185,8 +204,11 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
     state.world_size, state.batch_rows = world_size, rows
     stream = MicroBatches(train_data, config.batch_size, config.seed, state.data_position, shard=(rank, world_size))
     batches = iter(stream)
-    total = config.max_iterations
-    emit("resume" if resumed else "start", total_steps=total, run_name=store.run_dir.name,
+    length = training_length(config, len(train_data), world_size)
+    total = length.max_iterations
+    emit("resume" if resumed else "start", total_steps=total, num_epochs=length.num_epochs,
+         steps_per_epoch=round(length.steps_per_epoch, 4), train_sequences=length.sequences,
+         best_metric=config.best_metric, run_name=store.run_dir.name,
          training_type=config.training_type, fine_tune_type=config.fine_tune_type, engine=trainable.engine,
          model=config.model_name, trainable_params=trainable.trainable_params,
          total_params=trainable.total_params, world_size=world_size,
@@ -237,7 +259,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             emit("train", loss=float(np.mean(report_losses)), learning_rate=lr, tokens=report_tokens,
                  trained_tokens=state.trained_tokens, tokens_per_second=report_tokens / max(report_time, 1e-9),
                  grad_norm=grad_norm, peak_memory_gb=trainable.peak_memory_bytes() / 1e9, elapsed=state.elapsed,
-                 world_size=world_size)
+                 world_size=world_size, epoch=length.epoch_at(state.step))
             report_losses, report_tokens, report_time = [], 0, 0.0
         if state.step % config.steps_per_eval == 0 or state.step == total:
             early = run_eval()
@@ -249,7 +271,8 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         save_checkpoint()
     best = store.best()
     emit("done", status=status, best_checkpoint=best["checkpoint"] if best else None,
-         best_val_loss=state.best_val_loss, final_loss=last_loss,
+         best_val_loss=state.best_val_loss, best_metric=config.best_metric,
+         best_value=best.get(config.best_metric) if best else None, final_loss=last_loss,
          early_stopped=early)
     return state
 

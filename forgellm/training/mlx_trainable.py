@@ -133,6 +133,15 @@ class MlxTrainable:
             self.model.train()
         return value, int(mask[:, 1:].sum())
 
+    def generate_greedy(self, prompts: list[list[int]], max_tokens: int, stop_ids: set[int]) -> list[list[int]]:
+        from forgellm.engines.batched import mlx_greedy
+
+        self.model.eval()
+        try:
+            return mlx_greedy(self.model, prompts, max_tokens, stop_ids)
+        finally:
+            self.model.train()
+
     # --- saving ------------------------------------------------------------------------------
     def save_final(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

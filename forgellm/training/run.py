@@ -28,7 +28,9 @@ from forgellm.training.callbacks import MetricsFile, Progress, StatusFile, Tenso
 from forgellm.training.checkpoints import CheckpointStore, read_state
 from forgellm.training.config import TrainingConfig, validate_config
 from forgellm.training.distributed import Group, ignore_stop_signals, init_group, lost_worker_error
+from forgellm.training.length import training_length
 from forgellm.training.loop import LoopState, StopFlag, train
+from forgellm.training.qa import QASet, read_qa
 from forgellm.training.storage import StorageError, as_os_error, storage_error
 from forgellm.workspace import Workspace
 
@@ -174,8 +176,13 @@ def load_run_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> T
     if not config_file.exists():
         raise NotFoundError(f"{run_dir} has no config.yaml; it is not a training run folder")
     values = yaml.safe_load(config_file.read_text()) or {}
-    values.update(overrides or {})
-    return validate_config(values, source=str(config_file))
+    overrides = overrides or {}
+    # The resolved config records both lengths; a new one for either replaces both (the other is derived again).
+    for given, derived in (("num_epochs", "max_iterations"), ("max_iterations", "num_epochs")):
+        if overrides.get(given) is not None and derived not in overrides:
+            values.pop(derived, None)
+    values.update(overrides)
+    return validate_config(values, source=str(config_file), resolved=True)
 
 
 def find_run(name: str, workspace: Workspace) -> Path:
@@ -200,6 +207,7 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
         raise UserError("pass a config (--config FILE) or --resume RUN_DIR")
     if config.tensorboard:
         _check_tensorboard()
+    qa_items = read_qa(workspace.confine(config.eval_qa)) if config.eval_qa else None  # a bad file stops us here
     base, adapter = resolve_models(config, workspace)
     check_fits(config, base, _vocab_size(base))
     group = init_group(config.resolved_engine())  # torchrun / mlx.launch workers join here; alone: no-op
@@ -218,7 +226,7 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
         raise storage_error(exc) from None
     try:
         return _run(config, run_dir, base, adapter, workspace, resume=bool(resume), progress_stream=progress_stream,
-                    group=group)
+                    group=group, qa_items=qa_items)
     finally:
         if log_handler is not None:
             logging.getLogger("forgellm").removeHandler(log_handler)
@@ -226,11 +234,11 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
 
 
 def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelInfo | None, workspace: Workspace,
-         *, resume: bool, progress_stream, group: Group) -> RunResult:
+         *, resume: bool, progress_stream, group: Group, qa_items: list[dict] | None = None) -> RunResult:
     """Rank 0 (or the only process) writes the run folder; other ranks of a distributed run only train."""
     from forgellm.training.engine_api import create_trainable
 
-    store = CheckpointStore(run_dir, config.max_checkpoints)
+    store = CheckpointStore(run_dir, config.max_checkpoints, config.best_metric)
     callbacks: list = []
     closers: list = []
     errors = ErrorRecorder(callbacks)
@@ -238,7 +246,8 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
         if group.is_main:
             metrics = MetricsFile(run_dir / "metrics.jsonl")
             closers.append(metrics.close)
-            callbacks += [metrics, StatusFile(run_dir / "status.json", config.max_iterations)]
+            status_file = StatusFile(run_dir / "status.json", config.max_iterations)
+            callbacks += [metrics, status_file]
         log.info("run %s: %s %s on %s (%s engine)", run_dir, config.training_type, config.fine_tune_type,
                  base.path, config.resolved_engine())
         if not group.is_main:
@@ -247,6 +256,10 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
         if group.is_main:
             group.barrier()
             (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2, default=str))
+        config = _resolve_length(config, len(train_data), group, run_dir)
+        if group.is_main:
+            status_file.total_steps = config.max_iterations
+        qa = _qa_set(qa_items, base) if qa_items else None
         trainable = create_trainable(config, base, adapter)
         state = None
         latest = store.latest() if resume else None
@@ -269,7 +282,7 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
         previous = _install_stop_handlers(stop)
         try:
             state = train(trainable, config, train_data, val_data, store, callbacks, state=state, stop=stop,
-                          group=group)
+                          group=group, qa=qa)
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
@@ -292,6 +305,26 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
     finally:
         for close in closers:
             close()
+
+
+def _resolve_length(config: TrainingConfig, sequences: int, group: Group, run_dir: Path) -> TrainingConfig:
+    """Both training lengths, one derived from the other and the packed data; rank 0 records them in
+    config.yaml, so the run (and a resume of it) shows and keeps both."""
+    length = training_length(config, sequences, group.world_size)
+    resolved = config.model_copy(update={"max_iterations": length.max_iterations, "num_epochs": length.num_epochs})
+    if group.is_main and resolved != config:
+        (run_dir / "config.yaml").write_text(resolved.to_yaml())
+    return resolved
+
+
+def _qa_set(items: list[dict], base: ModelInfo) -> QASet:
+    """The eval_qa questions as prompts of the base model's tokenizer, with its end-of-sequence ids."""
+    from transformers import AutoTokenizer
+
+    from forgellm.engines.loaded import read_eos_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base.path))
+    return QASet(items, tokenizer, read_eos_token_ids(base.path, tokenizer))
 
 
 def _save_final(trainable, run_dir: Path) -> None:

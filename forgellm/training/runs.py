@@ -31,6 +31,8 @@ class RunSummary:
     status: str  # running | done | stopped | failed | created
     step: int = 0
     total_steps: int | None = None
+    num_epochs: float | None = None  # the run's length in epochs (given or derived from its steps)
+    epoch: float | None = None  # epochs done at the last train event
     progress: float = 0.0  # 0..1
     engine: str | None = None
     fine_tune_type: str | None = None
@@ -71,7 +73,7 @@ def summarize(run_dir: Path) -> RunSummary:
         status = {}
     summary = RunSummary(name=run_dir.name, path=run_dir, kind=config.get("training_type", run_dir.parent.name),
                          status=status.get("status", "created"), total_steps=config.get("max_iterations"),
-                         fine_tune_type=config.get("fine_tune_type"), model=config.get("model_name"),
+                         num_epochs=config.get("num_epochs"), fine_tune_type=config.get("fine_tune_type"), model=config.get("model_name"),
                          updated=status.get("updated"), message=status.get("message"))
     if summary.status == "running" and not pid_alive(status.get("pid")):
         summary.status, summary.message = "failed", "the training process ended without a final status (killed?)"
@@ -81,8 +83,10 @@ def summarize(run_dir: Path) -> RunSummary:
         if kind in ("start", "resume"):
             summary.engine = event.get("engine")
             summary.total_steps = event.get("total_steps", summary.total_steps)
+            summary.num_epochs = event.get("num_epochs", summary.num_epochs)
         elif kind == "train":
             summary.last_train = event
+            summary.epoch = event.get("epoch", summary.epoch)
         elif kind == "eval":
             summary.last_eval = event
         elif kind == "error" and summary.status == "failed":

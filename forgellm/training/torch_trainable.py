@@ -197,6 +197,15 @@ class TorchTrainable:
             self.model.train()
         return float(loss_sum.item()), n
 
+    def generate_greedy(self, prompts: list[list[int]], max_tokens: int, stop_ids: set[int]) -> list[list[int]]:
+        from forgellm.engines.batched import torch_greedy
+
+        self.model.eval()
+        try:
+            return torch_greedy(self.model, prompts, max_tokens, stop_ids)
+        finally:
+            self.model.train()
+
     # --- saving ------------------------------------------------------------------------------
     def _save_weights(self, folder: Path, state_dict: dict | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)

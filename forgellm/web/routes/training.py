@@ -13,7 +13,7 @@ from forgellm.errors import ForgeError
 from forgellm.models.resolve import resolve
 from forgellm.web import context, openapi
 from forgellm.web.services import runs as run_files
-from forgellm.web.validation import FieldError, body, validate
+from forgellm.web.validation import FieldError, body, query, validate
 
 bp = Blueprint("training", __name__)
 
@@ -22,6 +22,12 @@ class StartTraining(BaseModel):
     model_config = ConfigDict(extra="forbid")
     config: dict[str, Any] = Field(description="Training config keys (see /api/config/schema); missing keys take their defaults.")
     allow_concurrent: bool = Field(False, description="Start even if another run is training.")
+
+
+class SpeedQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field("default", description="model_name as in the training config.")
+    engine: str = Field("auto", description="Training engine (auto, torch or mlx).")
 
 
 class StopTraining(BaseModel):
@@ -83,6 +89,21 @@ def stop():
     request = body(StopTraining)
     stopped = context.jobs().stop(request.run)
     return jsonify({"stopped": [context.jobs().describe(job) for job in stopped]})
+
+
+@bp.get("/api/training/speed")
+@openapi.doc("Measured training speed (tokens/s) of earlier runs of a model on an engine (the form's estimate)",
+             query=SpeedQuery)
+def speed():
+    from forgellm.training.config import TrainingConfig
+    from forgellm.web.services.speed import measured_speed
+
+    args = query(SpeedQuery)
+    if args.engine not in ("auto", "torch", "mlx"):
+        raise FieldError(f"engine {args.engine!r}: use auto, torch or mlx", "engine")
+    engine = TrainingConfig(engine=args.engine).resolved_engine()
+    return jsonify({"model": args.model, "engine": engine,
+                    **measured_speed(context.workspace(), args.model, engine)})
 
 
 @bp.get("/api/config/schema")

@@ -7,7 +7,7 @@ import { $, el, fillSelect, fmt, toast } from "./ui.js";
 let charts;
 
 export function init() {
-  charts = { val: lineChart($("#cmp-val")), train: lineChart($("#cmp-train")) };
+  charts = { val: lineChart($("#cmp-val")), train: lineChart($("#cmp-train")), qa: lineChart($("#cmp-qa")) };
   $("#cmp-go").addEventListener("click", compare);
 }
 
@@ -31,6 +31,7 @@ async function compare() {
     const color = (i) => PALETTE[i % PALETTE.length];
     setSeries(charts.val, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.val_loss), color: color(i) })));
     setSeries(charts.train, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.train_loss), color: color(i) })));
+    setSeries(charts.qa, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.qa_accuracy), color: color(i) })));
     $("#cmp-table tbody").replaceChildren(...data.runs.map((r, i) => {
       const a = r.analysis || {};
       return el("tr", {},
@@ -39,6 +40,7 @@ async function compare() {
         el("td", { class: "num" }, fmt(a.final_loss ?? last(r.series.train_loss))),
         el("td", { class: "num" }, fmt(last(r.series.val_loss))),
         el("td", { class: "num" }, `${fmt(a.best_val_loss)}${a.best_val_step != null ? ` @ ${a.best_val_step}` : ""}`),
+        el("td", { class: "num" }, r.series.qa_accuracy ? `${fmt(100 * last(r.series.qa_accuracy), 1)}%` : "–"),
         el("td", {}, a.best ? a.best.name : "–"));
     }));
   } catch (err) {

@@ -10,13 +10,14 @@ let live, charts, unfollow = null, state = null, drawPending = false, current = 
 const ANALYSED = new Set(["eval", "checkpoint", "overfitting", "early_stop", "done"]);
 
 function emptyState() {
-  return { train: [], val: [], ppl: [], lr: [], tps: [], mem: [], total: null, lastTrain: null, status: "", step: 0, events: [] };
+  return { train: [], val: [], qa: [], ppl: [], lr: [], tps: [], mem: [], total: null, epochs: null, stepsPerEpoch: null,
+    lastTrain: null, lastQa: null, status: "", step: 0, events: [] };
 }
 
 export function init(liveLink) {
   live = liveLink;
   charts = {
-    loss: lineChart($("#chart-loss")), ppl: lineChart($("#chart-ppl")), lr: lineChart($("#chart-lr")),
+    loss: lineChart($("#chart-loss")), qa: lineChart($("#chart-qa")), ppl: lineChart($("#chart-ppl")), lr: lineChart($("#chart-lr")),
     tps: lineChart($("#chart-tps")), mem: lineChart($("#chart-mem")),
   };
   $("#mon-run").addEventListener("change", (e) => open(e.target.value));
@@ -55,8 +56,10 @@ function apply(events) {
     } else if (e.event === "eval") {
       if (e.val_loss != null) state.val.push({ x: step, y: e.val_loss });
       if (e.val_ppl != null) state.ppl.push({ x: step, y: e.val_ppl });
-    } else if (e.event === "start") {
+      if (e.qa_accuracy != null) { state.qa.push({ x: step, y: e.qa_accuracy }); state.lastQa = e; }
+    } else if (e.event === "start" || e.event === "resume") {
       state.total = e.total_steps; state.status = "running";
+      state.epochs = e.num_epochs ?? null; state.stepsPerEpoch = e.steps_per_epoch ?? null;
     } else if (e.event === "done") {
       state.status = e.status === "completed" ? "done" : e.status;
     } else if (e.event === "error") {
@@ -76,7 +79,8 @@ function apply(events) {
 function describe(e) {
   const time = e.time ? new Date(e.time * 1000).toLocaleTimeString() : "";
   const detail = {
-    start: () => `started: ${e.training_type || ""} ${e.fine_tune_type || ""} on ${e.model || "?"}, ${e.total_steps} steps (${e.engine || ""})`,
+    start: () => `started: ${e.training_type || ""} ${e.fine_tune_type || ""} on ${e.model || "?"}, ${e.total_steps} steps` +
+      (e.num_epochs != null ? `, ${e.num_epochs} epochs` : "") + ` (${e.engine || ""})`,
     checkpoint: () => `checkpoint ${e.path} (val loss ${fmt(e.val_loss)})`,
     overfitting: () => `overfitting: ${e.reason} (val ${fmt(e.val_loss)}, best ${fmt(e.best_val_loss)})`,
     early_stop: () => `early stop: ${e.reason} (best step ${e.best_step})`,
@@ -89,6 +93,7 @@ function describe(e) {
 function draw() {
   drawPending = false;
   setSeries(charts.loss, [{ label: "train", points: state.train }, { label: "validation", points: state.val }]);
+  setSeries(charts.qa, [{ label: "QA accuracy", points: state.qa }]);
   setSeries(charts.ppl, [{ label: "validation perplexity", points: state.ppl }]);
   setSeries(charts.lr, [{ label: "learning rate", points: state.lr }]);
   setSeries(charts.tps, [{ label: "tok/s", points: state.tps }]);
@@ -103,9 +108,16 @@ function draw() {
   badge.textContent = state.status || "–";
   badge.className = "badge " + ({ running: "ok", failed: "bad", stopped: "warn" }[state.status] || "");
   $("#mon-progress-text").textContent = current
-    ? `step ${step}${total ? ` / ${total}` : ""} · loss ${fmt(t && t.loss)} · ${fmt(t && t.tokens_per_second, 1)} tok/s` +
+    ? `step ${step}${total ? ` / ${total}` : ""}${epochText(step)} · loss ${fmt(t && t.loss)} · ${fmt(t && t.tokens_per_second, 1)} tok/s` +
+      (state.lastQa ? ` · QA ${fmt(100 * state.lastQa.qa_accuracy, 1)}% (${state.lastQa.qa_correct}/${state.lastQa.qa_total})` : "") +
       (state.status === "running" ? ` · ETA ${duration(eta)}` : "")
     : "";
+}
+
+// " (3.0 of 10 epochs)" once the start event said how long an epoch is.
+function epochText(step) {
+  if (!state.stepsPerEpoch || state.epochs == null) return "";
+  return ` (${(step / state.stepsPerEpoch).toFixed(1)} of ${+state.epochs.toFixed(3)} epochs)`;
 }
 
 // The server's analysis of the run (as in `forgellm dashboard`): best checkpoint, overfitting, advice.

@@ -1,11 +1,12 @@
 // Training tab: a form built from the config schema, model and dataset pickers, start and stop.
 
 import { api } from "./api.js";
-import { $, el, fmt, toast } from "./ui.js";
+import { $, duration, el, fmt, toast } from "./ui.js";
 
-const MAIN_FIELDS = ["model_name", "input_dir", "fine_tune_type", "engine", "max_iterations", "learning_rate",
+const MAIN_FIELDS = ["model_name", "input_dir", "fine_tune_type", "engine", "max_iterations", "num_epochs", "learning_rate",
   "batch_size", "max_seq_length", "steps_per_eval", "save_every", "run_name"];
 let fields = [];
+let lastStats = null; // data stats of the chosen dataset, for the length and duration estimate
 let onStarted = () => {};
 
 export async function init({ started }) {
@@ -27,6 +28,8 @@ export async function init({ started }) {
   $("#f-input_dir").addEventListener("change", showStats);
   $("#f-model_name").addEventListener("change", showStats);
   document.querySelectorAll("input[name=training_type]").forEach((r) => r.addEventListener("change", showStats));
+  for (const name of LENGTH_FIELDS) $(`#f-${name}`)?.addEventListener("input", showEstimate);
+  $("#f-engine")?.addEventListener("change", showEstimate);
   showStats();
 }
 
@@ -119,6 +122,8 @@ async function showStats() {
   try {
     const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(path)}&mode=${mode}&model=${encodeURIComponent(model)}`);
     if (!current()) return;
+    lastStats = stats;
+    showEstimate();
     box.textContent = `${dir}: ${stats.files} files, ${stats.documents} documents, ${fmt(stats.train_tokens, 0)} train / ` +
       `${fmt(stats.val_tokens, 0)} validation tokens, ${stats.sequences} sequences` +
       (stats.format ? `, format ${stats.format}` : "") +
@@ -126,6 +131,40 @@ async function showStats() {
   } catch (err) {
     if (current()) box.textContent = `Data stats unavailable: ${err.message}`;
   }
+}
+
+// Training length and duration before starting: both lengths (one given, the other derived as the
+// trainer derives it: forgellm/training/length.py), the tokens it trains on and, from the measured
+// speed of earlier runs of the same model and engine, how long that takes.
+const LENGTH_FIELDS = ["max_iterations", "num_epochs", "batch_size", "grad_accumulation_steps", "max_seq_length"];
+
+async function showEstimate() {
+  const box = $("#train-estimate");
+  const v = values();
+  const sequences = lastStats && (typeof lastStats.sequences === "object" ? lastStats.sequences.train : lastStats.sequences);
+  if (v.max_iterations && v.num_epochs) { box.textContent = "Set max_iterations or num_epochs, not both."; return; }
+  if (!sequences || !v.batch_size || !v.grad_accumulation_steps) { box.textContent = ""; return; }
+  const microPerEpoch = Math.floor(sequences / v.batch_size);
+  if (!microPerEpoch) { box.textContent = `The data has ${sequences} sequences, fewer than batch_size.`; return; }
+  const stepsPerEpoch = microPerEpoch / v.grad_accumulation_steps;
+  const steps = v.max_iterations || (v.num_epochs ? Math.max(1, Math.ceil(v.num_epochs * stepsPerEpoch - 1e-9)) : 1000);
+  const epochs = v.num_epochs || steps / stepsPerEpoch;
+  const tokens = steps * v.batch_size * v.grad_accumulation_steps * v.max_seq_length;
+  let text = `${steps} steps = ${fmt(epochs, 2)} epochs of ${sequences} sequences ` +
+    `(effective batch ${v.batch_size * v.grad_accumulation_steps}), about ${fmt(tokens, 0)} tokens trained.`;
+  box.textContent = text;
+  try {
+    const speed = await api(`/api/training/speed?model=${encodeURIComponent(v.model_name || "default")}&engine=${encodeURIComponent(v.engine || "auto")}`);
+    if (speed.tokens_per_second) {
+      text += ` Estimated ${duration(tokens / speed.tokens_per_second)} at ${fmt(speed.tokens_per_second, 0)} tok/s ` +
+        `(measured in ${speed.runs.length} earlier run${speed.runs.length > 1 ? "s" : ""} of this model on ${speed.engine}), evaluations not counted.`;
+    } else {
+      text += ` No earlier run of this model on ${speed.engine} to estimate the duration from.`;
+    }
+  } catch (err) {
+    // the length estimate stands alone
+  }
+  box.textContent = text;
 }
 
 // The model chosen in the form: its tokenizer counts the tokens of the data stats.

@@ -1,0 +1,53 @@
+"""How long a run trains, in optimizer steps and in epochs: one given, the other derived.
+
+An epoch is one pass over the packed training split. The loop draws micro-batches of
+``batch_size`` sequences per worker and drops the remainder of each epoch (`MicroBatches`), so
+an epoch holds ``sequences // (batch_size x workers)`` micro-batches and
+``that / grad_accumulation_steps`` optimizer steps (not always a whole number).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from forgellm.errors import UserError
+from forgellm.training.config import TrainingConfig
+
+EPOCH_DIGITS = 3  # epochs are recorded rounded to this many decimals
+
+
+@dataclass(frozen=True)
+class TrainingLength:
+    max_iterations: int  # optimizer steps
+    num_epochs: float  # passes over the training split those steps make
+    steps_per_epoch: float  # optimizer steps in one pass
+    sequences: int  # packed training sequences
+    effective_batch: int  # sequences per optimizer step: batch_size x grad_accumulation_steps x workers
+
+    def epoch_at(self, step: int) -> float:
+        return round(step / self.steps_per_epoch, EPOCH_DIGITS)
+
+
+def training_length(config: TrainingConfig, sequences: int, world_size: int = 1) -> TrainingLength:
+    """The run's length from ``config.max_iterations`` when set (a resolved config keeps its steps),
+    else from ``config.num_epochs``: the smallest number of steps that covers that many epochs."""
+    micro_per_epoch = sequences // (config.batch_size * world_size)
+    if micro_per_epoch == 0:
+        raise UserError(f"the training split has {sequences} sequences, fewer than batch_size={config.batch_size} "
+                        f"x {world_size} worker(s): lower batch_size or max_seq_length, or add data")
+    steps_per_epoch = micro_per_epoch / config.grad_accumulation_steps
+    from_epochs = _steps_for(config.num_epochs, steps_per_epoch) if config.num_epochs is not None else None
+    steps = config.max_iterations if config.max_iterations is not None else from_epochs
+    if steps is None:  # a validated TrainingConfig always has one; this guards configs built with model_copy
+        raise UserError("set max_iterations or num_epochs")
+    # The epochs asked for when they give these steps (a resolved config records both), else the steps' share.
+    epochs = config.num_epochs if from_epochs == steps else round(steps / steps_per_epoch, EPOCH_DIGITS)
+    return TrainingLength(max_iterations=steps, num_epochs=epochs,
+                          steps_per_epoch=steps_per_epoch, sequences=sequences,
+                          effective_batch=config.batch_size * config.grad_accumulation_steps * world_size)
+
+
+def _steps_for(epochs: float, steps_per_epoch: float) -> int:
+    """The fewest whole steps that cover ``epochs`` (at least one)."""
+    return max(1, math.ceil(epochs * steps_per_epoch - 1e-9))

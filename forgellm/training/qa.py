@@ -1,0 +1,114 @@
+"""Question answering as a metric: held-out questions answered greedily, scored by containment.
+
+One reader of QA files (``forgellm eval --qa`` and ``eval_qa`` during training read the same
+JSONL records) and one scorer. A `QASet` holds the questions as prompt token ids, formatted
+as the model is asked in chat (chat template for instruct models); it is answered through any
+batched greedy generator (`forgellm.engines.batched`), a loaded model's or a training model's.
+
+An answer counts as correct when it contains the expected answer or one of its aliases, both
+normalised (case, accents, punctuation, articles, spaces).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgellm.engines.batched import GreedyBatch
+from forgellm.errors import NotFoundError, UserError
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+DEFAULT_BATCH_SIZE = 16  # questions per generation batch: most of the speed-up, bounded memory
+
+
+def normalise(text: str) -> str:
+    """Lower case, no accents, punctuation or articles, single spaces."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    text = text.translate(str.maketrans({c: " " for c in string.punctuation}))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def is_correct(answer: str, expected: str | list[str]) -> bool:
+    options = [expected] if isinstance(expected, str) else expected
+    got = f" {normalise(answer)} "
+    return any(f" {normalise(o)} " in got for o in options if normalise(o))
+
+
+def read_qa(path: Path) -> list[dict[str, Any]]:
+    """QA items from JSONL, or from every ``*.jsonl`` of a folder: ``{"question": ..., "answer": ...}``;
+    ``answer`` may be a list, and ``aliases`` lists further accepted answers."""
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl"))
+        if not files:
+            raise NotFoundError(f"QA folder {path} has no .jsonl file of question/answer records")
+        return [item for file in files for item in read_qa(file)]
+    if not path.is_file():
+        raise NotFoundError(f"QA file {path} not found; pass --qa with a JSONL file of question/answer records")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise UserError(f"{path}:{number} is not valid JSON") from None
+        if not isinstance(record, dict) or "question" not in record or "answer" not in record:
+            raise UserError(f"{path}:{number} needs the keys question and answer")
+        answers = record["answer"] if isinstance(record["answer"], list) else [record["answer"]]
+        aliases = record.get("aliases") or []
+        record["accepted"] = [str(a) for a in [*answers, *(aliases if isinstance(aliases, list) else [aliases])]]
+        items.append(record)
+    if not items:
+        raise UserError(f"{path} has no questions")
+    return items
+
+
+@dataclass
+class QAResult:
+    correct: int
+    total: int
+    answers: list[dict[str, Any]] = field(default_factory=list)  # question, expected, answer, correct
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+class QASet:
+    """Questions ready to ask a model whose tokenizer is ``tokenizer``."""
+
+    def __init__(self, items: list[dict[str, Any]], tokenizer: Any, stop_ids: set[int] | None = None):
+        from forgellm.engines.prompting import encode_prompt, format_prompt
+
+        self.items = items
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_ids or set()  # end-of-sequence ids, for generators that need them given
+        self.prompts = [encode_prompt(tokenizer, format_prompt(tokenizer, [{"role": "user", "content": item["question"]}]))
+                        for item in items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def answer(self, generate: GreedyBatch, max_tokens: int, batch_size: int = DEFAULT_BATCH_SIZE) -> QAResult:
+        """Answer every question with ``generate``, ``batch_size`` at a time (1: one by one), and score."""
+        # Batches of similar length waste less compute on padding; answers go back in file order.
+        order = sorted(range(len(self.prompts)), key=lambda i: len(self.prompts[i]))
+        generated: dict[int, list[int]] = {}
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for index, ids in zip(chunk, generate([self.prompts[i] for i in chunk], max_tokens)):
+                generated[index] = ids
+        result = QAResult(correct=0, total=len(self.items))
+        for index, item in enumerate(self.items):
+            answer = self.tokenizer.decode(generated[index], skip_special_tokens=True).strip()
+            ok = is_correct(answer, item["accepted"])
+            result.correct += ok
+            result.answers.append({"question": item["question"], "expected": item["answer"], "answer": answer,
+                                   "correct": ok})
+        return result
