@@ -151,3 +151,9 @@ def test_cpu_env_defaults_keep_the_users_choice(monkeypatch: pytest.MonkeyPatch)
     # ForgeLLM bounds the idle spin of OpenMP threads; a baseline (a user's own script) runs without that default.
     assert os.environ["GOMP_SPINCOUNT"] == "20000" and "GOMP_SPINCOUNT" not in _plain_env()
     monkeypatch.delenv("GOMP_SPINCOUNT")
+
+
+@pytest.mark.slow
+def test_qa_batched_quick_answers_as_one_at_a_time() -> None:
+    row = _rows_by_name(_bench("qa_batched"))["qa_batched_torch"]
+    assert "8/8 answers identical" in row["notes"]

@@ -190,3 +190,16 @@ def test_eval_qa_batched_and_one_at_a_time_agree(workspace, tiny_model_dir):
                               "--batch-size", "1", "--json").stdout)
     assert batched["qa_total"] == 4 and batched["answers"] == alone["answers"]
     assert [a["question"] for a in batched["answers"]] == [q for q, _ in FACTS]
+
+
+def test_training_speed_of_earlier_runs_of_the_model_and_engine(workspace):
+    from forgellm.web.app import create_app
+    from tests.web_helpers import free_port, write_run
+
+    client = create_app({"WORKSPACE": workspace, "START_BACKGROUND": False,
+                         "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}"}).test_client()
+    write_run(workspace, "cpt/a")  # model "tiny", torch, 100 tok/s in every train event
+    data = client.get("/api/training/speed?model=tiny&engine=torch").get_json()
+    assert data == {"model": "tiny", "engine": "torch", "tokens_per_second": 100.0, "runs": ["a"]}
+    assert client.get("/api/training/speed?model=other&engine=torch").get_json()["tokens_per_second"] is None
+    assert client.get("/api/training/speed?model=tiny&engine=jax").status_code == 400
