@@ -111,9 +111,7 @@ def qa_config(workspace: Path, model: Path, **overrides) -> Path:
 @pytest.mark.parametrize("engine", ["torch", pytest.param("mlx", marks=pytest.mark.slow)])
 def test_qa_accuracy_rises_in_eval_events_and_picks_the_best_checkpoint(workspace, tiny_model_dir, engine):
     qa_workspace(workspace)
-    cfg = qa_config(workspace, tiny_model_dir, engine=engine, run_name="qa", best_metric="qa_accuracy",
-                    **({"fine_tune_type": "lora", "lora_rank": 16, "lora_alpha": 32.0, "learning_rate": 2e-2,
-                        "max_iterations": 90} if engine == "mlx" else {}))
+    cfg = qa_config(workspace, tiny_model_dir, engine=engine, run_name="qa", best_metric="qa_accuracy")
     run = Path(invoke("train", "--config", str(cfg)).stdout.split()[-1])
     evals = events(run, "eval")
     assert all(e["qa_total"] == 4 and e["qa_accuracy"] == e["qa_correct"] / 4 for e in evals)
