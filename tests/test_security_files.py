@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from forgellm.errors import AccessError, NotFoundError, UserError
-from forgellm.models.resolve import MODEL_MARKER, RUN_MARKER
+from forgellm.models.resolve import MODEL_MARKER
+from forgellm.runs.layout import RUN_MARKER
 from forgellm.security import confine_read, confine_write, safe_delete
 from forgellm.workspace import Workspace
 

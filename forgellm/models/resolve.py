@@ -15,11 +15,12 @@ from typing import Any
 
 from forgellm.errors import NotFoundError, UserError
 from forgellm.jsonio import read_json as _read_json
+from forgellm.runs.checkpoints import choose_checkpoint
+from forgellm.runs.layout import is_run
 from forgellm.workspace import MODEL_KINDS, Workspace
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 ALIASES = {"default": EMBEDDED_NAME}
-RUN_MARKER = ".forgellm-run"
 MODEL_MARKER = ".forgellm-model"
 
 
@@ -66,28 +67,14 @@ def resolve(name: str, workspace: Workspace | None = None) -> ModelInfo:
 
 
 def resolve_adapter(name: str, workspace: Workspace | None = None) -> ModelInfo:
-    """Resolve an adapter: an adapter folder, a run folder (its final or best checkpoint) or a checkpoint."""
+    """Resolve an adapter: an adapter folder, a run folder (its final weights, else its best
+    intact checkpoint: `forgellm.runs.checkpoints.choose_checkpoint`) or a checkpoint."""
     workspace = workspace or Workspace.current()
     info = resolve(name, workspace)
-    run_dir = info.path
-    if (run_dir / RUN_MARKER).exists() or (run_dir / "checkpoints").is_dir():
-        for sub in ("final", *_best_checkpoint(run_dir)):
-            candidate = run_dir / sub
-            if candidate.is_dir() and _looks_like_model(candidate):
-                return describe(candidate, source=info.source, name=f"{info.name}/{sub}")
-        raise NotFoundError(f"run {info.name!r} has no final weights or checkpoints yet; wait for its first checkpoint")
+    if is_run(info.path):
+        chosen = choose_checkpoint(info.path)
+        return describe(chosen, source=info.source, name=f"{info.name}/{chosen.relative_to(info.path).as_posix()}")
     return info
-
-
-def _best_checkpoint(run_dir: Path) -> list[str]:
-    best = run_dir / "checkpoints" / "best.json"
-    if best.exists():
-        try:
-            return [f"checkpoints/{json.loads(best.read_text())['checkpoint']}"]
-        except (ValueError, KeyError):
-            pass
-    steps = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*") if p.is_dir())
-    return [f"checkpoints/{s}" for s in reversed(steps)]
 
 
 def _candidates(name: str, workspace: Workspace) -> list[tuple[Path, str]]:
@@ -144,7 +131,7 @@ def list_cached_hub_models() -> list[str]:
 
 
 def _looks_like_model(path: Path) -> bool:
-    return (path / "config.json").exists() or (path / "adapter_config.json").exists() or (path / RUN_MARKER).exists()
+    return (path / "config.json").exists() or (path / "adapter_config.json").exists() or is_run(path)
 
 
 def describe(path: Path, *, source: str = "path", name: str | None = None) -> ModelInfo:
@@ -183,7 +170,7 @@ def resolve_pair(model: str, adapter: str | None, workspace: Workspace | None = 
     """(model, adapter) to load. A run (its final or best checkpoint) or an adapter given as the
     model brings its base model. ``model_arg``/``adapter_arg`` name the inputs in error messages."""
     info = resolve(model, workspace)
-    if (info.path / RUN_MARKER).exists() or (info.path / "checkpoints").is_dir():
+    if is_run(info.path):
         info = resolve_adapter(model, workspace)
     adapter_info = resolve_adapter(adapter, workspace) if adapter else None
     if info.is_adapter:
@@ -251,7 +238,7 @@ def list_models(workspace: Workspace | None = None) -> list[ModelInfo]:
             continue
         for child in sorted(folder.iterdir()):
             if child.is_dir() and _looks_like_model(child):
-                if (child / RUN_MARKER).exists():
+                if is_run(child):
                     info = describe(child, source=kind, name=f"{kind}/{child.name}")
                     info.extra["run"] = True
                     found.append(info)

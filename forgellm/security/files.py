@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 
 from forgellm.errors import AccessError, NotFoundError, UserError
-from forgellm.models.resolve import MODEL_MARKER, RUN_MARKER, hf_cache_dir
+from forgellm.models.resolve import MODEL_MARKER, hf_cache_dir
+from forgellm.runs.layout import RUN_MARKER
 from forgellm.workspace import Workspace
 
 logger = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ import numpy as np
 
 from forgellm.data.sequences import TokenSequences
 from forgellm.errors import ForgeError, UserError
+from forgellm.runs.events import Event, make_event
 from forgellm.training.checkpoints import CheckpointStore
 from forgellm.training.config import TrainingConfig
 from forgellm.training.distributed import SINGLE, Group, reshard_position
@@ -121,21 +122,26 @@ class StopFlag:
 
 def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequences, val_data: TokenSequences,
           store: CheckpointStore, callbacks: list[Callback], *, state: LoopState | None = None,
-          stop: StopFlag | None = None, group: Group = SINGLE) -> LoopState:
+          stop: StopFlag | None = None, group: Group = SINGLE, finish: Callable[[], None] | None = None,
+          changed: dict[str, Any] | None = None) -> LoopState:
     """Train until ``config.max_iterations``, early stopping, a stop request or divergence.
 
     With a distributed ``group`` every rank runs this loop on its own shard of each global
     batch; only rank 0 emits events and writes checkpoints. Every decision (stop, early stop,
-    divergence) is taken on summed numbers, so all ranks take it at the same step."""
+    divergence) is taken on summed numbers, so all ranks take it at the same step.
+
+    ``finish`` runs on every rank after the last checkpoint and before the ``done`` event (the
+    final weights: a run is only ``done`` once they exist); ``changed`` goes into the ``resume``
+    event (the configuration keys this resume changed, ``{key: [before, after]}``)."""
     stop = stop if stop is not None else StopFlag()
     resumed = state is not None
     state = state or LoopState()
     rank, world_size = group.rank, group.world_size
     is_main = rank == 0
 
-    def emit(event: str, **values: Any) -> None:
+    def emit(event: Event, **values: Any) -> None:
         if is_main:
-            record = {"event": event, "time": round(time.time(), 3), "step": state.step, **values}
+            record = make_event(event, state.step, **values)
             for callback in callbacks:
                 callback(record)
 
@@ -152,7 +158,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         snapshot = {**asdict(state), "val_loss": val, "engine": trainable.engine,
                     "fine_tune_type": config.fine_tune_type, "time": time.time()}
         path = store.save(state.step, snapshot, trainable.save_checkpoint)
-        emit("checkpoint", path=str(path.relative_to(store.run_dir)), val_loss=val)
+        emit(Event.CHECKPOINT, path=str(path.relative_to(store.run_dir)), val_loss=val)
 
     def run_eval() -> bool:
         """Evaluate; record overfitting; return True when early stopping should end the run."""
@@ -160,7 +166,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         train_loss = float(np.mean(state.recent_train_losses)) if state.recent_train_losses else None
         state.recent_train_losses = []
         state.val_loss, state.val_step = val, state.step
-        emit("eval", val_loss=val, val_ppl=_ppl(val), train_loss=train_loss)
+        emit(Event.EVAL, val_loss=val, val_ppl=_ppl(val), train_loss=train_loss)
         if not math.isfinite(val):
             raise TrainingDiverged(f"validation loss is {val} at step {state.step}")
         gap = val - train_loss if train_loss is not None else None
@@ -173,9 +179,9 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             state.overfit_evals = 0
             return False
         state.overfit_evals += 1
-        emit("overfitting", reason=reason, val_loss=val, best_val_loss=state.best_val_loss)
+        emit(Event.OVERFITTING, reason=reason, val_loss=val, best_val_loss=state.best_val_loss)
         if config.early_stopping_patience and state.overfit_evals >= config.early_stopping_patience:
-            emit("early_stop", reason=f"{state.overfit_evals} evaluations in a row overfitting ({reason})",
+            emit(Event.EARLY_STOP, reason=f"{state.overfit_evals} evaluations in a row overfitting ({reason})",
                  best_step=state.best_step)
             return True
         return False
@@ -186,7 +192,8 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
     stream = MicroBatches(train_data, config.batch_size, config.seed, state.data_position, shard=(rank, world_size))
     batches = iter(stream)
     total = config.max_iterations
-    emit("resume" if resumed else "start", total_steps=total, run_name=store.run_dir.name,
+    opening = {"changed": changed or {}} if resumed else {}
+    emit(Event.RESUME if resumed else Event.START, **opening, total_steps=total, run_name=store.run_dir.name,
          training_type=config.training_type, fine_tune_type=config.fine_tune_type, engine=trainable.engine,
          model=config.model_name, trainable_params=trainable.trainable_params,
          total_params=trainable.total_params, world_size=world_size,
@@ -234,7 +241,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         report_tokens += targets
         report_time += step_time
         if state.step % config.steps_per_report == 0 or state.step == total:
-            emit("train", loss=float(np.mean(report_losses)), learning_rate=lr, tokens=report_tokens,
+            emit(Event.TRAIN, loss=float(np.mean(report_losses)), learning_rate=lr, tokens=report_tokens,
                  trained_tokens=state.trained_tokens, tokens_per_second=report_tokens / max(report_time, 1e-9),
                  grad_norm=grad_norm, peak_memory_gb=trainable.peak_memory_bytes() / 1e9, elapsed=state.elapsed,
                  world_size=world_size)
@@ -247,8 +254,10 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             break
     if status == "stopped" and saved_step != state.step:  # decided alike on every rank
         save_checkpoint()
+    if finish is not None:
+        finish()
     best = store.best()
-    emit("done", status=status, best_checkpoint=best["checkpoint"] if best else None,
+    emit(Event.DONE, status=status, best_checkpoint=best["checkpoint"] if best else None,
          best_val_loss=state.best_val_loss, final_loss=last_loss,
          early_stopped=early)
     return state

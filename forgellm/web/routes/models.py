@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgellm.errors import AccessError, ConflictError
+from forgellm.errors import AccessError
 from forgellm.models.resolve import list_models
+from forgellm.runs.lock import refuse_if_held
 from forgellm.security import safe_delete
 from forgellm.web import context, openapi
 from forgellm.web.services import runs as run_files
@@ -59,8 +60,7 @@ def delete():
         raise AccessError(f"only models under {', '.join(DELETABLE_KINDS)} can be deleted here, not {request.name!r}")
     workspace = context.workspace()
     path = workspace.confine(request.name, within=workspace.models_dir)
-    if run_files.read_status(path).get("status") == "running":
-        raise ConflictError(f"{request.name!r} is still training; stop it first")
+    refuse_if_held(path, "delete")  # a live trainer holds the run lock
     safe_delete(request.name, workspace)  # refuses links, unmarked folders and anything outside models/
     return jsonify({"deleted": request.name})
 

@@ -118,9 +118,8 @@ async function showAnalysis(runId) {
   }
   const a = data.runs[0].analysis;
   if (runId !== current || !a) return;
-  const best = a.best
-    ? `best checkpoint ${a.best.name} (val loss ${fmt(a.best.val_loss)}, score ${fmt(a.best.score)})`
-    : "no checkpoint yet";
+  const best = (a.best_checkpoint ? `best checkpoint ${a.best_checkpoint}` : "no best checkpoint yet")
+    + (a.recommended ? `; recommended ${a.recommended.name} (val loss ${fmt(a.recommended.val_loss)}, score ${fmt(a.recommended.score)})` : "");
   const facts = [
     best,
     `best validation loss ${fmt(a.best_val_loss)}${a.best_val_step != null ? ` at step ${a.best_val_step}` : ""}`,
