@@ -60,7 +60,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     socketio = SocketIO(app, async_mode=app.config["SOCKETIO_ASYNC_MODE"], cors_allowed_origins=[],
                         logger=False, engineio_logger=False)
     jobs = TrainingJobs(workspace, app.config["TRAIN_COMMAND"])
-    watch = ServerWatch(socketio, app.config["MODEL_SERVER_URL"], app.config["ACCESS_TOKEN"])
+    watch = ServerWatch(socketio, app.config["MODEL_SERVER_URL"], app.config["ACCESS_TOKEN"],
+                        state_file=workspace.logs_dir / "server-watch.json")  # survives a web restart
     live = LiveMetrics(socketio, workspace, interval=app.config["LIVE_INTERVAL"],
                        on_tick=lambda: (socketio.emit("training_status", jobs.status()), watch.check()))
     app.extensions["forgellm"] = {"socketio": socketio, "jobs": jobs, "live": live, "server_watch": watch,
