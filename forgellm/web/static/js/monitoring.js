@@ -4,7 +4,7 @@ import { api } from "./api.js";
 import { lineChart, retheme, setSeries } from "./charts.js";
 import { $, duration, el, fillSelect, fmt } from "./ui.js";
 
-const NOTABLE = new Set(["start", "checkpoint", "overfitting", "early_stop", "done", "error"]);
+const NOTABLE = new Set(["start", "resume", "checkpoint", "overfitting", "early_stop", "done", "error"]);
 let live, charts, unfollow = null, state = null, drawPending = false, current = null, analysisTimer = null;
 // Events after which the best checkpoint and the recommendations may have changed.
 const ANALYSED = new Set(["eval", "checkpoint", "overfitting", "early_stop", "done"]);
@@ -55,8 +55,8 @@ function apply(events) {
     } else if (e.event === "eval") {
       if (e.val_loss != null) state.val.push({ x: step, y: e.val_loss });
       if (e.val_ppl != null) state.ppl.push({ x: step, y: e.val_ppl });
-    } else if (e.event === "start") {
-      state.total = e.total_steps; state.status = "running";
+    } else if (e.event === "start" || e.event === "resume") {
+      state.total = e.total_steps; state.status = "running"; // a resume may change max_iterations
     } else if (e.event === "done") {
       state.status = e.status === "completed" ? "done" : e.status;
     } else if (e.event === "error") {
@@ -77,6 +77,9 @@ function describe(e) {
   const time = e.time ? new Date(e.time * 1000).toLocaleTimeString() : "";
   const detail = {
     start: () => `started: ${e.training_type || ""} ${e.fine_tune_type || ""} on ${e.model || "?"}, ${e.total_steps} steps (${e.engine || ""})`,
+    resume: () => `resumed at step ${e.step} of ${e.total_steps}` +
+      (e.changed && Object.keys(e.changed).length
+        ? ` (changed: ${Object.entries(e.changed).map(([k, [a, b]]) => `${k} ${a} → ${b}`).join(", ")})` : ""),
     checkpoint: () => `checkpoint ${e.path} (val loss ${fmt(e.val_loss)})`,
     overfitting: () => `overfitting: ${e.reason} (val ${fmt(e.val_loss)}, best ${fmt(e.best_val_loss)})`,
     early_stop: () => `early stop: ${e.reason} (best step ${e.best_step})`,
