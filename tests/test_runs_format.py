@@ -235,7 +235,7 @@ def test_the_server_restart_count_survives_a_restart_of_the_web_app(tmp_path, mo
 def test_a_restarted_web_app_stops_the_training_it_started(workspace, tiny_model_dir):
     import httpx
 
-    from tests.web_helpers import StartedApp, alive, wait_for
+    from tests.web_helpers import StartedApp, alive, command_line, descendants, wait_for
 
     prepared_data(workspace / "prepared")
     app = StartedApp(workspace)
@@ -251,9 +251,12 @@ def test_a_restarted_web_app_stops_the_training_it_started(workspace, tiny_model
         again = httpx.post(f"{app.url}/api/training/start", json={"config": config, "allow_concurrent": True},
                            timeout=30)
         assert again.status_code == 409 and f"process {trainer.pid}" in again.json()["error"]["message"]
-        web = app.child("forgellm.web.main")
+        def web_app() -> int | None:
+            return next((p for p in descendants(app.process.pid) if "forgellm.web.main" in command_line(p)), None)
+
+        web = web_app()
         os.kill(web, signal.SIGKILL)
-        assert wait_for(lambda: app.child("forgellm.web.main") != web and app.server_status().get("up"), 120)
+        assert wait_for(lambda: web_app() not in (None, web) and app.server_status().get("up"), 120)
         assert alive(trainer.pid)  # the training went on without its web app
 
         def jobs() -> list[dict]:

@@ -181,13 +181,17 @@ def resume_point(run_dir: Path) -> Path | None:
     """The checkpoint a resume continues from: the newest intact one (broken newer ones are skipped
     with a warning); None when the run has none yet (it starts over). `BrokenCheckpointError` when
     it has checkpoints and none is intact."""
-    steps = step_checkpoints(run_dir)
-    if not steps:
+    skipped: list[tuple[Path, str]] = []
+    for folder in reversed(step_checkpoints(run_dir)):
+        trouble = problem(folder)
+        if trouble is None:
+            for broken, why in skipped:  # warned only when there is a way on: otherwise one error line
+                log.warning("skipping broken checkpoint %s: %s", broken.name, why)
+            if skipped:
+                log.warning("resuming from %s, the newest intact checkpoint", folder.name)
+            return folder
+        skipped.append((folder, trouble))
+    if not skipped:
         return None
-    found = latest_intact(run_dir)
-    if found is None:
-        raise BrokenCheckpointError(f"run {Path(run_dir).name} has no intact checkpoint to resume from "
-                                    f"({problem(steps[-1])}); start it again with --overwrite")
-    if found != steps[-1]:
-        log.warning("resuming from %s, the newest intact checkpoint", found.name)
-    return found
+    raise BrokenCheckpointError(f"run {Path(run_dir).name} has no intact checkpoint to resume from "
+                                f"({skipped[0][1]}); start it again with --overwrite")

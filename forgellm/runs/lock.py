@@ -113,11 +113,12 @@ def refuse_if_held(run_dir: Path, action: str) -> None:
         raise RunBusyError(run_dir, found, action)
 
 
-def stop_holder(run_dir: Path, signum: int = signal.SIGTERM) -> LockHolder | None:
+def stop_holder(run_dir: Path, signum: int = signal.SIGTERM, *, pid: int | None = None) -> LockHolder | None:
     """Signal the process holding the run's lock (its PID as written in the lock, checked to still
-    hold it, so a reused PID is never signalled). None when nothing holds it or it runs on another host."""
+    hold it, so a reused PID is never signalled). None when nothing holds it, it runs on another
+    host, or it is not ``pid`` (when given)."""
     found = holder(run_dir)
-    if found is None or found.host != socket.gethostname():
+    if found is None or found.host != socket.gethostname() or (pid is not None and found.pid != pid):
         return None
     os.kill(found.pid, signum)
     return found

@@ -208,8 +208,12 @@ def write_back_config(run_dir: Path, config: TrainingConfig) -> dict[str, list[A
             n += 1
         shutil.copy2(run_dir / CONFIG_FILE, run_dir / f"config.{n}.yaml")
         tmp = run_dir / f".{CONFIG_FILE}.tmp"
-        tmp.write_text(config.to_yaml())
-        os.replace(tmp, run_dir / CONFIG_FILE)
+        try:
+            tmp.write_text(config.to_yaml())
+            os.replace(tmp, run_dir / CONFIG_FILE)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # config.yaml stays the previous one, whole
+            raise
         log.info("resume changed %s; the previous configuration is kept as config.%d.yaml",
                  ", ".join(changed), n)
     return changed
@@ -234,9 +238,13 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
     log_handler = None
     try:
         changed: dict[str, list[Any]] = {}
+        latest = None
         if resume:
             if group.is_main:
                 run_lock = RunLock(run_dir).acquire("resume")
+            # before anything is written: the checkpoint to continue from (broken ones skipped, with a warning)
+            latest = resume_point(run_dir)
+            if group.is_main:
                 changed = write_back_config(run_dir, config)
         else:
             if group.world_size > 1 and not config.run_name:  # every rank must agree on one folder
@@ -249,7 +257,7 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
                 (run_dir / CONFIG_FILE).write_text(config.to_yaml())
         log_handler = _attach_log(run_dir) if group.is_main else None
         return _run(config, run_dir, base, adapter, workspace, resume=bool(resume), progress_stream=progress_stream,
-                    group=group, changed=changed)
+                    group=group, changed=changed, latest=latest)
     except OSError as exc:
         raise storage_error(exc) from None
     finally:
@@ -261,7 +269,8 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
 
 
 def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelInfo | None, workspace: Workspace,
-         *, resume: bool, progress_stream, group: Group, changed: dict[str, list[Any]]) -> RunResult:
+         *, resume: bool, progress_stream, group: Group, changed: dict[str, list[Any]],
+         latest: Path | None) -> RunResult:
     """Rank 0 (or the only process) writes the run folder; other ranks of a distributed run only train."""
     from forgellm.training.engine_api import create_trainable
 
@@ -270,8 +279,6 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
     closers: list = []
     errors = ErrorRecorder(callbacks)
     try:
-        # Before anything is written: the checkpoint to continue from (broken ones skipped, with a warning)
-        latest = resume_point(run_dir) if resume else None
         if group.is_main:
             metrics = MetricsFile(run_dir / METRICS_FILE)
             closers.append(metrics.close)

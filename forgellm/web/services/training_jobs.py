@@ -60,7 +60,7 @@ class Job:
         if self.process is not None:
             self.process.send_signal(signal.SIGTERM)
         elif self.run_path is not None:
-            lock.stop_holder(self.run_path)
+            lock.stop_holder(self.run_path, pid=self.pid)
 
 
 class TrainingJobs:
