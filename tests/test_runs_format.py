@@ -56,6 +56,8 @@ def test_resume_and_overwrite_are_refused_while_a_live_process_holds_the_run(tin
         assert f"process {os.getpid()} on {socket.gethostname()}" in err and "kill -TERM" in err
         code, _, err = forgellm("train", "--config", str(workspace / "c.yaml"), "--overwrite")
         assert code == 2 and "cannot overwrite run tiny" in err
+        code, _, err = forgellm("train", "--resume", "tiny", "--nproc", "2")  # refused before any worker starts
+        assert code == 2 and f"process {os.getpid()}" in err
         assert forgellm("runs", "show", "tiny", "--json")[1] and summarize(tiny_run).status == "running"
     # nothing of the run was touched, and its lock, now stale (no process holds it), blocks nobody
     assert (tiny_run / "metrics.jsonl").read_bytes() == before and status_of(tiny_run)["status"] == "done"

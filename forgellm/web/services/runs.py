@@ -20,7 +20,14 @@ from forgellm.workspace import Workspace
 
 def run_dirs(workspace: Workspace) -> list[Path]:
     """Every run folder under models/cpt and models/ift, newest first."""
-    return sorted(_run_dirs(workspace), key=lambda p: p.stat().st_mtime, reverse=True)
+    return sorted(_run_dirs(workspace), key=_mtime, reverse=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # deleted meanwhile
+        return 0.0
 
 
 def run_id(workspace: Workspace, path: Path) -> str:
