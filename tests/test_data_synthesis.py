@@ -273,6 +273,7 @@ def _args(src: Path, out: Path, teacher: Path) -> list[str]:
             "--paraphrases", "1", "--max-tokens", "8", "--temperature", "0", "--json"]
 
 
+@pytest.mark.slow  # a second process, killed
 def test_a_killed_run_resumes_without_asking_again_or_writing_twice(tmp_path: Path, tiny_model_dir: Path) -> None:
     chunks = 8
     src = _docs(tmp_path / "src", chunks)

@@ -22,8 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from forgellm.jsonio import read_json, write_json_atomic
 from forgellm.errors import UserError
+from forgellm.jsonio import read_json, write_json_atomic
 
 QA_FILE = "ift/qa.jsonl"
 PARAPHRASE_FILE = "cpt/paraphrases.jsonl"
