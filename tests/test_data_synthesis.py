@@ -191,6 +191,21 @@ def test_invented_paraphrases_are_rejected_and_counted(tmp_path: Path) -> None:
     assert (out / "cpt/paraphrases.jsonl").read_text() == ""
 
 
+def test_ctrl_c_keeps_finished_chunks_and_says_interrupted(tmp_path: Path) -> None:
+    class StopsOnThirdCall(ExtractiveTeacher):
+        def complete(self, messages, sampling, *, seed):
+            if self.calls == 2:
+                raise KeyboardInterrupt  # Ctrl-C, or SIGTERM through the CLI's handler
+            return super().complete(messages, sampling, seed=seed)
+
+    out, teacher = tmp_path / "out", StopsOnThirdCall({"Orlemund": [("Who founded Orlemund?", "Tavel Orne founded Orlemund.")]})
+    options = SynthesisOptions(source=_docs(tmp_path / "src", 2), out=out, questions_per_chunk=1, paraphrases=1)
+    with pytest.raises(KeyboardInterrupt):
+        Synthesis(options).run(teacher, progress=False)
+    assert _summary(out)["state"] == "interrupted" and _summary(out)["chunks_done"] == 1
+    assert len((out / "ift/qa.jsonl").read_text().splitlines()) == 1
+
+
 # ------------------------------------------------------------------ real teachers: a model loaded here, a server
 
 
