@@ -92,7 +92,8 @@ def test_chunks_come_from_every_format_the_pipeline_reads(tmp_path: Path) -> Non
     src.mkdir()
     long_text = "\n\n".join(f"Paragraph {i} says that the river Ost{i} floods every spring near the mill." for i in range(40))
     (src / "a.md").write_text(long_text)
-    (src / "b.jsonl").write_text(json.dumps({"text": ORLEMUND}) + "\n" + json.dumps({"body": "no text field"}) + "\n")
+    (src / "b.jsonl").write_text(json.dumps({"text": ORLEMUND}) + "\n" + json.dumps({"body": "no text field"}) + "\n"
+                                 + json.dumps({"text": ORLEMUND}) + "\n")  # the same text again: one chunk
     (src / "c.csv").write_text(f'text\n"{LIGHTHOUSE}"\n')
     (src / "d.html").write_text(f"<html><script>var x;</script><p>{ORLEMUND}</p></html>")
     chunks, report = read_chunks(src, chunk_chars=400)
@@ -104,6 +105,7 @@ def test_chunks_come_from_every_format_the_pipeline_reads(tmp_path: Path) -> Non
     assert "var x" not in next(c.text for c in chunks if c.file == "d.html")
     assert next(c for c in chunks if c.file == "b.jsonl").source() == {"file": "b.jsonl", "chunk": 0, "line": 1}
     assert report.skipped_total == 1 and "no 'text' field" in report.skipped[0]["reason"]
+    assert report.duplicates_removed == 1
     # A paragraph longer than a chunk is cut between sentences, never losing one.
     sentences = " ".join(f"Sentence {i} is about harbour number {i}." for i in range(60))
     pieces = list(split_text(sentences, 300))

@@ -285,8 +285,7 @@ def synthesize_cmd(source: Path, out: Path, teacher: str, questions_per_chunk: i
     try:
         summary = synthesis.run(model)
     except KeyboardInterrupt:
-        done = synthesis.folder.done & {c.key for c in synthesis.chunks}
-        click.echo(f"interrupted: {len(done)} of {len(synthesis.chunks)} chunks done and kept in {out}; "
+        click.echo(f"interrupted: {synthesis.chunks_done} of {len(synthesis.chunks)} chunks done and kept in {out}; "
                    f"run the same command again to resume", err=True)
         raise SystemExit(130) from None
     finally:

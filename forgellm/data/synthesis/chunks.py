@@ -58,6 +58,7 @@ def read_chunks(source: Path, *, chunk_chars: int, text_column: str = "text",
         raise UserError(f"{source} has no files to read; add documents ({', '.join(sorted(SUPPORTED_SUFFIXES))})")
     chunks: list[Chunk] = []
     per_file: dict[str, int] = {}
+    seen: set[str] = set()
     for src in sources:
         for row in read_source(src, report, max_file_bytes=int(max_file_mb * 2**20)):
             text = row_text(row, text_column, report)
@@ -66,8 +67,13 @@ def read_chunks(source: Path, *, chunk_chars: int, text_column: str = "text",
             report.documents += 1
             for piece in split_text(normalize_text(text), chunk_chars):
                 index = per_file.get(row.file, 0)
+                chunk = Chunk(row.file, row.line, index, piece)
+                if chunk.key in seen:  # the same text twice in one file: asked about once
+                    report.duplicates_removed += 1
+                    continue
+                seen.add(chunk.key)
                 per_file[row.file] = index + 1
-                chunks.append(Chunk(row.file, row.line, index, piece))
+                chunks.append(chunk)
     if not chunks:
         first = f" (first skipped: {report.first_skips()})" if report.skipped_total else ""
         raise UserError(f"no text to synthesize from in {source}: {report.files} file(s) read, "

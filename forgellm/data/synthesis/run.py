@@ -14,7 +14,7 @@ from forgellm.data.synthesis.chunks import Chunk, read_chunks
 from forgellm.data.synthesis.grounding import ChunkIndex
 from forgellm.data.synthesis.store import PARAPHRASE_FILE, QA_FILE, OutputFolder, dedupe_key
 from forgellm.data.synthesis.teachers import Sampling, Teacher, TeacherError
-from forgellm.errors import UserError
+from forgellm.errors import ForgeError, UserError
 
 PARAPHRASE_MIN_SHARE = 0.3  # a "paraphrase" under this share of the chunk's words dropped most of its facts
 SAMPLES = 5  # records shown in the summary (the web app's Datasets tab)
@@ -63,10 +63,16 @@ class Synthesis:
         self.this_run: Counter = Counter()
         self.started = time.time()
         self.samples: list[dict[str, Any]] = self.folder.records(QA_FILE)[-SAMPLES:]
+        self._done = sum(c.key in self.folder.done for c in self.chunks)
 
     @property
     def pending(self) -> list[Chunk]:
         return [c for c in self.chunks if c.key not in self.folder.done]
+
+    @property
+    def chunks_done(self) -> int:
+        """Chunks of this source done (the progress file may also list chunks since removed from it)."""
+        return self._done
 
     def run(self, teacher: Teacher, *, progress: bool = True) -> dict[str, Any]:
         """Work through the pending chunks; the summary is written after each, and at the end with
@@ -74,7 +80,7 @@ class Synthesis:
         from tqdm import tqdm
 
         pending = self.pending
-        bar = tqdm(total=len(self.chunks), initial=len(self.chunks) - len(pending), unit="chunk",
+        bar = tqdm(total=len(self.chunks), initial=self.chunks_done, unit="chunk",
                    file=sys.stderr, dynamic_ncols=True, disable=None if progress else True)
         self._summary(teacher, "running")
         try:
@@ -83,11 +89,11 @@ class Synthesis:
                 bar.update(1)
                 bar.set_postfix(qa=self.folder.counts["qa_written"], paraphrases=self.folder.counts["paraphrases_written"])
                 self._summary(teacher, "running")
-        except TeacherError as exc:
-            message = (f"{exc} ({len(self.folder.done & {c.key for c in self.chunks})} of {len(self.chunks)} "
-                       f"chunks done and kept in {self.options.out}; rerun the same command to resume)")
+        except ForgeError as exc:  # the teacher is gone, or refused a prompt (one longer than its context)
+            message = (f"{exc} ({self.chunks_done} of {len(self.chunks)} chunks done and kept in "
+                       f"{self.options.out}; rerun the same command to resume)")
             self._summary(teacher, "failed", message)
-            raise TeacherError(message) from None
+            raise (TeacherError if isinstance(exc, TeacherError) else UserError)(message) from None
         except KeyboardInterrupt:
             self._summary(teacher, "interrupted")
             raise
@@ -135,6 +141,7 @@ class Synthesis:
         counts["qa_written"] += len(qa)
         counts["paraphrases_written"] += len(paraphrases)
         self.folder.commit(chunk.key, qa, paraphrases, counts)
+        self._done += 1
         self.this_run.update({"chunks": 1, "teacher_calls": counts["teacher_calls"]})
         self.samples = (self.samples + qa)[-SAMPLES:]
 
@@ -143,11 +150,10 @@ class Synthesis:
         return teacher.complete(messages, self.options.sampling, seed=seed)
 
     def _summary(self, teacher: Teacher, state: str, error: str | None = None) -> dict[str, Any]:
-        keys = {c.key for c in self.chunks}
         counts = self.folder.counts
         summary = {
             "state": state, "error": error, "source": str(self.options.source), "out": str(self.options.out),
-            "teacher": teacher.name, "chunks": len(self.chunks), "chunks_done": len(self.folder.done & keys),
+            "teacher": teacher.name, "chunks": len(self.chunks), "chunks_done": self.chunks_done,
             "documents": self.report.documents, "files": self.report.files,
             **{name: counts[name] for name in COUNTS},
             "this_run": {"chunks": self.this_run["chunks"], "teacher_calls": self.this_run["teacher_calls"],
