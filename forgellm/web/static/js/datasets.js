@@ -103,6 +103,7 @@ function watchSynthesis(out) {
     }
     showSynthesis(data);
     if (data.task && data.task.state === "running") synthTimer = setTimeout(poll, 1500);
+    else refresh(); // the output folder appears in the list, to preview or train on
   };
   poll();
 }
