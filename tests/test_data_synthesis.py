@@ -363,6 +363,10 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, tiny_model_dir: Path) -> No
                   "--paraphrases", "0")
     assert "other settings (questions_per_chunk was 1, now 2)" in message
     assert (out / "ift/qa.jsonl").read_bytes() == before
+    (out / "ift/qa.jsonl").write_bytes(b"x" * (len(before) - 1) + b"\n")  # a record spoilt by hand
+    message = run(str(src), "--out", str(out), "--teacher", str(tiny_model_dir), "--questions-per-chunk", "1",
+                  "--paraphrases", "0")
+    assert f"{out / 'ift/qa.jsonl'}:1 is not a JSON record" in message
     # A folder with records this tool did not write is not cut or appended to.
     foreign = tmp_path / "foreign"
     (foreign / "ift").mkdir(parents=True)

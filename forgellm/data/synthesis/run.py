@@ -104,7 +104,8 @@ class Synthesis:
     def _one(self, chunk: Chunk, teacher: Teacher) -> None:
         options, counts = self.options, Counter()
         index = ChunkIndex(chunk.text)
-        seed = int(chunk.key[:8], 16)  # the same chunk gets the same sampling in every run
+        # The same chunk gets the same sampling in every run; 28 bits, so seed + call fits every engine's 32.
+        seed = int(chunk.key[:7], 16)
         qa: list[dict[str, Any]] = []
         if options.questions_per_chunk:
             reply = self._ask(teacher, prompts.qa_messages(chunk.text, options.questions_per_chunk), seed, counts)

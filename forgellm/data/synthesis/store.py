@@ -75,8 +75,17 @@ class OutputFolder:
         path = self.out / name
         if not path.exists():
             return []
+        records = []
         with open(path, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    raise UserError(f"{path}:{number} is not a JSON record (edited by hand?): fix or remove that "
+                                    f"line, or give another --out") from None
+        return records
 
     def commit(self, key: str, qa: list[dict[str, Any]], paraphrases: list[dict[str, Any]], counts: Counter) -> None:
         """Append one chunk's records, then mark the chunk done (in that order: see the module doc)."""
