@@ -211,6 +211,29 @@ def iter_rows(sources: list[SourceFile], report: DataReport, settings: DataSetti
         yield from read_source(source, report, max_file_bytes=max_bytes)
 
 
+def row_text(row: Row, text_column: str, report: DataReport) -> str | None:
+    """The document text of a row (CPT, and synthesis): its ``text_column`` field, or the joined
+    turns of an instruction record; None, with the reason in ``report``, when it has none."""
+    column = "text" if row.whole_file else text_column
+    value = row.fields.get(column)
+    if value is None:
+        fmt = detect_format(row.fields)
+        if fmt is None or fmt == "text":
+            report.skip(row.file, row.line, f"no {column!r} field (found: {', '.join(map(str, row.fields)) or 'none'}); "
+                        f"set text_column to the field that holds the text")
+            return None
+        try:  # an instruction record in a CPT folder: train on its text
+            messages = to_messages(row.fields, fmt)
+        except RecordError as exc:
+            report.skip(row.file, row.line, str(exc))
+            return None
+        return "\n\n".join(m["content"] for m in messages) if isinstance(messages, list) else messages
+    if not isinstance(value, str):
+        report.skip(row.file, row.line, f"field {column!r} is a {type(value).__name__}, expected a string")
+        return None
+    return value
+
+
 class _CPTStager:
     """CPT: the text of each row, in batches -> cleaned and tokenised (`cpt_batches`) -> exact
     duplicates of earlier documents removed -> staged."""
@@ -231,7 +254,7 @@ class _CPTStager:
         self.signatures: list[np.ndarray] = []
 
     def add(self, row: Row) -> None:
-        text = self._text_of(row)
+        text = row_text(row, self.settings.text_column, self.report)
         if text is None:
             return
         self.report.documents += 1
@@ -239,26 +262,6 @@ class _CPTStager:
         self.batch_chars += len(text)
         if self.batch_chars >= BATCH_CHARS:
             self.flush()
-
-    def _text_of(self, row: Row) -> str | None:
-        column = "text" if row.whole_file else self.settings.text_column
-        value = row.fields.get(column)
-        if value is None:
-            fmt = detect_format(row.fields)
-            if fmt is None or fmt == "text":
-                self.report.skip(row.file, row.line, f"no {column!r} field (found: {', '.join(map(str, row.fields)) or 'none'}); "
-                                 f"set text_column to the field that holds the text")
-                return None
-            try:  # an instruction record in a CPT folder: train on its text
-                messages = to_messages(row.fields, fmt)
-            except RecordError as exc:
-                self.report.skip(row.file, row.line, str(exc))
-                return None
-            return "\n\n".join(m["content"] for m in messages) if isinstance(messages, list) else messages
-        if not isinstance(value, str):
-            self.report.skip(row.file, row.line, f"field {column!r} is a {type(value).__name__}, expected a string")
-            return None
-        return value
 
     def flush(self) -> None:
         """Hand the batch to the runner, and stage the batches it has finished."""

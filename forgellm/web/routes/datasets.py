@@ -1,4 +1,5 @@
-"""``/api/datasets``: browse the workspace's ``dataset/`` folder, preview files, see their stats.
+"""``/api/datasets``: browse the workspace's ``dataset/`` folder, preview files, see their stats,
+synthesize question/answer chats and paraphrases from its documents.
 
 Every path comes from the request, so each is confined to ``dataset/``: absolute paths are
 refused (400), and ``..`` or symlinks that leave the folder too (403).
@@ -13,10 +14,12 @@ from typing import Literal
 from flask import Blueprint, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgellm.errors import AccessError, NotFoundError
+from forgellm.errors import AccessError, NotFoundError, UserError
+from forgellm.jsonio import read_json
+from forgellm.security.auth import TOKEN_ENV
 from forgellm.web import context, openapi
 from forgellm.web.services.dataset_stats import DatasetStats
-from forgellm.web.validation import FieldError, query
+from forgellm.web.validation import FieldError, body, query
 
 bp = Blueprint("datasets", __name__)
 
@@ -35,6 +38,24 @@ class StatsQuery(BaseModel):
     path: str = Field(".", description="File or folder relative to dataset/ ('.' = all of it).")
     mode: Literal["cpt", "ift"] | None = Field(None, description="Read it as CPT documents or IFT records (default: detected).")
     model: str | None = Field(None, description="Tokenizer of this model for the token counts (default: the embedded model).")
+
+
+class SynthesizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, description="Folder or file of documents, relative to dataset/.")
+    out: str | None = Field(None, min_length=1, description="Output folder relative to dataset/ (default: <path>-synth); "
+                                                            "an earlier, unfinished synthesis there is resumed.")
+    teacher: str = Field("default", min_length=1, description="Model name, or the URL of an OpenAI-compatible server.")
+    teacher_model: str | None = Field(None, min_length=1, description="Model id to ask at a teacher URL.")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$",
+                                    description="Environment variable of the web app holding the teacher URL's API key.")
+    questions_per_chunk: int = Field(3, ge=0, le=20, description="Question/answer pairs asked for each chunk.")
+    paraphrases: int = Field(2, ge=0, le=10, description="Paraphrases written of each chunk.")
+
+
+class SynthesisQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    out: str = Field(min_length=1, description="The synthesis output folder, relative to dataset/.")
 
 
 def dataset_path(raw: str) -> Path:
@@ -99,6 +120,64 @@ def stats():
     path = dataset_path(args.path)
     service = current_app.extensions["forgellm"].setdefault("dataset_stats", DatasetStats(context.workspace()))
     return jsonify({"path": args.path, "stats": service.get(path, args.mode, args.model)})
+
+
+@bp.post("/api/datasets/synthesize")
+@openapi.doc("Synthesize grounded Q&A chats and paraphrases from documents (`forgellm data synthesize`, in its own "
+             "process)", body=SynthesizeRequest, responses={403: "path outside dataset/", 404: "no such path"})
+def synthesize():
+    from forgellm.data.synthesis import SynthesisOptions  # the data pipeline stays out of the app until used
+    from forgellm.data.synthesis.teachers import chat_base_url, is_url
+
+    request = body(SynthesizeRequest)
+    source = dataset_path(request.path)
+    workspace = context.workspace()
+    out = _output_folder(request.out or f"{request.path.rstrip('/')}-synth")
+    try:  # the command's own checks, before a process starts (the ranges are the schema's)
+        SynthesisOptions(source=source, out=out, questions_per_chunk=request.questions_per_chunk,
+                         paraphrases=request.paraphrases).check()
+    except UserError as exc:
+        raise FieldError(str(exc).replace("--out", "out").replace("SOURCE", "path"), "out") from None
+    argv = ["data", "synthesize", str(source), "--out", str(out), "--teacher", request.teacher,
+            "--questions-per-chunk", str(request.questions_per_chunk), "--paraphrases", str(request.paraphrases)]
+    argv += ["--teacher-model", request.teacher_model] if request.teacher_model else []
+    key_env = request.api_key_env
+    if key_env and key_env.upper().startswith("FORGELLM_"):
+        # The app's own secrets go to no URL a request names; the model server gets its token below.
+        raise FieldError(f"api_key_env {key_env!r} is one of ForgeLLM's own variables; name the teacher's key variable",
+                         "api_key_env")
+    if (not key_env and current_app.config.get("ACCESS_TOKEN") and is_url(request.teacher)
+            and chat_base_url(request.teacher) == chat_base_url(context.server_url())):
+        key_env = TOKEN_ENV  # the app's model server wants the token the app already passes it
+    argv += ["--api-key-env", key_env] if key_env else []
+    task = context.tasks().start("synthesize", argv)
+    return jsonify({"task": task.describe(), "out": out.relative_to(workspace.dataset_dir.resolve()).as_posix()}), 202
+
+
+@bp.get("/api/datasets/synthesis")
+@openapi.doc("Progress, counts and sample records of a synthesis (its summary.json) and of the task writing it",
+             query=SynthesisQuery, responses={403: "path outside dataset/", 404: "no synthesis there"})
+def synthesis():
+    args = query(SynthesisQuery)
+    out = _output_folder(args.out)  # may not exist yet: the task is still loading its teacher
+    task = next((t for t in sorted(context.tasks().tasks.values(), key=lambda t: t.started, reverse=True)
+                 if t.kind == "synthesize" and t.argv[t.argv.index("--out") + 1] == str(out)), None)
+    summary = read_json(out / "summary.json")
+    if summary is None and task is None:
+        raise NotFoundError(f"{args.out!r} holds no synthesis; start one with POST /api/datasets/synthesize")
+    return jsonify({"out": args.out, "summary": summary, "task": task.describe() if task else None})
+
+
+def _output_folder(raw: str) -> Path:
+    """A synthesis output folder inside dataset/ (existing or not), or a 400/403 naming ``out``."""
+    if Path(raw).is_absolute():
+        raise FieldError(f"out {raw!r} is absolute; give a folder relative to the dataset folder", "out")
+    workspace = context.workspace()
+    try:
+        return workspace.confine(raw, within=workspace.dataset_dir)
+    except AccessError as exc:
+        exc.field = "out"
+        raise
 
 
 def _inside(root: Path, path: Path) -> bool:
