@@ -40,7 +40,7 @@ def start(host: str, server_port: int, web_port: int, no_browser: bool, token: s
           generate_token: bool) -> None:
     """Start the model server and the web app, and open the browser. See docs/web.md.
 
-    The model server is restarted if it dies. Ctrl-C (or SIGTERM) stops both and every
+    The model server is restarted if it dies, and loads the model it had loaded again. Ctrl-C (or SIGTERM) stops both and every
     training run started from the web app.
 
     \b
