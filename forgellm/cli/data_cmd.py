@@ -8,49 +8,19 @@ from typing import Any
 
 import click
 
+from forgellm.cli.data_options import data_options
 from forgellm.workspace import Workspace
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 
 
 def _pipeline_options(fn):
-    """Options shared by stats and preview: they build the same `DataSettings` (see docs/data.md)."""
-    for option in reversed([
-        click.argument("path", type=click.Path(path_type=Path)),
-        click.option("--mode", "training_type", type=click.Choice(["cpt", "ift"]), default="cpt", show_default=True,
-                     help="cpt: raw text; ift: instruction records with an assistant-only loss mask."),
-        click.option("--model", default="default", show_default=True,
-                     help="Model whose tokenizer (and chat template) to use: path, name under models/, or 'default'."),
-        click.option("--max-seq-length", type=int, default=1024, show_default=True, help="Tokens per packed sequence."),
-        click.option("--validation-split", type=float, default=0.1, show_default=True,
-                     help="Share of documents held out for validation."),
-        click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split hash and of mixing."),
-        click.option("--format", "ift_format", default="auto", show_default=True,
-                     type=click.Choice(["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"]),
-                     help="IFT record format; auto detects it per file."),
-        click.option("--overlong", type=click.Choice(["drop", "truncate"]), default="drop", show_default=True,
-                     help="IFT records longer than --max-seq-length: drop or truncate them (counted either way)."),
-        click.option("--text-column", default="text", show_default=True,
-                     help="Column or field holding the text in .csv, .parquet, .jsonl/.json and datasets folders."),
-        click.option("--no-dedupe", "dedupe", is_flag=True, flag_value=False, default=True,
-                     help="Keep exact duplicates."),
-        click.option("--near-dedupe-threshold", type=float, default=0.8, show_default=True,
-                     help="Estimated Jaccard similarity above which a document is a near duplicate; 0 turns it off."),
-        click.option("--no-filters", "quality_filters", is_flag=True, flag_value=False, default=True,
-                     help="Turn the quality filters (length, letter share, repeated lines) off."),
-        click.option("--min-chars", type=int, default=40, show_default=True,
-                     help="Quality filter: drop documents shorter than this many characters."),
-        click.option("--mixture-ratio", "data_mixture_ratio", type=float, default=1.0, show_default=True,
-                     help="Share of domain data in training; the rest comes from --general-data, or else is "
-                          "sampled from --model (a replay set)."),
-        click.option("--general-data", "general_data_dir", type=click.Path(path_type=Path), default=None,
-                     help="Folder of general text mixed in when --mixture-ratio < 1."),
-        click.option("--max-file-mb", type=float, default=256.0, show_default=True,
-                     help="Skip files read whole (and .jsonl lines, .csv fields) larger than this."),
-        click.option("--strict", is_flag=True, help="Stop at the first skipped file or line instead of reporting it."),
-    ]):
-        fn = option(fn)
-    return fn
+    """Options shared by stats and preview: PATH, ``--model`` and every data setting (see docs/data.md)."""
+    fn = data_options(fn)
+    fn = click.option("--model", default="default", show_default=True,
+                      help="Model whose tokenizer (and chat template) to use, and that writes the replay set "
+                           "when --mixture-ratio < 1 without --general-data: path, name under models/, or 'default'.")(fn)
+    return click.argument("path", type=click.Path(path_type=Path))(fn)
 
 
 def _settings(path: Path, model: str, **options: Any) -> Any:
@@ -60,10 +30,9 @@ def _settings(path: Path, model: str, **options: Any) -> Any:
     from forgellm.data import DataSettings
     from forgellm.errors import UserError
 
-    general = options.pop("general_data_dir")
+    folders = {key: options[key].resolve() for key in ("general_data_dir", "validation_dir") if options[key]}
     try:
-        return DataSettings(input_dir=path.resolve(), general_data_dir=general.resolve() if general else None,
-                            replay_model=model, **options)
+        return DataSettings(**{**options, **folders}, input_dir=path.resolve(), replay_model=model)
     except ValidationError as exc:
         raise UserError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
 
@@ -117,6 +86,19 @@ def stats_cmd(path: Path, model: str, as_json: bool, **options: Any) -> None:
     _print_stats(prepared.stats)
 
 
+def validation_source(validation: dict[str, Any]) -> str:
+    """Where the validation split came from, in words (see `forgellm.data.validation`)."""
+    source = validation["source"]
+    if source == "validation_dir":
+        return f"from validation_dir {validation['path']} ({validation['documents']} documents; all of PATH trains)"
+    if source == "packed_sequences":
+        return (f"the last {validation['sequences']} packed sequence(s) of the training text "
+                f"(too few documents to hold one out)")
+    if source == "none":
+        return f"none: {validation['reason']}"
+    return "held-out documents (validation_split)"
+
+
 def _print_stats(stats: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -131,6 +113,7 @@ def _print_stats(stats: dict[str, Any]) -> None:
         ("documents train / val", f"{stats['train_documents']} / {stats['val_documents']}"),
         ("tokens train / val", f"{stats['train_tokens']} / {stats['val_tokens']}"),
         ("sequences train / val", f"{stats['sequences']['train']} / {stats['sequences']['val']} x {stats['seq_length']}"),
+        ("validation", validation_source(stats.get("validation") or {"source": "documents"})),
         ("padding", f"{stats['padding_fraction']:.2%}"),
     ]
     if stats.get("format"):

@@ -40,6 +40,8 @@ class TrainingConfig(BaseModel):
     near_dedupe_threshold: float = Field(0.8, ge=0.0, le=1.0, description="Estimated Jaccard similarity above which a document is a near duplicate; 0 disables near-dedupe.")
     quality_filters: bool = Field(True, description="Drop CPT documents that are too short, mostly non-letters or mostly repeated lines.")
     max_seq_length: int = Field(1024, ge=16, description="Tokens per training sequence (documents are packed to this length).")
+    # Data: validation from its own folder (a dataset too small to split, or a held-out set of one's own).
+    validation_dir: str | None = Field(None, description="Folder of documents (or records) used as the validation set instead of a share of input_dir; then all of input_dir trains and validation_split is not used.")
 
     # Where to write.
     output_dir: str | None = Field(None, description="Parent folder of the run folder; default models/cpt or models/ift.")

@@ -103,7 +103,8 @@ def evaluate(trainable: Trainable, data: TokenSequences, batch_size: int, max_ba
         loss_sum, count = loss_sum + s, count + n
     loss_sum, count = group.sum([loss_sum, count])
     if count == 0:
-        raise UserError("the validation split has no target tokens; raise validation_split or add data")
+        raise UserError("the validation split has no target tokens; raise validation_split, add data, "
+                        "or name a folder of validation documents with validation_dir")
     return loss_sum / count
 
 

@@ -117,14 +117,10 @@ def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> 
         from forgellm.data.pipeline import prepare_dataset
         from forgellm.data.settings import DataSettings
 
-        settings = DataSettings(input_dir=source, training_type=config.training_type,
-                                max_seq_length=config.max_seq_length, validation_split=config.validation_split,
-                                seed=config.seed, data_mixture_ratio=config.data_mixture_ratio,
-                                general_data_dir=workspace.confine(config.general_data_dir) if config.general_data_dir else None,
-                                text_column=config.text_column, ift_format=config.ift_format, dedupe=config.dedupe,
-                                near_dedupe_threshold=config.near_dedupe_threshold,
-                                quality_filters=config.quality_filters,
-                                replay_model=str(base.path), replay_engine=config.resolved_engine())
+        folders = {key: workspace.confine(getattr(config, key)) for key in ("general_data_dir", "validation_dir")
+                   if getattr(config, key)}
+        settings = DataSettings.from_config(config, **folders, input_dir=source, replay_model=str(base.path),
+                                            replay_engine=config.resolved_engine())
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         prepared = prepare_dataset(settings, tokenizer, workspace)
         train_data, val_data, stats = prepared.train, prepared.val, prepared.stats

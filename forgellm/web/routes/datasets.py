@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from flask import Blueprint, current_app, jsonify
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
+from forgellm.data.settings import SHARED_KEYS, DataSettings
 from forgellm.errors import AccessError, NotFoundError, UserError
 from forgellm.jsonio import read_json
 from forgellm.security.auth import TOKEN_ENV
@@ -33,11 +35,29 @@ class PreviewQuery(BaseModel):
     max_bytes: int = Field(65536, ge=1, le=1048576, description="How much of the file to return.")
 
 
-class StatsQuery(BaseModel):
+#: The training config keys the Training form sends so its stats line shows what the run will train on.
+FORM_KEYS = tuple(k for k in SHARED_KEYS if k not in ("input_dir", "training_type"))
+#: Of those, the folders (paths from the request: confined like every other path).
+FOLDER_KEYS = ("general_data_dir", "validation_dir")
+
+
+def _form_key(name: str) -> tuple[Any, Any]:
+    """A query parameter declared as the data setting ``name`` (its bounds and description), optional."""
+    field = DataSettings.model_fields[name]
+    annotation = str if name in FOLDER_KEYS else field.annotation
+    return annotation | None, FieldInfo.merge_field_infos(field, default=None, description=(
+        f"{field.description} Default: the training default ({field.default!r})."))
+
+
+class _StatsQueryBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(".", description="File or folder relative to dataset/ ('.' = all of it).")
-    mode: Literal["cpt", "ift"] | None = Field(None, description="Read it as CPT documents or IFT records (default: detected).")
-    model: str | None = Field(None, description="Tokenizer of this model for the token counts (default: the embedded model).")
+    mode: Literal["cpt", "ift"] | None = Field(None, description="Read it as CPT documents or IFT records (default: cpt).")
+    model: str | None = Field(None, description="Tokenizer of this model for the token counts, and the model that "
+                                                "writes the replay set when data_mixture_ratio < 1 (default: the embedded model).")
+
+
+StatsQuery = create_model("StatsQuery", __base__=_StatsQueryBase, **{name: _form_key(name) for name in FORM_KEYS})
 
 
 class SynthesizeRequest(BaseModel):
@@ -118,8 +138,25 @@ def preview():
 def stats():
     args = query(StatsQuery)
     path = dataset_path(args.path)
+    settings = {name: getattr(args, name) for name in FORM_KEYS if getattr(args, name) is not None}
+    for name in FOLDER_KEYS:
+        if name in settings:
+            settings[name] = workspace_path(settings[name], name)
     service = current_app.extensions["forgellm"].setdefault("dataset_stats", DatasetStats(context.workspace()))
-    return jsonify({"path": args.path, "stats": service.get(path, args.mode, args.model)})
+    return jsonify({"path": args.path, "stats": service.get(path, args.mode, args.model, settings)})
+
+
+def workspace_path(raw: str, field: str) -> Path:
+    """A folder a request names (relative to the workspace, as in a training config), confined to it."""
+    workspace = context.workspace()
+    try:
+        path = workspace.confine(raw)
+    except AccessError as exc:
+        exc.field = field
+        raise
+    if not path.exists():
+        raise FieldError(f"{field} {raw!r} does not exist in the workspace {workspace.root}", field)
+    return path
 
 
 @bp.post("/api/datasets/synthesize")

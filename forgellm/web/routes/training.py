@@ -93,6 +93,7 @@ def config_schema():
 
 @functools.cache  # the schema is fixed for the process; building it is most of the page's first request
 def _config_fields() -> list[dict[str, Any]]:
+    from forgellm.data.settings import SHARED_KEYS
     from forgellm.training.config import TrainingConfig, config_keys
 
     properties = TrainingConfig.model_json_schema()["properties"]
@@ -101,7 +102,8 @@ def _config_fields() -> list[dict[str, Any]]:
         prop = properties[name]
         fields.append({"name": name, "default": default, "description": description, "type": _json_type(prop),
                        "enum": prop.get("enum"), "minimum": prop.get("minimum", prop.get("exclusiveMinimum")),
-                       "maximum": prop.get("maximum", prop.get("exclusiveMaximum"))})
+                       "maximum": prop.get("maximum", prop.get("exclusiveMaximum")),
+                       "data": name in SHARED_KEYS})  # a data setting: the form's stats line sends it
     return fields
 
 

@@ -1,5 +1,6 @@
 """Data stats of a dataset path, computed by ``forgellm data stats --json`` in its own process
-(tokenizers stay out of the web process) and cached until a file under the path changes."""
+(tokenizers stay out of the web process) with the data settings a request gives (as options, see
+`forgellm.cli.data_options.to_args`), and cached until a file under the paths changes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from forgellm.cli.data_options import to_args
 from forgellm.errors import UserError
 from forgellm.workspace import Workspace
 
@@ -23,14 +25,20 @@ class DatasetStats:
         self._cache: dict[tuple, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: Path, mode: str | None, model: str | None) -> dict[str, Any]:
-        key = (str(path), mode, model, _signature(path))
+    def get(self, path: Path, mode: str | None, model: str | None,
+            settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Stats of ``path`` with the data ``settings`` given (``{field: value}``; the rest are the defaults)."""
+        settings = settings or {}
+        folders = tuple(_signature(Path(v)) for k, v in sorted(settings.items()) if isinstance(v, Path))
+        key = (str(path), mode, model, tuple(sorted((k, str(v)) for k, v in settings.items())), _signature(path),
+               folders)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
         argv = [sys.executable, "-m", "forgellm", "data", "stats", str(path), "--json"]
         argv += ["--mode", mode] if mode else []
         argv += ["--model", model] if model else []
+        argv += to_args(settings)
         env = {**os.environ, "FORGELLM_HOME": str(self.workspace.root)}
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=self.workspace.root,

@@ -58,7 +58,9 @@ async function stats() {
   const model = $("#ds-model").value;
   $("#ds-stats-msg").textContent = `computing (tokens counted with ${model})…`;
   try {
-    const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(selected)}&model=${encodeURIComponent(model)}`);
+    // The dataset on its own: no general text mixed in (the Training tab's line shows the mix a run would use).
+    const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(selected)}&model=${encodeURIComponent(model)}` +
+      "&data_mixture_ratio=1");
     const rows = Object.entries(stats).filter(([, v]) => typeof v !== "object" || v === null);
     $("#ds-stats").replaceChildren(el("dl", { class: "kv" }, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))])),
       ...(stats.skipped && stats.skipped.length ? [el("details", {}, el("summary", {}, `${stats.skipped.length} skipped`),
