@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from forgellm.access import Roots
 from forgellm.engines import get_engine, resolve_engine_name
 from forgellm.errors import ConflictError, NotFoundError
 from forgellm.models.resolve import ModelInfo, resolve_pair
@@ -54,10 +55,14 @@ class ModelRegistry:
     # -------------------------------------------------------------- getting models
 
     def load(self, model: str, adapter: str | None = None, engine: str | None = None, *,
-             make_current: bool = True) -> ModelWorker:
-        """The worker serving ``model`` (+ ``adapter``), loading it if it is not cached."""
+             make_current: bool = True, roots: Roots | None = None) -> ModelWorker:
+        """The worker serving ``model`` (+ ``adapter``), loading it if it is not cached.
+
+        ``roots``: the names came in a request, so the folders must lie inside them
+        (`forgellm.access`); without, as for ``forgellm server --model``, any path loads.
+        """
         engine_name = resolve_engine_name(engine or self.default_engine)
-        info, adapter_info = self._resolve(model, adapter)
+        info, adapter_info = self._resolve(model, adapter, roots)
         key = CacheKey(engine_name, str(info.path), str(adapter_info.path) if adapter_info else None)
         with self._lock:
             previous = self._current  # stays current if this load fails
@@ -91,8 +96,9 @@ class ModelRegistry:
                         self._current = previous if previous in self._workers else None
             raise
 
-    def get(self, name: str) -> ModelWorker:
-        """A model by the id clients use: a cached model's id, else any model or adapter that resolves."""
+    def get(self, name: str, *, roots: Roots | None = None) -> ModelWorker:
+        """A model by the id clients use: a cached model's id, else any model or adapter that resolves
+        (inside ``roots``, for a request)."""
         with self._lock:
             for key, worker in reversed(self._workers.items()):
                 if worker.name == name and worker.error is None and not worker.closed:
@@ -102,7 +108,7 @@ class ModelRegistry:
                 worker = None
         if worker is not None:
             return worker.wait_ready()
-        return self.load(name, make_current=False)
+        return self.load(name, make_current=False, roots=roots)
 
     def current(self) -> ModelWorker:
         """The reference API's model; `ConflictError` when none is loaded."""
@@ -179,8 +185,10 @@ class ModelRegistry:
 
     # -------------------------------------------------------------- resolution
 
-    def _resolve(self, model: str, adapter: str | None) -> tuple[ModelInfo, ModelInfo | None]:
+    def _resolve(self, model: str, adapter: str | None, roots: Roots | None) -> tuple[ModelInfo, ModelInfo | None]:
         try:
-            return resolve_pair(model, adapter, self.workspace, model_arg="`model`", adapter_arg="`adapter`")
+            return resolve_pair(model, adapter, self.workspace, model_arg="`model`", adapter_arg="`adapter`",
+                                roots=roots)
         except (OSError, ValueError) as exc:  # a name the file system refuses (too long, NUL byte)
-            raise NotFoundError(f"model {model!r} (adapter {adapter!r}) cannot be looked up: {exc}") from None
+            raise NotFoundError(f"model {model!r} (adapter {adapter!r}) cannot be looked up "
+                                f"({type(exc).__name__})", field="model") from None

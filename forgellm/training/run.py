@@ -67,7 +67,7 @@ def resolve_models(config: TrainingConfig, workspace: Workspace) -> tuple[ModelI
 
 
 def run_folder(config: TrainingConfig, model: ModelInfo, workspace: Workspace) -> Path:
-    parent = workspace.confine(config.output_dir) if config.output_dir else workspace.models(config.training_type)
+    parent = workspace.path(config.output_dir) if config.output_dir else workspace.models(config.training_type)
     return parent / (config.run_name or default_run_name(config, model))
 
 
@@ -86,7 +86,7 @@ def prepare_folder(run_dir: Path, *, overwrite: bool) -> None:
 def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> tuple[TokenSequences, TokenSequences, dict]:
     """The train/val splits: a folder of prepared splits (``train.tokens.npy`` ...) is used as is,
     anything else goes through the data pipeline."""
-    source = workspace.confine(config.input_dir)
+    source = workspace.path(config.input_dir)
     if not source.exists():
         raise NotFoundError(f"input_dir {config.input_dir!r} not found (looked at {source}); put your documents "
                             f"there or set input_dir to your dataset folder")
@@ -103,7 +103,7 @@ def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> 
         settings = DataSettings(input_dir=source, training_type=config.training_type,
                                 max_seq_length=config.max_seq_length, validation_split=config.validation_split,
                                 seed=config.seed, data_mixture_ratio=config.data_mixture_ratio,
-                                general_data_dir=workspace.confine(config.general_data_dir) if config.general_data_dir else None,
+                                general_data_dir=workspace.path(config.general_data_dir) if config.general_data_dir else None,
                                 text_column=config.text_column, ift_format=config.ift_format, dedupe=config.dedupe,
                                 near_dedupe_threshold=config.near_dedupe_threshold,
                                 quality_filters=config.quality_filters,

@@ -1,7 +1,8 @@
 """``/api/datasets``: browse the workspace's ``dataset/`` folder, preview files, see their stats.
 
-Every path comes from the request, so each is confined to ``dataset/``: absolute paths are
-refused (400), and ``..`` or symlinks that leave the folder too (403).
+Every path comes from the request, so each is confined to ``dataset/`` by the request rule of
+`forgellm.access`: absolute paths are refused (400), ``..`` components and symlinks that leave
+the folder too (403). The tokenizer ``model`` of the stats follows the rule for models.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from typing import Literal
 from flask import Blueprint, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgellm.errors import AccessError, NotFoundError
+from forgellm.access import request_path
+from forgellm.errors import NotFoundError, UserError
+from forgellm.models.resolve import resolve_pair
+from forgellm.security.requests import ModelRef, request_roots
 from forgellm.web import context, openapi
 from forgellm.web.services.dataset_stats import DatasetStats
-from forgellm.web.validation import FieldError, query
+from forgellm.web.validation import query
 
 bp = Blueprint("datasets", __name__)
 
@@ -34,21 +38,16 @@ class StatsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(".", description="File or folder relative to dataset/ ('.' = all of it).")
     mode: Literal["cpt", "ift"] | None = Field(None, description="Read it as CPT documents or IFT records (default: detected).")
-    model: str | None = Field(None, description="Tokenizer of this model for the token counts (default: the embedded model).")
+    model: ModelRef | None = Field(None, description="Tokenizer of this model for the token counts (default: the embedded model).")
 
 
 def dataset_path(raw: str) -> Path:
     """``raw`` resolved inside dataset/, or a 400/403/404 naming the problem."""
-    if Path(raw).is_absolute():
-        raise FieldError(f"path {raw!r} is absolute; give a path relative to the dataset folder", "path")
-    workspace = context.workspace()
-    try:
-        path = workspace.confine(raw, within=workspace.dataset_dir)
-    except AccessError as exc:
-        exc.field = "path"
-        raise
+    folder = context.workspace().dataset_dir
+    path = request_path(raw, "path", request_roots(), "read", base=folder, within=folder, relative_only=True) \
+        if raw != "." else folder.resolve()
     if not path.exists():
-        raise NotFoundError(f"{raw!r} does not exist in {workspace.dataset_dir}")
+        raise NotFoundError(f"path: {raw!r} does not exist in the dataset folder", field="path")
     return path
 
 
@@ -81,7 +80,7 @@ def preview():
     args = query(PreviewQuery)
     path = dataset_path(args.path)
     if path.is_dir():
-        raise FieldError(f"{args.path!r} is a folder; preview one of its files", "path")
+        raise UserError(f"path: {args.path!r} is a folder; preview one of its files", field="path")
     size = path.stat().st_size
     info = {"path": args.path, "size": size, "suffix": path.suffix.lower()}
     with open(path, "rb") as fh:
@@ -97,8 +96,12 @@ def preview():
 def stats():
     args = query(StatsQuery)
     path = dataset_path(args.path)
+    tokenizer = None
+    if args.model is not None:  # resolved here, inside the roots: the process gets a folder, not a name
+        # An adapter or run counts by its base model, which must lie inside the roots too.
+        tokenizer = resolve_pair(args.model, None, context.workspace(), model_arg="model", roots=request_roots())[0].path
     service = current_app.extensions["forgellm"].setdefault("dataset_stats", DatasetStats(context.workspace()))
-    return jsonify({"path": args.path, "stats": service.get(path, args.mode, args.model)})
+    return jsonify({"path": args.path, "stats": service.get(path, args.mode, tokenizer)})
 
 
 def _inside(root: Path, path: Path) -> bool:

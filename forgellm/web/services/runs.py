@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from forgellm.access import check_name
 from forgellm.errors import NotFoundError
 from forgellm.jsonio import read_json as _read_json
 from forgellm.web.services.metrics_file import parse_line
@@ -36,11 +37,14 @@ def run_id(workspace: Workspace, path: Path) -> str:
     return path.resolve().relative_to(workspace.models_dir.resolve()).as_posix()
 
 
-def run_path(workspace: Workspace, rid: str) -> Path:
-    """The folder of run ``rid``, confined to ``models/``; NotFoundError if it is not a run."""
-    path = workspace.confine(rid, within=workspace.models_dir)
+def run_path(workspace: Workspace, rid: str, field: str = "run") -> Path:
+    """The folder of run ``rid`` (``cpt/<name>`` or ``ift/<name>``, the request name rule of
+    `forgellm.access`), confined to its ``models/<kind>``; NotFoundError if it is not a run."""
+    check_name(rid, field, kinds=RUN_KINDS)
+    kind = rid.split("/")[0]
+    path = workspace.confine(rid.split("/")[1], within=workspace.models(kind))
     if not is_run_dir(path):
-        raise NotFoundError(f"run {rid!r} not found under {workspace.models_dir}; see GET /api/runs for the runs")
+        raise NotFoundError(f"run {rid!r} not found; see GET /api/runs for the runs", field=field)
     return path
 
 
