@@ -82,7 +82,7 @@ class Roots:
         shown = repr(given) if given is not None else "the path"
         try:
             resolved = path.resolve()
-        except (OSError, RuntimeError):  # a symlink loop, a name the file system refuses
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a name the file system refuses
             raise UserError(f"{field}: {shown} cannot be resolved; use a plain path inside the workspace",
                             field=field) from None
         roots = (within.resolve(),) if within is not None else self.allowed(access)

@@ -85,7 +85,7 @@ class Workspace:
         candidate = Path(text)
         try:
             resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
-        except (OSError, RuntimeError) as exc:  # symlink loop, name too long
+        except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, name too long, unencodable name
             raise UserError(f"path {text!r} cannot be resolved ({exc.__class__.__name__}); "
                             "use a plain path inside the workspace") from None
         if resolved != base and base not in resolved.parents:
