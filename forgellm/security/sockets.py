@@ -18,6 +18,7 @@ from typing import Any, Callable
 from flask import Flask, current_app
 
 from forgellm.security import auth, csrf
+from forgellm.security.limits import error_body
 
 
 def authorize_socketio(auth_payload: dict[str, Any] | None = None) -> None:
@@ -55,8 +56,7 @@ def guard_socketio_transport(app: Flask, *, loopback_only: bool, path: str = "/s
             problem = _transport_problem(environ, loopback_only,
                                          environ.get("HTTP_ORIGIN") or environ.get("HTTP_REFERER"))
             if problem:
-                body = json.dumps({"error": {"message": problem, "type": "permission_error", "field": None,
-                                             "param": None}}).encode()
+                body = json.dumps(error_body(problem, "permission_error")).encode()
                 start_response("403 FORBIDDEN", [("Content-Type", "application/json"),
                                                  ("Content-Length", str(len(body)))])
                 return [body]

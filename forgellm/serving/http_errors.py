@@ -1,7 +1,9 @@
-"""The model server's addition to the JSON errors of `forgellm.security` (whose one mapper, shared
-by both apps, answers every ForgeLLM error, HTTP error and bug as
-``{"error": {"message", "type", "field", "param"}}`` with its status): a request whose client left gets an empty 499 (nobody reads it). An error after a stream
+"""The model server's addition to the JSON errors of `forgellm.security`.
+
+The one mapper, shared by both apps, answers every ForgeLLM error, HTTP error and bug as
+``{"error": {"message", "type", "field", "param"}}`` with its status; an error after a stream
 began becomes its last event, with the same body (`forgellm.security.limits.exception_body`).
+Added here: a request whose client left gets an empty 499 (nobody reads it).
 """
 
 from __future__ import annotations
