@@ -12,8 +12,9 @@ goes through this module, at the point where the request is parsed.
   absolute one may not contain ``..``. Resolved (symlinks followed), it must lie inside an
   allowed root:
 
-  - to write: the workspace, or a folder listed in ``FORGELLM_ROOTS`` (``os.pathsep``-separated
-    absolute paths);
+  - to write: the workspace (including its ``models/``, ``dataset/`` and ``data/`` folders where
+    the user made them symlinks to another disk), or a folder listed in ``FORGELLM_ROOTS``
+    (``os.pathsep``-separated absolute paths);
   - to read data: the same;
   - to read a model, adapter or tokenizer: the same, plus the local Hugging Face cache.
 
@@ -44,6 +45,9 @@ class Roots:
     workspace: Path
     listed: tuple[Path, ...] = ()
     model_cache: Path | None = None
+    #: The workspace's own folders (models/, dataset/, data/) where the user made them symlinks
+    #: to another disk: they are the workspace, wherever they point.
+    layout: tuple[Path, ...] = ()
 
     @classmethod
     def of(cls, workspace: Workspace, environ: Mapping[str, str] | None = None,
@@ -65,11 +69,14 @@ class Roots:
                 raise UserError(f"{ROOTS_ENV} entry {entry!r} is not an absolute path; list absolute folders "
                                 f"separated by {os.pathsep!r}, e.g. {ROOTS_ENV}=/data/corpora{os.pathsep}/scratch/runs")
             roots.append(path.resolve())
-        return cls(workspace=workspace.root.resolve(), listed=tuple(dict.fromkeys(roots)),
-                   model_cache=hf_cache_dir().resolve())
+        root = workspace.root.resolve()
+        layout = tuple(dict.fromkeys(p.resolve() for p in (workspace.models_dir, workspace.dataset_dir,
+                                                             workspace.data_dir) if p.is_symlink()))
+        return cls(workspace=root, listed=tuple(dict.fromkeys(roots)), model_cache=hf_cache_dir().resolve(),
+                   layout=layout)
 
     def allowed(self, access: Access) -> tuple[Path, ...]:
-        roots = (self.workspace, *self.listed)
+        roots = (self.workspace, *self.layout, *self.listed)
         return (*roots, self.model_cache) if access == "model" and self.model_cache else roots
 
     def contain(self, path: Path, field: str, access: Access, *, given: str | None = None,

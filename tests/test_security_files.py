@@ -169,3 +169,13 @@ def test_overlong_names_are_user_errors(ws, roots):
     for path in ("x" * 300, "dataset/" + "y" * 256, "a/" * 2100):
         with pytest.raises(UserError, match="too long"):
             request_path(path, "path", roots, "read")
+
+
+def test_workspace_folders_linked_to_another_disk_are_the_workspace(workspace, tmp_path):
+    bigdisk = tmp_path / "bigdisk" / "models"
+    (bigdisk / "base" / "m").mkdir(parents=True)
+    (workspace / "models").symlink_to(bigdisk)
+    roots = Roots.of(Workspace.current().ensure(), listed="")
+    assert request_path("models/base/m", "model", roots, "model") == (bigdisk / "base" / "m").resolve()
+    with pytest.raises(AccessError):
+        request_path(str(tmp_path / "bigdisk"), "model", roots, "model")
