@@ -18,3 +18,15 @@ def test_train_reads_and_writes_outside_the_workspace(workspace, tiny_model_dir,
     assert (run / ".forgellm-run").exists() and (run / "final").is_dir()
     assert json.loads((run / "status.json").read_text())["status"] == "done"
     assert "outside" not in capsys.readouterr().err
+
+
+def test_info_shows_what_requests_may_reach(workspace, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FORGELLM_ROOTS", f"{tmp_path / 'corpora'}:{tmp_path / 'runs'}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    main(["info", "--json"])
+    roots = json.loads(capsys.readouterr().out)["request_roots"]
+    assert roots == {"env": "FORGELLM_ROOTS", "listed": [str(tmp_path / "corpora"), str(tmp_path / "runs")],
+                     "model_cache": str(tmp_path / "hub"), "error": None}
+    monkeypatch.setenv("FORGELLM_ROOTS", "relative/dir")
+    main(["info"])
+    assert "is not an absolute path" in capsys.readouterr().out

@@ -92,7 +92,8 @@ def preview():
 
 @bp.get("/api/datasets/stats")
 @openapi.doc("Data stats of a file or folder under dataset/ (`forgellm data stats --json`)", query=StatsQuery,
-             responses={403: "path outside dataset/", 404: "no such path"})
+             responses={403: "path outside dataset/, or a tokenizer outside what requests may reach",
+                        404: "no such path or model", 429: "the most stats processes run already"})
 def stats():
     args = query(StatsQuery)
     path = dataset_path(args.path)
