@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from forgellm.access import Roots
 from forgellm.engines import get_engine, resolve_engine_name
 from forgellm.errors import ConflictError, NotFoundError
 from forgellm.models.resolve import ModelInfo, resolve_pair
@@ -56,14 +57,16 @@ class ModelRegistry:
     # -------------------------------------------------------------- getting models
 
     def load(self, model: str, adapter: str | None = None, engine: str | None = None, *,
-             make_current: bool = True, wait: bool = True) -> ModelWorker:
+             make_current: bool = True, wait: bool = True, roots: Roots | None = None) -> ModelWorker:
         """The worker serving ``model`` (+ ``adapter``), loading it if it is not cached.
 
         ``wait=False`` returns at once: the model loads in the background (a request for it, or for
         the current model, waits until it is ready) and a failed load is logged and forgotten.
+        ``roots``: the names came in a request, so the folders must lie inside them
+        (`forgellm.access`); without, as for ``forgellm server --model``, any path loads.
         """
         engine_name = resolve_engine_name(engine or self.default_engine)
-        info, adapter_info = self._resolve(model, adapter)
+        info, adapter_info = self._resolve(model, adapter, roots)
         key = CacheKey(engine_name, str(info.path), str(adapter_info.path) if adapter_info else None)
         with self._lock:
             previous = self._current  # stays current if this load fails
@@ -129,8 +132,9 @@ class ModelRegistry:
         self.state.clear()
         return self.load(saved.model, saved.adapter, saved.engine, wait=False)
 
-    def get(self, name: str) -> ModelWorker:
-        """A model by the id clients use: a cached model's id, else any model or adapter that resolves."""
+    def get(self, name: str, *, roots: Roots | None = None) -> ModelWorker:
+        """A model by the id clients use: a cached model's id, else any model or adapter that resolves
+        (inside ``roots``, for a request)."""
         with self._lock:
             for key, worker in reversed(self._workers.items()):
                 if worker.name == name and worker.error is None and not worker.closed:
@@ -140,7 +144,7 @@ class ModelRegistry:
                 worker = None
         if worker is not None:
             return worker.wait_ready()
-        return self.load(name, make_current=False)
+        return self.load(name, make_current=False, roots=roots)
 
     def current(self) -> ModelWorker:
         """The reference API's model; `ConflictError` when none is loaded."""
@@ -221,8 +225,10 @@ class ModelRegistry:
 
     # -------------------------------------------------------------- resolution
 
-    def _resolve(self, model: str, adapter: str | None) -> tuple[ModelInfo, ModelInfo | None]:
+    def _resolve(self, model: str, adapter: str | None, roots: Roots | None) -> tuple[ModelInfo, ModelInfo | None]:
         try:
-            return resolve_pair(model, adapter, self.workspace, model_arg="`model`", adapter_arg="`adapter`")
+            return resolve_pair(model, adapter, self.workspace, model_arg="`model`", adapter_arg="`adapter`",
+                                roots=roots)
         except (OSError, ValueError) as exc:  # a name the file system refuses (too long, NUL byte)
-            raise NotFoundError(f"model {model!r} (adapter {adapter!r}) cannot be looked up: {exc}") from None
+            raise NotFoundError(f"model {model!r} (adapter {adapter!r}) cannot be looked up "
+                                f"({type(exc).__name__})", field="model") from None

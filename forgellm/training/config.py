@@ -170,11 +170,13 @@ def validate_config(values: dict[str, Any], *, source: str = "config") -> Traini
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else "; see `forgellm train --print-config`"
-            raise UserError(f"{source}: unknown key {key!r}{hint}")
+            raise UserError(f"{source}: unknown key {key!r}{hint}", field=str(key))
     try:
         return TrainingConfig(**values)
     except ValidationError as exc:
-        raise UserError(f"{source}: " + "; ".join(_describe_error(e) for e in exc.errors())) from None
+        errors = exc.errors()
+        first = str((errors[0].get("loc") or ("",))[0]) or None  # the field the web form marks
+        raise UserError(f"{source}: " + "; ".join(_describe_error(e) for e in errors), field=first) from None
 
 
 def _describe_error(error: dict[str, Any]) -> str:

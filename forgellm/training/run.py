@@ -72,7 +72,7 @@ def resolve_models(config: TrainingConfig, workspace: Workspace) -> tuple[ModelI
 
 
 def run_folder(config: TrainingConfig, model: ModelInfo, workspace: Workspace) -> Path:
-    parent = workspace.confine(config.output_dir) if config.output_dir else workspace.models(config.training_type)
+    parent = workspace.path(config.output_dir) if config.output_dir else workspace.models(config.training_type)
     return parent / (config.run_name or default_run_name(config, model))
 
 
@@ -103,7 +103,7 @@ def prepare_folder(run_dir: Path, *, overwrite: bool) -> RunLock:
 def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> tuple[TokenSequences, TokenSequences, dict]:
     """The train/val splits: a folder of prepared splits (``train.tokens.npy`` ...) is used as is,
     anything else goes through the data pipeline."""
-    source = workspace.confine(config.input_dir)
+    source = workspace.path(config.input_dir)
     if not source.exists():
         raise NotFoundError(f"input_dir {config.input_dir!r} not found (looked at {source}); put your documents "
                             f"there or set input_dir to your dataset folder")
@@ -117,7 +117,7 @@ def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> 
         from forgellm.data.pipeline import prepare_dataset
         from forgellm.data.settings import DataSettings
 
-        folders = {key: workspace.confine(getattr(config, key)) for key in ("general_data_dir", "validation_dir")
+        folders = {key: workspace.path(getattr(config, key)) for key in ("general_data_dir", "validation_dir")
                    if getattr(config, key)}
         settings = DataSettings.from_config(config, **folders, input_dir=source, replay_model=str(base.path),
                                             replay_engine=config.resolved_engine())

@@ -1,8 +1,9 @@
 """``/api/datasets``: browse the workspace's ``dataset/`` folder, preview files, see their stats,
 synthesize question/answer chats and paraphrases from its documents.
 
-Every path comes from the request, so each is confined to ``dataset/``: absolute paths are
-refused (400), and ``..`` or symlinks that leave the folder too (403).
+Every path comes from the request, so each is confined to ``dataset/`` by the request rule of
+`forgellm.access`: absolute paths are refused (400), ``..`` components and symlinks that leave
+the folder too (403). The tokenizer ``model`` of the stats follows the rule for models.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from flask import Blueprint, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
+from forgellm.access import request_path
 from forgellm.data.settings import SHARED_KEYS, DataSettings
-from forgellm.errors import AccessError, NotFoundError, UserError
+from forgellm.errors import NotFoundError, UserError
 from forgellm.jsonio import read_json
+from forgellm.models.resolve import resolve_pair
 from forgellm.security.auth import TOKEN_ENV
+from forgellm.security.requests import ModelRef, request_roots
 from forgellm.web import context, openapi
 from forgellm.web.services.dataset_stats import DatasetStats
-from forgellm.web.validation import FieldError, body, query
+from forgellm.web.validation import body, query
 
 bp = Blueprint("datasets", __name__)
 
@@ -53,7 +57,7 @@ class _StatsQueryBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(".", description="File or folder relative to dataset/ ('.' = all of it).")
     mode: Literal["cpt", "ift"] | None = Field(None, description="Read it as CPT documents or IFT records (default: cpt).")
-    model: str | None = Field(None, description="Tokenizer of this model for the token counts, and the model that "
+    model: ModelRef | None = Field(None, description="Tokenizer of this model for the token counts, and the model that "
                                                 "writes the replay set when data_mixture_ratio < 1 (default: the embedded model).")
 
 
@@ -80,16 +84,11 @@ class SynthesisQuery(BaseModel):
 
 def dataset_path(raw: str) -> Path:
     """``raw`` resolved inside dataset/, or a 400/403/404 naming the problem."""
-    if Path(raw).is_absolute():
-        raise FieldError(f"path {raw!r} is absolute; give a path relative to the dataset folder", "path")
-    workspace = context.workspace()
-    try:
-        path = workspace.confine(raw, within=workspace.dataset_dir)
-    except AccessError as exc:
-        exc.field = "path"
-        raise
+    folder = context.workspace().dataset_dir
+    path = request_path(raw, "path", request_roots(), "read", base=folder, within=folder, relative_only=True) \
+        if raw != "." else folder.resolve()
     if not path.exists():
-        raise NotFoundError(f"{raw!r} does not exist in {workspace.dataset_dir}")
+        raise NotFoundError(f"path: {raw!r} does not exist in the dataset folder", field="path")
     return path
 
 
@@ -122,7 +121,7 @@ def preview():
     args = query(PreviewQuery)
     path = dataset_path(args.path)
     if path.is_dir():
-        raise FieldError(f"{args.path!r} is a folder; preview one of its files", "path")
+        raise UserError(f"path: {args.path!r} is a folder; preview one of its files", field="path")
     size = path.stat().st_size
     info = {"path": args.path, "size": size, "suffix": path.suffix.lower()}
     with open(path, "rb") as fh:
@@ -134,28 +133,28 @@ def preview():
 
 @bp.get("/api/datasets/stats")
 @openapi.doc("Data stats of a file or folder under dataset/ (`forgellm data stats --json`)", query=StatsQuery,
-             responses={403: "path outside dataset/", 404: "no such path"})
+             responses={403: "path outside dataset/, or a tokenizer outside what requests may reach",
+                        404: "no such path or model", 429: "the most stats processes run already"})
 def stats():
     args = query(StatsQuery)
     path = dataset_path(args.path)
+    tokenizer = None
+    if args.model is not None:  # resolved here, inside the roots: the process gets a folder, not a name
+        # An adapter or run counts by its base model, which must lie inside the roots too.
+        tokenizer = resolve_pair(args.model, None, context.workspace(), model_arg="model", roots=request_roots())[0].path
     settings = {name: getattr(args, name) for name in FORM_KEYS if getattr(args, name) is not None}
     for name in FOLDER_KEYS:
         if name in settings:
-            settings[name] = workspace_path(settings[name], name)
+            settings[name] = workspace_folder(settings[name], name)
     service = current_app.extensions["forgellm"].setdefault("dataset_stats", DatasetStats(context.workspace()))
-    return jsonify({"path": args.path, "stats": service.get(path, args.mode, args.model, settings)})
+    return jsonify({"path": args.path, "stats": service.get(path, args.mode, tokenizer, settings)})
 
 
-def workspace_path(raw: str, field: str) -> Path:
-    """A folder a request names (relative to the workspace, as in a training config), confined to it."""
-    workspace = context.workspace()
-    try:
-        path = workspace.confine(raw)
-    except AccessError as exc:
-        exc.field = field
-        raise
-    if not path.exists():
-        raise FieldError(f"{field} {raw!r} does not exist in the workspace {workspace.root}", field)
+def workspace_folder(raw: str, field: str) -> Path:
+    """A folder a request names (relative to the workspace, as in a training config), confined."""
+    path = request_path(raw, field, request_roots(), "read")
+    if not path.is_dir():
+        raise NotFoundError(f"{field}: {raw!r} is not a folder in the workspace", field=field)
     return path
 
 
@@ -174,15 +173,15 @@ def synthesize():
         SynthesisOptions(source=source, out=out, questions_per_chunk=request.questions_per_chunk,
                          paraphrases=request.paraphrases).check()
     except UserError as exc:
-        raise FieldError(str(exc).replace("--out", "out").replace("SOURCE", "path"), "out") from None
+        raise UserError(str(exc).replace("--out", "out").replace("SOURCE", "path"), field="out") from None
     argv = ["data", "synthesize", str(source), "--out", str(out), "--teacher", request.teacher,
             "--questions-per-chunk", str(request.questions_per_chunk), "--paraphrases", str(request.paraphrases)]
     argv += ["--teacher-model", request.teacher_model] if request.teacher_model else []
     key_env = request.api_key_env
     if key_env and key_env.upper().startswith("FORGELLM_"):
         # The app's own secrets go to no URL a request names; the model server gets its token below.
-        raise FieldError(f"api_key_env {key_env!r} is one of ForgeLLM's own variables; name the teacher's key variable",
-                         "api_key_env")
+        raise UserError(f"api_key_env {key_env!r} is one of ForgeLLM's own variables; name the teacher's key variable",
+                        field="api_key_env")
     if (not key_env and current_app.config.get("ACCESS_TOKEN") and is_url(request.teacher)
             and chat_base_url(request.teacher) == chat_base_url(context.server_url())):
         key_env = TOKEN_ENV  # the app's model server wants the token the app already passes it
@@ -207,14 +206,8 @@ def synthesis():
 
 def _output_folder(raw: str) -> Path:
     """A synthesis output folder inside dataset/ (existing or not), or a 400/403 naming ``out``."""
-    if Path(raw).is_absolute():
-        raise FieldError(f"out {raw!r} is absolute; give a folder relative to the dataset folder", "out")
-    workspace = context.workspace()
-    try:
-        return workspace.confine(raw, within=workspace.dataset_dir)
-    except AccessError as exc:
-        exc.field = "out"
-        raise
+    folder = context.workspace().dataset_dir
+    return request_path(raw, "out", request_roots(), "write", base=folder, within=folder, relative_only=True)
 
 
 def _inside(root: Path, path: Path) -> bool:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from forgellm.access import check_name
 from forgellm.errors import NotFoundError
 from forgellm.jsonio import read_json
 from forgellm.runs.checkpoints import STATE_FILE, problem, read_best, step_checkpoints
-from forgellm.runs.layout import is_run
+from forgellm.runs.layout import RUN_KINDS, is_run
 from forgellm.runs.layout import run_dirs as _run_dirs
 from forgellm.runs.summary import summarize as _summarize
 from forgellm.workspace import Workspace
@@ -34,11 +35,14 @@ def run_id(workspace: Workspace, path: Path) -> str:
     return path.resolve().relative_to(workspace.models_dir.resolve()).as_posix()
 
 
-def run_path(workspace: Workspace, rid: str) -> Path:
-    """The folder of run ``rid``, confined to ``models/``; NotFoundError if it is not a run."""
-    path = workspace.confine(rid, within=workspace.models_dir)
+def run_path(workspace: Workspace, rid: str, field: str = "run") -> Path:
+    """The folder of run ``rid`` (``cpt/<name>`` or ``ift/<name>``, the request name rule of
+    `forgellm.access`), confined to its ``models/<kind>``; NotFoundError if it is not a run."""
+    check_name(rid, field, kinds=RUN_KINDS)
+    kind = rid.split("/")[0]
+    path = workspace.confine(rid.split("/")[1], within=workspace.models(kind))
     if not is_run(path):
-        raise NotFoundError(f"run {rid!r} not found under {workspace.models_dir}; see GET /api/runs for the runs")
+        raise NotFoundError(f"run {rid!r} not found; see GET /api/runs for the runs", field=field)
     return path
 
 
