@@ -31,7 +31,7 @@ from forgellm.security.csrf import install_cross_site_protection
 from forgellm.access import Roots
 from forgellm.security.files import safe_delete
 from forgellm.security.limits import DEFAULT_MAX_BODY_BYTES, install_limits
-from forgellm.security.logs import configure_logging, install_request_logging, redact, register_secret, set_run_id
+from forgellm.security.logs import configure_logging, install_request_logging, redact, register_secret
 from forgellm.security.requests import ROOTS_EXTENSION
 from forgellm.security.sockets import authorize_socketio, guard_socketio_transport
 from forgellm.workspace import Workspace
@@ -39,7 +39,7 @@ from forgellm.workspace import Workspace
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES", "TOKEN_ENV", "authorize_socketio", "bind_policy", "client_headers",
     "configure_logging", "generate_token", "guard_socketio_transport", "install_security", "is_loopback",
-    "redact", "register_secret", "safe_delete", "set_run_id",
+    "redact", "register_secret", "safe_delete",
 ]
 
 
