@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from forgellm.training.metrics import read_metrics
+from forgellm.runs.events import Event, read_events
 from tests.cli_helpers import forgellm
 from tests.training_helpers import tiny_config_values, write_config
 
@@ -53,7 +53,7 @@ def test_a_one_document_dataset_trains_and_evaluates(workspace, tiny_model_dir):
                                 max_iterations=4, steps_per_eval=2, save_every=2)
     code, out, err = forgellm("train", "--config", str(write_config(workspace / "c.yaml", **values)))
     assert code == 0, err
-    evals = [e for e in read_metrics(workspace / "models/cpt/one/metrics.jsonl") if e["event"] == "eval"]
+    evals = read_events(workspace / "models/cpt/one/metrics.jsonl", event=Event.EVAL)
     assert [e["step"] for e in evals] == [0, 2, 4] and all(e["val_loss"] > 0 for e in evals)
     stats = json.loads((workspace / "models/cpt/one/data_stats.json").read_text())
     assert stats["validation"]["source"] == "packed_sequences"

@@ -154,7 +154,7 @@ def workspace_folder(raw: str, field: str) -> Path:
     """A folder a request names (relative to the workspace, as in a training config), confined."""
     path = request_path(raw, field, request_roots(), "read")
     if not path.is_dir():
-        raise NotFoundError(f"{field}: {raw!r} is not a folder in the workspace", field=field)
+        raise UserError(f"{field}: {raw!r} is not a folder in the workspace", field=field)
     return path
 
 
