@@ -8,6 +8,7 @@ message that names the key (and the closest valid key for a typo).
 from __future__ import annotations
 
 import difflib
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from forgellm.errors import NotFoundError, UserError
 
+log = logging.getLogger(__name__)
+
+TRACKERS = ("tensorboard", "mlflow")  # the names report_to accepts
 
 class TrainingConfig(BaseModel):
     """Everything a training run needs; stored resolved as ``config.yaml`` in the run folder."""
@@ -77,7 +81,22 @@ class TrainingConfig(BaseModel):
     max_checkpoints: int = Field(3, ge=1, description="Keep the last this many checkpoints, plus the best by validation loss.")
     overfitting_threshold: float = Field(0.1, gt=0.0, description="Relative rise of the validation loss above its best (or of the validation-train gap) that counts as overfitting.")
     early_stopping_patience: int = Field(3, ge=0, description="Stop after this many overfitting evaluations in a row; 0 never stops early.")
-    tensorboard: bool = Field(False, description="Also write TensorBoard event files (needs the tensorboard package).")
+
+    # Experiment tracking (issue 22): the run's metrics also go to the tools people already use.
+    report_to: list[str] = Field(default_factory=list, description="Trackers that also get the run's parameters and metrics: tensorboard (event files under tensorboard/ in the run folder), mlflow.")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow store for report_to: [mlflow]: a folder, sqlite:///FILE or http(s)://SERVER; unset: the workspace's mlflow/ folder.")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_trackers(cls, value: Any) -> list[str]:
+        if isinstance(value, str):  # --set report_to=tensorboard,mlflow
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise ValueError("report_to is a list of trackers, e.g. [tensorboard, mlflow]")
+        for name in value:
+            if name not in TRACKERS:
+                raise ValueError(f"unknown tracker {name!r}; the trackers are: {', '.join(TRACKERS)}")
+        return list(dict.fromkeys(value))
 
     @field_validator("fsdp")
     @classmethod
@@ -163,6 +182,7 @@ def build_config(file: str | Path | None = None, overrides: dict[str, Any] | Non
 
 
 def validate_config(values: dict[str, Any], *, source: str = "config") -> TrainingConfig:
+    values = _migrate(values, source)
     known = list(TrainingConfig.model_fields)
     for key in values:
         if key not in known:
@@ -173,6 +193,19 @@ def validate_config(values: dict[str, Any], *, source: str = "config") -> Traini
         return TrainingConfig(**values)
     except ValidationError as exc:
         raise UserError(f"{source}: " + "; ".join(_describe_error(e) for e in exc.errors())) from None
+
+
+def _migrate(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Configs (and run folders) written before ``report_to`` said ``tensorboard: true|false``."""
+    if "tensorboard" not in values:
+        return values
+    values = dict(values)
+    if values.pop("tensorboard"):
+        trackers = values.get("report_to") or []
+        trackers = [trackers] if isinstance(trackers, str) else list(trackers)
+        values["report_to"] = trackers if "tensorboard" in trackers else [*trackers, "tensorboard"]
+        log.warning("%s: tensorboard: true is now report_to: [tensorboard]; read it that way", source)
+    return values
 
 
 def _describe_error(error: dict[str, Any]) -> str:
