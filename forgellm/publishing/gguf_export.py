@@ -207,6 +207,46 @@ def _add_tokenizer(writer: Any, model_dir: Path, vocab_size: int) -> None:
     special.add_to_gguf(writer)
 
 
+def export_into(model_dir: Path, folder: Path, *, name: str, dtype: str = "f16") -> dict[str, Any]:
+    """``NAME-TYPE.gguf`` (verified) and an Ollama ``Modelfile`` into ``folder``, the model's own
+    folder or an empty one; returns the verification numbers with the file names."""
+    from forgellm.publishing.ollama import modelfile, template_family, chat_template
+
+    gguf_file = write_gguf(model_dir, folder / f"{name}-{dtype}.gguf", dtype=dtype, name=name)
+    try:
+        checked = verify_gguf(gguf_file, model_dir, dtype=dtype)
+    except BaseException:
+        gguf_file.unlink(missing_ok=True)
+        raise
+    (folder / "Modelfile").write_text(modelfile(model_dir, gguf_file.name))
+    family = template_family(chat_template(model_dir))
+    return {"file": gguf_file.name, "type": dtype, "modelfile": "Modelfile",
+            "template": family.name if family else None, **checked}
+
+
+def export_model(model: str, *, dtype: str = "f16", out: Path | None = None, name: str | None = None,
+                 workspace: Any = None) -> tuple[Path, dict[str, Any]]:
+    """``forgellm export gguf``: a model folder (not an adapter) to ``out`` (default
+    ``models/published/NAME-gguf``) holding the GGUF file and a Modelfile."""
+    from forgellm.models.resolve import resolve
+    from forgellm.publishing.staging import staged_folder
+    from forgellm.workspace import Workspace
+
+    workspace = workspace or Workspace.current()
+    info = resolve(model, workspace)
+    if info.is_adapter or not (info.path / "config.json").exists():
+        raise UserError(f"{model} is an adapter or a run, not a model: `forgellm publish` it (or `forgellm fuse`), "
+                        f"then export the fused model")
+    if dtype not in TYPES:
+        raise UserError(f"--type {dtype!r} is not one of {', '.join(TYPES)}")
+    arch_spec(json.loads((info.path / "config.json").read_text()))  # refuse before any folder exists
+    name = name or info.path.name
+    out = out or workspace.models("published") / f"{name}-gguf"
+    with staged_folder(out) as staging:
+        result = export_into(info.path, staging, name=name, dtype=dtype)
+    return out, result
+
+
 def verify_gguf(gguf_file: Path, model_dir: Path, *, dtype: str = "f16",
                 text: str = "The capital of France is") -> dict[str, Any]:
     """Read ``gguf_file`` back the way `forgellm models import` does; its logits must match ``model_dir``'s.
