@@ -16,7 +16,9 @@ checkpoint_option = click.option(
 @checkpoint_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (must not exist); default <run>/fused-<checkpoint>.")
-def fuse(run: str, checkpoint: str, out: Path | None) -> None:
+@click.option("--dequantize", is_flag=True,
+              help="mlx QLoRA run on a quantized base: write the fused model in full precision (default: keep it quantized).")
+def fuse(run: str, checkpoint: str, out: Path | None, dequantize: bool) -> None:
     """Merge a checkpoint of RUN into a full model folder (safetensors + tokenizer).
 
     mlx-lm adapters are fused with mlx-lm, PEFT adapters with merge_and_unload; both
@@ -29,7 +31,7 @@ def fuse(run: str, checkpoint: str, out: Path | None) -> None:
     """
     from forgellm.publishing.fuse import fuse_run
 
-    result = fuse_run(run, checkpoint, out)
+    result = fuse_run(run, checkpoint, out, dequantize=dequantize)
     click.echo(f"fused {result.checkpoint.name} onto {result.base.name} ({result.method})")
     click.echo(str(result.out))
 

@@ -55,7 +55,7 @@ def publish_run(run: str | Path, *, checkpoint: str = "best", name: str | None =
     metrics = load_run(run_dir)
     analysis = analyze(metrics)
     with staged_folder(out) as staging:
-        method = fuse_into(ckpt, base, staging)
+        method = fuse_into(ckpt, base, staging, dequantize=gguf)  # GGUF export reads float weights
         _dashboard(run_dir, staging / "dashboard.png")
         gguf_info = None
         if gguf:

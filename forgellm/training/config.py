@@ -86,6 +86,9 @@ class TrainingConfig(BaseModel):
     report_to: list[str] = Field(default_factory=list, description="Trackers that also get the run's parameters and metrics: tensorboard (event files under tensorboard/ in the run folder), mlflow.")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow store for report_to: [mlflow]: a folder, sqlite:///FILE or http(s)://SERVER; unset: the workspace's mlflow/ folder.")
 
+    # QLoRA (issue 22): adapters on a quantized base.
+    quantization: Literal["none", "4bit", "8bit"] = Field("none", description="Quantize the base model's linear layers while training adapters (QLoRA). mlx: in memory (affine, groups of 64); torch: bitsandbytes (4bit = NF4 with bf16 compute), CUDA only.")
+
     @field_validator("report_to", mode="before")
     @classmethod
     def _known_trackers(cls, value: Any) -> list[str]:
@@ -111,6 +114,9 @@ class TrainingConfig(BaseModel):
             raise ValueError("num_layers must be -1 (all layers) or at least 1")
         if not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module, e.g. [q_proj, v_proj]")
+        if self.quantization != "none" and self.fine_tune_type == "full":
+            raise ValueError(f"quantization: {self.quantization} trains adapters on a frozen quantized base; "
+                             f"set fine_tune_type: lora or dora, or quantization: none")
         if self.compile and self.fsdp:
             raise ValueError("compile: true is not supported with fsdp: true; set one of them to false")
         return self

@@ -201,6 +201,9 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
     _check_trackers(config, workspace)
     base, adapter = resolve_models(config, workspace)
     check_fits(config, base, _vocab_size(base))
+    from forgellm.training.engine_api import check_quantization
+
+    check_quantization(config, base)
     group = init_group(config.resolved_engine())  # torchrun / mlx.launch workers join here; alone: no-op
     try:
         if not resume:
