@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import forgellm
-from tests.gguf_helpers import tiny_models, tiny_tokenizer_dir  # noqa: F401 (fixtures)
 from tests.tiny_model import ARCHITECTURES
 
 # Largest logit difference after the round trip, as a share of the largest logit. F16 keeps about

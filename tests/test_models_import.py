@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import forgellm
-from tests.gguf_helpers import gguf_of, tiny_models, tiny_tokenizer_dir  # noqa: F401 (fixtures)
+from tests.gguf_helpers import gguf_of
 from tests.tiny_model import ARCHITECTURES
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 

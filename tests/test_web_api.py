@@ -427,16 +427,14 @@ def test_with_a_token_the_api_the_page_and_the_socket_require_it(workspace):
     assert cross_site.status_code == 403
 
 
-def test_models_tab_lists_and_imports_ollama_models(client, workspace, tmp_path, monkeypatch):
+def test_models_tab_lists_and_imports_ollama_models(client, workspace, tiny_models, tmp_path, monkeypatch):
     from tests.gguf_helpers import gguf_of
-    from tests.tiny_model import build_tiny, build_tiny_tokenizer
 
     store = tmp_path / "ollama"
     monkeypatch.setenv("OLLAMA_MODELS", str(store))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    model = build_tiny("qwen2", tmp_path / "m", tokenizer_dir=build_tiny_tokenizer(tmp_path / "tok"))
     (store / "blobs").mkdir(parents=True)
-    gguf_of(model, store / "blobs" / ("sha256-" + "12" * 32))
+    gguf_of(tiny_models["qwen2"], store / "blobs" / ("sha256-" + "12" * 32))
     manifest = store / "manifests/registry.ollama.ai/library/tiny/latest"
     manifest.parent.mkdir(parents=True)
     manifest.write_text(json.dumps({"layers": [{"mediaType": "application/vnd.ollama.image.model",
