@@ -24,7 +24,8 @@ def two_checkpoint_run(workspace: Path, base: Path, *, fmt: str = "peft", name: 
     """A run whose best checkpoint (lowest validation loss) is step 10, not the last one (step 20)."""
     events = make_events(curve(20), val={10: 1.5, 20: 2.5}, checkpoints=[10, 20])
     run = write_run(workspace, name, events, config={"model_name": str(base), "engine": "torch" if fmt == "peft" else "mlx",
-                                                       "training_type": "cpt", "fine_tune_type": "lora"})
+                                                       "training_type": "cpt", "fine_tune_type": "lora"},
+                    checkpoint_dirs=[10, 20])
     make = make_peft_adapter if fmt == "peft" else make_mlx_adapter
     for seed, step in enumerate((10, 20)):
         make(base, run / "checkpoints" / f"step_{step:06d}", seed=seed)
@@ -138,6 +139,9 @@ def test_publish_writes_a_complete_loadable_model(workspace, tiny_model_dir):
     assert (out / "dashboard.png").read_bytes().startswith(b"\x89PNG")
     marker = json.loads((out / ".forgellm-model").read_text())
     assert marker["checkpoint"] == "step_000010" and marker["gguf"] == "my-model-f16.gguf"
+    assert marker["modelfile"] == "Modelfile" and "FROM ./my-model-f16.gguf" in (out / "Modelfile").read_text()
+    assert "ollama create my-model -f Modelfile && ollama run my-model" in card
+    assert "llama-cli -m my-model-f16.gguf" in card
     expected_logits = torch_logits(tiny_model_dir, run / "checkpoints/step_000010")
     np.testing.assert_allclose(torch_logits(out), expected_logits, atol=1e-4)
     np.testing.assert_allclose(mlx_logits(out), expected_logits, atol=1e-3)

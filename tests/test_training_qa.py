@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from forgellm.cli.main import root
 from forgellm.training.config import TrainingConfig, validate_config
 from forgellm.training.length import training_length
-from forgellm.training.metrics import read_metrics
+from forgellm.runs.events import read_events
 from tests.cli_helpers import forgellm
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 
@@ -28,7 +28,7 @@ def invoke(*args: str):
 
 
 def events(run: Path, kind: str) -> list[dict]:
-    return [e for e in read_metrics(run / "metrics.jsonl") if e["event"] == kind]
+    return read_events(run / "metrics.jsonl", event=kind)
 
 
 # --- num_epochs <-> max_iterations ------------------------------------------------------------

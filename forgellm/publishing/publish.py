@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.analysis.analyze import Analysis, analyze
-from forgellm.analysis.runs import find_run, load_run, read_config
+from forgellm.analysis.runs import load_run
 from forgellm.errors import UserError
 from forgellm.jsonio import read_json
 from forgellm.models.resolve import MODEL_MARKER, ModelInfo
-from forgellm.publishing.checkpoints import choose_checkpoint
 from forgellm.publishing.fuse import base_model_of, fuse_into
 from forgellm.publishing.staging import refuse_existing, staged_folder
+from forgellm.runs.checkpoints import choose_checkpoint, read_best
+from forgellm.runs.layout import FINAL_DIR, find_run, read_config
+from forgellm.runs.lock import refuse_if_held
 from forgellm.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -35,10 +37,12 @@ class PublishResult:
 
 
 def publish_run(run: str | Path, *, checkpoint: str = "best", name: str | None = None, gguf: bool = False,
-                workspace: Workspace | None = None) -> PublishResult:
+                gguf_type: str = "f16", workspace: Workspace | None = None) -> PublishResult:
     workspace = workspace or Workspace.current()
     run_dir = find_run(run, workspace)
     ckpt = choose_checkpoint(run_dir, checkpoint)
+    if ckpt.name == FINAL_DIR:  # the trainer replaces final/ at its end
+        refuse_if_held(run_dir, "publish the final weights of")
     name = name or f"{run_dir.name}-{ckpt.name}"
     if not NAME.match(name):
         raise UserError(f"--name {name!r} is not a usable folder name: use letters, digits, '.', '_' or '-' "
@@ -46,24 +50,30 @@ def publish_run(run: str | Path, *, checkpoint: str = "best", name: str | None =
     out = workspace.models("published") / name
     refuse_existing(out)
     base = base_model_of(run_dir, ckpt, workspace)
+    if gguf:
+        from forgellm.publishing.gguf_export import TYPES, arch_spec
+
+        if gguf_type not in TYPES:
+            raise UserError(f"--gguf-type {gguf_type!r} is not one of {', '.join(TYPES)}")
+        arch_spec(read_json(base.path / "config.json") or {})  # an unmapped architecture: refused before fusing
     metrics = load_run(run_dir)
     analysis = analyze(metrics)
     with staged_folder(out) as staging:
-        method = fuse_into(ckpt, base, staging)
+        method = fuse_into(ckpt, base, staging, dequantize=gguf)  # GGUF export reads float weights
         _dashboard(run_dir, staging / "dashboard.png")
         gguf_info = None
         if gguf:
-            from forgellm.publishing.gguf_export import verify_gguf, write_gguf
+            from forgellm.publishing.gguf_export import export_into
 
-            gguf_file = write_gguf(staging, staging / f"{name}-f16.gguf", name=name)
-            gguf_info = {"file": gguf_file.name, **verify_gguf(gguf_file, staging)}
+            gguf_info = export_into(staging, staging, name=name, dtype=gguf_type)
         card = ModelCard(name=name, run_dir=run_dir, checkpoint=ckpt, base=base, method=method,
                          analysis=analysis, gguf=gguf_info)
         (staging / "README.md").write_text(card.render(), encoding="utf-8")
         (staging / MODEL_MARKER).write_text(json.dumps({
             "source_run": str(run_dir), "checkpoint": ckpt.name, "base_model": base.name, "method": method,
             "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "gguf": gguf_info["file"] if gguf_info else None}, indent=2) + "\n")
+            "gguf": gguf_info["file"] if gguf_info else None,
+            "modelfile": gguf_info["modelfile"] if gguf_info else None}, indent=2) + "\n")
     return PublishResult(out=out, checkpoint=ckpt, method=method, gguf=gguf_info)
 
 
@@ -107,13 +117,25 @@ class ModelCard:
 
     def _summary(self, config: dict[str, Any]) -> str:
         kind = {"cpt": "continued pre-training", "ift": "instruction fine-tuning"}.get(config.get("training_type"), "training")
-        best = self.analysis.best
-        why = (f"chosen by ForgeLLM's checkpoint score ({best.score:.4f}; validation loss, generalisation gap, "
-               f"stability and convergence)" if best and best.name == self.checkpoint.name else "chosen by hand")
+        why = self._why()
         return (f"Fine-tuned from **{self.base.name}** by {kind} with ForgeLLM "
                 f"({config.get('fine_tune_type', '?')}, {config.get('engine', '?')} engine). "
                 f"Weights of checkpoint `{self.checkpoint.name}` of run `{self.run_dir.name}`, {why}, "
                 f"fused into the base model ({self.method}).")
+
+    def _why(self) -> str:
+        """Why this checkpoint: the trainer's best (by the run's best_metric), the analysis' recommendation,
+        the final weights, or the user's choice."""
+        a = self.analysis
+        best = read_best(self.run_dir)
+        if best and best.get("checkpoint") == self.checkpoint.name:
+            metric = best.get("metric") or "val_loss"
+            value = best.get("value", best.get(metric))
+            return f"the best checkpoint by {metric}" + (f" ({value:.4f})" if isinstance(value, (int, float)) else "")
+        if a.recommended and a.recommended.name == self.checkpoint.name:
+            return (f"recommended by ForgeLLM's checkpoint score ({a.recommended.score:.4f}; validation loss, "
+                    f"generalisation gap, stability and convergence)")
+        return "the final weights" if self.checkpoint.name == FINAL_DIR else "chosen by hand"
 
     def _metrics(self) -> dict[str, Any]:
         a = self.analysis
@@ -161,9 +183,15 @@ class ModelCard:
             "```",
         ]
         if self.gguf:
-            lines += ["", f"`{self.gguf['file']}` holds the same weights in GGUF (f16) for llama.cpp and other GGUF "
-                          f"readers; read back with transformers it gives the same logits "
-                          f"(max difference {self.gguf['max_abs_diff']:.2g})."]
+            lines += ["", f"`{self.gguf['file']}` holds the same weights in GGUF ({self.gguf['type'].upper()}) for "
+                          f"llama.cpp, Ollama and other GGUF readers; read back with transformers it gives the same "
+                          f"logits (max difference {self.gguf['max_abs_diff']:.2g}).",
+                      "", "Run it in Ollama (the `Modelfile` here holds the chat template, stop tokens and "
+                          "default parameters) or in llama.cpp:", "",
+                      "```bash",
+                      f"ollama create {self.name.lower()} -f Modelfile && ollama run {self.name.lower()}",
+                      f"llama-cli -m {self.gguf['file']} -cnv",
+                      "```"]
         return "\n".join(lines)
 
     def _limitations(self, config: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ message that names the key (and the closest valid key for a typo).
 from __future__ import annotations
 
 import difflib
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from forgellm.errors import NotFoundError, UserError
 
+log = logging.getLogger(__name__)
+
+TRACKERS = ("tensorboard", "mlflow")  # the names report_to accepts
 DEFAULT_MAX_ITERATIONS = 1000  # training length when neither max_iterations nor num_epochs is set
 
 
@@ -42,6 +46,8 @@ class TrainingConfig(BaseModel):
     near_dedupe_threshold: float = Field(0.8, ge=0.0, le=1.0, description="Estimated Jaccard similarity above which a document is a near duplicate; 0 disables near-dedupe.")
     quality_filters: bool = Field(True, description="Drop CPT documents that are too short, mostly non-letters or mostly repeated lines.")
     max_seq_length: int = Field(1024, ge=16, description="Tokens per training sequence (documents are packed to this length).")
+    # Data: validation from its own folder (a dataset too small to split, or a held-out set of one's own).
+    validation_dir: str | None = Field(None, description="Folder of documents (or records) used as the validation set instead of a share of input_dir; then all of input_dir trains and validation_split is not used.")
 
     # Where to write.
     output_dir: str | None = Field(None, description="Parent folder of the run folder; default models/cpt or models/ift.")
@@ -76,16 +82,34 @@ class TrainingConfig(BaseModel):
     val_batches: int = Field(25, ge=-1, description="Validation batches per evaluation; -1 = the whole validation set.")
     steps_per_report: int = Field(1, ge=1, description="Write a train event every this many steps.")
     save_every: int = Field(50, ge=1, description="Write a checkpoint every this many steps (and at the end).")
-    max_checkpoints: int = Field(3, ge=1, description="Keep the last this many checkpoints, plus the best by validation loss.")
+    max_checkpoints: int = Field(3, ge=1, description="Keep the last this many checkpoints, plus the best (by best_metric).")
     overfitting_threshold: float = Field(0.1, gt=0.0, description="Relative rise of the validation loss above its best (or of the validation-train gap) that counts as overfitting.")
     early_stopping_patience: int = Field(3, ge=0, description="Stop after this many overfitting evaluations in a row; 0 never stops early.")
-    tensorboard: bool = Field(False, description="Also write TensorBoard event files (needs the tensorboard package).")
+
+    # Experiment tracking (issue 22): the run's metrics also go to the tools people already use.
+    report_to: list[str] = Field(default_factory=list, description="Trackers that also get the run's parameters and metrics: tensorboard (event files under tensorboard/ in the run folder), mlflow.")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow store for report_to: [mlflow]: a folder, sqlite:///FILE or http(s)://SERVER; unset: the workspace's mlflow/ folder.")
+
+    # QLoRA (issue 22): adapters on a quantized base.
+    quantization: Literal["none", "4bit", "8bit"] = Field("none", description="Quantize the base model's linear layers while training adapters (QLoRA). mlx: in memory (affine, groups of 64); torch: bitsandbytes (4bit = NF4 with bf16 compute), CUDA only.")
 
     # Training length in epochs and question-answering accuracy during training (issue 19, qa).
     num_epochs: float | None = Field(None, gt=0.0, description="Passes over the packed training split; the alternative to max_iterations (set one: the other is derived from the sequence count and the effective batch = batch_size x grad_accumulation_steps x workers).")
     eval_qa: str | None = Field(None, description="JSONL file or folder of {question, answer, aliases} records (the format of `forgellm eval --qa`): every evaluation also answers them greedily and records qa_accuracy.")
     eval_qa_max_tokens: int = Field(32, ge=1, le=1024, description="Tokens generated per eval_qa answer.")
     best_metric: Literal["val_loss", "qa_accuracy"] = Field("val_loss", description="What picks the best checkpoint (kept from pruning, named in checkpoints/best.json): lowest val_loss or highest qa_accuracy (needs eval_qa).")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_trackers(cls, value: Any) -> list[str]:
+        if isinstance(value, str):  # --set report_to=tensorboard,mlflow
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise ValueError("report_to is a list of trackers, e.g. [tensorboard, mlflow]")
+        for name in value:
+            if name not in TRACKERS:
+                raise ValueError(f"unknown tracker {name!r}; the trackers are: {', '.join(TRACKERS)}")
+        return list(dict.fromkeys(value))
 
     @field_validator("fsdp")
     @classmethod
@@ -135,6 +159,9 @@ class TrainingConfig(BaseModel):
             raise ValueError("num_layers must be -1 (all layers) or at least 1")
         if not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module, e.g. [q_proj, v_proj]")
+        if self.quantization != "none" and self.fine_tune_type == "full":
+            raise ValueError(f"quantization: {self.quantization} trains adapters on a frozen quantized base; "
+                             f"set fine_tune_type: lora or dora, or quantization: none")
         if self.compile and self.fsdp:
             raise ValueError("compile: true is not supported with fsdp: true; set one of them to false")
         return self
@@ -208,16 +235,32 @@ def build_config(file: str | Path | None = None, overrides: dict[str, Any] | Non
 def validate_config(values: dict[str, Any], *, source: str = "config", resolved: bool = False) -> TrainingConfig:
     """A `TrainingConfig` from user values; ``resolved``: a run's own config.yaml, which may hold both
     max_iterations and the num_epochs derived from it (or the reverse)."""
+    values = _migrate(values, source)
     known = list(TrainingConfig.model_fields)
     for key in values:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else "; see `forgellm train --print-config`"
-            raise UserError(f"{source}: unknown key {key!r}{hint}")
+            raise UserError(f"{source}: unknown key {key!r}{hint}", field=str(key))
     try:
         return TrainingConfig.model_validate(values, context={"resolved": resolved})
     except ValidationError as exc:
-        raise UserError(f"{source}: " + "; ".join(_describe_error(e) for e in exc.errors())) from None
+        errors = exc.errors()
+        first = str((errors[0].get("loc") or ("",))[0]) or None  # the field the web form marks
+        raise UserError(f"{source}: " + "; ".join(_describe_error(e) for e in errors), field=first) from None
+
+
+def _migrate(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Configs (and run folders) written before ``report_to`` said ``tensorboard: true|false``."""
+    if "tensorboard" not in values:
+        return values
+    values = dict(values)
+    if values.pop("tensorboard"):
+        trackers = values.get("report_to") or []
+        trackers = [trackers] if isinstance(trackers, str) else list(trackers)
+        values["report_to"] = trackers if "tensorboard" in trackers else [*trackers, "tensorboard"]
+        log.warning("%s: tensorboard: true is now report_to: [tensorboard]; read it that way", source)
+    return values
 
 
 def _describe_error(error: dict[str, Any]) -> str:

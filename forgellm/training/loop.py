@@ -28,6 +28,7 @@ import numpy as np
 
 from forgellm.data.sequences import TokenSequences
 from forgellm.errors import ForgeError, UserError
+from forgellm.runs.events import Event, make_event
 from forgellm.training.checkpoints import CheckpointStore
 from forgellm.training.config import TrainingConfig
 from forgellm.training.distributed import SINGLE, Group, reshard_position
@@ -112,7 +113,8 @@ def evaluate(trainable: Trainable, data: TokenSequences, batch_size: int, max_ba
         loss_sum, count = loss_sum + s, count + n
     loss_sum, count = group.sum([loss_sum, count])
     if count == 0:
-        raise UserError("the validation split has no target tokens; raise validation_split or add data")
+        raise UserError("the validation split has no target tokens; raise validation_split, add data, "
+                        "or name a folder of validation documents with validation_dir")
     return loss_sum / count
 
 
@@ -131,23 +133,28 @@ class StopFlag:
 
 def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequences, val_data: TokenSequences,
           store: CheckpointStore, callbacks: list[Callback], *, state: LoopState | None = None,
-          stop: StopFlag | None = None, group: Group = SINGLE, qa: "QASet | None" = None) -> LoopState:
+          stop: StopFlag | None = None, group: Group = SINGLE, finish: Callable[[], None] | None = None,
+          changed: dict[str, Any] | None = None, qa: "QASet | None" = None) -> LoopState:
     """Train for ``config.max_iterations`` steps or ``config.num_epochs`` epochs, until early stopping,
     a stop request or divergence. With ``qa`` every evaluation also answers its questions greedily
     (every rank answers them all, so no collective is needed; rank 0 reports).
 
     With a distributed ``group`` every rank runs this loop on its own shard of each global
     batch; only rank 0 emits events and writes checkpoints. Every decision (stop, early stop,
-    divergence) is taken on summed numbers, so all ranks take it at the same step."""
+    divergence) is taken on summed numbers, so all ranks take it at the same step.
+
+    ``finish`` runs on every rank after the last checkpoint and before the ``done`` event (the
+    final weights: a run is only ``done`` once they exist); ``changed`` goes into the ``resume``
+    event (the configuration keys this resume changed, ``{key: [before, after]}``)."""
     stop = stop if stop is not None else StopFlag()
     resumed = state is not None
     state = state or LoopState()
     rank, world_size = group.rank, group.world_size
     is_main = rank == 0
 
-    def emit(event: str, **values: Any) -> None:
+    def emit(event: Event, **values: Any) -> None:
         if is_main:
-            record = {"event": event, "time": round(time.time(), 3), "step": state.step, **values}
+            record = make_event(event, state.step, **values)
             for callback in callbacks:
                 callback(record)
 
@@ -165,7 +172,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         snapshot = {**asdict(state), "val_loss": val, "qa_accuracy": qa_accuracy, "engine": trainable.engine,
                     "fine_tune_type": config.fine_tune_type, "time": time.time()}
         path = store.save(state.step, snapshot, trainable.save_checkpoint)
-        emit("checkpoint", path=str(path.relative_to(store.run_dir)), val_loss=val,
+        emit(Event.CHECKPOINT, path=str(path.relative_to(store.run_dir)), val_loss=val,
              **({"qa_accuracy": qa_accuracy} if qa_accuracy is not None else {}))
 
     def run_eval() -> bool:
@@ -179,7 +186,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             result = qa.answer(partial(trainable.generate_greedy, stop_ids=qa.stop_ids), config.eval_qa_max_tokens)
             state.qa_accuracy, state.qa_step = result.accuracy, state.step
             scores = {"qa_accuracy": result.accuracy, "qa_correct": result.correct, "qa_total": result.total}
-        emit("eval", val_loss=val, val_ppl=_ppl(val), train_loss=train_loss, **scores)
+        emit(Event.EVAL, val_loss=val, val_ppl=_ppl(val), train_loss=train_loss, **scores)
         if not math.isfinite(val):
             raise TrainingDiverged(f"validation loss is {val} at step {state.step}")
         gap = val - train_loss if train_loss is not None else None
@@ -192,9 +199,9 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             state.overfit_evals = 0
             return False
         state.overfit_evals += 1
-        emit("overfitting", reason=reason, val_loss=val, best_val_loss=state.best_val_loss)
+        emit(Event.OVERFITTING, reason=reason, val_loss=val, best_val_loss=state.best_val_loss)
         if config.early_stopping_patience and state.overfit_evals >= config.early_stopping_patience:
-            emit("early_stop", reason=f"{state.overfit_evals} evaluations in a row overfitting ({reason})",
+            emit(Event.EARLY_STOP, reason=f"{state.overfit_evals} evaluations in a row overfitting ({reason})",
                  best_step=state.best_step)
             return True
         return False
@@ -206,7 +213,8 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
     batches = iter(stream)
     length = training_length(config, len(train_data), world_size)
     total = length.max_iterations
-    emit("resume" if resumed else "start", total_steps=total, num_epochs=length.num_epochs,
+    opening = {"changed": changed or {}} if resumed else {}
+    emit(Event.RESUME if resumed else Event.START, **opening, total_steps=total, num_epochs=length.num_epochs,
          steps_per_epoch=round(length.steps_per_epoch, 4), train_sequences=length.sequences,
          best_metric=config.best_metric, run_name=store.run_dir.name,
          training_type=config.training_type, fine_tune_type=config.fine_tune_type, engine=trainable.engine,
@@ -256,7 +264,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         report_tokens += targets
         report_time += step_time
         if state.step % config.steps_per_report == 0 or state.step == total:
-            emit("train", loss=float(np.mean(report_losses)), learning_rate=lr, tokens=report_tokens,
+            emit(Event.TRAIN, loss=float(np.mean(report_losses)), learning_rate=lr, tokens=report_tokens,
                  trained_tokens=state.trained_tokens, tokens_per_second=report_tokens / max(report_time, 1e-9),
                  grad_norm=grad_norm, peak_memory_gb=trainable.peak_memory_bytes() / 1e9, elapsed=state.elapsed,
                  world_size=world_size, epoch=length.epoch_at(state.step))
@@ -269,8 +277,10 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             break
     if status == "stopped" and saved_step != state.step:  # decided alike on every rank
         save_checkpoint()
+    if finish is not None:
+        finish()
     best = store.best()
-    emit("done", status=status, best_checkpoint=best["checkpoint"] if best else None,
+    emit(Event.DONE, status=status, best_checkpoint=best["checkpoint"] if best else None,
          best_val_loss=state.best_val_loss, best_metric=config.best_metric,
          best_value=best.get(config.best_metric) if best else None, final_loss=last_loss,
          early_stopped=early)

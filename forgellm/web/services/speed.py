@@ -10,7 +10,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from forgellm.training.metrics import iter_metrics
+from forgellm.runs.events import Event, iter_events
+from forgellm.runs.layout import METRICS_FILE
 from forgellm.web.services.runs import run_dirs
 from forgellm.workspace import Workspace
 
@@ -22,10 +23,10 @@ def measured_speed(workspace: Workspace, model: str, engine: str) -> dict[str, A
     speeds, names = [], []
     for path in run_dirs(workspace):
         start, rates = None, []
-        for event in iter_metrics(path / "metrics.jsonl"):
-            if event["event"] == "start":
+        for event in iter_events(path / METRICS_FILE):
+            if event["event"] == Event.START:
                 start = event
-            elif event["event"] == "train" and isinstance(event.get("tokens_per_second"), (int, float)):
+            elif event["event"] == Event.TRAIN and isinstance(event.get("tokens_per_second"), (int, float)):
                 rates.append(float(event["tokens_per_second"]))
         if start and start.get("model") == model and start.get("engine") == engine and rates:
             speeds.append(statistics.median(rates))

@@ -4,7 +4,7 @@ import { api } from "./api.js";
 import { lineChart, retheme, setSeries } from "./charts.js";
 import { $, duration, el, fillSelect, fmt } from "./ui.js";
 
-const NOTABLE = new Set(["start", "checkpoint", "overfitting", "early_stop", "done", "error"]);
+const NOTABLE = new Set(["start", "resume", "checkpoint", "overfitting", "early_stop", "done", "error"]);
 let live, charts, unfollow = null, state = null, drawPending = false, current = null, analysisTimer = null;
 // Events after which the best checkpoint and the recommendations may have changed.
 const ANALYSED = new Set(["eval", "checkpoint", "overfitting", "early_stop", "done"]);
@@ -58,7 +58,7 @@ function apply(events) {
       if (e.val_ppl != null) state.ppl.push({ x: step, y: e.val_ppl });
       if (e.qa_accuracy != null) { state.qa.push({ x: step, y: e.qa_accuracy }); state.lastQa = e; }
     } else if (e.event === "start" || e.event === "resume") {
-      state.total = e.total_steps; state.status = "running";
+      state.total = e.total_steps; state.status = "running"; // a resume may change max_iterations
       state.epochs = e.num_epochs ?? null; state.stepsPerEpoch = e.steps_per_epoch ?? null;
     } else if (e.event === "done") {
       state.status = e.status === "completed" ? "done" : e.status;
@@ -81,6 +81,9 @@ function describe(e) {
   const detail = {
     start: () => `started: ${e.training_type || ""} ${e.fine_tune_type || ""} on ${e.model || "?"}, ${e.total_steps} steps` +
       (e.num_epochs != null ? `, ${e.num_epochs} epochs` : "") + ` (${e.engine || ""})`,
+    resume: () => `resumed at step ${e.step} of ${e.total_steps}` + (e.num_epochs != null ? ` (${e.num_epochs} epochs)` : "") +
+      (e.changed && Object.keys(e.changed).length
+        ? ` (changed: ${Object.entries(e.changed).map(([k, [a, b]]) => `${k} ${a} → ${b}`).join(", ")})` : ""),
     checkpoint: () => `checkpoint ${e.path} (val loss ${fmt(e.val_loss)})`,
     overfitting: () => `overfitting: ${e.reason} (val ${fmt(e.val_loss)}, best ${fmt(e.best_val_loss)})`,
     early_stop: () => `early stop: ${e.reason} (best step ${e.best_step})`,
@@ -130,9 +133,8 @@ async function showAnalysis(runId) {
   }
   const a = data.runs[0].analysis;
   if (runId !== current || !a) return;
-  const best = a.best
-    ? `best checkpoint ${a.best.name} (val loss ${fmt(a.best.val_loss)}, score ${fmt(a.best.score)})`
-    : "no checkpoint yet";
+  const best = (a.best_checkpoint ? `best checkpoint ${a.best_checkpoint}` : "no best checkpoint yet")
+    + (a.recommended ? `; recommended ${a.recommended.name} (val loss ${fmt(a.recommended.val_loss)}, score ${fmt(a.recommended.score)})` : "");
   const facts = [
     best,
     `best validation loss ${fmt(a.best_val_loss)}${a.best_val_step != null ? ` at step ${a.best_val_step}` : ""}`,
