@@ -67,7 +67,9 @@ def resolve_models(config: TrainingConfig, workspace: Workspace) -> tuple[ModelI
 
 
 def run_folder(config: TrainingConfig, model: ModelInfo, workspace: Workspace) -> Path:
-    parent = workspace.confine(config.output_dir) if config.output_dir else workspace.models(config.training_type)
+    # A preference run tunes an instruction model further: it lives beside the IFT runs.
+    kind = "ift" if config.training_type == "preference" else config.training_type
+    parent = workspace.confine(config.output_dir) if config.output_dir else workspace.models(kind)
     return parent / (config.run_name or default_run_name(config, model))
 
 

@@ -101,7 +101,9 @@ def _config_fields() -> list[dict[str, Any]]:
         prop = properties[name]
         fields.append({"name": name, "default": default, "description": description, "type": _json_type(prop),
                        "enum": prop.get("enum"), "minimum": prop.get("minimum", prop.get("exclusiveMinimum")),
-                       "maximum": prop.get("maximum", prop.get("exclusiveMaximum"))})
+                       "maximum": prop.get("maximum", prop.get("exclusiveMaximum")),
+                       # {key: [values]}: the form shows the field only while every key has one of its values
+                       "applies": prop.get("applies")})
     return fields
 
 

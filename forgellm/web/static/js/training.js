@@ -26,8 +26,29 @@ export async function init({ started }) {
   $("#train-stop").addEventListener("click", stop);
   $("#f-input_dir").addEventListener("change", showStats);
   $("#f-model_name").addEventListener("change", showStats);
-  document.querySelectorAll("input[name=training_type]").forEach((r) => r.addEventListener("change", showStats));
+  document.querySelectorAll("input[name=training_type]").forEach((r) => r.addEventListener("change", () => {
+    showApplicable();
+    showStats();
+  }));
+  $("#f-preference_loss")?.addEventListener("change", showApplicable);
+  showApplicable();
   showStats();
+}
+
+// The current value of a form key (training_type is the radio group above the fields).
+function formValue(name) {
+  if (name === "training_type") return document.querySelector("input[name=training_type]:checked").value;
+  return $(`#f-${name}`)?.value;
+}
+
+// Fields that apply only to some settings (the schema's `applies`, e.g. beta to dpo and simpo) are
+// shown only while those settings are chosen; hidden fields are not sent.
+function applies(field) {
+  return !field.applies || Object.entries(field.applies).every(([key, allowed]) => allowed.includes(formValue(key)));
+}
+
+function showApplicable() {
+  for (const field of fields) $(`#field-${field.name}`).hidden = !applies(field);
 }
 
 function fieldNode(field, choices) {
@@ -57,6 +78,7 @@ function fieldNode(field, choices) {
 function values() {
   const out = { training_type: document.querySelector("input[name=training_type]:checked").value };
   for (const field of fields) {
+    if (!applies(field)) continue;
     const input = $(`#f-${field.name}`);
     if (field.type === "boolean") out[field.name] = input.checked;
     else if (field.type === "array") out[field.name] = input.value.split(",").map((s) => s.trim()).filter(Boolean);
