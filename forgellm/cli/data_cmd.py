@@ -17,8 +17,9 @@ def _pipeline_options(fn):
     """Options shared by stats and preview: they build the same `DataSettings` (see docs/data.md)."""
     for option in reversed([
         click.argument("path", type=click.Path(path_type=Path)),
-        click.option("--mode", "training_type", type=click.Choice(["cpt", "ift"]), default="cpt", show_default=True,
-                     help="cpt: raw text; ift: instruction records with an assistant-only loss mask."),
+        click.option("--mode", "training_type", type=click.Choice(["cpt", "ift", "preference"]), default="cpt",
+                     show_default=True, help="cpt: raw text; ift: instruction records with an assistant-only loss "
+                                             "mask; preference: {prompt, chosen, rejected} pairs."),
         click.option("--model", default="default", show_default=True,
                      help="Model whose tokenizer (and chat template) to use: path, name under models/, or 'default'."),
         click.option("--max-seq-length", type=int, default=1024, show_default=True, help="Tokens per packed sequence."),
@@ -135,7 +136,9 @@ def _print_stats(stats: dict[str, Any]) -> None:
     if stats.get("format"):
         rows.append(("formats", ", ".join(f"{f}: {fmt}" for f, fmt in stats["format"].items())))
     if stats.get("truncated"):
-        rows.append(("truncated records", stats["truncated"]))
+        rows.append(("truncated pairs" if stats.get("mode") == "preference" else "truncated records", stats["truncated"]))
+    if stats.get("mode") == "preference":
+        rows.insert(6, ("pairs train / val", f"{stats['pairs']['train']} / {stats['pairs']['val']}"))
     rows.append(("cache", f"{'hit' if stats['cache']['hit'] else 'built'} {stats['cache']['path']}"))
     for name, value in rows:
         table.add_row(name, str(value))
@@ -146,6 +149,8 @@ def _print_stats(stats: dict[str, Any]) -> None:
         console.print(f"[yellow]skipped[/yellow] {where}: {skip['reason']}", highlight=False, markup=True)
     if stats["skipped_total"] > 20:
         console.print(f"... and {stats['skipped_total'] - 20} more (see --json)")
+    for hint in stats.get("hints", []):
+        console.print(f"[yellow]hint[/yellow]: {hint}", highlight=False, markup=True)
 
 
 @data.command("preview")

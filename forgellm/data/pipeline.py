@@ -27,7 +27,7 @@ from forgellm.data.cpt_batches import BatchRunner, CleaningRules, EncodedBatch
 from forgellm.data.ift import ChatRenderer, RecordError, detect_format, encode_rendered, to_messages
 from forgellm.data.packing import Staging, pack_records, pack_stream, padding_fraction
 from forgellm.data.readers import SUPPORTED_SUFFIXES, Row, SourceFile, list_sources, read_source
-from forgellm.data.sequences import TokenSequences
+from forgellm.data.sequences import PreferencePairs, TokenSequences, load_split
 from forgellm.data.settings import DataSettings
 from forgellm.data.split import assign_validation, split_value
 from forgellm.data.stats import DataReport
@@ -44,8 +44,8 @@ BATCH_CHARS = 1 << 20  # tokenise this many characters at a time
 class PreparedData:
     """Packed, memory-mapped training and validation sequences and the stats of how they were made."""
 
-    train: TokenSequences
-    val: TokenSequences
+    train: TokenSequences | PreferencePairs
+    val: TokenSequences | PreferencePairs
     stats: dict[str, Any]
     path: Path  # the cache folder holding the arrays
 
@@ -84,8 +84,7 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
         stats["cache"] = {"key": key, "hit": True, "path": str(entry.path)}
         stats["seconds"] = round(time.perf_counter() - started, 3)
         log.info("data: cache hit %s", entry.path)
-        return PreparedData(TokenSequences.load(entry.path, "train"), TokenSequences.load(entry.path, "val"),
-                            stats, entry.path)
+        return PreparedData(load_split(entry.path, "train"), load_split(entry.path, "val"), stats, entry.path)
 
     tmp = entry.staging_dir()
     try:
@@ -98,8 +97,7 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PreparedData(TokenSequences.load(entry.path, "train"), TokenSequences.load(entry.path, "val"),
-                        stats, entry.path)
+    return PreparedData(load_split(entry.path, "train"), load_split(entry.path, "val"), stats, entry.path)
 
 
 def resolve_input_dir(path: Path, workspace: Workspace) -> Path:
@@ -114,6 +112,8 @@ def resolve_input_dir(path: Path, workspace: Workspace) -> Path:
 
 def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[SourceFile], report: DataReport,
            out: Path, general: Any, *, verdicts: Path) -> dict[str, Any]:
+    if settings.training_type == "preference":
+        return _build_pairs(settings, tokenizer, root, sources, report, out)
     staging = Staging(out / "staging", with_mask=settings.training_type == "ift")
     if settings.training_type == "ift":
         stager: _IFTStager | _CPTStager = _IFTStager(settings, tokenizer, report, staging)
@@ -168,6 +168,48 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
         stats["mixture"] = mix_into(TokenSequences.load(train_target, "train"), general, out, settings)
         stats["sequences"]["train"] = stats["mixture"]["domain_sequences"] + stats["mixture"]["general_sequences"]
         shutil.rmtree(out / "domain")
+    shutil.rmtree(out / "staging")
+    return stats
+
+
+def _build_pairs(settings: DataSettings, tokenizer: Any, root: Path, sources: list[SourceFile], report: DataReport,
+                 out: Path) -> dict[str, Any]:
+    """Preference pairs (`forgellm.data.preference`): no packing, no mixing, no near-dedupe."""
+    from forgellm.data.preference import NO_ROOM_HINT, PreferenceStager, write_pairs
+
+    if settings.data_mixture_ratio < 1.0:
+        raise UserError("data_mixture_ratio < 1 mixes general text into CPT or IFT data; preference pairs "
+                        "have no general counterpart: set data_mixture_ratio: 1.0")
+    staging = Staging(out / "staging", with_mask=True)
+    stager = PreferenceStager(settings, tokenizer, report, staging)
+    for row in iter_rows(sources, report, settings):
+        stager.add(row)
+    stager.finish()
+    if len(staging) == 0:
+        staging.close()
+        raise UserError(_nothing_usable(root, report) + (f" Hint: {NO_ROOM_HINT}." if report.filtered.get(
+            "prompt_leaves_no_room") else ""))
+    pairs = write_pairs(staging, stager.split_values, out, settings, pad_token_id(tokenizer))
+    stats = report.to_json()
+    stats.update({
+        "mode": "preference",
+        "pairs": pairs["pairs"],
+        "train_documents": pairs["pairs"]["train"],
+        "val_documents": pairs["pairs"]["val"],
+        "train_tokens": pairs["tokens"]["train"],
+        "val_tokens": pairs["tokens"]["val"],
+        "train_target_tokens": pairs["target_tokens"]["train"],
+        "sequences": {"train": 2 * pairs["pairs"]["train"], "val": 2 * pairs["pairs"]["val"]},
+        "seq_length": settings.max_seq_length,
+        "padding_fraction": round(padding_fraction(2 * pairs["pairs"]["total"], settings.max_seq_length,
+                                                   real_tokens=pairs["tokens"]["train"] + pairs["tokens"]["val"]), 6),
+        "format": report.file_formats,
+        "chat_template": stager.template_source,
+        "tokenizer": {"encoder": HuggingFaceEncoder.name, "worker_processes": 0},
+        "settings": settings.cache_fields(),
+    })
+    if report.filtered.get("prompt_leaves_no_room"):
+        stats["hints"] = [NO_ROOM_HINT]
     shutil.rmtree(out / "staging")
     return stats
 
@@ -401,7 +443,9 @@ def preview(settings: DataSettings, tokenizer: Any, workspace: Workspace | Path,
     workspace = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
     root = resolve_input_dir(settings.input_dir, workspace)
     report = DataReport(strict=settings.strict)
-    stager_class = _IFTStager if settings.training_type == "ift" else _CPTStager
+    from forgellm.data.preference import PreferenceStager
+
+    stager_class = {"ift": _IFTStager, "preference": PreferenceStager}.get(settings.training_type, _CPTStager)
     items: list[PreviewItem] = []
     for row in iter_rows(list_sources(root, report), report, settings):
         collector = _Collector()

@@ -21,7 +21,7 @@ class DataSettings(BaseModel):
 
     # What to read and how to use it.
     input_dir: Path = Field(description="Dataset folder, read recursively (or a single file).")
-    training_type: Literal["cpt", "ift"] = Field("cpt", description="cpt: raw text, loss on every token; ift: chat records, loss on assistant tokens only.")
+    training_type: Literal["cpt", "ift", "preference"] = Field("cpt", description="cpt: raw text, loss on every token; ift: chat records, loss on assistant tokens only; preference: {prompt, chosen, rejected} pairs, loss on the responses.")
     max_seq_length: int = Field(1024, ge=16, description="Tokens per packed sequence.")
     validation_split: float = Field(0.1, ge=0.0, lt=1.0, description="Share of documents (by a stable hash of each document) held out for validation.")
     seed: int = Field(42, description="Seed of the split hash and of the mixing order.")
