@@ -117,6 +117,9 @@ class TrainingConfig(BaseModel):
             raise ValueError("lora_target_modules must name at least one module, e.g. [q_proj, v_proj]")
         if self.compile and self.fsdp:
             raise ValueError("compile: true is not supported with fsdp: true; set one of them to false")
+        if self.fsdp and self.training_type == "preference":
+            raise ValueError("fsdp: true is not supported with training_type: preference yet; use --nproc without "
+                             "fsdp (each worker holds the model) or LoRA")
         return self
 
     def preference_parameter(self, name: str) -> float:

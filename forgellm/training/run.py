@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from forgellm.data.sequences import TokenSequences
+from forgellm.data.sequences import TokenSequences, load_split
 from forgellm.errors import ConflictError, NotFoundError, UserError
 from forgellm.models.resolve import RUN_MARKER, ModelInfo, resolve, resolve_adapter
 from forgellm.training.callbacks import MetricsFile, Progress, StatusFile, TensorBoard
@@ -29,6 +29,7 @@ from forgellm.training.checkpoints import CheckpointStore, read_state
 from forgellm.training.config import TrainingConfig, validate_config
 from forgellm.training.distributed import Group, ignore_stop_signals, init_group, lost_worker_error
 from forgellm.training.loop import LoopState, StopFlag, train
+from forgellm.training.preference import check_data, reference_key, reference_logps
 from forgellm.training.storage import StorageError, as_os_error, storage_error
 from forgellm.workspace import Workspace
 
@@ -93,9 +94,10 @@ def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> 
         raise NotFoundError(f"input_dir {config.input_dir!r} not found (looked at {source}); put your documents "
                             f"there or set input_dir to your dataset folder")
     if all((source / f"{split}.tokens.npy").exists() for split in PREPARED_SPLITS):
-        train_data, val_data = (TokenSequences.load(source, split) for split in PREPARED_SPLITS)
+        train_data, val_data = (load_split(source, split) for split in PREPARED_SPLITS)
         stats_file = source / "stats.json"
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        stats["prepared_path"] = str(source)
     else:
         from transformers import AutoTokenizer
 
@@ -112,7 +114,7 @@ def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> 
                                 replay_model=str(base.path), replay_engine=config.resolved_engine())
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         prepared = prepare_dataset(settings, tokenizer, workspace)
-        train_data, val_data, stats = prepared.train, prepared.val, prepared.stats
+        train_data, val_data, stats = prepared.train, prepared.val, {**prepared.stats, "prepared_path": str(prepared.path)}
     if train_data.seq_length != config.max_seq_length:
         raise UserError(f"the prepared data has sequences of {train_data.seq_length} tokens but max_seq_length is "
                         f"{config.max_seq_length}; set max_seq_length: {train_data.seq_length} or prepare it again")
@@ -249,7 +251,15 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
         if group.is_main:
             group.barrier()
             (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2, default=str))
+        check_data(config, train_data, val_data)
         trainable = create_trainable(config, base, adapter)
+        if config.training_type == "preference" and config.preference_loss == "dpo" \
+                and not getattr(trainable, "reference_from_adapter_off", False):
+            # before any checkpoint is loaded: the reference is the model as training starts
+            key = reference_key(config, base.path, adapter.path if adapter else None)
+            folder = Path(stats["prepared_path"])
+            train_data, val_data = (reference_logps(trainable, data, folder, split, key, config.batch_size, group)
+                                    for data, split in ((train_data, "train"), (val_data, "val")))
         state = None
         latest = store.latest() if resume else None
         if latest is not None:
