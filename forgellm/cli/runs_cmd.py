@@ -71,5 +71,7 @@ def show_cmd(run: str, as_json: bool) -> None:
         t = summary.last_train
         lines.append(f"last train: loss {t['loss']:.4f} lr {t['learning_rate']:.2e} tok/s {t['tokens_per_second']:.0f}")
     if summary.last_eval:
-        lines.append(f"last eval:  val loss {summary.last_eval['val_loss']:.4f} ppl {summary.last_eval['val_ppl']:.2f}")
+        e = summary.last_eval
+        detail = f"ppl {e['val_ppl']:.2f}" if "val_ppl" in e else f"preference accuracy {e.get('val_accuracy', 0):.3f}"
+        lines.append(f"last eval:  val loss {e['val_loss']:.4f} {detail}")
     click.echo("\n".join(lines))

@@ -83,7 +83,10 @@ class Progress:
                 self._line(f"step {step}/{self.total} loss {record['loss']:.4f} lr {record['learning_rate']:.2e} "
                            f"tok/s {record['tokens_per_second']:.0f} eta {self._eta(step)}")
         elif event == "eval":
-            self._line(f"step {step}: val_loss {record['val_loss']:.4f} val_ppl {record['val_ppl']:.2f}")
+            detail = (f"val_ppl {record['val_ppl']:.2f}" if "val_ppl" in record  # cpt, ift; preference: its accuracy
+                      else f"val_accuracy {record.get('val_accuracy', float('nan')):.3f} "
+                           f"val_margin {record.get('val_margin', float('nan')):.3f}")
+            self._line(f"step {step}: val_loss {record['val_loss']:.4f} {detail}")
         elif event in ("checkpoint", "overfitting", "early_stop", "error"):
             detail = record.get("path") or record.get("reason") or record.get("message")
             self._line(f"step {step}: {event} {detail}")
@@ -107,7 +110,10 @@ class Progress:
 class TensorBoard:
     """Scalars for TensorBoard users (``tensorboard: true``); needs the tensorboard package."""
 
-    SCALARS = {"train": ("loss", "learning_rate", "tokens_per_second", "grad_norm"), "eval": ("val_loss", "val_ppl")}
+    SCALARS = {"train": ("loss", "learning_rate", "tokens_per_second", "grad_norm", "accuracy", "margin",
+                         "reward_chosen", "reward_rejected", "logps_chosen", "logps_rejected"),
+               "eval": ("val_loss", "val_ppl", "val_accuracy", "val_margin", "val_reward_chosen", "val_reward_rejected",
+                        "val_logps_chosen", "val_logps_rejected")}
 
     def __init__(self, folder: Path):
         from torch.utils.tensorboard import SummaryWriter  # raises ImportError without tensorboard
