@@ -190,3 +190,24 @@ def test_rule_throughput_drop():
     rec = an.rule_throughput_drop(m, an.analyze(m))
     assert rec is not None and "1000 to 400" in rec.message
     assert "throughput_drop" not in rules_fired(metrics_of(curve(200)))
+
+
+def preference_metrics(losses: np.ndarray, chosen_logps: np.ndarray) -> RunMetrics:
+    events = make_events(losses)
+    for event in events:
+        if event["event"] == "train":
+            event["logps_chosen"] = float(chosen_logps[event["step"] - 1])
+    return RunMetrics.from_events(events, name="pref")
+
+
+def test_rule_chosen_logps_collapse_warns_when_the_loss_falls_with_the_chosen_likelihood():
+    steps = np.arange(100)
+    losses = 0.69 * np.exp(-steps / 30)
+    collapsing = preference_metrics(losses, -1.0 - 0.03 * steps)
+    rec = an.rule_chosen_collapse(collapsing, an.analyze(collapsing))
+    assert rec is not None and rec.severity == "warning" and "unlearning the good answers" in rec.message
+    assert 10 < rec.step < 40
+    holding = preference_metrics(losses, -1.0 + 0.002 * steps)  # chosen responses grow more likely: healthy
+    assert an.rule_chosen_collapse(holding, an.analyze(holding)) is None
+    cpt = metrics_of(HEALTHY["losses"], val=HEALTHY["val"])  # no preference metrics: nothing to say
+    assert an.rule_chosen_collapse(cpt, an.analyze(cpt)) is None

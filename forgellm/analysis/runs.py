@@ -18,7 +18,8 @@ from forgellm.models.resolve import RUN_MARKER, resolve
 from forgellm.training.metrics import read_metrics
 from forgellm.workspace import Workspace
 
-TRAIN_KEYS = ("loss", "learning_rate", "tokens_per_second", "grad_norm", "peak_memory_gb", "trained_tokens", "elapsed")
+TRAIN_KEYS = ("loss", "learning_rate", "tokens_per_second", "grad_norm", "peak_memory_gb", "trained_tokens", "elapsed",
+              "logps_chosen")  # preference runs only (NaN elsewhere)
 EVAL_KEYS = ("val_loss", "val_ppl", "train_loss")
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
