@@ -20,7 +20,7 @@ from forgellm.workspace import Workspace
 
 TRAIN_KEYS = ("loss", "learning_rate", "tokens_per_second", "grad_norm", "peak_memory_gb", "trained_tokens", "elapsed",
               "logps_chosen")  # preference runs only (NaN elsewhere)
-EVAL_KEYS = ("val_loss", "val_ppl", "train_loss")
+EVAL_KEYS = ("val_loss", "val_ppl", "train_loss", "val_accuracy", "val_margin")  # the last two: preference runs
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
