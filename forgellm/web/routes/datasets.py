@@ -33,7 +33,7 @@ class PreviewQuery(BaseModel):
 class StatsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(".", description="File or folder relative to dataset/ ('.' = all of it).")
-    mode: Literal["cpt", "ift"] | None = Field(None, description="Read it as CPT documents or IFT records (default: detected).")
+    mode: Literal["cpt", "ift", "preference"] | None = Field(None, description="Read it as CPT documents, IFT records or preference pairs (default: detected).")
     model: str | None = Field(None, description="Tokenizer of this model for the token counts (default: the embedded model).")
 
 

@@ -142,7 +142,8 @@ async function showStats() {
     const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(path)}&mode=${mode}&model=${encodeURIComponent(model)}`);
     if (!current()) return;
     box.textContent = `${dir}: ${stats.files} files, ${stats.documents} documents, ${fmt(stats.train_tokens, 0)} train / ` +
-      `${fmt(stats.val_tokens, 0)} validation tokens, ${stats.sequences} sequences` +
+      `${fmt(stats.val_tokens, 0)} validation tokens, ` +
+      (stats.pairs ? `${stats.pairs.train} / ${stats.pairs.val} train / validation pairs` : `${stats.sequences} sequences`) +
       (stats.format ? `, format ${stats.format}` : "") +
       `, ${stats.duplicates_removed + stats.near_duplicates_removed} duplicates removed, ${(stats.skipped || []).length} skipped.`;
   } catch (err) {
