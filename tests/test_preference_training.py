@@ -4,6 +4,8 @@ fine-tune's reference is computed once and stored beside the prepared data."""
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from click.testing import CliRunner
 from forgellm.cli.main import root
 from forgellm.errors import UserError
 from forgellm.training.metrics import read_metrics
+from tests.cli_helpers import forgellm
 from tests.training_helpers import preference_pairs, tiny_config_values, write_config
 
 PREFERENCE_METRICS = ("reward_chosen", "reward_rejected", "margin", "accuracy", "logps_chosen", "logps_rejected")
@@ -80,6 +83,10 @@ def test_resume_mid_run_equals_the_uninterrupted_run(workspace, tiny_model_dir):
         for key in ("loss", *PREFERENCE_METRICS):
             assert got[step][key] == pytest.approx(expected[step][key], rel=1e-4, abs=1e-4), (step, key)
     assert after_resume(cut, "eval")[8]["val_accuracy"] == after_resume(whole, "eval")[8]["val_accuracy"]
+    # forgellm eval on a preference run: the perplexity of its held-out chosen responses
+    code, out, err = forgellm("eval", str(whole), "--json")
+    assert code == 0, err
+    assert math.isfinite(json.loads(out)["domain_ppl"])
 
 
 def test_preference_training_refuses_cpt_data_and_the_reverse(workspace, tiny_model_dir):
