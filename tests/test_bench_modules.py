@@ -151,3 +151,11 @@ def test_cpu_env_defaults_keep_the_users_choice(monkeypatch: pytest.MonkeyPatch)
     # ForgeLLM bounds the idle spin of OpenMP threads; a baseline (a user's own script) runs without that default.
     assert os.environ["GOMP_SPINCOUNT"] == "20000" and "GOMP_SPINCOUNT" not in _plain_env()
     monkeypatch.delenv("GOMP_SPINCOUNT")
+
+
+@pytest.mark.slow
+def test_preference_quick_compares_a_dpo_step_with_trls_dpo_trainer() -> None:
+    (row,) = _bench("preference")
+    assert row["name"] == "train_dpo_lora_torch_tokens_per_s" and row["unit"] == "tokens/s"
+    assert row["value"] > 0 and row["baseline"] > 0 and row["ratio"] > 0
+    assert "TRL 1.16.0 DPOTrainer" in row["notes"]
