@@ -29,13 +29,11 @@ from forgellm.data.cleaning import content_digest, normalize_text
 from forgellm.data.ift import CHAT_ROLES, ChatRenderer, RecordError, Rendered, _message, encode_rendered
 from forgellm.data.packing import Staging
 from forgellm.data.readers import Row
-from forgellm.data.sequences import PreferencePairs
 from forgellm.data.settings import DataSettings
 from forgellm.data.split import assign_validation, split_value
 from forgellm.data.stats import DataReport
 from forgellm.errors import UserError
 
-LAYOUTS = ("standard", "conversational")
 FIELDS = ("prompt", "chosen", "rejected")
 NO_ROOM_HINT = ("raise max_seq_length or shorten the prompts: the prompt alone fills max_seq_length, "
                 "leaving no response token to compare")

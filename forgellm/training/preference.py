@@ -124,7 +124,7 @@ def named_means(objective: TokenObjective | PreferenceObjective, sums: np.ndarra
     return {f"{prefix}{name}": float(value) / max(units, 1) for name, value in zip(objective.metrics, sums[1:])}
 
 
-def check_data(config: "TrainingConfig", train: Any, val: Any) -> None:
+def check_data(config: "TrainingConfig", train: Any) -> None:
     """Preference training needs preference pairs, and pairs need preference training."""
     is_pairs = isinstance(train, PreferencePairs)
     if (config.training_type == "preference") != is_pairs:

@@ -251,7 +251,7 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
         if group.is_main:
             group.barrier()
             (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2, default=str))
-        check_data(config, train_data, val_data)
+        check_data(config, train_data)
         trainable = create_trainable(config, base, adapter)
         if config.training_type == "preference" and config.preference_loss == "dpo" \
                 and not getattr(trainable, "reference_from_adapter_off", False):
