@@ -16,6 +16,12 @@ class ForgeError(Exception):
     #: Short machine-readable kind, used as ``error.type`` in JSON bodies.
     kind: str = "internal_error"
 
+    def __init__(self, message: str = "", *, field: str | None = None):
+        super().__init__(message)
+        #: The input at fault (a request field, a config key, an option), dotted for nested
+        #: fields; the HTTP servers answer it as ``error.field``, the web form marks it.
+        self.field = field
+
 
 class UserError(ForgeError):
     """Bad input: the message names the problem and what to do about it."""

@@ -60,6 +60,14 @@ class Workspace:
             path.mkdir(parents=True, exist_ok=True)
         return self
 
+    def path(self, path: str | os.PathLike[str]) -> Path:
+        """A path the user named (CLI, config file): ``~`` expanded, relative to the root, anywhere.
+
+        The person at the terminal owns their disk; request paths go through `forgellm.access`.
+        """
+        given = Path(os.fspath(path)).expanduser()
+        return given if given.is_absolute() else self.root / given
+
     def confine(self, path: str | os.PathLike[str], *, within: Path | None = None) -> Path:
         """Resolve ``path`` (relative to ``within`` or the root) and refuse it if it leaves that folder.
 
@@ -77,9 +85,11 @@ class Workspace:
         candidate = Path(text)
         try:
             resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
-        except (OSError, RuntimeError) as exc:  # symlink loop, name too long
+        except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, name too long, unencodable name
             raise UserError(f"path {text!r} cannot be resolved ({exc.__class__.__name__}); "
                             "use a plain path inside the workspace") from None
         if resolved != base and base not in resolved.parents:
-            raise AccessError(f"path {text!r} is outside {base}; use a path inside the workspace")
+            # The message never shows the resolved folders: it may answer an HTTP request.
+            raise AccessError(f"path {text!r} leads outside {'its folder' if within else 'the workspace'}; "
+                              "use a path inside it")
         return resolved

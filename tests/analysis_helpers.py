@@ -1,13 +1,17 @@
-"""Crafted run folders for the analysis, dashboard and publishing tests."""
+"""Run folders with crafted curves for the analysis, dashboard and publishing tests, written by the
+trainer's own writers (folder, metrics events, checkpoints), so they are in the real format."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import yaml
+
+from forgellm.runs.events import MetricsWriter, make_event
+from forgellm.training.checkpoints import CheckpointStore
+from forgellm.training.run import prepare_folder
 
 
 def curve(steps: int, *, start: float = 3.0, floor: float = 1.5, tau: float = 100.0, noise: float = 0.0,
@@ -25,7 +29,9 @@ def make_events(losses: Iterable[float], *, val: dict[int, float] | None = None,
     losses = list(losses)
     tps = list(tokens_per_second) if tokens_per_second is not None else [1000.0] * len(losses)
     events: list[dict[str, Any]] = [{"event": "start", "time": 0.0, "step": 0, "total_steps": total_steps or len(losses),
-                                     "engine": "torch", "fine_tune_type": "lora"}]
+                                     "engine": "torch", "fine_tune_type": "lora", "run_name": "r",
+                                     "training_type": "cpt", "model": "default", "trainable_params": 1,
+                                     "total_params": 1, "world_size": 1, "global_batch_size": 1}]
     val, eval_train, ckpts = val or {}, eval_train or {}, set(checkpoints)
     for step, loss in enumerate(losses, start=1):
         events.append({"event": "train", "time": float(step), "step": step, "loss": loss, "learning_rate": 1e-4,
@@ -41,23 +47,29 @@ def make_events(losses: Iterable[float], *, val: dict[int, float] | None = None,
                            "path": f"checkpoints/step_{step:06d}", "val_loss": val.get(step)})
     if done:
         events.append({"event": "done", "time": float(len(losses)), "step": len(losses), "status": "completed",
-                       "final_loss": losses[-1] if losses else None})
+                       "final_loss": losses[-1] if losses else None, "best_checkpoint": None,
+                       "best_val_loss": min(val.values()) if val else None})
     return events
 
 
 def write_run(root: Path, name: str, events: list[dict[str, Any]], *, config: dict[str, Any] | None = None,
               checkpoint_dirs: Iterable[int] = (), kind: str = "cpt", torn_tail: bool = False) -> Path:
-    """A run folder under ``root/models/<kind>/<name>`` holding ``events``; empty checkpoint folders
-    for ``checkpoint_dirs`` (tests that need real weights fill them)."""
+    """A run folder under ``root/models/<kind>/<name>`` holding ``events``, and weightless checkpoints
+    (trainer state and manifest only) for ``checkpoint_dirs``; tests that need weights add them."""
     run = root / "models" / kind / name
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run / ".forgellm-run").write_text("{}\n")
-    lines = "".join(json.dumps(e) + "\n" for e in events)
-    if torn_tail:
-        lines += '{"event": "train", "step": 99999, "lo'
-    (run / "metrics.jsonl").write_text(lines)
+    prepare_folder(run, overwrite=False).release()
     (run / "config.yaml").write_text(yaml.safe_dump(config or {"model_name": "default", "engine": "torch",
                                                                "training_type": kind, "fine_tune_type": "lora"}))
+    writer = MetricsWriter(run / "metrics.jsonl")
+    for e in events:
+        record = make_event(e["event"], e["step"], **{k: v for k, v in e.items() if k not in ("event", "step", "time")})
+        writer.append({**record, "time": e.get("time", record["time"])})
+    writer.close()
+    if torn_tail:  # a trainer killed while writing a line
+        with open(run / "metrics.jsonl", "a") as fh:
+            fh.write('{"event": "train", "step": 99999, "lo')
+    val_at = {e["step"]: e["val_loss"] for e in events if e["event"] == "eval"}
+    store = CheckpointStore(run, max_keep=1_000_000)
     for step in checkpoint_dirs:
-        (run / "checkpoints" / f"step_{step:06d}").mkdir(exist_ok=True)
+        store.save(step, {"step": step, "val_loss": val_at.get(step)}, lambda folder: None)
     return run

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from tests.tiny_model import EMBEDDED_DIR, build_tiny_llama
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pytest_temp_is_a_listed_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tests' models, adapters and runs live in pytest's temp folder, outside their workspaces:
+    list it in FORGELLM_ROOTS, as a user lists a scratch disk, so requests may name them. The
+    security tests, whose victims live there too, build their apps with no listed roots."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FORGELLM_ROOTS", str(tmp_path_factory.getbasetemp()))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,8 @@ def write_files(root: Path, files: dict[str, str | bytes | list[dict]]) -> Path:
 
 
 def prepare(root: Path, tokenizer: Any, workspace: Path, **settings: Any) -> PreparedData:
-    return prepare_dataset(DataSettings(input_dir=root, **settings), tokenizer, workspace)
+    """Domain data only unless ``settings`` asks for a mixture (the default ratio needs a replay model)."""
+    return prepare_dataset(DataSettings(input_dir=root, **{"data_mixture_ratio": 1.0, **settings}), tokenizer, workspace)
 
 
 def documents_of(sequences: Any, eos_id: int) -> list[tuple[int, ...]]:

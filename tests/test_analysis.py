@@ -49,7 +49,7 @@ def test_score_follows_the_documented_formula():
 
 def test_best_is_the_lowest_validation_loss_on_a_clean_curve():
     m = metrics_of(curve(300, tau=80), val=u_shaped_val(300, 50, 150), checkpoints=[50, 100, 150, 200, 250, 300])
-    assert an.analyze(m).best.step == 150
+    assert an.analyze(m).recommended.step == 150
 
 
 def test_a_noisy_checkpoint_loses_to_a_stable_one_with_slightly_higher_val_loss():
@@ -57,7 +57,7 @@ def test_a_noisy_checkpoint_loses_to_a_stable_one_with_slightly_higher_val_loss(
     losses[80:100] *= 1 + 0.3 * np.random.default_rng(1).standard_normal(20)  # noisy just before step 100
     m = metrics_of(losses, val={100: 1.500, 200: 1.505}, eval_train={100: 1.5, 200: 1.5}, checkpoints=[100, 200])
     result = an.analyze(m)
-    assert result.best.step == 200
+    assert result.recommended.step == 200
     assert result.best_val_step == 100
 
 
@@ -69,7 +69,7 @@ def test_a_clearly_better_validation_loss_wins_over_stability():
                    checkpoints=[2, 10, 20])
     rows = {s.step: s for s in an.score_checkpoints(m)}
     assert rows[10].score > rows[2].score  # on the raw score alone the early checkpoint would win
-    assert an.analyze(m).best.step == 10
+    assert an.analyze(m).recommended.step == 10
 
 
 def test_deleted_checkpoints_are_scored_but_never_chosen(tmp_path):
@@ -77,13 +77,13 @@ def test_deleted_checkpoints_are_scored_but_never_chosen(tmp_path):
     run = write_run(tmp_path, "r", events, checkpoint_dirs=[200, 300])  # step 100 (the best) was pruned
     result = an.analyze(load_run(run))
     assert [c.step for c in result.checkpoints] == [100, 200, 300]
-    assert result.best.step == 200
+    assert result.recommended.step == 200
 
 
 def test_without_validation_the_recent_training_loss_decides():
     m = metrics_of(curve(300, tau=50), checkpoints=[100, 200, 300])
     result = an.analyze(m)
-    assert result.best.step == 300 and result.best.val_loss is None
+    assert result.recommended.step == 300 and result.recommended.val_loss is None
     assert "no_validation" in rules_fired(m)
 
 
@@ -91,12 +91,12 @@ def test_torn_last_line_and_unknown_keys_are_ignored(tmp_path):
     events = make_events(curve(50), val={50: 2.0}, checkpoints=[50])
     events[3]["something_new"] = {"nested": True}
     result = an.analyze(load_run(write_run(tmp_path, "r", events, checkpoint_dirs=[50], torn_tail=True)))
-    assert result.steps_done == 50 and result.best.name == "step_000050"
+    assert result.steps_done == 50 and result.recommended.name == "step_000050"
 
 
 def test_empty_run_is_analysed_without_error():
     result = an.analyze(RunMetrics.from_events([]))
-    assert result.best is None and result.steps_done == 0 and result.stability == "unknown"
+    assert result.recommended is None and result.steps_done == 0 and result.stability == "unknown"
     assert result.to_dict()["final_loss"] is None
 
 

@@ -138,16 +138,16 @@ def test_cpu_env_defaults_keep_the_users_choice(monkeypatch: pytest.MonkeyPatch)
     import os
 
     from forgellm.bench.training import _plain_env
-    from forgellm.cli import main
+    from forgellm import cpu_env
 
-    monkeypatch.setattr(main, "APPLIED_ENV", set())
+    monkeypatch.setattr(cpu_env, "APPLIED_ENV", set())
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    main.apply_cpu_env_defaults()
+    cpu_env.apply_cpu_env_defaults()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in os.environ  # the user's choice
     assert _plain_env()["OMP_WAIT_POLICY"] == "ACTIVE"
     monkeypatch.delenv("OMP_WAIT_POLICY")
-    main.apply_cpu_env_defaults()
+    cpu_env.apply_cpu_env_defaults()
     # ForgeLLM bounds the idle spin of OpenMP threads; a baseline (a user's own script) runs without that default.
     assert os.environ["GOMP_SPINCOUNT"] == "20000" and "GOMP_SPINCOUNT" not in _plain_env()
     monkeypatch.delenv("GOMP_SPINCOUNT")

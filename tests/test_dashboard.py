@@ -56,7 +56,7 @@ def test_dashboard_data_shape(tmp_path):
     assert len(entry["series"]["train_loss"]["x"]) <= 200
     assert entry["series"]["train_loss"]["x"][-1] == 3000
     assert entry["series"]["val_loss"]["x"] == list(range(500, 3001, 500))
-    assert entry["analysis"]["best"]["name"] in ("step_001500", "step_003000")
+    assert entry["analysis"]["recommended"]["name"] in ("step_001500", "step_003000")
 
 
 def test_png_dashboard_of_one_run(tmp_path):
@@ -65,7 +65,7 @@ def test_png_dashboard_of_one_run(tmp_path):
     result = invoke("dashboard", str(run))
     assert result.exit_code == 0, result.output
     assert (run / "dashboard.png").read_bytes().startswith(PNG_MAGIC)
-    assert "best checkpoint step_000500" in result.output
+    assert "recommended step_000500" in result.output
 
 
 def test_html_dashboard_compares_runs_and_is_self_contained(tmp_path):

@@ -25,7 +25,7 @@ from forgellm.cli.main import root
 from forgellm.errors import UserError
 from forgellm.training.distributed import SINGLE, reshard_position
 from forgellm.training.distributed_launch import mlx_command, read_hostfile, torch_commands
-from forgellm.training.metrics import read_metrics
+from forgellm.runs.events import read_events
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 
 LOSS_TOLERANCE = 1e-4  # relative, per logged step
@@ -39,7 +39,7 @@ def forgellm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def events(run_dir: Path, kind: str) -> list[dict]:
-    return [e for e in read_metrics(run_dir / "metrics.jsonl") if e["event"] == kind]
+    return [e for e in read_events(run_dir / "metrics.jsonl") if e["event"] == kind]
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -208,7 +208,7 @@ def _assert_failed_naming_rank_1(launcher: subprocess.Popen, run_dir: Path, seen
     """The launch ends non-zero, and the run's last event and status say rank 1 stopped, as ``seen``."""
     stderr = _stderr_at_end(launcher)
     assert launcher.returncode != 0
-    last = read_metrics(run_dir / "metrics.jsonl")[-1]
+    last = read_events(run_dir / "metrics.jsonl")[-1]
     assert last["event"] == "error" and f"worker rank 1 of 2 stopped ({seen}" in last["message"], last
     assert "worker rank 1 of 2 stopped" in stderr
     assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"

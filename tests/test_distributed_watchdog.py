@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from forgellm.training.metrics import read_metrics
+from forgellm.runs.events import read_events
 
 RANK_ZERO = """
 import socket, sys, threading, time
@@ -44,7 +44,7 @@ def test_a_stuck_rank_zero_records_the_lost_worker_and_exits(tmp_path: Path) -> 
     result = _rank_zero(tmp_path, main_records_first=False)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "error: worker rank 1 of 2 stopped (rank 0 saw: no collective had failed" in result.stderr
-    events = read_metrics(tmp_path / "metrics.jsonl")
+    events = read_events(tmp_path / "metrics.jsonl")
     assert [e["event"] for e in events] == ["error"] and "--resume" in events[0]["message"]
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "failed"
 
@@ -52,5 +52,5 @@ def test_a_stuck_rank_zero_records_the_lost_worker_and_exits(tmp_path: Path) -> 
 def test_the_main_threads_own_error_is_the_only_one(tmp_path: Path) -> None:
     result = _rank_zero(tmp_path, main_records_first=True)
     assert result.returncode == 0, result.stderr[-2000:]  # the watch left the process alone
-    events = read_metrics(tmp_path / "metrics.jsonl")
+    events = read_events(tmp_path / "metrics.jsonl")
     assert [e["message"] for e in events] == ["the collective failed: connection closed by peer"]

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from forgellm.cli.main import root
 from forgellm.errors import UserError
-from forgellm.training.metrics import read_metrics
+from forgellm.runs.events import read_events
 from tests.cli_helpers import forgellm
 from tests.training_helpers import preference_pairs, tiny_config_values, write_config
 
@@ -49,12 +49,12 @@ def test_a_tiny_model_learns_to_prefer_the_chosen_responses(workspace, tiny_mode
                                                  fine_tune_type=fine_tune_type, learning_rate=lr, max_iterations=24,
                                                  steps_per_eval=12, save_every=12, engine=engine)))
     assert run.parent == workspace / "models/ift"  # a preference run lives beside the IFT runs
-    evals = read_metrics(run / "metrics.jsonl", event="eval")
+    evals = read_events(run / "metrics.jsonl", event="eval")
     first, last = evals[0], evals[-1]
     assert set(f"val_{m}" for m in PREFERENCE_METRICS) <= set(last) and "val_ppl" not in last
     assert last["val_accuracy"] >= 0.9 > first["val_accuracy"] - 0.3  # held-out pairs: well above chance
     assert last["val_loss"] < first["val_loss"] and last["val_margin"] > first["val_margin"]
-    train = read_metrics(run / "metrics.jsonl", event="train")
+    train = read_events(run / "metrics.jsonl", event="train")
     assert all(set(PREFERENCE_METRICS) <= set(e) for e in train)
     assert (run / "final").is_dir()
     stored = list((workspace / "pairs").glob("reference-*/train.npy"))
@@ -73,7 +73,7 @@ def test_resume_mid_run_equals_the_uninterrupted_run(workspace, tiny_model_dir):
     train_cli("--resume", str(cut))
 
     def after_resume(run: Path, event: str) -> dict[int, dict]:
-        events = read_metrics(run / "metrics.jsonl")
+        events = read_events(run / "metrics.jsonl")
         start = max((i for i, e in enumerate(events) if e["event"] == "resume"), default=0)
         return {e["step"]: e for e in events[start:] if e["event"] == event}
 

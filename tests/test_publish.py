@@ -24,7 +24,8 @@ def two_checkpoint_run(workspace: Path, base: Path, *, fmt: str = "peft", name: 
     """A run whose best checkpoint (lowest validation loss) is step 10, not the last one (step 20)."""
     events = make_events(curve(20), val={10: 1.5, 20: 2.5}, checkpoints=[10, 20])
     run = write_run(workspace, name, events, config={"model_name": str(base), "engine": "torch" if fmt == "peft" else "mlx",
-                                                       "training_type": "cpt", "fine_tune_type": "lora"})
+                                                       "training_type": "cpt", "fine_tune_type": "lora"},
+                    checkpoint_dirs=[10, 20])
     make = make_peft_adapter if fmt == "peft" else make_mlx_adapter
     for seed, step in enumerate((10, 20)):
         make(base, run / "checkpoints" / f"step_{step:06d}", seed=seed)

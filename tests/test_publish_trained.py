@@ -21,6 +21,7 @@ from safetensors.numpy import load_file
 
 from forgellm.analysis.analyze import analyze
 from forgellm.analysis.runs import load_run
+from forgellm.runs.checkpoints import read_best
 from forgellm.cli.main import root
 from forgellm.engines import load_model
 from forgellm.engines.base import SamplingParams
@@ -99,13 +100,14 @@ def test_analysis_and_dashboards_of_a_trained_run(engine, run_in_workspace):
     assert result.steps_done == STEPS and result.total_steps == STEPS
     assert [c.name for c in result.checkpoints] == on_disk == [f"step_{s:06d}" for s in range(3, STEPS + 1, 3)]
     assert all(c.val_loss is not None and c.train_loss is not None for c in result.checkpoints)
-    assert result.best is not None and result.best.name != on_disk[-1]
+    assert result.recommended is not None and result.recommended.name != on_disk[-1]
+    assert result.best_checkpoint == read_best(run)["checkpoint"]
     assert result.best_val_step < STEPS and result.throughput["mean"] > 0
     json.dumps(result.to_dict(), allow_nan=False)
     output = ok("dashboard", str(run), "--format", "html")
-    assert f"best checkpoint {result.best.name}" in output
+    assert f"best checkpoint {result.best_checkpoint}" in output and f"recommended {result.recommended.name}" in output
     page = (run / "dashboard.html").read_text()
-    assert "Chart.js v4" in page and result.best.name in page
+    assert "Chart.js v4" in page and result.recommended.name in page
     ok("dashboard", str(run))
     assert (run / "dashboard.png").read_bytes().startswith(b"\x89PNG")
 
@@ -113,7 +115,7 @@ def test_analysis_and_dashboards_of_a_trained_run(engine, run_in_workspace):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_fuse_takes_the_best_checkpoint_of_a_trained_run(engine, run_in_workspace, tiny_model_dir):
     run = run_in_workspace(engine)
-    best = analyze(load_run(run)).best.name
+    best = read_best(run)["checkpoint"]  # the trainer's: what --checkpoint best means
     latest = sorted((run / "checkpoints").glob("step_*"))[-1]
     assert best != latest.name
     output = ok("fuse", str(run))
@@ -130,7 +132,7 @@ def test_fuse_takes_the_best_checkpoint_of_a_trained_run(engine, run_in_workspac
 @pytest.mark.parametrize("engine", ENGINES)
 def test_publish_a_trained_run(engine, run_in_workspace, workspace, tiny_model_dir):
     run = run_in_workspace(engine)
-    best = analyze(load_run(run)).best.name
+    best = read_best(run)["checkpoint"]  # the trainer's: what --checkpoint best means
     output = ok("publish", f"cpt/{run.name}", "--name", f"pub-{engine}", "--gguf")
     out = workspace / "models" / "published" / f"pub-{engine}"
     assert best in output and str(out) in output

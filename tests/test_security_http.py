@@ -84,7 +84,7 @@ def test_errors_are_json_never_html(client):
     for path, status in cases.items():
         response = client.get(path)
         assert response.status_code == status
-        assert response.is_json and set(response.get_json()["error"]) == {"message", "type"}
+        assert response.is_json and set(response.get_json()["error"]) == {"message", "type", "field", "param"}
         assert b"Traceback" not in response.data and b"<html" not in response.data.lower()
     wrong_method = client.delete("/api/status")
     assert wrong_method.status_code == 405 and wrong_method.is_json and "GET" in wrong_method.headers["Allow"]

@@ -118,18 +118,22 @@ def test_adapter_loads_by_itself_or_with_its_model(http: httpx.Client, tiny_mode
 
 
 def _run_folder(base: Path, out: Path) -> Path:
-    """A training run as the trainer leaves it (docs/run-format.md): two checkpoints, the best one
-    named by best.json, and final weights; each a different adapter."""
-    (out / "checkpoints").mkdir(parents=True)
-    (out / ".forgellm-run").write_text("{}")
-    build_peft_adapter(base, out / "checkpoints" / "step_000010", seed=1)
-    build_peft_adapter(base, out / "checkpoints" / "step_000020", seed=2)
-    (out / "checkpoints" / "best.json").write_text('{"checkpoint": "step_000010"}')
+    """A training run written by the trainer's writers: two checkpoints (each a different adapter),
+    the best one (lower validation loss) named by best.json, and final weights."""
+    from forgellm.training.checkpoints import CheckpointStore
+    from forgellm.training.run import prepare_folder
+
+    prepare_folder(out, overwrite=False).release()
+    store = CheckpointStore(out, max_keep=5)
+    for seed, (step, val) in enumerate(((10, 1.0), (20, 2.0)), start=1):
+        store.save(step, {"step": step, "val_loss": val}, lambda folder, seed=seed: build_peft_adapter(base, folder, seed=seed))
     build_peft_adapter(base, out / "final", seed=3)
     return out
 
 
 def test_adapter_as_run_folder_or_checkpoint(http: httpx.Client, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from forgellm.training.run import prepare_folder
+
     run = _run_folder(tiny_model_dir, tmp_path / "my-run")
     raw = {"prompt": "The quick brown fox", "format": "raw", "temperature": 1, "seed": 1, "max_tokens": 8}
 
@@ -151,10 +155,9 @@ def test_adapter_as_run_folder_or_checkpoint(http: httpx.Client, tiny_model_dir:
     assert best["adapter"] == "my-run/checkpoints/step_000010"
     assert best_text not in (final_text, checkpoint_text)
     bare = tmp_path / "empty-run"
-    (bare / "checkpoints").mkdir(parents=True)
-    (bare / ".forgellm-run").write_text("{}")
+    prepare_folder(bare, overwrite=False).release()
     refused = http.post("/api/model/load", json={"model": str(tiny_model_dir), "adapter": str(bare)})
-    assert refused.status_code == 404 and "no final weights or checkpoints" in refused.json()["error"]["message"]
+    assert refused.status_code == 404 and "has no checkpoints yet" in refused.json()["error"]["message"]
     http.post("/api/model/unload", json={"all": True}).raise_for_status()
 
 

@@ -1,9 +1,10 @@
 """`forgellm start` as a user runs it: with an access token, a model server killed while serving
-comes back, the web app reports the restart (HTTP and SocketIO), and SIGTERM stops every
-process it started."""
+comes back with the model it had loaded, the cut stream ends with an error event, the web app
+reports the restart (HTTP and SocketIO), and SIGTERM stops every process it started."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -53,17 +54,22 @@ def test_with_a_token_a_killed_server_is_restarted_and_reported_and_sigterm_leav
                 if len(streamed) == 3:
                     os.kill(server, signal.SIGKILL)
         assert len(streamed) >= 3 and not any("[DONE]" in line for line in streamed), "the stream ended early"
+        events = [json.loads(line[len("data: "):]) for line in streamed if line.startswith("data: {")
+                  and line.endswith("}")]
+        assert not any(e.get("type") == "done" for e in events)
+        assert events[-1]["type"] == "error" and events[-1]["error"]["type"] == "server_unavailable", streamed[-3:]
 
         assert wait_for(lambda: http.get("/api/server/status").json()["restarts"] == 1, 120), app.log()
         restarted = http.get("/api/server/status").json()
-        assert restarted["up"] and restarted["restarted_at"] and not restarted["status"]["loaded"]
+        assert restarted["up"] and restarted["restarted_at"]
         assert wait_for(lambda: any(s["restarts"] == 1 and s["up"] for s in statuses), 10), statuses
         assert not alive(server) and app.child("forgellm server") != server
 
-        # The restarted server serves again.
-        assert http.post("/api/model/load", json={"model": "tiny"}).status_code == 200
+        # The restarted server loaded its model again: generate works without a load.
         answer = http.post("/api/model/generate", json={"prompt": "Once", "max_tokens": 4})
-        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] >= 1
+        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] >= 1, answer.text
+        assert answer.json()["model"] == "tiny"
+        assert http.get("/api/model/status").json()["loaded"]
         assert wait_for(lambda: http.get("/api/training/status").json()["active"], 60)
     finally:
         if sio.connected:

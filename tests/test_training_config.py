@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from forgellm.cli.main import root
 from forgellm.errors import UserError
 from forgellm.training.config import build_config, config_keys, parse_overrides
-from forgellm.training.metrics import read_metrics
+from forgellm.runs.events import read_events
 from forgellm.training.schedule import learning_rate
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 
@@ -108,7 +108,7 @@ def test_nan_loss_stops_with_error_event_and_keeps_last_good_checkpoint(workspac
     assert result.exit_code != 0
     assert "loss became" in str(result.exception)
     run = workspace / "models/cpt/nan"
-    errors = read_metrics(run / "metrics.jsonl", event="error")
+    errors = read_events(run / "metrics.jsonl", event="error")
     assert errors and "loss became" in errors[-1]["message"]
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
     checkpoints = sorted((run / "checkpoints").glob("step_*"))

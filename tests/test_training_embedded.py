@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from forgellm.cli.main import root
-from forgellm.training.metrics import read_metrics
+from forgellm.runs.events import read_events
 
 SAMPLE = Path(__file__).resolve().parents[1] / "dataset/sample"
 
@@ -29,7 +29,7 @@ def test_embedded_model_cpt_then_ift_on_the_sample_data(workspace, embedded_mode
               "--set", "max_iterations=3", "--set", "steps_per_eval=3", "--set", "val_batches=2",
               "--set", "warmup_steps=0", "--set", "data_mixture_ratio=1.0", "--set", "engine=torch"]
     cpt = _train(*common, "--set", "input_dir=cpt", "--set", "run_name=c", "--set", "learning_rate=1e-3")
-    evals = read_metrics(cpt / "metrics.jsonl", event="eval")
+    evals = read_events(cpt / "metrics.jsonl", event="eval")
     assert [e["step"] for e in evals] == [0, 3] and evals[-1]["val_loss"] < evals[0]["val_loss"]
     assert json.loads((cpt / "data_stats.json").read_text())["mode"] == "cpt"
 
@@ -38,4 +38,4 @@ def test_embedded_model_cpt_then_ift_on_the_sample_data(workspace, embedded_mode
     stats = json.loads((ift / "data_stats.json").read_text())
     assert stats["mode"] == "ift" and 0 < stats["train_target_tokens"] < stats["train_tokens"]  # assistant-only loss
     assert json.loads((ift / "final/adapter_config.json").read_text())["base_model_name_or_path"]
-    assert read_metrics(ift / "metrics.jsonl", event="done")[-1]["status"] == "completed"
+    assert read_events(ift / "metrics.jsonl", event="done")[-1]["status"] == "completed"

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from forgellm.cli.main import root
-from forgellm.training.metrics import read_metrics
+from forgellm.runs.events import read_events
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 
 FORGELLM = Path(sys.executable).with_name("forgellm")
@@ -77,7 +77,7 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_complete_one(wo
     resumed = _forgellm(workspace, "train", "--resume", str(run), "--set", f"max_iterations={last + 2}")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    events = read_metrics(run / "metrics.jsonl")
+    events = read_events(run / "metrics.jsonl")
     resume = next(e for e in events if e["event"] == "resume")
     assert resume["step"] == last  # continued from the last complete checkpoint
     assert events[-1]["event"] == "done" and events[-1]["status"] == "completed"
@@ -112,7 +112,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_clearly_and_keeps_the_saved_o
     assert {p.name: p.stat().st_size for p in saved.iterdir()} == before
     assert _checkpoint_weights_finite(saved)
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir()) == ["step_000002"]  # no partial one
-    error = read_metrics(run / "metrics.jsonl", event="error")[-1]
+    error = read_events(run / "metrics.jsonl", event="error")[-1]
     assert "cannot write" in error["message"]
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from forgellm.cli.main import root
-from forgellm.training.metrics import read_metrics
+from forgellm.runs.events import read_events
 from tests.training_helpers import patterned_sequences, prepared_data, tiny_config_values, write_config
 
 ENGINES = ["torch", "mlx"]
@@ -35,7 +35,7 @@ def config_file(workspace: Path, model: Path, **overrides) -> Path:
 
 
 def train_losses(run: Path, after: str | None = None) -> dict[int, float]:
-    events = read_metrics(run / "metrics.jsonl")
+    events = read_events(run / "metrics.jsonl")
     if after is not None:  # only the events written after the last `after` event
         last = max(i for i, e in enumerate(events) if e["event"] == after)
         events = events[last:]
@@ -52,7 +52,7 @@ def test_loss_falls_and_run_folder_is_complete(workspace, tiny_model_dir, engine
     assert run == workspace / "models/cpt/r"
     losses = train_losses(run)
     assert len(losses) == 20 and losses[20] < losses[1] - 0.5, losses
-    events = [e["event"] for e in read_metrics(run / "metrics.jsonl")]
+    events = [e["event"] for e in read_events(run / "metrics.jsonl")]
     assert events[0] == "start" and events[-1] == "done" and events.count("eval") == 5
     for name in ("config.yaml", "metrics.jsonl", "train.log", "data_stats.json", "status.json", ".forgellm-run"):
         assert (run / name).exists(), name
@@ -114,7 +114,7 @@ def test_early_stopping_on_an_overfitting_setup(workspace, tiny_model_dir, engin
                       steps_per_eval=2, save_every=2, overfitting_threshold=0.002, early_stopping_patience=2,
                       warmup_steps=0, lr_schedule="constant")
     run = train_cli("--config", str(cfg))
-    events = read_metrics(run / "metrics.jsonl")
+    events = read_events(run / "metrics.jsonl")
     kinds = [e["event"] for e in events]
     assert "overfitting" in kinds and "early_stop" in kinds
     done = events[-1]
@@ -135,7 +135,7 @@ def test_sigterm_saves_a_loadable_checkpoint_and_resume_finishes(workspace, tiny
                             env={**os.environ, "FORGELLM_HOME": str(workspace)})
     metrics = workspace / "models/cpt/sig/metrics.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and not any(e["step"] >= 3 for e in read_metrics(metrics, event="train")):
+    while time.time() < deadline and not any(e["step"] >= 3 for e in read_events(metrics, event="train")):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -143,12 +143,12 @@ def test_sigterm_saves_a_loadable_checkpoint_and_resume_finishes(workspace, tiny
     assert "--resume" in err and out.strip().endswith("sig")
     run = workspace / "models/cpt/sig"
     assert json.loads((run / "status.json").read_text())["status"] == "stopped"
-    done = read_metrics(metrics, event="done")[-1]
+    done = read_events(metrics, event="done")[-1]
     assert done["status"] == "stopped"
     checkpoint = run / "checkpoints" / f"step_{done['step']:06d}"
     assert (checkpoint / "trainer_state.json").exists()
     resumed = train_cli("--resume", str(run), "--set", f"max_iterations={done['step'] + 2}")
-    assert read_metrics(resumed / "metrics.jsonl", event="done")[-1]["status"] == "completed"
+    assert read_events(resumed / "metrics.jsonl", event="done")[-1]["status"] == "completed"
 
 
 def _adapter_tensors(final: Path, engine: str) -> dict:
@@ -167,7 +167,7 @@ def test_num_layers_trains_only_the_top_blocks(workspace, tiny_model_dir, engine
                                                 max_iterations=2, run_name="top")))
     names = list(_adapter_tensors(run / "final", engine))
     assert names and all(".layers.1." in n for n in names), names  # the tiny model has blocks 0 and 1
-    start = read_metrics(run / "metrics.jsonl", event="start")[0]
+    start = read_events(run / "metrics.jsonl", event="start")[0]
     assert 0 < start["trainable_params"] < start["total_params"]
 
 
@@ -222,10 +222,10 @@ def test_ift_continues_the_adapter_of_a_cpt_run(workspace, tiny_model_dir, engin
                                                 training_type="ift", model_name=str(cpt), max_iterations=2)))
     assert ift == workspace / "models/ift/i"
     # Same validation data: the IFT run starts exactly where the CPT adapter ended.
-    cpt_end = read_metrics(cpt / "metrics.jsonl", event="eval")[-1]["val_loss"]
-    ift_start = read_metrics(ift / "metrics.jsonl", event="eval")[0]["val_loss"]
+    cpt_end = read_events(cpt / "metrics.jsonl", event="eval")[-1]["val_loss"]
+    ift_start = read_events(ift / "metrics.jsonl", event="eval")[0]["val_loss"]
     assert ift_start == pytest.approx(cpt_end, rel=1e-4)
-    assert ift_start < read_metrics(cpt / "metrics.jsonl", event="eval")[0]["val_loss"] - 0.2  # the adapter moved it
+    assert ift_start < read_events(cpt / "metrics.jsonl", event="eval")[0]["val_loss"] - 0.2  # the adapter moved it
 
 
 def test_plain_progress_lines_off_a_terminal(workspace, tiny_model_dir):

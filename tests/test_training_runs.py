@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from forgellm.cli.main import root
 from forgellm.training.evaluate import is_correct, normalise
-from forgellm.training.metrics import MetricsWriter, read_metrics
+from forgellm.runs.events import Event, MetricsWriter, read_events
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 
 
@@ -31,11 +31,12 @@ def tiny_run(workspace, tiny_model_dir):
 def test_read_metrics_skips_a_torn_last_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     writer = MetricsWriter(path)
-    writer.write("train", 1, loss=2.0, grad_norm=float("nan"))
+    writer.write(Event.TRAIN, 1, loss=2.0, grad_norm=float("nan"), learning_rate=1e-4, tokens=8, trained_tokens=8,
+                 tokens_per_second=1.0, peak_memory_gb=0.1, elapsed=1.0)
     writer.close()
     with open(path, "a") as fh:
         fh.write('{"event": "train", "step": 2, "lo')
-    events = read_metrics(path)
+    events = read_events(path)
     assert [e["step"] for e in events] == [1] and events[0]["grad_norm"] is None
 
 
@@ -88,16 +89,16 @@ def test_eval_reports_qa_and_perplexities(tiny_run, workspace):
 
 def test_eval_unknown_checkpoint(tiny_run):
     result = CliRunner().invoke(root, ["eval", "tiny", "--checkpoint", "999"])
-    assert result.exit_code != 0 and "has no checkpoint '999'" in str(result.exception)
+    assert result.exit_code != 0 and "has no checkpoint at step 999" in str(result.exception)
 
 
 def test_writing_after_a_torn_line_starts_a_new_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"event": "train", "step": 1}\n{"event": "train", "st')
     writer = MetricsWriter(path)
-    writer.write("resume", 1)
+    writer.write(Event.ERROR, 1, message="disk full")
     writer.close()
-    assert [(e["event"], e["step"]) for e in read_metrics(path)] == [("train", 1), ("resume", 1)]
+    assert [(e["event"], e["step"]) for e in read_events(path)] == [("train", 1), ("error", 1)]
 
 
 def test_qa_accepts_aliases_and_a_folder(tmp_path):
@@ -152,5 +153,5 @@ def test_a_validation_split_smaller_than_a_batch_still_evaluates(workspace, tiny
     prepared_data(workspace / "prepared", train=16, val=3)  # 3 validation sequences, batch_size 4
     values = tiny_config_values(tiny_model_dir, run_name="small-val", max_iterations=2, steps_per_eval=2, save_every=2)
     invoke("train", "--config", str(write_config(workspace / "c.yaml", **values)))
-    evals = [e for e in read_metrics(workspace / "models/cpt/small-val/metrics.jsonl") if e["event"] == "eval"]
+    evals = [e for e in read_events(workspace / "models/cpt/small-val/metrics.jsonl") if e["event"] == "eval"]
     assert [e["step"] for e in evals] == [0, 2] and all(e["val_loss"] > 0 for e in evals)

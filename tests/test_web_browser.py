@@ -260,16 +260,41 @@ def test_a_page_that_reconnects_catches_up_without_gaps_or_duplicates(page, star
     (run / "status.json").write_text(json.dumps({"status": "stopped", "pid": 1, "step": 12}))
 
 
-def test_a_killed_model_server_is_restarted_and_the_page_says_so(page, started: StartedApp):
+def test_a_model_server_killed_mid_answer_comes_back_with_its_model_and_the_page_says_so(page, started: StartedApp):
     open_app(page, started, "testing")
     page.wait_for_function("document.querySelector('#server-badge').textContent.startsWith('server: up')")
+    page.wait_for_selector("#test-model option[value=tiny]", state="attached")
+    page.select_option("#test-model", "tiny")
+    page.click("#test-load")
+    page.wait_for_function("document.querySelector('#test-loaded').textContent.startsWith('loaded: tiny')",
+                           timeout=120_000)
+    page.click("#tab-testing details > summary")
+    page.fill("#s-max_tokens", "4000")
+    page.fill("#s-temperature", "1")
+    page.fill("#chat-input", "Tell me everything about Orlemund.")
+    page.press("#chat-input", "Enter")
+    page.wait_for_function("(document.querySelector('#chat-a .msg.assistant:last-child .text') || {}).textContent",
+                           timeout=60_000)
     server = started.child("forgellm server")
     os.kill(server, signal.SIGKILL)
+
+    # The cut answer ends with an error mark that says what happened, not silently.
+    page.wait_for_selector("#chat-a .msg.assistant:last-child .meta.error", timeout=60_000)
+    mark = page.inner_text("#chat-a .msg.assistant:last-child .meta.error")
+    assert "the model server restarted; reloading" in mark, mark
     page.wait_for_function("document.querySelector('#server-badge').textContent.includes('restarted 1×')",
                            timeout=120_000)
     assert not alive(server) and started.child("forgellm server") != server
-    assert "restarted" in page.inner_text("#toast")
+    assert "reloading tiny" in page.inner_text("#toast")
     shot(page, "server-restarted")
+    # Back with its model, no load needed: the next question is answered.
+    page.wait_for_function("document.querySelector('#test-loaded').textContent.startsWith('loaded: tiny')",
+                           timeout=120_000)
+    page.fill("#s-max_tokens", "8")
+    page.fill("#chat-input", "And its river?")
+    page.press("#chat-input", "Enter")
+    page.wait_for_function("(document.querySelector('#chat-a .msg.assistant:last-child .meta') || {}).textContent"
+                           "?.includes('tokens')", timeout=120_000)
 
 
 def test_a_preference_run_from_the_form_watched_to_completion(page, started: StartedApp):

@@ -10,36 +10,43 @@ import time
 from pathlib import Path
 
 
+_HELD_LOCKS: list = []  # run locks this test process holds for runs it pretends to train
+
+
 def write_run(workspace: Path, rid: str = "cpt/demo", *, steps: int = 10, status: str = "done",
               pid: int | None = None) -> Path:
-    """A finished run folder as docs/run-format.md describes it (what the trainer writes)."""
+    """A run folder written by the trainer's own writers (folder and lock, events, checkpoints,
+    status). ``status="running"`` with ``pid=os.getpid()``: this process keeps holding the run lock,
+    as a live trainer does; with another pid the lock is released, as when a trainer was killed."""
+    from forgellm.runs.events import MetricsWriter
+    from forgellm.training.callbacks import StatusFile
+    from forgellm.training.checkpoints import CheckpointStore
+    from forgellm.training.run import prepare_folder
+
     run = workspace / "models" / rid
-    (run / "checkpoints").mkdir(parents=True)
-    (run / ".forgellm-run").write_text("")
-    now = time.time()
-    events = [{"event": "start", "time": now, "step": 0, "total_steps": steps, "run_name": run.name,
-               "training_type": "cpt", "fine_tune_type": "lora", "engine": "torch", "model": "tiny"}]
+    run_lock = prepare_folder(run, overwrite=False)
+    (run / "config.yaml").write_text(f"model_name: tiny\ntraining_type: {run.parent.name}\nmax_iterations: {steps}\n")
+    writer = MetricsWriter(run / "metrics.jsonl")
+    store = CheckpointStore(run, max_keep=1000)
+    writer.write("start", 0, total_steps=steps, run_name=run.name, training_type="cpt", fine_tune_type="lora",
+                 engine="torch", model="tiny", trainable_params=1, total_params=1, world_size=1, global_batch_size=4)
     for step in range(1, steps + 1):
-        events.append({"event": "train", "time": now + step, "step": step, "loss": 3.0 - 0.1 * step,
-                       "learning_rate": 1e-3, "tokens": 64, "trained_tokens": 64 * step, "tokens_per_second": 100.0,
-                       "grad_norm": 1.0, "peak_memory_gb": 0.5, "elapsed": float(step)})
+        writer.write("train", step, loss=3.0 - 0.1 * step, learning_rate=1e-3, tokens=64, trained_tokens=64 * step,
+                     tokens_per_second=100.0, grad_norm=1.0, peak_memory_gb=0.5, elapsed=float(step))
         if step % 5 == 0:
-            events.append({"event": "eval", "time": now + step, "step": step, "val_loss": 3.1 - 0.1 * step,
-                           "val_ppl": 20.0, "train_loss": 3.0 - 0.1 * step})
-            name = f"step_{step:06d}"
-            (run / "checkpoints" / name).mkdir()
-            (run / "checkpoints" / name / "trainer_state.json").write_text(
-                json.dumps({"step": step, "val_loss": 3.1 - 0.1 * step}))
-            (run / "checkpoints" / "best.json").write_text(json.dumps({"checkpoint": name, "val_loss": 3.1 - 0.1 * step}))
-            events.append({"event": "checkpoint", "time": now + step, "step": step,
-                           "path": f"checkpoints/{name}", "val_loss": 3.1 - 0.1 * step})
+            val = 3.1 - 0.1 * step
+            writer.write("eval", step, val_loss=val, val_ppl=20.0, train_loss=3.0 - 0.1 * step)
+            path = store.save(step, {"step": step, "val_loss": val}, lambda folder: None)
+            writer.write("checkpoint", step, path=str(path.relative_to(run)), val_loss=val)
     if status == "done":
-        events.append({"event": "done", "time": now + steps, "step": steps, "status": "completed",
-                       "best_checkpoint": f"step_{steps - steps % 5:06d}", "best_val_loss": 3.1 - 0.1 * steps,
-                       "final_loss": 3.0 - 0.1 * steps})
-    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    (run / "status.json").write_text(json.dumps({"status": status, "pid": pid or 1, "step": steps, "updated": now}))
-    (run / "config.yaml").write_text("model_name: tiny\n")
+        writer.write("done", steps, status="completed", best_checkpoint=f"step_{steps - steps % 5:06d}",
+                     best_val_loss=3.1 - 0.1 * steps, final_loss=3.0 - 0.1 * steps)
+    writer.close()
+    StatusFile(run / "status.json", steps).write(status, steps)
+    if status == "running" and pid == os.getpid():
+        _HELD_LOCKS.append(run_lock)
+    else:
+        run_lock.release()
     return run
 
 

@@ -1,6 +1,6 @@
-"""Which checkpoint is best and why, and what the curves say to do next.
+"""Which checkpoint to recommend and why, and what the curves say to do next.
 
-The best checkpoint minimises a composite score (lower is better), each term relative so
+The recommended checkpoint minimises a composite score (lower is better), each term relative so
 runs of any loss scale compare:
 
     score = (val_loss / best_val_loss - 1)                         how far from the best validation loss
@@ -13,7 +13,7 @@ with a straight line: its residuals measure noise, its slope how far from conver
 without validation uses the mean of the recent training losses in place of the validation
 loss (and no gap).
 
-The other terms break near-ties only: the best is the lowest score among the checkpoints whose
+The other terms break near-ties only: the recommended one is the lowest score among the checkpoints whose
 validation loss is within ``NEAR_BEST`` of the lowest one, so a stable checkpoint never wins
 over a clearly better validation loss (early in a short run the drift term alone can be large). docs/analysis.md explains the choice of weights and each rule.
 
@@ -74,7 +74,8 @@ class Analysis:
     final_loss: float | None
     best_val_loss: float | None
     best_val_step: int | None
-    best: CheckpointScore | None
+    recommended: CheckpointScore | None  # the composite score's pick; may differ from the trainer's best
+    best_checkpoint: str | None  # the trainer's best (checkpoints/best.json, by best_metric)
     checkpoints: list[CheckpointScore]
     overfitting_onset: int | None  # first evaluation step of a sustained rise of the validation loss
     noise: float | None  # relative variation of the recent training losses
@@ -211,7 +212,8 @@ def analyze(metrics: RunMetrics) -> Analysis:
         final_loss=float(finite[-1]) if len(finite) else None,
         best_val_loss=float(val[best_idx]) if best_idx is not None else None,
         best_val_step=int(metrics.evals.step[best_idx]) if best_idx is not None else None,
-        best=min(_near_best(available), key=lambda s: s.score) if available else None,
+        recommended=min(_near_best(available), key=lambda s: s.score) if available else None,
+        best_checkpoint=(metrics.best or {}).get("checkpoint"),
         checkpoints=scores,
         overfitting_onset=overfitting_onset(metrics),
         noise=noise if has_noise else None,

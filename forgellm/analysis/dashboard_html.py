@@ -56,9 +56,9 @@ function datasets(names, loss) {
                 pointRadius: val || s.x.length < 60 ? 2.5 : 0});
     });
     if (!loss) return;
-    const a = run.analysis, b = a.best;
+    const a = run.analysis, b = a.recommended;
     if (b && b.val_loss !== null)
-      out.push({label: (many ? run.name + ' ' : '') + 'best checkpoint ' + b.name, data: [{x: b.step, y: b.val_loss}],
+      out.push({label: (many ? run.name + ' ' : '') + 'recommended ' + b.name, data: [{x: b.step, y: b.val_loss}],
                 type: 'scatter', pointStyle: 'star', pointRadius: 10, borderWidth: 2, borderColor: color,
                 backgroundColor: color});
     const lossSeries = run.series.train_loss || run.series.val_loss;
@@ -130,16 +130,17 @@ def _script_json(value: Any) -> str:
 
 def _summary_table(runs: list[dict[str, Any]]) -> str:
     header = "".join(f"<th>{h}</th>" for h in ("run", "status", "steps", "final loss", "best val loss",
-                                                "best checkpoint", "stability", "tokens/s", "config"))
+                                                "best checkpoint", "recommended", "stability", "tokens/s", "config"))
     rows = []
     for run in runs:
         a = run["analysis"]
-        best = a.get("best")
+        recommended = a.get("recommended")
         cells = [run["name"], run.get("status") or "-",
                  f"{a['steps_done']}" + (f"/{a['total_steps']}" if a.get("total_steps") else ""),
                  _num(a.get("final_loss")),
                  _num(a.get("best_val_loss")) + (f" (step {a['best_val_step']})" if a.get("best_val_step") else ""),
-                 f"{best['name']} (score {best['score']:.4f})" if best else "-",
+                 a.get("best_checkpoint") or "-",
+                 f"{recommended['name']} (score {recommended['score']:.4f})" if recommended else "-",
                  a["stability"] + (f" ({a['noise']:.1%})" if a.get("noise") is not None else ""),
                  _num(a["throughput"].get("mean"), ".0f"),
                  ", ".join(f"{k}={v}" for k, v in run["config"].items())]

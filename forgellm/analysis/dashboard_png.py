@@ -62,10 +62,10 @@ def render_png(data: dict[str, Any], out: Path, *, dpi: int = 100) -> Path:
 
 
 def _mark_analysis(ax: Any, analysis: dict[str, Any], color: str) -> None:
-    best = analysis.get("best")
+    best = analysis.get("recommended")
     if best and best.get("val_loss") is not None:
         ax.scatter([best["step"]], [best["val_loss"]], marker="*", s=160, color=color, edgecolor="black",
-                   zorder=5, label=f"best {best['name']}")
+                   zorder=5, label=f"recommended {best['name']}")
     if analysis.get("overfitting_onset") is not None:
         ax.axvline(analysis["overfitting_onset"], color=color, ls=":", lw=1, label="overfitting onset")
 
@@ -75,8 +75,10 @@ def _headline(runs: list[dict[str, Any]]) -> str:
         return f"{len(runs)} runs compared: " + ", ".join(r["name"] for r in runs)
     run, a = runs[0], runs[0]["analysis"]
     parts = [run["name"], f"step {a['steps_done']}" + (f"/{a['total_steps']}" if a.get("total_steps") else "")]
-    if a.get("best"):
-        parts.append(f"best {a['best']['name']}")
+    if a.get("best_checkpoint"):
+        parts.append(f"best {a['best_checkpoint']}")
+    if a.get("recommended"):
+        parts.append(f"recommended {a['recommended']['name']}")
     if a.get("best_val_loss") is not None:
         parts.append(f"best val loss {a['best_val_loss']:.4f}")
     return " | ".join(parts)

@@ -5,23 +5,19 @@ Analysis, dashboards and the publisher all start here, so they agree on what a r
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from forgellm.errors import NotFoundError, UserError
-from forgellm.models.resolve import RUN_MARKER, resolve
-from forgellm.training.metrics import read_metrics
-from forgellm.workspace import Workspace
+from forgellm.runs.checkpoints import checkpoint_name, read_best, step_checkpoints, step_of
+from forgellm.runs.events import OPENINGS, Event, read_events
+from forgellm.runs.layout import CHECKPOINTS_DIR, METRICS_FILE, read_config
 
 TRAIN_KEYS = ("loss", "learning_rate", "tokens_per_second", "grad_norm", "peak_memory_gb", "trained_tokens", "elapsed",
               "logps_chosen")  # preference runs only (NaN elsewhere)
 EVAL_KEYS = ("val_loss", "val_ppl", "train_loss", "val_accuracy", "val_margin")  # the last two: preference runs
-STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 @dataclass
@@ -74,25 +70,28 @@ class RunMetrics:
     notices: list[dict[str, Any]] = field(default_factory=list)  # overfitting, early_stop, error events
     config: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
+    best: dict[str, Any] | None = None  # the trainer's best checkpoint (checkpoints/best.json)
 
     @classmethod
     def from_events(cls, events: list[dict[str, Any]], *, name: str = "run", run_dir: Path | None = None,
-                    config: dict[str, Any] | None = None) -> "RunMetrics":
+                    config: dict[str, Any] | None = None, best: dict[str, Any] | None = None) -> "RunMetrics":
         kinds: dict[str, list[dict[str, Any]]] = {}
         for e in events:
             if isinstance(e.get("step"), (int, float)):
                 kinds.setdefault(e["event"], []).append(e)
-        evals = Columns.from_events(kinds.get("eval", []), EVAL_KEYS)
+        evals = Columns.from_events(kinds.get(Event.EVAL, []), EVAL_KEYS)
+        openings = [e for e in events if e.get("event") in OPENINGS]
         return cls(
             name=name,
-            train=Columns.from_events(kinds.get("train", []), TRAIN_KEYS),
+            train=Columns.from_events(kinds.get(Event.TRAIN, []), TRAIN_KEYS),
             evals=evals,
-            checkpoints=_checkpoints(kinds.get("checkpoint", []), evals, run_dir),
-            start=(kinds.get("start") or [{}])[-1],
-            done=(kinds.get("done") or [None])[-1],
-            notices=[e for k in ("overfitting", "early_stop", "error") for e in kinds.get(k, [])],
+            checkpoints=_checkpoints(kinds.get(Event.CHECKPOINT, []), evals, run_dir),
+            start=openings[-1] if openings else {},  # the latest start or resume: its total_steps holds
+            done=(kinds.get(Event.DONE) or [None])[-1],
+            notices=[e for k in (Event.OVERFITTING, Event.EARLY_STOP, Event.ERROR) for e in kinds.get(k, [])],
             config=config or {},
             run_dir=run_dir,
+            best=best,
         )
 
     @property
@@ -107,49 +106,20 @@ def _checkpoints(events: list[dict[str, Any]], evals: Columns, run_dir: Path | N
     found: dict[int, Checkpoint] = {}
     for e in events:
         step = int(e["step"])
-        name = Path(str(e.get("path") or f"step_{step:06d}")).name
+        name = Path(str(e.get("path") or checkpoint_name(step))).name
         val = e.get("val_loss")
         val = float(val) if isinstance(val, (int, float)) else val_at.get(step)
-        found[step] = Checkpoint(step, name, val, exists=run_dir is None or (run_dir / "checkpoints" / name).is_dir())
-    if run_dir is not None and (run_dir / "checkpoints").is_dir():
-        for folder in (run_dir / "checkpoints").iterdir():
-            match = STEP_DIR.match(folder.name)
-            if match and folder.is_dir() and int(match.group(1)) not in found:
-                step = int(match.group(1))
+        found[step] = Checkpoint(step, name, val, exists=run_dir is None or (run_dir / CHECKPOINTS_DIR / name).is_dir())
+    if run_dir is not None:
+        for folder in step_checkpoints(run_dir):
+            step = step_of(folder)
+            if step not in found:
                 found[step] = Checkpoint(step, folder.name, val_at.get(step), exists=True)
     return [found[s] for s in sorted(found)]
-
-
-def find_run(name: str | Path, workspace: Workspace | None = None) -> Path:
-    """A run folder by path or by name under models/ (``cpt/my-run``, ``my-run``)."""
-    path = Path(name)
-    if not (path.is_dir() and _is_run(path)):
-        try:
-            path = resolve(str(name), workspace).path
-        except NotFoundError:
-            raise NotFoundError(f"run {str(name)!r} not found: pass a run folder (models/cpt/<run> or "
-                                f"models/ift/<run>) or its name") from None
-    if not _is_run(path):
-        raise UserError(f"{path} is not a training run: it has no metrics.jsonl or {RUN_MARKER} marker")
-    return path.resolve()
-
-
-def _is_run(path: Path) -> bool:
-    return (path / RUN_MARKER).exists() or (path / "metrics.jsonl").exists()
 
 
 def load_run(run_dir: Path) -> RunMetrics:
     """Read a run folder (metrics.jsonl and config.yaml); a run that has not logged yet is empty, not an error."""
     run_dir = Path(run_dir)
-    return RunMetrics.from_events(read_metrics(run_dir / "metrics.jsonl"), name=run_dir.name, run_dir=run_dir,
-                                  config=read_config(run_dir))
-
-
-def read_config(run_dir: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
+    return RunMetrics.from_events(read_events(run_dir / METRICS_FILE), name=run_dir.name, run_dir=run_dir,
+                                  config=read_config(run_dir), best=read_best(run_dir))

@@ -14,7 +14,7 @@ import numpy as np
 
 from forgellm.analysis.analyze import analyze
 from forgellm.analysis.runs import RunMetrics, load_run
-from forgellm.jsonio import read_json
+from forgellm.runs.summary import read_status
 
 DEFAULT_MAX_POINTS = 600
 # series name -> (event kind, key)
@@ -86,7 +86,7 @@ def run_series(metrics: RunMetrics, max_points: int = DEFAULT_MAX_POINTS) -> dic
 def run_dashboard(metrics: RunMetrics, max_points: int = DEFAULT_MAX_POINTS) -> dict[str, Any]:
     """One run's chart data, its analysis and the settings worth showing beside it."""
     analysis = analyze(metrics).to_dict()
-    status = read_json(metrics.run_dir / "status.json") if metrics.run_dir else None
+    status = read_status(metrics.run_dir) if metrics.run_dir else None
     return {
         "name": metrics.name,
         "path": str(metrics.run_dir) if metrics.run_dir else None,

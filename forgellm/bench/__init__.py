@@ -4,6 +4,10 @@ Each module in this package that defines ``run(quick: bool) -> list[dict]`` is o
 benchmark. A result is ``{"name", "value", "unit", "baseline", "ratio", "notes"}``: ForgeLLM's
 figure, the contender's figure measured in the same run, and their ratio, because on a
 noisy machine only ratios measured side by side mean anything.
+
+It ships in the runtime package, not beside the tests, because it is a user command: people
+measure ForgeLLM on their own machine (`forgellm bench`), and its contenders are imported only
+when a benchmark runs, so it costs an installation nothing else.
 """
 
 from __future__ import annotations

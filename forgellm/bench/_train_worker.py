@@ -65,7 +65,7 @@ def _config(spec: dict[str, Any]):
 def _forgellm(spec: dict[str, Any]) -> Callable[[np.ndarray, np.ndarray], float]:
     """ForgeLLM's trainable, driven exactly as `forgellm.training.loop.train` drives it, in the
     environment ``forgellm train`` sets up."""
-    from forgellm.cli.main import apply_cpu_env_defaults
+    from forgellm.cpu_env import apply_cpu_env_defaults
 
     apply_cpu_env_defaults()  # before torch is imported
     from forgellm.models.resolve import describe

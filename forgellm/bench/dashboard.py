@@ -44,9 +44,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
         def html(folders: list[Path], points: int = DEFAULT_MAX_POINTS) -> Callable[[], object]:
             return lambda: render_html(build(folders, points), root / "d.html")
 
-        from forgellm.training.metrics import read_metrics
+        from forgellm.runs.events import read_events
 
-        parse = _median(lambda: read_metrics(one[0] / "metrics.jsonl"), repeats)
+        parse = _median(lambda: read_events(one[0] / "metrics.jsonl"), repeats)
         setting = f"{STEPS:,}-step run, {DEFAULT_MAX_POINTS} points per curve, median of {repeats}"
         raw = f"every point ({STEPS:,}) drawn, no downsampling"
         out = [

@@ -58,7 +58,7 @@ def watch_workers():  # their summed RSS, sampled: getrusage's figure for childr
             pass
 threading.Thread(target=watch_workers, daemon=True).start()
 start, cpu_start = time.perf_counter(), cpu()
-data = prepare_dataset(DataSettings(input_dir=corpus, max_seq_length=1024), tokenizer, workspace)
+data = prepare_dataset(DataSettings(input_dir=corpus, max_seq_length=1024, data_mixture_ratio=1.0), tokenizer, workspace)
 seconds, cpu_seconds = time.perf_counter() - start, cpu() - cpu_start
 done.set()
 print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds,

@@ -25,7 +25,7 @@ import yaml
 
 from forgellm.bench._common import tiny_model
 from forgellm.data.sequences import TokenSequences
-from forgellm.training.metrics import read_metrics
+from forgellm.runs.events import Event, read_events
 
 SEQ_LENGTH = 128
 GLOBAL_BATCH = 4
@@ -77,7 +77,7 @@ def _train(workspace: Path, model: Path, engine: str, steps: int, *, nproc: int,
                           capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise RuntimeError(f"{engine} training with {nproc} process(es) failed: {done.stderr[-2000:]}")
-    reports = [e for e in read_metrics(workspace / "models" / "cpt" / name / "metrics.jsonl")
-               if e["event"] == "train"][1:]
+    reports = [e for e in read_events(workspace / "models" / "cpt" / name / "metrics.jsonl")
+               if e["event"] == Event.TRAIN][1:]
     seconds = sum(e["tokens"] / e["tokens_per_second"] for e in reports)
     return sum(e["tokens"] for e in reports) / seconds

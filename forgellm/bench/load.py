@@ -7,7 +7,13 @@ prompt got when the server was idle (greedy, so it must be identical). Reported:
 requests, wrong answers, throughput, and p50/p99 latencies beside the idle (one client)
 latencies measured in the same run. The server is stopped by its pid at the end.
 
-Full run: 50 clients for 60 s. Quick run: 10 clients for 5 s.
+A second phase measures what a person watching the server sees while it is saturated:
+``GENERATING_CLIENTS`` clients each send chat completions back to back (more than the
+server's threads), while one prober asks ``/api/health`` and ``/api/model/status`` every
+0.1 s. Reported: the probes' p50, p99 and max beside the idle latency.
+
+Full run: 50 clients for 60 s, then 20 generating clients for 20 s. Quick run: 10 clients for
+5 s, then 20 generating clients for 5 s.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ log = logging.getLogger(__name__)
 PROMPTS = ["The capital of France is", "Once upon a time", "def fibonacci(n):", "Water boils at",
            "The three primary colours are", "In 1969, the first person to walk on the Moon"]
 MAX_TOKENS = 8
+GENERATING_CLIENTS = 20
+CHAT_MAX_TOKENS = 64
+PROBE_INTERVAL_S = 0.1
 STARTUP_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 120.0
 
@@ -56,10 +65,10 @@ class Tally:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     clients, duration = (10, 5.0) if quick else (50, 60.0)
-    return load_test(clients=clients, duration_s=duration)
+    return load_test(clients=clients, duration_s=duration, probe_s=5.0 if quick else 20.0)
 
 
-def load_test(*, clients: int, duration_s: float) -> list[dict[str, Any]]:
+def load_test(*, clients: int, duration_s: float, probe_s: float = 0.0) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="forgellm-load-") as tmp:
         workspace = Path(tmp)
         tiny_model(workspace / "models" / "base" / "tiny-llama")
@@ -82,7 +91,60 @@ def load_test(*, clients: int, duration_s: float) -> list[dict[str, Any]]:
             elapsed = time.monotonic() - started
             if any(thread.is_alive() for thread in threads):
                 tally.failed.append("a client was still waiting after the request timeout")
-    return _results(tally, idle, clients=clients, elapsed=elapsed)
+            probes = status_under_generation(server.url, duration_s=probe_s) if probe_s else []
+    return _results(tally, idle, clients=clients, elapsed=elapsed) + probes
+
+
+def status_under_generation(url: str, *, duration_s: float, clients: int = GENERATING_CLIENTS) -> list[dict[str, Any]]:
+    """Health and status latency while ``clients`` clients keep chat completions running."""
+    idle = Tally()
+    with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as http:
+        for _ in range(10):
+            _timed_probe(http, idle)
+    tally = Tally()
+    completions = [0]
+    deadline = time.monotonic() + duration_s
+
+    def chat() -> None:
+        with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as http:
+            while time.monotonic() < deadline:
+                response = http.post("/v1/chat/completions", json={
+                    "model": "tiny-llama", "max_tokens": CHAT_MAX_TOKENS, "temperature": 0,
+                    "messages": [{"role": "user", "content": PROMPTS[completions[0] % len(PROMPTS)]}]})
+                if response.status_code != 200:
+                    tally.failed.append(f"chat completion answered {response.status_code}: {response.text[:200]}")
+                completions[0] += 1
+
+    threads = [threading.Thread(target=chat, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(min(1.0, duration_s / 4))  # let every generating client get its request in first
+    with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as http:
+        while time.monotonic() < deadline:
+            _timed_probe(http, tally)
+            time.sleep(PROBE_INTERVAL_S)
+    for thread in threads:
+        thread.join(timeout=REQUEST_TIMEOUT_S)
+    probes = tally.latencies["status"]
+    alone = _percentile(idle.latencies["status"], 50) * 1000
+    setting = (f"{len(probes)} GET /api/health and /api/model/status, one every {PROBE_INTERVAL_S} s, while "
+               f"{clients} clients kept chat completions of {CHAT_MAX_TOKENS} tokens running "
+               f"({completions[0]} done in {duration_s:.0f} s), tiny llama; baseline: idle p50")
+    out = []
+    for label, value in (("p50", _percentile(probes, 50)), ("p99", _percentile(probes, 99)), ("max", max(probes))):
+        ms = value * 1000
+        out.append({"name": f"load_status_while_generating_{label}", "value": round(ms, 2), "unit": "ms",
+                    "baseline": round(alone, 2), "ratio": round(ms / alone, 2) if alone else None,
+                    "notes": setting + (f"; {len(tally.failed)} failed, first: {tally.failed[0]}" if tally.failed else "")})
+    return out
+
+
+def _timed_probe(http: httpx.Client, tally: Tally) -> None:
+    for path in ("/api/health", "/api/model/status"):
+        start = time.perf_counter()
+        response = http.get(path)
+        seconds = time.perf_counter() - start
+        tally.record("status", seconds, None if response.status_code == 200 else f"{path} answered {response.status_code}")
 
 
 def _client(url: str, index: int, deadline: float, reference: dict[str, str], tally: Tally) -> None:

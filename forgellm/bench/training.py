@@ -159,7 +159,7 @@ def _mlx_pair(spec: dict[str, Any], setting: Setting, tokens: np.ndarray, folder
 
 def _plain_env() -> dict[str, str]:
     """The environment without ForgeLLM's threading defaults: what a user's own script runs in."""
-    from forgellm.cli.main import APPLIED_ENV
+    from forgellm.cpu_env import APPLIED_ENV
 
     return {name: value for name, value in os.environ.items() if name not in APPLIED_ENV}
 

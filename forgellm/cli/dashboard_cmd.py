@@ -27,7 +27,7 @@ def dashboard(runs: tuple[str, ...], fmt: str | None, out: Path | None, max_poin
       forgellm dashboard cpt/my-run --format html --out report.html
       forgellm dashboard cpt/run-a cpt/run-b --out compare.png
     """
-    from forgellm.analysis.runs import find_run
+    from forgellm.runs.layout import find_run
     from forgellm.analysis.series import dashboard_data
 
     if fmt is None:
@@ -46,9 +46,10 @@ def dashboard(runs: tuple[str, ...], fmt: str | None, out: Path | None, max_poin
         render_html(data, out)
     for run in data["runs"]:
         analysis = run["analysis"]
-        best = analysis["best"]
+        best, recommended = analysis["best_checkpoint"], analysis["recommended"]
         click.echo(f"{run['name']}: best checkpoint "
-                   + (f"{best['name']} (score {best['score']:.4f})" if best else "none yet"))
+                   + (best or "none yet")
+                   + (f"; recommended {recommended['name']} (score {recommended['score']:.4f})" if recommended else ""))
         for rec in analysis["recommendations"]:
             click.echo(f"  [{rec['severity']}] {rec['message']}")
     click.echo(str(out))

@@ -1,4 +1,4 @@
-"""``forgellm data``: inspect what the data pipeline makes of a dataset folder."""
+"""``forgellm data``: inspect what the data pipeline makes of a dataset folder; synthesize data from documents."""
 
 from __future__ import annotations
 
@@ -8,50 +8,19 @@ from typing import Any
 
 import click
 
+from forgellm.cli.data_options import data_options
 from forgellm.workspace import Workspace
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 
 
 def _pipeline_options(fn):
-    """Options shared by stats and preview: they build the same `DataSettings` (see docs/data.md)."""
-    for option in reversed([
-        click.argument("path", type=click.Path(path_type=Path)),
-        click.option("--mode", "training_type", type=click.Choice(["cpt", "ift", "preference"]), default="cpt",
-                     show_default=True, help="cpt: raw text; ift: instruction records with an assistant-only loss "
-                                             "mask; preference: {prompt, chosen, rejected} pairs."),
-        click.option("--model", default="default", show_default=True,
-                     help="Model whose tokenizer (and chat template) to use: path, name under models/, or 'default'."),
-        click.option("--max-seq-length", type=int, default=1024, show_default=True, help="Tokens per packed sequence."),
-        click.option("--validation-split", type=float, default=0.1, show_default=True,
-                     help="Share of documents held out for validation."),
-        click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split hash and of mixing."),
-        click.option("--format", "ift_format", default="auto", show_default=True,
-                     type=click.Choice(["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"]),
-                     help="IFT record format; auto detects it per file."),
-        click.option("--overlong", type=click.Choice(["drop", "truncate"]), default="drop", show_default=True,
-                     help="IFT records longer than --max-seq-length: drop or truncate them (counted either way)."),
-        click.option("--text-column", default="text", show_default=True,
-                     help="Column or field holding the text in .csv, .parquet, .jsonl/.json and datasets folders."),
-        click.option("--no-dedupe", "dedupe", is_flag=True, flag_value=False, default=True,
-                     help="Keep exact duplicates."),
-        click.option("--near-dedupe-threshold", type=float, default=0.8, show_default=True,
-                     help="Estimated Jaccard similarity above which a document is a near duplicate; 0 turns it off."),
-        click.option("--no-filters", "quality_filters", is_flag=True, flag_value=False, default=True,
-                     help="Turn the quality filters (length, letter share, repeated lines) off."),
-        click.option("--min-chars", type=int, default=40, show_default=True,
-                     help="Quality filter: drop documents shorter than this many characters."),
-        click.option("--mixture-ratio", "data_mixture_ratio", type=float, default=1.0, show_default=True,
-                     help="Share of domain data in training; the rest comes from --general-data, or else is "
-                          "sampled from --model (a replay set)."),
-        click.option("--general-data", "general_data_dir", type=click.Path(path_type=Path), default=None,
-                     help="Folder of general text mixed in when --mixture-ratio < 1."),
-        click.option("--max-file-mb", type=float, default=256.0, show_default=True,
-                     help="Skip files read whole (and .jsonl lines, .csv fields) larger than this."),
-        click.option("--strict", is_flag=True, help="Stop at the first skipped file or line instead of reporting it."),
-    ]):
-        fn = option(fn)
-    return fn
+    """Options shared by stats and preview: PATH, ``--model`` and every data setting (see docs/data.md)."""
+    fn = data_options(fn)
+    fn = click.option("--model", default="default", show_default=True,
+                      help="Model whose tokenizer (and chat template) to use, and that writes the replay set "
+                           "when --mixture-ratio < 1 without --general-data: path, name under models/, or 'default'.")(fn)
+    return click.argument("path", type=click.Path(path_type=Path))(fn)
 
 
 def _settings(path: Path, model: str, **options: Any) -> Any:
@@ -61,10 +30,9 @@ def _settings(path: Path, model: str, **options: Any) -> Any:
     from forgellm.data import DataSettings
     from forgellm.errors import UserError
 
-    general = options.pop("general_data_dir")
+    folders = {key: options[key].resolve() for key in ("general_data_dir", "validation_dir") if options[key]}
     try:
-        return DataSettings(input_dir=path.resolve(), general_data_dir=general.resolve() if general else None,
-                            replay_model=model, **options)
+        return DataSettings(**{**options, **folders}, input_dir=path.resolve(), replay_model=model)
     except ValidationError as exc:
         raise UserError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
 
@@ -91,6 +59,7 @@ def data() -> None:
       forgellm data stats dataset/sample/ift --mode ift --json
       forgellm data preview dataset/sample/ift --mode ift -n 3
       forgellm data sample
+      forgellm data synthesize dataset/sample/cpt --out dataset/sample-synth --teacher default
     """
 
 
@@ -117,6 +86,19 @@ def stats_cmd(path: Path, model: str, as_json: bool, **options: Any) -> None:
     _print_stats(prepared.stats)
 
 
+def validation_source(validation: dict[str, Any]) -> str:
+    """Where the validation split came from, in words (see `forgellm.data.validation`)."""
+    source = validation["source"]
+    if source == "validation_dir":
+        return f"from validation_dir {validation['path']} ({validation['documents']} documents; all of PATH trains)"
+    if source == "packed_sequences":
+        return (f"the last {validation['sequences']} packed sequence(s) of the training text "
+                f"(too few documents to hold one out)")
+    if source == "none":
+        return f"none: {validation['reason']}"
+    return "held-out documents (validation_split)"
+
+
 def _print_stats(stats: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -131,6 +113,7 @@ def _print_stats(stats: dict[str, Any]) -> None:
         ("documents train / val", f"{stats['train_documents']} / {stats['val_documents']}"),
         ("tokens train / val", f"{stats['train_tokens']} / {stats['val_tokens']}"),
         ("sequences train / val", f"{stats['sequences']['train']} / {stats['sequences']['val']} x {stats['seq_length']}"),
+        ("validation", validation_source(stats.get("validation") or {"source": "documents"})),
         ("padding", f"{stats['padding_fraction']:.2%}"),
     ]
     if stats.get("format"):
@@ -222,3 +205,103 @@ def sample_cmd(out: Path | None) -> None:
     files = write_sample(target)
     size = sum(len(text.encode()) for name, text in files.items() if name.startswith("cpt/"))
     click.echo(f"wrote {len(files)} files to {target} ({size / 1024:.0f} KB of CPT documents)")
+
+
+@data.command("synthesize")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder to write into: ift/qa.jsonl, cpt/paraphrases.jsonl, summary.json. Rerun to resume.")
+@click.option("--teacher", required=True,
+              help="Model that writes the data: a model name or path (loaded here), or the URL of an "
+                   "OpenAI-compatible server (ForgeLLM, llama.cpp, Ollama, vLLM), e.g. http://127.0.0.1:5001/v1.")
+@click.option("--questions-per-chunk", type=int, default=3, show_default=True,
+              help="Question/answer pairs asked for each chunk (0: none).")
+@click.option("--paraphrases", type=int, default=2, show_default=True,
+              help="Paraphrases written of each chunk (0: none).")
+@click.option("--teacher-model", default=None, help="Model id to ask at a teacher URL (default: the server's first).")
+@click.option("--api-key-env", default=None, metavar="NAME",
+              help="Environment variable holding the teacher URL's API key (sent as a Bearer token).")
+@click.option("--engine", default=None, help="Engine for a teacher model: auto, mlx or torch.")
+@click.option("--chunk-chars", type=int, default=2000, show_default=True,
+              help="Largest chunk, in characters; documents are cut at paragraphs, then sentences.")
+@click.option("--text-column", default="text", show_default=True,
+              help="Column or field holding the text in .csv, .parquet, .jsonl/.json and datasets folders.")
+@click.option("--min-grounding", type=float, default=0.8, show_default=True,
+              help="Share of an answer's content words that must appear in its chunk (numbers: all of them).")
+@click.option("--max-tokens", type=int, default=1024, show_default=True, help="Longest teacher reply, in tokens.")
+@click.option("--temperature", type=float, default=0.7, show_default=True, help="Teacher sampling temperature.")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Seconds to wait for one answer of a teacher URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def synthesize_cmd(source: Path, out: Path, teacher: str, questions_per_chunk: int, paraphrases: int,
+                   teacher_model: str | None, api_key_env: str | None, engine: str | None, chunk_chars: int,
+                   text_column: str, min_grounding: float, max_tokens: int, temperature: float, timeout: float,
+                   as_json: bool) -> None:
+    """Write question/answer chats (IFT) and paraphrases (CPT) grounded in the documents of SOURCE.
+
+    SOURCE is anything the data pipeline reads (a folder or a file). Each chunk of it is given to
+    the teacher; answers whose words are not in the chunk are rejected, duplicates removed, and
+    every record keeps the file and chunk it came from. An interrupted run resumes where it
+    stopped when run again with the same arguments.
+
+    \b
+    Examples:
+      forgellm data synthesize dataset/my-docs --out dataset/my-docs-synth --teacher default
+      forgellm data synthesize docs --out synth --teacher http://127.0.0.1:8080/v1 --questions-per-chunk 5
+      OPENAI_KEY=... forgellm data synthesize docs --out synth --teacher https://host/v1 \\
+          --teacher-model qwen2.5-7b-instruct --api-key-env OPENAI_KEY
+    """
+    import signal
+
+    from forgellm.data.synthesis import Sampling, Synthesis, SynthesisOptions, open_teacher
+    from forgellm.errors import UserError
+
+    for name, value, ok, expected in [("--max-tokens", max_tokens, 1 <= max_tokens <= 32768, "1 to 32768"),
+                                      ("--temperature", temperature, 0 <= temperature <= 2, "0 to 2"),
+                                      ("--timeout", timeout, timeout > 0, "over 0 seconds")]:
+        if not ok:
+            raise UserError(f"{name} {value} is out of range: give {expected}")
+    options = SynthesisOptions(source=source, out=out, questions_per_chunk=questions_per_chunk,
+                               paraphrases=paraphrases, chunk_chars=chunk_chars, text_column=text_column,
+                               min_grounding=min_grounding, sampling=Sampling(max_tokens, temperature))
+    synthesis = Synthesis(options)  # reads SOURCE and opens --out: bad input fails before a model loads
+    model = open_teacher(teacher, workspace=Workspace.current(), engine=engine, model=teacher_model,
+                         api_key_env=api_key_env, timeout=timeout)
+    # SIGTERM (the web app's Stop, a service manager) ends the run like Ctrl-C: summary saved, resumable.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        summary = synthesis.run(model)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: {synthesis.chunks_done} of {len(synthesis.chunks)} chunks done and kept in {out}; "
+                   f"run the same command again to resume", err=True)
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        model.close()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    _print_synthesis(summary)
+
+
+def _print_synthesis(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("measure", "value", show_header=False)
+    run = summary["this_run"]
+    for name, value in [
+        ("chunks done", f"{summary['chunks_done']} / {summary['chunks']} "
+                        f"({run['chunks']} this run, {run['teacher_calls']} teacher calls, {run['seconds']} s)"),
+        ("questions written", f"{summary['qa_written']} of {summary['qa_generated']} generated"),
+        ("rejected: not in the chunk", f"{summary['qa_ungrounded']} answers, "
+                                       f"{summary['paraphrases_ungrounded']} paraphrases"),
+        ("duplicates removed", f"{summary['qa_duplicates']} questions, {summary['paraphrases_duplicates']} paraphrases"),
+        ("replies not JSON (skipped)", summary["not_json"]),
+        ("paraphrases written", f"{summary['paraphrases_written']} of {summary['paraphrases_generated']} generated"),
+        ("skipped inputs", summary["skipped_total"]),
+        ("IFT chats", summary["outputs"]["qa"]),
+        ("CPT paraphrases", summary["outputs"]["paraphrases"]),
+    ]:
+        table.add_row(name, str(value))
+    Console().print(table)

@@ -14,6 +14,7 @@ from forgellm import __version__
 
 def collect_info() -> dict[str, Any]:
     """Version, engines, devices, BLAS speed, workspace and default model, as plain data."""
+    from forgellm.access import ROOTS_ENV, Roots
     from forgellm.engines import all_engines, resolve_engine_name
     from forgellm.engines import blas
     from forgellm.errors import UserError
@@ -30,6 +31,11 @@ def collect_info() -> dict[str, Any]:
     except UserError:
         selected = None
     ws = Workspace.current()
+    try:
+        roots: Roots | None = Roots.of(ws)
+        roots_error = None
+    except UserError as exc:
+        roots, roots_error = None, str(exc)
     default_dir = ws.models("base") / ALIASES["default"]
     return {
         "version": __version__,
@@ -40,6 +46,10 @@ def collect_info() -> dict[str, Any]:
         "blas": _blas_info(blas, {e["name"]: e["available"] for e in engines}),
         "workspace": {"root": str(ws.root), "dataset": str(ws.dataset_dir), "models": str(ws.models_dir),
                       "data": str(ws.data_dir), "configs": str(ws.configs_dir), "logs": str(ws.logs_dir)},
+        # What HTTP requests to `forgellm web`/`server` may reach; the CLI itself takes any path.
+        "request_roots": {"env": ROOTS_ENV, "listed": [str(p) for p in roots.listed] if roots else [],
+                          "model_cache": str(roots.model_cache) if roots and roots.model_cache else None,
+                          "error": roots_error},
         "default_model": {"name": EMBEDDED_NAME, "path": str(default_dir),
                           "imported": (default_dir / "config.json").exists()},
     }
@@ -109,6 +119,12 @@ def info(as_json: bool) -> None:
     click.echo(f"workspace: {w['root']}")
     for key in ("dataset", "models", "data", "configs", "logs"):
         click.echo(f"  {key:<8} {w[key]}")
+    r = data["request_roots"]
+    click.echo(f"HTTP requests may reach: the workspace, {r['env']} "
+               f"({', '.join(r['listed']) if r['listed'] else 'not set'}), and for models the Hugging Face cache "
+               f"({r['model_cache']}); the CLI takes any path")
+    if r["error"]:
+        click.echo(f"  {r['error']}")
     d = data["default_model"]
     state = "imported" if d["imported"] else "not imported: run `forgellm models import-default`"
     click.echo(f"default model: {d['name']} ({state}) at {d['path']}")

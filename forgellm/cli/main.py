@@ -12,6 +12,7 @@ import traceback
 import click
 
 from forgellm import __version__
+from forgellm.cpu_env import apply_cpu_env_defaults
 from forgellm.errors import ForgeError
 
 # name -> "module:attribute". Each module owns one command or group.
@@ -33,25 +34,6 @@ COMMANDS: dict[str, str] = {
     "eval": "forgellm.cli.eval_cmd:eval_cmd",
     "data": "forgellm.cli.data_cmd:data",
 }
-
-
-# Idle OpenMP threads spin briefly (20,000 turns of libgomp's wait loop), then sleep. OpenMP's
-# default spin (300,000) holds cores other work needs on a shared CPU (a LoRA step ran 1.6-3x slower
-# than this under load), while sleeping at once (OMP_WAIT_POLICY=PASSIVE) costs about a fifth on an
-# idle machine (BENCHMARKS.md). Set before anything loads OpenMP (torch reads it once, at import).
-CPU_ENV_DEFAULTS = {"GOMP_SPINCOUNT": "20000"}
-# Variables by which the user already chose how OpenMP threads wait: then ForgeLLM sets none.
-USER_WAIT_CHOICES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-APPLIED_ENV: set[str] = set()  # the variables ForgeLLM set (the user had not): benchmarks' baselines run without
-
-
-def apply_cpu_env_defaults() -> None:
-    """ForgeLLM's threading defaults, unless the user chose how OpenMP threads wait."""
-    if any(name in os.environ for name in USER_WAIT_CHOICES):
-        return
-    for name, value in CPU_ENV_DEFAULTS.items():
-        os.environ[name] = value
-        APPLIED_ENV.add(name)
 
 
 class LazyGroup(click.Group):

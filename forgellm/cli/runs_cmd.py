@@ -26,7 +26,7 @@ def runs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_cmd(as_json: bool) -> None:
     """Every run under models/cpt and models/ift, newest first."""
-    from forgellm.training.runs import list_runs
+    from forgellm.runs.summary import list_runs
 
     found = list_runs(Workspace.current())
     if as_json:
@@ -52,7 +52,7 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show_cmd(run: str, as_json: bool) -> None:
     """One run (a folder path or a run name under models/cpt or models/ift)."""
-    from forgellm.training.runs import show_run
+    from forgellm.runs.summary import show_run
 
     summary = show_run(run, Workspace.current())
     if as_json:
@@ -64,7 +64,7 @@ def show_cmd(run: str, as_json: bool) -> None:
         f"progress:   step {summary.step}/{summary.total_steps or '?'} ({summary.progress:.0%})",
         f"training:   {summary.kind} {summary.fine_tune_type} on {summary.model} ({summary.engine or '?'} engine)",
         f"best:       {summary.best_checkpoint or '-'}"
-        + (f" (val loss {summary.best_val_loss:.4f})" if summary.best_val_loss is not None else ""),
+        + (f" ({summary.best_metric} {summary.best_value:.4f})" if summary.best_value is not None else ""),
         f"checkpoints: {', '.join(summary.checkpoints) or '-'}",
     ]
     if summary.last_train:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,11 +25,15 @@ from forgellm.serving.main import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_THREADS, S
 @click.option("--memory-budget", "memory_budget", default=None, type=click.FloatRange(min=0.01), metavar="GB",
               help="Memory for the model cache, in GB; least recently used models are unloaded beyond it "
                    "[default: half the RAM].")
+@click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Record the loaded model and adapter in this file, and load them again at start when no --model "
+                   "is given (`forgellm start` uses it so a restarted server comes back with its model).")
 @click.option("--threads", default=DEFAULT_THREADS, show_default=True, type=click.IntRange(1, 256),
               help="Request threads (requests queue on their model in these).")
 @access_options
 def server(host: str, port: int, model: str | None, adapter: str | None, engine: str | None,
-           memory_budget: float | None, threads: int, token: str | None, generate_token: bool) -> None:
+           memory_budget: float | None, state_file: Path | None, threads: int, token: str | None,
+           generate_token: bool) -> None:
     """Run the model server: load, switch and stream from models and adapters.
 
     Serves the reference API (/api/model/load, unload, status, generate; /api/health) and an
@@ -50,7 +56,8 @@ def server(host: str, port: int, model: str | None, adapter: str | None, engine:
     access_token = resolve_access_token(host, token, generate_token)
     log_file = configure_logging("server")  # JSON lines under <workspace>/logs/, rotated, secrets redacted
     app = create_app({"FORGELLM_HOST": host, "FORGELLM_TOKEN": access_token,
-                      "FORGELLM_MEMORY_BUDGET_GB": memory_budget, "FORGELLM_ENGINE": engine})
+                      "FORGELLM_MEMORY_BUDGET_GB": memory_budget, "FORGELLM_ENGINE": engine,
+                      "FORGELLM_STATE_FILE": state_file})
     # Bind first: a taken port is reported before minutes of model loading.
     wsgi = create_server(app, ServerOptions(host=host, port=port, threads=threads))
     url = f"http://{host}:{wsgi.effective_port}"
@@ -60,8 +67,23 @@ def server(host: str, port: int, model: str | None, adapter: str | None, engine:
             click.echo(f"loading {model}{f' with adapter {adapter}' if adapter else ''} ...", err=True)
             worker = registry.load(model, adapter)
             click.echo(f"loaded {worker.name} ({worker.engine.name}) in {worker.load_seconds:.1f} s", err=True)
+        elif state_file:
+            _restore(registry)
         click.echo(f"model server on {url}  (OpenAI API: {url}/v1; log: {log_file}); Ctrl-C stops it", err=True)
         wsgi.run()
     finally:
         wsgi.close()
         registry.close()
+
+
+def _restore(registry: Any) -> None:
+    """Start loading the model the state file names; requests for it wait while it loads."""
+    from forgellm.errors import ForgeError
+
+    try:
+        worker = registry.restore()
+    except ForgeError as exc:  # e.g. the adapter was deleted since: serve without a model
+        click.echo(f"not reloading the model loaded before the restart: {exc}", err=True)
+        return
+    if worker is not None:
+        click.echo(f"reloading {worker.name} (loaded before the server restarted) ...", err=True)

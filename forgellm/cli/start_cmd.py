@@ -14,6 +14,10 @@ from forgellm.cli.access_options import access_options, resolve_access_token
 from forgellm.security.auth import TOKEN_ENV
 from forgellm.web.ports import ensure_free, wait_listening
 from forgellm.web.supervisor import Child, Supervisor, environment
+from forgellm.workspace import Workspace
+
+#: Under the workspace's logs/: what the supervised model server had loaded (see `forgellm.serving.loaded_state`).
+SERVER_STATE_FILE = "model-server.state.json"
 
 
 def should_open_browser(no_browser: bool) -> bool:
@@ -36,7 +40,7 @@ def start(host: str, server_port: int, web_port: int, no_browser: bool, token: s
           generate_token: bool) -> None:
     """Start the model server and the web app, and open the browser. See docs/web.md.
 
-    The model server is restarted if it dies. Ctrl-C (or SIGTERM) stops both and every
+    The model server is restarted if it dies, and loads the model it had loaded again. Ctrl-C (or SIGTERM) stops both and every
     training run started from the web app.
 
     \b
@@ -57,8 +61,13 @@ def start(host: str, server_port: int, web_port: int, no_browser: bool, token: s
     env = {k: v for k, v in environment().items() if k != TOKEN_ENV}
     if token:
         env[TOKEN_ENV] = token  # both children read it; never on a command line
+    # The model server records its loaded model here and loads it again when it is restarted; a new
+    # `forgellm start` begins with no model, as a plain `forgellm server` does.
+    state_file = Workspace.current().logs_dir / SERVER_STATE_FILE
+    state_file.unlink(missing_ok=True)
     supervisor = Supervisor([
-        Child("model server", [python, "-m", "forgellm", "server", "--host", host, "--port", str(server_port)]),
+        Child("model server", [python, "-m", "forgellm", "server", "--host", host, "--port", str(server_port),
+                               "--state-file", str(state_file)]),
         Child("web app", [python, "-m", "forgellm.web.main", "--host", host, "--port", str(web_port),
                           "--server-url", server_url]),
     ], env=env)

@@ -75,6 +75,7 @@ def prepare_general(settings: DataSettings, tokenizer: Any, workspace: Workspace
                         f"or set data_mixture_ratio=1.0")
     general_settings = settings.model_copy(update={
         "input_dir": Path(folder), "validation_split": 0.0, "data_mixture_ratio": 1.0, "general_data_dir": None,
+        "validation_dir": None,
         "ift_format": "auto"})
     general = prepare_dataset(general_settings, tokenizer, workspace)
     general.stats["source"] = source

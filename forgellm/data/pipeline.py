@@ -25,13 +25,14 @@ from forgellm.data import cpt_batches
 from forgellm.data.cleaning import content_digest, near_duplicates
 from forgellm.data.cpt_batches import BatchRunner, CleaningRules, EncodedBatch
 from forgellm.data.ift import ChatRenderer, RecordError, detect_format, encode_rendered, to_messages
-from forgellm.data.packing import Staging, pack_records, pack_stream, padding_fraction
+from forgellm.data.packing import Packed, Staging, pack_records, pack_stream, padding_fraction
 from forgellm.data.readers import SUPPORTED_SUFFIXES, Row, SourceFile, list_sources, read_source
 from forgellm.data.sequences import PreferencePairs, TokenSequences, load_split
 from forgellm.data.settings import DataSettings
 from forgellm.data.split import assign_validation, split_value
 from forgellm.data.stats import DataReport
 from forgellm.data.tokenizing import DocumentEncoder, Encoded, HuggingFaceEncoder, available_cores, document_encoder
+from forgellm.data.validation import copy_split, hold_out_tail, prepare_validation_dir
 from forgellm.errors import NotFoundError, UserError
 from forgellm.workspace import Workspace
 
@@ -65,16 +66,25 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
         raise UserError(f"{root} has no files to read; add documents ({', '.join(sorted(SUPPORTED_SUFFIXES))}) "
                         f"or point input_dir at another folder")
 
+    if settings.training_type == "preference" and settings.data_mixture_ratio < 1.0:
+        # Mixing adds general text to CPT or IFT data; pairs have no general counterpart, so the
+        # mixture (0.8 by default, shared with TrainingConfig) does not apply to them.
+        settings = settings.model_copy(update={"data_mixture_ratio": 1.0, "general_data_dir": None})
     general = None
     if settings.data_mixture_ratio < 1.0:
         from forgellm.data.mixing import prepare_general
 
         general = prepare_general(settings, tokenizer, workspace)
+    held_out = None
+    if settings.validation_dir is not None:
+        held_out = prepare_validation_dir(settings, tokenizer, workspace)
     tokenizer_id = cache_mod.tokenizer_fingerprint(tokenizer)
+    extra = {"general": general.stats["cache"]["key"] if general else None}
+    if held_out is not None:  # only then, so the keys of existing caches stay valid
+        extra["validation"] = held_out.stats["cache"]["key"]
     key = cache_mod.cache_key(
         settings=settings.cache_fields(), inputs=[(s.rel, cache_mod.tree_digest(s.path)) for s in sources],
-        listing_skips=report.skipped, tokenizer=tokenizer_id,
-        extra={"general": general.stats["cache"]["key"] if general else None})
+        listing_skips=report.skipped, tokenizer=tokenizer_id, extra=extra)
     entry = cache_mod.CacheEntry(workspace.data_dir, key)
     if entry.complete:
         stats = entry.stats()
@@ -88,7 +98,7 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
 
     tmp = entry.staging_dir()
     try:
-        stats = _build(settings, tokenizer, root, sources, report, tmp, general,
+        stats = _build(settings, tokenizer, root, sources, report, tmp, general, held_out,
                        verdicts=workspace.data_dir / "tokenizer-checks")
         stats["tokenizer"].update({"name": getattr(tokenizer, "name_or_path", ""), "fingerprint": tokenizer_id})
         stats["cache"] = {"key": key, "hit": False, "path": str(entry.path)}
@@ -111,9 +121,9 @@ def resolve_input_dir(path: Path, workspace: Workspace) -> Path:
 
 
 def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[SourceFile], report: DataReport,
-           out: Path, general: Any, *, verdicts: Path) -> dict[str, Any]:
+           out: Path, general: Any, held_out: PreparedData | None, *, verdicts: Path) -> dict[str, Any]:
     if settings.training_type == "preference":
-        return _build_pairs(settings, tokenizer, root, sources, report, out)
+        return _build_pairs(settings, tokenizer, root, sources, report, out, held_out)
     staging = Staging(out / "staging", with_mask=settings.training_type == "ift")
     if settings.training_type == "ift":
         stager: _IFTStager | _CPTStager = _IFTStager(settings, tokenizer, report, staging)
@@ -134,7 +144,8 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
         report.near_duplicates_removed = int(near.sum())
         keep &= ~near
     kept = np.flatnonzero(keep)
-    is_val = assign_validation(np.asarray(stager.split_values)[kept], settings.validation_split)
+    share = 0.0 if held_out is not None else settings.validation_split  # a validation_dir: all of input_dir trains
+    is_val = assign_validation(np.asarray(stager.split_values)[kept], share)
     train_idx, val_idx = kept[~is_val], kept[is_val]
     pack = pack_records if settings.training_type == "ift" else pack_stream
     pad_id = pad_token_id(tokenizer)
@@ -145,6 +156,27 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
     finally:
         docs.close()
     train_tokens, val_tokens = int(docs.lengths[train_idx].sum()), int(docs.lengths[val_idx].sum())
+    validation: dict[str, Any] = {"source": "documents"}
+    if held_out is not None:
+        copy_split(held_out.path, out)
+        val = Packed(len(held_out.train), held_out.train.target_tokens)
+        val_tokens = int(held_out.stats["train_tokens"])
+        validation = {"source": "validation_dir", "path": str(settings.validation_dir),
+                      "documents": int(held_out.stats["train_documents"])}
+    elif len(val_idx) == 0 and share > 0:
+        # Fewer documents than a split needs: hold out the last packed sequences (CPT; an IFT record
+        # is one sequence, so one record cannot be cut in two).
+        cut = hold_out_tail(train_target, out, share) if settings.training_type == "cpt" else None
+        if cut is None:
+            validation = {"source": "none", "reason": f"{len(kept)} document(s) packed into {train.rows} "
+                          f"sequence(s): nothing to hold out; add data or set validation_dir"}
+        else:
+            train, val = cut
+            val_tokens = int(TokenSequences.load(out, "val").mask.sum(dtype=np.int64))  # CPT: 1 on every real token
+            train_tokens -= val_tokens
+            validation = {"source": "packed_sequences", "sequences": val.rows}
+    elif len(val_idx) == 0:
+        validation = {"source": "none", "reason": "validation_split is 0"}
     stats = report.to_json()
     stats.update({
         "mode": settings.training_type,
@@ -154,6 +186,7 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
         "val_tokens": val_tokens,
         "train_target_tokens": train.target_tokens,
         "sequences": {"train": train.rows, "val": val.rows},
+        "validation": validation,
         "seq_length": settings.max_seq_length,
         "padding_fraction": round(padding_fraction(train.rows + val.rows, settings.max_seq_length,
                                                    real_tokens=train_tokens + val_tokens), 6),
@@ -173,13 +206,13 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
 
 
 def _build_pairs(settings: DataSettings, tokenizer: Any, root: Path, sources: list[SourceFile], report: DataReport,
-                 out: Path) -> dict[str, Any]:
-    """Preference pairs (`forgellm.data.preference`): no packing, no mixing, no near-dedupe."""
+                 out: Path, held_out: PreparedData | None) -> dict[str, Any]:
+    """Preference pairs (`forgellm.data.preference`): no packing, no mixing, no near-dedupe.
+
+    A validation_dir's pairs are the validation split (all of input_dir trains); a pair is never
+    cut in two, so with too few pairs to hold one out there is no validation split."""
     from forgellm.data.preference import NO_ROOM_HINT, PreferenceStager, write_pairs
 
-    if settings.data_mixture_ratio < 1.0:
-        raise UserError("data_mixture_ratio < 1 mixes general text into CPT or IFT data; preference pairs "
-                        "have no general counterpart: set data_mixture_ratio: 1.0")
     staging = Staging(out / "staging", with_mask=True)
     stager = PreferenceStager(settings, tokenizer, report, staging)
     for row in iter_rows(sources, report, settings):
@@ -189,7 +222,20 @@ def _build_pairs(settings: DataSettings, tokenizer: Any, root: Path, sources: li
         staging.close()
         raise UserError(_nothing_usable(root, report) + (f" Hint: {NO_ROOM_HINT}." if report.filtered.get(
             "prompt_leaves_no_room") else ""))
-    pairs = write_pairs(staging, stager.split_values, out, settings, pad_token_id(tokenizer))
+    split = settings.model_copy(update={"validation_split": 0.0}) if held_out is not None else settings
+    pairs = write_pairs(staging, stager.split_values, out, split, pad_token_id(tokenizer))
+    validation: dict[str, Any] = {"source": "documents"}
+    if held_out is not None:
+        copy_split(held_out.path, out)
+        pairs["pairs"]["val"] = int(held_out.stats["pairs"]["train"])
+        pairs["tokens"]["val"] = int(held_out.stats["train_tokens"])
+        pairs["target_tokens"]["val"] = int(held_out.stats["train_target_tokens"])
+        pairs["pairs"]["total"] = pairs["pairs"]["train"] + pairs["pairs"]["val"]
+        validation = {"source": "validation_dir", "path": str(settings.validation_dir),
+                      "documents": pairs["pairs"]["val"]}
+    elif pairs["pairs"]["val"] == 0:
+        validation = {"source": "none", "reason": "validation_split is 0" if settings.validation_split == 0 else
+                      f"{pairs['pairs']['train']} pair(s): too few to hold one out; add pairs or set validation_dir"}
     stats = report.to_json()
     stats.update({
         "mode": "preference",
@@ -200,6 +246,7 @@ def _build_pairs(settings: DataSettings, tokenizer: Any, root: Path, sources: li
         "val_tokens": pairs["tokens"]["val"],
         "train_target_tokens": pairs["target_tokens"]["train"],
         "sequences": {"train": 2 * pairs["pairs"]["train"], "val": 2 * pairs["pairs"]["val"]},
+        "validation": validation,
         "seq_length": settings.max_seq_length,
         "padding_fraction": round(padding_fraction(2 * pairs["pairs"]["total"], settings.max_seq_length,
                                                    real_tokens=pairs["tokens"]["train"] + pairs["tokens"]["val"]), 6),
@@ -253,6 +300,29 @@ def iter_rows(sources: list[SourceFile], report: DataReport, settings: DataSetti
         yield from read_source(source, report, max_file_bytes=max_bytes)
 
 
+def row_text(row: Row, text_column: str, report: DataReport) -> str | None:
+    """The document text of a row (CPT, and synthesis): its ``text_column`` field, or the joined
+    turns of an instruction record; None, with the reason in ``report``, when it has none."""
+    column = "text" if row.whole_file else text_column
+    value = row.fields.get(column)
+    if value is None:
+        fmt = detect_format(row.fields)
+        if fmt is None or fmt == "text":
+            report.skip(row.file, row.line, f"no {column!r} field (found: {', '.join(map(str, row.fields)) or 'none'}); "
+                        f"set text_column to the field that holds the text")
+            return None
+        try:  # an instruction record in a CPT folder: train on its text
+            messages = to_messages(row.fields, fmt)
+        except RecordError as exc:
+            report.skip(row.file, row.line, str(exc))
+            return None
+        return "\n\n".join(m["content"] for m in messages) if isinstance(messages, list) else messages
+    if not isinstance(value, str):
+        report.skip(row.file, row.line, f"field {column!r} is a {type(value).__name__}, expected a string")
+        return None
+    return value
+
+
 class _CPTStager:
     """CPT: the text of each row, in batches -> cleaned and tokenised (`cpt_batches`) -> exact
     duplicates of earlier documents removed -> staged."""
@@ -273,7 +343,7 @@ class _CPTStager:
         self.signatures: list[np.ndarray] = []
 
     def add(self, row: Row) -> None:
-        text = self._text_of(row)
+        text = row_text(row, self.settings.text_column, self.report)
         if text is None:
             return
         self.report.documents += 1
@@ -281,26 +351,6 @@ class _CPTStager:
         self.batch_chars += len(text)
         if self.batch_chars >= BATCH_CHARS:
             self.flush()
-
-    def _text_of(self, row: Row) -> str | None:
-        column = "text" if row.whole_file else self.settings.text_column
-        value = row.fields.get(column)
-        if value is None:
-            fmt = detect_format(row.fields)
-            if fmt is None or fmt == "text":
-                self.report.skip(row.file, row.line, f"no {column!r} field (found: {', '.join(map(str, row.fields)) or 'none'}); "
-                                 f"set text_column to the field that holds the text")
-                return None
-            try:  # an instruction record in a CPT folder: train on its text
-                messages = to_messages(row.fields, fmt)
-            except RecordError as exc:
-                self.report.skip(row.file, row.line, str(exc))
-                return None
-            return "\n\n".join(m["content"] for m in messages) if isinstance(messages, list) else messages
-        if not isinstance(value, str):
-            self.report.skip(row.file, row.line, f"field {column!r} is a {type(value).__name__}, expected a string")
-            return None
-        return value
 
     def flush(self) -> None:
         """Hand the batch to the runner, and stage the batches it has finished."""

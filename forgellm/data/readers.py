@@ -77,7 +77,8 @@ def list_sources(root: Path, report: DataReport) -> list[SourceFile]:
             if entry.is_symlink():
                 target = path.resolve()
                 if target != root and root not in target.parents:
-                    report.skip(rel, None, f"symlink to {target} leaves the dataset folder; not followed")
+                    # No target in the reason: the web app shows it to HTTP callers.
+                    report.skip(rel, None, "symlink leaves the dataset folder; not followed")
                     continue
                 if not target.exists():
                     report.skip(rel, None, "broken symlink")

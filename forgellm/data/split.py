@@ -23,8 +23,11 @@ def assign_validation(values: np.ndarray, fraction: float) -> np.ndarray:
 
     A document goes to validation when its value is below ``fraction``. When that leaves
     validation empty but there are two or more documents, the one with the smallest
-    value goes there, so a small dataset still gets a validation set.
+    value goes there, so a small dataset still gets a validation set. A single document always
+    trains (the pipeline then holds out its last packed sequences, see `forgellm.data.validation`).
     """
+    if len(values) < 2:
+        return np.zeros(len(values), dtype=bool)
     is_val = values < fraction
     if fraction > 0 and not is_val.any() and len(values) >= 2:
         is_val[int(np.argmin(values))] = True

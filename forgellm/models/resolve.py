@@ -13,13 +13,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgellm.errors import NotFoundError, UserError
+from forgellm.access import ROOTS_ENV, Roots, request_model
+from forgellm.errors import AccessError, NotFoundError, UserError
 from forgellm.jsonio import read_json as _read_json
+from forgellm.runs.checkpoints import choose_checkpoint
+from forgellm.runs.layout import is_run
 from forgellm.workspace import MODEL_KINDS, Workspace
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 ALIASES = {"default": EMBEDDED_NAME}
-RUN_MARKER = ".forgellm-run"
 MODEL_MARKER = ".forgellm-model"
 
 
@@ -48,53 +50,67 @@ class ModelInfo:
         return data
 
 
-def resolve(name: str, workspace: Workspace | None = None) -> ModelInfo:
-    """Find a model or adapter by path, alias, workspace name or cached hub id."""
+def resolve(name: str, workspace: Workspace | None = None, *, roots: Roots | None = None,
+            field: str = "model") -> ModelInfo:
+    """Find a model or adapter by path, alias, workspace name or cached hub id.
+
+    ``roots`` is given for names that came in a request: the name must then follow the request
+    rule of `forgellm.access`, the current folder is not searched, and the folder found must lie
+    inside the roots (AccessError naming ``field`` if not).
+    """
     if not name or not name.strip():
-        raise UserError("the model name is empty: pass --model with a path, a name under models/, or 'default'")
+        raise UserError("the model name is empty: pass --model with a path, a name under models/, or 'default'",
+                        field=field)
     workspace = workspace or Workspace.current()
+    if roots is not None:
+        request_model(name, field, roots)
     tried: list[str] = []
-    for path, source in _candidates(name.strip(), workspace):
-        tried.append(str(path))
+    for path, source in _candidates(name.strip(), workspace, from_request=roots is not None):
+        tried.append(_shown(path, workspace))
         if path.is_dir() and _looks_like_model(path):
+            if roots is not None:
+                roots.contain(path, field, "model", given=name)
             return describe(path, source=source, name=_display_name(name, path))
     searched = "\n  ".join(dict.fromkeys(tried))
     raise NotFoundError(
         f"model {name!r} not found. Searched:\n  {searched}\n"
-        f"Use a model folder path, a name from `forgellm models list`, or run `forgellm models import-default`."
-    )
+        f"Use a model folder path, a name from `forgellm models list`, or run `forgellm models import-default`.",
+        field=field)
 
 
-def resolve_adapter(name: str, workspace: Workspace | None = None) -> ModelInfo:
-    """Resolve an adapter: an adapter folder, a run folder (its final or best checkpoint) or a checkpoint."""
+def _shown(path: Path, workspace: Workspace) -> str:
+    """A searched place as the error shows it: relative to the workspace, never a resolved path
+    outside it (an HTTP caller must not learn the server's folders)."""
+    try:
+        return f"<workspace>/{path.relative_to(workspace.root).as_posix()}"
+    except ValueError:
+        pass
+    try:
+        return f"<Hugging Face cache>/{path.relative_to(hf_cache_dir()).as_posix()}"
+    except ValueError:
+        return str(path)
+
+
+def resolve_adapter(name: str, workspace: Workspace | None = None, *, roots: Roots | None = None,
+                    field: str = "adapter") -> ModelInfo:
+    """Resolve an adapter: an adapter folder, a run folder (its final weights, else its best
+    intact checkpoint: `forgellm.runs.checkpoints.choose_checkpoint`) or a checkpoint."""
     workspace = workspace or Workspace.current()
-    info = resolve(name, workspace)
-    run_dir = info.path
-    if (run_dir / RUN_MARKER).exists() or (run_dir / "checkpoints").is_dir():
-        for sub in ("final", *_best_checkpoint(run_dir)):
-            candidate = run_dir / sub
-            if candidate.is_dir() and _looks_like_model(candidate):
-                return describe(candidate, source=info.source, name=f"{info.name}/{sub}")
-        raise NotFoundError(f"run {info.name!r} has no final weights or checkpoints yet; wait for its first checkpoint")
+    info = resolve(name, workspace, roots=roots, field=field)
+    if is_run(info.path):
+        chosen = choose_checkpoint(info.path)
+        if roots is not None:
+            roots.contain(chosen, field, "model", given=name)
+        return describe(chosen, source=info.source, name=f"{info.name}/{chosen.relative_to(info.path).as_posix()}")
     return info
 
 
-def _best_checkpoint(run_dir: Path) -> list[str]:
-    best = run_dir / "checkpoints" / "best.json"
-    if best.exists():
-        try:
-            return [f"checkpoints/{json.loads(best.read_text())['checkpoint']}"]
-        except (ValueError, KeyError):
-            pass
-    steps = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*") if p.is_dir())
-    return [f"checkpoints/{s}" for s in reversed(steps)]
-
-
-def _candidates(name: str, workspace: Workspace) -> list[tuple[Path, str]]:
+def _candidates(name: str, workspace: Workspace, *, from_request: bool = False) -> list[tuple[Path, str]]:
     name = ALIASES.get(name, name)
     out: list[tuple[Path, str]] = []
-    as_path = Path(name).expanduser()
-    out.append(((as_path if as_path.is_absolute() else Path.cwd() / as_path), "path"))
+    as_path = Path(name) if from_request else Path(name).expanduser()
+    if as_path.is_absolute() or not from_request:  # a request's relative name is a workspace name
+        out.append(((as_path if as_path.is_absolute() else Path.cwd() / as_path), "path"))
     if not as_path.is_absolute():
         out.append((workspace.root / as_path, "path"))
         out.append((workspace.models_dir / as_path, _kind_of(as_path)))
@@ -144,7 +160,7 @@ def list_cached_hub_models() -> list[str]:
 
 
 def _looks_like_model(path: Path) -> bool:
-    return (path / "config.json").exists() or (path / "adapter_config.json").exists() or (path / RUN_MARKER).exists()
+    return (path / "config.json").exists() or (path / "adapter_config.json").exists() or is_run(path)
 
 
 def describe(path: Path, *, source: str = "path", name: str | None = None) -> ModelInfo:
@@ -179,23 +195,45 @@ def describe(path: Path, *, source: str = "path", name: str | None = None) -> Mo
 
 
 def resolve_pair(model: str, adapter: str | None, workspace: Workspace | None = None, *,
-                 model_arg: str = "--model", adapter_arg: str = "--adapter") -> tuple[ModelInfo, ModelInfo | None]:
+                 model_arg: str = "--model", adapter_arg: str = "--adapter",
+                 roots: Roots | None = None) -> tuple[ModelInfo, ModelInfo | None]:
     """(model, adapter) to load. A run (its final or best checkpoint) or an adapter given as the
-    model brings its base model. ``model_arg``/``adapter_arg`` name the inputs in error messages."""
-    info = resolve(model, workspace)
-    if (info.path / RUN_MARKER).exists() or (info.path / "checkpoints").is_dir():
-        info = resolve_adapter(model, workspace)
-    adapter_info = resolve_adapter(adapter, workspace) if adapter else None
+    model brings its base model. ``model_arg``/``adapter_arg`` name the inputs in error messages
+    (and, stripped of dashes and backquotes, as the error's field); ``roots`` confines a request."""
+    model_field, adapter_field = model_arg.strip("-`"), adapter_arg.strip("-`")
+    info = resolve(model, workspace, roots=roots, field=model_field)
+    if is_run(info.path):
+        info = resolve_adapter(model, workspace, roots=roots, field=model_field)
+    adapter_info = resolve_adapter(adapter, workspace, roots=roots, field=adapter_field) if adapter else None
     if info.is_adapter:
         if adapter_info is not None:
-            raise UserError(f"{info.name} is an adapter, not a model: give its base model as {model_arg}")
+            raise UserError(f"{info.name} is an adapter, not a model: give its base model as {model_arg}",
+                            field=model_field)
         if not info.base_model:
             raise UserError(f"adapter {info.name} does not name its base model: give the base model as "
-                            f"{model_arg} and this adapter as {adapter_arg}")
-        adapter_info, info = info, resolve(info.base_model, workspace)
+                            f"{model_arg} and this adapter as {adapter_arg}", field=model_field)
+        # The adapter's own file names its base model: a path from the workspace, not the request,
+        # so it is looked up as a path (the roots still apply).
+        adapter_info, info = info, _resolve_base(info.base_model, workspace, roots, model_field)
     if adapter_info is not None and not adapter_info.is_adapter:
-        raise UserError(f"{adapter_info.name} is a full model, not an adapter: give it as {model_arg} instead")
+        raise UserError(f"{adapter_info.name} is a full model, not an adapter: give it as {model_arg} instead",
+                        field=adapter_field)
     return info, adapter_info
+
+
+def _resolve_base(base_model: str, workspace: Workspace | None, roots: Roots | None, field: str) -> ModelInfo:
+    if roots is None:
+        return resolve(base_model, workspace, field=field)
+    path = Path(base_model)
+    if path.is_absolute() and path.is_dir() and _looks_like_model(path):
+        try:
+            roots.contain(path, field, "model")
+        except AccessError:
+            raise AccessError(f"{field}: the base model this adapter was trained on is outside the workspace, the "
+                              f"Hugging Face cache and {ROOTS_ENV}; the server's user can add its folder to "
+                              f"{ROOTS_ENV}", field=field) from None
+        return describe(path, source="path", name=path.name)
+    return resolve(base_model, workspace, roots=roots, field=field)
 
 
 def has_chat_template(path: Path) -> bool:
@@ -251,7 +289,7 @@ def list_models(workspace: Workspace | None = None) -> list[ModelInfo]:
             continue
         for child in sorted(folder.iterdir()):
             if child.is_dir() and _looks_like_model(child):
-                if (child / RUN_MARKER).exists():
+                if is_run(child):
                     info = describe(child, source=kind, name=f"{kind}/{child.name}")
                     info.extra["run"] = True
                     found.append(info)

@@ -14,12 +14,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from forgellm.analysis.runs import find_run, read_config
 from forgellm.errors import UserError
 from forgellm.jsonio import read_json
 from forgellm.models.resolve import ModelInfo, describe, resolve
-from forgellm.publishing.checkpoints import choose_checkpoint
 from forgellm.publishing.staging import refuse_existing, staged_folder
+from forgellm.runs.checkpoints import choose_checkpoint
+from forgellm.runs.layout import FINAL_DIR, find_run, read_config
+from forgellm.runs.lock import refuse_if_held
 from forgellm.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ def fuse_run(run: str | Path, checkpoint: str = "best", out: Path | None = None,
     (default ``<run>/fused-<checkpoint>``); refuses an existing ``out``."""
     run_dir = find_run(run, workspace)
     ckpt = choose_checkpoint(run_dir, checkpoint)
+    if ckpt.name == FINAL_DIR:  # the trainer replaces final/ at its end
+        refuse_if_held(run_dir, "fuse the final weights of")
     out = Path(out) if out is not None else run_dir / f"fused-{ckpt.name}"
     refuse_existing(out)
     base = base_model_of(run_dir, ckpt, workspace)

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.analysis.analyze import Analysis, analyze
-from forgellm.analysis.runs import find_run, load_run, read_config
+from forgellm.analysis.runs import load_run
 from forgellm.errors import UserError
 from forgellm.jsonio import read_json
 from forgellm.models.resolve import MODEL_MARKER, ModelInfo
-from forgellm.publishing.checkpoints import choose_checkpoint
 from forgellm.publishing.fuse import base_model_of, fuse_into
 from forgellm.publishing.staging import refuse_existing, staged_folder
+from forgellm.runs.checkpoints import choose_checkpoint, read_best
+from forgellm.runs.layout import FINAL_DIR, find_run, read_config
+from forgellm.runs.lock import refuse_if_held
 from forgellm.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ def publish_run(run: str | Path, *, checkpoint: str = "best", name: str | None =
     workspace = workspace or Workspace.current()
     run_dir = find_run(run, workspace)
     ckpt = choose_checkpoint(run_dir, checkpoint)
+    if ckpt.name == FINAL_DIR:  # the trainer replaces final/ at its end
+        refuse_if_held(run_dir, "publish the final weights of")
     name = name or f"{run_dir.name}-{ckpt.name}"
     if not NAME.match(name):
         raise UserError(f"--name {name!r} is not a usable folder name: use letters, digits, '.', '_' or '-' "
@@ -107,13 +111,25 @@ class ModelCard:
 
     def _summary(self, config: dict[str, Any]) -> str:
         kind = {"cpt": "continued pre-training", "ift": "instruction fine-tuning"}.get(config.get("training_type"), "training")
-        best = self.analysis.best
-        why = (f"chosen by ForgeLLM's checkpoint score ({best.score:.4f}; validation loss, generalisation gap, "
-               f"stability and convergence)" if best and best.name == self.checkpoint.name else "chosen by hand")
+        why = self._why()
         return (f"Fine-tuned from **{self.base.name}** by {kind} with ForgeLLM "
                 f"({config.get('fine_tune_type', '?')}, {config.get('engine', '?')} engine). "
                 f"Weights of checkpoint `{self.checkpoint.name}` of run `{self.run_dir.name}`, {why}, "
                 f"fused into the base model ({self.method}).")
+
+    def _why(self) -> str:
+        """Why this checkpoint: the trainer's best (by the run's best_metric), the analysis' recommendation,
+        the final weights, or the user's choice."""
+        a = self.analysis
+        best = read_best(self.run_dir)
+        if best and best.get("checkpoint") == self.checkpoint.name:
+            metric = best.get("metric") or "val_loss"
+            value = best.get("value", best.get(metric))
+            return f"the best checkpoint by {metric}" + (f" ({value:.4f})" if isinstance(value, (int, float)) else "")
+        if a.recommended and a.recommended.name == self.checkpoint.name:
+            return (f"recommended by ForgeLLM's checkpoint score ({a.recommended.score:.4f}; validation loss, "
+                    f"generalisation gap, stability and convergence)")
+        return "the final weights" if self.checkpoint.name == FINAL_DIR else "chosen by hand"
 
     def _metrics(self) -> dict[str, Any]:
         a = self.analysis

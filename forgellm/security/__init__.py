@@ -10,13 +10,16 @@
 * **cross-site protection** (:mod:`.csrf`): POST/PUT/PATCH/DELETE from another origin get 403;
   a loopback-bound server refuses foreign Host names (DNS rebinding); no CORS, no framing.
 * **limits and JSON errors** (:mod:`.limits`): bodies above ``max_body_bytes`` get 413; every
-  error, expected or not, is ``{"error": {"message", "type"}}``, never an HTML page.
+  error, expected or not, is ``{"error": {"message", "type", "field", "param"}}``, never an
+  HTML page.
+* **request parsing** (:mod:`.requests`): JSON nested deeper than ``MAX_JSON_DEPTH`` is a 400;
+  request schemas are validated with the app's :class:`~forgellm.access.Roots`, so every path
+  or name in a request follows the one confinement rule of :mod:`forgellm.access`.
 * **request logging** (:mod:`.logs`): a request id per request (``X-Request-Id``), one JSON
   line per request, secrets redacted. Call :func:`configure_logging` once per process to
   write ``<workspace>/logs/<name>.log``.
 
-Paths from requests and configs go through :func:`confine_read` / :func:`confine_write`, and
-deletions through :func:`safe_delete` (:mod:`.files`).
+Deletions from a request go through :func:`safe_delete` (:mod:`.files`).
 """
 
 from __future__ import annotations
@@ -25,25 +28,30 @@ from flask import Flask
 
 from forgellm.security.auth import TOKEN_ENV, bind_policy, client_headers, generate_token, is_loopback, protect
 from forgellm.security.csrf import install_cross_site_protection
-from forgellm.security.files import confine_read, confine_write, safe_delete
+from forgellm.access import Roots
+from forgellm.security.files import safe_delete
 from forgellm.security.limits import DEFAULT_MAX_BODY_BYTES, install_limits
-from forgellm.security.logs import configure_logging, install_request_logging, redact, register_secret, set_run_id
-from forgellm.security.sockets import authorize_socketio
+from forgellm.security.logs import configure_logging, install_request_logging, redact, register_secret
+from forgellm.security.requests import ROOTS_EXTENSION
+from forgellm.security.sockets import authorize_socketio, guard_socketio_transport
+from forgellm.workspace import Workspace
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES", "TOKEN_ENV", "authorize_socketio", "bind_policy", "client_headers",
-    "configure_logging", "confine_read", "confine_write", "generate_token", "install_security", "is_loopback",
-    "redact", "register_secret", "safe_delete", "set_run_id",
+    "configure_logging", "generate_token", "guard_socketio_transport", "install_security", "is_loopback",
+    "redact", "register_secret", "safe_delete",
 ]
 
 
-def install_security(app: Flask, *, host: str, token: str | None,
+def install_security(app: Flask, *, host: str, token: str | None, roots: Roots | None = None,
                      max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Flask:
     """Apply the bind policy, token, cross-site checks, body limit, JSON errors and request logs.
 
     ``host`` is the address the server listens on. Raises UserError when it is not loopback
-    and there is no token. Returns ``app`` for chaining.
+    and there is no token. ``roots`` are the folders requests may reach (default: those of the
+    current workspace and ``$FORGELLM_ROOTS``). Returns ``app``.
     """
+    app.extensions[ROOTS_EXTENSION] = roots or Roots.of(Workspace.current())
     token = bind_policy(host, token)
     register_secret(token)
     # Order matters: the request id exists before anything can refuse the request.

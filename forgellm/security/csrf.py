@@ -43,14 +43,21 @@ def _host_name(host_header: str) -> str:
 
 def site_problem(*, loopback_only: bool, state_changing: bool) -> str | None:
     """Why the current request must be refused as cross-site, or None when it may proceed."""
-    if loopback_only and not is_loopback(_host_name(request.host)):
-        return f"this server only answers requests addressed to 127.0.0.1 or localhost, not {request.host!r}"
+    return cross_site_problem(host=request.host, scheme=request.scheme, method=request.method,
+                              sent=request.headers.get("Origin") or request.headers.get("Referer"),
+                              loopback_only=loopback_only, state_changing=state_changing)
+
+
+def cross_site_problem(*, host: str, scheme: str, method: str, sent: str | None, loopback_only: bool,
+                       state_changing: bool) -> str | None:
+    """The rule itself, on plain values (``sent``: the Origin, else the Referer, header)."""
+    if loopback_only and not is_loopback(_host_name(host)):
+        return f"this server only answers requests addressed to 127.0.0.1 or localhost, not {host!r}"
     if not state_changing:
         return None
-    sent = request.headers.get("Origin") or request.headers.get("Referer")
-    own = f"{request.scheme}://{request.host}".lower()
+    own = f"{scheme}://{host}".lower()
     if sent is not None and _origin_of(sent) != own:
-        return (f"cross-site request refused: {request.method} from origin {sent!r} to {own}; "
+        return (f"cross-site request refused: {method} from origin {sent!r} to {own}; "
                 "use the ForgeLLM page served by this server")
     return None
 

@@ -1,14 +1,18 @@
-"""Request-size limit and JSON errors: no input ever gets an HTML error page or a traceback.
+"""Request-size limit and the one JSON error mapper of both apps: no input ever gets an HTML
+error page or a traceback.
 
-Every error leaves as ``{"error": {"message": ..., "type": ...}}`` with the right status:
-ForgeLLM errors with their own status (4xx), HTTP errors (404, 405, 413...) with theirs,
-and an unexpected exception as a 500 that names the request id to look up in the logs.
+Every error leaves as ``{"error": {"message", "type", "field", "param"}}`` with the right
+status: ForgeLLM errors with their own status (4xx), HTTP errors (404, 405, 413...) with
+theirs, and an unexpected exception as a 500 that names the request id to look up in the
+logs. ``field`` names the input at fault (null when none); ``param`` repeats it under the
+name OpenAI's API uses, so OpenAI clients show it too.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -23,8 +27,19 @@ _HTTP_KINDS = {401: "authentication_error", 403: "permission_error", 404: "not_f
                405: "invalid_request_error", 413: "request_too_large", 429: "rate_limit_error"}
 
 
-def error_response(message: str, kind: str, status: int) -> Response:
-    response = jsonify(error={"message": message, "type": kind})
+def error_body(message: str, kind: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "field": field, "param": field}}
+
+
+def exception_body(exc: BaseException) -> dict[str, Any]:
+    """The JSON body for ``exc``: a ForgeError as it words itself, anything else as an internal error."""
+    if isinstance(exc, ForgeError):
+        return error_body(str(exc), exc.kind, exc.field)
+    return error_body(f"internal error: {type(exc).__name__} (details are in the server log)", "internal_error")
+
+
+def error_response(message: str, kind: str, status: int, field: str | None = None) -> Response:
+    response = jsonify(error_body(message, kind, field))
     response.status_code = status
     return response
 
@@ -62,7 +77,7 @@ def install_limits(app: Flask, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) 
     def _forge_error(exc: ForgeError) -> Response:
         if exc.status >= 500:
             logger.error("server error: %s", exc, exc_info=exc)
-        return error_response(str(exc), exc.kind, exc.status)
+        return error_response(str(exc), exc.kind, exc.status, exc.field)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -1,14 +1,12 @@
 """Structured logs: one JSON object per line under ``<workspace>/logs/``, rotated, secrets redacted.
 
 Each line carries ``time``, ``level``, ``logger``, ``message``, the ``request_id`` of the
-HTTP request being served and the ``run_id`` of the training run, when there is one, plus
-any ``extra=`` fields. Tokens, passwords and API keys are replaced by ``[REDACTED]`` before a
+HTTP request being served, plus any ``extra=`` fields. Tokens, passwords and API keys are replaced by ``[REDACTED]`` before a
 line is written, in the files and on the console alike.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import logging.handlers
@@ -28,7 +26,6 @@ REQUEST_ID_HEADER = "X-Request-Id"
 MAX_LOG_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 5
 
-_run_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("forgellm_run_id", default=None)
 _secrets: set[str] = set()
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+"),
@@ -55,11 +52,6 @@ def redact(text: str) -> str:
     return text
 
 
-def set_run_id(run_id: str | None) -> None:
-    """Tag every later log line of this process (or context) with a training run id."""
-    _run_id.set(run_id)
-
-
 class RedactingFilter(logging.Filter):
     """Rewrites a record's message with secrets redacted (for handlers that are not JSON)."""
 
@@ -77,7 +69,6 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
             "request_id": getattr(record, "request_id", None) or _current_request_id(),
-            "run_id": getattr(record, "run_id", None) or _run_id.get(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and key not in entry:

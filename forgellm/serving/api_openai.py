@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from forgellm.errors import NotFoundError
 from forgellm.models.resolve import list_models
+from forgellm.security.requests import request_roots
 from forgellm.serving import generation
 from forgellm.serving.api_reference import registry
 from forgellm.serving.scheduler import GenerationRequest
@@ -40,7 +41,7 @@ def model(model_id: str) -> Response:
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     body = parse_body(request.get_data(), ChatCompletionRequest)
-    run = generation.start(registry().get(body.model),
+    run = generation.start(registry().get(body.model, roots=request_roots()),
                            GenerationRequest(prompt=[m.as_turn() for m in body.messages],
                                              params=body.sampling_params(), enable_thinking=body.enable_thinking))
     reply = _Reply("chatcmpl", "chat.completion", body.model)
@@ -55,7 +56,7 @@ def chat_completions() -> Response:
 @bp.post("/completions")
 def completions() -> Response:
     body = parse_body(request.get_data(), CompletionRequest)
-    run = generation.start(registry().get(body.model),
+    run = generation.start(registry().get(body.model, roots=request_roots()),
                            GenerationRequest(prompt=body.prompt_text, params=body.sampling_params(), fmt="raw"))
     reply = _Reply("cmpl", "text_completion", body.model)
     echo = body.prompt_text if body.echo else ""

@@ -14,6 +14,7 @@ import psutil
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from forgellm import __version__
+from forgellm.security.requests import request_roots
 from forgellm.serving import generation
 from forgellm.serving.registry import ModelRegistry
 from forgellm.serving.scheduler import GenerationRequest
@@ -38,7 +39,7 @@ def health() -> Response:
 def load() -> Response:
     body = parse_body(request.get_data(), LoadRequest)
     started = time.perf_counter()
-    worker = registry().load(body.model, body.adapter, body.engine)
+    worker = registry().load(body.model, body.adapter, body.engine, roots=request_roots())
     return jsonify(worker.describe() | {"loaded": True, "seconds": round(time.perf_counter() - started, 6)})
 
 
@@ -58,7 +59,8 @@ def status() -> Response:
 @bp.post("/model/generate")
 def generate() -> Response:
     body = parse_body(request.get_data(), GenerateRequest)
-    worker = registry().load(body.model, body.adapter, make_current=False) if body.model else registry().current()
+    worker = (registry().load(body.model, body.adapter, make_current=False, roots=request_roots()) if body.model
+              else registry().current())
     run = generation.start(worker, GenerationRequest(prompt=body.prompt_input(), params=body.sampling_params(),
                                                      system=body.system, fmt=body.format,
                                                      enable_thinking=body.enable_thinking))

@@ -1,4 +1,5 @@
-"""A small client of the model server's reference API, for the CLI, the web app and scripts.
+"""A small Python client of the model server's reference API, for your own scripts (the CLI loads
+models in-process and the web app proxies raw streams with httpx, so neither uses it).
 
     with ServerClient("http://127.0.0.1:5001") as server:
         server.load("default")

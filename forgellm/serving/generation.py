@@ -19,7 +19,7 @@ from flask import Response, request
 
 from forgellm.engines.base import GenerationChunk
 from forgellm.errors import ForgeError
-from forgellm.serving.http_errors import error_payload
+from forgellm.security.limits import exception_body
 from forgellm.serving.scheduler import ClientGone, GenerationJob, GenerationRequest, ModelWorker
 
 log = logging.getLogger(__name__)
@@ -137,4 +137,4 @@ def _error_as_event(events: Iterator[Any]) -> Iterator[Any]:
     except Exception as exc:
         if not isinstance(exc, ForgeError):
             log.exception("generation failed while streaming")
-        yield error_payload(exc)
+        yield exception_body(exc)

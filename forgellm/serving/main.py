@@ -11,6 +11,9 @@ Waitress settings that matter here:
   (A write to a closed socket also ends the response: waitress then closes the app iterator.)
 - ``threads``: requests wait on their model's queue in these threads, so there are enough
   for many clients to queue while one generates.
+- health and status have a lane of their own (:class:`StatusLane`, ``STATUS_THREADS`` more
+  threads): when every thread holds a generation, ``GET /api/health`` and
+  ``GET /api/model/status`` still answer at once instead of queueing behind them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001
 DEFAULT_THREADS = 16
+STATUS_THREADS = 2
+STATUS_PATHS = frozenset({"/api/health", "/api/model/status"})
 
 
 @dataclass
@@ -47,9 +52,9 @@ def create_server(app: Flask, options: ServerOptions) -> Any:
     from waitress.server import create_server as waitress_server
 
     try:
-        return waitress_server(app, host=options.host, port=options.port, threads=options.threads,
-                               channel_request_lookahead=1, ident="forgellm",
-                               clear_untrusted_proxy_headers=True)
+        server = waitress_server(app, host=options.host, port=options.port, threads=options.threads,
+                                 channel_request_lookahead=1, ident="forgellm",
+                                 clear_untrusted_proxy_headers=True)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise UserError(f"port {options.port} on {options.host} is already in use (another server?): "
@@ -58,6 +63,44 @@ def create_server(app: Flask, options: ServerOptions) -> Any:
             raise UserError(f"cannot listen on {options.host}:{options.port} ({exc.strerror}): "
                             f"check --host and --port") from None
         raise
+    server.task_dispatcher = StatusLane(server.task_dispatcher)
+    return server
+
+
+class StatusLane:
+    """Waitress's task dispatcher plus a second one, with its own threads, for status requests.
+
+    Waitress parses a request in its event loop and then queues the connection (the task) for
+    a worker thread; the path is known by then, so status requests can skip the queue that
+    generations fill. Everything else goes to waitress's own dispatcher, unchanged.
+    """
+
+    def __init__(self, general: Any, threads: int = STATUS_THREADS):
+        from waitress.task import ThreadedTaskDispatcher
+
+        self.general = general
+        self.status = ThreadedTaskDispatcher()
+        self.status.set_thread_count(threads)
+
+    def add_task(self, task: Any) -> None:
+        (self.status if _is_status_request(task) else self.general).add_task(task)
+
+    def set_thread_count(self, count: int) -> None:
+        self.general.set_thread_count(count)
+
+    def shutdown(self, cancel_pending: bool = True, timeout: int = 5) -> bool:
+        self.status.shutdown(cancel_pending, timeout)
+        return self.general.shutdown(cancel_pending, timeout)
+
+
+def _is_status_request(task: Any) -> bool:
+    """Whether the request the channel will serve next is a status GET (waitress calls this
+    with the channel's request lock held, so its list does not change under us)."""
+    requests = getattr(task, "requests", None)
+    if not requests:
+        return False
+    first = requests[0]
+    return getattr(first, "command", None) == "GET" and getattr(first, "path", None) in STATUS_PATHS
 
 
 class RunningServer:

@@ -16,9 +16,11 @@ from typing import Any
 
 import psutil
 
+from forgellm.access import Roots
 from forgellm.engines import get_engine, resolve_engine_name
 from forgellm.errors import ConflictError, NotFoundError
 from forgellm.models.resolve import ModelInfo, resolve_pair
+from forgellm.serving.loaded_state import LoadedModel, LoadedState
 from forgellm.serving.scheduler import ModelWorker
 from forgellm.workspace import Workspace
 
@@ -43,10 +45,11 @@ class ModelRegistry:
     """Thread-safe cache of `ModelWorker`s keyed by (engine, model folder, adapter folder)."""
 
     def __init__(self, *, memory_budget_bytes: int | None = None, engine: str | None = None,
-                 workspace: Workspace | None = None):
+                 workspace: Workspace | None = None, state: LoadedState | None = None):
         self.memory_budget_bytes = memory_budget_bytes or default_memory_budget()
         self.default_engine = resolve_engine_name(engine)
         self.workspace = workspace
+        self.state = state  # where the current model is recorded, to be loaded again after a restart
         self._lock = threading.Lock()
         self._workers: OrderedDict[CacheKey, ModelWorker] = OrderedDict()  # least recent first
         self._current: CacheKey | None = None
@@ -54,10 +57,16 @@ class ModelRegistry:
     # -------------------------------------------------------------- getting models
 
     def load(self, model: str, adapter: str | None = None, engine: str | None = None, *,
-             make_current: bool = True) -> ModelWorker:
-        """The worker serving ``model`` (+ ``adapter``), loading it if it is not cached."""
+             make_current: bool = True, wait: bool = True, roots: Roots | None = None) -> ModelWorker:
+        """The worker serving ``model`` (+ ``adapter``), loading it if it is not cached.
+
+        ``wait=False`` returns at once: the model loads in the background (a request for it, or for
+        the current model, waits until it is ready) and a failed load is logged and forgotten.
+        ``roots``: the names came in a request, so the folders must lie inside them
+        (`forgellm.access`); without, as for ``forgellm server --model``, any path loads.
+        """
         engine_name = resolve_engine_name(engine or self.default_engine)
-        info, adapter_info = self._resolve(model, adapter)
+        info, adapter_info = self._resolve(model, adapter, roots)
         key = CacheKey(engine_name, str(info.path), str(adapter_info.path) if adapter_info else None)
         with self._lock:
             previous = self._current  # stays current if this load fails
@@ -81,8 +90,17 @@ class ModelRegistry:
         for old in evicted:
             log.info("evicting %s to fit %s in the memory budget", old.name, worker.name)
             old.close()
+        if not wait:
+            threading.Thread(target=self._settle_quietly, args=(key, worker, previous, make_current), daemon=True,
+                             name=f"load {worker.name}").start()
+            return worker
+        return self._settle(key, worker, previous, make_current)
+
+    def _settle(self, key: CacheKey, worker: ModelWorker, previous: CacheKey | None,
+                make_current: bool) -> ModelWorker:
+        """Wait for ``worker`` to load; on failure forget it (and restore the previous current model)."""
         try:
-            return worker.wait_ready()
+            worker.wait_ready()
         except BaseException:
             with self._lock:
                 if self._workers.get(key) is worker:
@@ -90,9 +108,33 @@ class ModelRegistry:
                     if self._current == key:
                         self._current = previous if previous in self._workers else None
             raise
+        if make_current and self.state is not None:
+            self.state.record(LoadedModel(key.model_path, key.adapter_path, key.engine))
+        return worker
 
-    def get(self, name: str) -> ModelWorker:
-        """A model by the id clients use: a cached model's id, else any model or adapter that resolves."""
+    def _settle_quietly(self, key: CacheKey, worker: ModelWorker, previous: CacheKey | None,
+                        make_current: bool) -> None:
+        try:
+            self._settle(key, worker, previous, make_current)
+            log.info("loaded %s (%s) in %.1f s", worker.name, worker.engine.name, worker.load_seconds or 0.0)
+        except Exception as exc:
+            log.warning("loading %s failed: %s", worker.name, exc)
+
+    def restore(self) -> ModelWorker | None:
+        """Start loading the model `state` recorded (in the background), or None when there is none.
+
+        The record is removed until the load succeeds, so a model whose loading kills the process
+        is not tried again at the next start.
+        """
+        saved = self.state.read() if self.state is not None else None
+        if saved is None:
+            return None
+        self.state.clear()
+        return self.load(saved.model, saved.adapter, saved.engine, wait=False)
+
+    def get(self, name: str, *, roots: Roots | None = None) -> ModelWorker:
+        """A model by the id clients use: a cached model's id, else any model or adapter that resolves
+        (inside ``roots``, for a request)."""
         with self._lock:
             for key, worker in reversed(self._workers.items()):
                 if worker.name == name and worker.error is None and not worker.closed:
@@ -102,7 +144,7 @@ class ModelRegistry:
                 worker = None
         if worker is not None:
             return worker.wait_ready()
-        return self.load(name, make_current=False)
+        return self.load(name, make_current=False, roots=roots)
 
     def current(self) -> ModelWorker:
         """The reference API's model; `ConflictError` when none is loaded."""
@@ -115,10 +157,12 @@ class ModelRegistry:
 
     # -------------------------------------------------------------- unloading
 
-    def unload(self, name: str | None = None, *, everything: bool = False, wait: bool = True) -> list[str]:
+    def unload(self, name: str | None = None, *, everything: bool = False, wait: bool = True,
+               forget: bool = True) -> list[str]:
         """Unload one model (by id; default the current one) or all; returns the ids unloaded.
 
         Jobs already queued on a model finish first; ``wait`` blocks until its memory is freed.
+        ``forget=False`` keeps the `state` record (the server shuts down; it did not unload on request).
         """
         with self._lock:
             if everything:
@@ -135,12 +179,14 @@ class ModelRegistry:
             workers = [self._workers.pop(k) for k in keys]
             if self._current in keys:
                 self._current = None
+                if self.state is not None and forget:
+                    self.state.clear()  # unloaded on purpose: nothing to load again after a restart
         for worker in workers:
             worker.close(wait=wait)
         return [w.name for w in workers]
 
     def close(self) -> None:
-        self.unload(everything=True, wait=True)
+        self.unload(everything=True, wait=True, forget=False)
 
     def _evict_for(self, incoming_bytes: int) -> list[ModelWorker]:
         """Under the lock: remove least recently used workers until ``incoming_bytes`` fits."""
@@ -179,8 +225,10 @@ class ModelRegistry:
 
     # -------------------------------------------------------------- resolution
 
-    def _resolve(self, model: str, adapter: str | None) -> tuple[ModelInfo, ModelInfo | None]:
+    def _resolve(self, model: str, adapter: str | None, roots: Roots | None) -> tuple[ModelInfo, ModelInfo | None]:
         try:
-            return resolve_pair(model, adapter, self.workspace, model_arg="`model`", adapter_arg="`adapter`")
+            return resolve_pair(model, adapter, self.workspace, model_arg="`model`", adapter_arg="`adapter`",
+                                roots=roots)
         except (OSError, ValueError) as exc:  # a name the file system refuses (too long, NUL byte)
-            raise NotFoundError(f"model {model!r} (adapter {adapter!r}) cannot be looked up: {exc}") from None
+            raise NotFoundError(f"model {model!r} (adapter {adapter!r}) cannot be looked up "
+                                f"({type(exc).__name__})", field="model") from None

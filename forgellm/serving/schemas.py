@@ -2,19 +2,20 @@
 
 Types are strict (``"5"`` is not a number, ``true`` is not an integer) so a client learns
 about a wrong type at once instead of getting a silently converted value. A body that is not
-valid JSON, not an object, or breaks a field's rule becomes `InvalidFieldError` (HTTP 400)
-naming the field. The same models produce the OpenAPI document (`forgellm.serving.openapi`).
+valid JSON, nests too deep, is not an object, or breaks a field's rule becomes a `UserError`
+(HTTP 400) naming the field; a model or adapter outside what requests may reach, a 403
+(`forgellm.access`). The same models produce the OpenAPI document (`forgellm.serving.openapi`)
+and check the web app's proxied bodies.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from forgellm.engines.base import MAX_TOKENS_LIMIT, SamplingParams
-from forgellm.errors import UserError
+from forgellm.security.requests import ModelRef, json_object, validate
 
 SEED_MAX = 2**32 - 1  # both engines accept it (mlx seeds with 32 bits)
 TOP_K_MAX = 1_000_000
@@ -22,17 +23,11 @@ MAX_STOP_STRINGS = 16
 NAME_MAX = 4096  # model/adapter names and paths
 
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+# A model or adapter to read from disk: confined by the request rule (`forgellm.access`).
+ModelName = Annotated[ModelRef, Field(min_length=1, max_length=NAME_MAX)]
 StopString = Annotated[str, Field(min_length=1, max_length=512)]
 Stop = StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)]
 EngineName = Literal["auto", "torch", "mlx"]
-
-
-class InvalidFieldError(UserError):
-    """A request body that breaks a rule; ``param`` names the field (OpenAI's ``error.param``)."""
-
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
-        self.param = param
 
 
 class _Body(BaseModel):
@@ -51,8 +46,8 @@ class _OpenAIBody(BaseModel):
 
 
 class LoadRequest(_Body):
-    model: Name = Field(description="A model path, a name under models/, 'default', a training run or an adapter.")
-    adapter: Name | None = Field(None, description="An adapter folder, a training run (its final or best "
+    model: ModelName = Field(description="A model path, a name under models/, 'default', a training run or an adapter.")
+    adapter: ModelName | None = Field(None, description="An adapter folder, a training run (its final or best "
                                                    "checkpoint) or one of its checkpoints.")
     engine: EngineName | None = Field(None, description="torch or mlx; default: the server's engine.")
 
@@ -93,9 +88,9 @@ class GenerateRequest(SamplingFields, _Body):
     enable_thinking: bool = Field(False, description="For chat templates that read it (Qwen 3): let the model "
                                                      "think in <think>...</think> before it answers. Others ignore it.")
     stream: bool = Field(False, description="Server-sent events: one per text piece, then a final one.")
-    model: Name | None = Field(None, description="Generate with this model (loaded on demand) instead of the "
-                                                 "current one.")
-    adapter: Name | None = Field(None, description="With `model`: the adapter to apply.")
+    model: ModelName | None = Field(None, description="Generate with this model (loaded on demand) instead of the "
+                                                      "current one.")
+    adapter: ModelName | None = Field(None, description="With `model`: the adapter to apply.")
 
     @model_validator(mode="after")
     def _one_prompt(self) -> "GenerateRequest":
@@ -139,7 +134,7 @@ class StreamOptions(_OpenAIBody):
 
 
 class _OpenAISampling(_OpenAIBody):
-    model: Name
+    model: ModelName
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
@@ -217,47 +212,5 @@ BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
 def parse_body(raw: bytes, schema: type[BodyT], *, empty_ok: bool = False) -> BodyT:
-    """Validate a request body against ``schema``; every failure is an `InvalidFieldError`."""
-    if not raw.strip():
-        if empty_ok:
-            return schema.model_validate({})
-        raise InvalidFieldError("the request body is empty: send a JSON object")
-    try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise InvalidFieldError(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidFieldError(f"the request body must be a JSON object, not {type(data).__name__}")
-    try:
-        return schema.model_validate(data)
-    except ValidationError as exc:
-        raise _field_error(exc) from None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _field_error(exc: ValidationError) -> InvalidFieldError:
-    """One message naming the first failing field, e.g. ``max_tokens: Input should be ...``."""
-    first = exc.errors(include_url=False)[0]
-    loc = [str(part) for part in first["loc"]]
-    # Union members add their type name to the location (`stop.str`, `stop.list[...]`): keep the field path.
-    field = ".".join(p for p in loc if not _is_union_tag(p)) or None
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown field; see /api/openapi.json for the fields this endpoint takes"
-    elif first["type"] == "missing":
-        message = "this field is required"
-    got = first.get("input")
-    detail = "" if first["type"] in ("missing", "extra_forbidden") or field is None else f" (got {_short(got)})"
-    return InvalidFieldError(f"{field}: {message}{detail}" if field else message, field)
-
-
-def _is_union_tag(part: str) -> bool:
-    return part in ("str", "int", "float", "bool", "none") or part.startswith(("list[", "function-", "constrained-"))
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, BaseModel) else value.model_dump_json()
-    return text if len(text) <= 80 else text[:77] + "..."
+    """Validate a request body against ``schema``; every failure is a `UserError` naming the field."""
+    return validate(schema, json_object(raw, empty_ok=empty_ok))

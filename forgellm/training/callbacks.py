@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.jsonio import write_json_atomic
-from forgellm.training.metrics import MetricsWriter
+from forgellm.runs.events import OPENINGS, Event, MetricsWriter
 
 log = logging.getLogger(__name__)
 
@@ -25,32 +25,40 @@ class MetricsFile:
         self.writer = MetricsWriter(path)
 
     def __call__(self, record: dict[str, Any]) -> None:
-        values = {k: v for k, v in record.items() if k not in ("event", "step", "time")}
-        self.writer.write(record["event"], record["step"], **values)
+        self.writer.append(record)
 
     def close(self) -> None:
         self.writer.close()
 
 
 class StatusFile:
-    """Keeps ``status.json`` current: running while training, then done/stopped/failed."""
+    """Keeps ``status.json`` current: running while training, then done/stopped/failed.
 
-    def __init__(self, path: Path, total_steps: int):
+    Nothing is written before the loop's ``start`` or ``resume`` event, so a resume that fails
+    before training (a missing dataset, no intact checkpoint) leaves a finished run's status as
+    it was. ``done`` is written after ``final/`` exists: the loop saves it before its done event."""
+
+    def __init__(self, path: Path, total_steps: int, *, resumed: bool = False):
         self.path = path
         self.total_steps = total_steps
-        self.write("running", 0)
+        self.resumed = resumed
+        self.started = False
 
     def write(self, status: str, step: int, **extra: Any) -> None:
         write_json_atomic(self.path, {"status": status, "pid": os.getpid(), "step": step,
-                                      "total_steps": self.total_steps, "updated": time.time(), **extra})
+                                      "total_steps": self.total_steps, "updated": time.time(), **extra},
+                          in_place_on_full_disk=True)
 
     def __call__(self, record: dict[str, Any]) -> None:
         event = record["event"]
-        if event == "done":
+        if event in OPENINGS:
+            self.started = True
+        if event == Event.DONE:
             self.write("done" if record.get("status") == "completed" else "stopped", record["step"])
-        elif event == "error":
-            self.write("failed", record["step"], message=record.get("message"))
-        elif event in ("train", "checkpoint", "start", "resume"):
+        elif event == Event.ERROR:
+            if self.started or not self.resumed:
+                self.write("failed", record["step"], message=record.get("message"))
+        elif event in (Event.TRAIN, Event.CHECKPOINT, *OPENINGS):
             self.write("running", record["step"])
 
 
@@ -73,7 +81,7 @@ class Progress:
 
     def __call__(self, record: dict[str, Any]) -> None:
         event, step = record["event"], record["step"]
-        if event == "train":
+        if event == Event.TRAIN:
             if self.bar is not None:
                 self.bar.update(step - self.bar.n)
                 self.bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}",
@@ -82,15 +90,15 @@ class Progress:
                 self._last_line = time.time()
                 self._line(f"step {step}/{self.total} loss {record['loss']:.4f} lr {record['learning_rate']:.2e} "
                            f"tok/s {record['tokens_per_second']:.0f} eta {self._eta(step)}")
-        elif event == "eval":
+        elif event == Event.EVAL:
             detail = (f"val_ppl {record['val_ppl']:.2f}" if "val_ppl" in record  # cpt, ift; preference: its accuracy
                       else f"val_accuracy {record.get('val_accuracy', float('nan')):.3f} "
                            f"val_margin {record.get('val_margin', float('nan')):.3f}")
             self._line(f"step {step}: val_loss {record['val_loss']:.4f} {detail}")
-        elif event in ("checkpoint", "overfitting", "early_stop", "error"):
+        elif event in (Event.CHECKPOINT, Event.OVERFITTING, Event.EARLY_STOP, Event.ERROR):
             detail = record.get("path") or record.get("reason") or record.get("message")
             self._line(f"step {step}: {event} {detail}")
-        elif event == "done" and self.bar is not None:
+        elif event == Event.DONE and self.bar is not None:
             self.bar.close()
 
     def _eta(self, step: int) -> str:
@@ -110,10 +118,10 @@ class Progress:
 class TensorBoard:
     """Scalars for TensorBoard users (``tensorboard: true``); needs the tensorboard package."""
 
-    SCALARS = {"train": ("loss", "learning_rate", "tokens_per_second", "grad_norm", "accuracy", "margin",
-                         "reward_chosen", "reward_rejected", "logps_chosen", "logps_rejected"),
-               "eval": ("val_loss", "val_ppl", "val_accuracy", "val_margin", "val_reward_chosen", "val_reward_rejected",
-                        "val_logps_chosen", "val_logps_rejected")}
+    SCALARS = {Event.TRAIN: ("loss", "learning_rate", "tokens_per_second", "grad_norm", "accuracy", "margin",
+                             "reward_chosen", "reward_rejected", "logps_chosen", "logps_rejected"),
+               Event.EVAL: ("val_loss", "val_ppl", "val_accuracy", "val_margin", "val_reward_chosen",
+                            "val_reward_rejected", "val_logps_chosen", "val_logps_rejected")}
 
     def __init__(self, folder: Path):
         from torch.utils.tensorboard import SummaryWriter  # raises ImportError without tensorboard

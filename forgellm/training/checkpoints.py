@@ -1,8 +1,9 @@
-"""Checkpoint folders of a run: written atomically, rotated, with the best one named in ``best.json``.
+"""Writing a run's checkpoint folders: atomically, with a manifest, rotated, with the best one
+named in ``best.json``. Reading them (which is intact, which is best) is `forgellm.runs.checkpoints`.
 
-A checkpoint is first written to ``checkpoints/.tmp-step_NNNNNN`` and then renamed, so a kill
-during a save leaves the previous checkpoints intact and never a half-written one under a
-real name.
+A checkpoint is first written to ``checkpoints/.tmp-step_NNNNNN``, its manifest last, and then
+renamed, so a kill during a save leaves the previous checkpoints intact and never a half-written
+one under a real name.
 """
 
 from __future__ import annotations
@@ -14,13 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from forgellm.jsonio import write_json_atomic
-
-STATE_FILE = "trainer_state.json"
-BEST_FILE = "best.json"
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:06d}"
+from forgellm.runs.checkpoints import (BEST_FILE, STATE_FILE, checkpoint_name, read_best, step_checkpoints,
+                                       write_manifest)
 
 
 class CheckpointStore:
@@ -31,21 +27,14 @@ class CheckpointStore:
 
     def steps(self) -> list[Path]:
         """Complete checkpoints, oldest first."""
-        if not self.folder.is_dir():
-            return []
-        return sorted((p for p in self.folder.glob("step_*") if p.is_dir() and (p / STATE_FILE).exists()),
-                      key=lambda p: p.name)
+        return step_checkpoints(self.run_dir)
 
     def latest(self) -> Path | None:
         found = self.steps()
         return found[-1] if found else None
 
     def best(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads((self.folder / BEST_FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) and (self.folder / str(data.get("checkpoint"))).is_dir() else None
+        return read_best(self.run_dir)
 
     def save(self, step: int, state: dict[str, Any], write: Callable[[Path], None]) -> Path:
         """Write a checkpoint with ``write(folder)`` plus ``trainer_state.json``; update best; prune."""
@@ -57,6 +46,7 @@ class CheckpointStore:
         try:
             write(tmp)
             write_json_atomic(tmp / STATE_FILE, state)
+            write_manifest(tmp)  # last: a folder with a manifest is complete
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a failed save (full disk...) leaves no partial folder
             raise

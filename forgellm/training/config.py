@@ -40,6 +40,8 @@ class TrainingConfig(BaseModel):
     near_dedupe_threshold: float = Field(0.8, ge=0.0, le=1.0, description="Estimated Jaccard similarity above which a document is a near duplicate; 0 disables near-dedupe.")
     quality_filters: bool = Field(True, description="Drop CPT documents that are too short, mostly non-letters or mostly repeated lines.")
     max_seq_length: int = Field(1024, ge=16, description="Tokens per training sequence (documents are packed to this length).")
+    # Data: validation from its own folder (a dataset too small to split, or a held-out set of one's own).
+    validation_dir: str | None = Field(None, description="Folder of documents (or records) used as the validation set instead of a share of input_dir; then all of input_dir trains and validation_split is not used.")
 
     # Where to write.
     output_dir: str | None = Field(None, description="Parent folder of the run folder; default models/cpt or models/ift.")
@@ -209,11 +211,13 @@ def validate_config(values: dict[str, Any], *, source: str = "config") -> Traini
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else "; see `forgellm train --print-config`"
-            raise UserError(f"{source}: unknown key {key!r}{hint}")
+            raise UserError(f"{source}: unknown key {key!r}{hint}", field=str(key))
     try:
         return TrainingConfig(**values)
     except ValidationError as exc:
-        raise UserError(f"{source}: " + "; ".join(_describe_error(e) for e in exc.errors())) from None
+        errors = exc.errors()
+        first = str((errors[0].get("loc") or ("",))[0]) or None  # the field the web form marks
+        raise UserError(f"{source}: " + "; ".join(_describe_error(e) for e in errors), field=first) from None
 
 
 def _describe_error(error: dict[str, Any]) -> str:

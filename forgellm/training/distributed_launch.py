@@ -29,6 +29,8 @@ from pathlib import Path
 import psutil
 
 from forgellm.errors import ForgeError, UserError
+from forgellm.jsonio import read_json
+from forgellm.runs.layout import STATUS_FILE
 
 TORCH_RDZV_PORT = 29500
 RANK_ENV = {"RANK", "MLX_RANK"}  # set for each worker by torchrun / mlx.launch
@@ -254,7 +256,9 @@ def launch_training(*, config_file: str | None, sets: tuple[str, ...], resume: s
 
     A fresh run gets its name now (``--set run_name=...``), so this process knows its folder."""
     from forgellm.training.config import build_config, parse_overrides
-    from forgellm.training.run import find_run, load_run_config, resolve_models, run_folder
+    from forgellm.runs.layout import find_run
+    from forgellm.runs.lock import refuse_if_held
+    from forgellm.training.run import load_run_config, resolve_models, run_folder
     from forgellm.workspace import Workspace
 
     workspace = Workspace.current()
@@ -270,6 +274,8 @@ def launch_training(*, config_file: str | None, sets: tuple[str, ...], resume: s
         run_dir = run_folder(config, base, workspace)
         args += ([] if config_file is None else ["--config", config_file]) + ["--set", f"run_name={run_dir.name}"]
         args += ["--overwrite"] if overwrite else []
+    if run_dir.exists():  # a live trainer of this run (another launch, the CLI, the web app): refuse now
+        refuse_if_held(run_dir, "resume" if resume else "overwrite")
     launched = launch(config.resolved_engine(), nproc, hostfile, args)
     status = _read_status(run_dir)
     if status.get("status") == "running":  # every worker has ended, and none recorded why
@@ -310,7 +316,5 @@ class WorkersFailed(ForgeError):
 
 
 def _read_status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    """status.json as rank 0 left it (no lock check: every worker has ended by now)."""
+    return read_json(run_dir / STATUS_FILE) or {}

@@ -21,7 +21,8 @@ from typing import Any
 from forgellm.errors import NotFoundError, UserError
 from forgellm.jsonio import write_json_atomic
 from forgellm.models.resolve import ModelInfo, describe, resolve
-from forgellm.training.checkpoints import CheckpointStore, checkpoint_name
+from forgellm.runs.checkpoints import choose_checkpoint
+from forgellm.runs.layout import find_run
 from forgellm.training.config import TrainingConfig
 from forgellm.workspace import Workspace
 
@@ -93,32 +94,14 @@ def read_qa(path: Path) -> list[dict[str, Any]]:
 
 def resolve_checkpoint(name: str, checkpoint: str | None, workspace: Workspace) -> tuple[Path, Path | None]:
     """(folder to load, run folder or None). For a run: ``best``, ``latest``, ``final`` or a step number;
-    by default its final weights, else its best checkpoint."""
-    from forgellm.training.run import find_run
-
+    by default its final weights, else its best checkpoint (see `forgellm.runs.checkpoints`)."""
     try:
         run_dir = find_run(name, workspace)
     except NotFoundError:
         if checkpoint:
             raise UserError(f"--checkpoint needs a training run; {name!r} is not one") from None
         return resolve(name, workspace).path, None
-    store = CheckpointStore(run_dir, max_keep=1)
-    choice = checkpoint or ("final" if (run_dir / "final").is_dir() else "best")
-    if choice == "final":
-        folder = run_dir / "final"
-    elif choice == "best":
-        best = store.best()
-        folder = run_dir / "checkpoints" / best["checkpoint"] if best else store.latest()
-    elif choice == "latest":
-        folder = store.latest()
-    elif choice.isdigit():
-        folder = run_dir / "checkpoints" / checkpoint_name(int(choice))
-    else:
-        raise UserError(f"--checkpoint {choice!r}: use best, latest, final or a step number")
-    if folder is None or not folder.is_dir():
-        available = ", ".join(p.name for p in store.steps()) or "none yet"
-        raise NotFoundError(f"run {run_dir.name} has no checkpoint {choice!r} (checkpoints: {available})")
-    return folder, run_dir
+    return choose_checkpoint(run_dir, checkpoint), run_dir
 
 
 def _split_model(folder: Path, workspace: Workspace) -> tuple[ModelInfo, ModelInfo | None]:

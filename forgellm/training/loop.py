@@ -24,6 +24,7 @@ import numpy as np
 
 from forgellm.data.sequences import TokenSequences
 from forgellm.errors import ForgeError, UserError
+from forgellm.runs.events import Event, make_event
 from forgellm.training.checkpoints import CheckpointStore
 from forgellm.training.config import TrainingConfig
 from forgellm.training.distributed import SINGLE, Group, reshard_position
@@ -108,7 +109,8 @@ def evaluate_objective(objective: TokenObjective | PreferenceObjective, trainabl
         sums, count = sums + values, count + n
     *summed, count = group.sum([*map(float, sums), count])
     if count == 0:
-        raise UserError("the validation split has no target tokens; raise validation_split or add data")
+        raise UserError("the validation split has no target tokens; raise validation_split, add data, "
+                        "or name a folder of validation documents with validation_dir")
     return summed[0] / count, named_means(objective, np.asarray(summed), count)
 
 
@@ -127,12 +129,17 @@ class StopFlag:
 
 def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequences, val_data: TokenSequences,
           store: CheckpointStore, callbacks: list[Callback], *, state: LoopState | None = None,
-          stop: StopFlag | None = None, group: Group = SINGLE) -> LoopState:
+          stop: StopFlag | None = None, group: Group = SINGLE, finish: Callable[[], None] | None = None,
+          changed: dict[str, Any] | None = None) -> LoopState:
     """Train until ``config.max_iterations``, early stopping, a stop request or divergence.
 
     With a distributed ``group`` every rank runs this loop on its own shard of each global
     batch; only rank 0 emits events and writes checkpoints. Every decision (stop, early stop,
-    divergence) is taken on summed numbers, so all ranks take it at the same step."""
+    divergence) is taken on summed numbers, so all ranks take it at the same step.
+
+    ``finish`` runs on every rank after the last checkpoint and before the ``done`` event (the
+    final weights: a run is only ``done`` once they exist); ``changed`` goes into the ``resume``
+    event (the configuration keys this resume changed, ``{key: [before, after]}``)."""
     stop = stop if stop is not None else StopFlag()
     objective = objective_for(config)
     resumed = state is not None
@@ -140,9 +147,9 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
     rank, world_size = group.rank, group.world_size
     is_main = rank == 0
 
-    def emit(event: str, **values: Any) -> None:
+    def emit(event: Event, **values: Any) -> None:
         if is_main:
-            record = {"event": event, "time": round(time.time(), 3), "step": state.step, **values}
+            record = make_event(event, state.step, **values)
             for callback in callbacks:
                 callback(record)
 
@@ -159,7 +166,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         snapshot = {**asdict(state), "val_loss": val, "engine": trainable.engine,
                     "fine_tune_type": config.fine_tune_type, "time": time.time()}
         path = store.save(state.step, snapshot, trainable.save_checkpoint)
-        emit("checkpoint", path=str(path.relative_to(store.run_dir)), val_loss=val)
+        emit(Event.CHECKPOINT, path=str(path.relative_to(store.run_dir)), val_loss=val)
 
     def run_eval() -> bool:
         """Evaluate; record overfitting; return True when early stopping should end the run."""
@@ -169,7 +176,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         state.recent_train_losses = []
         state.val_loss, state.val_step = val, state.step
         perplexity = {"val_ppl": _ppl(val)} if isinstance(objective, TokenObjective) else {}
-        emit("eval", val_loss=val, **perplexity, train_loss=train_loss,
+        emit(Event.EVAL, val_loss=val, **perplexity, train_loss=train_loss,
              **{f"val_{name}": value for name, value in val_metrics.items()})
         if not math.isfinite(val):
             raise TrainingDiverged(f"validation loss is {val} at step {state.step}")
@@ -183,9 +190,9 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             state.overfit_evals = 0
             return False
         state.overfit_evals += 1
-        emit("overfitting", reason=reason, val_loss=val, best_val_loss=state.best_val_loss)
+        emit(Event.OVERFITTING, reason=reason, val_loss=val, best_val_loss=state.best_val_loss)
         if config.early_stopping_patience and state.overfit_evals >= config.early_stopping_patience:
-            emit("early_stop", reason=f"{state.overfit_evals} evaluations in a row overfitting ({reason})",
+            emit(Event.EARLY_STOP, reason=f"{state.overfit_evals} evaluations in a row overfitting ({reason})",
                  best_step=state.best_step)
             return True
         return False
@@ -196,7 +203,8 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
     stream = MicroBatches(train_data, config.batch_size, config.seed, state.data_position, shard=(rank, world_size))
     batches = iter(stream)
     total = config.max_iterations
-    emit("resume" if resumed else "start", total_steps=total, run_name=store.run_dir.name,
+    opening = {"changed": changed or {}} if resumed else {}
+    emit(Event.RESUME if resumed else Event.START, **opening, total_steps=total, run_name=store.run_dir.name,
          training_type=config.training_type, fine_tune_type=config.fine_tune_type, engine=trainable.engine,
          model=config.model_name, trainable_params=trainable.trainable_params,
          total_params=trainable.total_params, world_size=world_size,
@@ -247,7 +255,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         report_time += step_time
         report_sums, report_units = report_sums + sums, report_units + units
         if state.step % config.steps_per_report == 0 or state.step == total:
-            emit("train", loss=float(np.mean(report_losses)), learning_rate=lr, tokens=report_tokens,
+            emit(Event.TRAIN, loss=float(np.mean(report_losses)), learning_rate=lr, tokens=report_tokens,
                  trained_tokens=state.trained_tokens, tokens_per_second=report_tokens / max(report_time, 1e-9),
                  grad_norm=grad_norm, peak_memory_gb=trainable.peak_memory_bytes() / 1e9, elapsed=state.elapsed,
                  world_size=world_size, **named_means(objective, report_sums, report_units))
@@ -261,8 +269,10 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             break
     if status == "stopped" and saved_step != state.step:  # decided alike on every rank
         save_checkpoint()
+    if finish is not None:
+        finish()
     best = store.best()
-    emit("done", status=status, best_checkpoint=best["checkpoint"] if best else None,
+    emit(Event.DONE, status=status, best_checkpoint=best["checkpoint"] if best else None,
          best_val_loss=state.best_val_loss, final_loss=last_loss,
          early_stopped=early)
     return state

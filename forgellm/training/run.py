@@ -23,7 +23,12 @@ import yaml
 
 from forgellm.data.sequences import TokenSequences, load_split
 from forgellm.errors import ConflictError, NotFoundError, UserError
-from forgellm.models.resolve import RUN_MARKER, ModelInfo, resolve, resolve_adapter
+from forgellm.models.resolve import ModelInfo, resolve, resolve_adapter
+from forgellm.runs.checkpoints import resume_point, write_manifest
+from forgellm.runs.events import Event, make_event
+from forgellm.runs.layout import (CONFIG_FILE, DATA_STATS_FILE, FINAL_DIR, FINAL_STAGING_DIR, LOCK_FILE, LOG_FILE,
+                                  METRICS_FILE, RUN_MARKER, STATUS_FILE, find_run, is_run, read_config, run_kind)
+from forgellm.runs.lock import RunLock
 from forgellm.training.callbacks import MetricsFile, Progress, StatusFile, TensorBoard
 from forgellm.training.checkpoints import CheckpointStore, read_state
 from forgellm.training.config import TrainingConfig, validate_config
@@ -57,7 +62,7 @@ def resolve_models(config: TrainingConfig, workspace: Workspace) -> tuple[ModelI
     """(base model, adapter to keep training or None). A run folder or adapter as ``model_name``
     continues that adapter on its base model; a fused/full model is simply the base."""
     info = resolve(config.model_name, workspace)
-    if info.is_adapter or (info.path / RUN_MARKER).exists():
+    if info.is_adapter or is_run(info.path):
         adapter = resolve_adapter(config.model_name, workspace)
         if not adapter.is_adapter:
             return adapter, None  # a run that saved full weights
@@ -68,28 +73,38 @@ def resolve_models(config: TrainingConfig, workspace: Workspace) -> tuple[ModelI
 
 
 def run_folder(config: TrainingConfig, model: ModelInfo, workspace: Workspace) -> Path:
-    # A preference run tunes an instruction model further: it lives beside the IFT runs.
-    kind = "ift" if config.training_type == "preference" else config.training_type
-    parent = workspace.confine(config.output_dir) if config.output_dir else workspace.models(kind)
+    parent = workspace.path(config.output_dir) if config.output_dir else workspace.models(run_kind(config.training_type))
     return parent / (config.run_name or default_run_name(config, model))
 
 
-def prepare_folder(run_dir: Path, *, overwrite: bool) -> None:
+def prepare_folder(run_dir: Path, *, overwrite: bool) -> RunLock:
+    """Create the run folder (or empty it, with ``overwrite``) and take its lock, which the caller
+    holds until the run ends. Overwriting a run that a live process trains is refused."""
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise ConflictError(f"output folder {run_dir} already exists; pass --resume {run_dir} to continue it, "
                                 f"--overwrite to replace it, or choose another run_name")
-        if not (run_dir / RUN_MARKER).exists():
+        if not is_run(run_dir):
             raise ConflictError(f"{run_dir} was not created by ForgeLLM (no {RUN_MARKER}); refusing to delete it")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        run_lock = RunLock(run_dir).acquire("overwrite")
+        for child in run_dir.iterdir():  # all but the lock we hold
+            if child.name == LOCK_FILE:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_lock = RunLock(run_dir).acquire("train")
     (run_dir / RUN_MARKER).write_text("ForgeLLM training run\n")
+    return run_lock
 
 
 def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> tuple[TokenSequences, TokenSequences, dict]:
     """The train/val splits: a folder of prepared splits (``train.tokens.npy`` ...) is used as is,
     anything else goes through the data pipeline."""
-    source = workspace.confine(config.input_dir)
+    source = workspace.path(config.input_dir)
     if not source.exists():
         raise NotFoundError(f"input_dir {config.input_dir!r} not found (looked at {source}); put your documents "
                             f"there or set input_dir to your dataset folder")
@@ -104,14 +119,10 @@ def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> 
         from forgellm.data.pipeline import prepare_dataset
         from forgellm.data.settings import DataSettings
 
-        settings = DataSettings(input_dir=source, training_type=config.training_type,
-                                max_seq_length=config.max_seq_length, validation_split=config.validation_split,
-                                seed=config.seed, data_mixture_ratio=config.data_mixture_ratio,
-                                general_data_dir=workspace.confine(config.general_data_dir) if config.general_data_dir else None,
-                                text_column=config.text_column, ift_format=config.ift_format, dedupe=config.dedupe,
-                                near_dedupe_threshold=config.near_dedupe_threshold,
-                                quality_filters=config.quality_filters,
-                                replay_model=str(base.path), replay_engine=config.resolved_engine())
+        folders = {key: workspace.path(getattr(config, key)) for key in ("general_data_dir", "validation_dir")
+                   if getattr(config, key)}
+        settings = DataSettings.from_config(config, **folders, input_dir=source, replay_model=str(base.path),
+                                            replay_engine=config.resolved_engine())
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         prepared = prepare_dataset(settings, tokenizer, workspace)
         train_data, val_data, stats = prepared.train, prepared.val, {**prepared.stats, "prepared_path": str(prepared.path)}
@@ -163,7 +174,7 @@ def _install_stop_handlers(stop: StopFlag) -> dict[int, Any]:
 
 
 def _attach_log(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = logging.FileHandler(run_dir / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     root = logging.getLogger("forgellm")
@@ -174,7 +185,7 @@ def _attach_log(run_dir: Path) -> logging.Handler:
 
 
 def load_run_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> TrainingConfig:
-    config_file = run_dir / "config.yaml"
+    config_file = run_dir / CONFIG_FILE
     if not config_file.exists():
         raise NotFoundError(f"{run_dir} has no config.yaml; it is not a training run folder")
     values = yaml.safe_load(config_file.read_text()) or {}
@@ -182,14 +193,28 @@ def load_run_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> T
     return validate_config(values, source=str(config_file))
 
 
-def find_run(name: str, workspace: Workspace) -> Path:
-    """A run folder by path or by name under models/cpt or models/ift."""
-    candidates = [Path(name).expanduser(), workspace.root / name,
-                  *(workspace.models(kind) / name for kind in ("cpt", "ift"))]
-    for path in candidates:
-        if (path / "config.yaml").exists() and (path / RUN_MARKER).exists():
-            return path.resolve()
-    raise NotFoundError(f"run {name!r} not found; `forgellm runs list` shows the runs")
+def write_back_config(run_dir: Path, config: TrainingConfig) -> dict[str, list[Any]]:
+    """Make ``config.yaml`` the configuration a resume trains with, so summaries, the model card and
+    the next resume see it; the one it replaces is kept as ``config.<n>.yaml``. The changed keys,
+    ``{key: [before, after]}``, go into the ``resume`` event."""
+    before = read_config(run_dir)
+    after = yaml.safe_load(config.to_yaml()) or {}
+    changed = {key: [before.get(key), value] for key, value in after.items() if before.get(key) != value}
+    if changed:
+        n = 1
+        while (run_dir / f"config.{n}.yaml").exists():
+            n += 1
+        shutil.copy2(run_dir / CONFIG_FILE, run_dir / f"config.{n}.yaml")
+        tmp = run_dir / f".{CONFIG_FILE}.tmp"
+        try:
+            tmp.write_text(config.to_yaml())
+            os.replace(tmp, run_dir / CONFIG_FILE)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # config.yaml stays the previous one, whole
+            raise
+        log.info("resume changed %s; the previous configuration is kept as config.%d.yaml",
+                 ", ".join(changed), n)
+    return changed
 
 
 def start_run(config: TrainingConfig | None = None, *, resume: str | None = None, overwrite: bool = False,
@@ -207,30 +232,43 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
     base, adapter = resolve_models(config, workspace)
     check_fits(config, base, _vocab_size(base))
     group = init_group(config.resolved_engine())  # torchrun / mlx.launch workers join here; alone: no-op
+    run_lock: RunLock | None = None  # rank 0 (or the only process) holds it until the run ends
+    log_handler = None
     try:
-        if not resume:
+        changed: dict[str, list[Any]] = {}
+        latest = None
+        if resume:
+            if group.is_main:
+                run_lock = RunLock(run_dir).acquire("resume")
+            # before anything is written: the checkpoint to continue from (broken ones skipped, with a warning)
+            latest = resume_point(run_dir)
+            if group.is_main:
+                changed = write_back_config(run_dir, config)
+        else:
             if group.world_size > 1 and not config.run_name:  # every rank must agree on one folder
                 config = config.model_copy(update={"run_name": group.broadcast_text(default_run_name(config, base))})
             run_dir = run_folder(config, base, workspace)
             if group.is_main:
-                prepare_folder(run_dir, overwrite=overwrite)
+                run_lock = prepare_folder(run_dir, overwrite=overwrite)
             config = config.model_copy(update={"run_name": run_dir.name})
             if group.is_main:
-                (run_dir / "config.yaml").write_text(config.to_yaml())
+                (run_dir / CONFIG_FILE).write_text(config.to_yaml())
         log_handler = _attach_log(run_dir) if group.is_main else None
+        return _run(config, run_dir, base, adapter, workspace, resume=bool(resume), progress_stream=progress_stream,
+                    group=group, changed=changed, latest=latest)
     except OSError as exc:
         raise storage_error(exc) from None
-    try:
-        return _run(config, run_dir, base, adapter, workspace, resume=bool(resume), progress_stream=progress_stream,
-                    group=group)
     finally:
         if log_handler is not None:
             logging.getLogger("forgellm").removeHandler(log_handler)
             log_handler.close()
+        if run_lock is not None:
+            run_lock.release()
 
 
 def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelInfo | None, workspace: Workspace,
-         *, resume: bool, progress_stream, group: Group) -> RunResult:
+         *, resume: bool, progress_stream, group: Group, changed: dict[str, list[Any]],
+         latest: Path | None) -> RunResult:
     """Rank 0 (or the only process) writes the run folder; other ranks of a distributed run only train."""
     from forgellm.training.engine_api import create_trainable
 
@@ -240,9 +278,9 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
     errors = ErrorRecorder(callbacks)
     try:
         if group.is_main:
-            metrics = MetricsFile(run_dir / "metrics.jsonl")
+            metrics = MetricsFile(run_dir / METRICS_FILE)
             closers.append(metrics.close)
-            callbacks += [metrics, StatusFile(run_dir / "status.json", config.max_iterations)]
+            callbacks += [metrics, StatusFile(run_dir / STATUS_FILE, config.max_iterations, resumed=resume)]
         log.info("run %s: %s %s on %s (%s engine)", run_dir, config.training_type, config.fine_tune_type,
                  base.path, config.resolved_engine())
         if not group.is_main:
@@ -250,7 +288,7 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
         train_data, val_data, stats = load_data(config, base, workspace)
         if group.is_main:
             group.barrier()
-            (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2, default=str))
+            (run_dir / DATA_STATS_FILE).write_text(json.dumps(stats, indent=2, default=str))
         check_data(config, train_data)
         trainable = create_trainable(config, base, adapter)
         if config.training_type == "preference" and config.preference_loss == "dpo" \
@@ -261,7 +299,6 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
             train_data, val_data = (reference_logps(trainable, data, folder, split, key, config.batch_size, group)
                                     for data, split in ((train_data, "train"), (val_data, "val")))
         state = None
-        latest = store.latest() if resume else None
         if latest is not None:
             trainable.load_checkpoint(latest)
             saved = read_state(latest)
@@ -277,18 +314,20 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
             from forgellm.training.distributed_watchdog import on_loss
 
             on_loss(lambda: _record_if_stuck(errors, group, store))
+        def finish() -> None:  # before the done event: a run is done only once final/ exists
+            if group.is_main:
+                _save_final(trainable, run_dir)
+            elif getattr(trainable, "collective_save", False):
+                trainable.save_final(None)  # this rank's part in gathering sharded weights
+
         stop = StopFlag()
         previous = _install_stop_handlers(stop)
         try:
             state = train(trainable, config, train_data, val_data, store, callbacks, state=state, stop=stop,
-                          group=group)
+                          group=group, finish=finish, changed=changed)
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
-        if group.is_main:
-            _save_final(trainable, run_dir)
-        elif getattr(trainable, "collective_save", False):
-            trainable.save_final(None)  # this rank's part in gathering sharded weights
         group.close()
         return RunResult(run_dir, "stopped" if stop else "completed", state, group.is_main)
     except BaseException as exc:
@@ -307,11 +346,12 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
 
 
 def _save_final(trainable, run_dir: Path) -> None:
-    """``final/``, written beside and then renamed, so it is always complete."""
-    staging, final = run_dir / ".tmp-final", run_dir / "final"
+    """``final/``, written beside (its manifest last) and then renamed, so it is always complete."""
+    staging, final = run_dir / FINAL_STAGING_DIR, run_dir / FINAL_DIR
     shutil.rmtree(staging, ignore_errors=True)
     try:
         trainable.save_final(staging)
+        write_manifest(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -335,7 +375,7 @@ class ErrorRecorder:
                 return False
             self._recorded = True
             log.error("run failed: %s", message)
-            record = {"event": "error", "time": round(time.time(), 3), "step": step, "message": message}
+            record = make_event(Event.ERROR, step, message=message)
             for callback in self.callbacks:
                 if isinstance(callback, (MetricsFile, StatusFile)):
                     try:

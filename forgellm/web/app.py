@@ -9,11 +9,12 @@ Config keys (``test_config`` overrides them):
   TRAIN_COMMAND       the trainer command line (default ``python -m forgellm train``)
   HOST, ACCESS_TOKEN  the address served and its access token (see forgellm.security): a
                       non-loopback HOST needs a token, which every request then carries
+  ROOTS               folders beyond the workspace that requests may name (os.pathsep-separated;
+                      default $FORGELLM_ROOTS; see forgellm.access)
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ from flask import Flask, jsonify, render_template
 from flask_socketio import SocketIO
 
 from forgellm import __version__
-from forgellm.errors import ForgeError
-from forgellm.security import install_security
+from forgellm.access import Roots
+from forgellm.security import DEFAULT_MAX_BODY_BYTES, guard_socketio_transport, install_security, is_loopback
+from forgellm.security.sockets import allowed_origin
 from forgellm.web import openapi, sockets
 from forgellm.web.routes import dashboard, datasets, models, proxy, runs, training
 from forgellm.web.services.live_metrics import LiveMetrics
@@ -31,17 +33,16 @@ from forgellm.web.services.tasks import Tasks
 from forgellm.web.services.training_jobs import TrainingJobs
 from forgellm.workspace import Workspace
 
-log = logging.getLogger(__name__)
-
 DEFAULTS: dict[str, Any] = {
     "MODEL_SERVER_URL": "http://127.0.0.1:5001",
     "SOCKETIO_ASYNC_MODE": "threading",
     "LIVE_INTERVAL": 0.5,
     "START_BACKGROUND": True,
     "TRAIN_COMMAND": None,
-    "MAX_BODY_BYTES": 1024 * 1024,
+    "MAX_BODY_BYTES": DEFAULT_MAX_BODY_BYTES,
     "HOST": "127.0.0.1",
     "ACCESS_TOKEN": None,
+    "ROOTS": None,
 }
 
 
@@ -55,12 +56,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config["WORKSPACE"] = workspace
     workspace.ensure()
     install_security(app, host=app.config["HOST"], token=app.config["ACCESS_TOKEN"],
+                     roots=Roots.of(workspace, listed=app.config["ROOTS"]),
                      max_body_bytes=app.config["MAX_BODY_BYTES"])
 
-    socketio = SocketIO(app, async_mode=app.config["SOCKETIO_ASYNC_MODE"], cors_allowed_origins=[],
-                        logger=False, engineio_logger=False)
+    # engine.io checks the origin itself, by our rule; the guard in front of it also checks the Host.
+    loopback_only = is_loopback(app.config["HOST"])
+    socketio = SocketIO(app, async_mode=app.config["SOCKETIO_ASYNC_MODE"],
+                        cors_allowed_origins=allowed_origin(loopback_only), logger=False, engineio_logger=False)
+    guard_socketio_transport(app, loopback_only=loopback_only)
     jobs = TrainingJobs(workspace, app.config["TRAIN_COMMAND"])
-    watch = ServerWatch(socketio, app.config["MODEL_SERVER_URL"], app.config["ACCESS_TOKEN"])
+    watch = ServerWatch(socketio, app.config["MODEL_SERVER_URL"], app.config["ACCESS_TOKEN"],
+                        state_file=workspace.logs_dir / "server-watch.json")  # survives a web restart
     live = LiveMetrics(socketio, workspace, interval=app.config["LIVE_INTERVAL"],
                        on_tick=lambda: (socketio.emit("training_status", jobs.status()), watch.check()))
     app.extensions["forgellm"] = {"socketio": socketio, "jobs": jobs, "live": live, "server_watch": watch,
@@ -69,7 +75,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     for blueprint in (training.bp, models.bp, runs.bp, dashboard.bp, datasets.bp, proxy.bp):
         app.register_blueprint(blueprint)
-    _register_errors(app)
 
     # The page preloads every module at once instead of level by level along the import graph.
     modules = sorted(p.name for p in Path(app.static_folder, "js").glob("*.js") if p.name != "app.js")
@@ -91,15 +96,3 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config["START_BACKGROUND"]:
         live.start()
     return app
-
-
-def _register_errors(app: Flask) -> None:
-    """ForgeLLM errors as the security layer words them, plus the refused field for the form."""
-    @app.errorhandler(ForgeError)
-    def forge_error(exc: ForgeError):
-        if exc.status >= 500:
-            log.error("server error: %s", exc)
-        error = {"message": str(exc), "type": exc.kind}
-        if getattr(exc, "field", None):
-            error["field"] = exc.field
-        return jsonify({"error": error}), exc.status

@@ -1,59 +1,24 @@
-"""Request parsing with pydantic: one schema per endpoint, shared by the handlers and the
-OpenAPI document. A refused value becomes a 400 whose JSON names the field."""
+"""Request parsing of the web app: the shared reader of `forgellm.security.requests` (JSON within
+limits, one schema per endpoint, the path rule applied to every path and name field), plus
+query strings. A refused value becomes a 400/403 whose JSON names the field."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
 from flask import request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from forgellm.errors import UserError
+from forgellm.security.requests import body, json_object, validate
+
+__all__ = ["body", "json_body", "query", "validate"]
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class FieldError(UserError):
-    """A refused request value; ``field`` is its dotted name (shown beside the form field)."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
-
-def from_validation_error(exc: ValidationError, prefix: str = "") -> FieldError:
-    """The first problem of a pydantic error, worded for a person, with the field named."""
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or None
-    if prefix and field:
-        field = f"{prefix}.{field}"
-    name = field.split(".")[-1] if field else "body"
-    hint = ""
-    if first["type"] == "extra_forbidden":
-        hint = " (unknown key)"
-    return FieldError(f"{name}: {first['msg']}{hint}", field)
-
-
-def validate(model: type[M], data: Any, prefix: str = "") -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation_error(exc, prefix) from None
-
-
-def json_body() -> Any:
-    """The parsed JSON body (an empty body counts as ``{}``)."""
-    if not request.data:
-        return {}
-    data = request.get_json(silent=True, force=True)
-    if data is None:
-        raise FieldError("the request body is not valid JSON; send a JSON object")
-    return data
-
-
-def body(model: type[M]) -> M:
-    """The JSON body validated against ``model``."""
-    return validate(model, json_body())
+def json_body() -> dict[str, Any]:
+    """The parsed JSON body as an object (an empty body counts as ``{}``)."""
+    return json_object(request.get_data(), empty_ok=True)
 
 
 def query(model: type[M]) -> M:

@@ -6,6 +6,7 @@ from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from forgellm.errors import UserError
+from forgellm.security.requests import RunId
 from forgellm.web import context, openapi
 from forgellm.web.services import runs as run_files
 from forgellm.web.validation import validate
@@ -15,7 +16,7 @@ bp = Blueprint("dashboard", __name__)
 
 class DashboardQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run: list[str] = Field(description="Run id; repeat the parameter to compare runs.", min_length=1, max_length=12)
+    run: list[RunId] = Field(description="Run id; repeat the parameter to compare runs.", min_length=1, max_length=12)
     max_points: int = Field(600, ge=10, le=20000, description="Points per curve after downsampling (best and last kept).")
 
 

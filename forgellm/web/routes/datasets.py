@@ -1,22 +1,31 @@
-"""``/api/datasets``: browse the workspace's ``dataset/`` folder, preview files, see their stats.
+"""``/api/datasets``: browse the workspace's ``dataset/`` folder, preview files, see their stats,
+synthesize question/answer chats and paraphrases from its documents.
 
-Every path comes from the request, so each is confined to ``dataset/``: absolute paths are
-refused (400), and ``..`` or symlinks that leave the folder too (403).
+Every path comes from the request, so each is confined to ``dataset/`` by the request rule of
+`forgellm.access`: absolute paths are refused (400), ``..`` components and symlinks that leave
+the folder too (403). The tokenizer ``model`` of the stats follows the rule for models.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from flask import Blueprint, current_app, jsonify
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
-from forgellm.errors import AccessError, NotFoundError
+from forgellm.access import request_path
+from forgellm.data.settings import SHARED_KEYS, DataSettings
+from forgellm.errors import NotFoundError, UserError
+from forgellm.jsonio import read_json
+from forgellm.models.resolve import resolve_pair
+from forgellm.security.auth import TOKEN_ENV
+from forgellm.security.requests import ModelRef, request_roots
 from forgellm.web import context, openapi
 from forgellm.web.services.dataset_stats import DatasetStats
-from forgellm.web.validation import FieldError, query
+from forgellm.web.validation import body, query
 
 bp = Blueprint("datasets", __name__)
 
@@ -30,25 +39,56 @@ class PreviewQuery(BaseModel):
     max_bytes: int = Field(65536, ge=1, le=1048576, description="How much of the file to return.")
 
 
-class StatsQuery(BaseModel):
+#: The training config keys the Training form sends so its stats line shows what the run will train on.
+FORM_KEYS = tuple(k for k in SHARED_KEYS if k not in ("input_dir", "training_type"))
+#: Of those, the folders (paths from the request: confined like every other path).
+FOLDER_KEYS = ("general_data_dir", "validation_dir")
+
+
+def _form_key(name: str) -> tuple[Any, Any]:
+    """A query parameter declared as the data setting ``name`` (its bounds and description), optional."""
+    field = DataSettings.model_fields[name]
+    annotation = str if name in FOLDER_KEYS else field.annotation
+    return annotation | None, FieldInfo.merge_field_infos(field, default=None, description=(
+        f"{field.description} Default: the training default ({field.default!r})."))
+
+
+class _StatsQueryBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(".", description="File or folder relative to dataset/ ('.' = all of it).")
-    mode: Literal["cpt", "ift", "preference"] | None = Field(None, description="Read it as CPT documents, IFT records or preference pairs (default: detected).")
-    model: str | None = Field(None, description="Tokenizer of this model for the token counts (default: the embedded model).")
+    mode: Literal["cpt", "ift", "preference"] | None = Field(None, description="Read it as CPT documents, IFT records or preference pairs (default: cpt).")
+    model: ModelRef | None = Field(None, description="Tokenizer of this model for the token counts, and the model that "
+                                                "writes the replay set when data_mixture_ratio < 1 (default: the embedded model).")
+
+
+StatsQuery = create_model("StatsQuery", __base__=_StatsQueryBase, **{name: _form_key(name) for name in FORM_KEYS})
+
+
+class SynthesizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, description="Folder or file of documents, relative to dataset/.")
+    out: str | None = Field(None, min_length=1, description="Output folder relative to dataset/ (default: <path>-synth); "
+                                                            "an earlier, unfinished synthesis there is resumed.")
+    teacher: str = Field("default", min_length=1, description="Model name, or the URL of an OpenAI-compatible server.")
+    teacher_model: str | None = Field(None, min_length=1, description="Model id to ask at a teacher URL.")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$",
+                                    description="Environment variable of the web app holding the teacher URL's API key.")
+    questions_per_chunk: int = Field(3, ge=0, le=20, description="Question/answer pairs asked for each chunk.")
+    paraphrases: int = Field(2, ge=0, le=10, description="Paraphrases written of each chunk.")
+
+
+class SynthesisQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    out: str = Field(min_length=1, description="The synthesis output folder, relative to dataset/.")
 
 
 def dataset_path(raw: str) -> Path:
     """``raw`` resolved inside dataset/, or a 400/403/404 naming the problem."""
-    if Path(raw).is_absolute():
-        raise FieldError(f"path {raw!r} is absolute; give a path relative to the dataset folder", "path")
-    workspace = context.workspace()
-    try:
-        path = workspace.confine(raw, within=workspace.dataset_dir)
-    except AccessError as exc:
-        exc.field = "path"
-        raise
+    folder = context.workspace().dataset_dir
+    path = request_path(raw, "path", request_roots(), "read", base=folder, within=folder, relative_only=True) \
+        if raw != "." else folder.resolve()
     if not path.exists():
-        raise NotFoundError(f"{raw!r} does not exist in {workspace.dataset_dir}")
+        raise NotFoundError(f"path: {raw!r} does not exist in the dataset folder", field="path")
     return path
 
 
@@ -81,7 +121,7 @@ def preview():
     args = query(PreviewQuery)
     path = dataset_path(args.path)
     if path.is_dir():
-        raise FieldError(f"{args.path!r} is a folder; preview one of its files", "path")
+        raise UserError(f"path: {args.path!r} is a folder; preview one of its files", field="path")
     size = path.stat().st_size
     info = {"path": args.path, "size": size, "suffix": path.suffix.lower()}
     with open(path, "rb") as fh:
@@ -93,12 +133,81 @@ def preview():
 
 @bp.get("/api/datasets/stats")
 @openapi.doc("Data stats of a file or folder under dataset/ (`forgellm data stats --json`)", query=StatsQuery,
-             responses={403: "path outside dataset/", 404: "no such path"})
+             responses={403: "path outside dataset/, or a tokenizer outside what requests may reach",
+                        404: "no such path or model", 429: "the most stats processes run already"})
 def stats():
     args = query(StatsQuery)
     path = dataset_path(args.path)
+    tokenizer = None
+    if args.model is not None:  # resolved here, inside the roots: the process gets a folder, not a name
+        # An adapter or run counts by its base model, which must lie inside the roots too.
+        tokenizer = resolve_pair(args.model, None, context.workspace(), model_arg="model", roots=request_roots())[0].path
+    settings = {name: getattr(args, name) for name in FORM_KEYS if getattr(args, name) is not None}
+    for name in FOLDER_KEYS:
+        if name in settings:
+            settings[name] = workspace_folder(settings[name], name)
     service = current_app.extensions["forgellm"].setdefault("dataset_stats", DatasetStats(context.workspace()))
-    return jsonify({"path": args.path, "stats": service.get(path, args.mode, args.model)})
+    return jsonify({"path": args.path, "stats": service.get(path, args.mode, tokenizer, settings)})
+
+
+def workspace_folder(raw: str, field: str) -> Path:
+    """A folder a request names (relative to the workspace, as in a training config), confined."""
+    path = request_path(raw, field, request_roots(), "read")
+    if not path.is_dir():
+        raise UserError(f"{field}: {raw!r} is not a folder in the workspace", field=field)
+    return path
+
+
+@bp.post("/api/datasets/synthesize")
+@openapi.doc("Synthesize grounded Q&A chats and paraphrases from documents (`forgellm data synthesize`, in its own "
+             "process)", body=SynthesizeRequest, responses={403: "path outside dataset/", 404: "no such path"})
+def synthesize():
+    from forgellm.data.synthesis import SynthesisOptions  # the data pipeline stays out of the app until used
+    from forgellm.data.synthesis.teachers import chat_base_url, is_url
+
+    request = body(SynthesizeRequest)
+    source = dataset_path(request.path)
+    workspace = context.workspace()
+    out = _output_folder(request.out or f"{request.path.rstrip('/')}-synth")
+    try:  # the command's own checks, before a process starts (the ranges are the schema's)
+        SynthesisOptions(source=source, out=out, questions_per_chunk=request.questions_per_chunk,
+                         paraphrases=request.paraphrases).check()
+    except UserError as exc:
+        raise UserError(str(exc).replace("--out", "out").replace("SOURCE", "path"), field="out") from None
+    argv = ["data", "synthesize", str(source), "--out", str(out), "--teacher", request.teacher,
+            "--questions-per-chunk", str(request.questions_per_chunk), "--paraphrases", str(request.paraphrases)]
+    argv += ["--teacher-model", request.teacher_model] if request.teacher_model else []
+    key_env = request.api_key_env
+    if key_env and key_env.upper().startswith("FORGELLM_"):
+        # The app's own secrets go to no URL a request names; the model server gets its token below.
+        raise UserError(f"api_key_env {key_env!r} is one of ForgeLLM's own variables; name the teacher's key variable",
+                        field="api_key_env")
+    if (not key_env and current_app.config.get("ACCESS_TOKEN") and is_url(request.teacher)
+            and chat_base_url(request.teacher) == chat_base_url(context.server_url())):
+        key_env = TOKEN_ENV  # the app's model server wants the token the app already passes it
+    argv += ["--api-key-env", key_env] if key_env else []
+    task = context.tasks().start("synthesize", argv)
+    return jsonify({"task": task.describe(), "out": out.relative_to(workspace.dataset_dir.resolve()).as_posix()}), 202
+
+
+@bp.get("/api/datasets/synthesis")
+@openapi.doc("Progress, counts and sample records of a synthesis (its summary.json) and of the task writing it",
+             query=SynthesisQuery, responses={403: "path outside dataset/", 404: "no synthesis there"})
+def synthesis():
+    args = query(SynthesisQuery)
+    out = _output_folder(args.out)  # may not exist yet: the task is still loading its teacher
+    task = next((t for t in sorted(context.tasks().tasks.values(), key=lambda t: t.started, reverse=True)
+                 if t.kind == "synthesize" and t.argv[t.argv.index("--out") + 1] == str(out)), None)
+    summary = read_json(out / "summary.json")
+    if summary is None and task is None:
+        raise NotFoundError(f"{args.out!r} holds no synthesis; start one with POST /api/datasets/synthesize")
+    return jsonify({"out": args.out, "summary": summary, "task": task.describe() if task else None})
+
+
+def _output_folder(raw: str) -> Path:
+    """A synthesis output folder inside dataset/ (existing or not), or a 400/403 naming ``out``."""
+    folder = context.workspace().dataset_dir
+    return request_path(raw, "out", request_roots(), "write", base=folder, within=folder, relative_only=True)
 
 
 def _inside(root: Path, path: Path) -> bool:

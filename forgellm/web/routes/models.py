@@ -5,27 +5,27 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgellm.errors import AccessError, ConflictError
+from forgellm.errors import UserError
 from forgellm.models.resolve import list_models
+from forgellm.runs.lock import refuse_if_held
 from forgellm.security import safe_delete
+from forgellm.security.requests import DeletableName, RunId
 from forgellm.web import context, openapi
 from forgellm.web.services import runs as run_files
-from forgellm.web.validation import FieldError, body
+from forgellm.web.validation import body
 
 bp = Blueprint("models", __name__)
-
-DELETABLE_KINDS = ("cpt", "ift", "published")
 
 
 class DeleteModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, description="Model name as listed, e.g. cpt/my-run or published/my-model.")
+    name: DeletableName = Field(description="cpt/<run>, ift/<run> or published/<model>, as listed.")
     confirm: str = Field(description="The same name again: deletion cannot be undone.")
 
 
 class CheckpointChoice(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run: str = Field(min_length=1, description="Run id, e.g. cpt/my-run.")
+    run: RunId = Field(description="Run id, e.g. cpt/my-run.")
     checkpoint: str = Field("best", pattern=r"^(best|latest|\d+)$", description="best, latest or a step number.")
 
 
@@ -51,17 +51,12 @@ def list_all():
 @openapi.doc("Delete a trained or published model folder that ForgeLLM created", body=DeleteModel,
              responses={403: "not created by ForgeLLM, or a base model", 404: "no such model", 409: "still training"})
 def delete():
-    request = body(DeleteModel)
+    request = body(DeleteModel)  # the name is cpt/<run>, ift/<run> or published/<model>, nothing else
     if request.confirm != request.name:
-        raise FieldError("confirm must repeat the model name exactly", "confirm")
-    kind = request.name.split("/", 1)[0]
-    if kind not in DELETABLE_KINDS or "/" not in request.name:
-        raise AccessError(f"only models under {', '.join(DELETABLE_KINDS)} can be deleted here, not {request.name!r}")
+        raise UserError("confirm must repeat the model name exactly", field="confirm")
     workspace = context.workspace()
-    path = workspace.confine(request.name, within=workspace.models_dir)
-    if run_files.read_status(path).get("status") == "running":
-        raise ConflictError(f"{request.name!r} is still training; stop it first")
-    safe_delete(request.name, workspace)  # refuses links, unmarked folders and anything outside models/
+    refuse_if_held(workspace.models_dir / request.name, "delete")  # a live trainer holds the run lock
+    safe_delete(request.name, workspace)  # refuses links, unmarked folders and anything outside models/<kind>
     return jsonify({"deleted": request.name})
 
 

@@ -2,7 +2,9 @@
 
 Bodies are checked against the model server's own request schemas (the web app's OpenAPI
 document shows the same ones), then forwarded unchanged; the model server's answer (status,
-JSON error, server-sent events) comes back as it is.
+JSON error, server-sent events) comes back as it is. A stream the model server cuts (it died
+mid-answer) ends with an ``error`` event of type ``server_unavailable``, so a client never
+mistakes a cut answer for a finished one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel
 
 from forgellm.errors import ForgeError
 from forgellm.security import client_headers
+from forgellm.serving.generation import sse
 from forgellm.serving.schemas import GenerateRequest, LoadRequest, UnloadRequest
 from forgellm.web import context, openapi
 from forgellm.web.validation import json_body, validate
@@ -41,11 +44,15 @@ def forward(method: str, path: str, payload: Any = None) -> Response:
         raise ServerUnavailable(f"the model server at {url} is not reachable ({type(exc).__name__}); "
                                 "start it with `forgellm server` or run `forgellm start`") from None
 
+    streaming = upstream.headers.get("content-type", "").startswith("text/event-stream")
+
     def relay():
         try:
             yield from upstream.iter_raw()
-        except httpx.HTTPError:
-            pass  # the server went away mid-stream; the browser sees the stream end
+        except httpx.HTTPError as exc:
+            if streaming:
+                yield cut_stream_event(url, exc)
+            # else: a cut JSON body; the client's JSON parser reports it
         finally:
             upstream.close()
             client.close()
@@ -53,6 +60,15 @@ def forward(method: str, path: str, payload: Any = None) -> Response:
     headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
     headers["X-Accel-Buffering"] = "no"
     return Response(stream_with_context(relay()), status=upstream.status_code, headers=headers)
+
+
+def cut_stream_event(url: str, exc: Exception) -> bytes:
+    """The last event of a stream the model server cut: an error the Testing tab (and any client) shows."""
+    message = (f"the model server at {url} stopped in the middle of the answer ({type(exc).__name__}); "
+               "under `forgellm start` it is restarted and loads its model again")
+    # A blank line first ends an event the server may have been cut in the middle of.
+    return b"\n\n" + sse({"type": "error", "error": {"message": message, "type": ServerUnavailable.kind,
+                                                       "field": None}})
 
 
 def forward_checked(schema: type[BaseModel], path: str) -> Response:

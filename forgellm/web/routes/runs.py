@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
+from forgellm.security.requests import RunId
 from forgellm.web import context, openapi
 from forgellm.web.services import runs as run_files
 from forgellm.web.validation import query
@@ -14,7 +15,7 @@ bp = Blueprint("runs", __name__)
 
 class CheckpointQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run: str | None = Field(None, description="Run id (e.g. cpt/my-run); default every run.")
+    run: RunId | None = Field(None, description="Run id (e.g. cpt/my-run); default every run.")
 
 
 @bp.get("/api/runs")

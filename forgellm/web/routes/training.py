@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 from typing import Any
 
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgellm.errors import ForgeError
-from forgellm.models.resolve import resolve
+from forgellm.access import check_name, request_path
+from forgellm.errors import NotFoundError, UserError
+from forgellm.models.resolve import resolve_pair
+from forgellm.security.requests import request_roots
+from forgellm.training.config import TrainingConfig, config_keys, validate_config  # pydantic only: no engine
 from forgellm.web import context, openapi
 from forgellm.web.services import runs as run_files
-from forgellm.web.validation import FieldError, body, validate
+from forgellm.web.validation import body
 
 bp = Blueprint("training", __name__)
 
@@ -29,28 +31,28 @@ class StopTraining(BaseModel):
     run: str | None = Field(None, description="Run id or job id to stop; default every run started from this app.")
 
 
-def training_config(values: dict[str, Any]):
-    """The validated TrainingConfig, or a FieldError naming the first bad key."""
-    from forgellm.training.config import TrainingConfig  # pydantic only: no engine is imported
+def training_config(values: dict[str, Any]) -> TrainingConfig:
+    """The config the CLI would accept (its own validation), with every path in it confined.
 
-    for key in values:
-        if key not in TrainingConfig.model_fields:
-            close = difflib.get_close_matches(str(key), list(TrainingConfig.model_fields), n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise FieldError(f"unknown config key {key!r}{hint}", str(key))
-    config = validate(TrainingConfig, values)
-    workspace = context.workspace()
+    A person at the terminal may name any path; a request may only name what `forgellm.access`
+    allows: the model, adapter and data inside the workspace (plus listed roots and, for models,
+    the Hugging Face cache), the run folder a single name under an allowed output folder.
+    Raises a UserError naming the field, before any process starts.
+    """
+    config = validate_config(values)
+    workspace, roots = context.workspace(), request_roots()
     try:
-        resolve(config.model_name, workspace)
-    except ForgeError as exc:
-        raise FieldError(str(exc).split("\n")[0] + " (pick one from the Models tab)", "model_name") from None
-    try:
-        data_path = workspace.confine(config.input_dir)
-    except ForgeError as exc:
-        raise FieldError(str(exc), "input_dir") from None
-    if not data_path.exists():
-        raise FieldError(f"input_dir {config.input_dir!r} does not exist in the workspace ({workspace.root})",
-                         "input_dir")
+        resolve_pair(config.model_name, None, workspace, model_arg="model_name", roots=roots)
+    except NotFoundError as exc:
+        raise UserError(str(exc).split("\n")[0] + " (pick one from the Models tab)", field="model_name") from None
+    for key in ("input_dir", "general_data_dir"):
+        given = getattr(config, key)
+        if given is not None and not request_path(given, key, roots, "read").is_dir():
+            raise UserError(f"{key}: folder {given!r} does not exist; pick a folder from the Datasets tab", field=key)
+    if config.output_dir is not None:
+        request_path(config.output_dir, "output_dir", roots, "write")
+    if config.run_name is not None:
+        check_name(config.run_name, "run_name")
     return config
 
 
@@ -93,7 +95,7 @@ def config_schema():
 
 @functools.cache  # the schema is fixed for the process; building it is most of the page's first request
 def _config_fields() -> list[dict[str, Any]]:
-    from forgellm.training.config import TrainingConfig, config_keys
+    from forgellm.data.settings import SHARED_KEYS
 
     properties = TrainingConfig.model_json_schema()["properties"]
     fields = []
@@ -103,7 +105,8 @@ def _config_fields() -> list[dict[str, Any]]:
                        "enum": prop.get("enum"), "minimum": prop.get("minimum", prop.get("exclusiveMinimum")),
                        "maximum": prop.get("maximum", prop.get("exclusiveMaximum")),
                        # {key: [values]}: the form shows the field only while every key has one of its values
-                       "applies": prop.get("applies")})
+                       "applies": prop.get("applies"),
+                       "data": name in SHARED_KEYS})  # a data setting: the form's stats line sends it
     return fields
 
 

@@ -20,8 +20,9 @@ from typing import Any, Callable
 
 from flask_socketio import SocketIO
 
+from forgellm.runs.events import read_new_events
+from forgellm.runs.summary import read_status
 from forgellm.web.services import runs as run_files
-from forgellm.web.services.metrics_file import read_events
 from forgellm.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -80,12 +81,12 @@ class LiveMetrics:
         with self._lock:
             if rid in self._tails:
                 return
-            events, offset = read_events(path / "metrics.jsonl")
+            events, offset = read_new_events(path / "metrics.jsonl")
             self._tails[rid] = _Tail(path, offset, len(events))
 
     def watch_running(self) -> None:
         for path in run_files.run_dirs(self.workspace):
-            if run_files.read_status(path).get("status") == "running":
+            if read_status(path).get("status") == "running":
                 self.watch(run_files.run_id(self.workspace, path), path)
 
     def poll_once(self) -> None:
@@ -93,7 +94,7 @@ class LiveMetrics:
         with self._lock:
             batches = []
             for rid, tail in self._tails.items():
-                events, tail.offset = read_events(tail.path / "metrics.jsonl", tail.offset)
+                events, tail.offset = read_new_events(tail.path / "metrics.jsonl", tail.offset)
                 if events:
                     batches.append((rid, tail.count, events))
                     tail.count += len(events)
@@ -102,7 +103,7 @@ class LiveMetrics:
 
     def catch_up(self, rid: str, path: Path, after: int) -> list[dict[str, Any]]:
         """Messages with every event whose index is greater than ``after``, in chunks."""
-        events, _ = read_events(path / "metrics.jsonl")
+        events, _ = read_new_events(path / "metrics.jsonl")
         first = max(after + 1, 0)
         return [{"run": rid, "start": i, "events": events[i:i + CATCH_UP_CHUNK]}
                 for i in range(first, len(events), CATCH_UP_CHUNK)] or [{"run": rid, "start": first, "events": []}]

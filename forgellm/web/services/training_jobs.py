@@ -1,8 +1,11 @@
 """Training processes started from the web app.
 
 A run is started by spawning ``forgellm train --config <written yaml>`` in its own process
-(the web process never imports an engine). The job learns its run folder from the
-``status.json`` whose ``pid`` is its process. Only processes started here are ever signalled.
+(the web process never imports an engine), marked as the web app's (``FORGELLM_RUN_ORIGIN=web``).
+The job learns its run folder from the run lock its trainer holds (`forgellm.runs.lock`).
+After a restart of the web app its trainers are found again by their locks and adopted: they
+are stopped through the lock (the PID it names, once checked to hold it). Runs started
+elsewhere (the CLI) are never signalled.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +24,10 @@ from typing import Any
 
 import yaml
 
-from forgellm.errors import ConflictError, NotFoundError
+from forgellm.errors import ConflictError, ForgeError, NotFoundError
+from forgellm.runs import lock
+from forgellm.runs.layout import run_dirs, run_kind
+from forgellm.runs.summary import read_status
 from forgellm.web.services import runs as run_files
 from forgellm.workspace import Workspace
 
@@ -32,16 +39,28 @@ LOG_TAIL_BYTES = 4000
 @dataclass
 class Job:
     id: str
-    process: subprocess.Popen
-    config_path: Path
-    log_path: Path
+    pid: int
+    process: subprocess.Popen | None  # None: adopted after a restart of the web app (not our child)
+    config_path: Path | None
+    log_path: Path | None
     started: float = field(default_factory=time.time)
     run_path: Path | None = None
     stop_requested: bool = False
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None
+        if self.process is not None:
+            return self.process.poll() is None
+        found = lock.holder(self.run_path) if self.run_path else None
+        return found is not None and found.pid == self.pid
+
+    def terminate(self) -> None:
+        """SIGTERM: the trainer saves a checkpoint and ends its run as stopped."""
+        self.stop_requested = True
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+        elif self.run_path is not None:
+            lock.stop_holder(self.run_path, pid=self.pid)
 
 
 class TrainingJobs:
@@ -56,9 +75,8 @@ class TrainingJobs:
         """Ids of runs training now: ours (even before their folder exists) and any other live run."""
         self.refresh()
         ours = [self.run_of(job) or job.id for job in self.jobs.values() if job.alive]
-        others = [run_files.run_id(self.workspace, p) for p in run_files.run_dirs(self.workspace)
-                  if run_files.read_status(p).get("status") == "running"
-                  and not any(j.run_path == p for j in self.jobs.values())]
+        others = [run_files.run_id(self.workspace, p) for p in run_dirs(self.workspace)
+                  if lock.holder(p) is not None and not any(j.run_path == p for j in self.jobs.values())]
         return ours + others
 
     def start(self, config: dict[str, Any], *, allow_concurrent: bool = False) -> Job:
@@ -68,6 +86,10 @@ class TrainingJobs:
                 raise ConflictError(
                     f"a training run is already active ({', '.join(active)}); stop it first, "
                     "or send \"allow_concurrent\": true to run both at once")
+            if config.get("run_name"):  # the trainer refuses too; say it here, before a job exists
+                parent = (self.workspace.confine(config["output_dir"]) if config.get("output_dir")
+                          else self.workspace.models(run_kind(config.get("training_type") or "cpt")))
+                lock.refuse_if_held(parent / config["run_name"], "start")
             stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{len(self.jobs)}"
             folder = self.workspace.configs_dir / "web"
             folder.mkdir(parents=True, exist_ok=True)
@@ -75,11 +97,13 @@ class TrainingJobs:
             config_path = folder / f"train-{stamp}.yaml"
             config_path.write_text(yaml.safe_dump(config, sort_keys=False))
             log_path = self.workspace.logs_dir / f"train-{stamp}.log"
-            env = {**os.environ, "FORGELLM_HOME": str(self.workspace.root), "PYTHONUNBUFFERED": "1"}
+            env = {**os.environ, "FORGELLM_HOME": str(self.workspace.root), "PYTHONUNBUFFERED": "1",
+                   lock.ORIGIN_ENV: "web"}
             with open(log_path, "wb") as out:
                 process = subprocess.Popen([*self.command, "--config", str(config_path)], cwd=self.workspace.root,
                                            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            job = Job(id=f"job-{stamp}", process=process, config_path=config_path, log_path=log_path)
+            job = Job(id=f"job-{stamp}", pid=process.pid, process=process, config_path=config_path,
+                      log_path=log_path)
             self.jobs[job.id] = job
             log.info("started training job %s (pid %d)", job.id, process.pid)
             return job
@@ -94,23 +118,35 @@ class TrainingJobs:
         if target:
             live = [j for j in live if target in (j.id, self.run_of(j))]
             if not live:
-                raise NotFoundError(
-                    f"no training process of this web app runs {target!r}; a run started elsewhere is "
-                    "stopped where it was started (Ctrl-C in its terminal)")
+                raise NotFoundError(f"no training process of this web app runs {target!r}" + self._elsewhere(target))
         elif not live:
             raise ConflictError("no training run started from this web app is active")
         for job in live:
-            job.stop_requested = True
-            job.process.send_signal(signal.SIGTERM)
+            job.terminate()
         return live
+
+    def _elsewhere(self, target: str) -> str:
+        """How to stop ``target`` when another program (the CLI) trains it."""
+        try:
+            found = lock.holder(run_files.run_path(self.workspace, target))
+        except ForgeError:
+            found = None
+        if found is None:
+            return ""
+        return (f"; it is trained by {found.describe()}, started from the command line: stop it there "
+                f"(Ctrl-C in its terminal, or `kill -TERM {found.pid}` on {found.host})")
 
     def stop_all(self, timeout: float = 30.0) -> None:
         """Stop every job we started and wait for them (web app shutdown): no orphans."""
         live = [j for j in self.jobs.values() if j.alive]
         for job in live:
-            job.process.send_signal(signal.SIGTERM)
+            job.terminate()
         deadline = time.time() + timeout
         for job in live:
+            if job.process is None:  # adopted: not our child, so wait for its lock to go
+                while job.alive and time.time() < deadline:
+                    time.sleep(0.2)
+                continue
             try:
                 job.process.wait(max(deadline - time.time(), 0.1))
             except subprocess.TimeoutExpired:
@@ -118,25 +154,41 @@ class TrainingJobs:
                 job.process.wait()
 
     def refresh(self) -> None:
-        """Find the run folder of jobs that do not know it yet (status.json names the pid)."""
-        pending = {j.process.pid: j for j in self.jobs.values() if j.run_path is None}
-        if not pending:
-            return
-        for path in run_files.run_dirs(self.workspace):
-            pid = (run_files.read_status(path) if (path / "status.json").exists() else {}).get("pid")
-            if pid in pending:
-                pending.pop(pid).run_path = path
+        """Find the run folder of jobs that do not know it yet (the run lock names the pid), and
+        adopt the trainers this web app started before a restart (their lock says origin web)."""
+        pending = {j.pid: j for j in self.jobs.values() if j.run_path is None}
+        known = {j.pid for j in self.jobs.values()}
+        host = socket.gethostname()
+        for path in run_dirs(self.workspace):
+            found = lock.holder(path)
+            if found is None:
+                continue
+            if found.pid in pending:
+                pending.pop(found.pid).run_path = path
+            elif found.pid not in known and found.origin == "web" and found.host == host:
+                job = Job(id=f"job-adopted-{found.pid}", pid=found.pid, process=None, config_path=None,
+                          log_path=None, started=found.started, run_path=path)
+                self.jobs[job.id] = job
+                known.add(found.pid)
+                log.info("adopted training job %s of run %s (started before this web app restarted)",
+                         job.id, path)
 
     def run_of(self, job: Job) -> str | None:
         return run_files.run_id(self.workspace, job.run_path) if job.run_path else None
 
     def describe(self, job: Job) -> dict[str, Any]:
-        code = job.process.poll()
-        state = "running" if code is None else ("stopped" if job.stop_requested else ("done" if code == 0 else "failed"))
-        out: dict[str, Any] = {"id": job.id, "pid": job.process.pid, "state": state, "exit_code": code,
-                               "run": self.run_of(job), "config_path": str(job.config_path),
-                               "log_path": str(job.log_path), "started": job.started}
-        if state == "failed":
+        code = job.process.poll() if job.process is not None else None
+        if job.alive:
+            state = "running"
+        elif job.process is None:  # adopted: its run's status tells how it ended
+            state = read_status(job.run_path).get("status", "failed") if job.run_path else "failed"
+        else:
+            state = "stopped" if job.stop_requested else ("done" if code == 0 else "failed")
+        out: dict[str, Any] = {"id": job.id, "pid": job.pid, "state": state, "exit_code": code,
+                               "run": self.run_of(job), "adopted": job.process is None,
+                               "config_path": str(job.config_path) if job.config_path else None,
+                               "log_path": str(job.log_path) if job.log_path else None, "started": job.started}
+        if state == "failed" and job.log_path is not None:
             out["log_tail"] = _tail(job.log_path)
         return out
 

@@ -63,7 +63,9 @@ function showServer(server) {
   badge.className = "badge " + (server.up ? "ok" : "bad");
   badge.title = server.url + (server.restarted_at ? ` (last restart ${new Date(server.restarted_at * 1000).toLocaleTimeString()})` : "");
   if (seenRestarts !== null && server.restarts > seenRestarts) {
-    toast("The model server restarted: load the model again in the Testing or Models tab", true);
+    const s = server.status;
+    toast(s && s.model ? `The model server restarted; reloading ${s.model}`
+      : "The model server restarted with no model: load one in the Testing or Models tab", !(s && s.model));
   }
   seenRestarts = server.restarts;
   testing.showServer(server);

@@ -44,7 +44,8 @@ async function compare() {
         el("td", { class: "num" }, fmt(a.final_loss ?? last(r.series.train_loss))),
         el("td", { class: "num" }, fmt(last(r.series.val_loss))),
         el("td", { class: "num" }, `${fmt(a.best_val_loss)}${a.best_val_step != null ? ` @ ${a.best_val_step}` : ""}`),
-        el("td", {}, a.best ? a.best.name : "–"));
+        el("td", {}, a.best_checkpoint || "–"),
+        el("td", {}, a.recommended ? a.recommended.name : "–"));
     }));
   } catch (err) {
     toast(err.message, true);

@@ -1,13 +1,16 @@
-// Datasets tab: browse dataset/, preview a file, compute its data stats.
+// Datasets tab: browse dataset/, preview a file, compute its data stats, synthesize Q&A and paraphrases.
 
 import { api } from "./api.js";
 import { selectedModel } from "./training.js";
 import { $, bytes, el, fillSelect, toast } from "./ui.js";
 
 let selected = null;
+let synthOut = null; // the output folder whose progress is shown
+let synthTimer = null;
 
 export function init() {
   $("#ds-stats-btn").addEventListener("click", stats);
+  $("#ds-synth-btn").addEventListener("click", synthesize);
 }
 
 export async function refresh() {
@@ -16,6 +19,7 @@ export async function refresh() {
   const bases = models.filter((m) => !m.is_adapter && !m.run).map((m) => m.name);
   const chosen = $("#ds-model").value || selectedModel();
   fillSelect($("#ds-model"), [...new Set([chosen, ...bases])].map((n) => [n, n]), chosen);
+  $("#ds-synth-teachers").replaceChildren(...bases.map((n) => el("option", { value: n })));
   $("#ds-list").replaceChildren(...(entries.length ? entries.map((e) => {
     const depth = e.path.split("/").length - 1;
     const item = el("li", { class: e.type === "folder" ? "folder" : "", style: `padding-left:${0.5 + depth}rem` },
@@ -32,6 +36,7 @@ function choose(path, item) {
   item.classList.add("selected");
   $("#ds-title").textContent = path;
   $("#ds-stats-btn").disabled = false;
+  $("#ds-synth-btn").disabled = false;
   $("#ds-stats").replaceChildren();
   $("#ds-stats-msg").textContent = "";
 }
@@ -53,7 +58,9 @@ async function stats() {
   const model = $("#ds-model").value;
   $("#ds-stats-msg").textContent = `computing (tokens counted with ${model})…`;
   try {
-    const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(selected)}&model=${encodeURIComponent(model)}`);
+    // The dataset on its own: no general text mixed in (the Training tab's line shows the mix a run would use).
+    const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(selected)}&model=${encodeURIComponent(model)}` +
+      "&data_mixture_ratio=1");
     const rows = Object.entries(stats).filter(([, v]) => typeof v !== "object" || v === null);
     $("#ds-stats").replaceChildren(el("dl", { class: "kv" }, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))])),
       ...(stats.skipped && stats.skipped.length ? [el("details", {}, el("summary", {}, `${stats.skipped.length} skipped`),
@@ -63,4 +70,61 @@ async function stats() {
     $("#ds-stats-msg").textContent = "";
     toast(err.message, true);
   }
+}
+
+// ---- synthesis: started as `forgellm data synthesize` in its own process; its summary.json is polled.
+
+async function synthesize() {
+  if (!selected) return;
+  const body = {
+    path: selected, teacher: $("#ds-synth-teacher").value.trim() || "default",
+    questions_per_chunk: Number($("#ds-synth-questions").value), paraphrases: Number($("#ds-synth-paraphrases").value),
+  };
+  if ($("#ds-synth-out").value.trim()) body.out = $("#ds-synth-out").value.trim();
+  try {
+    const { out } = await api("/api/datasets/synthesize", { method: "POST", body });
+    toast(`Synthesizing from ${selected} into dataset/${out}…`);
+    watchSynthesis(out);
+  } catch (err) {
+    toast(err.message, true);
+  }
+}
+
+function watchSynthesis(out) {
+  synthOut = out;
+  clearTimeout(synthTimer);
+  const poll = async () => {
+    if (synthOut !== out) return;
+    let data;
+    try {
+      data = await api(`/api/datasets/synthesis?out=${encodeURIComponent(out)}`);
+    } catch (err) {
+      $("#ds-synth-msg").textContent = err.message;
+      synthTimer = setTimeout(poll, 2000);
+      return;
+    }
+    showSynthesis(data);
+    if (data.task && data.task.state === "running") synthTimer = setTimeout(poll, 1500);
+    else refresh(); // the output folder appears in the list, to preview or train on
+  };
+  poll();
+}
+
+function showSynthesis({ out, summary: s, task }) {
+  const running = task && task.state === "running";
+  if (!s) {
+    // No summary yet: the teacher is loading, or the task failed before it started.
+    const tail = task ? task.log_tail.trim().split("\n").pop() || "" : "";
+    $("#ds-synth-msg").textContent = running ? "starting (loading the teacher)…" : `failed: ${tail}`;
+    return;
+  }
+  $("#ds-synth-bar").style.width = `${s.chunks ? (100 * s.chunks_done) / s.chunks : 0}%`;
+  const state = running ? "running" : (task && task.state === "failed" && s.state === "running" ? "failed" : s.state);
+  $("#ds-synth-msg").textContent = `${state}: ${s.chunks_done} / ${s.chunks} chunks · ${s.qa_written} questions, `
+    + `${s.paraphrases_written} paraphrases written · rejected as not in the chunk: ${s.qa_ungrounded} answers, `
+    + `${s.paraphrases_ungrounded} paraphrases · ${s.qa_duplicates + s.paraphrases_duplicates} duplicates · `
+    + `${s.not_json} replies not JSON · into dataset/${out}` + (s.error ? ` · ${s.error}` : "");
+  $("#ds-synth-samples").replaceChildren(...s.samples.map((r) => el("div", { class: "sample" },
+    el("strong", {}, r.messages[0].content), el("div", {}, r.messages[1].content),
+    el("div", { class: "muted" }, `${r.source.file} · chunk ${r.source.chunk}`))));
 }

@@ -4,7 +4,7 @@ import { api } from "./api.js";
 import { lineChart, retheme, setSeries } from "./charts.js";
 import { $, duration, el, fillSelect, fmt } from "./ui.js";
 
-const NOTABLE = new Set(["start", "checkpoint", "overfitting", "early_stop", "done", "error"]);
+const NOTABLE = new Set(["start", "resume", "checkpoint", "overfitting", "early_stop", "done", "error"]);
 let live, charts, unfollow = null, state = null, drawPending = false, current = null, analysisTimer = null;
 // Events after which the best checkpoint and the recommendations may have changed.
 // Preference metrics charted from train events, and their validation counterparts (val_*).
@@ -65,8 +65,8 @@ function apply(events) {
     if (e.event === "train" || e.event === "eval") {
       for (const key of PREFERENCE_SERIES) if (e[key] != null) state.pref[key].push({ x: step, y: e[key] });
     }
-    if (e.event === "start") {
-      state.total = e.total_steps; state.status = "running";
+    if (e.event === "start" || e.event === "resume") {
+      state.total = e.total_steps; state.status = "running"; // a resume may change max_iterations
     } else if (e.event === "done") {
       state.status = e.status === "completed" ? "done" : e.status;
     } else if (e.event === "error") {
@@ -87,6 +87,9 @@ function describe(e) {
   const time = e.time ? new Date(e.time * 1000).toLocaleTimeString() : "";
   const detail = {
     start: () => `started: ${e.training_type || ""} ${e.fine_tune_type || ""} on ${e.model || "?"}, ${e.total_steps} steps (${e.engine || ""})`,
+    resume: () => `resumed at step ${e.step} of ${e.total_steps}` +
+      (e.changed && Object.keys(e.changed).length
+        ? ` (changed: ${Object.entries(e.changed).map(([k, [a, b]]) => `${k} ${a} → ${b}`).join(", ")})` : ""),
     checkpoint: () => `checkpoint ${e.path} (val loss ${fmt(e.val_loss)})`,
     overfitting: () => `overfitting: ${e.reason} (val ${fmt(e.val_loss)}, best ${fmt(e.best_val_loss)})`,
     early_stop: () => `early stop: ${e.reason} (best step ${e.best_step})`,
@@ -135,9 +138,8 @@ async function showAnalysis(runId) {
   }
   const a = data.runs[0].analysis;
   if (runId !== current || !a) return;
-  const best = a.best
-    ? `best checkpoint ${a.best.name} (val loss ${fmt(a.best.val_loss)}, score ${fmt(a.best.score)})`
-    : "no checkpoint yet";
+  const best = (a.best_checkpoint ? `best checkpoint ${a.best_checkpoint}` : "no best checkpoint yet")
+    + (a.recommended ? `; recommended ${a.recommended.name} (val loss ${fmt(a.recommended.val_loss)}, score ${fmt(a.recommended.score)})` : "");
   const facts = [
     best,
     `best validation loss ${fmt(a.best_val_loss)}${a.best_val_step != null ? ` at step ${a.best_val_step}` : ""}`,

@@ -45,10 +45,17 @@ export async function refreshModels() {
   paneTitles();
 }
 
+// Set when an answer was cut because the model server died: until it is back, say it restarts.
+const RESTARTING = "the model server restarted; reloading…";
+let restarting = false;
+
 export function showServer(server) {
   const s = server.status;
-  $("#test-loaded").textContent = !server.up ? "model server not reachable"
-    : s && s.loaded ? `loaded: ${s.model}${s.adapter ? ` + ${s.adapter}` : ""} (${s.engine}, ${s.type || ""})` : "no model loaded";
+  const name = s && `${s.model}${s.adapter ? ` + ${s.adapter}` : ""}`;
+  $("#test-loaded").textContent = !server.up ? (restarting ? RESTARTING : "model server not reachable")
+    : s && s.loaded ? `loaded: ${name} (${s.engine}, ${s.type || ""})`
+    : s && s.model ? `${restarting ? "the model server restarted; " : ""}reloading ${name}…` : "no model loaded";
+  if (server.up) restarting = false;
   paneTitles(s);
 }
 
@@ -95,6 +102,8 @@ async function answer(pane, body) {
   const text = node.querySelector(".text");
   pane.chat().append(node);
   let reply = "";
+  let ended = false; // a done or error event arrived
+  const mark = (message) => node.append(el("span", { class: "meta error" }, `✗ ${message}`));
   try {
     await streamEvents("/api/model/generate", body, (event) => {
       if (event.type === "token") {
@@ -102,15 +111,25 @@ async function answer(pane, body) {
         text.textContent = reply;
         pane.chat().scrollTop = pane.chat().scrollHeight;
       } else if (event.type === "done") {
+        ended = true;
         const usage = event.usage || {}, timings = event.timings || {};
         node.append(el("span", { class: "meta" },
           `${usage.completion_tokens ?? "?"} tokens · ${fmt(timings.tokens_per_second, 1)} tok/s · ${event.finish_reason || ""}`));
       } else if (event.type === "error" || event.error) {
-        node.append(el("span", { class: "meta" }, `error: ${(event.error && event.error.message) || event.message}`));
+        ended = true;
+        if (event.error && event.error.type === "server_unavailable") {
+          // The model server died mid-answer; `forgellm start` restarts it and it loads its model again.
+          restarting = true;
+          $("#test-loaded").textContent = RESTARTING;
+          mark("answer cut off: the model server restarted; reloading");
+        } else {
+          mark(`error: ${(event.error && event.error.message) || event.message}`);
+        }
       }
     }, controller.signal);
+    if (!ended && !controller.signal.aborted) mark("answer cut off: the stream ended before the answer did");
   } catch (err) {
-    if (err.name !== "AbortError") node.append(el("span", { class: "meta" }, `error: ${err.message}`));
+    if (err.name !== "AbortError") mark(`error: ${err.message}`);
   }
   pane.history.push({ role: "assistant", content: reply });
 }

@@ -24,8 +24,10 @@ export async function init({ started }) {
   $("#train-main").prepend(...MAIN_FIELDS.map((n) => $(`#field-${n}`)).filter(Boolean));
   $("#train-form").addEventListener("submit", submit);
   $("#train-stop").addEventListener("click", stop);
-  $("#f-input_dir").addEventListener("change", showStats);
-  $("#f-model_name").addEventListener("change", showStats);
+  // The stats line shows what the run would train on: it follows every data setting of the form.
+  for (const field of fields.filter((f) => f.data || f.name === "model_name")) {
+    $(`#f-${field.name}`).addEventListener("change", showStats);
+  }
   document.querySelectorAll("input[name=training_type]").forEach((r) => r.addEventListener("change", () => {
     showApplicable();
     showStats();
@@ -129,23 +131,55 @@ async function stop() {
   }
 }
 
+// The query of the stats line: the dataset path, the mode, the model and the form's data settings.
+// One exception: a replay set (general text sampled from the model, minutes of generation) is made
+// when the run starts, not for this line; the line then counts the domain data and says so.
+function statsQuery(dir) {
+  const form = values();
+  const query = new URLSearchParams({ path: dir === "dataset" ? "." : dir.slice("dataset/".length),
+    mode: form.training_type, model: selectedModel() });
+  for (const field of fields) {
+    if (field.data && field.name !== "input_dir" && form[field.name] !== undefined && form[field.name] !== "") {
+      query.set(field.name, String(form[field.name]));
+    }
+  }
+  if (replayed(form)) query.set("data_mixture_ratio", "1");
+  return query.toString();
+}
+
+function replayed(form) {
+  const ratio = form.data_mixture_ratio === undefined || form.data_mixture_ratio === "" ? 1 : form.data_mixture_ratio;
+  return ratio < 1 && !form.general_data_dir;
+}
+
+const VALIDATION = {
+  documents: () => "held-out documents",
+  packed_sequences: (v) => `the last ${v.sequences} packed sequences (too few documents to hold one out)`,
+  validation_dir: (v) => `validation_dir ${v.path}`,
+  none: (v) => `none (${v.reason})`,
+};
+
 async function showStats() {
   const dir = $("#f-input_dir").value;
   const box = $("#dataset-stats");
   if (!(dir === "dataset" || dir.startsWith("dataset/"))) { box.textContent = ""; return; }
-  const mode = document.querySelector("input[name=training_type]:checked").value;
-  const path = dir === "dataset" ? "." : dir.slice("dataset/".length);
-  const model = selectedModel();
-  const current = () => $("#f-input_dir").value === dir && selectedModel() === model;
+  const query = statsQuery(dir);
+  const current = () => $("#f-input_dir").value === dir && statsQuery(dir) === query;
   box.textContent = `Computing data stats of ${dir}…`;
   try {
-    const { stats } = await api(`/api/datasets/stats?path=${encodeURIComponent(path)}&mode=${mode}&model=${encodeURIComponent(model)}`);
+    const { stats } = await api(`/api/datasets/stats?${query}`);
     if (!current()) return;
+    const validation = stats.validation || { source: "documents" };
     box.textContent = `${dir}: ${stats.files} files, ${stats.documents} documents, ${fmt(stats.train_tokens, 0)} train / ` +
       `${fmt(stats.val_tokens, 0)} validation tokens, ` +
-      (stats.pairs ? `${stats.pairs.train} / ${stats.pairs.val} train / validation pairs` : `${stats.sequences} sequences`) +
-      (stats.format ? `, format ${stats.format}` : "") +
-      `, ${stats.duplicates_removed + stats.near_duplicates_removed} duplicates removed, ${(stats.skipped || []).length} skipped.`;
+      (stats.pairs ? `${stats.pairs.train} / ${stats.pairs.val} train / validation pairs`
+        : `${stats.sequences.train} / ${stats.sequences.val} sequences of ${stats.seq_length} tokens`) +
+      (stats.mixture ? ` (${stats.mixture.general_sequences} of them general text)` : "") +
+      (stats.format ? `, format ${Object.values(stats.format).join(", ")}` : "") +
+      `, ${stats.duplicates_removed + stats.near_duplicates_removed} duplicates removed, ${(stats.skipped || []).length} skipped; ` +
+      `validation: ${(VALIDATION[validation.source] || VALIDATION.documents)(validation)}.` +
+      (replayed(values()) ? ` Domain data only: the replay set (${fmt(100 * (1 - values().data_mixture_ratio), 0)}% ` +
+        `general text sampled from ${selectedModel()}) is generated when the run starts.` : "");
   } catch (err) {
     if (current()) box.textContent = `Data stats unavailable: ${err.message}`;
   }
