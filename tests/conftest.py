@@ -25,6 +25,24 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 512-token byte-level BPE with SmolLM2's special tokens and chat template (fast in GGUF files)."""
+    from tests.tiny_model import build_tiny_tokenizer
+
+    return build_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> dict[str, Path]:
+    """model_type -> a tiny random model of each architecture GGUF import and export know."""
+    from tests.tiny_model import ARCHITECTURES, build_tiny
+
+    root = tmp_path_factory.mktemp("tiny-archs")
+    return {arch: build_tiny(arch, root / f"tiny-{arch}", tokenizer_dir=tiny_tokenizer_dir, seed=i)
+            for i, arch in enumerate(ARCHITECTURES)}
+
+
+@pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct folder that `make setup` imports."""
     if not (EMBEDDED_DIR / "model.safetensors").exists():

@@ -171,9 +171,10 @@ def test_records_are_grounded_deduplicated_traced_and_read_by_the_pipeline(tmp_p
     from forgellm.data import DataSettings, prepare_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    ift = prepare_dataset(DataSettings(input_dir=out / "ift", training_type="ift", validation_split=0.0), tokenizer, tmp_path / "ws")
+    ift = prepare_dataset(DataSettings(input_dir=out / "ift", training_type="ift", validation_split=0.0,
+                                      data_mixture_ratio=1.0), tokenizer, tmp_path / "ws")
     assert ift.stats["documents"] == 2 and ift.stats["format"] == {"qa.jsonl": "messages"} and not ift.stats["skipped"]
-    cpt = prepare_dataset(DataSettings(input_dir=out / "cpt", min_chars=10), tokenizer, tmp_path / "ws")
+    cpt = prepare_dataset(DataSettings(input_dir=out / "cpt", min_chars=10, data_mixture_ratio=1.0), tokenizer, tmp_path / "ws")
     assert cpt.stats["documents"] == 3 and not cpt.stats["skipped"]
 
     # Run again after a run killed while appending (half a record): every chunk is done, the teacher is

@@ -139,6 +139,9 @@ def test_publish_writes_a_complete_loadable_model(workspace, tiny_model_dir):
     assert (out / "dashboard.png").read_bytes().startswith(b"\x89PNG")
     marker = json.loads((out / ".forgellm-model").read_text())
     assert marker["checkpoint"] == "step_000010" and marker["gguf"] == "my-model-f16.gguf"
+    assert marker["modelfile"] == "Modelfile" and "FROM ./my-model-f16.gguf" in (out / "Modelfile").read_text()
+    assert "ollama create my-model -f Modelfile && ollama run my-model" in card
+    assert "llama-cli -m my-model-f16.gguf" in card
     expected_logits = torch_logits(tiny_model_dir, run / "checkpoints/step_000010")
     np.testing.assert_allclose(torch_logits(out), expected_logits, atol=1e-4)
     np.testing.assert_allclose(mlx_logits(out), expected_logits, atol=1e-3)

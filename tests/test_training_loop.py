@@ -255,17 +255,3 @@ def test_progress_bar_on_a_terminal():
     progress({"event": "done", "step": 2})
     text = screen.getvalue()
     assert "2/10" in text and "loss=2.500" in text and "tok_s=321" in text and "<" in text  # "<" precedes the ETA
-
-
-def test_tensorboard_without_the_package_is_a_clear_error(workspace, tiny_model_dir):
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is not None:
-        run = train_cli("--config", str(config_file(workspace, tiny_model_dir, tensorboard=True, max_iterations=2,
-                                                    run_name="tb")))
-        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-        return
-    result = CliRunner().invoke(root, ["train", "--config", str(config_file(workspace, tiny_model_dir,
-                                                                            tensorboard=True, run_name="tb"))])
-    assert result.exit_code != 0 and "pip install tensorboard" in str(result.exception)
-    assert not (workspace / "models/cpt/tb").exists()  # refused before anything was created

@@ -428,3 +428,32 @@ def test_with_a_token_the_api_the_page_and_the_socket_require_it(workspace):
     assert socketio.test_client(app, flask_test_client=client).is_connected(), "and the SocketIO connection"
     cross_site = client.post("/api/training/stop", json={}, headers={"Origin": "http://evil.example"})
     assert cross_site.status_code == 403
+
+
+def test_models_tab_lists_and_imports_ollama_models(client, workspace, tiny_models, tmp_path, monkeypatch):
+    from tests.gguf_helpers import gguf_of
+
+    store = tmp_path / "ollama"
+    monkeypatch.setenv("OLLAMA_MODELS", str(store))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (store / "blobs").mkdir(parents=True)
+    gguf_of(tiny_models["qwen2"], store / "blobs" / ("sha256-" + "12" * 32))
+    manifest = store / "manifests/registry.ollama.ai/library/tiny/latest"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"layers": [{"mediaType": "application/vnd.ollama.image.model",
+                                                "digest": "sha256:" + "12" * 32}]}))
+    listed = client.get("/api/models").get_json()["importable"]
+    assert [g["name"] for g in listed] == ["ollama:tiny:latest"] and listed[0]["app"] == "ollama"
+
+    assert client.post("/api/models/import", json={"source": "/etc/passwd"}).status_code == 404
+    assert client.post("/api/models/import", json={"source": "ollama:tiny:latest", "name": "../x"}).status_code == 400
+    started = client.post("/api/models/import", json={"source": "ollama:tiny:latest", "name": "tiny-q"})
+    assert started.status_code == 202, started.get_json()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        tasks = client.get("/api/tasks").get_json()["tasks"]
+        if tasks and tasks[0]["state"] not in ("running", "starting"):
+            break
+        time.sleep(0.5)
+    assert tasks[0]["state"] in ("done", "succeeded", "finished", "completed"), tasks
+    assert (workspace / "models/base/tiny-q/model.safetensors").exists()

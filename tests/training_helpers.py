@@ -27,10 +27,11 @@ def patterned_sequences(count: int, length: int, *, seed: int = 0, period: int =
     return TokenSequences(tokens, mask)
 
 
-def prepared_data(folder: Path, *, train: int = 32, val: int = 8, length: int = 32, seed: int = 0) -> Path:
+def prepared_data(folder: Path, *, train: int = 32, val: int = 8, length: int = 32, seed: int = 0,
+                  vocab: int = 49152) -> Path:
     """A folder of prepared splits (what the data pipeline writes), usable as ``input_dir``."""
-    patterned_sequences(train, length, seed=seed).save(folder, "train")
-    patterned_sequences(val, length, seed=seed + 1).save(folder, "val")
+    patterned_sequences(train, length, seed=seed, vocab=vocab).save(folder, "train")
+    patterned_sequences(val, length, seed=seed + 1, vocab=vocab).save(folder, "val")
     return folder
 
 

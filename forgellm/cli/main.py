@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "adapter": "forgellm.cli.adapter_cmd:adapter",
     "quantize": "forgellm.cli.publish_cmd:quantize",
     "publish": "forgellm.cli.publish_cmd:publish",
+    "export": "forgellm.cli.publish_cmd:export",
     "train": "forgellm.cli.train_cmd:train",
     "runs": "forgellm.cli.runs_cmd:runs",
     "eval": "forgellm.cli.eval_cmd:eval_cmd",

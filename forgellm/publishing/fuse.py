@@ -39,7 +39,7 @@ class FuseResult:
 
 
 def fuse_run(run: str | Path, checkpoint: str = "best", out: Path | None = None,
-             workspace: Workspace | None = None) -> FuseResult:
+             workspace: Workspace | None = None, *, dequantize: bool = False) -> FuseResult:
     """Fuse checkpoint ``checkpoint`` (best | latest | final | step) of ``run`` into ``out``
     (default ``<run>/fused-<checkpoint>``); refuses an existing ``out``."""
     run_dir = find_run(run, workspace)
@@ -50,7 +50,7 @@ def fuse_run(run: str | Path, checkpoint: str = "best", out: Path | None = None,
     refuse_existing(out)
     base = base_model_of(run_dir, ckpt, workspace)
     with staged_folder(out) as staging:
-        method = fuse_into(ckpt, base, staging)
+        method = fuse_into(ckpt, base, staging, dequantize=dequantize)
     log.info("fused %s onto %s with %s into %s", ckpt, base.path, method, out)
     return FuseResult(out=out, checkpoint=ckpt, base=base, method=method)
 
@@ -71,11 +71,12 @@ def base_model_of(run_dir: Path, checkpoint: Path, workspace: Workspace | None =
     return info
 
 
-def fuse_into(checkpoint: Path, base: ModelInfo, dest: Path) -> str:
-    """Write the fused model of ``checkpoint`` over ``base`` into the empty folder ``dest``."""
+def fuse_into(checkpoint: Path, base: ModelInfo, dest: Path, *, dequantize: bool = False) -> str:
+    """Write the fused model of ``checkpoint`` over ``base`` into the empty folder ``dest``; with
+    ``dequantize`` a quantized (QLoRA) base comes out in full precision."""
     info = describe(checkpoint)
     if info.is_adapter and info.adapter_format == "mlx":
-        _fuse_mlx(checkpoint, base.path, dest)
+        _fuse_mlx(checkpoint, base.path, dest, dequantize=dequantize)
         method = "mlx-lm fuse"
     elif info.is_adapter:
         _fuse_peft(checkpoint, base.path, dest)
@@ -89,14 +90,19 @@ def fuse_into(checkpoint: Path, base: ModelInfo, dest: Path) -> str:
     return method
 
 
-def _fuse_mlx(adapter: Path, base: Path, dest: Path) -> None:
+def _fuse_mlx(adapter: Path, base: Path, dest: Path, *, dequantize: bool = False) -> None:
     from mlx.utils import tree_unflatten
-    from mlx_lm.utils import load, save
+    from mlx_lm.utils import dequantize_model, load, save
 
     model, tokenizer, config = load(str(base), adapter_path=str(adapter), return_config=True)
-    fused = [(name, module.fuse()) for name, module in model.named_modules() if hasattr(module, "fuse")]
+    fused = [(name, module.fuse(dequantize=dequantize)) for name, module in model.named_modules()
+             if hasattr(module, "fuse")]
     if fused:
         model.update_modules(tree_unflatten(fused))
+    if dequantize:  # the layers without adapters too, and a config that no longer says quantized
+        model = dequantize_model(model)
+        config.pop("quantization", None)
+        config.pop("quantization_config", None)
     save(dest, base, model, tokenizer, config, donate_model=False)
     (dest / "README.md").unlink(missing_ok=True)  # mlx-lm's hub card; publish writes a real one
 

@@ -37,7 +37,7 @@ class PublishResult:
 
 
 def publish_run(run: str | Path, *, checkpoint: str = "best", name: str | None = None, gguf: bool = False,
-                workspace: Workspace | None = None) -> PublishResult:
+                gguf_type: str = "f16", workspace: Workspace | None = None) -> PublishResult:
     workspace = workspace or Workspace.current()
     run_dir = find_run(run, workspace)
     ckpt = choose_checkpoint(run_dir, checkpoint)
@@ -50,24 +50,30 @@ def publish_run(run: str | Path, *, checkpoint: str = "best", name: str | None =
     out = workspace.models("published") / name
     refuse_existing(out)
     base = base_model_of(run_dir, ckpt, workspace)
+    if gguf:
+        from forgellm.publishing.gguf_export import TYPES, arch_spec
+
+        if gguf_type not in TYPES:
+            raise UserError(f"--gguf-type {gguf_type!r} is not one of {', '.join(TYPES)}")
+        arch_spec(read_json(base.path / "config.json") or {})  # an unmapped architecture: refused before fusing
     metrics = load_run(run_dir)
     analysis = analyze(metrics)
     with staged_folder(out) as staging:
-        method = fuse_into(ckpt, base, staging)
+        method = fuse_into(ckpt, base, staging, dequantize=gguf)  # GGUF export reads float weights
         _dashboard(run_dir, staging / "dashboard.png")
         gguf_info = None
         if gguf:
-            from forgellm.publishing.gguf_export import verify_gguf, write_gguf
+            from forgellm.publishing.gguf_export import export_into
 
-            gguf_file = write_gguf(staging, staging / f"{name}-f16.gguf", name=name)
-            gguf_info = {"file": gguf_file.name, **verify_gguf(gguf_file, staging)}
+            gguf_info = export_into(staging, staging, name=name, dtype=gguf_type)
         card = ModelCard(name=name, run_dir=run_dir, checkpoint=ckpt, base=base, method=method,
                          analysis=analysis, gguf=gguf_info)
         (staging / "README.md").write_text(card.render(), encoding="utf-8")
         (staging / MODEL_MARKER).write_text(json.dumps({
             "source_run": str(run_dir), "checkpoint": ckpt.name, "base_model": base.name, "method": method,
             "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "gguf": gguf_info["file"] if gguf_info else None}, indent=2) + "\n")
+            "gguf": gguf_info["file"] if gguf_info else None,
+            "modelfile": gguf_info["modelfile"] if gguf_info else None}, indent=2) + "\n")
     return PublishResult(out=out, checkpoint=ckpt, method=method, gguf=gguf_info)
 
 
@@ -177,9 +183,15 @@ class ModelCard:
             "```",
         ]
         if self.gguf:
-            lines += ["", f"`{self.gguf['file']}` holds the same weights in GGUF (f16) for llama.cpp and other GGUF "
-                          f"readers; read back with transformers it gives the same logits "
-                          f"(max difference {self.gguf['max_abs_diff']:.2g})."]
+            lines += ["", f"`{self.gguf['file']}` holds the same weights in GGUF ({self.gguf['type'].upper()}) for "
+                          f"llama.cpp, Ollama and other GGUF readers; read back with transformers it gives the same "
+                          f"logits (max difference {self.gguf['max_abs_diff']:.2g}).",
+                      "", "Run it in Ollama (the `Modelfile` here holds the chat template, stop tokens and "
+                          "default parameters) or in llama.cpp:", "",
+                      "```bash",
+                      f"ollama create {self.name.lower()} -f Modelfile && ollama run {self.name.lower()}",
+                      f"llama-cli -m {self.gguf['file']} -cnv",
+                      "```"]
         return "\n".join(lines)
 
     def _limitations(self, config: dict[str, Any]) -> str:

@@ -21,14 +21,18 @@ def refuse_existing(out: Path) -> None:
 
 
 @contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder that becomes ``out`` when the block succeeds."""
+def staged_folder(out: Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder that becomes ``out`` when the block succeeds; with
+    ``replace`` an existing ``out`` is removed only then (a failure keeps the old one)."""
     out = Path(out)
-    refuse_existing(out)
+    if not replace:
+        refuse_existing(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         yield staging
+        if replace and out.exists():
+            shutil.rmtree(out)
         refuse_existing(out)  # someone may have created it meanwhile
         staging.rename(out)
     except BaseException:

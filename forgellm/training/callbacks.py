@@ -1,10 +1,11 @@
-"""Consumers of the loop's events: the metrics file, status.json, the terminal, TensorBoard.
+"""Consumers of the loop's events: the metrics file, status.json, the terminal, TensorBoard, MLflow.
 
 Each is a callable taking one event dict; the loop does not know which are attached.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from forgellm.errors import UserError
 from forgellm.jsonio import write_json_atomic
 from forgellm.runs.events import OPENINGS, Event, MetricsWriter
 
@@ -115,24 +117,127 @@ class Progress:
             print(text, file=self.stream, flush=True)
 
 
-class TensorBoard:
-    """Scalars for TensorBoard users (``tensorboard: true``); needs the tensorboard package."""
+def _scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a train or eval event (loss, learning rate, val_loss, any added metric)."""
+    if record["event"] not in (Event.TRAIN, Event.EVAL):
+        return {}
+    return {key: float(value) for key, value in record.items()
+            if key not in ("event", "step", "time") and isinstance(value, (int, float)) and not isinstance(value, bool)}
 
-    SCALARS = {Event.TRAIN: ("loss", "learning_rate", "tokens_per_second", "grad_norm", "accuracy", "margin",
-                             "reward_chosen", "reward_rejected", "logps_chosen", "logps_rejected"),
-               Event.EVAL: ("val_loss", "val_ppl", "val_accuracy", "val_margin", "val_reward_chosen",
-                            "val_reward_rejected", "val_logps_chosen", "val_logps_rejected")}
+
+class TensorBoard:
+    """Scalars for TensorBoard users (``report_to: [tensorboard]``), as ``train/loss``, ``eval/val_loss``..."""
 
     def __init__(self, folder: Path):
-        from torch.utils.tensorboard import SummaryWriter  # raises ImportError without tensorboard
+        from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(folder))
 
     def __call__(self, record: dict[str, Any]) -> None:
-        for key in self.SCALARS.get(record["event"], ()):
-            if isinstance(record.get(key), (int, float)):
-                self.writer.add_scalar(f"{record['event']}/{key}", record[key], record["step"])
-        self.writer.flush()
+        values = _scalars(record)
+        for key, value in values.items():
+            self.writer.add_scalar(f"{record['event']}/{key}", value, record["step"])
+        if values:
+            self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
+
+
+MLFLOW_EXPERIMENT = "forgellm"
+MLFLOW_RUN_FILE = "mlflow_run.json"  # in the run folder: a resumed run goes on logging to the same MLflow run
+
+
+def mlflow_store(uri: str | None, workspace_root: Path) -> tuple[str, Path | None]:
+    """(tracking URI, local folder it writes or None for a server). A bare folder becomes an
+    SQLite store inside it: MLflow 3 refuses its old folder store."""
+    if uri is None:
+        folder = workspace_root / "mlflow"
+    elif uri.startswith(("http://", "https://", "databricks")):
+        return uri, None
+    elif uri.startswith("sqlite:///"):
+        return uri, Path(uri.removeprefix("sqlite:///")).parent
+    else:
+        folder = Path(uri.removeprefix("file://")).expanduser()
+        if not folder.is_absolute():
+            folder = workspace_root / folder
+    return f"sqlite:///{folder / 'mlflow.db'}", folder
+
+
+def check_mlflow_store(uri: str | None, workspace_root: Path) -> None:
+    """Before anything is created: a local store must be a folder we can write."""
+    _, folder = mlflow_store(uri, workspace_root)
+    if folder is None:
+        return
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"mlflow_tracking_uri: cannot write the MLflow store at {folder} ({existing} is not a "
+                        f"writable folder); set mlflow_tracking_uri to a folder you can write")
+
+
+class MLflow:
+    """One MLflow run per training run: the config as parameters, train/eval numbers per step,
+    the resolved ``config.yaml`` and the best checkpoint as artifacts."""
+
+    def __init__(self, uri: str | None, workspace_root: Path, run_dir: Path, params: dict[str, Any]):
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # it announces every table it creates
+        from mlflow.tracking import MlflowClient
+
+        tracking_uri, folder = mlflow_store(uri, workspace_root)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.run_dir = run_dir
+        self.run_id = self._existing_run() or self._new_run(folder, params)
+        self._ended = False
+
+    def _existing_run(self) -> str | None:
+        path = self.run_dir / MLFLOW_RUN_FILE
+        if not path.exists():
+            return None
+        run_id = json.loads(path.read_text())["run_id"]
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def _new_run(self, folder: Path | None, params: dict[str, Any]) -> str:
+        experiment = self.client.get_experiment_by_name(MLFLOW_EXPERIMENT)
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:  # artifacts beside the database, not in whatever folder the process started in
+            location = (folder / "artifacts").as_uri() if folder is not None else None
+            experiment_id = self.client.create_experiment(MLFLOW_EXPERIMENT, artifact_location=location)
+        run = self.client.create_run(experiment_id, run_name=self.run_dir.name,
+                                     tags={"forgellm.run_dir": str(self.run_dir)})
+        from mlflow.entities import Param
+
+        # MLflow keeps values as strings of at most 6000 characters.
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        write_json_atomic(self.run_dir / MLFLOW_RUN_FILE, {"run_id": run.info.run_id,
+                                                           "tracking_uri": self.client.tracking_uri})
+        return run.info.run_id
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        values = _scalars(record)
+        if values:
+            from mlflow.entities import Metric
+
+            stamp = int(record.get("time", time.time()) * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, record["step"]) for k, v in values.items()])
+        elif record["event"] == "done":
+            self._finish(record)
+
+    def _finish(self, record: dict[str, Any]) -> None:
+        config = self.run_dir / "config.yaml"
+        if config.exists():
+            self.client.log_artifact(self.run_id, str(config))
+        best = record.get("best_checkpoint")
+        if best and (self.run_dir / "checkpoints" / best).is_dir():
+            self.client.log_artifacts(self.run_id, str(self.run_dir / "checkpoints" / best), f"best_checkpoint/{best}")
+        self.client.set_terminated(self.run_id, "FINISHED" if record.get("status") == "completed" else "KILLED")
+        self._ended = True
+
+    def close(self) -> None:
+        if not self._ended:  # the run failed before its done event
+            self.client.set_terminated(self.run_id, "FAILED")

@@ -8,6 +8,7 @@ message that names the key (and the closest valid key for a typo).
 from __future__ import annotations
 
 import difflib
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from forgellm.errors import NotFoundError, UserError
 
+log = logging.getLogger(__name__)
+
+TRACKERS = ("tensorboard", "mlflow")  # the names report_to accepts
 
 class TrainingConfig(BaseModel):
     """Everything a training run needs; stored resolved as ``config.yaml`` in the run folder."""
@@ -79,7 +83,25 @@ class TrainingConfig(BaseModel):
     max_checkpoints: int = Field(3, ge=1, description="Keep the last this many checkpoints, plus the best by validation loss.")
     overfitting_threshold: float = Field(0.1, gt=0.0, description="Relative rise of the validation loss above its best (or of the validation-train gap) that counts as overfitting.")
     early_stopping_patience: int = Field(3, ge=0, description="Stop after this many overfitting evaluations in a row; 0 never stops early.")
-    tensorboard: bool = Field(False, description="Also write TensorBoard event files (needs the tensorboard package).")
+
+    # Experiment tracking (issue 22): the run's metrics also go to the tools people already use.
+    report_to: list[str] = Field(default_factory=list, description="Trackers that also get the run's parameters and metrics: tensorboard (event files under tensorboard/ in the run folder), mlflow.")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow store for report_to: [mlflow]: a folder, sqlite:///FILE or http(s)://SERVER; unset: the workspace's mlflow/ folder.")
+
+    # QLoRA (issue 22): adapters on a quantized base.
+    quantization: Literal["none", "4bit", "8bit"] = Field("none", description="Quantize the base model's linear layers while training adapters (QLoRA). mlx: in memory (affine, groups of 64); torch: bitsandbytes (4bit = NF4 with bf16 compute), CUDA only.")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_trackers(cls, value: Any) -> list[str]:
+        if isinstance(value, str):  # --set report_to=tensorboard,mlflow
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise ValueError("report_to is a list of trackers, e.g. [tensorboard, mlflow]")
+        for name in value:
+            if name not in TRACKERS:
+                raise ValueError(f"unknown tracker {name!r}; the trackers are: {', '.join(TRACKERS)}")
+        return list(dict.fromkeys(value))
 
     # Preference tuning (training_type: preference). The loss parameters default to None ("not
     # given"), so a parameter set for a loss that does not use it is refused by name; the
@@ -117,6 +139,9 @@ class TrainingConfig(BaseModel):
             raise ValueError("num_layers must be -1 (all layers) or at least 1")
         if not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module, e.g. [q_proj, v_proj]")
+        if self.quantization != "none" and self.fine_tune_type == "full":
+            raise ValueError(f"quantization: {self.quantization} trains adapters on a frozen quantized base; "
+                             f"set fine_tune_type: lora or dora, or quantization: none")
         if self.compile and self.fsdp:
             raise ValueError("compile: true is not supported with fsdp: true; set one of them to false")
         if self.fsdp and self.training_type == "preference":
@@ -206,6 +231,7 @@ def build_config(file: str | Path | None = None, overrides: dict[str, Any] | Non
 
 
 def validate_config(values: dict[str, Any], *, source: str = "config") -> TrainingConfig:
+    values = _migrate(values, source)
     known = list(TrainingConfig.model_fields)
     for key in values:
         if key not in known:
@@ -218,6 +244,19 @@ def validate_config(values: dict[str, Any], *, source: str = "config") -> Traini
         errors = exc.errors()
         first = str((errors[0].get("loc") or ("",))[0]) or None  # the field the web form marks
         raise UserError(f"{source}: " + "; ".join(_describe_error(e) for e in errors), field=first) from None
+
+
+def _migrate(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Configs (and run folders) written before ``report_to`` said ``tensorboard: true|false``."""
+    if "tensorboard" not in values:
+        return values
+    values = dict(values)
+    if values.pop("tensorboard"):
+        trackers = values.get("report_to") or []
+        trackers = [trackers] if isinstance(trackers, str) else list(trackers)
+        values["report_to"] = trackers if "tensorboard" in trackers else [*trackers, "tensorboard"]
+        log.warning("%s: tensorboard: true is now report_to: [tensorboard]; read it that way", source)
+    return values
 
 
 def _describe_error(error: dict[str, Any]) -> str:

@@ -72,6 +72,31 @@ def process_peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+QLORA_GROUP_SIZE = 64  # mlx: weights per scale when `quantization` quantizes the base in memory
+
+
+def check_quantization(config: "TrainingConfig", base: "ModelInfo") -> None:
+    """Before the run folder exists: can this engine train adapters on this (quantized) base?"""
+    engine = config.resolved_engine()
+    if engine == "torch" and "quantization" in base.extra:
+        raise UserError(f"{base.name} is quantized for mlx ({base.extra['quantization']}); train it with "
+                        f"engine: mlx, or use its full-precision source with the torch engine")
+    if config.quantization == "none" or engine != "torch":
+        return
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(f"quantization: {config.quantization} on the torch engine needs bitsandbytes on a CUDA GPU, "
+                        f"and torch sees none here. On this machine use the mlx engine: engine: mlx with "
+                        f"quantization: {config.quantization} (or `forgellm quantize MODEL --bits "
+                        f"{config.quantization[0]}` and train on the result)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(f"quantization: {config.quantization} on the torch engine needs the bitsandbytes package: "
+                        f"pip install bitsandbytes")
+
+
 def create_trainable(config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None) -> Trainable:
     """The trainable of ``config.resolved_engine()``: ``base`` model, optionally with an adapter to keep training."""
     engine = config.resolved_engine()

@@ -57,6 +57,8 @@ class MlxTrainable:
                 if config.num_layers == -1:
                     model.unfreeze()
             else:
+                if config.quantization != "none":
+                    self.adapter_config["base_quantization"] = _quantize_base(model, int(config.quantization[0]))
                 lora = {"rank": config.lora_rank, "scale": config.lora_scale, "dropout": config.lora_dropout,
                         "keys": _target_keys(model, config.lora_target_modules)}
                 linear_to_lora_layers(model, len(layers), lora, use_dora=config.fine_tune_type == "dora")
@@ -202,6 +204,17 @@ class MlxTrainable:
 
     def peak_memory_bytes(self) -> int:
         return process_peak_rss_bytes()
+
+
+def _quantize_base(model: nn.Module, bits: int) -> dict:
+    """QLoRA: the frozen base's linear layers (and embedding) become affine ``bits``-bit in memory,
+    before the adapters wrap them; layers whose input size is not a multiple of the group stay."""
+    from forgellm.training.engine_api import QLORA_GROUP_SIZE
+
+    nn.quantize(model, group_size=QLORA_GROUP_SIZE, bits=bits,
+                class_predicate=lambda _, m: hasattr(m, "to_quantized") and m.weight.shape[-1] % QLORA_GROUP_SIZE == 0)
+    model.freeze()
+    return {"bits": bits, "group_size": QLORA_GROUP_SIZE, "mode": "affine"}
 
 
 def _loss(model: nn.Module, x: mx.array, mask: mx.array, scale: mx.array) -> tuple[mx.array, mx.array]:

@@ -29,7 +29,7 @@ from forgellm.runs.events import Event, make_event
 from forgellm.runs.layout import (CONFIG_FILE, DATA_STATS_FILE, FINAL_DIR, FINAL_STAGING_DIR, LOCK_FILE, LOG_FILE,
                                   METRICS_FILE, RUN_MARKER, STATUS_FILE, find_run, is_run, read_config, run_kind)
 from forgellm.runs.lock import RunLock
-from forgellm.training.callbacks import MetricsFile, Progress, StatusFile, TensorBoard
+from forgellm.training.callbacks import MLflow, MetricsFile, Progress, StatusFile, TensorBoard, check_mlflow_store
 from forgellm.training.checkpoints import CheckpointStore, read_state
 from forgellm.training.config import TrainingConfig, validate_config
 from forgellm.training.distributed import Group, ignore_stop_signals, init_group, lost_worker_error
@@ -227,10 +227,12 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
         config = load_run_config(run_dir, overrides)
     elif config is None:
         raise UserError("pass a config (--config FILE) or --resume RUN_DIR")
-    if config.tensorboard:
-        _check_tensorboard()
+    _check_trackers(config, workspace)
     base, adapter = resolve_models(config, workspace)
     check_fits(config, base, _vocab_size(base))
+    from forgellm.training.engine_api import check_quantization
+
+    check_quantization(config, base)
     group = init_group(config.resolved_engine())  # torchrun / mlx.launch workers join here; alone: no-op
     run_lock: RunLock | None = None  # rank 0 (or the only process) holds it until the run ends
     log_handler = None
@@ -306,10 +308,10 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
             log.info("resuming from %s (step %d)", latest, state.step)
         if group.is_main:
             callbacks.append(Progress(config.max_iterations, state.step if state else 0, stream=progress_stream))
-        if config.tensorboard and group.is_main:
-            board = TensorBoard(run_dir / "tensorboard")
-            callbacks.append(board)
-            closers.append(board.close)
+        if group.is_main:
+            for tracker in _trackers(config, run_dir, workspace):
+                callbacks.append(tracker)
+                closers.append(tracker.close)
         if group.is_main and group.world_size > 1:
             from forgellm.training.distributed_watchdog import on_loss
 
@@ -400,12 +402,30 @@ def _record_if_stuck(errors: ErrorRecorder, group: Group, store: CheckpointStore
         os._exit(2)
 
 
-def _check_tensorboard() -> None:
+def _check_trackers(config: TrainingConfig, workspace: Workspace) -> None:
+    """Refuse a tracker that cannot work before the run folder exists."""
     import importlib.util
 
-    if importlib.util.find_spec("tensorboard") is None:
-        raise UserError("tensorboard: true needs the tensorboard package: pip install tensorboard "
-                        "(or set tensorboard: false; metrics.jsonl has every metric)")
+    for name in config.report_to:
+        if importlib.util.find_spec(name) is None:
+            raise UserError(f"report_to: [{name}] needs the {name} package: pip install {name} "
+                            f"(or drop it from report_to; metrics.jsonl has every metric)")
+    if "mlflow" in config.report_to:
+        check_mlflow_store(config.mlflow_tracking_uri, workspace.root)
+
+
+def _trackers(config: TrainingConfig, run_dir: Path, workspace: Workspace) -> list:
+    trackers: list = []
+    if "tensorboard" in config.report_to:
+        trackers.append(TensorBoard(run_dir / "tensorboard"))
+    if "mlflow" in config.report_to:
+        try:
+            trackers.append(MLflow(config.mlflow_tracking_uri, workspace.root, run_dir, config.model_dump()))
+        except Exception as exc:  # a server that is down, a corrupt store: say which, in one line
+            raise UserError(f"mlflow_tracking_uri: cannot log to MLflow ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); fix the URI or drop mlflow "
+                            f"from report_to") from None
+    return trackers
 
 
 def _last_step(store: CheckpointStore) -> int:

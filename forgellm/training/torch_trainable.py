@@ -36,6 +36,20 @@ OPTIMIZER_FILE = "optimizer.pt"
 PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "smollm3", "olmo2"})
 
 
+def _qlora_kwargs(config: "TrainingConfig") -> dict:
+    """``quantization: 4bit|8bit``: bitsandbytes (CUDA only; `check_quantization` refused it otherwise)."""
+    if config.quantization == "none":
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    if config.quantization == "4bit":
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                                   bnb_4bit_use_double_quant=True)
+    else:
+        quant = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": quant, "device_map": {"": 0}}
+
+
 def precision(device: torch.device, *, full: bool) -> tuple[torch.dtype, torch.dtype | None]:
     """(the dtype the weights load in, the dtype the forward pass computes in under autocast or None).
 
@@ -66,8 +80,12 @@ class TorchTrainable:
             torch.cuda.reset_peak_memory_stats()
         torch.manual_seed(config.seed)
         dtype, self.compute_dtype = precision(self.device, full=adapter is None and config.fine_tune_type == "full")
-        model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=dtype, **_qlora_kwargs(config))
         model.config.use_cache = False
+        if config.quantization != "none":
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.grad_checkpointing)
         self.num_layers = int(model.config.num_hidden_layers)
         layers = top_layers(config, self.num_layers)
         self.is_peft = adapter is not None or config.fine_tune_type in ("lora", "dora")
@@ -97,7 +115,8 @@ class TorchTrainable:
                 model.requires_grad_(True)
         if config.grad_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model = model.to(self.device)
+        # bitsandbytes placed the quantized model on the GPU already (and refuses .to()).
+        self.model = model if config.quantization != "none" else model.to(self.device)
         self.model.train()
         if self.is_peft:
             fuse_lora_layers(self.model)

@@ -34,9 +34,18 @@ class PublishModel(CheckpointChoice):
     gguf: bool = Field(False, description="Also write a GGUF file.")
 
 
+class ImportModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(min_length=1, description="An importable name as listed: lmstudio:<path> or ollama:<model:tag>.")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Name under models/base/.")
+
+
 @bp.get("/api/models")
-@openapi.doc("Every model and adapter in the workspace and the local Hugging Face cache")
+@openapi.doc("Every model and adapter in the workspace and the local Hugging Face cache, and the GGUF models "
+             "LM Studio and Ollama hold (`importable`)")
 def list_all():
+    from forgellm.models.local_apps import find_local_gguf
+
     workspace = context.workspace()
     out = []
     for info in list_models(workspace):
@@ -44,7 +53,22 @@ def list_all():
         if info.extra.get("run"):
             item["run"] = run_files.summarize(workspace, info.path)
         out.append(item)
-    return jsonify({"models": out})
+    return jsonify({"models": out, "importable": [g.to_dict() for g in find_local_gguf()]})
+
+
+@bp.post("/api/models/import")
+@openapi.doc("Import an LM Studio or Ollama model into models/base (`forgellm models import`, in its own process)",
+             body=ImportModel, responses={404: "not among the importable models"})
+def import_model():
+    from forgellm.errors import NotFoundError
+    from forgellm.models.local_apps import find_local_gguf
+
+    request = body(ImportModel)
+    if request.source not in {g.name for g in find_local_gguf()}:  # only what LM Studio / Ollama hold, no paths
+        raise NotFoundError(f"{request.source!r} is not an importable LM Studio or Ollama model; see GET /api/models")
+    argv = ["models", "import", request.source] + (["--name", request.name] if request.name else [])
+    task = context.tasks().start("import", argv)
+    return jsonify({"task": task.describe()}), 202
 
 
 @bp.delete("/api/models")

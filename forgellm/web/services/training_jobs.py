@@ -87,7 +87,7 @@ class TrainingJobs:
                     f"a training run is already active ({', '.join(active)}); stop it first, "
                     "or send \"allow_concurrent\": true to run both at once")
             if config.get("run_name"):  # the trainer refuses too; say it here, before a job exists
-                parent = (self.workspace.confine(config["output_dir"]) if config.get("output_dir")
+                parent = (self.workspace.path(config["output_dir"]) if config.get("output_dir")  # confined by the route
                           else self.workspace.models(run_kind(config.get("training_type") or "cpt")))
                 lock.refuse_if_held(parent / config["run_name"], "start")
             stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{len(self.jobs)}"

@@ -68,12 +68,26 @@ function actions(m) {
   return el("td", { class: "row" }, ...buttons);
 }
 
+// A GGUF model LM Studio or Ollama holds: imported (dequantized) into models/base on request.
+function importableRow(g) {
+  const importIt = () => act("import", async () => {
+    const name = prompt(`Import ${g.name} as models/base/…`, g.name.split(":").slice(1).join("-").split("/").pop().replace(/\.gguf$/, "").replace(/[^A-Za-z0-9._-]+/g, "-"));
+    if (!name) return;
+    await api("/api/models/import", { method: "POST", body: { source: g.name, name } });
+    toast(`Importing ${g.name}…`); refreshTasks();
+  });
+  return el("tr", { class: "importable" },
+    el("td", { title: g.path }, g.name), el("td", {}, `${g.app} · importable`), el("td", {}, "GGUF"),
+    el("td", { class: "num" }, "–"), el("td", {}, bytes(g.size_bytes)),
+    el("td", { class: "row" }, el("button", { class: "btn", onclick: importIt }, "Import")));
+}
+
 export async function refresh() {
-  const { models } = await api("/api/models");
+  const { models, importable = [] } = await api("/api/models");
   $("#models-table tbody").replaceChildren(...models.map((m) => el("tr", {},
     el("td", { title: m.path }, m.name), el("td", {}, kindOf(m)), el("td", {}, m.architecture || (m.adapter_format ? `${m.adapter_format} adapter` : "–")),
     el("td", { class: "num" }, m.num_parameters ? `${(m.num_parameters / 1e6).toFixed(1)}M` : "–"),
-    el("td", {}, details(m)), actions(m))));
+    el("td", {}, details(m)), actions(m))), ...importable.map(importableRow));
   await refreshTasks();
 }
 
