@@ -190,3 +190,39 @@ def test_rule_throughput_drop():
     rec = an.rule_throughput_drop(m, an.analyze(m))
     assert rec is not None and "1000 to 400" in rec.message
     assert "throughput_drop" not in rules_fired(metrics_of(curve(200)))
+
+
+def preference_metrics(losses: np.ndarray, chosen_logps: np.ndarray) -> RunMetrics:
+    events = make_events(losses)
+    for event in events:
+        if event["event"] == "train":
+            event["logps_chosen"] = float(chosen_logps[event["step"] - 1])
+    return RunMetrics.from_events(events, name="pref")
+
+
+def test_rule_chosen_logps_collapse_warns_when_the_loss_falls_with_the_chosen_likelihood():
+    steps = np.arange(100)
+    losses = 0.69 * np.exp(-steps / 30)
+    collapsing = preference_metrics(losses, -1.0 - 0.03 * steps)
+    rec = an.rule_chosen_collapse(collapsing, an.analyze(collapsing))
+    assert rec is not None and rec.severity == "warning" and "unlearning the good answers" in rec.message
+    assert 10 < rec.step < 40
+    holding = preference_metrics(losses, -1.0 + 0.002 * steps)  # chosen responses grow more likely: healthy
+    assert an.rule_chosen_collapse(holding, an.analyze(holding)) is None
+    cpt = metrics_of(HEALTHY["losses"], val=HEALTHY["val"])  # no preference metrics: nothing to say
+    assert an.rule_chosen_collapse(cpt, an.analyze(cpt)) is None
+
+
+def test_preference_series_reach_the_dashboard_data_and_only_for_preference_runs():
+    from forgellm.analysis.series import run_series
+
+    events = make_events(curve(20), val={10: 0.5, 20: 0.4})
+    for event in events:
+        if event["event"] == "eval":
+            event.update(val_accuracy=0.5 + event["step"] / 50, val_margin=event["step"] / 10)
+        elif event["event"] == "train":
+            event["logps_chosen"] = -1.0
+    series = run_series(RunMetrics.from_events(events))
+    assert series["val_accuracy"]["y"] == [0.7, 0.9] and series["val_margin"]["x"] == [10, 20]
+    assert len(series["logps_chosen"]["x"]) == 20
+    assert not {"val_accuracy", "val_margin", "logps_chosen"} & set(run_series(metrics_of(curve(20))))

@@ -157,3 +157,11 @@ def test_cpu_env_defaults_keep_the_users_choice(monkeypatch: pytest.MonkeyPatch)
 def test_qa_batched_quick_answers_as_one_at_a_time() -> None:
     row = _rows_by_name(_bench("qa_batched"))["qa_batched_torch"]
     assert "8/8 answers identical" in row["notes"]
+
+
+@pytest.mark.slow
+def test_preference_quick_compares_a_dpo_step_with_trls_dpo_trainer() -> None:
+    (row,) = _bench("preference")
+    assert row["name"] == "train_dpo_lora_torch_tokens_per_s" and row["unit"] == "tokens/s"
+    assert row["value"] > 0 and row["baseline"] > 0 and row["ratio"] > 0
+    assert "TRL 1.16.0 DPOTrainer" in row["notes"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from forgellm.data.sample.facts import TOWNS
 from forgellm.data.sample.generator import sample_files
 from tests.data_helpers import load_tokenizer, prepare
 from tests.test_data_cli import forgellm
@@ -76,3 +77,16 @@ def test_ift_sample_is_chat_records_with_a_reply_each(workspace, tokenizer):
     assert stats["format"] == {"train.jsonl": "messages"}
     assert stats["skipped"] == [] and stats["filtered"]["total"] == 0
     assert stats["train_documents"] + stats["val_documents"] == stats["documents"] >= 60
+
+
+def test_preference_sample_pairs_a_grounded_answer_with_a_fluent_wrong_one(workspace, tokenizer):
+    stats = prepare(SAMPLE / "preference", tokenizer, workspace, training_type="preference", max_seq_length=128,
+                    validation_split=0.2).stats
+    assert stats["format"] == {"train.jsonl": "mixed"}  # string prompts and message-list prompts
+    assert stats["skipped"] == [] and stats["filtered"]["total"] == 0 and stats["truncated"] == 0
+    assert stats["pairs"]["total"] >= 40 and stats["pairs"]["val"] >= 5
+    records = [json.loads(line) for line in (SAMPLE / "preference" / "train.jsonl").read_text().splitlines()]
+    for record in records:  # the same sentence about the same town, with another town's fact
+        assert record["chosen"] != record["rejected"]
+        named = [{t.name for t in TOWNS if t.name in record[side]} for side in ("chosen", "rejected")]
+        assert named[0] == named[1] and len(named[0]) == 1

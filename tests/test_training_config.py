@@ -49,7 +49,7 @@ def test_print_config_lists_every_key_with_default_and_meaning():
 def test_sample_configs_are_valid():
     from pathlib import Path
 
-    for name in ("cpt-sample.yaml", "ift-sample.yaml"):
+    for name in ("cpt-sample.yaml", "ift-sample.yaml", "preference-sample.yaml"):
         config = build_config(Path(__file__).resolve().parents[1] / "configs" / name)
         assert config.training_type in name
 

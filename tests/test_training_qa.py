@@ -57,7 +57,7 @@ def test_a_resolved_config_keeps_both_lengths_and_a_user_config_may_not_set_both
 def test_setting_both_lengths_is_a_clear_error(workspace, tiny_model_dir):
     cfg = write_config(workspace / "c.yaml", **tiny_config_values(tiny_model_dir, num_epochs=2))
     code, _, err = forgellm("train", "--config", str(cfg))
-    assert code == 2 and "num_epochs: max_iterations=20 and num_epochs=2 are both set; set one of them" in err
+    assert code == 2 and "num_epochs=2: max_iterations=20 and num_epochs=2 are both set; set one of them" in err
     assert not (workspace / "models").exists()
 
 

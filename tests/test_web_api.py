@@ -76,8 +76,11 @@ def test_config_schema_lists_every_training_key_with_default_and_help(client):
     fields = {f["name"]: f for f in client.get("/api/config/schema").get_json()["fields"]}
     assert set(fields) == set(TrainingConfig.model_fields)
     assert fields["learning_rate"]["default"] == TrainingConfig().learning_rate
-    assert fields["training_type"]["enum"] == ["cpt", "ift"]
+    assert fields["training_type"]["enum"] == ["cpt", "ift", "preference"]
     assert all(f["description"] for f in fields.values())
+    # the form shows a loss's parameters only where they apply
+    assert fields["beta"]["applies"] == {"training_type": ["preference"], "preference_loss": ["dpo", "simpo"]}
+    assert fields["learning_rate"]["applies"] is None
 
 
 # --------------------------------------------------------------------------- training

@@ -47,3 +47,23 @@ def tiny_config_values(model_dir: Path, **overrides) -> dict:
                   val_batches=2, lora_rank=4, lora_alpha=8.0, seed=0, engine="torch")
     values.update(overrides)
     return values
+
+
+def preference_pairs(count: int, length: int, *, seed: int = 0, prompt: int = 6, vocab: int = 2000,
+                     pattern_seed: int = 99) -> "PreferencePairs":
+    """Pairs whose chosen response follows one fixed pattern and whose rejected response is random
+    tokens: a tiny model learns to prefer the pattern, on held-out pairs too."""
+    from forgellm.data.sequences import PreferencePairs
+
+    rng = np.random.default_rng(seed)
+    pattern = np.random.default_rng(pattern_seed).integers(100, vocab, size=8)
+    tokens = np.zeros((count, 2, length), dtype=np.int32)
+    mask = np.zeros((count, 2, length), dtype=np.uint8)
+    for i in range(count):
+        tokens[i, :, :prompt] = rng.integers(100, vocab, size=prompt)
+        response = int(rng.integers(6, length - prompt + 1))
+        start = int(rng.integers(0, len(pattern)))
+        tokens[i, 0, prompt:prompt + response] = np.resize(np.roll(pattern, -start), response)
+        tokens[i, 1, prompt:prompt + response] = rng.integers(100, vocab, size=response)
+        mask[i, :, prompt:prompt + response] = 1
+    return PreferencePairs(tokens, mask)

@@ -359,6 +359,33 @@ def rule_throughput_drop(metrics: RunMetrics, analysis: Analysis) -> Recommendat
         f"swapping or throttling. Lower batch_size or max_seq_length, or turn on grad_checkpointing.")
 
 
+#: Fall of the chosen responses' mean log-probability per token (nats) that counts as a collapse.
+CHOSEN_COLLAPSE = 0.5
+
+
+def rule_chosen_collapse(metrics: RunMetrics, analysis: Analysis) -> Recommendation | None:
+    """Preference runs: a falling loss while the chosen responses themselves grow less likely means the
+    margin is won by pushing both responses down (the rejected faster): the model unlearns good answers."""
+    chosen, losses = metrics.train["logps_chosen"], metrics.train["loss"]
+    keep = np.isfinite(chosen) & np.isfinite(losses)
+    if keep.sum() < 4:
+        return None
+    chosen, losses, steps = chosen[keep], losses[keep], metrics.train.step[keep]
+    span = max(1, len(chosen) // 4)
+    chosen_start, chosen_end = float(np.mean(chosen[:span])), float(np.mean(chosen[-span:]))
+    loss_start, loss_end = float(np.mean(losses[:span])), float(np.mean(losses[-span:]))
+    if not (loss_end < loss_start and chosen_start - chosen_end > CHOSEN_COLLAPSE):
+        return None
+    onset = int(steps[int(np.argmax(chosen < chosen_start - CHOSEN_COLLAPSE))])
+    return Recommendation(
+        "chosen_logps_collapse", "warning",
+        f"The loss fell ({loss_start:.4f} -> {loss_end:.4f}) while the chosen responses' log-probability fell from "
+        f"{chosen_start:.2f} to {chosen_end:.2f} per token: the margin is won by making both responses unlikely, "
+        f"and the model is unlearning the good answers too. Lower learning_rate, raise beta (dpo), or use "
+        f"preference_loss: orpo, which also trains on the chosen responses.", onset)
+
+
 Rule = Callable[[RunMetrics, Analysis], "Recommendation | None"]
 RULES: tuple[Rule, ...] = (rule_diverged, rule_overfitting, rule_generalisation_gap, rule_noisy,
-                           rule_still_improving, rule_plateau, rule_no_validation, rule_throughput_drop)
+                           rule_still_improving, rule_plateau, rule_no_validation, rule_throughput_drop,
+                           rule_chosen_collapse)

@@ -15,12 +15,14 @@ from typing import Any
 
 CHART_JS = Path(__file__).resolve().parents[1] / "web" / "static" / "vendor" / "chart.umd.min.js"
 
-PANELS = [  # [title, series names, log scale]
-    ["Loss", ["train_loss", "val_loss"], False],
-    ["Learning rate", ["learning_rate"], False],
-    ["Tokens per second", ["tokens_per_second"], False],
-    ["Gradient norm", ["grad_norm"], True],
-    ["QA accuracy (eval_qa)", ["qa_accuracy"], False],
+PANELS = [  # [title, series names, log scale, drawn only when a run has the series (preference runs)]
+    ["Loss", ["train_loss", "val_loss"], False, False],
+    ["Learning rate", ["learning_rate"], False, False],
+    ["Tokens per second", ["tokens_per_second"], False, False],
+    ["Gradient norm", ["grad_norm"], True, False],
+    ["Preference: held-out accuracy and margin", ["val_accuracy", "val_margin"], False, True],
+    ["Preference: chosen log-probability per token", ["logps_chosen"], False, True],
+    ["QA accuracy (eval_qa)", ["qa_accuracy"], False, False],
 ]
 
 STYLE = """
@@ -71,7 +73,8 @@ function datasets(names, loss) {
   return out;
 }
 const grid = document.getElementById('charts');
-window.CHARTS = PANELS.map(([title, names, log]) => {
+window.CHARTS = PANELS.filter(([, names, , optional]) => !optional || datasets(names, false).length)
+  .map(([title, names, log]) => {
   const panel = document.createElement('div'); panel.className = 'panel';
   const h = document.createElement('h3'); h.textContent = title; panel.appendChild(h);
   const box = document.createElement('div'); box.className = 'plot'; panel.appendChild(box);

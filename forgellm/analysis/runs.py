@@ -15,8 +15,10 @@ from forgellm.runs.checkpoints import checkpoint_name, read_best, step_checkpoin
 from forgellm.runs.events import OPENINGS, Event, read_events
 from forgellm.runs.layout import CHECKPOINTS_DIR, METRICS_FILE, read_config
 
-TRAIN_KEYS = ("loss", "learning_rate", "tokens_per_second", "grad_norm", "peak_memory_gb", "trained_tokens", "elapsed")
-EVAL_KEYS = ("val_loss", "val_ppl", "train_loss", "qa_accuracy")
+TRAIN_KEYS = ("loss", "learning_rate", "tokens_per_second", "grad_norm", "peak_memory_gb", "trained_tokens", "elapsed",
+              "logps_chosen")  # preference runs only (NaN elsewhere)
+# val_accuracy, val_margin: preference runs; qa_accuracy: runs with eval_qa
+EVAL_KEYS = ("val_loss", "val_ppl", "train_loss", "val_accuracy", "val_margin", "qa_accuracy")
 
 
 @dataclass

@@ -27,6 +27,10 @@ SERIES = {
     "tokens_per_second": ("train", "tokens_per_second"),
     "grad_norm": ("train", "grad_norm"),
     "peak_memory_gb": ("train", "peak_memory_gb"),
+    # preference runs only (a series with no finite value is left out)
+    "val_accuracy": ("eval", "val_accuracy"),
+    "val_margin": ("eval", "val_margin"),
+    "logps_chosen": ("train", "logps_chosen"),
 }
 CONFIG_KEYS = ("model_name", "engine", "training_type", "fine_tune_type", "learning_rate", "lr_schedule",
                "batch_size", "grad_accumulation_steps", "max_iterations", "num_epochs", "max_seq_length", "lora_rank",

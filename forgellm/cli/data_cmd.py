@@ -119,7 +119,9 @@ def _print_stats(stats: dict[str, Any]) -> None:
     if stats.get("format"):
         rows.append(("formats", ", ".join(f"{f}: {fmt}" for f, fmt in stats["format"].items())))
     if stats.get("truncated"):
-        rows.append(("truncated records", stats["truncated"]))
+        rows.append(("truncated pairs" if stats.get("mode") == "preference" else "truncated records", stats["truncated"]))
+    if stats.get("mode") == "preference":
+        rows.insert(6, ("pairs train / val", f"{stats['pairs']['train']} / {stats['pairs']['val']}"))
     rows.append(("cache", f"{'hit' if stats['cache']['hit'] else 'built'} {stats['cache']['path']}"))
     for name, value in rows:
         table.add_row(name, str(value))
@@ -130,6 +132,8 @@ def _print_stats(stats: dict[str, Any]) -> None:
         console.print(f"[yellow]skipped[/yellow] {where}: {skip['reason']}", highlight=False, markup=True)
     if stats["skipped_total"] > 20:
         console.print(f"... and {stats['skipped_total'] - 20} more (see --json)")
+    for hint in stats.get("hints", []):
+        console.print(f"[yellow]hint[/yellow]: {hint}", highlight=False, markup=True)
 
 
 @data.command("preview")

@@ -73,7 +73,8 @@ def show_cmd(run: str, as_json: bool) -> None:
     if summary.last_eval:
         e = summary.last_eval
         qa = f" QA {e['qa_accuracy']:.1%} ({e['qa_correct']}/{e['qa_total']})" if e.get("qa_accuracy") is not None else ""
-        lines.append(f"last eval:  val loss {e['val_loss']:.4f} ppl {e['val_ppl']:.2f}{qa}")
+        detail = f"ppl {e['val_ppl']:.2f}" if "val_ppl" in e else f"preference accuracy {e.get('val_accuracy', 0):.3f}"
+        lines.append(f"last eval:  val loss {e['val_loss']:.4f} {detail}{qa}")
     click.echo("\n".join(lines))
 
 

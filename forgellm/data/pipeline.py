@@ -27,7 +27,7 @@ from forgellm.data.cpt_batches import BatchRunner, CleaningRules, EncodedBatch
 from forgellm.data.ift import ChatRenderer, RecordError, detect_format, encode_rendered, to_messages
 from forgellm.data.packing import Packed, Staging, pack_records, pack_stream, padding_fraction
 from forgellm.data.readers import SUPPORTED_SUFFIXES, Row, SourceFile, list_sources, read_source
-from forgellm.data.sequences import TokenSequences
+from forgellm.data.sequences import PreferencePairs, TokenSequences, load_split
 from forgellm.data.settings import DataSettings
 from forgellm.data.split import assign_validation, split_value
 from forgellm.data.stats import DataReport
@@ -45,8 +45,8 @@ BATCH_CHARS = 1 << 20  # tokenise this many characters at a time
 class PreparedData:
     """Packed, memory-mapped training and validation sequences and the stats of how they were made."""
 
-    train: TokenSequences
-    val: TokenSequences
+    train: TokenSequences | PreferencePairs
+    val: TokenSequences | PreferencePairs
     stats: dict[str, Any]
     path: Path  # the cache folder holding the arrays
 
@@ -66,6 +66,10 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
         raise UserError(f"{root} has no files to read; add documents ({', '.join(sorted(SUPPORTED_SUFFIXES))}) "
                         f"or point input_dir at another folder")
 
+    if settings.training_type == "preference" and settings.data_mixture_ratio < 1.0:
+        # Mixing adds general text to CPT or IFT data; pairs have no general counterpart, so the
+        # mixture (0.8 by default, shared with TrainingConfig) does not apply to them.
+        settings = settings.model_copy(update={"data_mixture_ratio": 1.0, "general_data_dir": None})
     general = None
     if settings.data_mixture_ratio < 1.0:
         from forgellm.data.mixing import prepare_general
@@ -90,8 +94,7 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
         stats["cache"] = {"key": key, "hit": True, "path": str(entry.path)}
         stats["seconds"] = round(time.perf_counter() - started, 3)
         log.info("data: cache hit %s", entry.path)
-        return PreparedData(TokenSequences.load(entry.path, "train"), TokenSequences.load(entry.path, "val"),
-                            stats, entry.path)
+        return PreparedData(load_split(entry.path, "train"), load_split(entry.path, "val"), stats, entry.path)
 
     tmp = entry.staging_dir()
     try:
@@ -104,8 +107,7 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PreparedData(TokenSequences.load(entry.path, "train"), TokenSequences.load(entry.path, "val"),
-                        stats, entry.path)
+    return PreparedData(load_split(entry.path, "train"), load_split(entry.path, "val"), stats, entry.path)
 
 
 def resolve_input_dir(path: Path, workspace: Workspace) -> Path:
@@ -120,6 +122,8 @@ def resolve_input_dir(path: Path, workspace: Workspace) -> Path:
 
 def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[SourceFile], report: DataReport,
            out: Path, general: Any, held_out: PreparedData | None, *, verdicts: Path) -> dict[str, Any]:
+    if settings.training_type == "preference":
+        return _build_pairs(settings, tokenizer, root, sources, report, out, held_out)
     staging = Staging(out / "staging", with_mask=settings.training_type == "ift")
     if settings.training_type == "ift":
         stager: _IFTStager | _CPTStager = _IFTStager(settings, tokenizer, report, staging)
@@ -197,6 +201,62 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
         stats["mixture"] = mix_into(TokenSequences.load(train_target, "train"), general, out, settings)
         stats["sequences"]["train"] = stats["mixture"]["domain_sequences"] + stats["mixture"]["general_sequences"]
         shutil.rmtree(out / "domain")
+    shutil.rmtree(out / "staging")
+    return stats
+
+
+def _build_pairs(settings: DataSettings, tokenizer: Any, root: Path, sources: list[SourceFile], report: DataReport,
+                 out: Path, held_out: PreparedData | None) -> dict[str, Any]:
+    """Preference pairs (`forgellm.data.preference`): no packing, no mixing, no near-dedupe.
+
+    A validation_dir's pairs are the validation split (all of input_dir trains); a pair is never
+    cut in two, so with too few pairs to hold one out there is no validation split."""
+    from forgellm.data.preference import NO_ROOM_HINT, PreferenceStager, write_pairs
+
+    staging = Staging(out / "staging", with_mask=True)
+    stager = PreferenceStager(settings, tokenizer, report, staging)
+    for row in iter_rows(sources, report, settings):
+        stager.add(row)
+    stager.finish()
+    if len(staging) == 0:
+        staging.close()
+        raise UserError(_nothing_usable(root, report) + (f" Hint: {NO_ROOM_HINT}." if report.filtered.get(
+            "prompt_leaves_no_room") else ""))
+    split = settings.model_copy(update={"validation_split": 0.0}) if held_out is not None else settings
+    pairs = write_pairs(staging, stager.split_values, out, split, pad_token_id(tokenizer))
+    validation: dict[str, Any] = {"source": "documents"}
+    if held_out is not None:
+        copy_split(held_out.path, out)
+        pairs["pairs"]["val"] = int(held_out.stats["pairs"]["train"])
+        pairs["tokens"]["val"] = int(held_out.stats["train_tokens"])
+        pairs["target_tokens"]["val"] = int(held_out.stats["train_target_tokens"])
+        pairs["pairs"]["total"] = pairs["pairs"]["train"] + pairs["pairs"]["val"]
+        validation = {"source": "validation_dir", "path": str(settings.validation_dir),
+                      "documents": pairs["pairs"]["val"]}
+    elif pairs["pairs"]["val"] == 0:
+        validation = {"source": "none", "reason": "validation_split is 0" if settings.validation_split == 0 else
+                      f"{pairs['pairs']['train']} pair(s): too few to hold one out; add pairs or set validation_dir"}
+    stats = report.to_json()
+    stats.update({
+        "mode": "preference",
+        "pairs": pairs["pairs"],
+        "train_documents": pairs["pairs"]["train"],
+        "val_documents": pairs["pairs"]["val"],
+        "train_tokens": pairs["tokens"]["train"],
+        "val_tokens": pairs["tokens"]["val"],
+        "train_target_tokens": pairs["target_tokens"]["train"],
+        "sequences": {"train": 2 * pairs["pairs"]["train"], "val": 2 * pairs["pairs"]["val"]},
+        "validation": validation,
+        "seq_length": settings.max_seq_length,
+        "padding_fraction": round(padding_fraction(2 * pairs["pairs"]["total"], settings.max_seq_length,
+                                                   real_tokens=pairs["tokens"]["train"] + pairs["tokens"]["val"]), 6),
+        "format": report.file_formats,
+        "chat_template": stager.template_source,
+        "tokenizer": {"encoder": HuggingFaceEncoder.name, "worker_processes": 0},
+        "settings": settings.cache_fields(),
+    })
+    if report.filtered.get("prompt_leaves_no_room"):
+        stats["hints"] = [NO_ROOM_HINT]
     shutil.rmtree(out / "staging")
     return stats
 
@@ -433,7 +493,9 @@ def preview(settings: DataSettings, tokenizer: Any, workspace: Workspace | Path,
     workspace = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
     root = resolve_input_dir(settings.input_dir, workspace)
     report = DataReport(strict=settings.strict)
-    stager_class = _IFTStager if settings.training_type == "ift" else _CPTStager
+    from forgellm.data.preference import PreferenceStager
+
+    stager_class = {"ift": _IFTStager, "preference": PreferenceStager}.get(settings.training_type, _CPTStager)
     items: list[PreviewItem] = []
     for row in iter_rows(list_sources(root, report), report, settings):
         collector = _Collector()

@@ -39,7 +39,7 @@ class DataSettings(BaseModel):
 
     # Shared with TrainingConfig: what to read and how to split and mix it.
     input_dir: Path = _config_field("input_dir")
-    training_type: Literal["cpt", "ift"] = _config_field("training_type")
+    training_type: Literal["cpt", "ift", "preference"] = _config_field("training_type")
     max_seq_length: int = _config_field("max_seq_length")
     # The config's default and description; 0 is allowed here (nothing held out), which the general
     # data and a dataset validated by validation_dir use.

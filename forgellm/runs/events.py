@@ -41,7 +41,8 @@ FIELDS: dict[Event, tuple[str, ...]] = {
     Event.RESUME: (*_OPENING, "changed"),  # changed: {key: [before, after]} of config.yaml
     Event.TRAIN: ("loss", "learning_rate", "tokens", "trained_tokens", "tokens_per_second", "grad_norm",
                   "peak_memory_gb", "elapsed"),
-    Event.EVAL: ("val_loss", "val_ppl", "train_loss"),
+    # val_ppl too, except in preference runs (their loss is no language-model loss); they add val_accuracy etc.
+    Event.EVAL: ("val_loss", "train_loss"),
     Event.CHECKPOINT: ("path", "val_loss"),
     Event.OVERFITTING: ("reason", "val_loss", "best_val_loss"),
     Event.EARLY_STOP: ("reason", "best_step"),

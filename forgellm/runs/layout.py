@@ -23,6 +23,12 @@ FINAL_STAGING_DIR = ".tmp-final"
 RUN_KINDS = ("cpt", "ift")
 
 
+def run_kind(training_type: str) -> str:
+    """The ``models/<kind>`` a run of ``training_type`` is saved under: a preference run tunes an
+    instruction model further, so it lives beside the IFT runs."""
+    return "ift" if training_type == "preference" else training_type
+
+
 def is_run(path: Path) -> bool:
     """A folder the trainer created: it holds the marker (written before anything else)."""
     return (Path(path) / RUN_MARKER).is_file()

@@ -93,7 +93,10 @@ class Progress:
                 self._line(f"step {step}/{self.total} loss {record['loss']:.4f} lr {record['learning_rate']:.2e} "
                            f"tok/s {record['tokens_per_second']:.0f} eta {self._eta(step)}")
         elif event == Event.EVAL:
-            self._line(f"step {step}: val_loss {record['val_loss']:.4f} val_ppl {record['val_ppl']:.2f}")
+            detail = (f"val_ppl {record['val_ppl']:.2f}" if "val_ppl" in record  # cpt, ift; preference: its accuracy
+                      else f"val_accuracy {record.get('val_accuracy', float('nan')):.3f} "
+                           f"val_margin {record.get('val_margin', float('nan')):.3f}")
+            self._line(f"step {step}: val_loss {record['val_loss']:.4f} {detail}")
         elif event in (Event.CHECKPOINT, Event.OVERFITTING, Event.EARLY_STOP, Event.ERROR):
             detail = record.get("path") or record.get("reason") or record.get("message")
             self._line(f"step {step}: {event} {detail}")

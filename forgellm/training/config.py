@@ -31,7 +31,7 @@ class TrainingConfig(BaseModel):
 
     # What to train.
     model_name: str = Field("default", description="Base model: a path, a name under models/, 'default' (the embedded model), or a CPT run/adapter to keep training.")
-    training_type: Literal["cpt", "ift"] = Field("cpt", description="cpt: continued pre-training on raw text; ift: instruction fine-tuning (loss on assistant tokens only).")
+    training_type: Literal["cpt", "ift", "preference"] = Field("cpt", description="cpt: continued pre-training on raw text; ift: instruction fine-tuning (loss on assistant tokens only); preference: DPO, ORPO or SimPO on {prompt, chosen, rejected} pairs.")
     fine_tune_type: Literal["lora", "dora", "full"] = Field("lora", description="lora or dora adapters, or full fine-tuning of the top num_layers layers.")
     engine: Literal["auto", "torch", "mlx"] = Field("auto", description="Training engine; auto picks mlx on Apple Silicon, torch elsewhere.")
 
@@ -111,6 +111,15 @@ class TrainingConfig(BaseModel):
                 raise ValueError(f"unknown tracker {name!r}; the trackers are: {', '.join(TRACKERS)}")
         return list(dict.fromkeys(value))
 
+    # Preference tuning (training_type: preference). The loss parameters default to None ("not
+    # given"), so a parameter set for a loss that does not use it is refused by name; the
+    # loss's own default is `preference_parameter`.
+    preference_loss: Literal["dpo", "orpo", "simpo"] = Field("dpo", description="training_type preference: dpo (against a reference: the model as training starts), orpo (odds ratio plus the chosen response's loss, no reference) or simpo (length-normalised margin, no reference).", json_schema_extra={"applies": {"training_type": ["preference"]}})
+    beta: float | None = Field(None, gt=0.0, description="dpo, simpo: scale of the reward (dpo default 0.1, simpo 2.0); higher keeps dpo closer to the reference.", json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["dpo", "simpo"]}})
+    dpo_label_smoothing: float | None = Field(None, ge=0.0, lt=0.5, description="dpo: assumed share of pairs whose labels are flipped (conservative DPO); default 0.", json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["dpo"]}})
+    orpo_lambda: float | None = Field(None, gt=0.0, description="orpo: weight of the odds-ratio term beside the chosen response's loss (TRL's ORPOConfig.beta); default 0.1.", json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["orpo"]}})
+    simpo_gamma: float | None = Field(None, ge=0.0, description="simpo: target reward margin gamma; default 0.5.", json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["simpo"]}})
+
     @field_validator("fsdp")
     @classmethod
     def _fsdp_needs_full(cls, value: bool, info: ValidationInfo) -> bool:
@@ -153,6 +162,20 @@ class TrainingConfig(BaseModel):
                              "set eval_qa or best_metric: val_loss")
         return value
 
+    @field_validator("beta", "dpo_label_smoothing", "orpo_lambda", "simpo_gamma")
+    @classmethod
+    def _preference_parameter_applies(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """A preference parameter set where it has no effect is a mistake worth naming."""
+        if value is None:
+            return value
+        name, training_type, loss = info.field_name, info.data.get("training_type"), info.data.get("preference_loss")
+        if training_type != "preference":
+            raise ValueError(f"{name} applies to training_type: preference, not {training_type}; remove it")
+        losses = PREFERENCE_PARAMETERS[name]
+        if loss not in losses:
+            raise ValueError(f"{name} is a parameter of preference_loss {' or '.join(losses)}, not {loss}; remove it")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "TrainingConfig":
         if self.num_layers == 0:
@@ -164,7 +187,18 @@ class TrainingConfig(BaseModel):
                              f"set fine_tune_type: lora or dora, or quantization: none")
         if self.compile and self.fsdp:
             raise ValueError("compile: true is not supported with fsdp: true; set one of them to false")
+        if self.fsdp and self.training_type == "preference":
+            raise ValueError("fsdp: true is not supported with training_type: preference yet; use --nproc without "
+                             "fsdp (each worker holds the model) or LoRA")
         return self
+
+    def preference_parameter(self, name: str) -> float:
+        """The value of a preference loss parameter: as given, else its loss's default."""
+        value = getattr(self, name)
+        if value is not None:
+            return float(value)
+        default = PREFERENCE_DEFAULTS[name]
+        return float(default[self.preference_loss] if isinstance(default, dict) else default)
 
     def resolved_engine(self) -> str:
         if self.engine != "auto":
@@ -177,6 +211,13 @@ class TrainingConfig(BaseModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
+
+
+#: Which losses each preference parameter belongs to, and its default (per loss where they differ).
+PREFERENCE_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "beta": ("dpo", "simpo"), "dpo_label_smoothing": ("dpo",), "orpo_lambda": ("orpo",), "simpo_gamma": ("simpo",)}
+PREFERENCE_DEFAULTS: dict[str, float | dict[str, float]] = {
+    "beta": {"dpo": 0.1, "simpo": 2.0}, "dpo_label_smoothing": 0.0, "orpo_lambda": 0.1, "simpo_gamma": 0.5}
 
 
 def _is_arm() -> bool:
@@ -265,8 +306,9 @@ def _migrate(values: dict[str, Any], source: str) -> dict[str, Any]:
 
 def _describe_error(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in error.get("loc", ())) or "config"
-    if error.get("type") == "value_error":  # our own validators' messages name the values and the fix
-        return f"{key}: {str(error.get('msg')).removeprefix('Value error, ')}"
+    if error.get("type") == "value_error":  # our own validators' messages name the problem and the fix
+        message = str(error.get("msg")).removeprefix("Value error, ")
+        return f"{key}={error.get('input')!r}: {message}" if error.get("loc") else f"{key}: {message}"
     field = TrainingConfig.model_fields.get(str((error.get("loc") or ("",))[0]))
     expected = f" (expected {_type_name(field.annotation)})" if field is not None else ""
     return f"{key}={error.get('input')!r}: {error.get('msg')}{expected}"

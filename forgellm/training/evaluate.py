@@ -138,10 +138,13 @@ def _qa(report: EvalReport, model: str, items: list[dict[str, Any]], engine: str
 def _loss_on(scorer, config: TrainingConfig, base: ModelInfo, folder: str, split: str, max_batches: int,
              workspace: Workspace) -> float:
     """Mean target-token loss of the model on one split of a dataset folder (CPT-style, all tokens)."""
+    from forgellm.data.sequences import PreferencePairs, TokenSequences
     from forgellm.training.loop import evaluate
     from forgellm.training.run import load_data
 
     data_config = config.model_copy(update={"input_dir": folder, "data_mixture_ratio": 1.0, "batch_size": 1})
     train, val, _ = load_data(data_config, base, workspace)
     chosen = val if split == "val" else train
+    if isinstance(chosen, PreferencePairs):  # a preference run's pairs: the loss of the chosen responses
+        chosen = TokenSequences(chosen.tokens[:, 0], chosen.mask[:, 0])
     return evaluate(scorer, chosen, 1, max_batches)

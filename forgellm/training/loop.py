@@ -34,6 +34,7 @@ from forgellm.training.config import TrainingConfig
 from forgellm.training.distributed import SINGLE, Group, reshard_position
 from forgellm.training.engine_api import Trainable
 from forgellm.training.length import training_length
+from forgellm.training.preference import PreferenceObjective, TokenObjective, named_means, objective_for
 from forgellm.training.schedule import learning_rate
 
 if TYPE_CHECKING:
@@ -96,26 +97,31 @@ class MicroBatches:
 
 def evaluate(trainable: Trainable, data: TokenSequences, batch_size: int, max_batches: int,
              group: Group = SINGLE) -> float:
-    """Mean cross-entropy over the target tokens of the first ``max_batches`` batches (-1: all).
+    """Mean cross-entropy over the target tokens of the first ``max_batches`` batches (-1: all)."""
+    return evaluate_objective(TokenObjective(), trainable, data, batch_size, max_batches, group)[0]
+
+
+def evaluate_objective(objective: TokenObjective | PreferenceObjective, trainable: Trainable, data: Any,
+                       batch_size: int, max_batches: int, group: Group = SINGLE) -> tuple[float, dict[str, float]]:
+    """(mean loss per unit, the objective's metrics as means) over the first ``max_batches`` batches (-1: all).
 
     The last batch may be short: every validation sequence counts, so a validation split smaller
     than ``batch_size`` still evaluates. With several workers a batch is global (``batch_size``
     rows per worker): batch ``i`` is evaluated by rank ``i % world_size`` and the sums are added
     up, so every rank gets the number one process with the same global batch would get."""
-    loss_sum, count = 0.0, 0
+    sums, count = np.zeros(1 + len(objective.metrics)), 0
     for i, start in enumerate(range(0, len(data), batch_size)):
         if 0 <= max_batches * group.world_size <= i:
             break
         if i % group.world_size != group.rank:
             continue
-        rows = slice(start, start + batch_size)
-        s, n = trainable.eval_loss(np.asarray(data.tokens[rows]), np.asarray(data.mask[rows]))
-        loss_sum, count = loss_sum + s, count + n
-    loss_sum, count = group.sum([loss_sum, count])
+        values, n = objective.evaluate(trainable, data, slice(start, start + batch_size))
+        sums, count = sums + values, count + n
+    *summed, count = group.sum([*map(float, sums), count])
     if count == 0:
         raise UserError("the validation split has no target tokens; raise validation_split, add data, "
                         "or name a folder of validation documents with validation_dir")
-    return loss_sum / count
+    return summed[0] / count, named_means(objective, np.asarray(summed), count)
 
 
 class StopFlag:
@@ -147,6 +153,7 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
     final weights: a run is only ``done`` once they exist); ``changed`` goes into the ``resume``
     event (the configuration keys this resume changed, ``{key: [before, after]}``)."""
     stop = stop if stop is not None else StopFlag()
+    objective = objective_for(config)
     resumed = state is not None
     state = state or LoopState()
     rank, world_size = group.rank, group.world_size
@@ -177,7 +184,8 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
 
     def run_eval() -> bool:
         """Evaluate; record overfitting; return True when early stopping should end the run."""
-        val = evaluate(trainable, val_data, config.batch_size, config.val_batches, group)
+        val, val_metrics = evaluate_objective(objective, trainable, val_data, config.batch_size, config.val_batches,
+                                              group)
         train_loss = float(np.mean(state.recent_train_losses)) if state.recent_train_losses else None
         state.recent_train_losses = []
         state.val_loss, state.val_step = val, state.step
@@ -186,7 +194,9 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             result = qa.answer(partial(trainable.generate_greedy, stop_ids=qa.stop_ids), config.eval_qa_max_tokens)
             state.qa_accuracy, state.qa_step = result.accuracy, state.step
             scores = {"qa_accuracy": result.accuracy, "qa_correct": result.correct, "qa_total": result.total}
-        emit(Event.EVAL, val_loss=val, val_ppl=_ppl(val), train_loss=train_loss, **scores)
+        perplexity = {"val_ppl": _ppl(val)} if isinstance(objective, TokenObjective) else {}
+        emit(Event.EVAL, val_loss=val, **perplexity, train_loss=train_loss,
+             **{f"val_{name}": value for name, value in val_metrics.items()}, **scores)
         if not math.isfinite(val):
             raise TrainingDiverged(f"validation loss is {val} at step {state.step}")
         gap = val - train_loss if train_loss is not None else None
@@ -226,29 +236,31 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
     status, early = "completed", False
     report_losses: list[float] = []
     report_tokens, report_time = 0, 0.0
+    report_sums, report_units = np.zeros(1 + len(objective.metrics)), 0
     last_loss: float | None = None
     while state.step < total:
         tic = time.perf_counter()
         micro = [next(batches) for _ in range(config.grad_accumulation_steps)]
-        targets = sum(int(m[:, 1:].sum(dtype=np.int64)) for _, m in micro)
-        targets, stop_votes = group.sum([targets, 1.0 if stop else 0.0])  # global targets; any rank stopping
+        # units: what the loss is a mean over (target tokens; preference pairs); targets: tokens trained on
+        units = sum(objective.units(b) for b in micro)
+        targets = sum(objective.tokens(b) for b in micro)
+        units, targets, stop_votes = group.sum([units, targets, 1.0 if stop else 0.0])  # global; any rank stopping
         if stop_votes:
             if not stop:
                 stop.set("another worker stopped")
             status = "stopped"
             break
-        targets = int(targets)
+        targets, units = int(targets), int(units)
         lr = learning_rate(state.step, peak=config.learning_rate, total_steps=total, warmup_steps=config.warmup_steps,
                            schedule=config.lr_schedule, min_ratio=config.min_lr_ratio)
         trainable.reseed(config.seed * 1_000_003 + state.step)
-        loss_sum = 0.0
-        for tokens, mask in micro:
-            s, _ = trainable.forward_backward(tokens, mask, 1.0 / max(targets, 1))
-            loss_sum += s
+        sums = np.zeros(1 + len(objective.metrics))
+        for batch in micro:
+            sums += objective.backward(trainable, batch, 1.0 / max(units, 1))
         if world_size > 1:
             trainable.sum_gradients(group)
-            loss_sum = group.sum([loss_sum])[0]
-        loss = loss_sum / max(targets, 1)
+            sums = np.asarray(group.sum([*map(float, sums)]))
+        loss = float(sums[0]) / max(units, 1)
         grad_norm = trainable.optimizer_step(lr, config.max_grad_norm)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             raise TrainingDiverged(f"the loss became {loss} (gradient norm {grad_norm}) at step {state.step + 1}; "
@@ -263,12 +275,15 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         report_losses.append(loss)
         report_tokens += targets
         report_time += step_time
+        report_sums, report_units = report_sums + sums, report_units + units
         if state.step % config.steps_per_report == 0 or state.step == total:
             emit(Event.TRAIN, loss=float(np.mean(report_losses)), learning_rate=lr, tokens=report_tokens,
                  trained_tokens=state.trained_tokens, tokens_per_second=report_tokens / max(report_time, 1e-9),
                  grad_norm=grad_norm, peak_memory_gb=trainable.peak_memory_bytes() / 1e9, elapsed=state.elapsed,
-                 world_size=world_size, epoch=length.epoch_at(state.step))
+                 world_size=world_size, epoch=length.epoch_at(state.step),
+                 **named_means(objective, report_sums, report_units))
             report_losses, report_tokens, report_time = [], 0, 0.0
+            report_sums, report_units = np.zeros_like(report_sums), 0
         if state.step % config.steps_per_eval == 0 or state.step == total:
             early = run_eval()
         if state.step % config.save_every == 0 or state.step == total or early:

@@ -22,8 +22,10 @@ from mlx_lm.utils import load_model
 
 from forgellm.errors import UserError
 from forgellm.training.engine_api import process_peak_rss_bytes, top_layers
+from forgellm.training.preference import PreferenceSettings
 
 if TYPE_CHECKING:
+    from forgellm.data.sequences import PairBatch
     from forgellm.models.resolve import ModelInfo
     from forgellm.training.config import TrainingConfig
 
@@ -33,6 +35,9 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 
 class MlxTrainable:
     engine = "mlx"
+    # DPO's reference is computed before training from the starting model and stored (mlx-lm's LoRA
+    # layers have no switch to turn the adapter off).
+    reference_from_adapter_off = False
 
     def __init__(self, config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None):
         mx.random.seed(config.seed)
@@ -76,6 +81,10 @@ class MlxTrainable:
             lambda x, mask, scale: self._loss_and_grad(self.model, x, mask, scale), inputs=state, outputs=state)
         self._grads = None
         self._compile_update()
+        self.preference = PreferenceSettings.of(config)
+        if self.preference is not None:
+            # Not compiled: pairs are cut to their longest response, so shapes change from batch to batch.
+            self._pair_loss_and_grad = nn.value_and_grad(model, partial(_pair_loss, settings=self.preference))
 
     def _compile_update(self) -> None:
         """The clipped AdamW update as one compiled graph over the weights and the optimizer state,
@@ -144,6 +153,47 @@ class MlxTrainable:
         finally:
             self.model.train()
 
+    # --- preference pairs (`forgellm.training.preference`) -----------------------------------
+    def _pair_arrays(self, batch: "PairBatch") -> tuple[mx.array, mx.array, mx.array | None]:
+        n, length = batch.tokens.shape[0], batch.tokens.shape[2]
+        mask = batch.mask.reshape(2 * n, length)
+        used = int(np.flatnonzero(mask.any(axis=0)).max(initial=1)) + 1  # right padding: cut it off
+        tokens = batch.tokens.reshape(2 * n, length)[:, :used]
+        reference = None
+        if self.preference.needs_reference:
+            if batch.reference is None:
+                raise RuntimeError("dpo needs the reference log-probabilities of this batch")
+            reference = mx.array(np.asarray(batch.reference, dtype=np.float32))
+        return (mx.array(np.asarray(tokens, dtype=np.int32)), mx.array(np.asarray(mask[:, :used], dtype=np.float32)),
+                reference)
+
+    def pair_backward(self, batch: "PairBatch", loss_scale: float) -> np.ndarray:
+        x, m, reference = self._pair_arrays(batch)
+        (_, (loss_sum, metrics)), grads = self._pair_loss_and_grad(self.model, x, m, reference,
+                                                                   mx.array(loss_scale, dtype=mx.float32))
+        self._grads = grads if self._grads is None else tree_map(mx.add, self._grads, grads)
+        mx.eval(loss_sum, metrics, self._grads)
+        return np.concatenate([[loss_sum.item()], np.array(metrics.sum(axis=0))]).astype(np.float64)
+
+    def pair_eval(self, batch: "PairBatch") -> np.ndarray:
+        self.model.eval()
+        try:
+            x, m, reference = self._pair_arrays(batch)
+            _, (loss_sum, metrics) = _pair_loss(self.model, x, m, reference, mx.array(1.0), settings=self.preference)
+            mx.eval(loss_sum, metrics)
+        finally:
+            self.model.train()
+        return np.concatenate([[loss_sum.item()], np.array(metrics.sum(axis=0))]).astype(np.float64)
+
+    def sequence_logps(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        try:
+            logps, _ = _sequence_logps(self.model, mx.array(np.asarray(tokens, dtype=np.int32)),
+                                       mx.array(np.asarray(mask, dtype=np.float32)))
+            return np.array(logps)
+        finally:
+            self.model.train()
+
     # --- saving ------------------------------------------------------------------------------
     def save_final(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -181,6 +231,44 @@ def _loss(model: nn.Module, x: mx.array, mask: mx.array, scale: mx.array) -> tup
     logits = model(x[:, :-1]).astype(mx.float32)  # (B, L-1, V)
     loss_sum = (nn.losses.cross_entropy(logits, x[:, 1:]) * mask[:, 1:]).sum()
     return loss_sum * scale, loss_sum
+
+
+def _sequence_logps(model: nn.Module, x: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
+    """(summed target log-probability of each sequence, its target count), both (n,)."""
+    logits = model(x[:, :-1]).astype(mx.float32)
+    weights = mask[:, 1:]
+    return -(nn.losses.cross_entropy(logits, x[:, 1:]) * weights).sum(axis=1), weights.sum(axis=1)
+
+
+def _log1mexp(x: mx.array) -> mx.array:
+    return mx.where(x < -0.6931471805599453, mx.log1p(-mx.exp(x)), mx.log(-mx.expm1(x)))
+
+
+def _pair_loss(model: nn.Module, x: mx.array, mask: mx.array, reference: mx.array | None, scale: mx.array, *,
+               settings: PreferenceSettings) -> tuple[mx.array, tuple[mx.array, mx.array]]:
+    """(scaled sum of the pairs' losses to differentiate, (that sum, per-pair metrics (n, 6))): the
+    formulas of `forgellm.training.torch_preference.pair_losses`. x, mask: (2n, L), pairs interleaved."""
+    logps, counts = _sequence_logps(model, x, mask)
+    logps, counts = logps.reshape(-1, 2), counts.reshape(-1, 2)
+    average = logps / mx.maximum(counts, 1.0)
+    if settings.loss == "dpo":
+        ratios = logps - reference
+        z = settings.beta * (ratios[:, 0] - ratios[:, 1])
+        eps = settings.label_smoothing
+        losses = -(1 - eps) * nn.log_sigmoid(z) - eps * nn.log_sigmoid(-z)
+        rewards = settings.beta * ratios
+    elif settings.loss == "simpo":
+        losses = -nn.log_sigmoid(settings.beta * (average[:, 0] - average[:, 1]) - settings.simpo_gamma)
+        rewards = settings.beta * average
+    else:  # orpo
+        log_odds = (average[:, 0] - average[:, 1]) - (_log1mexp(average[:, 0]) - _log1mexp(average[:, 1]))
+        losses = -average[:, 0] - settings.orpo_lambda * nn.log_sigmoid(log_odds)
+        rewards = settings.orpo_lambda * average
+    rewards, average = mx.stop_gradient(rewards), mx.stop_gradient(average)
+    metrics = mx.stack([rewards[:, 0], rewards[:, 1], rewards[:, 0] - rewards[:, 1],
+                        (rewards[:, 0] > rewards[:, 1]).astype(mx.float32), average[:, 0], average[:, 1]], axis=1)
+    loss_sum = losses.sum()
+    return loss_sum * scale, (loss_sum, metrics)
 
 
 def _global_norm(grads) -> float:

@@ -21,13 +21,13 @@ from typing import Any
 
 import yaml
 
-from forgellm.data.sequences import TokenSequences
+from forgellm.data.sequences import TokenSequences, load_split
 from forgellm.errors import ConflictError, NotFoundError, UserError
 from forgellm.models.resolve import ModelInfo, resolve, resolve_adapter
 from forgellm.runs.checkpoints import resume_point, write_manifest
 from forgellm.runs.events import Event, make_event
 from forgellm.runs.layout import (CONFIG_FILE, DATA_STATS_FILE, FINAL_DIR, FINAL_STAGING_DIR, LOCK_FILE, LOG_FILE,
-                                  METRICS_FILE, RUN_MARKER, STATUS_FILE, find_run, is_run, read_config)
+                                  METRICS_FILE, RUN_MARKER, STATUS_FILE, find_run, is_run, read_config, run_kind)
 from forgellm.runs.lock import RunLock
 from forgellm.training.callbacks import MLflow, MetricsFile, Progress, StatusFile, TensorBoard, check_mlflow_store
 from forgellm.training.checkpoints import CheckpointStore, read_state
@@ -35,6 +35,7 @@ from forgellm.training.config import TrainingConfig, validate_config
 from forgellm.training.distributed import Group, ignore_stop_signals, init_group, lost_worker_error
 from forgellm.training.length import training_length
 from forgellm.training.loop import LoopState, StopFlag, train
+from forgellm.training.preference import check_data, reference_key, reference_logps
 from forgellm.training.qa import QASet, read_qa
 from forgellm.training.storage import StorageError, as_os_error, storage_error
 from forgellm.workspace import Workspace
@@ -74,7 +75,7 @@ def resolve_models(config: TrainingConfig, workspace: Workspace) -> tuple[ModelI
 
 
 def run_folder(config: TrainingConfig, model: ModelInfo, workspace: Workspace) -> Path:
-    parent = workspace.path(config.output_dir) if config.output_dir else workspace.models(config.training_type)
+    parent = workspace.path(config.output_dir) if config.output_dir else workspace.models(run_kind(config.training_type))
     return parent / (config.run_name or default_run_name(config, model))
 
 
@@ -110,9 +111,10 @@ def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> 
         raise NotFoundError(f"input_dir {config.input_dir!r} not found (looked at {source}); put your documents "
                             f"there or set input_dir to your dataset folder")
     if all((source / f"{split}.tokens.npy").exists() for split in PREPARED_SPLITS):
-        train_data, val_data = (TokenSequences.load(source, split) for split in PREPARED_SPLITS)
+        train_data, val_data = (load_split(source, split) for split in PREPARED_SPLITS)
         stats_file = source / "stats.json"
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        stats["prepared_path"] = str(source)
     else:
         from transformers import AutoTokenizer
 
@@ -125,7 +127,7 @@ def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> 
                                             replay_engine=config.resolved_engine())
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         prepared = prepare_dataset(settings, tokenizer, workspace)
-        train_data, val_data, stats = prepared.train, prepared.val, prepared.stats
+        train_data, val_data, stats = prepared.train, prepared.val, {**prepared.stats, "prepared_path": str(prepared.path)}
     if train_data.seq_length != config.max_seq_length:
         raise UserError(f"the prepared data has sequences of {train_data.seq_length} tokens but max_seq_length is "
                         f"{config.max_seq_length}; set max_seq_length: {train_data.seq_length} or prepare it again")
@@ -295,11 +297,19 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
         if group.is_main:
             group.barrier()
             (run_dir / DATA_STATS_FILE).write_text(json.dumps(stats, indent=2, default=str))
+        check_data(config, train_data)
         config, changed = _resolve_length(config, len(train_data), group, run_dir, resume=resume)
         if group.is_main:
             status_file.total_steps = config.max_iterations
         qa = _qa_set(qa_items, base) if qa_items else None
         trainable = create_trainable(config, base, adapter)
+        if config.training_type == "preference" and config.preference_loss == "dpo" \
+                and not getattr(trainable, "reference_from_adapter_off", False):
+            # before any checkpoint is loaded: the reference is the model as training starts
+            key = reference_key(config, base.path, adapter.path if adapter else None)
+            folder = Path(stats["prepared_path"])
+            train_data, val_data = (reference_logps(trainable, data, folder, split, key, config.batch_size, group)
+                                    for data, split in ((train_data, "train"), (val_data, "val")))
         state = None
         if latest is not None:
             trainable.load_checkpoint(latest)

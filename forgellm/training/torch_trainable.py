@@ -16,10 +16,13 @@ import torch.nn.functional as F
 
 from forgellm.errors import UserError
 from forgellm.training.engine_api import process_peak_rss_bytes, top_layers
+from forgellm.training.preference import PreferenceSettings
 from forgellm.training.torch_lora import fuse_lora_layers
 from forgellm.training.torch_loss import linear_cross_entropy_sum
+from forgellm.training.torch_preference import pair_losses
 
 if TYPE_CHECKING:
+    from forgellm.data.sequences import PairBatch
     from forgellm.models.resolve import ModelInfo
     from forgellm.training.config import TrainingConfig
 
@@ -86,6 +89,10 @@ class TorchTrainable:
         self.num_layers = int(model.config.num_hidden_layers)
         layers = top_layers(config, self.num_layers)
         self.is_peft = adapter is not None or config.fine_tune_type in ("lora", "dora")
+        self.preference = PreferenceSettings.of(config)
+        # DPO's reference: a new adapter switched off is the model as training starts (no second copy);
+        # otherwise the reference is computed before training and comes with each batch.
+        self.reference_from_adapter_off = self.is_peft and adapter is None
         if adapter is not None:
             model = self._continue_adapter(model, adapter)
         elif self.is_peft:
@@ -181,6 +188,67 @@ class TorchTrainable:
         loss_sum, n = self._loss_sum(tokens, mask, self._train_forward)
         (loss_sum * loss_scale).backward()
         return float(loss_sum.item()), n
+
+    # --- preference pairs (`forgellm.training.preference`) -----------------------------------
+    def _sequence_logps(self, tokens: np.ndarray, mask: np.ndarray, network=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed log-probability of each sequence's target tokens, their count), both (n,)."""
+        used = int(np.flatnonzero(mask.any(axis=0)).max(initial=1)) + 1  # right padding: cut it off
+        x = torch.from_numpy(np.asarray(tokens[:, :used], dtype=np.int64)).to(self.device)
+        weights = torch.from_numpy(np.asarray(mask[:, 1:used], dtype=np.float32)).to(self.device)
+        targets = x[:, 1:]
+        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype is not None):
+            out = (self._network if network is None else network)(input_ids=x[:, :-1])
+        if self.output_head is not None:  # the fused loss, a sequence at a time: no (n, L, V) logits
+            hidden = out.last_hidden_state
+            sums = torch.stack([-linear_cross_entropy_sum(hidden[i], self.output_head.weight, targets[i], weights[i])
+                                for i in range(len(x))])
+        else:
+            logits = out.logits.float()
+            sums = -(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+                     .view_as(weights) * weights).sum(dim=1)
+        return sums, weights.sum(dim=1)
+
+    def _pairs(self, batch: "PairBatch", network) -> tuple[torch.Tensor, torch.Tensor]:
+        n, length = batch.tokens.shape[0], batch.tokens.shape[2]
+        tokens, mask = batch.tokens.reshape(2 * n, length), batch.mask.reshape(2 * n, length)
+        reference = None
+        if self.preference.needs_reference:
+            if batch.reference is not None:
+                reference = torch.from_numpy(np.asarray(batch.reference, dtype=np.float32)).to(self.device)
+            elif self.reference_from_adapter_off:
+                with torch.no_grad(), self.model.disable_adapter():
+                    reference = self._sequence_logps(tokens, mask, network)[0].view(n, 2)
+            else:
+                raise RuntimeError("dpo needs the reference log-probabilities of this batch")
+        logps, counts = self._sequence_logps(tokens, mask, network)
+        return pair_losses(self.preference, logps.view(n, 2), counts.view(n, 2), reference)
+
+    def pair_backward(self, batch: "PairBatch", loss_scale: float) -> np.ndarray:
+        """Add ``loss_scale * d(sum of the pairs' losses)/d(params)``; return the sums of `METRICS`."""
+        if self._train_forward is None:
+            self._train_forward = self._compiled() if self.config.compile else self._network
+        losses, metrics = self._pairs(batch, self._train_forward)
+        loss_sum = losses.sum()
+        (loss_sum * loss_scale).backward()
+        return np.concatenate([[loss_sum.item()], metrics.sum(dim=0).cpu().numpy()]).astype(np.float64)
+
+    @torch.no_grad()
+    def pair_eval(self, batch: "PairBatch") -> np.ndarray:
+        self.model.eval()
+        try:
+            losses, metrics = self._pairs(batch, None)
+        finally:
+            self.model.train()
+        return np.concatenate([[losses.sum().item()], metrics.sum(dim=0).cpu().numpy()]).astype(np.float64)
+
+    @torch.no_grad()
+    def sequence_logps(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Summed target log-probability of each sequence (n,), in evaluation mode: the stored reference."""
+        self.model.eval()
+        try:
+            return self._sequence_logps(tokens, mask)[0].cpu().numpy()
+        finally:
+            self.model.train()
 
     def _compiled(self):
         """The model's forward (and so its backward) compiled by torch.compile (inductor): elementwise

@@ -7,6 +7,9 @@ From the facts table (`facts.py`) it writes:
   in several documents, each time in one of several phrasings, among varied filler
   sentences, so near-dedupe keeps the documents and a model sees each fact many ways.
 - ``ift/train.jsonl``: chat records (``messages``) asking about the facts.
+- ``preference/train.jsonl``: preference pairs (``prompt``, ``chosen``, ``rejected``) on the
+  towns' facts: the correct, grounded answer preferred to a fluent wrong one (another town's
+  fact in the same sentence).
 - ``qa/heldout.jsonl``: questions (``question``, ``answer``, ``aliases``) whose answers are
   in the CPT documents but whose wording is in none of them: a model answers them only if
   it learnt the facts, not the sentences.
@@ -324,7 +327,10 @@ def cpt_documents(seed: int = DEFAULT_SEED) -> list[tuple[str, str]]:
 # --- Instruction pairs and held-out questions -------------------------------------------------
 
 def _town_qa(town: Town) -> list[tuple[str, str]]:
-    s = _slots(town)
+    return _town_qa_with(_slots(town))
+
+
+def _town_qa_with(s: dict[str, str]) -> list[tuple[str, str]]:
     pairs = [
         ("Who founded {town}?", "{founder} founded {town}, in {year}."),
         ("When was {town} founded?", "{town} was founded in {year} by {founder}."),
@@ -368,6 +374,29 @@ def ift_records(seed: int = DEFAULT_SEED) -> list[dict]:
         (q1, a1), (q2, a2) = rng.sample(pairs, 2)
         records.append({"messages": [{"role": "user", "content": q1}, {"role": "assistant", "content": a1},
                                      {"role": "user", "content": q2}, {"role": "assistant", "content": a2}]})
+    return records
+
+
+TOWN_QA_KEYS = ("town", "festival")  # the slots a town question may name; the others are the answer's facts
+
+
+def preference_records(seed: int = DEFAULT_SEED) -> list[dict]:
+    """For every town question: the correct answer (chosen) and the same sentence with another
+    town's fact (rejected), some prompts with the system prompt, as chat messages."""
+    rng = random.Random(seed + 2)
+    records = []
+    for town in TOWNS:
+        other = rng.choice([t for t in TOWNS if t is not town])
+        own = _slots(town)
+        wrong = {**_slots(other), **{k: own[k] for k in TOWN_QA_KEYS}}
+        for (question, answer), (_, wrong_answer) in zip(_town_qa(town), _town_qa_with(wrong)):
+            if answer == wrong_answer:
+                continue
+            prompt: str | list[dict] = question
+            if rng.random() < 0.3:
+                prompt = [{"role": "system", "content": SYSTEM_PROMPT.format(nation=F.NATION)},
+                          {"role": "user", "content": question}]
+            records.append({"prompt": prompt, "chosen": answer, "rejected": wrong_answer})
     return records
 
 
@@ -423,13 +452,14 @@ def sample_files(seed: int = DEFAULT_SEED) -> dict[str, str]:
     files = {f"cpt/{name}": text for name, text in cpt_documents(seed)}
     files["ift/train.jsonl"] = _jsonl(ift_records(seed))
     files["qa/heldout.jsonl"] = _jsonl(heldout_questions())
+    files["preference/train.jsonl"] = _jsonl(preference_records(seed))
     return files
 
 
 def write_sample(out: Path, seed: int = DEFAULT_SEED) -> dict[str, str]:
     """Write the sample dataset under ``out`` (replacing earlier generated files); returns what it wrote."""
     files = sample_files(seed)
-    for sub in ("cpt", "ift", "qa"):
+    for sub in ("cpt", "ift", "qa", "preference"):
         folder = out / sub
         if folder.is_dir():
             for stale in folder.iterdir():

@@ -56,7 +56,7 @@ def _form_key(name: str) -> tuple[Any, Any]:
 class _StatsQueryBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(".", description="File or folder relative to dataset/ ('.' = all of it).")
-    mode: Literal["cpt", "ift"] | None = Field(None, description="Read it as CPT documents or IFT records (default: cpt).")
+    mode: Literal["cpt", "ift", "preference"] | None = Field(None, description="Read it as CPT documents, IFT records or preference pairs (default: cpt).")
     model: ModelRef | None = Field(None, description="Tokenizer of this model for the token counts, and the model that "
                                                 "writes the replay set when data_mixture_ratio < 1 (default: the embedded model).")
 

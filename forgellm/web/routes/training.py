@@ -127,6 +127,8 @@ def _config_fields() -> list[dict[str, Any]]:
         fields.append({"name": name, "default": default, "description": description, "type": _json_type(prop),
                        "enum": prop.get("enum"), "minimum": prop.get("minimum", prop.get("exclusiveMinimum")),
                        "maximum": prop.get("maximum", prop.get("exclusiveMaximum")),
+                       # {key: [values]}: the form shows the field only while every key has one of its values
+                       "applies": prop.get("applies"),
                        "data": name in SHARED_KEYS})  # a data setting: the form's stats line sends it
     return fields
 

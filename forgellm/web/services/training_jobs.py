@@ -26,7 +26,7 @@ import yaml
 
 from forgellm.errors import ConflictError, ForgeError, NotFoundError
 from forgellm.runs import lock
-from forgellm.runs.layout import run_dirs
+from forgellm.runs.layout import run_dirs, run_kind
 from forgellm.runs.summary import read_status
 from forgellm.web.services import runs as run_files
 from forgellm.workspace import Workspace
@@ -88,7 +88,7 @@ class TrainingJobs:
                     "or send \"allow_concurrent\": true to run both at once")
             if config.get("run_name"):  # the trainer refuses too; say it here, before a job exists
                 parent = (self.workspace.path(config["output_dir"]) if config.get("output_dir")  # confined by the route
-                          else self.workspace.models(config.get("training_type") or "cpt"))
+                          else self.workspace.models(run_kind(config.get("training_type") or "cpt")))
                 lock.refuse_if_held(parent / config["run_name"], "start")
             stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{len(self.jobs)}"
             folder = self.workspace.configs_dir / "web"

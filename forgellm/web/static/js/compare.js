@@ -7,7 +7,8 @@ import { $, el, fillSelect, fmt, toast } from "./ui.js";
 let charts;
 
 export function init() {
-  charts = { val: lineChart($("#cmp-val")), train: lineChart($("#cmp-train")), qa: lineChart($("#cmp-qa")) };
+  charts = { val: lineChart($("#cmp-val")), train: lineChart($("#cmp-train")), qa: lineChart($("#cmp-qa")),
+    accuracy: lineChart($("#cmp-accuracy")), margin: lineChart($("#cmp-margin")) };
   $("#cmp-go").addEventListener("click", compare);
 }
 
@@ -32,6 +33,10 @@ async function compare() {
     setSeries(charts.val, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.val_loss), color: color(i) })));
     setSeries(charts.train, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.train_loss), color: color(i) })));
     setSeries(charts.qa, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.qa_accuracy), color: color(i) })));
+    // preference runs: their held-out accuracy and margin
+    document.querySelectorAll(".cmp-pref").forEach((n) => { n.hidden = !data.runs.some((r) => r.series.val_accuracy); });
+    setSeries(charts.accuracy, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.val_accuracy), color: color(i) })));
+    setSeries(charts.margin, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.val_margin), color: color(i) })));
     $("#cmp-table tbody").replaceChildren(...data.runs.map((r, i) => {
       const a = r.analysis || {};
       return el("tr", {},

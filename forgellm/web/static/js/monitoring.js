@@ -7,11 +7,16 @@ import { $, duration, el, fillSelect, fmt } from "./ui.js";
 const NOTABLE = new Set(["start", "resume", "checkpoint", "overfitting", "early_stop", "done", "error"]);
 let live, charts, unfollow = null, state = null, drawPending = false, current = null, analysisTimer = null;
 // Events after which the best checkpoint and the recommendations may have changed.
+// Preference metrics charted from train events, and their validation counterparts (val_*).
+const PREFERENCE_SERIES = ["reward_chosen", "reward_rejected", "margin", "accuracy", "logps_chosen", "logps_rejected",
+  "val_accuracy", "val_margin", "val_logps_chosen", "val_logps_rejected"];
 const ANALYSED = new Set(["eval", "checkpoint", "overfitting", "early_stop", "done"]);
 
 function emptyState() {
   return { train: [], val: [], qa: [], ppl: [], lr: [], tps: [], mem: [], total: null, epochs: null, stepsPerEpoch: null,
-    lastTrain: null, lastQa: null, status: "", step: 0, events: [] };
+    lastTrain: null, lastQa: null, status: "", step: 0, events: [],
+    // preference runs: their train and eval events carry these (PREFERENCE_SERIES)
+    pref: Object.fromEntries(PREFERENCE_SERIES.map((k) => [k, []])) };
 }
 
 export function init(liveLink) {
@@ -19,6 +24,7 @@ export function init(liveLink) {
   charts = {
     loss: lineChart($("#chart-loss")), qa: lineChart($("#chart-qa")), ppl: lineChart($("#chart-ppl")), lr: lineChart($("#chart-lr")),
     tps: lineChart($("#chart-tps")), mem: lineChart($("#chart-mem")),
+    rewards: lineChart($("#chart-rewards")), accuracy: lineChart($("#chart-accuracy")), logps: lineChart($("#chart-logps")),
   };
   $("#mon-run").addEventListener("change", (e) => open(e.target.value));
 }
@@ -57,7 +63,11 @@ function apply(events) {
       if (e.val_loss != null) state.val.push({ x: step, y: e.val_loss });
       if (e.val_ppl != null) state.ppl.push({ x: step, y: e.val_ppl });
       if (e.qa_accuracy != null) { state.qa.push({ x: step, y: e.qa_accuracy }); state.lastQa = e; }
-    } else if (e.event === "start" || e.event === "resume") {
+    }
+    if (e.event === "train" || e.event === "eval") {
+      for (const key of PREFERENCE_SERIES) if (e[key] != null) state.pref[key].push({ x: step, y: e[key] });
+    }
+    if (e.event === "start" || e.event === "resume") {
       state.total = e.total_steps; state.status = "running"; // a resume may change max_iterations
       state.epochs = e.num_epochs ?? null; state.stepsPerEpoch = e.steps_per_epoch ?? null;
     } else if (e.event === "done") {
@@ -101,6 +111,13 @@ function draw() {
   setSeries(charts.lr, [{ label: "learning rate", points: state.lr }]);
   setSeries(charts.tps, [{ label: "tok/s", points: state.tps }]);
   setSeries(charts.mem, [{ label: "peak GB", points: state.mem }]);
+  const pref = state.pref;
+  document.querySelectorAll(".pref-panel").forEach((n) => { n.hidden = !pref.accuracy.length && !pref.val_accuracy.length; });
+  setSeries(charts.rewards, [{ label: "chosen", points: pref.reward_chosen }, { label: "rejected", points: pref.reward_rejected },
+    { label: "margin", points: pref.margin }, { label: "validation margin", points: pref.val_margin }]);
+  setSeries(charts.accuracy, [{ label: "train", points: pref.accuracy }, { label: "validation", points: pref.val_accuracy }]);
+  setSeries(charts.logps, [{ label: "chosen", points: pref.logps_chosen }, { label: "rejected", points: pref.logps_rejected },
+    { label: "validation chosen", points: pref.val_logps_chosen }, { label: "validation rejected", points: pref.val_logps_rejected }]);
   const list = $("#mon-events");
   for (const e of state.events.splice(0)) list.append(describe(e));
   list.scrollTop = list.scrollHeight;

@@ -29,10 +29,31 @@ export async function init({ started }) {
   for (const field of fields.filter((f) => f.data || f.name === "model_name")) {
     $(`#f-${field.name}`).addEventListener("change", showStats);
   }
-  document.querySelectorAll("input[name=training_type]").forEach((r) => r.addEventListener("change", showStats));
+  document.querySelectorAll("input[name=training_type]").forEach((r) => r.addEventListener("change", () => {
+    showApplicable();
+    showStats();
+  }));
+  $("#f-preference_loss")?.addEventListener("change", showApplicable);
+  showApplicable();
   for (const name of LENGTH_FIELDS) $(`#f-${name}`)?.addEventListener("input", showEstimate);
   $("#f-engine")?.addEventListener("change", showEstimate);
   showStats();
+}
+
+// The current value of a form key (training_type is the radio group above the fields).
+function formValue(name) {
+  if (name === "training_type") return document.querySelector("input[name=training_type]:checked").value;
+  return $(`#f-${name}`)?.value;
+}
+
+// Fields that apply only to some settings (the schema's `applies`, e.g. beta to dpo and simpo) are
+// shown only while those settings are chosen; hidden fields are not sent.
+function applies(field) {
+  return !field.applies || Object.entries(field.applies).every(([key, allowed]) => allowed.includes(formValue(key)));
+}
+
+function showApplicable() {
+  for (const field of fields) $(`#field-${field.name}`).hidden = !applies(field);
 }
 
 function fieldNode(field, choices) {
@@ -62,6 +83,7 @@ function fieldNode(field, choices) {
 function values() {
   const out = { training_type: document.querySelector("input[name=training_type]:checked").value };
   for (const field of fields) {
+    if (!applies(field)) continue;
     const input = $(`#f-${field.name}`);
     if (field.type === "boolean") out[field.name] = input.checked;
     else if (field.type === "array") out[field.name] = input.value.split(",").map((s) => s.trim()).filter(Boolean);
@@ -154,8 +176,10 @@ async function showStats() {
     showEstimate();
     const validation = stats.validation || { source: "documents" };
     box.textContent = `${dir}: ${stats.files} files, ${stats.documents} documents, ${fmt(stats.train_tokens, 0)} train / ` +
-      `${fmt(stats.val_tokens, 0)} validation tokens, ${stats.sequences.train} / ${stats.sequences.val} sequences of ` +
-      `${stats.seq_length} tokens` + (stats.mixture ? ` (${stats.mixture.general_sequences} of them general text)` : "") +
+      `${fmt(stats.val_tokens, 0)} validation tokens, ` +
+      (stats.pairs ? `${stats.pairs.train} / ${stats.pairs.val} train / validation pairs`
+        : `${stats.sequences.train} / ${stats.sequences.val} sequences of ${stats.seq_length} tokens`) +
+      (stats.mixture ? ` (${stats.mixture.general_sequences} of them general text)` : "") +
       (stats.format ? `, format ${Object.values(stats.format).join(", ")}` : "") +
       `, ${stats.duplicates_removed + stats.near_duplicates_removed} duplicates removed, ${(stats.skipped || []).length} skipped; ` +
       `validation: ${(VALIDATION[validation.source] || VALIDATION.documents)(validation)}.` +
