@@ -89,8 +89,8 @@ def training(key: str) -> Callable[[Any, Any, str], Any]:
 
 ENDPOINTS: dict[str, Callable[[Any, Any, str], Any]] = {
     "delete": lambda web, _s, n: web.delete("/api/models", json={"name": n, "confirm": n}),
-    **{f"train:{key}": training(key) for key in ("model_name", "input_dir", "general_data_dir", "output_dir",
-                                                 "run_name")},
+    **{f"train:{key}": training(key) for key in ("model_name", "input_dir", "general_data_dir", "validation_dir",
+                                                 "eval_qa", "output_dir", "run_name")},
     "run": lambda web, _s, n: web.get(f"/api/runs/{quote(n, safe='/%')}"),
     "checkpoints": lambda web, _s, n: web.get("/api/checkpoints", query_string={"run": n}),
     "dashboard": lambda web, _s, n: web.get("/api/dashboard/data", query_string={"run": n}),
@@ -140,7 +140,7 @@ def test_no_request_reaches_outside_the_workspace(world, clients, endpoint):
 def _written_paths_stay_inside(config_path: str, workspace: Path) -> None:
     config = yaml.safe_load(Path(config_path).read_text())
     ws = workspace.resolve()
-    for key in ("input_dir", "general_data_dir", "output_dir", "model_name"):
+    for key in ("input_dir", "general_data_dir", "validation_dir", "eval_qa", "output_dir", "model_name"):
         value = config.get(key)
         if value and key != "model_name" or (value and "/" in str(value)):
             resolved = (ws / value).resolve() if not Path(value).is_absolute() else Path(value).resolve()
