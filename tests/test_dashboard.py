@@ -133,5 +133,5 @@ def test_html_dashboard_draws_in_a_browser_without_network(tmp_path):
             browser.close()
     assert errors == [] and requests == [out.as_uri()]
     assert len(charts) == 4 and all(c and c["drawn"] > 100 for c in charts)
-    assert "run-a best checkpoint step_000200" in charts[0]["labels"]
+    assert "run-a recommended step_000200" in charts[0]["labels"]  # the score's pick, not called best
     assert "run-a overfitting onset" in charts[0]["labels"] and "run-b val loss" in charts[0]["labels"]

@@ -15,14 +15,14 @@ from typing import Any
 
 CHART_JS = Path(__file__).resolve().parents[1] / "web" / "static" / "vendor" / "chart.umd.min.js"
 
-PANELS = [  # [title, series names, log scale, drawn only when a run has the series (preference runs)]
+PANELS = [  # [title, series names, log scale, drawn only when a run has the series (preference runs, eval_qa)]
     ["Loss", ["train_loss", "val_loss"], False, False],
     ["Learning rate", ["learning_rate"], False, False],
     ["Tokens per second", ["tokens_per_second"], False, False],
     ["Gradient norm", ["grad_norm"], True, False],
     ["Preference: held-out accuracy and margin", ["val_accuracy", "val_margin"], False, True],
     ["Preference: chosen log-probability per token", ["logps_chosen"], False, True],
-    ["QA accuracy (eval_qa)", ["qa_accuracy"], False, False],
+    ["QA accuracy (eval_qa)", ["qa_accuracy"], False, True],
 ]
 
 STYLE = """
@@ -36,7 +36,7 @@ table{border-collapse:collapse;background:#fff} td,th{border:1px solid #ddd;padd
 """
 
 # One Chart.js line chart per panel from the embedded JSON: a line per run and series (validation
-# dashed, with points), a star on each run's best checkpoint, a dashed vertical line at the
+# dashed, with points), a star on each run's recommended checkpoint, a dashed vertical line at the
 # overfitting onset. Animation off: the page is drawn once, at load.
 SCRIPT = """
 const DATA = JSON.parse(document.getElementById('data').textContent);

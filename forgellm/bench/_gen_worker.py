@@ -113,7 +113,7 @@ def _server(engine: str, model_dir: str) -> Generate:
 
     os.environ["FORGELLM_ENGINE"] = engine  # the server's default engine
     workspace = tempfile.TemporaryDirectory(prefix="forgellm-bench-server-")
-    server = _ServerProcess(Path(workspace.name)).__enter__()
+    server = _ServerProcess(Path(workspace.name), roots=(Path(model_dir).parent,)).__enter__()
     http = httpx.Client(base_url=server.url, timeout=httpx.Timeout(30.0, read=None))
     response = http.post("/api/model/load", json={"model": model_dir, "engine": engine})
     if response.status_code != 200:

@@ -228,13 +228,18 @@ def _free_loopback_port() -> int:
 
 
 class _ServerProcess:
-    """``forgellm server`` on a free loopback port, in its own workspace; stopped by its pid."""
+    """``forgellm server`` on a free loopback port, in its own workspace; stopped by its pid.
 
-    def __init__(self, workspace: Path):
+    ``roots``: folders outside the workspace that requests may load models from (FORGELLM_ROOTS,
+    as a user lists their own model folders)."""
+
+    def __init__(self, workspace: Path, *, roots: tuple[Path, ...] = ()):
         self.port = _free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "FORGELLM_HOME": str(workspace)}
         env.pop("FORGELLM_TOKEN", None)
+        if roots:
+            env["FORGELLM_ROOTS"] = os.pathsep.join(str(Path(root).resolve()) for root in roots)
         self.log_path = workspace / "server.out"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen([sys.executable, "-m", "forgellm", "server", "--host", "127.0.0.1",

@@ -28,7 +28,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         workspace = Path(tmp)
         first = tiny_model(workspace / "tiny-a")
         second = tiny_model(workspace / "tiny-b") if quick else embedded_model()
-        with _ServerProcess(workspace) as server, httpx.Client(base_url=server.url, timeout=600) as http:
+        with _ServerProcess(workspace, roots=(Path(second).parent,)) as server, \
+                httpx.Client(base_url=server.url, timeout=600) as http:
             cold = {model: _load(http, model) for model in (first, second)}
             times = [_load(http, model) for _, model in zip(range(switches), _alternate(first, second))]
             cached = len(http.get("/api/model/status").json()["cache"])
