@@ -53,8 +53,10 @@ def measure(model_dir: Path, items: list[dict], engine: str, max_tokens: int) ->
     finally:
         model.close()
     same = sum(a == b["answer"] for a, b in zip(alone, batched.answers))
-    return {"name": f"qa_batched_{engine}", "value": round(batched_s, 2), "unit": "s",
-            "baseline": round(alone_s, 2), "ratio": round(batched_s / alone_s, 4),
+    # In milliseconds to a tenth: the quick run's times are fractions of a second, and the ratio must
+    # stay what the two reported figures say.
+    return {"name": f"qa_batched_{engine}", "value": round(batched_s * 1000, 1), "unit": "ms",
+            "baseline": round(alone_s * 1000, 1), "ratio": round(batched_s / alone_s, 4),
             "notes": f"{len(items)} questions, {max_tokens} tokens max, batches of {DEFAULT_BATCH_SIZE}: "
                      f"{alone_s / batched_s:.1f}x faster than one at a time; {same}/{len(items)} answers identical; "
                      f"QA accuracy {batched.accuracy:.1%}"}

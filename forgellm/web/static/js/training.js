@@ -186,7 +186,13 @@ async function showStats() {
       (replayed(values()) ? ` Domain data only: the replay set (${fmt(100 * (1 - values().data_mixture_ratio), 0)}% ` +
         `general text sampled from ${selectedModel()}) is generated when the run starts.` : "");
   } catch (err) {
-    if (current()) box.textContent = `Data stats unavailable: ${err.message}`;
+    if (!current()) return;
+    if (err.status === 429) {  // the app runs a few stats processes at once: ask again when one is free
+      box.textContent = `Waiting to compute data stats of ${dir}…`;
+      setTimeout(() => { if (current()) showStats(); }, 3000);
+      return;
+    }
+    box.textContent = `Data stats unavailable: ${err.message}`;
   }
 }
 
