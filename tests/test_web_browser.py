@@ -295,37 +295,3 @@ def test_a_model_server_killed_mid_answer_comes_back_with_its_model_and_the_page
     page.press("#chat-input", "Enter")
     page.wait_for_function("(document.querySelector('#chat-a .msg.assistant:last-child .meta') || {}).textContent"
                            "?.includes('tokens')", timeout=120_000)
-
-
-def test_a_preference_run_from_the_form_watched_to_completion(page, started: StartedApp):
-    pairs = [{"prompt": f"Question {i}?", "chosen": f"The grounded answer {i}.", "rejected": f"A fluent guess {i * 7}."}
-             for i in range(24)]
-    folder = started.workspace / "dataset" / "pref"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    open_app(page, started)
-    page.click("#train-form details > summary")
-    # The loss parameters show only where they apply.
-    assert page.locator("#field-beta").is_hidden() and page.locator("#field-preference_loss").is_hidden()
-    page.check("input[name=training_type][value=preference]")
-    assert page.locator("#field-beta").is_visible() and page.locator("#field-orpo_lambda").is_hidden()
-    page.select_option("#f-preference_loss", "orpo")
-    assert page.locator("#field-beta").is_hidden() and page.locator("#field-orpo_lambda").is_visible()
-    page.select_option("#f-preference_loss", "dpo")
-    page.select_option("#f-model_name", "tiny")
-    page.select_option("#f-input_dir", "dataset/pref")
-    page.wait_for_function("document.querySelector('#dataset-stats').textContent.includes('pairs')", timeout=120_000)
-    for name, value in {"learning_rate": "0.005", "max_iterations": "12", "max_seq_length": "64", "batch_size": "2",
-                        "steps_per_eval": "6", "val_batches": "-1", "save_every": "6", "warmup_steps": "2",
-                        "data_mixture_ratio": "1", "beta": "0.2", "run_name": "pref-run"}.items():
-        page.fill(f"#f-{name}", value)
-    page.select_option("#f-engine", "torch")
-    page.click("#train-start")
-    page.wait_for_function("document.querySelector('#mon-run').value === 'ift/pref-run'", timeout=120_000)
-    page.wait_for_function("document.querySelector('#mon-status').textContent === 'done'", timeout=300_000)
-    assert page.locator(".pref-panel").first.is_visible()
-    assert len(chart_points(page, "chart-accuracy", 1)) >= 2  # validation accuracy at the start and after training
-    assert len(chart_points(page, "chart-rewards")) >= 6
-    config = (started.workspace / "models" / "ift" / "pref-run" / "config.yaml").read_text()
-    assert "training_type: preference" in config and "beta: 0.2" in config
-    shot(page, "monitoring-preference")
