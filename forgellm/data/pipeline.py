@@ -30,7 +30,7 @@ from forgellm.data.readers import SUPPORTED_SUFFIXES, Row, SourceFile, list_sour
 from forgellm.data.sequences import PreferencePairs, TokenSequences, load_split
 from forgellm.data.settings import DataSettings
 from forgellm.data.split import assign_validation, split_value
-from forgellm.data.stats import DataReport
+from forgellm.data.stats import DataReport, first_seen
 from forgellm.data.tokenizing import DocumentEncoder, Encoded, HuggingFaceEncoder, available_cores, document_encoder
 from forgellm.data.validation import copy_split, hold_out_tail, prepare_validation_dir
 from forgellm.errors import NotFoundError, UserError
@@ -432,11 +432,8 @@ class _IFTStager:
             self.report.skip(row.file, row.line, f"{exc} (file format: {fmt})")
             return
         digest = content_digest(rendered.text)
-        if self.settings.dedupe:
-            if digest in self.seen:
-                self.report.duplicates_removed += 1
-                return
-            self.seen.add(digest)
+        if not first_seen(digest, self.seen, self.report, self.settings.dedupe):
+            return
         self.batch.append((rendered, digest))
         if len(self.batch) >= 256:
             self.flush()

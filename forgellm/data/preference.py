@@ -31,7 +31,7 @@ from forgellm.data.packing import Staging
 from forgellm.data.readers import Row
 from forgellm.data.settings import DataSettings
 from forgellm.data.split import assign_validation, split_value
-from forgellm.data.stats import DataReport
+from forgellm.data.stats import DataReport, first_seen
 from forgellm.errors import UserError
 
 FIELDS = ("prompt", "chosen", "rejected")
@@ -137,11 +137,8 @@ class PreferenceStager:
             self.report.skip(row.file, row.line, f"{exc} (preference layout: {layout})")
             return
         digest = content_digest("\x00".join(r.text for r in rendered))
-        if self.settings.dedupe:
-            if digest in self.seen:
-                self.report.duplicates_removed += 1
-                return
-            self.seen.add(digest)
+        if not first_seen(digest, self.seen, self.report, self.settings.dedupe):
+            return
         self.batch.append((rendered, digest))
         if len(self.batch) >= 128:
             self.flush()

@@ -60,3 +60,15 @@ class DataReport:
             "skipped_total": self.skipped_total,
             "bytes_read": self.bytes_read,
         }
+
+
+def first_seen(digest: bytes, seen: set[bytes], report: DataReport, dedupe: bool) -> bool:
+    """Exact dedupe of one record: True the first time ``digest`` comes (always, with dedupe off);
+    a repeat is counted in ``report`` and refused."""
+    if not dedupe:
+        return True
+    if digest in seen:
+        report.duplicates_removed += 1
+        return False
+    seen.add(digest)
+    return True
