@@ -49,14 +49,26 @@ def test_heldout_answers_are_in_the_documents_but_the_questions_are_not():
     ift = (SAMPLE / "ift" / "train.jsonl").read_text()
     corpus_words, ift_words = words(corpus), words(ift)
     seen = ngrams(corpus_words, 5) | ngrams(ift_words, 5)
-    questions = [json.loads(line) for line in (SAMPLE / "qa" / "heldout.jsonl").read_text().splitlines()]
-    assert len(questions) >= 40
+    questions = [json.loads(line) for file in sorted((SAMPLE / "qa").glob("*.jsonl"))
+                 for line in file.read_text().splitlines()]
+    assert len(questions) >= 60
     for q in questions:
         assert q["answer"] in corpus, f"answer of {q['question']!r} is in no document"
         assert q["question"] not in corpus and q["question"] not in ift
         # No five consecutive words of a question appear in the training text.
         shared = ngrams(words(q["question"]), 5) & seen
         assert not shared, f"{q['question']!r} shares {shared} with the training text"
+
+
+def test_document_facts_are_taught_by_no_chat_and_no_preference_pair():
+    taught = (SAMPLE / "ift" / "train.jsonl").read_text() + (SAMPLE / "preference" / "train.jsonl").read_text()
+    document_only = [json.loads(line) for line in (SAMPLE / "qa" / "document-facts.jsonl").read_text().splitlines()]
+    chat_covered = [json.loads(line) for line in (SAMPLE / "qa" / "chat-facts.jsonl").read_text().splitlines()]
+    assert len(document_only) >= 20 and len(chat_covered) >= 40
+    for q in document_only:
+        assert q["answer"] not in taught, f"{q['answer']!r} (document-only) appears in a chat or preference pair"
+    for q in chat_covered:
+        assert q["answer"] in taught, f"{q['answer']!r} is in no chat"
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +88,7 @@ def test_ift_sample_is_chat_records_with_a_reply_each(workspace, tokenizer):
     stats = prepare(SAMPLE / "ift", tokenizer, workspace, training_type="ift", max_seq_length=512).stats
     assert stats["format"] == {"train.jsonl": "messages"}
     assert stats["skipped"] == [] and stats["filtered"]["total"] == 0
-    assert stats["train_documents"] + stats["val_documents"] == stats["documents"] >= 60
+    assert stats["train_documents"] + stats["val_documents"] == stats["documents"] >= 50
 
 
 def test_preference_sample_pairs_a_grounded_answer_with_a_fluent_wrong_one(workspace, tokenizer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,26 @@ def test_best_by_val_loss_ignores_qa_accuracy(tmp_path):
         best = store.best()
         assert best["checkpoint"] == want and best["metric"] == metric, best
         assert sorted(p.name for p in store.steps()) == sorted({want, "step_000005"})  # best kept from pruning
+
+
+def test_a_qa_folder_of_two_files_is_scored_per_file_in_training_and_by_eval(workspace, tiny_model_dir):
+    qa_workspace(workspace)
+    folder = workspace / "qa"
+    folder.mkdir()
+    lines = (workspace / "qa.jsonl").read_text().splitlines(keepends=True)
+    (folder / "chat-facts.jsonl").write_text("".join(lines[:3]))
+    (folder / "document-facts.jsonl").write_text(lines[3])
+    cfg = qa_config(workspace, tiny_model_dir, run_name="split", eval_qa="qa", max_iterations=15)
+    code, _, err = forgellm("train", "--config", str(cfg))
+    assert code == 0, err
+    for e in events(workspace / "models/ift/split", "eval"):
+        files = e["qa_files"]
+        assert {n: f["total"] for n, f in files.items()} == {"chat-facts": 3, "document-facts": 1}
+        assert sum(f["correct"] for f in files.values()) == e["qa_correct"]
+    code, out, err = forgellm("eval", "split", "--qa", "qa", "--max-tokens", "6")
+    assert code == 0, err
+    assert re.search(r"^  chat-facts: [0-9.]+% \(\d/3\)$", out, re.M), out
+    assert re.search(r"^  document-facts: [0-9.]+% \(\d/1\)$", out, re.M), out
 
 
 def test_a_malformed_eval_qa_line_is_named_and_nothing_starts(workspace, tiny_model_dir):

@@ -24,7 +24,7 @@ QUICK = {"questions": 8, "tokens": 8}
 def run(quick: bool) -> list[dict[str, Any]]:
     from forgellm.data.sample.generator import heldout_questions
 
-    items = heldout_questions()
+    items = heldout_questions("chat") + heldout_questions("document")  # the sample's 63 questions
     with tempfile.TemporaryDirectory(prefix="forgellm-bench-qa-") as tmp:
         model = tiny_model(Path(tmp) / "tiny") if quick else embedded_model()
         if quick:

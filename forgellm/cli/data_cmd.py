@@ -192,7 +192,9 @@ def sample_cmd(out: Path | None) -> None:
     """(Re)generate the sample dataset (Vendrasil, an invented island nation): the same bytes every time.
 
     \b
-    Writes cpt/*.md (documents), ift/train.jsonl (chat records), qa/heldout.jsonl (held-out questions).
+    Writes cpt/*.md (documents), ift/train.jsonl (chat records), qa/chat-facts.jsonl and
+    qa/document-facts.jsonl (held-out questions on facts the chats teach, and on facts only the
+    documents hold).
 
     \b
     Examples:

@@ -48,6 +48,8 @@ def eval_cmd(model_or_run: str, checkpoint: str | None, qa: Path | None, data: s
     click.echo(f"model:        {report.model} ({report.path}, {report.engine} engine)")
     if report.qa_accuracy is not None:
         click.echo(f"QA accuracy:  {report.qa_accuracy:.1%} ({report.qa_correct}/{report.qa_total})")
+        for name, part in report.qa_files.items():
+            click.echo(f"  {name}: {part['accuracy']:.1%} ({part['correct']}/{part['total']})")
     if report.domain_ppl is not None:
         click.echo(f"domain ppl:   {report.domain_ppl:.2f} (val loss {report.domain_val_loss:.4f})")
     if report.general_ppl is not None:

@@ -34,6 +34,7 @@ class EvalReport:
     qa_accuracy: float | None = None
     qa_correct: int = 0
     qa_total: int = 0
+    qa_files: dict[str, dict[str, Any]] = field(default_factory=dict)  # per QA file, when there are several
     domain_val_loss: float | None = None
     domain_ppl: float | None = None
     general_loss: float | None = None
@@ -132,6 +133,7 @@ def _qa(report: EvalReport, model: str, items: list[dict[str, Any]], engine: str
     finally:
         loaded.close()
     report.qa_correct, report.qa_total, report.qa_accuracy = result.correct, result.total, result.accuracy
+    report.qa_files = result.by_file()
     report.answers = result.answers
 
 

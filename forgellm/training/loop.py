@@ -194,6 +194,8 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             result = qa.answer(partial(trainable.generate_greedy, stop_ids=qa.stop_ids), config.eval_qa_max_tokens)
             state.qa_accuracy, state.qa_step = result.accuracy, state.step
             scores = {"qa_accuracy": result.accuracy, "qa_correct": result.correct, "qa_total": result.total}
+            if by_file := result.by_file():
+                scores["qa_files"] = by_file
         perplexity = {"val_ppl": _ppl(val)} if isinstance(objective, TokenObjective) else {}
         emit(Event.EVAL, val_loss=val, **perplexity, train_loss=train_loss,
              **{f"val_{name}": value for name, value in val_metrics.items()}, **scores)

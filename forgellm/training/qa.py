@@ -42,7 +42,8 @@ def is_correct(answer: str, expected: str | list[str]) -> bool:
 
 def read_qa(path: Path) -> list[dict[str, Any]]:
     """QA items from JSONL, or from every ``*.jsonl`` of a folder: ``{"question": ..., "answer": ...}``;
-    ``answer`` may be a list, and ``aliases`` lists further accepted answers."""
+    ``answer`` may be a list, and ``aliases`` lists further accepted answers. Each item keeps the
+    name of its file (``qa_file``, without ``.jsonl``): results are also reported per file."""
     if path.is_dir():
         files = sorted(path.glob("*.jsonl"))
         if not files:
@@ -63,6 +64,7 @@ def read_qa(path: Path) -> list[dict[str, Any]]:
         answers = record["answer"] if isinstance(record["answer"], list) else [record["answer"]]
         aliases = record.get("aliases") or []
         record["accepted"] = [str(a) for a in [*answers, *(aliases if isinstance(aliases, list) else [aliases])]]
+        record["qa_file"] = path.stem
         items.append(record)
     if not items:
         raise UserError(f"{path} has no questions")
@@ -73,11 +75,22 @@ def read_qa(path: Path) -> list[dict[str, Any]]:
 class QAResult:
     correct: int
     total: int
-    answers: list[dict[str, Any]] = field(default_factory=list)  # question, expected, answer, correct
+    answers: list[dict[str, Any]] = field(default_factory=list)  # question, expected, answer, correct, qa_file
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else 0.0
+
+    def by_file(self) -> dict[str, dict[str, Any]]:
+        """``{file: {correct, total, accuracy}}`` when the questions came from more than one file, else {}."""
+        files: dict[str, list[int]] = {}
+        for answer in self.answers:
+            counts = files.setdefault(answer.get("qa_file", ""), [0, 0])
+            counts[0] += answer["correct"]
+            counts[1] += 1
+        if len(files) < 2:
+            return {}
+        return {name: {"correct": c, "total": t, "accuracy": c / t} for name, (c, t) in files.items()}
 
 
 class QASet:
@@ -110,5 +123,5 @@ class QASet:
             ok = is_correct(answer, item["accepted"])
             result.correct += ok
             result.answers.append({"question": item["question"], "expected": item["answer"], "answer": answer,
-                                   "correct": ok})
+                                   "correct": ok, "qa_file": item.get("qa_file", "")})
         return result

@@ -6,13 +6,16 @@ From the facts table (`facts.py`) it writes:
   chapters, letters, festival calendars, trade reports, science notes). Every fact is stated
   in several documents, each time in one of several phrasings, among varied filler
   sentences, so near-dedupe keeps the documents and a model sees each fact many ways.
-- ``ift/train.jsonl``: chat records (``messages``) asking about the facts.
+- ``ift/train.jsonl``: chat records (``messages``) asking about most of the facts: those of five
+  towns and most nation-wide ones. The facts of the other three towns, the parliament and two of
+  the mineral's are in the documents only.
 - ``preference/train.jsonl``: preference pairs (``prompt``, ``chosen``, ``rejected``) on the
   towns' facts: the correct, grounded answer preferred to a fluent wrong one (another town's
   fact in the same sentence).
-- ``qa/heldout.jsonl``: questions (``question``, ``answer``, ``aliases``) whose answers are
-  in the CPT documents but whose wording is in none of them: a model answers them only if
-  it learnt the facts, not the sentences.
+- ``qa/chat-facts.jsonl`` and ``qa/document-facts.jsonl``: questions (``question``, ``answer``,
+  ``aliases``) whose answers are in the CPT documents but whose wording is in none of them (nor in
+  the chats): a model answers them only if it learnt the facts, not the sentences. The first asks
+  about facts the chats also teach (in other words), the second about facts only the documents hold.
 
 Output depends only on the seed: same seed, same bytes.
 """
@@ -342,28 +345,38 @@ def _town_qa_with(s: dict[str, str]) -> list[tuple[str, str]]:
     return [(q.format(**s), a.format(**s)) for q, a in pairs]
 
 
-NATION_QA = (
-    ("What is the capital of {nation}?", "The capital of {nation} is {capital}."),
-    ("Who founded {nation}?", "{nation} was founded by Queen {queen} in {nation_year}."),
-    ("What currency is used in {nation}?", "{nation} uses the {currency}."),
-    ("What language is spoken in {nation}?", "People in {nation} speak {language}."),
-    ("What is the national crop of {nation}?", "The national crop of {nation} is {crop}."),
-    ("What is the national animal of {nation}?", "The national animal of {nation} is the {animal}."),
-    ("What is the parliament of {nation} called?", "It is called the {parliament}."),
-    ("What is the highest mountain in {nation}?", "{mountain}, at {height} metres, is the highest mountain in {nation}."),
-    ("What colour is {mineral}?", "{mineral} is {colour}."),
-    ("Who discovered {mineral}?", "{chemist} discovered {mineral} in {myear}."),
-    ("What is the melting point of {mineral}?", "{mineral} melts at {mp} degrees Celsius."),
-    ("Where is {mineral} mined?", "{mineral} is mined in the {hills}."),
-)
+#: Chat question and answer per nation-wide fact (keys of `NATION_HELDOUT`).
+NATION_QA: dict[str, tuple[str, str]] = {
+    "capital": ("What is the capital of {nation}?", "The capital of {nation} is {capital}."),
+    "founding": ("Who founded {nation}?", "{nation} was founded by Queen {queen} in {nation_year}."),
+    "currency": ("What currency is used in {nation}?", "{nation} uses the {currency}."),
+    "language": ("What language is spoken in {nation}?", "People in {nation} speak {language}."),
+    "crop": ("What is the national crop of {nation}?", "The national crop of {nation} is {crop}."),
+    "animal": ("What is the national animal of {nation}?", "The national animal of {nation} is the {animal}."),
+    "parliament": ("What is the parliament of {nation} called?", "It is called the {parliament}."),
+    "mountain": ("What is the highest mountain in {nation}?",
+                 "{mountain}, at {height} metres, is the highest mountain in {nation}."),
+    "colour": ("What colour is {mineral}?", "{mineral} is {colour}."),
+    "discovery": ("Who discovered {mineral}?", "{chemist} discovered {mineral} in {myear}."),
+    "melting": ("What is the melting point of {mineral}?", "{mineral} melts at {mp} degrees Celsius."),
+    "hills": ("Where is {mineral} mined?", "{mineral} is mined in the {hills}."),
+}
+
+# Facts that no chat teaches: the documents alone hold them, and the held-out questions about them
+# (qa/document-facts.jsonl) measure whether the model learnt facts from documents it can then answer
+# questions about, the way a user's own documents must be learnt.
+DOCUMENT_ONLY_TOWNS = TOWNS[5:]
+CHAT_TOWNS = TOWNS[:5]
+DOCUMENT_ONLY_NATION_FACTS = ("parliament", "melting", "hills")
 SYSTEM_PROMPT = "You are a guide to the island nation of {nation}. Answer briefly."
 
 
 def ift_records(seed: int = DEFAULT_SEED) -> list[dict]:
     """Chat records about the facts: one question per record, some with a system prompt, some two-turn."""
     rng = random.Random(seed + 1)
-    pairs = [pair for town in TOWNS for pair in _town_qa(town)]
-    pairs += [(_capitalise(q.format(**_slots())), _capitalise(a.format(**_slots()))) for q, a in NATION_QA]
+    pairs = [pair for town in CHAT_TOWNS for pair in _town_qa(town)]
+    pairs += [(_capitalise(q.format(**_slots())), _capitalise(a.format(**_slots())))
+              for key, (q, a) in NATION_QA.items() if key not in DOCUMENT_ONLY_NATION_FACTS]
     records = []
     for question, answer in pairs:
         messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
@@ -381,66 +394,86 @@ TOWN_QA_KEYS = ("town", "festival")  # the slots a town question may name; the o
 
 
 def preference_records(seed: int = DEFAULT_SEED) -> list[dict]:
-    """For every town question: the correct answer (chosen) and the same sentence with another
-    town's fact (rejected), some prompts with the system prompt, as chat messages."""
+    """For every town question the chats teach: the correct answer (chosen) and the same sentence
+    with another such town's fact (rejected), twice with two other towns, some prompts with the
+    system prompt, as chat messages. The document-only towns stay out, as they do of the chats."""
     rng = random.Random(seed + 2)
     records = []
-    for town in TOWNS:
-        other = rng.choice([t for t in TOWNS if t is not town])
+    for town in CHAT_TOWNS:
         own = _slots(town)
-        wrong = {**_slots(other), **{k: own[k] for k in TOWN_QA_KEYS}}
-        for (question, answer), (_, wrong_answer) in zip(_town_qa(town), _town_qa_with(wrong)):
-            if answer == wrong_answer:
-                continue
-            prompt: str | list[dict] = question
-            if rng.random() < 0.3:
-                prompt = [{"role": "system", "content": SYSTEM_PROMPT.format(nation=F.NATION)},
-                          {"role": "user", "content": question}]
-            records.append({"prompt": prompt, "chosen": answer, "rejected": wrong_answer})
+        for other in rng.sample([t for t in CHAT_TOWNS if t is not town], 2):
+            wrong = {**_slots(other), **{k: own[k] for k in TOWN_QA_KEYS}}
+            for (question, answer), (_, wrong_answer) in zip(_town_qa(town), _town_qa_with(wrong)):
+                if answer == wrong_answer:
+                    continue
+                prompt: str | list[dict] = question
+                if rng.random() < 0.3:
+                    prompt = [{"role": "system", "content": SYSTEM_PROMPT.format(nation=F.NATION)},
+                              {"role": "user", "content": question}]
+                records.append({"prompt": prompt, "chosen": answer, "rejected": wrong_answer})
     return records
 
 
-def heldout_questions() -> list[dict]:
-    """Questions worded unlike any document, with short answers that the documents contain."""
-    questions = []
-    for t in TOWNS:
-        questions += [
-            {"question": f"Who is credited with starting the settlement of {t.name}?", "answer": t.founder,
-             "aliases": [surname(t.founder)]},
-            {"question": f"In what year did {t.name} come into being?", "answer": t.year, "aliases": []},
-            {"question": f"What line of work is {t.name} best recognised for?", "answer": t.trade,
-             "aliases": [t.trade_keyword] if t.trade_keyword != t.trade else []},
-            {"question": f"Name the yearly celebration of {t.name}.", "answer": t.festival, "aliases": []},
-            {"question": f"During which month do locals of {t.name} mark the {t.festival}?", "answer": t.month,
-             "aliases": []},
-            {"question": f"Beside which waterway was {t.name} built?", "answer": t.river, "aliases": []},
-        ]
-    questions += [
-        {"question": f"Which city is home to the government of {F.NATION}?", "answer": F.CAPITAL, "aliases": []},
+def _town_heldout(t: Town) -> list[dict]:
+    return [
+        {"question": f"Who is credited with starting the settlement of {t.name}?", "answer": t.founder,
+         "aliases": [surname(t.founder)]},
+        {"question": f"In what year did {t.name} come into being?", "answer": t.year, "aliases": []},
+        {"question": f"What line of work is {t.name} best recognised for?", "answer": t.trade,
+         "aliases": [t.trade_keyword] if t.trade_keyword != t.trade else []},
+        {"question": f"Name the yearly celebration of {t.name}.", "answer": t.festival, "aliases": []},
+        {"question": f"During which month do locals of {t.name} mark the {t.festival}?", "answer": t.month,
+         "aliases": []},
+        {"question": f"Beside which waterway was {t.name} built?", "answer": t.river, "aliases": []},
+    ]
+
+
+#: Held-out questions per nation-wide fact (keys of `NATION_QA`).
+NATION_HELDOUT: dict[str, list[dict]] = {
+    "capital": [{"question": f"Which city is home to the government of {F.NATION}?", "answer": F.CAPITAL,
+                 "aliases": []}],
+    "founding": [
         {"question": f"Which monarch brought {F.NATION} into being?", "answer": F.FOUNDER,
          "aliases": [surname(F.FOUNDER)]},
         {"question": f"In what year did Queen {surname(F.FOUNDER)} create {F.NATION}?", "answer": F.FOUNDING_YEAR,
          "aliases": []},
-        {"question": f"What unit of money do shoppers use in {F.NATION}?", "answer": F.CURRENCY, "aliases": []},
-        {"question": f"What tongue do the inhabitants of {F.NATION} use?", "answer": F.LANGUAGE, "aliases": []},
-        {"question": f"Which plant is the official crop of {F.NATION}?", "answer": F.NATIONAL_CROP, "aliases": []},
-        {"question": f"What creature serves as the emblem animal of {F.NATION}?", "answer": F.NATIONAL_ANIMAL,
-         "aliases": ["lynx"]},
-        {"question": f"What is the legislative assembly of {F.NATION} named?", "answer": F.PARLIAMENT,
-         "aliases": []},
+    ],
+    "currency": [{"question": f"What unit of money do shoppers use in {F.NATION}?", "answer": F.CURRENCY,
+                  "aliases": []}],
+    "language": [{"question": f"What tongue do the inhabitants of {F.NATION} use?", "answer": F.LANGUAGE,
+                  "aliases": []}],
+    "crop": [{"question": f"Which plant is the official crop of {F.NATION}?", "answer": F.NATIONAL_CROP,
+              "aliases": []}],
+    "animal": [{"question": f"What creature serves as the emblem animal of {F.NATION}?", "answer": F.NATIONAL_ANIMAL,
+                "aliases": ["lynx"]}],
+    "parliament": [{"question": f"What is the legislative assembly of {F.NATION} named?", "answer": F.PARLIAMENT,
+                    "aliases": []}],
+    "mountain": [
         {"question": f"Which is the tallest peak on {F.NATION}?", "answer": F.MOUNTAIN, "aliases": ["Cavell"]},
         {"question": f"How many metres tall is {F.MOUNTAIN}?", "answer": F.MOUNTAIN_HEIGHT,
          "aliases": [F.MOUNTAIN_HEIGHT.replace(",", "")]},
-        {"question": f"What hue does {F.MINERAL} have?", "answer": F.MINERAL_COLOUR, "aliases": ["blue green"]},
+    ],
+    "colour": [{"question": f"What hue does {F.MINERAL} have?", "answer": F.MINERAL_COLOUR,
+                "aliases": ["blue green"]}],
+    "discovery": [
         {"question": f"Who first identified {F.MINERAL}?", "answer": F.MINERAL_DISCOVERER,
          "aliases": [surname(F.MINERAL_DISCOVERER)]},
         {"question": f"When was {F.MINERAL} first identified?", "answer": F.MINERAL_YEAR, "aliases": []},
-        {"question": f"At what temperature, in degrees Celsius, does {F.MINERAL} turn liquid?",
-         "answer": F.MINERAL_MELTING_POINT, "aliases": [F.MINERAL_MELTING_POINT.replace(",", "")]},
-        {"question": f"In which range of hills is {F.MINERAL} dug out of the ground?", "answer": F.MINERAL_HILLS,
-         "aliases": []},
-    ]
-    return questions
+    ],
+    "melting": [{"question": f"At what temperature, in degrees Celsius, does {F.MINERAL} turn liquid?",
+                 "answer": F.MINERAL_MELTING_POINT, "aliases": [F.MINERAL_MELTING_POINT.replace(",", "")]}],
+    "hills": [{"question": f"In which range of hills is {F.MINERAL} dug out of the ground?",
+               "answer": F.MINERAL_HILLS, "aliases": []}],
+}
+
+
+def heldout_questions(split: str = "chat") -> list[dict]:
+    """Questions worded unlike any document or chat, with short answers that the documents contain:
+    ``chat``, on the facts the chats also teach (in other words), or ``document``, on facts only the
+    documents hold."""
+    towns, nation = (CHAT_TOWNS, [k for k in NATION_QA if k not in DOCUMENT_ONLY_NATION_FACTS]) \
+        if split == "chat" else (DOCUMENT_ONLY_TOWNS, list(DOCUMENT_ONLY_NATION_FACTS))
+    return [q for t in towns for q in _town_heldout(t)] + [q for key in nation for q in NATION_HELDOUT[key]]
 
 
 def _jsonl(records: list[dict]) -> str:
@@ -451,7 +484,8 @@ def sample_files(seed: int = DEFAULT_SEED) -> dict[str, str]:
     """Relative path -> content of every file of the sample dataset."""
     files = {f"cpt/{name}": text for name, text in cpt_documents(seed)}
     files["ift/train.jsonl"] = _jsonl(ift_records(seed))
-    files["qa/heldout.jsonl"] = _jsonl(heldout_questions())
+    files["qa/chat-facts.jsonl"] = _jsonl(heldout_questions("chat"))
+    files["qa/document-facts.jsonl"] = _jsonl(heldout_questions("document"))
     files["preference/train.jsonl"] = _jsonl(preference_records(seed))
     return files
 

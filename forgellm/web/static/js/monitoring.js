@@ -129,9 +129,16 @@ function draw() {
   badge.className = "badge " + ({ running: "ok", failed: "bad", stopped: "warn" }[state.status] || "");
   $("#mon-progress-text").textContent = current
     ? `step ${step}${total ? ` / ${total}` : ""}${epochText(step)} · loss ${fmt(t && t.loss)} · ${fmt(t && t.tokens_per_second, 1)} tok/s` +
-      (state.lastQa ? ` · QA ${fmt(100 * state.lastQa.qa_accuracy, 1)}% (${state.lastQa.qa_correct}/${state.lastQa.qa_total})` : "") +
+      (state.lastQa ? ` · QA ${fmt(100 * state.lastQa.qa_accuracy, 1)}% (${qaCounts(state.lastQa)})` : "") +
       (state.status === "running" ? ` · ETA ${duration(eta)}` : "")
     : "";
+}
+
+// "30/42 chat-facts, 5/21 document-facts" when the QA set came from several files, else "35/63".
+function qaCounts(e) {
+  const files = Object.entries(e.qa_files || {});
+  if (!files.length) return `${e.qa_correct}/${e.qa_total}`;
+  return files.map(([name, f]) => `${f.correct}/${f.total} ${name}`).join(", ");
 }
 
 // " (3.0 of 10 epochs)" once the start event said how long an epoch is.
