@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from forgellm.data.sample import facts
+from forgellm.workspace import Workspace
 from tests.cli_helpers import forgellm
 from tests.data_helpers import load_tokenizer, prepare
 from tests.test_data_sample import ngrams, words
@@ -76,7 +77,10 @@ def test_the_set_serves_as_general_data_for_replay_with_the_sample(workspace, to
 
 
 @pytest.mark.slow
-def test_forgellm_eval_measures_the_base_models_general_perplexity(workspace, capsys):
+def test_forgellm_eval_measures_the_base_models_general_perplexity(workspace, embedded_model_dir, capsys):
+    # The workspace as `make setup` leaves it: the embedded model under models/base, reachable as "default".
+    base = Workspace.current().ensure().models("base")
+    (base / embedded_model_dir.name).symlink_to(embedded_model_dir, target_is_directory=True)
     started = time.monotonic()
     code, out, err = forgellm("eval", "default", "--general", str(GENERAL))
     assert code == 0, err
