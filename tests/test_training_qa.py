@@ -201,6 +201,24 @@ def test_batched_greedy_gives_the_answers_of_one_at_a_time(tiny_model_dir, engin
     assert [model.tokenizer.decode(ids, skip_special_tokens=True) for ids in batched] == alone
 
 
+@pytest.mark.parametrize("engine", ["torch", "mlx"])
+def test_sampled_batches_repeat_with_their_seed_and_differ_from_greedy(tiny_model_dir, engine):
+    from forgellm.engines import load_model
+    from forgellm.engines.batched import BatchSampling
+
+    model = load_model(str(tiny_model_dir), engine=engine)
+    try:
+        prompts = [model.encode(model.format_prompt([{"role": "user", "content": q}])) for q in QUESTIONS]
+        first = model.sample_batch(prompts, 12, BatchSampling(temperature=1.0, seed=3))
+        again = model.sample_batch(prompts, 12, BatchSampling(temperature=1.0, seed=3))
+        other = model.sample_batch(prompts, 12, BatchSampling(temperature=1.0, seed=4))
+        greedy = model.greedy_batch(prompts, 12)
+    finally:
+        model.close()
+    assert first == again and first != other and first != greedy
+    assert all(0 < len(ids) <= 12 for ids in first)
+
+
 def test_eval_qa_batched_and_one_at_a_time_agree(workspace, tiny_model_dir):
     qa_workspace(workspace)
     batched = json.loads(invoke("eval", str(tiny_model_dir), "--qa", "qa.jsonl", "--max-tokens", "8",

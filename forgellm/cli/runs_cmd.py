@@ -6,6 +6,7 @@ import json
 
 import click
 
+from forgellm.training.qa import describe_qa
 from forgellm.workspace import Workspace
 
 
@@ -72,9 +73,8 @@ def show_cmd(run: str, as_json: bool) -> None:
         lines.append(f"last train: loss {t['loss']:.4f} lr {t['learning_rate']:.2e} tok/s {t['tokens_per_second']:.0f}")
     if summary.last_eval:
         e = summary.last_eval
-        qa = f" QA {e['qa_accuracy']:.1%} ({e['qa_correct']}/{e['qa_total']})" if e.get("qa_accuracy") is not None else ""
         detail = f"ppl {e['val_ppl']:.2f}" if "val_ppl" in e else f"preference accuracy {e.get('val_accuracy', 0):.3f}"
-        lines.append(f"last eval:  val loss {e['val_loss']:.4f} {detail}{qa}")
+        lines.append(f"last eval:  val loss {e['val_loss']:.4f} {detail}{describe_qa(e)}")
     click.echo("\n".join(lines))
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPLAY_FILE = "replay.jsonl"
+REPLAY_BATCH = 16  # replay texts sampled together
 #: Everyday requests the replay set answers: varied, general, short answers.
 REPLAY_PROMPTS = (
     "Explain how rainbows form.",
@@ -112,8 +113,7 @@ def ensure_replay_set(settings: DataSettings, workspace: Workspace) -> Path:
     log.info("data: writing a replay set of %d texts with %s", settings.replay_samples, info.name)
     model = load_model(settings.replay_model, engine=settings.replay_engine, workspace=workspace)
     try:
-        records = [record for i in range(settings.replay_samples)
-                   if (record := _replay_record(model, REPLAY_PROMPTS[i % len(REPLAY_PROMPTS)], settings, i))]
+        records = _replay_records(model, settings)
     finally:
         model.close()
     if not records:
@@ -125,16 +125,24 @@ def ensure_replay_set(settings: DataSettings, workspace: Workspace) -> Path:
     return folder
 
 
-def _replay_record(model: Any, prompt: str, settings: DataSettings, index: int) -> dict[str, Any] | None:
-    """One replay text: usable as CPT text (``text``) and as an IFT conversation (``messages``)."""
-    from forgellm.engines import SamplingParams
+def _replay_records(model: Any, settings: DataSettings) -> list[dict[str, Any]]:
+    """The replay texts, sampled a batch of prompts at a time (one forward pass per token for the
+    batch: several times faster than one text after another on a CPU). Each is usable as CPT text
+    (``text``) and as an IFT conversation (``messages``); empty ones are left out."""
+    from forgellm.engines.batched import BatchSampling
 
-    params = SamplingParams(max_tokens=settings.replay_max_tokens, temperature=0.8, top_p=0.95,
-                            seed=settings.seed + index)
-    text = "".join(chunk.text for chunk in model.generate(model.format_prompt(prompt), params)).strip()
-    if not text:
-        return None
-    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": text}], "text": text}
+    prompts = [REPLAY_PROMPTS[i % len(REPLAY_PROMPTS)] for i in range(settings.replay_samples)]
+    records = []
+    for start in range(0, len(prompts), REPLAY_BATCH):
+        batch = prompts[start:start + REPLAY_BATCH]
+        sample = BatchSampling(temperature=0.8, top_p=0.95, seed=settings.seed + start)
+        outputs = model.sample_batch([model.encode(model.format_prompt(p)) for p in batch],
+                                     settings.replay_max_tokens, sample)
+        for prompt, ids in zip(batch, outputs):
+            if text := model.tokenizer.decode(ids, skip_special_tokens=True).strip():
+                records.append({"messages": [{"role": "user", "content": prompt},
+                                             {"role": "assistant", "content": text}], "text": text})
+    return records
 
 
 def mix_into(domain: TokenSequences, general: "PreparedData", folder: Path, settings: DataSettings) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from forgellm.engines.base import GenerationChunk, Message, PromptFormat, SamplingParams
+from forgellm.engines.batched import BatchSampling
 from forgellm.engines.prompting import encode_prompt, format_prompt
 from forgellm.engines.streaming import IncrementalDecoder, StopStrings
 from forgellm.errors import ConflictError, UserError
@@ -124,6 +125,15 @@ class LoadedModelBase(ABC):
     def greedy_batch(self, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
         """Greedy answers to many encoded prompts at once (`forgellm.engines.batched`): per prompt, the
         generated ids before the first end-of-sequence id, at most ``max_tokens``."""
+        self._check_batch(prompts)
+        return self._batch(prompts, max_tokens, None)
+
+    def sample_batch(self, prompts: list[list[int]], max_tokens: int, sample: BatchSampling) -> list[list[int]]:
+        """Like `greedy_batch`, sampled with ``sample``'s temperature, top-p and seed."""
+        self._check_batch(prompts)
+        return self._batch(prompts, max_tokens, sample)
+
+    def _check_batch(self, prompts: list[list[int]]) -> None:
         self._require_open()
         limit = self.info.context_length
         for ids in prompts:
@@ -131,7 +141,6 @@ class LoadedModelBase(ABC):
                 raise UserError("a prompt is empty: give some text to complete or a question to answer")
             if limit and len(ids) >= limit:
                 raise UserError(f"a prompt has {len(ids)} tokens, the model's context holds {limit}: shorten it")
-        return self._greedy_batch(prompts, max_tokens)
 
     def _require_open(self) -> None:
         if self.closed:
@@ -148,7 +157,7 @@ class LoadedModelBase(ABC):
         """Endless (or ``max_tokens`` long) stream of sampled token ids; closed when no longer needed."""
 
     @abstractmethod
-    def _greedy_batch(self, prompts: list[list[int]], max_tokens: int) -> list[list[int]]: ...
+    def _batch(self, prompts: list[list[int]], max_tokens: int, sample: BatchSampling | None) -> list[list[int]]: ...
 
     @abstractmethod
     def memory_bytes(self) -> int: ...

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from forgellm.engines import blas
 from forgellm.engines.base import SamplingParams
+from forgellm.engines.batched import BatchSampling
 from forgellm.engines.loaded import LoadedModelBase, adapter_mismatch
 from forgellm.errors import UserError
 
@@ -114,10 +115,10 @@ class MLXLoadedModel(LoadedModelBase):
         finally:
             responses.close()
 
-    def _greedy_batch(self, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
-        from forgellm.engines.batched import mlx_greedy
+    def _batch(self, prompts: list[list[int]], max_tokens: int, sample: BatchSampling | None) -> list[list[int]]:
+        from forgellm.engines.batched import mlx_batch
 
-        return mlx_greedy(self.model, prompts, max_tokens, self.eos_token_ids)
+        return mlx_batch(self.model, prompts, max_tokens, self.eos_token_ids, sample)
 
     def memory_bytes(self) -> int:
         if self.closed:

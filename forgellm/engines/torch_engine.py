@@ -17,6 +17,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Iterator
 
 from forgellm.engines.base import SamplingParams
+from forgellm.engines.batched import BatchSampling
 from forgellm.engines.loaded import LoadedModelBase, adapter_mismatch
 from forgellm.errors import UserError
 
@@ -154,10 +155,10 @@ class TorchLoadedModel(LoadedModelBase):
             yield int(token)
             logits = self._forward(token, cache)
 
-    def _greedy_batch(self, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
-        from forgellm.engines.batched import torch_greedy
+    def _batch(self, prompts: list[list[int]], max_tokens: int, sample: BatchSampling | None) -> list[list[int]]:
+        from forgellm.engines.batched import torch_batch
 
-        return torch_greedy(self.model, prompts, max_tokens, self.eos_token_ids)
+        return torch_batch(self.model, prompts, max_tokens, self.eos_token_ids, sample)
 
     def _forward(self, ids: Any, cache: Any) -> Any:
         """Logits (float32) of the last position; extends ``cache`` in place."""

@@ -16,6 +16,7 @@ from typing import Any
 from forgellm.errors import UserError
 from forgellm.jsonio import write_json_atomic
 from forgellm.runs.events import OPENINGS, Event, MetricsWriter
+from forgellm.training.qa import describe_qa
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Progress:
             detail = (f"val_ppl {record['val_ppl']:.2f}" if "val_ppl" in record  # cpt, ift; preference: its accuracy
                       else f"val_accuracy {record.get('val_accuracy', float('nan')):.3f} "
                            f"val_margin {record.get('val_margin', float('nan')):.3f}")
-            self._line(f"step {step}: val_loss {record['val_loss']:.4f} {detail}")
+            self._line(f"step {step}: val_loss {record['val_loss']:.4f} {detail}{describe_qa(record)}")
         elif event in (Event.CHECKPOINT, Event.OVERFITTING, Event.EARLY_STOP, Event.ERROR):
             detail = record.get("path") or record.get("reason") or record.get("message")
             self._line(f"step {step}: {event} {detail}")

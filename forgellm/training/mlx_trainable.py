@@ -145,11 +145,11 @@ class MlxTrainable:
         return value, int(mask[:, 1:].sum())
 
     def generate_greedy(self, prompts: list[list[int]], max_tokens: int, stop_ids: set[int]) -> list[list[int]]:
-        from forgellm.engines.batched import mlx_greedy
+        from forgellm.engines.batched import mlx_batch
 
         self.model.eval()
         try:
-            return mlx_greedy(self.model, prompts, max_tokens, stop_ids)
+            return mlx_batch(self.model, prompts, max_tokens, stop_ids)
         finally:
             self.model.train()
 

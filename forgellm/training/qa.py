@@ -93,6 +93,16 @@ class QAResult:
         return {name: {"correct": c, "total": t, "accuracy": c / t} for name, (c, t) in files.items()}
 
 
+def describe_qa(event: dict[str, Any]) -> str:
+    """`` QA 47.6% (30/63: chat-facts 25/42, document-facts 5/21)`` for an eval event that has QA
+    scores, else ``""``: the one wording of a QA score in the terminal."""
+    if event.get("qa_accuracy") is None:
+        return ""
+    files = "".join(f"{', ' if i else ': '}{name} {f['correct']}/{f['total']}"
+                    for i, (name, f) in enumerate((event.get("qa_files") or {}).items()))
+    return f" QA {event['qa_accuracy']:.1%} ({event['qa_correct']}/{event['qa_total']}{files})"
+
+
 class QASet:
     """Questions ready to ask a model whose tokenizer is ``tokenizer``."""
 

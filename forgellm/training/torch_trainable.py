@@ -285,11 +285,11 @@ class TorchTrainable:
         return float(loss_sum.item()), n
 
     def generate_greedy(self, prompts: list[list[int]], max_tokens: int, stop_ids: set[int]) -> list[list[int]]:
-        from forgellm.engines.batched import torch_greedy
+        from forgellm.engines.batched import torch_batch
 
         self.model.eval()
         try:
-            return torch_greedy(self.model, prompts, max_tokens, stop_ids)
+            return torch_batch(self.model, prompts, max_tokens, stop_ids)
         finally:
             self.model.train()
 
