@@ -78,3 +78,43 @@ def test_replay_set_is_written_by_the_base_model_once_and_cached(tmp_path, works
         for i in range(6)]})
     ift = prepare(chats, tokenizer, workspace, **(settings | {"training_type": "ift", "max_seq_length": 256}))
     assert ift.stats["mixture"]["general_sequences"] == ift.stats["mixture"]["domain_sequences"] >= 1
+
+
+def chats(n: int) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": f"What is fact {i}?"},
+                          {"role": "assistant", "content": prose(700 + i, words=12)}]} for i in range(n)]
+
+
+def test_documents_are_mixed_into_the_chats_at_their_share_with_every_token_a_target(tmp_path, workspace, tokenizer):
+    ift = write_files(tmp_path / "ift", {"chats.jsonl": chats(20)})
+    docs = write_files(tmp_path / "docs", {f"d{i}.md": prose(i, words=300) for i in range(6)})
+    alone = prepare(ift, tokenizer, workspace, training_type="ift", max_seq_length=64)
+    documents = prepare(docs, tokenizer, workspace, max_seq_length=64, validation_split=0.0)
+    mixed = prepare(ift, tokenizer, workspace, training_type="ift", max_seq_length=64, documents_dir=docs,
+                    documents_share=0.25)
+    mixture = mixed.stats["mixture"]
+    n_chats = len(alone.train)
+    assert mixture["domain_sequences"] == n_chats and mixture["documents_source"] == f"folder {docs}"
+    assert mixture["documents_sequences"] == round(n_chats * 0.25 / 0.75)
+    assert len(mixed.train) == mixture["sequences"] == n_chats + mixture["documents_sequences"]
+    assert np.array_equal(mixed.val.tokens, alone.val.tokens)  # validation: the chats alone
+    # The document rows are the documents' own sequences (every real token a target), the chat rows the chats'.
+    document_rows = {row.tobytes(): mask for row, mask in zip(np.asarray(documents.train.tokens),
+                                                              np.asarray(documents.train.mask))}
+    chat_rows = {row.tobytes() for row in np.asarray(alone.train.tokens)}
+    rows = list(zip(np.asarray(mixed.train.tokens), np.asarray(mixed.train.mask)))
+    assert sum(row.tobytes() in chat_rows for row, _ in rows) == n_chats
+    from_documents = [(row, mask) for row, mask in rows if row.tobytes() in document_rows]
+    assert len(from_documents) == mixture["documents_sequences"]
+    assert all(np.array_equal(mask, document_rows[row.tobytes()]) and mask.sum() > 0 for row, mask in from_documents)
+    # Changed documents make a new entry.
+    (docs / "d0.md").write_text(prose(99, words=300))
+    again = prepare(ift, tokenizer, workspace, training_type="ift", max_seq_length=64, documents_dir=docs,
+                    documents_share=0.25)
+    assert again.stats["cache"]["hit"] is False and again.stats["cache"]["key"] != mixed.stats["cache"]["key"]
+
+
+def test_documents_dir_is_for_ift_runs(tmp_path, workspace, tokenizer):
+    docs = write_files(tmp_path / "docs", {"d.md": prose(1, words=300)})
+    with pytest.raises(UserError, match="documents_dir mixes documents into the chats of an ift run"):
+        prepare(docs, tokenizer, workspace, documents_dir=docs)

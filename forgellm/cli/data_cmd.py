@@ -28,9 +28,10 @@ def _settings(path: Path, model: str, **options: Any) -> Any:
     from pydantic import ValidationError
 
     from forgellm.data import DataSettings
+    from forgellm.data.settings import FOLDER_KEYS
     from forgellm.errors import UserError
 
-    folders = {key: options[key].resolve() for key in ("general_data_dir", "validation_dir") if options[key]}
+    folders = {key: options[key].resolve() for key in FOLDER_KEYS if options[key]}
     try:
         return DataSettings(**{**options, **folders}, input_dir=path.resolve(), replay_model=model)
     except ValidationError as exc:

@@ -1,4 +1,5 @@
-"""Mixing domain data with general data (``data_mixture_ratio`` = the share of domain data).
+"""Mixing domain data with general data (``data_mixture_ratio`` = the share of domain data), and
+an IFT run's chats with its documents (``documents_dir``, ``documents_share``).
 
 The general part is either a folder the user names (``general_data_dir``), processed like
 the domain data, or a *replay set*: text the base model itself writes before training,
@@ -145,32 +146,74 @@ def _replay_records(model: Any, settings: DataSettings) -> list[dict[str, Any]]:
     return records
 
 
-def mix_into(domain: TokenSequences, general: "PreparedData", folder: Path, settings: DataSettings) -> dict[str, Any]:
-    """Write ``folder/train.*``: the domain sequences plus enough general ones for the ratio, shuffled together.
+def prepare_documents(settings: DataSettings, tokenizer: Any, workspace: Workspace) -> "PreparedData":
+    """An IFT run's ``documents_dir``, processed as CPT documents (cut into sequences, every token a
+    target, training side only) and cached."""
+    from forgellm.data.pipeline import prepare_dataset
 
-    General sequences are repeated (in a shuffled order) when there are fewer than needed.
+    if settings.training_type != "ift":
+        raise UserError(f"documents_dir mixes documents into the chats of an ift run; this run is "
+                        f"{settings.training_type}: put the documents in input_dir instead", field="documents_dir")
+    documents = prepare_dataset(settings.model_copy(update={
+        "input_dir": settings.documents_dir, "training_type": "cpt", "validation_split": 0.0,
+        "data_mixture_ratio": 1.0, "general_data_dir": None, "validation_dir": None, "documents_dir": None}),
+        tokenizer, workspace)
+    documents.stats["source"] = f"folder {settings.documents_dir}"
+    return documents
+
+
+def _picks(pool: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` row numbers of a pool of ``pool`` rows: each row once (shuffled) before any repeats."""
+    return np.tile(rng.permutation(pool), math.ceil(count / pool) if pool else 0)[:count]
+
+
+def mix_into(domain: TokenSequences, folder: Path, settings: DataSettings, *, general: "PreparedData | None" = None,
+             documents: "PreparedData | None" = None) -> dict[str, Any]:
+    """Write ``folder/train.*``: the domain sequences, document sequences making ``documents_share``
+    of the domain part (an IFT run's ``documents_dir``), then enough general ones for
+    ``data_mixture_ratio``, shuffled together.
+
+    Documents and general sequences are repeated (each once before any twice) when there are
+    fewer than needed, and sampled when there are more.
     """
-    ratio = settings.data_mixture_ratio
-    n_domain, n_pool = len(domain), len(general.train)
-    n_general = round(n_domain * (1 - ratio) / ratio)
-    if n_general and n_pool == 0:
-        raise UserError(f"the general data ({general.stats.get('source')}) produced no sequences; "
-                        f"add text there or set data_mixture_ratio=1.0")
     rng = np.random.default_rng(settings.seed)
-    picks = np.tile(rng.permutation(n_pool), math.ceil(n_general / n_pool) if n_pool else 0)[:n_general]
-    # Row r of the result comes from domain row source[r] when source[r] < n_domain, else general row picks[...].
-    source = rng.permutation(n_domain + n_general)
-    out = SplitWriter(folder, "train", n_domain + n_general, domain.seq_length)
-    for start in range(0, len(source), 4096):
-        block = source[start:start + 4096]
-        from_domain = block < n_domain
-        d_rows, g_rows = block[from_domain], picks[block[~from_domain] - n_domain]
+    parts: list[tuple[TokenSequences, np.ndarray]] = [(domain, np.arange(len(domain)))]
+    stats: dict[str, Any] = {"domain_sequences": len(domain)}
+    if documents is not None:
+        share = settings.documents_share
+        n_documents = round(len(domain) * share / (1 - share))
+        if n_documents and len(documents.train) == 0:
+            raise UserError(f"the documents ({documents.stats.get('source')}) produced no sequences; "
+                            f"add text there or unset documents_dir", field="documents_dir")
+        parts.append((documents.train, _picks(len(documents.train), n_documents, rng)))
+        stats.update({"documents_share": share, "documents_sequences": n_documents,
+                      "documents_unique_sequences": int(min(n_documents, len(documents.train))),
+                      "documents_source": documents.stats.get("source"),
+                      "documents_cache": documents.stats["cache"]["key"]})
+    if general is not None:
+        ratio = settings.data_mixture_ratio
+        n_domain = sum(len(rows) for _, rows in parts)
+        n_general = round(n_domain * (1 - ratio) / ratio)
+        if n_general and len(general.train) == 0:
+            raise UserError(f"the general data ({general.stats.get('source')}) produced no sequences; "
+                            f"add text there or set data_mixture_ratio=1.0")
+        parts.append((general.train, _picks(len(general.train), n_general, rng)))
+        stats.update({"domain_ratio": ratio, "general_sequences": n_general,
+                      "general_unique_sequences": int(min(n_general, len(general.train))),
+                      "general_source": general.stats.get("source"), "general_cache": general.stats["cache"]["key"]})
+    # Row r of the result is row rows[k] of part p, where (p, k) = where[order[r]].
+    part_of = np.concatenate([np.full(len(rows), p) for p, (_, rows) in enumerate(parts)])
+    row_of = np.concatenate([rows for _, rows in parts])
+    order = rng.permutation(len(row_of))
+    out = SplitWriter(folder, "train", len(order), domain.seq_length)
+    for start in range(0, len(order), 4096):
+        block = order[start:start + 4096]
         tokens = np.empty((len(block), domain.seq_length), dtype=np.int32)
         mask = np.empty_like(tokens, dtype=np.uint8)
-        tokens[from_domain], mask[from_domain] = domain.tokens[d_rows], domain.mask[d_rows]
-        tokens[~from_domain], mask[~from_domain] = general.train.tokens[g_rows], general.train.mask[g_rows]
+        for p, (sequences, _) in enumerate(parts):
+            here = part_of[block] == p
+            tokens[here], mask[here] = sequences.tokens[row_of[block][here]], sequences.mask[row_of[block][here]]
         out.write(tokens.reshape(-1), mask.reshape(-1))
     out.close()
-    return {"domain_ratio": ratio, "domain_sequences": n_domain, "general_sequences": n_general,
-            "general_unique_sequences": int(min(n_general, n_pool)), "general_source": general.stats.get("source"),
-            "general_cache": general.stats["cache"]["key"]}
+    stats["sequences"] = len(order)
+    return stats

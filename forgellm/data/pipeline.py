@@ -70,11 +70,15 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
         # Mixing adds general text to CPT or IFT data; pairs have no general counterpart, so the
         # mixture (0.8 by default, shared with TrainingConfig) does not apply to them.
         settings = settings.model_copy(update={"data_mixture_ratio": 1.0, "general_data_dir": None})
-    general = None
+    general = documents = None
     if settings.data_mixture_ratio < 1.0:
         from forgellm.data.mixing import prepare_general
 
         general = prepare_general(settings, tokenizer, workspace)
+    if settings.documents_dir is not None:
+        from forgellm.data.mixing import prepare_documents
+
+        documents = prepare_documents(settings, tokenizer, workspace)
     held_out = None
     if settings.validation_dir is not None:
         held_out = prepare_validation_dir(settings, tokenizer, workspace)
@@ -82,6 +86,8 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
     extra = {"general": general.stats["cache"]["key"] if general else None}
     if held_out is not None:  # only then, so the keys of existing caches stay valid
         extra["validation"] = held_out.stats["cache"]["key"]
+    if documents is not None:
+        extra["documents"] = documents.stats["cache"]["key"]
     key = cache_mod.cache_key(
         settings=settings.cache_fields(), inputs=[(s.rel, cache_mod.tree_digest(s.path)) for s in sources],
         listing_skips=report.skipped, tokenizer=tokenizer_id, extra=extra)
@@ -98,7 +104,7 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
 
     tmp = entry.staging_dir()
     try:
-        stats = _build(settings, tokenizer, root, sources, report, tmp, general, held_out,
+        stats = _build(settings, tokenizer, root, sources, report, tmp, general, held_out, documents,
                        verdicts=workspace.data_dir / "tokenizer-checks")
         stats["tokenizer"].update({"name": getattr(tokenizer, "name_or_path", ""), "fingerprint": tokenizer_id})
         stats["cache"] = {"key": key, "hit": False, "path": str(entry.path)}
@@ -121,7 +127,8 @@ def resolve_input_dir(path: Path, workspace: Workspace) -> Path:
 
 
 def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[SourceFile], report: DataReport,
-           out: Path, general: Any, held_out: PreparedData | None, *, verdicts: Path) -> dict[str, Any]:
+           out: Path, general: Any, held_out: PreparedData | None, documents: PreparedData | None = None, *,
+           verdicts: Path) -> dict[str, Any]:
     if settings.training_type == "preference":
         return _build_pairs(settings, tokenizer, root, sources, report, out, held_out)
     staging = Staging(out / "staging", with_mask=settings.training_type == "ift")
@@ -149,7 +156,8 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
     train_idx, val_idx = kept[~is_val], kept[is_val]
     pack = pack_records if settings.training_type == "ift" else pack_stream
     pad_id = pad_token_id(tokenizer)
-    train_target = out / "domain" if general is not None else out
+    mixed = general is not None or documents is not None
+    train_target = out / "domain" if mixed else out
     try:
         train = pack(docs, train_idx, train_target, "train", seq_length=settings.max_seq_length, pad_id=pad_id)
         val = pack(docs, val_idx, out, "val", seq_length=settings.max_seq_length, pad_id=pad_id)
@@ -195,11 +203,12 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
         "tokenizer": {"encoder": stager.encoder_name, "worker_processes": stager.processes},
         "settings": settings.cache_fields(),
     })
-    if general is not None:
+    if mixed:
         from forgellm.data.mixing import mix_into
 
-        stats["mixture"] = mix_into(TokenSequences.load(train_target, "train"), general, out, settings)
-        stats["sequences"]["train"] = stats["mixture"]["domain_sequences"] + stats["mixture"]["general_sequences"]
+        stats["mixture"] = mix_into(TokenSequences.load(train_target, "train"), out, settings, general=general,
+                                    documents=documents)
+        stats["sequences"]["train"] = stats["mixture"]["sequences"]
         shutil.rmtree(out / "domain")
     shutil.rmtree(out / "staging")
     return stats

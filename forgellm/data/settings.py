@@ -24,7 +24,9 @@ IFTFormat = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion
 #: The `TrainingConfig` keys that are data settings too (same name, default and meaning).
 SHARED_KEYS = ("input_dir", "training_type", "max_seq_length", "validation_split", "validation_dir", "seed",
                "data_mixture_ratio", "general_data_dir", "text_column", "ift_format", "dedupe",
-               "near_dedupe_threshold", "quality_filters")
+               "near_dedupe_threshold", "quality_filters", "documents_dir", "documents_share")
+#: The data settings that name a folder besides input_dir (resolved and, in the web app, confined like it).
+FOLDER_KEYS = ("general_data_dir", "validation_dir", "documents_dir")
 
 
 def _config_field(name: str) -> Any:
@@ -49,6 +51,8 @@ class DataSettings(BaseModel):
     seed: int = _config_field("seed")
     data_mixture_ratio: float = _config_field("data_mixture_ratio")
     general_data_dir: Path | None = _config_field("general_data_dir")
+    documents_dir: Path | None = _config_field("documents_dir")
+    documents_share: float = _config_field("documents_share")
     text_column: str = _config_field("text_column")
     ift_format: IFTFormat = _config_field("ift_format")
     dedupe: bool = _config_field("dedupe")
@@ -76,8 +80,9 @@ class DataSettings(BaseModel):
         """The settings that change the output.
 
         Left out: `strict`, where the inputs live (their content is keyed instead), and how the
-        general and validation data are obtained (their own cache keys, built from their content, are).
+        general, documents and validation data are obtained (their own cache keys, built from their
+        content, are).
         """
-        return self.model_dump(mode="json", exclude={"strict", "input_dir", "general_data_dir", "validation_dir",
+        return self.model_dump(mode="json", exclude={"strict", "input_dir", "general_data_dir", "validation_dir", "documents_dir",
                                                      "replay_model", "replay_engine", "replay_samples",
                                                      "replay_max_tokens"})

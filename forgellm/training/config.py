@@ -39,6 +39,8 @@ class TrainingConfig(BaseModel):
     input_dir: str = Field("dataset", description="Folder of documents (cpt) or instruction data (ift), relative to the workspace.")
     data_mixture_ratio: float = Field(0.8, gt=0.0, le=1.0, description="Share of domain data in the training mix; the rest is general text (limits forgetting). 1.0 = domain only.")
     general_data_dir: str | None = Field(None, description="Folder of general text mixed in when data_mixture_ratio < 1; unset: a replay set sampled from the base model before training.")
+    documents_dir: str | None = Field(None, description="ift: folder of documents trained on every token (as in cpt) in the same run as the chats, so the chats teach the answer form without overwriting the facts the documents hold.", json_schema_extra={"applies": {"training_type": ["ift"]}})
+    documents_share: float = Field(0.5, gt=0.0, lt=1.0, description="ift with documents_dir: share of the domain training sequences that are document sequences (the rest are the chats); documents are repeated or sampled to fit.", json_schema_extra={"applies": {"training_type": ["ift"]}})
     validation_split: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the domain data held out for validation.")
     text_column: str = Field("text", description="Column or field holding the text in .csv, .parquet, .jsonl/.json and datasets folders.")
     ift_format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field("auto", description="Record format of IFT files; auto detects it per file.")
@@ -160,6 +162,14 @@ class TrainingConfig(BaseModel):
         if value == "qa_accuracy" and not info.data.get("eval_qa"):
             raise ValueError("best_metric: qa_accuracy needs eval_qa (a JSONL file of question/answer records); "
                              "set eval_qa or best_metric: val_loss")
+        return value
+
+    @field_validator("documents_dir")
+    @classmethod
+    def _documents_for_ift(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("training_type") != "ift":
+            raise ValueError(f"documents_dir mixes documents into the chats of an ift run, not "
+                             f"{info.data.get('training_type')}; put the documents in input_dir instead")
         return value
 
     @field_validator("beta", "dpo_label_smoothing", "orpo_lambda", "simpo_gamma")

@@ -119,10 +119,9 @@ def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> 
         from transformers import AutoTokenizer
 
         from forgellm.data.pipeline import prepare_dataset
-        from forgellm.data.settings import DataSettings
+        from forgellm.data.settings import FOLDER_KEYS, DataSettings
 
-        folders = {key: workspace.path(getattr(config, key)) for key in ("general_data_dir", "validation_dir")
-                   if getattr(config, key)}
+        folders = {key: workspace.path(getattr(config, key)) for key in FOLDER_KEYS if getattr(config, key)}
         settings = DataSettings.from_config(config, **folders, input_dir=source, replay_model=str(base.path),
                                             replay_engine=config.resolved_engine())
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
 from forgellm.access import request_path
-from forgellm.data.settings import SHARED_KEYS, DataSettings
+from forgellm.data.settings import FOLDER_KEYS, SHARED_KEYS, DataSettings
 from forgellm.errors import NotFoundError, UserError
 from forgellm.jsonio import read_json
 from forgellm.models.resolve import resolve_pair
@@ -41,8 +41,6 @@ class PreviewQuery(BaseModel):
 
 #: The training config keys the Training form sends so its stats line shows what the run will train on.
 FORM_KEYS = tuple(k for k in SHARED_KEYS if k not in ("input_dir", "training_type"))
-#: Of those, the folders (paths from the request: confined like every other path).
-FOLDER_KEYS = ("general_data_dir", "validation_dir")
 
 
 def _form_key(name: str) -> tuple[Any, Any]:

@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from forgellm.access import check_name, request_path
+from forgellm.data.settings import FOLDER_KEYS
 from forgellm.errors import NotFoundError, UserError
 from forgellm.models.resolve import resolve_pair
 from forgellm.security.requests import request_roots
@@ -51,7 +52,7 @@ def training_config(values: dict[str, Any]) -> TrainingConfig:
         resolve_pair(config.model_name, None, workspace, model_arg="model_name", roots=roots)
     except NotFoundError as exc:
         raise UserError(str(exc).split("\n")[0] + " (pick one from the Models tab)", field="model_name") from None
-    for key in ("input_dir", "general_data_dir", "validation_dir"):
+    for key in ("input_dir", *FOLDER_KEYS):
         given = getattr(config, key)
         if given is not None and not request_path(given, key, roots, "read").is_dir():
             raise UserError(f"{key}: folder {given!r} does not exist; pick a folder from the Datasets tab", field=key)

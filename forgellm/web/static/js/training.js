@@ -179,7 +179,7 @@ async function showStats() {
       `${fmt(stats.val_tokens, 0)} validation tokens, ` +
       (stats.pairs ? `${stats.pairs.train} / ${stats.pairs.val} train / validation pairs`
         : `${stats.sequences.train} / ${stats.sequences.val} sequences of ${stats.seq_length} tokens`) +
-      (stats.mixture ? ` (${stats.mixture.general_sequences} of them general text)` : "") +
+      (stats.mixture ? ` (${mixtureText(stats.mixture)})` : "") +
       (stats.format ? `, format ${Object.values(stats.format).join(", ")}` : "") +
       `, ${stats.duplicates_removed + stats.near_duplicates_removed} duplicates removed, ${(stats.skipped || []).length} skipped; ` +
       `validation: ${(VALIDATION[validation.source] || VALIDATION.documents)(validation)}.` +
@@ -241,4 +241,12 @@ export function showJobs(status) {
     el("td", {}, job.id), el("td", {}, job.run || "(starting)"), el("td", { title: job.log_tail || "" }, job.state),
     el("td", {}, String(job.pid)), el("td", {}, job.state === "failed" ? (job.log_tail || "").trim().split("\n").pop() : "")));
   $("#jobs-table tbody").replaceChildren(...rows);
+}
+
+// "120 of them documents, 30 general text": what the training split mixes in besides the domain data.
+function mixtureText(m) {
+  const parts = [];
+  if (m.documents_sequences) parts.push(`${m.documents_sequences} documents`);
+  if (m.general_sequences) parts.push(`${m.general_sequences} general text`);
+  return `of them ${parts.join(", ")}`;
 }
