@@ -43,8 +43,15 @@ def list_cmd(as_json: bool) -> None:
     for r in found:
         loss = f"{r.last_train['loss']:.4f}" if r.last_train else "-"
         val = f"{r.last_eval['val_loss']:.4f}" if r.last_eval else "-"
-        table.add_row(r.name, f"{r.kind} {r.fine_tune_type or ''}".strip(), r.status,
-                      f"{r.step}/{r.total_steps or '?'} ({r.progress:.0%})", loss, val, r.best_checkpoint or "-")
+        table.add_row(
+            r.name,
+            f"{r.kind} {r.fine_tune_type or ''}".strip(),
+            r.status,
+            f"{r.step}/{r.total_steps or '?'} ({r.progress:.0%})",
+            loss,
+            val,
+            r.best_checkpoint or "-",
+        )
     Console().print(table)
 
 
@@ -79,7 +86,7 @@ def show_cmd(run: str, as_json: bool) -> None:
 
 
 def _epochs(summary) -> str:
-    """", 3.0 of 10 epochs" when the run knows its length in epochs."""
+    """ ", 3.0 of 10 epochs" when the run knows its length in epochs."""
     if summary.num_epochs is None:
         return ""
     return f", {summary.epoch or 0:g} of {summary.num_epochs:g} epochs"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from forgellm.data.packing import SplitWriter
 from forgellm.data.sequences import TokenSequences
 from forgellm.data.settings import DataSettings
@@ -63,7 +64,7 @@ REPLAY_PROMPTS = (
 )
 
 
-def prepare_general(settings: DataSettings, tokenizer: Any, workspace: Workspace) -> "PreparedData":
+def prepare_general(settings: DataSettings, tokenizer: Any, workspace: Workspace) -> PreparedData:
     """The general data, processed with the same settings (training side only) and cached."""
     from forgellm.data.pipeline import prepare_dataset
 
@@ -72,13 +73,21 @@ def prepare_general(settings: DataSettings, tokenizer: Any, workspace: Workspace
     elif settings.replay_model:
         folder, source = ensure_replay_set(settings, workspace), f"replay from {settings.replay_model}"
     else:
-        raise UserError(f"data_mixture_ratio={settings.data_mixture_ratio} needs general data: set general_data_dir "
-                        f"to a folder of general text, set replay_model to sample it from the base model, "
-                        f"or set data_mixture_ratio=1.0")
-    general_settings = settings.model_copy(update={
-        "input_dir": Path(folder), "validation_split": 0.0, "data_mixture_ratio": 1.0, "general_data_dir": None,
-        "validation_dir": None,
-        "ift_format": "auto"})
+        raise UserError(
+            f"data_mixture_ratio={settings.data_mixture_ratio} needs general data: set general_data_dir "
+            f"to a folder of general text, set replay_model to sample it from the base model, "
+            f"or set data_mixture_ratio=1.0"
+        )
+    general_settings = settings.model_copy(
+        update={
+            "input_dir": Path(folder),
+            "validation_split": 0.0,
+            "data_mixture_ratio": 1.0,
+            "general_data_dir": None,
+            "validation_dir": None,
+            "ift_format": "auto",
+        }
+    )
     general = prepare_dataset(general_settings, tokenizer, workspace)
     general.stats["source"] = source
     return general
@@ -96,8 +105,9 @@ def replay_key(settings: DataSettings, model_path: Path) -> str:
         elif path.suffix in (".safetensors", ".bin", ".npz", ".gguf"):
             stat = path.stat()
             digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    digest.update(json.dumps([settings.replay_samples, settings.replay_max_tokens, settings.seed,
-                              REPLAY_PROMPTS]).encode())
+    digest.update(
+        json.dumps([settings.replay_samples, settings.replay_max_tokens, settings.seed, REPLAY_PROMPTS]).encode()
+    )
     return digest.hexdigest()
 
 
@@ -135,29 +145,48 @@ def _replay_records(model: Any, settings: DataSettings) -> list[dict[str, Any]]:
     prompts = [REPLAY_PROMPTS[i % len(REPLAY_PROMPTS)] for i in range(settings.replay_samples)]
     records = []
     for start in range(0, len(prompts), REPLAY_BATCH):
-        batch = prompts[start:start + REPLAY_BATCH]
+        batch = prompts[start : start + REPLAY_BATCH]
         sample = BatchSampling(temperature=0.8, top_p=0.95, seed=settings.seed + start)
-        outputs = model.sample_batch([model.encode(model.format_prompt(p)) for p in batch],
-                                     settings.replay_max_tokens, sample)
+        outputs = model.sample_batch(
+            [model.encode(model.format_prompt(p)) for p in batch], settings.replay_max_tokens, sample
+        )
         for prompt, ids in zip(batch, outputs):
             if text := model.tokenizer.decode(ids, skip_special_tokens=True).strip():
-                records.append({"messages": [{"role": "user", "content": prompt},
-                                             {"role": "assistant", "content": text}], "text": text})
+                records.append(
+                    {
+                        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": text}],
+                        "text": text,
+                    }
+                )
     return records
 
 
-def prepare_documents(settings: DataSettings, tokenizer: Any, workspace: Workspace) -> "PreparedData":
+def prepare_documents(settings: DataSettings, tokenizer: Any, workspace: Workspace) -> PreparedData:
     """An IFT run's ``documents_dir``, processed as CPT documents (cut into sequences, every token a
     target, training side only) and cached."""
     from forgellm.data.pipeline import prepare_dataset
 
     if settings.training_type != "ift":
-        raise UserError(f"documents_dir mixes documents into the chats of an ift run; this run is "
-                        f"{settings.training_type}: put the documents in input_dir instead", field="documents_dir")
-    documents = prepare_dataset(settings.model_copy(update={
-        "input_dir": settings.documents_dir, "training_type": "cpt", "validation_split": 0.0,
-        "data_mixture_ratio": 1.0, "general_data_dir": None, "validation_dir": None, "documents_dir": None}),
-        tokenizer, workspace)
+        raise UserError(
+            f"documents_dir mixes documents into the chats of an ift run; this run is "
+            f"{settings.training_type}: put the documents in input_dir instead",
+            field="documents_dir",
+        )
+    documents = prepare_dataset(
+        settings.model_copy(
+            update={
+                "input_dir": settings.documents_dir,
+                "training_type": "cpt",
+                "validation_split": 0.0,
+                "data_mixture_ratio": 1.0,
+                "general_data_dir": None,
+                "validation_dir": None,
+                "documents_dir": None,
+            }
+        ),
+        tokenizer,
+        workspace,
+    )
     documents.stats["source"] = f"folder {settings.documents_dir}"
     return documents
 
@@ -167,8 +196,14 @@ def _picks(pool: int, count: int, rng: np.random.Generator) -> np.ndarray:
     return np.tile(rng.permutation(pool), math.ceil(count / pool) if pool else 0)[:count]
 
 
-def mix_into(domain: TokenSequences, folder: Path, settings: DataSettings, *, general: "PreparedData | None" = None,
-             documents: "PreparedData | None" = None) -> dict[str, Any]:
+def mix_into(
+    domain: TokenSequences,
+    folder: Path,
+    settings: DataSettings,
+    *,
+    general: PreparedData | None = None,
+    documents: PreparedData | None = None,
+) -> dict[str, Any]:
     """Write ``folder/train.*``: the domain sequences, document sequences making ``documents_share``
     of the domain part (an IFT run's ``documents_dir``), then enough general ones for
     ``data_mixture_ratio``, shuffled together.
@@ -183,31 +218,47 @@ def mix_into(domain: TokenSequences, folder: Path, settings: DataSettings, *, ge
         share = settings.documents_share
         n_documents = round(len(domain) * share / (1 - share))
         if n_documents and len(documents.train) == 0:
-            raise UserError(f"the documents ({documents.stats.get('source')}) produced no sequences; "
-                            f"add text there or unset documents_dir", field="documents_dir")
+            raise UserError(
+                f"the documents ({documents.stats.get('source')}) produced no sequences; "
+                f"add text there or unset documents_dir",
+                field="documents_dir",
+            )
         parts.append((documents.train, _picks(len(documents.train), n_documents, rng)))
-        stats.update({"documents_share": share, "documents_sequences": n_documents,
-                      "documents_unique_sequences": int(min(n_documents, len(documents.train))),
-                      "documents_source": documents.stats.get("source"),
-                      "documents_cache": documents.stats["cache"]["key"]})
+        stats.update(
+            {
+                "documents_share": share,
+                "documents_sequences": n_documents,
+                "documents_unique_sequences": int(min(n_documents, len(documents.train))),
+                "documents_source": documents.stats.get("source"),
+                "documents_cache": documents.stats["cache"]["key"],
+            }
+        )
     if general is not None:
         ratio = settings.data_mixture_ratio
         n_domain = sum(len(rows) for _, rows in parts)
         n_general = round(n_domain * (1 - ratio) / ratio)
         if n_general and len(general.train) == 0:
-            raise UserError(f"the general data ({general.stats.get('source')}) produced no sequences; "
-                            f"add text there or set data_mixture_ratio=1.0")
+            raise UserError(
+                f"the general data ({general.stats.get('source')}) produced no sequences; "
+                f"add text there or set data_mixture_ratio=1.0"
+            )
         parts.append((general.train, _picks(len(general.train), n_general, rng)))
-        stats.update({"domain_ratio": ratio, "general_sequences": n_general,
-                      "general_unique_sequences": int(min(n_general, len(general.train))),
-                      "general_source": general.stats.get("source"), "general_cache": general.stats["cache"]["key"]})
+        stats.update(
+            {
+                "domain_ratio": ratio,
+                "general_sequences": n_general,
+                "general_unique_sequences": int(min(n_general, len(general.train))),
+                "general_source": general.stats.get("source"),
+                "general_cache": general.stats["cache"]["key"],
+            }
+        )
     # Row r of the result is row rows[k] of part p, where (p, k) = where[order[r]].
     part_of = np.concatenate([np.full(len(rows), p) for p, (_, rows) in enumerate(parts)])
     row_of = np.concatenate([rows for _, rows in parts])
     order = rng.permutation(len(row_of))
     out = SplitWriter(folder, "train", len(order), domain.seq_length)
     for start in range(0, len(order), 4096):
-        block = order[start:start + 4096]
+        block = order[start : start + 4096]
         tokens = np.empty((len(block), domain.seq_length), dtype=np.int32)
         mask = np.empty_like(tokens, dtype=np.uint8)
         for p, (sequences, _) in enumerate(parts):

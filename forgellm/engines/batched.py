@@ -15,8 +15,9 @@ end-of-sequence id, at most ``max_tokens`` of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 # (prompts as token ids, max new tokens) -> generated token ids per prompt, end-of-sequence cut off
 GreedyBatch = Callable[[list[list[int]], int], list[list[int]]]
@@ -40,8 +41,13 @@ def cut_at_stop(ids: Iterable[int], stop_ids: set[int], max_tokens: int) -> list
     return out
 
 
-def torch_batch(model: Any, prompts: Sequence[Sequence[int]], max_tokens: int, stop_ids: set[int],
-                sample: BatchSampling | None = None) -> list[list[int]]:
+def torch_batch(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    max_tokens: int,
+    stop_ids: set[int],
+    sample: BatchSampling | None = None,
+) -> list[list[int]]:
     """``model``: a transformers causal LM (or a PEFT model around one), in eval mode; greedy unless ``sample``."""
     import torch
 
@@ -53,22 +59,36 @@ def torch_batch(model: Any, prompts: Sequence[Sequence[int]], max_tokens: int, s
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
-        mask[row, width - len(prompt):] = 1
+        ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
     decoding: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None}
     if sample is not None:
         torch.manual_seed(sample.seed)
         decoding = {"do_sample": True, "temperature": sample.temperature, "top_p": sample.top_p}
     with torch.inference_mode():
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_tokens,
-                             **decoding, num_beams=1, top_k=None,
-                             repetition_penalty=None, eos_token_id=sorted(stop_ids) or None, pad_token_id=pad,
-                             use_cache=True)
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_tokens,
+            **decoding,
+            num_beams=1,
+            top_k=None,
+            repetition_penalty=None,
+            eos_token_id=sorted(stop_ids) or None,
+            pad_token_id=pad,
+            use_cache=True,
+        )
     return [cut_at_stop(row[width:].tolist(), stop_ids, max_tokens) for row in out]
 
 
-def mlx_batch(model: Any, prompts: Sequence[Sequence[int]], max_tokens: int, stop_ids: set[int],
-              sample: BatchSampling | None = None, batch_size: int | None = None) -> list[list[int]]:
+def mlx_batch(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    max_tokens: int,
+    stop_ids: set[int],
+    sample: BatchSampling | None = None,
+    batch_size: int | None = None,
+) -> list[list[int]]:
     """``model``: an mlx-lm model; greedy unless ``sample``; all prompts go in one batch unless
     ``batch_size`` is smaller."""
     import mlx.core as mx
@@ -82,8 +102,13 @@ def mlx_batch(model: Any, prompts: Sequence[Sequence[int]], max_tokens: int, sto
     if sample is not None:
         mx.random.seed(sample.seed)
         sampler = make_sampler(temp=sample.temperature, top_p=sample.top_p)
-    generator = BatchGenerator(model, stop_tokens=[[t] for t in sorted(stop_ids)], completion_batch_size=size,
-                               prefill_batch_size=size, sampler=sampler)
+    generator = BatchGenerator(
+        model,
+        stop_tokens=[[t] for t in sorted(stop_ids)],
+        completion_batch_size=size,
+        prefill_batch_size=size,
+        sampler=sampler,
+    )
     try:
         uids = generator.insert([list(p) for p in prompts], [max_tokens] * len(prompts))
         results: dict[int, list[int]] = {uid: [] for uid in uids}

@@ -6,7 +6,8 @@ the model decides how a conversation is written, never a template of our own.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from jinja2 import TemplateError
 
@@ -39,8 +40,14 @@ def _template_source(tokenizer: Any) -> str:
     return " ".join(template.values()) if isinstance(template, dict) else str(template)
 
 
-def format_prompt(tokenizer: Any, prompt: str | Sequence[Message], *, system: str | None = None,
-                  fmt: PromptFormat | None = None, enable_thinking: bool = False) -> str:
+def format_prompt(
+    tokenizer: Any,
+    prompt: str | Sequence[Message],
+    *,
+    system: str | None = None,
+    fmt: PromptFormat | None = None,
+    enable_thinking: bool = False,
+) -> str:
     """The text to generate from.
 
     ``chat`` applies the tokenizer's chat template with a generation prompt; ``raw`` is plain

@@ -14,7 +14,8 @@ import inspect
 import logging
 import secrets
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from forgellm.engines.base import SamplingParams
 from forgellm.engines.batched import BatchSampling
@@ -47,8 +48,9 @@ class TorchEngine:
         return True, ""
 
     def version(self) -> str:
-        return ", ".join(f"{pkg} {_package_version(pkg)}" for pkg in ("torch", "transformers", "peft")
-                         if _package_version(pkg))
+        return ", ".join(
+            f"{pkg} {_package_version(pkg)}" for pkg in ("torch", "transformers", "peft") if _package_version(pkg)
+        )
 
     def device(self) -> str:
         """Where models run: ``cuda`` when a GPU is visible, else ``cpu``."""
@@ -56,13 +58,15 @@ class TorchEngine:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
-    def load(self, info: "ModelInfo", adapter: "ModelInfo | None" = None) -> "TorchLoadedModel":
+    def load(self, info: ModelInfo, adapter: ModelInfo | None = None) -> TorchLoadedModel:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if info.is_adapter:
-            raise UserError(f"{info.name} is an adapter, not a model: pass its base model with --model "
-                            f"and this folder with --adapter")
+            raise UserError(
+                f"{info.name} is an adapter, not a model: pass its base model with --model "
+                f"and this folder with --adapter"
+            )
         device = self.device()
         dtype = torch.float32
         if device == "cuda":
@@ -78,8 +82,9 @@ class TorchEngine:
         if adapter is not None:
             model = _attach_peft_adapter(model, info, adapter)
         model.eval()
-        return TorchLoadedModel(model=model, info=info, adapter=adapter, tokenizer=tokenizer, device=device,
-                                cache_kwarg=cache_kwarg)
+        return TorchLoadedModel(
+            model=model, info=info, adapter=adapter, tokenizer=tokenizer, device=device, cache_kwarg=cache_kwarg
+        )
 
 
 @contextlib.contextmanager
@@ -98,12 +103,14 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _attach_peft_adapter(model: Any, info: "ModelInfo", adapter: "ModelInfo") -> Any:
+def _attach_peft_adapter(model: Any, info: ModelInfo, adapter: ModelInfo) -> Any:
     """Wrap the model with a PEFT adapter; any mismatch becomes one `UserError` naming both."""
     if adapter.adapter_format != "peft":
-        raise UserError(f"adapter {adapter.name} is in {adapter.adapter_format or 'an unknown'} format; the torch "
-                        f"engine needs a PEFT adapter (adapter_config.json with peft_type): use --engine mlx "
-                        f"for mlx-lm adapters")
+        raise UserError(
+            f"adapter {adapter.name} is in {adapter.adapter_format or 'an unknown'} format; the torch "
+            f"engine needs a PEFT adapter (adapter_config.json with peft_type): use --engine mlx "
+            f"for mlx-lm adapters"
+        )
     from peft import PeftConfig, get_peft_model, load_peft_weights, set_peft_model_state_dict
 
     try:
@@ -125,8 +132,16 @@ def _attach_peft_adapter(model: Any, info: "ModelInfo", adapter: "ModelInfo") ->
 class TorchLoadedModel(LoadedModelBase):
     engine = "torch"
 
-    def __init__(self, *, model: Any, info: "ModelInfo", adapter: "ModelInfo | None", tokenizer: Any, device: str,
-                 cache_kwarg: str = "past_key_values"):
+    def __init__(
+        self,
+        *,
+        model: Any,
+        info: ModelInfo,
+        adapter: ModelInfo | None,
+        tokenizer: Any,
+        device: str,
+        cache_kwarg: str = "past_key_values",
+    ):
         super().__init__(info=info, adapter=adapter, tokenizer=tokenizer)
         self.model = model
         self.device = device
@@ -185,8 +200,13 @@ class TorchLoadedModel(LoadedModelBase):
 
 def _logits_processors(params: SamplingParams) -> Any:
     """transformers' processors for the sampling parameters; an empty list when greedy and unpenalised."""
-    from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                              TopKLogitsWarper, TopPLogitsWarper)
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     processors = LogitsProcessorList()
     if params.repetition_penalty != 1.0:

@@ -13,7 +13,8 @@ import itertools
 import json
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from flask import Response, request
 
@@ -35,8 +36,14 @@ def client_disconnected() -> Callable[[], bool]:
 class Generation:
     """One request's generation: iterate for chunks, then read the tallies."""
 
-    def __init__(self, worker: ModelWorker, job: GenerationJob, first: GenerationChunk,
-                 rest: Iterator[GenerationChunk], closer: Callable[[], None]):
+    def __init__(
+        self,
+        worker: ModelWorker,
+        job: GenerationJob,
+        first: GenerationChunk,
+        rest: Iterator[GenerationChunk],
+        closer: Callable[[], None],
+    ):
         self.worker = worker
         self.job = job
         self._chunks = itertools.chain([first], rest)
@@ -54,7 +61,7 @@ class Generation:
         """Cancel the job if it is still running (the client left or the body was dropped)."""
         self._closer()
 
-    def collect(self) -> "Generation":
+    def collect(self) -> Generation:
         try:
             for _ in self:
                 pass
@@ -71,15 +78,20 @@ class Generation:
         return self.last.finish_reason
 
     def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.last.prompt_tokens, "completion_tokens": self.last.completion_tokens,
-                "total_tokens": self.last.prompt_tokens + self.last.completion_tokens}
+        return {
+            "prompt_tokens": self.last.prompt_tokens,
+            "completion_tokens": self.last.completion_tokens,
+            "total_tokens": self.last.prompt_tokens + self.last.completion_tokens,
+        }
 
     def timings(self) -> dict[str, float | None]:
         """Seconds: in the queue, to the first token (engine-measured), in all (since the request was queued)."""
-        return {"queue_seconds": round(self.job.queue_seconds, 6),
-                "time_to_first_token": self.last.time_to_first_token,
-                "tokens_per_second": self.last.tokens_per_second,
-                "total_seconds": round(time.perf_counter() - self.job.submitted, 6)}
+        return {
+            "queue_seconds": round(self.job.queue_seconds, 6),
+            "time_to_first_token": self.last.time_to_first_token,
+            "tokens_per_second": self.last.tokens_per_second,
+            "total_seconds": round(time.perf_counter() - self.job.submitted, 6),
+        }
 
 
 def start(worker: ModelWorker, gen_request: GenerationRequest) -> Generation:

@@ -27,8 +27,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from forgellm.engines.base import Engine, GenerationChunk, LoadedModel, Message, PromptFormat, SamplingParams
 from forgellm.errors import ConflictError, ForgeError
@@ -69,7 +70,7 @@ class GenerationJob:
     request: GenerationRequest
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None  # when the worker took the job (submitted..started is queue time)
-    events: "queue.SimpleQueue[Any]" = field(default_factory=queue.SimpleQueue)
+    events: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Set when the request thread asks for the chunk after the first (or cancels the job).
     first_taken: threading.Event = field(default_factory=threading.Event)
@@ -89,8 +90,9 @@ class GenerationJob:
             if self.cancelled.is_set():
                 return
             req = self.request
-            prompt = model.format_prompt(req.prompt, system=req.system, fmt=req.fmt,
-                                          enable_thinking=req.enable_thinking)
+            prompt = model.format_prompt(
+                req.prompt, system=req.system, fmt=req.fmt, enable_thinking=req.enable_thinking
+            )
             chunks = model.generate(prompt, req.params)
             try:
                 for chunk in chunks:
@@ -98,8 +100,7 @@ class GenerationJob:
                     if not self.first_taken.is_set():
                         self.first_taken.wait(FIRST_CHUNK_HANDOVER_SECONDS)  # see the module docstring
                     if self.cancelled.is_set():
-                        log.info("generation cancelled after %d tokens: the client went away",
-                                 chunk.completion_tokens)
+                        log.info("generation cancelled after %d tokens: the client went away", chunk.completion_tokens)
                         break
             finally:
                 chunks.close()  # stops the engine's token loop when we leave early
@@ -150,8 +151,7 @@ class ModelWorker:
 
     _ids = itertools.count(1)
 
-    def __init__(self, *, name: str, engine: Engine, info: ModelInfo, adapter: ModelInfo | None,
-                 estimated_bytes: int):
+    def __init__(self, *, name: str, engine: Engine, info: ModelInfo, adapter: ModelInfo | None, estimated_bytes: int):
         self.name = name  # the id clients use (OpenAI `model`)
         self.engine = engine
         self.info = info
@@ -163,7 +163,7 @@ class ModelWorker:
         self.last_used = time.time()
         self.error: BaseException | None = None
         self._memory_bytes: int | None = None
-        self._jobs: "queue.Queue[GenerationJob | None]" = queue.Queue()
+        self._jobs: queue.Queue[GenerationJob | None] = queue.Queue()
         self._running: GenerationJob | None = None
         self._closing = False
         self._lock = threading.Lock()  # guards _closing against a racing submit
@@ -173,11 +173,11 @@ class ModelWorker:
 
     # -------------------------------------------------------------- lifecycle
 
-    def start(self) -> "ModelWorker":
+    def start(self) -> ModelWorker:
         self._thread.start()
         return self
 
-    def wait_ready(self) -> "ModelWorker":
+    def wait_ready(self) -> ModelWorker:
         """Block until the model is loaded; re-raise the load error if it failed."""
         self._ready.wait()
         if self.error is not None:

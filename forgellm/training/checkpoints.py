@@ -15,13 +15,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from forgellm.jsonio import write_json_atomic
-from forgellm.runs.checkpoints import (BEST_FILE, STATE_FILE, checkpoint_name, read_best, step_checkpoints,
-                                       write_manifest)
-
+from forgellm.runs.checkpoints import (
+    BEST_FILE,
+    STATE_FILE,
+    checkpoint_name,
+    read_best,
+    step_checkpoints,
+    write_manifest,
+)
 
 # metric -> True when higher is better
 METRICS = {"val_loss": False, "qa_accuracy": True}
@@ -71,8 +77,13 @@ class CheckpointStore:
         else:
             os.rename(tmp, final)
         if self._beats_best(state):
-            record = {"checkpoint": name, "step": step, "metric": self.metric, "value": state[self.metric],
-                      "val_loss": state.get("val_loss")}
+            record = {
+                "checkpoint": name,
+                "step": step,
+                "metric": self.metric,
+                "value": state[self.metric],
+                "val_loss": state.get("val_loss"),
+            }
             if state.get("qa_accuracy") is not None:
                 record["qa_accuracy"] = state["qa_accuracy"]
             write_json_atomic(self.folder / BEST_FILE, record)
@@ -95,7 +106,7 @@ class CheckpointStore:
         return self.metric != "val_loss" and val is not None and (best_val is None or val < best_val)
 
     def _prune(self) -> None:
-        keep = {p.name for p in self.steps()[-self.max_keep:]}
+        keep = {p.name for p in self.steps()[-self.max_keep :]}
         best = self.best()
         if best is not None:
             keep.add(best["checkpoint"])

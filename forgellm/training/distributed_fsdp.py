@@ -34,12 +34,14 @@ class FsdpTrainable(TorchTrainable):
     collective_save = True  # every rank calls save_checkpoint/save_final (rank 0 with a folder, the others None)
     fuses_loss = False  # the output layer's weight is whole only inside the root module's forward()
 
-    def __init__(self, config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None):
+    def __init__(self, config: TrainingConfig, base: ModelInfo, adapter: ModelInfo | None = None):
         from torch.distributed.fsdp import fully_shard
 
         if config.fine_tune_type != "full" or adapter is not None:
-            raise UserError("fsdp: true shards a full fine-tune; set fine_tune_type: full (LoRA/DoRA adapters are "
-                            "small: train them without fsdp)")
+            raise UserError(
+                "fsdp: true shards a full fine-tune; set fine_tune_type: full (LoRA/DoRA adapters are "
+                "small: train them without fsdp)"
+            )
         if not dist.is_initialized():  # one process: a group of one, so a sharded run can resume alone
             dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
         super().__init__(config, base, adapter)
@@ -61,8 +63,11 @@ class FsdpTrainable(TorchTrainable):
         """Already done: FSDP reduce-scattered the summed gradients during the backward pass."""
 
     def _gather(self, with_optimizer: bool) -> tuple[dict, dict | None]:
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         weights = get_model_state_dict(self.model, options=options)
@@ -82,8 +87,11 @@ class FsdpTrainable(TorchTrainable):
 
     def load_checkpoint(self, folder: Path) -> None:
         from safetensors.torch import load_file
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                             set_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
 
         weights: dict[str, torch.Tensor] = {}
         for file in sorted(folder.glob("*.safetensors")):
