@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from forgellm.data.sample import facts as F
 from forgellm.data.sample.facts import TOWNS, Town, surname
