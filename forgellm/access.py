@@ -25,9 +25,10 @@ absolute path, which would tell a caller which folders exist), and say how to fi
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 from forgellm.errors import AccessError, UserError
 from forgellm.workspace import NAME_MAX, PATH_MAX, Workspace
@@ -51,7 +52,7 @@ class Roots:
 
     @classmethod
     def of(cls, workspace: Workspace, environ: Mapping[str, str] | None = None,
-           listed: str | None = None) -> "Roots":
+           listed: str | None = None) -> Roots:
         """The roots of ``workspace``; ``listed`` (default ``$FORGELLM_ROOTS``) adds folders.
 
         Raises UserError for a listed root that is not an absolute path.

@@ -23,7 +23,7 @@ class Workspace:
     root: Path
 
     @classmethod
-    def current(cls) -> "Workspace":
+    def current(cls) -> Workspace:
         """The workspace of this process: ``$FORGELLM_HOME`` or the current directory."""
         return cls(Path(os.environ.get("FORGELLM_HOME") or os.getcwd()).resolve())
 
@@ -53,7 +53,7 @@ class Workspace:
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
-    def ensure(self) -> "Workspace":
+    def ensure(self) -> Workspace:
         """Create the layout if it is missing; cheap to call repeatedly."""
         for path in (self.dataset_dir, self.data_dir, self.configs_dir, self.logs_dir,
                      *(self.models(kind) for kind in MODEL_KINDS)):

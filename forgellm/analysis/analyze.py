@@ -22,8 +22,9 @@ Recommendations are small functions of the curves (``RULES``); each returns one 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

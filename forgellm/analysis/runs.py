@@ -29,7 +29,7 @@ class Columns:
     values: dict[str, np.ndarray]
 
     @classmethod
-    def from_events(cls, events: list[dict[str, Any]], keys: tuple[str, ...]) -> "Columns":
+    def from_events(cls, events: list[dict[str, Any]], keys: tuple[str, ...]) -> Columns:
         by_step: dict[int, dict[str, Any]] = {}
         for e in events:  # a resumed run may repeat a step: the later event wins
             by_step[int(e["step"])] = e
@@ -75,7 +75,7 @@ class RunMetrics:
 
     @classmethod
     def from_events(cls, events: list[dict[str, Any]], *, name: str = "run", run_dir: Path | None = None,
-                    config: dict[str, Any] | None = None, best: dict[str, Any] | None = None) -> "RunMetrics":
+                    config: dict[str, Any] | None = None, best: dict[str, Any] | None = None) -> RunMetrics:
         kinds: dict[str, list[dict[str, Any]]] = {}
         for e in events:
             if isinstance(e.get("step"), (int, float)):

@@ -7,8 +7,9 @@ always kept, so the best loss and the latest value are never dropped.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

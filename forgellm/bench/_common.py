@@ -88,7 +88,7 @@ class Worker:
                 self.process.kill()
                 self.process.wait()
 
-    def __enter__(self) -> "Worker":
+    def __enter__(self) -> Worker:
         return self
 
     def __exit__(self, *exc: object) -> None:

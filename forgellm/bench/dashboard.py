@@ -16,8 +16,9 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 STEPS = 20_000
 EVAL_EVERY = 100

@@ -246,7 +246,7 @@ class _ServerProcess:
                                          "--port", str(self.port)], cwd=workspace, env=env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
 
-    def __enter__(self) -> "_ServerProcess":
+    def __enter__(self) -> _ServerProcess:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -25,9 +25,9 @@ import os
 import re
 import statistics
 import subprocess
-from collections import Counter
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -27,8 +27,8 @@ def dashboard(runs: tuple[str, ...], fmt: str | None, out: Path | None, max_poin
       forgellm dashboard cpt/my-run --format html --out report.html
       forgellm dashboard cpt/run-a cpt/run-b --out compare.png
     """
-    from forgellm.runs.layout import find_run
     from forgellm.analysis.series import dashboard_data
+    from forgellm.runs.layout import find_run
 
     if fmt is None:
         fmt = out.suffix.lstrip(".").lower() if out is not None and out.suffix.lower() in (".png", ".html") else "png"

@@ -7,8 +7,9 @@ callers that run the command (the web app's data stats).
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import click
 from pydantic.fields import FieldInfo

@@ -15,8 +15,7 @@ from forgellm import __version__
 def collect_info() -> dict[str, Any]:
     """Version, engines, devices, BLAS speed, workspace and default model, as plain data."""
     from forgellm.access import ROOTS_ENV, Roots
-    from forgellm.engines import all_engines, resolve_engine_name
-    from forgellm.engines import blas
+    from forgellm.engines import all_engines, blas, resolve_engine_name
     from forgellm.errors import UserError
     from forgellm.models.resolve import ALIASES, EMBEDDED_NAME
     from forgellm.workspace import Workspace
@@ -101,7 +100,7 @@ def info(as_json: bool) -> None:
         state = f"available on {e['device']}" if e["available"] else f"unavailable: {e['reason']}"
         click.echo(f"  {e['name']:<6} {e['version'] or 'not installed'}; {state} {mark}".rstrip())
     b = data["blas"]
-    click.echo("BLAS (float32 %dx%d matmul):" % (b["matmul_size"], b["matmul_size"]))
+    click.echo(f"BLAS (float32 {b['matmul_size']}x{b['matmul_size']} matmul):")
     if "torch" in b:
         click.echo(f"  torch  {_gflops(b['torch']['gflops'])} ({b['torch']['library'] or b['torch']['error']})")
     if "mlx" in b:

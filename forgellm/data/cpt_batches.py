@@ -13,11 +13,12 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class CleaningRules:
     seed: int
 
     @classmethod
-    def of(cls, settings: DataSettings) -> "CleaningRules":
+    def of(cls, settings: DataSettings) -> CleaningRules:
         return cls(settings.quality_filters, settings.min_chars, settings.min_letter_share,
                    settings.max_repeated_line_share, settings.near_dedupe_threshold > 0, settings.seed)
 
@@ -58,7 +59,7 @@ class EncodedBatch:
     signatures: np.ndarray | None  # (documents, NUM_BINS) MinHash signatures, when near-dedupe is on
     dropped: Counter  # filter reason -> documents dropped
 
-    def select(self, keep: np.ndarray) -> "EncodedBatch":
+    def select(self, keep: np.ndarray) -> EncodedBatch:
         """The documents where ``keep`` is true (``dropped`` unchanged)."""
         tokens = self.tokens[np.repeat(keep, self.lengths)]
         return EncodedBatch(tokens, self.lengths[keep], [d for d, k in zip(self.digests, keep) if k],

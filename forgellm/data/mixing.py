@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from forgellm.data.packing import SplitWriter
 from forgellm.data.sequences import TokenSequences
 from forgellm.data.settings import DataSettings
@@ -61,7 +62,7 @@ REPLAY_PROMPTS = (
 )
 
 
-def prepare_general(settings: DataSettings, tokenizer: Any, workspace: Workspace) -> "PreparedData":
+def prepare_general(settings: DataSettings, tokenizer: Any, workspace: Workspace) -> PreparedData:
     """The general data, processed with the same settings (training side only) and cached."""
     from forgellm.data.pipeline import prepare_dataset
 
@@ -137,7 +138,7 @@ def _replay_record(model: Any, prompt: str, settings: DataSettings, index: int) 
     return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": text}], "text": text}
 
 
-def mix_into(domain: TokenSequences, general: "PreparedData", folder: Path, settings: DataSettings) -> dict[str, Any]:
+def mix_into(domain: TokenSequences, general: PreparedData, folder: Path, settings: DataSettings) -> dict[str, Any]:
     """Write ``folder/train.*``: the domain sequences plus enough general ones for the ratio, shuffled together.
 
     General sequences are repeated (in a shuffled order) when there are fewer than needed.

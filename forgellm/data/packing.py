@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import bisect
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-
 
 #: Tokens gathered before a block of whole sequences is written.
 BLOCK_TOKENS = 1 << 20
@@ -55,7 +54,7 @@ class Staging:
     def __len__(self) -> int:
         return len(self._lengths)
 
-    def close(self) -> "StagedDocs":
+    def close(self) -> StagedDocs:
         self._tokens.close()
         if self._mask is not None:
             self._mask.close()

@@ -14,9 +14,10 @@ import logging
 import shutil
 import time
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -442,7 +443,7 @@ class _IFTStager:
         if not self.batch:
             return
         limit = self.settings.max_seq_length
-        for (rendered, digest), (ids, mask) in zip(self.batch, encode_rendered(self.tokenizer, [r for r, _ in self.batch])):
+        for (_rendered, digest), (ids, mask) in zip(self.batch, encode_rendered(self.tokenizer, [r for r, _ in self.batch])):
             if len(ids) > limit:
                 if self.settings.overlong == "drop":
                     self.report.drop("overlong")

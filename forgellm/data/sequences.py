@@ -16,9 +16,10 @@ compares the two sequences' log-probabilities). `load_split` reads either kind.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class TokenSequences:
         np.save(folder / f"{split}.mask.npy", np.ascontiguousarray(self.mask, dtype=np.uint8))
 
     @classmethod
-    def load(cls, folder: Path, split: str) -> "TokenSequences":
+    def load(cls, folder: Path, split: str) -> TokenSequences:
         """Memory-map a split saved by `save`."""
         return cls(np.load(folder / f"{split}.tokens.npy", mmap_mode="r"),
                    np.load(folder / f"{split}.mask.npy", mmap_mode="r"))
@@ -100,7 +101,7 @@ class PreferencePairs:
     def target_tokens(self) -> int:
         return int(self.mask[:, :, 1:].sum(dtype=np.int64))
 
-    def with_reference(self, reference: np.ndarray) -> "PreferencePairs":
+    def with_reference(self, reference: np.ndarray) -> PreferencePairs:
         if reference.shape != (len(self), 2):
             raise ValueError(f"reference log-probabilities {reference.shape} do not match {len(self)} pairs")
         return PreferencePairs(self.tokens, self.mask, np.asarray(reference, dtype=np.float32))
@@ -111,7 +112,7 @@ class PreferencePairs:
         np.save(folder / f"{split}.mask.npy", np.ascontiguousarray(self.mask, dtype=np.uint8))
 
     @classmethod
-    def load(cls, folder: Path, split: str) -> "PreferencePairs":
+    def load(cls, folder: Path, split: str) -> PreferencePairs:
         return cls(np.load(folder / f"{split}.tokens.npy", mmap_mode="r"),
                    np.load(folder / f"{split}.mask.npy", mmap_mode="r"))
 
@@ -129,7 +130,7 @@ class PreferencePairs:
             yield self.rows(np.sort(order[b * global_batch + rank * batch_size: b * global_batch + (rank + 1) * batch_size]))
 
 
-def load_split(folder: Path, split: str) -> "TokenSequences | PreferencePairs":
+def load_split(folder: Path, split: str) -> TokenSequences | PreferencePairs:
     """A prepared split of either kind, memory-mapped; preference pairs have 3-D arrays."""
     tokens = np.load(folder / f"{split}.tokens.npy", mmap_mode="r")
     kind = PreferencePairs if tokens.ndim == 3 else TokenSequences

@@ -68,7 +68,7 @@ class DataSettings(BaseModel):
     strict: bool = Field(False, description="Turn every skipped file or line into an error.")
 
     @classmethod
-    def from_config(cls, config: TrainingConfig, **values: Any) -> "DataSettings":
+    def from_config(cls, config: TrainingConfig, **values: Any) -> DataSettings:
         """The settings of a training run: its shared keys, then ``values`` (resolved paths, the replay model)."""
         return cls(**{**{key: getattr(config, key) for key in SHARED_KEYS}, **values})
 

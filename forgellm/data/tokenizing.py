@@ -13,15 +13,17 @@ Hugging Face fast backend, so the ids are always the tokenizer's own.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import logging
 import os
 import unicodedata
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -61,7 +63,7 @@ class Encoded:
         return np.split(self.tokens, np.cumsum(self.lengths)[:-1]) if len(self.lengths) else []
 
     @classmethod
-    def ending_with_eos(cls, tokens: np.ndarray, lengths: np.ndarray, eos_id: int) -> "Encoded":
+    def ending_with_eos(cls, tokens: np.ndarray, lengths: np.ndarray, eos_id: int) -> Encoded:
         """``tokens`` with the EOS token appended to every document that does not already end with it."""
         ends = np.cumsum(lengths)
         needs = (lengths == 0) | (tokens[np.maximum(ends - 1, 0)] != eos_id) if len(tokens) else np.ones(len(lengths), bool)
@@ -74,7 +76,7 @@ class DocumentEncoder(Protocol):
     when it cannot be rebuilt there)."""
 
     name: str
-    spec: "EncoderSpec | None"
+    spec: EncoderSpec | None
 
     def __call__(self, texts: list[str]) -> Encoded: ...
 
@@ -112,7 +114,7 @@ class EncoderSpec:
     tiktoken: TiktokenParts | None = None  # the rebuild, when it passed the check
     definition: str | None = None  # otherwise the Hugging Face tokenizer's serialised definition
 
-    def build(self, threads: int = 1) -> "DocumentEncoder":
+    def build(self, threads: int = 1) -> DocumentEncoder:
         if self.tiktoken is not None:
             return TiktokenEncoder(self.tiktoken, eos=self.eos, eos_id=self.eos_id, threads=threads, spec=self)
         from tokenizers import Tokenizer
@@ -131,7 +133,7 @@ class HuggingFaceEncoder:
         self.backend = tokenizer if hasattr(tokenizer, "encode_batch_fast") else getattr(tokenizer, "backend_tokenizer", None)
 
     @classmethod
-    def of(cls, tokenizer: Any) -> "HuggingFaceEncoder":
+    def of(cls, tokenizer: Any) -> HuggingFaceEncoder:
         """The encoder of a transformers tokenizer."""
         backend = getattr(tokenizer, "backend_tokenizer", None)
         spec = None
@@ -246,9 +248,7 @@ def _tiktoken_parts(definition: str) -> TiktokenParts | None:
             or model.get("dropout") or model.get("byte_fallback") or model.get("continuing_subword_prefix")
             or model.get("end_of_word_suffix") or any(a["lstrip"] or a["rstrip"] or a["single_word"] for a in added)):
         return None
-    try:
-        import tiktoken
-    except ImportError:
+    if importlib.util.find_spec("tiktoken") is None:
         return None
     vocab: dict[str, int] = model["vocab"]
     if not set("".join(vocab)) <= _byte_of_char().keys():  # a token outside the byte alphabet: not byte-level
@@ -274,7 +274,7 @@ def _tiktoken_parts(definition: str) -> TiktokenParts | None:
         rank_to_id[rank] = a["id"]
     parts = TiktokenParts(pattern, ranks, special, rank_to_id, nfc=normalizer is not None)
     try:
-        parts.encoding  # compiles the split pattern
+        _ = parts.encoding  # compiles the split pattern
     except ValueError:  # a split pattern tiktoken's regex engine does not take
         return None
     return parts

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 BLOCK_ROWS = 1024
 
 
-def prepare_validation_dir(settings: "DataSettings", tokenizer: Any, workspace: "Workspace") -> "PreparedData":
+def prepare_validation_dir(settings: DataSettings, tokenizer: Any, workspace: Workspace) -> PreparedData:
     """``settings.validation_dir`` prepared with the same settings; its *training* split is the validation set."""
     from forgellm.data.pipeline import prepare_dataset
 

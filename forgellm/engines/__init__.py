@@ -64,7 +64,7 @@ def all_engines() -> list[Engine]:
 
 
 def load_model(model: str, adapter: str | None = None, engine: str | None = None, *,
-               workspace: "Workspace | None" = None) -> LoadedModel:
+               workspace: Workspace | None = None) -> LoadedModel:
     """Resolve a model (and adapter) by name and load it with an engine.
 
     Given an adapter folder as the model, its base model is loaded with it as the adapter.

@@ -9,9 +9,10 @@ which formats prompts, tokenizes and streams generated text. Training goes throu
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from forgellm.errors import UserError
 
@@ -36,7 +37,7 @@ class SamplingParams:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
 
-    def validate(self) -> "SamplingParams":
+    def validate(self) -> SamplingParams:
         """Raise `UserError` naming the first field out of range."""
         checks = [
             ("max_tokens", isinstance(self.max_tokens, int) and 1 <= self.max_tokens <= MAX_TOKENS_LIMIT,
@@ -79,7 +80,7 @@ class LoadedModel(Protocol):
     """A model (and optional adapter) in memory, ready to generate."""
 
     engine: str
-    info: "ModelInfo"
+    info: ModelInfo
     adapter: Path | None
     tokenizer: Any  # the Hugging Face tokenizer (both engines use one)
 
@@ -113,4 +114,4 @@ class Engine(Protocol):
 
     def version(self) -> str: ...
 
-    def load(self, info: "ModelInfo", adapter: "ModelInfo | None" = None) -> LoadedModel: ...
+    def load(self, info: ModelInfo, adapter: ModelInfo | None = None) -> LoadedModel: ...

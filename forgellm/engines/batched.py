@@ -14,7 +14,8 @@ end-of-sequence id, at most ``max_tokens`` of them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 # (prompts as token ids, max new tokens) -> generated token ids per prompt, end-of-sequence cut off
 GreedyBatch = Callable[[list[list[int]], int], list[list[int]]]

@@ -24,8 +24,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def measure_in_subprocess(backend: str, *, optimized: bool = True, timeout: floa
                               capture_output=True, text=True, check=False)
         if done.returncode == 0:
             return json.loads(done.stdout.strip().splitlines()[-1])
-        error = (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]
+        error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
     except (subprocess.TimeoutExpired, OSError, ValueError, IndexError) as exc:
         error = str(exc)
     return {"gflops": None, "library": None, "error": error}

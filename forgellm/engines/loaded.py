@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from forgellm.engines.base import GenerationChunk, Message, PromptFormat, SamplingParams
 from forgellm.engines.prompting import encode_prompt, format_prompt
@@ -40,7 +41,7 @@ def read_eos_token_ids(model_dir: Path, tokenizer: Any) -> set[int]:
     return ids
 
 
-def adapter_mismatch(adapter: "ModelInfo", info: "ModelInfo", reason: BaseException | str) -> UserError:
+def adapter_mismatch(adapter: ModelInfo, info: ModelInfo, reason: BaseException | str) -> UserError:
     """The one error for an adapter that cannot be applied to a model, naming both and the fix."""
     lines = [line.strip() for line in str(reason).splitlines() if line.strip()] or [type(reason).__name__]
     detail = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
@@ -54,7 +55,7 @@ class LoadedModelBase(ABC):
 
     engine: str
 
-    def __init__(self, *, info: "ModelInfo", adapter: "ModelInfo | None", tokenizer: Any):
+    def __init__(self, *, info: ModelInfo, adapter: ModelInfo | None, tokenizer: Any):
         self.info = info
         self.adapter: Path | None = adapter.path if adapter is not None else None
         self.adapter_info = adapter

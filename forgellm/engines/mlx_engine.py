@@ -10,7 +10,8 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import secrets
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from forgellm.engines import blas
 from forgellm.engines.base import SamplingParams
@@ -57,7 +58,7 @@ class MLXEngine:
             return "cpu"
         return "metal" if sys.platform == "darwin" else "gpu"
 
-    def load(self, info: "ModelInfo", adapter: "ModelInfo | None" = None) -> "MLXLoadedModel":
+    def load(self, info: ModelInfo, adapter: ModelInfo | None = None) -> MLXLoadedModel:
         blas.activate()
         import mlx.core as mx
         import mlx_lm
@@ -88,7 +89,7 @@ class MLXEngine:
 class MLXLoadedModel(LoadedModelBase):
     engine = "mlx"
 
-    def __init__(self, *, model: Any, wrapper: Any, info: "ModelInfo", adapter: "ModelInfo | None"):
+    def __init__(self, *, model: Any, wrapper: Any, info: ModelInfo, adapter: ModelInfo | None):
         super().__init__(info=info, adapter=adapter, tokenizer=wrapper._tokenizer)
         self.model = model
         self._wrapper = wrapper

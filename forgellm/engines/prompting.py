@@ -6,7 +6,8 @@ the model decides how a conversation is written, never a template of our own.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from jinja2 import TemplateError
 

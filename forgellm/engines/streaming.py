@@ -7,7 +7,8 @@ showing the beginning of a stop string that later completes.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 # Prompt tokens kept as left context, so the first generated token gets its leading space
 # (SentencePiece tokenizers drop it when a token is decoded alone).

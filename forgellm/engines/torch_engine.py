@@ -14,7 +14,8 @@ import inspect
 import logging
 import secrets
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from forgellm.engines.base import SamplingParams
 from forgellm.engines.loaded import LoadedModelBase, adapter_mismatch
@@ -55,7 +56,7 @@ class TorchEngine:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
-    def load(self, info: "ModelInfo", adapter: "ModelInfo | None" = None) -> "TorchLoadedModel":
+    def load(self, info: ModelInfo, adapter: ModelInfo | None = None) -> TorchLoadedModel:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -97,7 +98,7 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _attach_peft_adapter(model: Any, info: "ModelInfo", adapter: "ModelInfo") -> Any:
+def _attach_peft_adapter(model: Any, info: ModelInfo, adapter: ModelInfo) -> Any:
     """Wrap the model with a PEFT adapter; any mismatch becomes one `UserError` naming both."""
     if adapter.adapter_format != "peft":
         raise UserError(f"adapter {adapter.name} is in {adapter.adapter_format or 'an unknown'} format; the torch "
@@ -124,7 +125,7 @@ def _attach_peft_adapter(model: Any, info: "ModelInfo", adapter: "ModelInfo") ->
 class TorchLoadedModel(LoadedModelBase):
     engine = "torch"
 
-    def __init__(self, *, model: Any, info: "ModelInfo", adapter: "ModelInfo | None", tokenizer: Any, device: str,
+    def __init__(self, *, model: Any, info: ModelInfo, adapter: ModelInfo | None, tokenizer: Any, device: str,
                  cache_kwarg: str = "past_key_values"):
         super().__init__(info=info, adapter=adapter, tokenizer=tokenizer)
         self.model = model
@@ -184,8 +185,13 @@ class TorchLoadedModel(LoadedModelBase):
 
 def _logits_processors(params: SamplingParams) -> Any:
     """transformers' processors for the sampling parameters; an empty list when greedy and unpenalised."""
-    from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                              TopKLogitsWarper, TopPLogitsWarper)
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     processors = LogitsProcessorList()
     if params.repetition_penalty != 1.0:

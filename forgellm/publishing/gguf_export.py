@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -210,7 +211,7 @@ def _add_tokenizer(writer: Any, model_dir: Path, vocab_size: int) -> None:
 def export_into(model_dir: Path, folder: Path, *, name: str, dtype: str = "f16") -> dict[str, Any]:
     """``NAME-TYPE.gguf`` (verified) and an Ollama ``Modelfile`` into ``folder``, the model's own
     folder or an empty one; returns the verification numbers with the file names."""
-    from forgellm.publishing.ollama import modelfile, template_family, chat_template
+    from forgellm.publishing.ollama import chat_template, modelfile, template_family
 
     gguf_file = write_gguf(model_dir, folder / f"{name}-{dtype}.gguf", dtype=dtype, name=name)
     try:

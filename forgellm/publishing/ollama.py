@@ -74,7 +74,7 @@ def modelfile(model_dir: Path, gguf_name: str) -> str:
     config = json.loads((model_dir / "config.json").read_text())
     generation = model_dir / "generation_config.json"
     gen = json.loads(generation.read_text()) if generation.exists() else {}
-    lines = [f"# Ollama: ollama create NAME -f Modelfile && ollama run NAME", f"FROM ./{gguf_name}", ""]
+    lines = ["# Ollama: ollama create NAME -f Modelfile && ollama run NAME", f"FROM ./{gguf_name}", ""]
     if family is not None:
         lines += [f"# chat template: {family.name}, translated from the model's Jinja template",
                   f'TEMPLATE """{family.template}"""', ""]

@@ -15,9 +15,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 class Event(StrEnum):

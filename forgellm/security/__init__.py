@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from flask import Flask
 
+from forgellm.access import Roots
 from forgellm.security.auth import TOKEN_ENV, bind_policy, client_headers, generate_token, is_loopback, protect
 from forgellm.security.csrf import install_cross_site_protection
-from forgellm.access import Roots
 from forgellm.security.files import safe_delete
 from forgellm.security.limits import DEFAULT_MAX_BODY_BYTES, install_limits
 from forgellm.security.logs import configure_logging, install_request_logging, redact, register_secret

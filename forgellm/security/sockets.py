@@ -13,7 +13,8 @@ the checks of a state-changing request (same origin, loopback Host when bound to
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, current_app
 

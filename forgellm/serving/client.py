@@ -15,7 +15,8 @@ The server's JSON errors come back as the ForgeLLM errors they started as (400 `
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
@@ -48,7 +49,7 @@ class ServerClient:
         self._http = httpx.Client(base_url=self.base_url, headers=client_headers(token),
                                   timeout=httpx.Timeout(connect_timeout, read=None))
 
-    def __enter__(self) -> "ServerClient":
+    def __enter__(self) -> ServerClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

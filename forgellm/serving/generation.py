@@ -13,7 +13,8 @@ import itertools
 import json
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from flask import Response, request
 
@@ -54,7 +55,7 @@ class Generation:
         """Cancel the job if it is still running (the client left or the body was dropped)."""
         self._closer()
 
-    def collect(self) -> "Generation":
+    def collect(self) -> Generation:
         try:
             for _ in self:
                 pass

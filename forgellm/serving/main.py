@@ -122,7 +122,7 @@ class RunningServer:
         self._thread.join(timeout=10)
         self.app.extensions["forgellm.registry"].close()
 
-    def __enter__(self) -> "RunningServer":
+    def __enter__(self) -> RunningServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -12,8 +12,13 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from forgellm import __version__
-from forgellm.serving.schemas import (ChatCompletionRequest, CompletionRequest, GenerateRequest, LoadRequest,
-                                      UnloadRequest)
+from forgellm.serving.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    GenerateRequest,
+    LoadRequest,
+    UnloadRequest,
+)
 
 
 class ErrorDetail(BaseModel):

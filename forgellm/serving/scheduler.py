@@ -27,8 +27,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from forgellm.engines.base import Engine, GenerationChunk, LoadedModel, Message, PromptFormat, SamplingParams
 from forgellm.errors import ConflictError, ForgeError
@@ -69,7 +70,7 @@ class GenerationJob:
     request: GenerationRequest
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None  # when the worker took the job (submitted..started is queue time)
-    events: "queue.SimpleQueue[Any]" = field(default_factory=queue.SimpleQueue)
+    events: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Set when the request thread asks for the chunk after the first (or cancels the job).
     first_taken: threading.Event = field(default_factory=threading.Event)
@@ -163,7 +164,7 @@ class ModelWorker:
         self.last_used = time.time()
         self.error: BaseException | None = None
         self._memory_bytes: int | None = None
-        self._jobs: "queue.Queue[GenerationJob | None]" = queue.Queue()
+        self._jobs: queue.Queue[GenerationJob | None] = queue.Queue()
         self._running: GenerationJob | None = None
         self._closing = False
         self._lock = threading.Lock()  # guards _closing against a racing submit
@@ -173,11 +174,11 @@ class ModelWorker:
 
     # -------------------------------------------------------------- lifecycle
 
-    def start(self) -> "ModelWorker":
+    def start(self) -> ModelWorker:
         self._thread.start()
         return self
 
-    def wait_ready(self) -> "ModelWorker":
+    def wait_ready(self) -> ModelWorker:
         """Block until the model is loaded; re-raise the load error if it failed."""
         self._ready.wait()
         if self.error is not None:

@@ -93,7 +93,7 @@ class GenerateRequest(SamplingFields, _Body):
     adapter: ModelName | None = Field(None, description="With `model`: the adapter to apply.")
 
     @model_validator(mode="after")
-    def _one_prompt(self) -> "GenerateRequest":
+    def _one_prompt(self) -> GenerateRequest:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of `prompt` (a string) or `messages` (a list of turns)")
         if self.adapter is not None and self.model is None:
@@ -179,7 +179,7 @@ class ChatCompletionRequest(_OpenAISampling):
         return super().sampling_params(limit)
 
     @model_validator(mode="after")
-    def _supported(self) -> "ChatCompletionRequest":
+    def _supported(self) -> ChatCompletionRequest:
         if self.logprobs:
             raise ValueError("`logprobs` is not supported by this server")
         return self

@@ -15,13 +15,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from forgellm.jsonio import write_json_atomic
-from forgellm.runs.checkpoints import (BEST_FILE, STATE_FILE, checkpoint_name, read_best, step_checkpoints,
-                                       write_manifest)
-
+from forgellm.runs.checkpoints import (
+    BEST_FILE,
+    STATE_FILE,
+    checkpoint_name,
+    read_best,
+    step_checkpoints,
+    write_manifest,
+)
 
 # metric -> True when higher is better
 METRICS = {"val_loss": False, "qa_accuracy": True}

@@ -177,7 +177,7 @@ class TrainingConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainingConfig":
+    def _check(self) -> TrainingConfig:
         if self.num_layers == 0:
             raise ValueError("num_layers must be -1 (all layers) or at least 1")
         if not self.lora_target_modules:

@@ -17,8 +17,9 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

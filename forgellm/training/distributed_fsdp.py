@@ -34,7 +34,7 @@ class FsdpTrainable(TorchTrainable):
     collective_save = True  # every rank calls save_checkpoint/save_final (rank 0 with a folder, the others None)
     fuses_loss = False  # the output layer's weight is whole only inside the root module's forward()
 
-    def __init__(self, config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None):
+    def __init__(self, config: TrainingConfig, base: ModelInfo, adapter: ModelInfo | None = None):
         from torch.distributed.fsdp import fully_shard
 
         if config.fine_tune_type != "full" or adapter is not None:
@@ -61,8 +61,11 @@ class FsdpTrainable(TorchTrainable):
         """Already done: FSDP reduce-scattered the summed gradients during the backward pass."""
 
     def _gather(self, with_optimizer: bool) -> tuple[dict, dict | None]:
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         weights = get_model_state_dict(self.model, options=options)
@@ -82,8 +85,11 @@ class FsdpTrainable(TorchTrainable):
 
     def load_checkpoint(self, folder: Path) -> None:
         from safetensors.torch import load_file
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                             set_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
 
         weights: dict[str, torch.Tensor] = {}
         for file in sorted(folder.glob("*.safetensors")):

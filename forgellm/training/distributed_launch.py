@@ -255,9 +255,9 @@ def launch_training(*, config_file: str | None, sets: tuple[str, ...], resume: s
     """Validate the run here, launch its workers, and return the run folder once they are done.
 
     A fresh run gets its name now (``--set run_name=...``), so this process knows its folder."""
-    from forgellm.training.config import build_config, parse_overrides
     from forgellm.runs.layout import find_run
     from forgellm.runs.lock import refuse_if_held
+    from forgellm.training.config import build_config, parse_overrides
     from forgellm.training.run import load_run_config, resolve_models, run_folder
     from forgellm.workspace import Workspace
 

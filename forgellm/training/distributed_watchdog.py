@@ -17,8 +17,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from forgellm.training.distributed import Group
@@ -52,7 +53,7 @@ def watch_address(engine: str) -> tuple[str, int] | None:
     return None
 
 
-def start_watch(group: "Group") -> None:
+def start_watch(group: Group) -> None:
     """Connect every rank to rank 0 (a collective: all ranks call it)."""
     address = watch_address(group.engine)
     server = None

@@ -18,8 +18,8 @@ from forgellm.errors import EngineUnavailableError, UserError
 
 if TYPE_CHECKING:
     from forgellm.models.resolve import ModelInfo
-    from forgellm.training.distributed import Group
     from forgellm.training.config import TrainingConfig
+    from forgellm.training.distributed import Group
 
 
 class Trainable(Protocol):
@@ -40,7 +40,7 @@ class Trainable(Protocol):
         seed from (config seed, step), so a resumed run draws the same numbers as an uninterrupted one."""
         ...
 
-    def sum_gradients(self, group: "Group") -> None:
+    def sum_gradients(self, group: Group) -> None:
         """Replace the accumulated gradients by their sum over the workers of ``group`` (data parallel)."""
         ...
 
@@ -80,7 +80,7 @@ def process_peak_rss_bytes() -> int:
 QLORA_GROUP_SIZE = 64  # mlx: weights per scale when `quantization` quantizes the base in memory
 
 
-def check_quantization(config: "TrainingConfig", base: "ModelInfo") -> None:
+def check_quantization(config: TrainingConfig, base: ModelInfo) -> None:
     """Before the run folder exists: can this engine train adapters on this (quantized) base?"""
     engine = config.resolved_engine()
     if engine == "torch" and "quantization" in base.extra:
@@ -102,7 +102,7 @@ def check_quantization(config: "TrainingConfig", base: "ModelInfo") -> None:
                         f"pip install bitsandbytes")
 
 
-def create_trainable(config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None) -> Trainable:
+def create_trainable(config: TrainingConfig, base: ModelInfo, adapter: ModelInfo | None = None) -> Trainable:
     """The trainable of ``config.resolved_engine()``: ``base`` model, optionally with an adapter to keep training."""
     engine = config.resolved_engine()
     if engine == "torch" and config.fsdp:
@@ -125,7 +125,7 @@ def create_trainable(config: "TrainingConfig", base: "ModelInfo", adapter: "Mode
     raise UserError(f"unknown engine {engine!r}; expected torch or mlx")
 
 
-def top_layers(config: "TrainingConfig", total: int) -> list[int]:
+def top_layers(config: TrainingConfig, total: int) -> list[int]:
     """Indices of the blocks to train: the top ``num_layers`` (all for -1)."""
     if config.num_layers > total:
         raise UserError(f"num_layers={config.num_layers} asks to train {config.num_layers} layers, "

@@ -20,9 +20,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -140,7 +141,7 @@ class StopFlag:
 def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequences, val_data: TokenSequences,
           store: CheckpointStore, callbacks: list[Callback], *, state: LoopState | None = None,
           stop: StopFlag | None = None, group: Group = SINGLE, finish: Callable[[], None] | None = None,
-          changed: dict[str, Any] | None = None, qa: "QASet | None" = None) -> LoopState:
+          changed: dict[str, Any] | None = None, qa: QASet | None = None) -> LoopState:
     """Train for ``config.max_iterations`` steps or ``config.num_epochs`` epochs, until early stopping,
     a stop request or divergence. With ``qa`` every evaluation also answers its questions greedily
     (every rank answers them all, so no collective is needed; rank 0 reports).

@@ -39,7 +39,7 @@ class MlxTrainable:
     # layers have no switch to turn the adapter off).
     reference_from_adapter_off = False
 
-    def __init__(self, config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None):
+    def __init__(self, config: TrainingConfig, base: ModelInfo, adapter: ModelInfo | None = None):
         mx.random.seed(config.seed)
         model, _ = load_model(Path(base.path))
         model.freeze()
@@ -99,7 +99,7 @@ class MlxTrainable:
 
         self._update = update
 
-    def _continue_adapter(self, model: nn.Module, adapter: "ModelInfo") -> dict:
+    def _continue_adapter(self, model: nn.Module, adapter: ModelInfo) -> dict:
         if adapter.adapter_format != "mlx":
             raise UserError(f"{adapter.name} is a {adapter.adapter_format} adapter; continue it with engine: "
                             f"{adapter.adapter_format}, or start from a fused model")
@@ -154,7 +154,7 @@ class MlxTrainable:
             self.model.train()
 
     # --- preference pairs (`forgellm.training.preference`) -----------------------------------
-    def _pair_arrays(self, batch: "PairBatch") -> tuple[mx.array, mx.array, mx.array | None]:
+    def _pair_arrays(self, batch: PairBatch) -> tuple[mx.array, mx.array, mx.array | None]:
         n, length = batch.tokens.shape[0], batch.tokens.shape[2]
         mask = batch.mask.reshape(2 * n, length)
         used = int(np.flatnonzero(mask.any(axis=0)).max(initial=1)) + 1  # right padding: cut it off
@@ -167,7 +167,7 @@ class MlxTrainable:
         return (mx.array(np.asarray(tokens, dtype=np.int32)), mx.array(np.asarray(mask[:, :used], dtype=np.float32)),
                 reference)
 
-    def pair_backward(self, batch: "PairBatch", loss_scale: float) -> np.ndarray:
+    def pair_backward(self, batch: PairBatch, loss_scale: float) -> np.ndarray:
         x, m, reference = self._pair_arrays(batch)
         (_, (loss_sum, metrics)), grads = self._pair_loss_and_grad(self.model, x, m, reference,
                                                                    mx.array(loss_scale, dtype=mx.float32))
@@ -175,7 +175,7 @@ class MlxTrainable:
         mx.eval(loss_sum, metrics, self._grads)
         return np.concatenate([[loss_sum.item()], np.array(metrics.sum(axis=0))]).astype(np.float64)
 
-    def pair_eval(self, batch: "PairBatch") -> np.ndarray:
+    def pair_eval(self, batch: PairBatch) -> np.ndarray:
         self.model.eval()
         try:
             x, m, reference = self._pair_arrays(batch)

@@ -58,7 +58,7 @@ class PreferenceSettings:
     simpo_gamma: float
 
     @classmethod
-    def of(cls, config: "TrainingConfig") -> "PreferenceSettings | None":
+    def of(cls, config: TrainingConfig) -> PreferenceSettings | None:
         if config.training_type != "preference":
             return None
         loss = config.preference_loss
@@ -84,11 +84,11 @@ class TokenObjective:
 
     tokens = units
 
-    def backward(self, trainable: "Trainable", batch: tuple[np.ndarray, np.ndarray], loss_scale: float) -> np.ndarray:
+    def backward(self, trainable: Trainable, batch: tuple[np.ndarray, np.ndarray], loss_scale: float) -> np.ndarray:
         loss_sum, _ = trainable.forward_backward(batch[0], batch[1], loss_scale)
         return np.array([loss_sum])
 
-    def evaluate(self, trainable: "Trainable", data: TokenSequences, rows: slice) -> tuple[np.ndarray, int]:
+    def evaluate(self, trainable: Trainable, data: TokenSequences, rows: slice) -> tuple[np.ndarray, int]:
         loss_sum, count = trainable.eval_loss(np.asarray(data.tokens[rows]), np.asarray(data.mask[rows]))
         return np.array([loss_sum]), count
 
@@ -106,15 +106,15 @@ class PreferenceObjective:
     def tokens(batch: PairBatch) -> int:
         return int(batch.mask[:, :, 1:].sum(dtype=np.int64))
 
-    def backward(self, trainable: "Trainable", batch: PairBatch, loss_scale: float) -> np.ndarray:
+    def backward(self, trainable: Trainable, batch: PairBatch, loss_scale: float) -> np.ndarray:
         return trainable.pair_backward(batch, loss_scale)
 
-    def evaluate(self, trainable: "Trainable", data: PreferencePairs, rows: slice) -> tuple[np.ndarray, int]:
+    def evaluate(self, trainable: Trainable, data: PreferencePairs, rows: slice) -> tuple[np.ndarray, int]:
         batch = data.rows(rows)
         return trainable.pair_eval(batch), len(batch.tokens)
 
 
-def objective_for(config: "TrainingConfig") -> TokenObjective | PreferenceObjective:
+def objective_for(config: TrainingConfig) -> TokenObjective | PreferenceObjective:
     return PreferenceObjective() if config.training_type == "preference" else TokenObjective()
 
 
@@ -124,7 +124,7 @@ def named_means(objective: TokenObjective | PreferenceObjective, sums: np.ndarra
     return {f"{prefix}{name}": float(value) / max(units, 1) for name, value in zip(objective.metrics, sums[1:])}
 
 
-def check_data(config: "TrainingConfig", train: Any) -> None:
+def check_data(config: TrainingConfig, train: Any) -> None:
     """Preference training needs preference pairs, and pairs need preference training."""
     is_pairs = isinstance(train, PreferencePairs)
     if (config.training_type == "preference") != is_pairs:
@@ -136,7 +136,7 @@ def check_data(config: "TrainingConfig", train: Any) -> None:
 
 # --- the stored reference (full fine-tuning, continued adapters, mlx) --------------------------
 
-def reference_key(config: "TrainingConfig", base_path: Path, adapter_path: Path | None) -> str:
+def reference_key(config: TrainingConfig, base_path: Path, adapter_path: Path | None) -> str:
     """What the stored reference log-probabilities depend on besides the data: the starting weights."""
     parts: list[Any] = [config.resolved_engine()]
     for folder in (base_path, adapter_path):
@@ -147,8 +147,8 @@ def reference_key(config: "TrainingConfig", base_path: Path, adapter_path: Path 
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def reference_logps(trainable: "Trainable", data: PreferencePairs, folder: Path, split: str, key: str,
-                    batch_size: int, group: "Group") -> PreferencePairs:
+def reference_logps(trainable: Trainable, data: PreferencePairs, folder: Path, split: str, key: str,
+                    batch_size: int, group: Group) -> PreferencePairs:
     """``data`` with the reference model's summed log-probabilities of every response: read from
     ``folder/reference-<key>/<split>.npy`` or computed now by the trainable (before any step) and
     written there. With several workers, rank 0 computes and writes, the others wait and read."""

@@ -26,10 +26,23 @@ from forgellm.errors import ConflictError, NotFoundError, UserError
 from forgellm.models.resolve import ModelInfo, resolve, resolve_adapter
 from forgellm.runs.checkpoints import resume_point, write_manifest
 from forgellm.runs.events import Event, make_event
-from forgellm.runs.layout import (CONFIG_FILE, DATA_STATS_FILE, FINAL_DIR, FINAL_STAGING_DIR, LOCK_FILE, LOG_FILE,
-                                  METRICS_FILE, RUN_MARKER, STATUS_FILE, find_run, is_run, read_config, run_kind)
+from forgellm.runs.layout import (
+    CONFIG_FILE,
+    DATA_STATS_FILE,
+    FINAL_DIR,
+    FINAL_STAGING_DIR,
+    LOCK_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    RUN_MARKER,
+    STATUS_FILE,
+    find_run,
+    is_run,
+    read_config,
+    run_kind,
+)
 from forgellm.runs.lock import RunLock
-from forgellm.training.callbacks import MLflow, MetricsFile, Progress, StatusFile, TensorBoard, check_mlflow_store
+from forgellm.training.callbacks import MetricsFile, MLflow, Progress, StatusFile, TensorBoard, check_mlflow_store
 from forgellm.training.checkpoints import CheckpointStore, read_state
 from forgellm.training.config import TrainingConfig, validate_config
 from forgellm.training.distributed import Group, ignore_stop_signals, init_group, lost_worker_error

@@ -36,7 +36,7 @@ OPTIMIZER_FILE = "optimizer.pt"
 PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "smollm3", "olmo2"})
 
 
-def _qlora_kwargs(config: "TrainingConfig") -> dict:
+def _qlora_kwargs(config: TrainingConfig) -> dict:
     """``quantization: 4bit|8bit``: bitsandbytes (CUDA only; `check_quantization` refused it otherwise)."""
     if config.quantization == "none":
         return {}
@@ -66,7 +66,7 @@ class TorchTrainable:
     engine = "torch"
     fuses_loss = True  # the sharded trainable sets False: FSDP unshards the output layer only inside forward()
 
-    def __init__(self, config: "TrainingConfig", base: "ModelInfo", adapter: "ModelInfo | None" = None):
+    def __init__(self, config: TrainingConfig, base: ModelInfo, adapter: ModelInfo | None = None):
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
@@ -156,7 +156,7 @@ class TorchTrainable:
             return self.model
         return self._causal_lm.get_decoder()
 
-    def _continue_adapter(self, model, adapter: "ModelInfo"):
+    def _continue_adapter(self, model, adapter: ModelInfo):
         from peft import PeftModel
 
         if adapter.adapter_format != "peft":
@@ -208,7 +208,7 @@ class TorchTrainable:
                      .view_as(weights) * weights).sum(dim=1)
         return sums, weights.sum(dim=1)
 
-    def _pairs(self, batch: "PairBatch", network) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pairs(self, batch: PairBatch, network) -> tuple[torch.Tensor, torch.Tensor]:
         n, length = batch.tokens.shape[0], batch.tokens.shape[2]
         tokens, mask = batch.tokens.reshape(2 * n, length), batch.mask.reshape(2 * n, length)
         reference = None
@@ -223,7 +223,7 @@ class TorchTrainable:
         logps, counts = self._sequence_logps(tokens, mask, network)
         return pair_losses(self.preference, logps.view(n, 2), counts.view(n, 2), reference)
 
-    def pair_backward(self, batch: "PairBatch", loss_scale: float) -> np.ndarray:
+    def pair_backward(self, batch: PairBatch, loss_scale: float) -> np.ndarray:
         """Add ``loss_scale * d(sum of the pairs' losses)/d(params)``; return the sums of `METRICS`."""
         if self._train_forward is None:
             self._train_forward = self._compiled() if self.config.compile else self._network
@@ -233,7 +233,7 @@ class TorchTrainable:
         return np.concatenate([[loss_sum.item()], metrics.sum(dim=0).cpu().numpy()]).astype(np.float64)
 
     @torch.no_grad()
-    def pair_eval(self, batch: "PairBatch") -> np.ndarray:
+    def pair_eval(self, batch: PairBatch) -> np.ndarray:
         self.model.eval()
         try:
             losses, metrics = self._pairs(batch, None)

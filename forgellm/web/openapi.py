@@ -8,7 +8,8 @@ its body and query; :func:`build` walks the app's URL map so no endpoint can be 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 from pydantic import BaseModel

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from forgellm.data.cleaning import normalize_text
 from forgellm.data.pipeline import row_text

@@ -31,7 +31,7 @@ class SynthesisOptions:
     min_grounding: float = 0.8  # share of an answer's content words that must be in its chunk
     sampling: Sampling = Sampling()
 
-    def check(self) -> "SynthesisOptions":
+    def check(self) -> SynthesisOptions:
         """Raise `UserError` naming the first option out of range, or an --out that would be read as input."""
         if self.questions_per_chunk < 0 or self.paraphrases < 0 or self.questions_per_chunk + self.paraphrases == 0:
             raise UserError("--questions-per-chunk and --paraphrases must be >= 0, and one of them > 0")

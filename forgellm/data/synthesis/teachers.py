@@ -51,7 +51,7 @@ def is_url(teacher: str) -> bool:
     return teacher.startswith(("http://", "https://"))
 
 
-def open_teacher(teacher: str, *, workspace: "Workspace", engine: str | None = None, model: str | None = None,
+def open_teacher(teacher: str, *, workspace: Workspace, engine: str | None = None, model: str | None = None,
                  api_key_env: str | None = None, timeout: float = 300.0) -> Teacher:
     """The teacher ``--teacher`` names: a URL is an OpenAI-compatible endpoint, anything else a model."""
     if is_url(teacher):
@@ -73,7 +73,7 @@ def open_teacher(teacher: str, *, workspace: "Workspace", engine: str | None = N
 class ModelTeacher:
     """A model loaded in this process by one of the engines."""
 
-    def __init__(self, loaded: "LoadedModel"):
+    def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
         self.name = loaded.info.name
 
