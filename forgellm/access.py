@@ -51,8 +51,7 @@ class Roots:
     layout: tuple[Path, ...] = ()
 
     @classmethod
-    def of(cls, workspace: Workspace, environ: Mapping[str, str] | None = None,
-           listed: str | None = None) -> Roots:
+    def of(cls, workspace: Workspace, environ: Mapping[str, str] | None = None, listed: str | None = None) -> Roots:
         """The roots of ``workspace``; ``listed`` (default ``$FORGELLM_ROOTS``) adds folders.
 
         Raises UserError for a listed root that is not an absolute path.
@@ -67,21 +66,28 @@ class Roots:
                 continue
             path = Path(entry).expanduser()
             if not path.is_absolute():
-                raise UserError(f"{ROOTS_ENV} entry {entry!r} is not an absolute path; list absolute folders "
-                                f"separated by {os.pathsep!r}, e.g. {ROOTS_ENV}=/data/corpora{os.pathsep}/scratch/runs")
+                raise UserError(
+                    f"{ROOTS_ENV} entry {entry!r} is not an absolute path; list absolute folders "
+                    f"separated by {os.pathsep!r}, e.g. {ROOTS_ENV}=/data/corpora{os.pathsep}/scratch/runs"
+                )
             roots.append(path.resolve())
         root = workspace.root.resolve()
-        layout = tuple(dict.fromkeys(p.resolve() for p in (workspace.models_dir, workspace.dataset_dir,
-                                                             workspace.data_dir) if p.is_symlink()))
-        return cls(workspace=root, listed=tuple(dict.fromkeys(roots)), model_cache=hf_cache_dir().resolve(),
-                   layout=layout)
+        layout = tuple(
+            dict.fromkeys(
+                p.resolve() for p in (workspace.models_dir, workspace.dataset_dir, workspace.data_dir) if p.is_symlink()
+            )
+        )
+        return cls(
+            workspace=root, listed=tuple(dict.fromkeys(roots)), model_cache=hf_cache_dir().resolve(), layout=layout
+        )
 
     def allowed(self, access: Access) -> tuple[Path, ...]:
         roots = (self.workspace, *self.layout, *self.listed)
         return (*roots, self.model_cache) if access == "model" and self.model_cache else roots
 
-    def contain(self, path: Path, field: str, access: Access, *, given: str | None = None,
-                within: Path | None = None) -> Path:
+    def contain(
+        self, path: Path, field: str, access: Access, *, given: str | None = None, within: Path | None = None
+    ) -> Path:
         """``path`` resolved, if it lies inside the roots for ``access`` (or inside ``within``).
 
         AccessError (403) naming ``field`` otherwise; ``given`` is the caller's own value, the
@@ -91,18 +97,25 @@ class Roots:
         try:
             resolved = path.resolve()
         except (OSError, RuntimeError, ValueError):  # a symlink loop, a name the file system refuses
-            raise UserError(f"{field}: {shown} cannot be resolved; use a plain path inside the workspace",
-                            field=field) from None
+            raise UserError(
+                f"{field}: {shown} cannot be resolved; use a plain path inside the workspace", field=field
+            ) from None
         roots = (within.resolve(),) if within is not None else self.allowed(access)
         if any(resolved == root or root in resolved.parents for root in roots):
             return resolved
         if within is not None:
             where = "its folder"
         else:
-            where = "the workspace" + (", the Hugging Face cache" if access == "model" else "") + \
-                f" or a folder listed in {ROOTS_ENV}"
-        raise AccessError(f"{field}: {shown} is outside {where}; requests may only reach those "
-                          f"(the server's user can add a folder to {ROOTS_ENV})", field=field)
+            where = (
+                "the workspace"
+                + (", the Hugging Face cache" if access == "model" else "")
+                + f" or a folder listed in {ROOTS_ENV}"
+            )
+        raise AccessError(
+            f"{field}: {shown} is outside {where}; requests may only reach those "
+            f"(the server's user can add a folder to {ROOTS_ENV})",
+            field=field,
+        )
 
 
 def check_name(value: str, field: str, *, kinds: tuple[str, ...] | None = None) -> str:
@@ -112,11 +125,11 @@ def check_name(value: str, field: str, *, kinds: tuple[str, ...] | None = None) 
         if len(parts) != 1:
             raise UserError(f"{field}: {value!r} must be a single name, without '/'", field=field)
     elif len(parts) != 2:
-        raise UserError(f"{field}: {value!r} must be <kind>/<name> with kind one of {', '.join(kinds)}",
-                        field=field)
+        raise UserError(f"{field}: {value!r} must be <kind>/<name> with kind one of {', '.join(kinds)}", field=field)
     elif parts[0] not in kinds:  # e.g. base/<model> where only runs may be named: not allowed, not malformed
-        raise AccessError(f"{field}: {value!r} is not allowed here; only {', '.join(k + '/<name>' for k in kinds)}",
-                          field=field)
+        raise AccessError(
+            f"{field}: {value!r} is not allowed here; only {', '.join(k + '/<name>' for k in kinds)}", field=field
+        )
     return value
 
 
@@ -124,20 +137,28 @@ def components(value: str, field: str) -> list[str]:
     """The '/'-separated components of a relative request path; refuses anything that could climb."""
     _check_text(value, field)
     if value.startswith("/"):
-        raise UserError(f"{field}: {value!r} is absolute; give a name or a path relative to the workspace",
-                        field=field)
+        raise UserError(f"{field}: {value!r} is absolute; give a name or a path relative to the workspace", field=field)
     parts = value.split("/")
     for part in parts:
         if part in ("", ".", ".."):
-            raise AccessError(f"{field}: {value!r} has an empty, '.' or '..' component; name the folder itself",
-                              field=field)
+            raise AccessError(
+                f"{field}: {value!r} has an empty, '.' or '..' component; name the folder itself", field=field
+            )
         if part.startswith("~") or "\\" in part:
             raise UserError(f"{field}: {value!r} may not start with '~' or contain a backslash", field=field)
     return parts
 
 
-def request_path(value: str, field: str, roots: Roots, access: Access, *, base: Path | None = None,
-                 within: Path | None = None, relative_only: bool = False) -> Path:
+def request_path(
+    value: str,
+    field: str,
+    roots: Roots,
+    access: Access,
+    *,
+    base: Path | None = None,
+    within: Path | None = None,
+    relative_only: bool = False,
+) -> Path:
     """A path from a request, resolved and confined (see the module docstring).
 
     Relative paths are taken from ``base`` (default the workspace); ``within`` narrows the

@@ -55,8 +55,13 @@ class Workspace:
 
     def ensure(self) -> Workspace:
         """Create the layout if it is missing; cheap to call repeatedly."""
-        for path in (self.dataset_dir, self.data_dir, self.configs_dir, self.logs_dir,
-                     *(self.models(kind) for kind in MODEL_KINDS)):
+        for path in (
+            self.dataset_dir,
+            self.data_dir,
+            self.configs_dir,
+            self.logs_dir,
+            *(self.models(kind) for kind in MODEL_KINDS),
+        ):
             path.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -79,17 +84,22 @@ class Workspace:
         if "\x00" in text:
             raise UserError("the path contains a NUL character; send a plain relative path")
         if len(text.encode("utf-8", "surrogatepass")) > PATH_MAX or any(
-                len(part.encode("utf-8", "surrogatepass")) > NAME_MAX for part in Path(text).parts):
-            raise UserError(f"the path is too long (at most {NAME_MAX} bytes a name, {PATH_MAX} in all); "
-                            "use a shorter path inside the workspace")
+            len(part.encode("utf-8", "surrogatepass")) > NAME_MAX for part in Path(text).parts
+        ):
+            raise UserError(
+                f"the path is too long (at most {NAME_MAX} bytes a name, {PATH_MAX} in all); "
+                "use a shorter path inside the workspace"
+            )
         candidate = Path(text)
         try:
             resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
         except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, name too long, unencodable name
-            raise UserError(f"path {text!r} cannot be resolved ({exc.__class__.__name__}); "
-                            "use a plain path inside the workspace") from None
+            raise UserError(
+                f"path {text!r} cannot be resolved ({exc.__class__.__name__}); use a plain path inside the workspace"
+            ) from None
         if resolved != base and base not in resolved.parents:
             # The message never shows the resolved folders: it may answer an HTTP request.
-            raise AccessError(f"path {text!r} leads outside {'its folder' if within else 'the workspace'}; "
-                              "use a path inside it")
+            raise AccessError(
+                f"path {text!r} leads outside {'its folder' if within else 'the workspace'}; use a path inside it"
+            )
         return resolved

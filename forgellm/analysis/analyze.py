@@ -120,7 +120,7 @@ def window_fit(losses: np.ndarray) -> tuple[float, float, float]:
 def _recent(metrics: RunMetrics, step: int) -> np.ndarray:
     train = metrics.train
     upto = int(np.searchsorted(train.step, step, side="right"))
-    return train["loss"][max(0, upto - WINDOW):upto]
+    return train["loss"][max(0, upto - WINDOW) : upto]
 
 
 def score_checkpoints(metrics: RunMetrics) -> list[CheckpointScore]:
@@ -139,10 +139,25 @@ def score_checkpoints(metrics: RunMetrics) -> list[CheckpointScore]:
     for ckpt, val, train_loss, noise, drift in rows:
         loss = val if use_val and val is not None else (train_loss if not use_val else float("nan"))
         gap = max(0.0, (loss - train_loss) / loss) if use_val and np.isfinite(loss) and np.isfinite(train_loss) else 0.0
-        score = (loss / reference - 1 if np.isfinite(loss) and reference else float("inf")) \
-            + W_GAP * gap + W_INSTABILITY * noise + W_UNCONVERGED * drift
-        scored.append(CheckpointScore(ckpt.step, ckpt.name, ckpt.exists, val if use_val else None,
-                                      _none_if_nan(train_loss), gap, noise, drift, float(score)))
+        score = (
+            (loss / reference - 1 if np.isfinite(loss) and reference else float("inf"))
+            + W_GAP * gap
+            + W_INSTABILITY * noise
+            + W_UNCONVERGED * drift
+        )
+        scored.append(
+            CheckpointScore(
+                ckpt.step,
+                ckpt.name,
+                ckpt.exists,
+                val if use_val else None,
+                _none_if_nan(train_loss),
+                gap,
+                noise,
+                drift,
+                float(score),
+            )
+        )
     return scored
 
 
@@ -187,19 +202,24 @@ def overfitting_onset(metrics: RunMetrics) -> int | None:
 def throughput(metrics: RunMetrics) -> dict[str, float | None]:
     """Mean, first-half and last-tenth median tokens per second (the first steps warm up and are skipped)."""
     tps = metrics.train["tokens_per_second"]
-    tps = tps[np.isfinite(tps)][min(3, len(tps) // 10):] if len(tps) else tps
+    tps = tps[np.isfinite(tps)][min(3, len(tps) // 10) :] if len(tps) else tps
     if len(tps) == 0:
         return {"mean": None, "early": None, "late": None, "min": None, "max": None}
     tail = max(1, len(tps) // 10)
-    return {"mean": float(np.mean(tps)), "early": float(np.median(tps[: max(1, len(tps) // 2)])),
-            "late": float(np.median(tps[-tail:])), "min": float(np.min(tps)), "max": float(np.max(tps))}
+    return {
+        "mean": float(np.mean(tps)),
+        "early": float(np.median(tps[: max(1, len(tps) // 2)])),
+        "late": float(np.median(tps[-tail:])),
+        "min": float(np.min(tps)),
+        "max": float(np.max(tps)),
+    }
 
 
 def analyze(metrics: RunMetrics) -> Analysis:
     """The whole analysis of one run."""
     losses = metrics.train["loss"]
     finite = losses[np.isfinite(losses)]
-    tail = losses[-max(WINDOW, len(losses) // 4):] if len(losses) else losses
+    tail = losses[-max(WINDOW, len(losses) // 4) :] if len(losses) else losses
     _, noise, _ = window_fit(tail)
     has_noise = int(np.isfinite(tail).sum()) >= 3
     val = metrics.evals["val_loss"]
@@ -218,8 +238,15 @@ def analyze(metrics: RunMetrics) -> Analysis:
         checkpoints=scores,
         overfitting_onset=overfitting_onset(metrics),
         noise=noise if has_noise else None,
-        stability=("unknown" if not has_noise else "stable" if noise < NOISE_MODERATE
-                   else "moderate" if noise < NOISE_HIGH else "noisy"),
+        stability=(
+            "unknown"
+            if not has_noise
+            else "stable"
+            if noise < NOISE_MODERATE
+            else "moderate"
+            if noise < NOISE_HIGH
+            else "noisy"
+        ),
         throughput=throughput(metrics),
     )
     analysis.recommendations = [r for rule in RULES if (r := rule(metrics, analysis)) is not None]
@@ -227,6 +254,7 @@ def analyze(metrics: RunMetrics) -> Analysis:
 
 
 # --- recommendation rules: (metrics, analysis) -> Recommendation | None ---------------------------
+
 
 def rule_overfitting(metrics: RunMetrics, analysis: Analysis) -> Recommendation | None:
     onset = analysis.overfitting_onset
@@ -237,19 +265,24 @@ def rule_overfitting(metrics: RunMetrics, analysis: Analysis) -> Recommendation 
     best_step = int(metrics.evals.step[before][np.nanargmin(val[before])]) if before.any() else onset
     last = float(val[np.isfinite(val)][-1])
     return Recommendation(
-        "overfitting", "warning",
+        "overfitting",
+        "warning",
         f"Validation loss rose after step {best_step} (from {np.nanmin(val[before]) if before.any() else last:.4f} "
         f"to {last:.4f} at the end): stop there - publish the checkpoint nearest step {best_step} - "
-        f"or lower the learning rate / add more data.", best_step)
+        f"or lower the learning rate / add more data.",
+        best_step,
+    )
 
 
 def rule_noisy(metrics: RunMetrics, analysis: Analysis) -> Recommendation | None:
     if analysis.noise is None or analysis.noise < NOISE_HIGH:
         return None
     return Recommendation(
-        "noisy_loss", "warning",
+        "noisy_loss",
+        "warning",
         f"Training loss is noisy ({analysis.noise:.0%} variation around its trend over the last steps): "
-        f"raise batch_size or grad_accumulation_steps, or lower the learning rate.")
+        f"raise batch_size or grad_accumulation_steps, or lower the learning rate.",
+    )
 
 
 def rule_still_improving(metrics: RunMetrics, analysis: Analysis) -> Recommendation | None:
@@ -259,9 +292,12 @@ def rule_still_improving(metrics: RunMetrics, analysis: Analysis) -> Recommendat
     if drop is None or drop < STILL_FALLING:
         return None
     return Recommendation(
-        "still_improving", "info",
+        "still_improving",
+        "info",
         f"Loss was still falling at the end ({drop:.1%} lower over the last {span} steps): "
-        f"train longer (raise max_iterations) to gain more.", analysis.steps_done)
+        f"train longer (raise max_iterations) to gain more.",
+        analysis.steps_done,
+    )
 
 
 def _late_drop(metrics: RunMetrics) -> tuple[float | None, int]:
@@ -289,17 +325,22 @@ def rule_diverged(metrics: RunMetrics, analysis: Analysis) -> Recommendation | N
     losses = metrics.train["loss"]
     if len(losses) < WINDOW:
         return None
-    head, tail = losses[: WINDOW // 2], losses[-(WINDOW // 2):]
+    head, tail = losses[: WINDOW // 2], losses[-(WINDOW // 2) :]
     bad_values = bool((~np.isfinite(losses)).any())
     rose = np.isfinite(head).any() and np.isfinite(tail).any() and np.nanmean(tail) > 1.1 * np.nanmean(head)
     if not bad_values and not rose:
         return None
-    what = "became NaN or infinite" if bad_values else (
-        f"ended higher than it started ({np.nanmean(tail):.3f} vs {np.nanmean(head):.3f})")
+    what = (
+        "became NaN or infinite"
+        if bad_values
+        else (f"ended higher than it started ({np.nanmean(tail):.3f} vs {np.nanmean(head):.3f})")
+    )
     return Recommendation(
-        "diverged", "warning",
+        "diverged",
+        "warning",
         f"Training loss {what}: the run diverged. Lower the learning rate (halve it), keep "
-        f"max_grad_norm clipping on, and check the data for broken samples.")
+        f"max_grad_norm clipping on, and check the data for broken samples.",
+    )
 
 
 def rule_plateau(metrics: RunMetrics, analysis: Analysis) -> Recommendation | None:
@@ -319,10 +360,12 @@ def rule_plateau(metrics: RunMetrics, analysis: Analysis) -> Recommendation | No
         return None
     step = int(steps[reached + WINDOW - 1])
     return Recommendation(
-        "plateau", "info",
+        "plateau",
+        "info",
         f"Loss reached its final level around step {step} of {int(steps[-1])} and stayed flat: more steps "
         f"of the same will not help; fewer steps save time, or try a higher learning rate or more varied data.",
-        step)
+        step,
+    )
 
 
 def rule_generalisation_gap(metrics: RunMetrics, analysis: Analysis) -> Recommendation | None:
@@ -334,18 +377,22 @@ def rule_generalisation_gap(metrics: RunMetrics, analysis: Analysis) -> Recommen
     if v <= 0 or (v - t) / v < GAP_HIGH:
         return None
     return Recommendation(
-        "generalisation_gap", "warning",
+        "generalisation_gap",
+        "warning",
         f"Validation loss ({v:.3f}) is {(v - t) / v:.0%} above training loss ({t:.3f}): the model memorises "
-        f"its training data. Add data, raise lora_dropout or weight_decay, or train fewer steps.")
+        f"its training data. Add data, raise lora_dropout or weight_decay, or train fewer steps.",
+    )
 
 
 def rule_no_validation(metrics: RunMetrics, analysis: Analysis) -> Recommendation | None:
     if len(metrics.train) == 0 or np.isfinite(metrics.evals["val_loss"]).any():
         return None
     return Recommendation(
-        "no_validation", "info",
+        "no_validation",
+        "info",
         "No validation loss was recorded: the best checkpoint is chosen on training loss only. "
-        "Keep a validation_split and a steps_per_eval below max_iterations.")
+        "Keep a validation_split and a steps_per_eval below max_iterations.",
+    )
 
 
 def rule_throughput_drop(metrics: RunMetrics, analysis: Analysis) -> Recommendation | None:
@@ -355,9 +402,11 @@ def rule_throughput_drop(metrics: RunMetrics, analysis: Analysis) -> Recommendat
     memory = metrics.train["peak_memory_gb"]
     note = f" (peak memory {np.nanmax(memory):.1f} GB)" if np.isfinite(memory).any() else ""
     return Recommendation(
-        "throughput_drop", "warning",
+        "throughput_drop",
+        "warning",
         f"Throughput fell from {early:.0f} to {late:.0f} tokens/s during the run{note}: the machine may be "
-        f"swapping or throttling. Lower batch_size or max_seq_length, or turn on grad_checkpointing.")
+        f"swapping or throttling. Lower batch_size or max_seq_length, or turn on grad_checkpointing.",
+    )
 
 
 #: Fall of the chosen responses' mean log-probability per token (nats) that counts as a collapse.
@@ -379,14 +428,25 @@ def rule_chosen_collapse(metrics: RunMetrics, analysis: Analysis) -> Recommendat
         return None
     onset = int(steps[int(np.argmax(chosen < chosen_start - CHOSEN_COLLAPSE))])
     return Recommendation(
-        "chosen_logps_collapse", "warning",
+        "chosen_logps_collapse",
+        "warning",
         f"The loss fell ({loss_start:.4f} -> {loss_end:.4f}) while the chosen responses' log-probability fell from "
         f"{chosen_start:.2f} to {chosen_end:.2f} per token: the margin is won by making both responses unlikely, "
         f"and the model is unlearning the good answers too. Lower learning_rate, raise beta (dpo), or use "
-        f"preference_loss: orpo, which also trains on the chosen responses.", onset)
+        f"preference_loss: orpo, which also trains on the chosen responses.",
+        onset,
+    )
 
 
 Rule = Callable[[RunMetrics, Analysis], "Recommendation | None"]
-RULES: tuple[Rule, ...] = (rule_diverged, rule_overfitting, rule_generalisation_gap, rule_noisy,
-                           rule_still_improving, rule_plateau, rule_no_validation, rule_throughput_drop,
-                           rule_chosen_collapse)
+RULES: tuple[Rule, ...] = (
+    rule_diverged,
+    rule_overfitting,
+    rule_generalisation_gap,
+    rule_noisy,
+    rule_still_improving,
+    rule_plateau,
+    rule_no_validation,
+    rule_throughput_drop,
+    rule_chosen_collapse,
+)

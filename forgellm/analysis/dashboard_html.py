@@ -97,8 +97,10 @@ def chart_js() -> str:
     try:
         return CHART_JS.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RuntimeError(f"Chart.js is missing from this ForgeLLM install ({CHART_JS}: {exc.strerror}); "
-                           f"reinstall ForgeLLM or use --format png") from None
+        raise RuntimeError(
+            f"Chart.js is missing from this ForgeLLM install ({CHART_JS}: {exc.strerror}); "
+            f"reinstall ForgeLLM or use --format png"
+        ) from None
 
 
 def render_html(data: dict[str, Any], out: Path) -> Path:
@@ -130,21 +132,37 @@ def _script_json(value: Any) -> str:
 
 
 def _summary_table(runs: list[dict[str, Any]]) -> str:
-    header = "".join(f"<th>{h}</th>" for h in ("run", "status", "steps", "final loss", "best val loss",
-                                                "best checkpoint", "recommended", "stability", "tokens/s", "config"))
+    header = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "run",
+            "status",
+            "steps",
+            "final loss",
+            "best val loss",
+            "best checkpoint",
+            "recommended",
+            "stability",
+            "tokens/s",
+            "config",
+        )
+    )
     rows = []
     for run in runs:
         a = run["analysis"]
         recommended = a.get("recommended")
-        cells = [run["name"], run.get("status") or "-",
-                 f"{a['steps_done']}" + (f"/{a['total_steps']}" if a.get("total_steps") else ""),
-                 _num(a.get("final_loss")),
-                 _num(a.get("best_val_loss")) + (f" (step {a['best_val_step']})" if a.get("best_val_step") else ""),
-                 a.get("best_checkpoint") or "-",
-                 f"{recommended['name']} (score {recommended['score']:.4f})" if recommended else "-",
-                 a["stability"] + (f" ({a['noise']:.1%})" if a.get("noise") is not None else ""),
-                 _num(a["throughput"].get("mean"), ".0f"),
-                 ", ".join(f"{k}={v}" for k, v in run["config"].items())]
+        cells = [
+            run["name"],
+            run.get("status") or "-",
+            f"{a['steps_done']}" + (f"/{a['total_steps']}" if a.get("total_steps") else ""),
+            _num(a.get("final_loss")),
+            _num(a.get("best_val_loss")) + (f" (step {a['best_val_step']})" if a.get("best_val_step") else ""),
+            a.get("best_checkpoint") or "-",
+            f"{recommended['name']} (score {recommended['score']:.4f})" if recommended else "-",
+            a["stability"] + (f" ({a['noise']:.1%})" if a.get("noise") is not None else ""),
+            _num(a["throughput"].get("mean"), ".0f"),
+            ", ".join(f"{k}={v}" for k, v in run["config"].items()),
+        ]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 

@@ -29,7 +29,7 @@ def render_png(data: dict[str, Any], out: Path, *, dpi: int = 100) -> Path:
     # The QA panel only for runs that measured it (eval_qa): otherwise the usual 2 x 2.
     panels = [p for p in PANELS if p[1] != ("qa_accuracy",) or any("qa_accuracy" in r["series"] for r in runs)]
     fig, axes = plt.subplots(2, 3 if len(panels) > 4 else 2, figsize=(19 if len(panels) > 4 else 13, 8), dpi=dpi)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for (title, names, scale), ax in zip(panels, axes.flat):
         drawn = False
@@ -41,9 +41,16 @@ def render_png(data: dict[str, Any], out: Path, *, dpi: int = 100) -> Path:
                 if not s:
                     continue
                 val = name in ("val_loss", "qa_accuracy")  # measured at evaluations: points
-                ax.plot(s["x"], s["y"], color=color, lw=1.8 if val else 1.0, ls="--" if val else "-",
-                        marker="o" if val else None, ms=3,
-                        label=(f"{label} " if label else "") + name.replace("_", " "))
+                ax.plot(
+                    s["x"],
+                    s["y"],
+                    color=color,
+                    lw=1.8 if val else 1.0,
+                    ls="--" if val else "-",
+                    marker="o" if val else None,
+                    ms=3,
+                    label=(f"{label} " if label else "") + name.replace("_", " "),
+                )
                 drawn = True
             if title == "Loss":
                 _mark_analysis(ax, run["analysis"], color)
@@ -69,8 +76,16 @@ def render_png(data: dict[str, Any], out: Path, *, dpi: int = 100) -> Path:
 def _mark_analysis(ax: Any, analysis: dict[str, Any], color: str) -> None:
     best = analysis.get("recommended")
     if best and best.get("val_loss") is not None:
-        ax.scatter([best["step"]], [best["val_loss"]], marker="*", s=160, color=color, edgecolor="black",
-                   zorder=5, label=f"recommended {best['name']}")
+        ax.scatter(
+            [best["step"]],
+            [best["val_loss"]],
+            marker="*",
+            s=160,
+            color=color,
+            edgecolor="black",
+            zorder=5,
+            label=f"recommended {best['name']}",
+        )
     if analysis.get("overfitting_onset") is not None:
         ax.axvline(analysis["overfitting_onset"], color=color, ls=":", lw=1, label="overfitting onset")
 

@@ -15,8 +15,16 @@ from forgellm.runs.checkpoints import checkpoint_name, read_best, step_checkpoin
 from forgellm.runs.events import OPENINGS, Event, read_events
 from forgellm.runs.layout import CHECKPOINTS_DIR, METRICS_FILE, read_config
 
-TRAIN_KEYS = ("loss", "learning_rate", "tokens_per_second", "grad_norm", "peak_memory_gb", "trained_tokens", "elapsed",
-              "logps_chosen")  # preference runs only (NaN elsewhere)
+TRAIN_KEYS = (
+    "loss",
+    "learning_rate",
+    "tokens_per_second",
+    "grad_norm",
+    "peak_memory_gb",
+    "trained_tokens",
+    "elapsed",
+    "logps_chosen",
+)  # preference runs only (NaN elsewhere)
 # val_accuracy, val_margin: preference runs; qa_accuracy: runs with eval_qa
 EVAL_KEYS = ("val_loss", "val_ppl", "train_loss", "val_accuracy", "val_margin", "qa_accuracy")
 
@@ -74,8 +82,15 @@ class RunMetrics:
     best: dict[str, Any] | None = None  # the trainer's best checkpoint (checkpoints/best.json)
 
     @classmethod
-    def from_events(cls, events: list[dict[str, Any]], *, name: str = "run", run_dir: Path | None = None,
-                    config: dict[str, Any] | None = None, best: dict[str, Any] | None = None) -> RunMetrics:
+    def from_events(
+        cls,
+        events: list[dict[str, Any]],
+        *,
+        name: str = "run",
+        run_dir: Path | None = None,
+        config: dict[str, Any] | None = None,
+        best: dict[str, Any] | None = None,
+    ) -> RunMetrics:
         kinds: dict[str, list[dict[str, Any]]] = {}
         for e in events:
             if isinstance(e.get("step"), (int, float)):
@@ -122,5 +137,10 @@ def _checkpoints(events: list[dict[str, Any]], evals: Columns, run_dir: Path | N
 def load_run(run_dir: Path) -> RunMetrics:
     """Read a run folder (metrics.jsonl and config.yaml); a run that has not logged yet is empty, not an error."""
     run_dir = Path(run_dir)
-    return RunMetrics.from_events(read_events(run_dir / METRICS_FILE), name=run_dir.name, run_dir=run_dir,
-                                  config=read_config(run_dir), best=read_best(run_dir))
+    return RunMetrics.from_events(
+        read_events(run_dir / METRICS_FILE),
+        name=run_dir.name,
+        run_dir=run_dir,
+        config=read_config(run_dir),
+        best=read_best(run_dir),
+    )

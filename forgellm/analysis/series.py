@@ -33,9 +33,23 @@ SERIES = {
     "val_margin": ("eval", "val_margin"),
     "logps_chosen": ("train", "logps_chosen"),
 }
-CONFIG_KEYS = ("model_name", "engine", "training_type", "fine_tune_type", "learning_rate", "lr_schedule",
-               "batch_size", "grad_accumulation_steps", "max_iterations", "num_epochs", "max_seq_length", "lora_rank",
-               "lora_alpha", "num_layers", "warmup_steps")
+CONFIG_KEYS = (
+    "model_name",
+    "engine",
+    "training_type",
+    "fine_tune_type",
+    "learning_rate",
+    "lr_schedule",
+    "batch_size",
+    "grad_accumulation_steps",
+    "max_iterations",
+    "num_epochs",
+    "max_seq_length",
+    "lora_rank",
+    "lora_alpha",
+    "num_layers",
+    "warmup_steps",
+)
 
 
 def lttb_indices(x: np.ndarray, y: np.ndarray, n_out: int) -> np.ndarray:
@@ -93,8 +107,11 @@ def run_dashboard(metrics: RunMetrics, max_points: int = DEFAULT_MAX_POINTS) -> 
         "name": metrics.name,
         "path": str(metrics.run_dir) if metrics.run_dir else None,
         "status": (status or {}).get("status") or ("done" if metrics.done else None),
-        "config": {k: metrics.config.get(k, metrics.start.get(k)) for k in CONFIG_KEYS
-                   if metrics.config.get(k, metrics.start.get(k)) is not None},
+        "config": {
+            k: metrics.config.get(k, metrics.start.get(k))
+            for k in CONFIG_KEYS
+            if metrics.config.get(k, metrics.start.get(k)) is not None
+        },
         "total_steps": metrics.total_steps,
         "series": run_series(metrics, max_points),
         "analysis": analysis,

@@ -43,8 +43,13 @@ def sample_sequences(workspace: Path, model_dir: Path, seq_length: int) -> tuple
     from forgellm.data.settings import DataSettings
 
     write_sample(workspace / "dataset" / "sample")
-    settings = DataSettings(input_dir=workspace / "dataset" / "sample" / "cpt", training_type="cpt",
-                            max_seq_length=seq_length, validation_split=0.1, data_mixture_ratio=1.0)
+    settings = DataSettings(
+        input_dir=workspace / "dataset" / "sample" / "cpt",
+        training_type="cpt",
+        max_seq_length=seq_length,
+        validation_split=0.1,
+        data_mixture_ratio=1.0,
+    )
     prepared = prepare_dataset(settings, AutoTokenizer.from_pretrained(str(model_dir)), workspace)
     full = prepared.train.mask[:, 1:].all(axis=1)  # packed: only the last sequence may hold padding
     return np.asarray(prepared.train.tokens[full]), np.asarray(prepared.train.mask[full])
@@ -59,8 +64,14 @@ class Worker:
 
     def __init__(self, module: str, spec: dict[str, Any], env: dict[str, str] | None = None):
         self._log = tempfile.TemporaryFile(mode="w+")  # a pipe nobody reads could fill up and block it
-        self.process = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self._log, text=True, env=env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=env,
+        )
         self.ready = self.call(spec)
 
     def call(self, command: dict[str, Any]) -> dict[str, Any]:

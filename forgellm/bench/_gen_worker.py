@@ -82,8 +82,14 @@ def _raw_torch(model_dir: str) -> Generate:
         streamer = Times()
         started = time.perf_counter()
         input_ids = torch.tensor([ids])
-        model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=count, do_sample=False,
-                       streamer=streamer, pad_token_id=model.config.eos_token_id)
+        model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=count,
+            do_sample=False,
+            streamer=streamer,
+            pad_token_id=model.config.eos_token_id,
+        )
         return started, streamer.seen
 
     return generate

@@ -49,18 +49,32 @@ def setup(spec: dict[str, Any]) -> Contender:
     builders = {"forgellm-torch": _forgellm, "forgellm-mlx": _forgellm, "peft-loop": _peft_loop}
     if name not in builders:
         raise ValueError(f"unknown contender {name}")
-    return Contender(builders[name](spec), data["tokens"], data["mask"], spec["batch_size"],
-                     "mlx" if name == "forgellm-mlx" else "torch")
+    return Contender(
+        builders[name](spec),
+        data["tokens"],
+        data["mask"],
+        spec["batch_size"],
+        "mlx" if name == "forgellm-mlx" else "torch",
+    )
 
 
 def _config(spec: dict[str, Any]):
     from forgellm.training.config import TrainingConfig
 
-    return TrainingConfig(model_name=spec["model"], engine=spec["contender"].split("-")[1],
-                          fine_tune_type=spec["fine_tune_type"], num_layers=spec["num_layers"],
-                          lora_rank=spec["lora_rank"], lora_alpha=spec["lora_alpha"], lora_dropout=0.0,
-                          batch_size=spec["batch_size"], max_seq_length=int(spec["seq_length"]),
-                          learning_rate=spec["learning_rate"], max_grad_norm=MAX_GRAD_NORM, seed=0)
+    return TrainingConfig(
+        model_name=spec["model"],
+        engine=spec["contender"].split("-")[1],
+        fine_tune_type=spec["fine_tune_type"],
+        num_layers=spec["num_layers"],
+        lora_rank=spec["lora_rank"],
+        lora_alpha=spec["lora_alpha"],
+        lora_dropout=0.0,
+        batch_size=spec["batch_size"],
+        max_seq_length=int(spec["seq_length"]),
+        learning_rate=spec["learning_rate"],
+        max_grad_norm=MAX_GRAD_NORM,
+        seed=0,
+    )
 
 
 def _forgellm(spec: dict[str, Any]) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -98,9 +112,16 @@ def _peft_loop(spec: dict[str, Any]) -> Callable[[np.ndarray, np.ndarray], float
     else:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(
-            r=spec["lora_rank"], lora_alpha=spec["lora_alpha"], lora_dropout=0.0, task_type="CAUSAL_LM",
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=spec["lora_rank"],
+                lora_alpha=spec["lora_alpha"],
+                lora_dropout=0.0,
+                task_type="CAUSAL_LM",
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            ),
+        )
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=spec["learning_rate"], weight_decay=0.01)

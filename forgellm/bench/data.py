@@ -92,29 +92,49 @@ def run(quick: bool) -> list[dict[str, Any]]:
     peak_large, peak_small = _peak_mb(large_run), _peak_mb(small_run)
     s = large_run["stats"]
     return [
-        {"name": "data_throughput", "value": round(mb_s, 2), "unit": "MB/s",
-         "baseline": round(tokenizer_mb_s, 2), "ratio": round(mb_s / tokenizer_mb_s, 3),
-         "notes": f"whole path on {corpus_mb:.0f} MB ({s['documents']} documents, {s['duplicates_removed']} exact "
-                  f"and {s['near_duplicates_removed']} near duplicates removed, {s['train_tokens'] + s['val_tokens']} "
-                  f"tokens) in {large_run['seconds']:.1f} s wall, encoder {s['tokenizer']['encoder']}, "
-                  f"{s['tokenizer']['worker_processes']} worker processes, the tokenizer rebuild's one-time check already "
-                  f"made in the workspace by the smaller corpus's run; baseline: the model's "
-                  f"Hugging Face fast tokenizer alone (batch-encoding, texts in memory) on the same text"},
-        {"name": "data_cpu_throughput", "value": round(mb_cpu_s, 2), "unit": "MB per CPU-second",
-         "baseline": round(tokenizer_mb_cpu_s, 2), "ratio": round(mb_cpu_s / tokenizer_mb_cpu_s, 3),
-         "notes": f"the same run per CPU-second used ({large_run['cpu_seconds']:.1f} CPU-s, worker processes "
-                  f"included), which a busy machine does not skew; baseline: the tokenizer alone per CPU-second"},
-        {"name": "data_peak_rss", "value": round(peak_large), "unit": "MB",
-         "baseline": round(peak_small), "ratio": round(peak_large / peak_small, 3),
-         "notes": f"peak RSS preparing {corpus_mb:.0f} MB: the process ({large_run['peak_rss_kb'] / 1024:.0f} MB) plus its "
-                  f"{s['tokenizer']['worker_processes']} worker processes ({large_run['workers_peak_rss_kb'] / 1024:.0f} MB "
-                  f"together); "
-                  f"baseline: the same for {small_run['stats']['bytes_read'] / 2**20:.0f} MB (a quarter); "
-                  f"ratio near 1 = flat memory"},
-        {"name": "data_cached_rerun", "value": round(cached["seconds"], 3), "unit": "s",
-         "baseline": round(first["seconds"], 3), "ratio": round(cached["seconds"] / first["seconds"], 4),
-         "notes": "prepare_dataset on dataset/sample/cpt with its cache entry present (inputs re-hashed, arrays "
-                  "memory-mapped); baseline: the first, uncached run"},
+        {
+            "name": "data_throughput",
+            "value": round(mb_s, 2),
+            "unit": "MB/s",
+            "baseline": round(tokenizer_mb_s, 2),
+            "ratio": round(mb_s / tokenizer_mb_s, 3),
+            "notes": f"whole path on {corpus_mb:.0f} MB ({s['documents']} documents, {s['duplicates_removed']} exact "
+            f"and {s['near_duplicates_removed']} near duplicates removed, {s['train_tokens'] + s['val_tokens']} "
+            f"tokens) in {large_run['seconds']:.1f} s wall, encoder {s['tokenizer']['encoder']}, "
+            f"{s['tokenizer']['worker_processes']} worker processes, the tokenizer rebuild's one-time check already "
+            f"made in the workspace by the smaller corpus's run; baseline: the model's "
+            f"Hugging Face fast tokenizer alone (batch-encoding, texts in memory) on the same text",
+        },
+        {
+            "name": "data_cpu_throughput",
+            "value": round(mb_cpu_s, 2),
+            "unit": "MB per CPU-second",
+            "baseline": round(tokenizer_mb_cpu_s, 2),
+            "ratio": round(mb_cpu_s / tokenizer_mb_cpu_s, 3),
+            "notes": f"the same run per CPU-second used ({large_run['cpu_seconds']:.1f} CPU-s, worker processes "
+            f"included), which a busy machine does not skew; baseline: the tokenizer alone per CPU-second",
+        },
+        {
+            "name": "data_peak_rss",
+            "value": round(peak_large),
+            "unit": "MB",
+            "baseline": round(peak_small),
+            "ratio": round(peak_large / peak_small, 3),
+            "notes": f"peak RSS preparing {corpus_mb:.0f} MB: the process ({large_run['peak_rss_kb'] / 1024:.0f} MB) plus its "
+            f"{s['tokenizer']['worker_processes']} worker processes ({large_run['workers_peak_rss_kb'] / 1024:.0f} MB "
+            f"together); "
+            f"baseline: the same for {small_run['stats']['bytes_read'] / 2**20:.0f} MB (a quarter); "
+            f"ratio near 1 = flat memory",
+        },
+        {
+            "name": "data_cached_rerun",
+            "value": round(cached["seconds"], 3),
+            "unit": "s",
+            "baseline": round(first["seconds"], 3),
+            "ratio": round(cached["seconds"] / first["seconds"], 4),
+            "notes": "prepare_dataset on dataset/sample/cpt with its cache entry present (inputs re-hashed, arrays "
+            "memory-mapped); baseline: the first, uncached run",
+        },
     ]
 
 
@@ -159,8 +179,12 @@ def _peak_mb(run: dict[str, Any]) -> float:
 
 def _prepare_in_child(corpus: Path, workspace: Path, model: Path) -> dict[str, Any]:
     workspace.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(corpus), str(workspace), str(model)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(corpus), str(workspace), str(model)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"preparing {corpus} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -176,5 +200,5 @@ def _tokenizer_only(corpus: Path, model: Path) -> tuple[float, float]:
     texts += [path.read_text() for path in sorted(corpus.glob("*.txt"))]
     start, cpu_start = time.perf_counter(), time.process_time()
     for i in range(0, len(texts), 512):
-        backend.encode_batch_fast(texts[i:i + 512], add_special_tokens=True)
+        backend.encode_batch_fast(texts[i : i + 512], add_special_tokens=True)
     return time.perf_counter() - start, time.process_time() - cpu_start

@@ -49,12 +49,17 @@ def scaling(engine: str, steps: int, rounds: int) -> dict[str, Any]:
             two = max(two, _train(workspace, model, engine, steps, nproc=2, name=f"{engine}-2-{i}"))
     cores = os.cpu_count()
     load = os.getloadavg()[0]
-    return {"name": f"distributed_{engine}_2_workers", "value": round(two, 1), "unit": "tokens/s",
-            "baseline": round(one, 1), "ratio": round(two / one, 3) if one else None,
-            "notes": f"{engine}, {cores} cores; global batch {GLOBAL_BATCH} x {SEQ_LENGTH} tokens, {steps} steps, "
-                     f"tiny llama (LoRA); baseline: 1 process with all cores; value: 2 local workers "
-                     f"({max(1, (cores or 1) // 2)} threads each) through forgellm train --nproc 2; best of "
-                     f"{rounds} alternating round(s); load average {load:.1f} at the end"}
+    return {
+        "name": f"distributed_{engine}_2_workers",
+        "value": round(two, 1),
+        "unit": "tokens/s",
+        "baseline": round(one, 1),
+        "ratio": round(two / one, 3) if one else None,
+        "notes": f"{engine}, {cores} cores; global batch {GLOBAL_BATCH} x {SEQ_LENGTH} tokens, {steps} steps, "
+        f"tiny llama (LoRA); baseline: 1 process with all cores; value: 2 local workers "
+        f"({max(1, (cores or 1) // 2)} threads each) through forgellm train --nproc 2; best of "
+        f"{rounds} alternating round(s); load average {load:.1f} at the end",
+    }
 
 
 def _data(folder: Path, *, sequences: int) -> None:
@@ -66,18 +71,37 @@ def _data(folder: Path, *, sequences: int) -> None:
 
 def _train(workspace: Path, model: Path, engine: str, steps: int, *, nproc: int, name: str) -> float:
     """Global target tokens per second of one run after its first report."""
-    config = dict(model_name=str(model), input_dir="prepared", max_seq_length=SEQ_LENGTH, engine=engine,
-                  batch_size=GLOBAL_BATCH // nproc, max_iterations=steps, steps_per_report=1,
-                  steps_per_eval=steps, save_every=steps, val_batches=1, lora_rank=8, run_name=name)
+    config = dict(
+        model_name=str(model),
+        input_dir="prepared",
+        max_seq_length=SEQ_LENGTH,
+        engine=engine,
+        batch_size=GLOBAL_BATCH // nproc,
+        max_iterations=steps,
+        steps_per_report=1,
+        steps_per_eval=steps,
+        save_every=steps,
+        val_batches=1,
+        lora_rank=8,
+        run_name=name,
+    )
     (workspace / f"{name}.yaml").write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "forgellm", "train", "--config", f"{name}.yaml"]
     if nproc > 1:
         command += ["--nproc", str(nproc)]
-    done = subprocess.run(command, cwd=workspace, env={**os.environ, "FORGELLM_HOME": str(workspace)},
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        command,
+        cwd=workspace,
+        env={**os.environ, "FORGELLM_HOME": str(workspace)},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{engine} training with {nproc} process(es) failed: {done.stderr[-2000:]}")
-    reports = [e for e in read_events(workspace / "models" / "cpt" / name / "metrics.jsonl")
-               if e["event"] == Event.TRAIN][1:]
+    reports = [
+        e for e in read_events(workspace / "models" / "cpt" / name / "metrics.jsonl") if e["event"] == Event.TRAIN
+    ][1:]
     seconds = sum(e["tokens"] / e["tokens_per_second"] for e in reports)
     return sum(e["tokens"] for e in reports) / seconds

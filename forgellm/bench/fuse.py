@@ -34,19 +34,31 @@ def run(quick: bool) -> list[dict[str, Any]]:
         mlx = convert_adapter(resolve(str(peft)), "mlx", root / "mlx", base=str(base.path))
         setting = f"{base.name}, LoRA rank 8 on {len(TARGETS)} projections of every layer; median of {repeats}"
         return [
-            _result("fuse_embedded_peft", _median(lambda out: fuse_into(peft, base, out), root, repeats),
-                    _median(lambda out: _plain_peft(peft, base.path, out), root, repeats),
-                    f"forgellm fuse (PEFT merge_and_unload, tokenizer, config); {setting}; "
-                    f"baseline: PEFT merge_and_unload + save_pretrained alone"),
-            _result("fuse_embedded_mlx", _median(lambda out: fuse_into(mlx, base, out), root, repeats),
-                    _median(lambda out: _plain_mlx(mlx, base.path, out), root, repeats),
-                    f"forgellm fuse (mlx-lm fuse); {setting}; baseline: mlx-lm load + fuse() + save alone"),
+            _result(
+                "fuse_embedded_peft",
+                _median(lambda out: fuse_into(peft, base, out), root, repeats),
+                _median(lambda out: _plain_peft(peft, base.path, out), root, repeats),
+                f"forgellm fuse (PEFT merge_and_unload, tokenizer, config); {setting}; "
+                f"baseline: PEFT merge_and_unload + save_pretrained alone",
+            ),
+            _result(
+                "fuse_embedded_mlx",
+                _median(lambda out: fuse_into(mlx, base, out), root, repeats),
+                _median(lambda out: _plain_mlx(mlx, base.path, out), root, repeats),
+                f"forgellm fuse (mlx-lm fuse); {setting}; baseline: mlx-lm load + fuse() + save alone",
+            ),
         ]
 
 
 def _result(name: str, seconds: float, baseline: float, notes: str) -> dict[str, Any]:
-    return {"name": name, "value": round(seconds, 3), "unit": "s", "baseline": round(baseline, 3),
-            "ratio": round(seconds / baseline, 3) if baseline else None, "notes": notes}
+    return {
+        "name": name,
+        "value": round(seconds, 3),
+        "unit": "s",
+        "baseline": round(baseline, 3),
+        "ratio": round(seconds / baseline, 3) if baseline else None,
+        "notes": notes,
+    }
 
 
 def _median(fuse: Callable[[Path], object], root: Path, repeats: int) -> float:
@@ -67,8 +79,10 @@ def _peft_adapter(base: Path, out: Path) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
-                           LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+        LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"),
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:

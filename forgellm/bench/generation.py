@@ -57,8 +57,9 @@ def compare(engine: str, model: Path, setting: Setting) -> list[dict[str, Any]]:
     env = blas.subprocess_env() if engine == "mlx" else None
     with Worker("forgellm.bench._gen_worker", spec, env=env) as worker:
         # Warm-up; greedy stops at the same end of sequence for all, so all make the fewest any made.
-        count = min(_count(worker.call({"command": "generate", "contender": name, "tokens": setting.tokens}))
-                    for name in names)
+        count = min(
+            _count(worker.call({"command": "generate", "contender": name, "tokens": setting.tokens})) for name in names
+        )
         for round_ in range(setting.rounds):
             for name in _rotated(names, round_):
                 answer = worker.call({"command": "generate", "contender": name, "tokens": count})
@@ -73,7 +74,7 @@ def compare(engine: str, model: Path, setting: Setting) -> list[dict[str, Any]]:
 
 def _rotated(names: list[str], round_: int) -> list[str]:
     """The contenders in this round's order: each goes first in turn."""
-    return names[round_ % len(names):] + names[:round_ % len(names)]
+    return names[round_ % len(names) :] + names[: round_ % len(names)]
 
 
 def _count(answer: dict[str, Any]) -> int:
@@ -88,8 +89,9 @@ def _decode_speed(answer: dict[str, Any], count: int) -> float:
     return (last_count - first_count) / (last_time - first_time) if last_time > first_time else float("nan")
 
 
-def _rows(engine: str, decode: dict[str, list[float]], ttft: dict[str, list[float]], count: int,
-          setting: Setting) -> list[dict[str, Any]]:
+def _rows(
+    engine: str, decode: dict[str, list[float]], ttft: dict[str, list[float]], count: int, setting: Setting
+) -> list[dict[str, Any]]:
     raw_tps, raw_ttft = statistics.median(decode["raw"]), statistics.median(ttft["raw"])
     library = "transformers generate" if engine == "torch" else "mlx_lm.stream_generate"
     out = []
@@ -101,13 +103,23 @@ def _rows(engine: str, decode: dict[str, list[float]], ttft: dict[str, list[floa
         quartiles = statistics.quantiles(added, n=4) if len(added) >= 2 else [added[0]] * 3
         via = "ForgeLLM engine (forgellm generate path)" if name == "forgellm" else "forgellm server, HTTP SSE"
         out += [
-            {"name": f"gen_{engine}_{label}_tokens_per_s", "value": round(tps, 2), "unit": "tokens/s",
-             "baseline": round(raw_tps, 2), "ratio": round(tps / raw_tps, 3),
-             "notes": f"decode speed, {via} vs {library}; greedy, {count} new tokens, median of {setting.rounds}"},
-            {"name": f"gen_{engine}_{label}_ttft_ms", "value": round(first * 1000, 2), "unit": "ms",
-             "baseline": round(raw_ttft * 1000, 2), "ratio": round(first / raw_ttft, 3),
-             "notes": f"time to first token, {via} vs {library}; adds {statistics.median(added) * 1000:+.1f} ms "
-                      f"(median of the paired differences; quartiles {quartiles[0] * 1000:+.1f} / "
-                      f"{quartiles[2] * 1000:+.1f} ms); medians of {setting.ttft_rounds} rounds of one-token calls"},
+            {
+                "name": f"gen_{engine}_{label}_tokens_per_s",
+                "value": round(tps, 2),
+                "unit": "tokens/s",
+                "baseline": round(raw_tps, 2),
+                "ratio": round(tps / raw_tps, 3),
+                "notes": f"decode speed, {via} vs {library}; greedy, {count} new tokens, median of {setting.rounds}",
+            },
+            {
+                "name": f"gen_{engine}_{label}_ttft_ms",
+                "value": round(first * 1000, 2),
+                "unit": "ms",
+                "baseline": round(raw_ttft * 1000, 2),
+                "ratio": round(first / raw_ttft, 3),
+                "notes": f"time to first token, {via} vs {library}; adds {statistics.median(added) * 1000:+.1f} ms "
+                f"(median of the paired differences; quartiles {quartiles[0] * 1000:+.1f} / "
+                f"{quartiles[2] * 1000:+.1f} ms); medians of {setting.ttft_rounds} rounds of one-token calls",
+            },
         ]
     return out

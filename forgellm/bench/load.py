@@ -37,8 +37,14 @@ from forgellm.bench._common import tiny_model
 
 log = logging.getLogger(__name__)
 
-PROMPTS = ["The capital of France is", "Once upon a time", "def fibonacci(n):", "Water boils at",
-           "The three primary colours are", "In 1969, the first person to walk on the Moon"]
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time",
+    "def fibonacci(n):",
+    "Water boils at",
+    "The three primary colours are",
+    "In 1969, the first person to walk on the Moon",
+]
 MAX_TOKENS = 8
 GENERATING_CLIENTS = 20
 CHAT_MAX_TOKENS = 64
@@ -81,8 +87,10 @@ def load_test(*, clients: int, duration_s: float, probe_s: float = 0.0) -> list[
                     _timed_status(http, idle)
             tally = Tally()
             deadline = time.monotonic() + duration_s
-            threads = [threading.Thread(target=_client, args=(server.url, i, deadline, reference, tally), daemon=True)
-                       for i in range(clients)]
+            threads = [
+                threading.Thread(target=_client, args=(server.url, i, deadline, reference, tally), daemon=True)
+                for i in range(clients)
+            ]
             started = time.monotonic()
             for thread in threads:
                 thread.start()
@@ -108,9 +116,15 @@ def status_under_generation(url: str, *, duration_s: float, clients: int = GENER
     def chat() -> None:
         with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as http:
             while time.monotonic() < deadline:
-                response = http.post("/v1/chat/completions", json={
-                    "model": "tiny-llama", "max_tokens": CHAT_MAX_TOKENS, "temperature": 0,
-                    "messages": [{"role": "user", "content": PROMPTS[completions[0] % len(PROMPTS)]}]})
+                response = http.post(
+                    "/v1/chat/completions",
+                    json={
+                        "model": "tiny-llama",
+                        "max_tokens": CHAT_MAX_TOKENS,
+                        "temperature": 0,
+                        "messages": [{"role": "user", "content": PROMPTS[completions[0] % len(PROMPTS)]}],
+                    },
+                )
                 if response.status_code != 200:
                     tally.failed.append(f"chat completion answered {response.status_code}: {response.text[:200]}")
                 completions[0] += 1
@@ -127,15 +141,24 @@ def status_under_generation(url: str, *, duration_s: float, clients: int = GENER
         thread.join(timeout=REQUEST_TIMEOUT_S)
     probes = tally.latencies["status"]
     alone = _percentile(idle.latencies["status"], 50) * 1000
-    setting = (f"{len(probes)} GET /api/health and /api/model/status, one every {PROBE_INTERVAL_S} s, while "
-               f"{clients} clients kept chat completions of {CHAT_MAX_TOKENS} tokens running "
-               f"({completions[0]} done in {duration_s:.0f} s), tiny llama; baseline: idle p50")
+    setting = (
+        f"{len(probes)} GET /api/health and /api/model/status, one every {PROBE_INTERVAL_S} s, while "
+        f"{clients} clients kept chat completions of {CHAT_MAX_TOKENS} tokens running "
+        f"({completions[0]} done in {duration_s:.0f} s), tiny llama; baseline: idle p50"
+    )
     out = []
     for label, value in (("p50", _percentile(probes, 50)), ("p99", _percentile(probes, 99)), ("max", max(probes))):
         ms = value * 1000
-        out.append({"name": f"load_status_while_generating_{label}", "value": round(ms, 2), "unit": "ms",
-                    "baseline": round(alone, 2), "ratio": round(ms / alone, 2) if alone else None,
-                    "notes": setting + (f"; {len(tally.failed)} failed, first: {tally.failed[0]}" if tally.failed else "")})
+        out.append(
+            {
+                "name": f"load_status_while_generating_{label}",
+                "value": round(ms, 2),
+                "unit": "ms",
+                "baseline": round(alone, 2),
+                "ratio": round(ms / alone, 2) if alone else None,
+                "notes": setting + (f"; {len(tally.failed)} failed, first: {tally.failed[0]}" if tally.failed else ""),
+            }
+        )
     return out
 
 
@@ -144,7 +167,9 @@ def _timed_probe(http: httpx.Client, tally: Tally) -> None:
         start = time.perf_counter()
         response = http.get(path)
         seconds = time.perf_counter() - start
-        tally.record("status", seconds, None if response.status_code == 200 else f"{path} answered {response.status_code}")
+        tally.record(
+            "status", seconds, None if response.status_code == 200 else f"{path} answered {response.status_code}"
+        )
 
 
 def _client(url: str, index: int, deadline: float, reference: dict[str, str], tally: Tally) -> None:
@@ -166,15 +191,19 @@ def _timed_status(http: httpx.Client, tally: Tally) -> None:
     start = time.perf_counter()
     response = http.get("/api/model/status")
     seconds = time.perf_counter() - start
-    problem = None if response.status_code == 200 and "memory_in_use_bytes" in response.json() \
+    problem = (
+        None
+        if response.status_code == 200 and "memory_in_use_bytes" in response.json()
         else f"status answered {response.status_code}: {response.text[:200]}"
+    )
     tally.record("status", seconds, problem)
 
 
 def _generate(http: httpx.Client, prompt: str, tally: Tally, expected: str | None = None) -> str:
     start = time.perf_counter()
-    response = http.post("/api/model/generate", json={"prompt": prompt, "format": "raw", "temperature": 0,
-                                                       "max_tokens": MAX_TOKENS})
+    response = http.post(
+        "/api/model/generate", json={"prompt": prompt, "format": "raw", "temperature": 0, "max_tokens": MAX_TOKENS}
+    )
     seconds = time.perf_counter() - start
     if response.status_code != 200:
         tally.record("generate", seconds, problem=f"generate answered {response.status_code}: {response.text[:200]}")
@@ -187,8 +216,10 @@ def _generate(http: httpx.Client, prompt: str, tally: Tally, expected: str | Non
 
 def _ok(response: httpx.Response) -> None:
     if response.status_code != 200:
-        raise RuntimeError(f"{response.request.method} {response.request.url.path} answered "
-                           f"{response.status_code}: {response.text[:300]}")
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path} answered "
+            f"{response.status_code}: {response.text[:300]}"
+        )
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -201,21 +232,46 @@ def _results(tally: Tally, idle: Tally, *, clients: int, elapsed: float) -> list
     total = sum(len(v) for v in tally.latencies.values())
     setting = f"{clients} clients for {elapsed:.0f} s on loopback, tiny llama, greedy, {MAX_TOKENS} new tokens"
     out: list[dict[str, Any]] = [
-        {"name": "load_failed_requests", "value": float(len(tally.failed)), "unit": "requests", "baseline": None,
-         "ratio": None, "notes": f"of {total}; {setting}" + (f"; first: {tally.failed[0]}" if tally.failed else "")},
-        {"name": "load_wrong_answers", "value": float(len(tally.wrong)), "unit": "answers", "baseline": None,
-         "ratio": None, "notes": "greedy answers differing from the idle server's" +
-                                 (f"; first: {tally.wrong[0]}" if tally.wrong else "")},
-        {"name": "load_throughput", "value": round(total / elapsed, 2), "unit": "requests/s", "baseline": None,
-         "ratio": None, "notes": setting},
+        {
+            "name": "load_failed_requests",
+            "value": float(len(tally.failed)),
+            "unit": "requests",
+            "baseline": None,
+            "ratio": None,
+            "notes": f"of {total}; {setting}" + (f"; first: {tally.failed[0]}" if tally.failed else ""),
+        },
+        {
+            "name": "load_wrong_answers",
+            "value": float(len(tally.wrong)),
+            "unit": "answers",
+            "baseline": None,
+            "ratio": None,
+            "notes": "greedy answers differing from the idle server's"
+            + (f"; first: {tally.wrong[0]}" if tally.wrong else ""),
+        },
+        {
+            "name": "load_throughput",
+            "value": round(total / elapsed, 2),
+            "unit": "requests/s",
+            "baseline": None,
+            "ratio": None,
+            "notes": setting,
+        },
     ]
     for kind in ("status", "generate"):
         for q in (50, 99):
             loaded = _percentile(tally.latencies[kind], q) * 1000
             alone = _percentile(idle.latencies[kind], q) * 1000
-            out.append({"name": f"load_{kind}_p{q}", "value": round(loaded, 2), "unit": "ms",
-                        "baseline": round(alone, 2), "ratio": round(loaded / alone, 2) if alone else None,
-                        "notes": f"{len(tally.latencies[kind])} requests under load; baseline: one client, idle server"})
+            out.append(
+                {
+                    "name": f"load_{kind}_p{q}",
+                    "value": round(loaded, 2),
+                    "unit": "ms",
+                    "baseline": round(alone, 2),
+                    "ratio": round(loaded / alone, 2) if alone else None,
+                    "notes": f"{len(tally.latencies[kind])} requests under load; baseline: one client, idle server",
+                }
+            )
     if tally.failed or tally.wrong:
         log.error("load test: %d failed requests, %d wrong answers", len(tally.failed), len(tally.wrong))
     return out
@@ -242,9 +298,13 @@ class _ServerProcess:
             env["FORGELLM_ROOTS"] = os.pathsep.join(str(Path(root).resolve()) for root in roots)
         self.log_path = workspace / "server.out"
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "forgellm", "server", "--host", "127.0.0.1",
-                                         "--port", str(self.port)], cwd=workspace, env=env,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "forgellm", "server", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=workspace,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def __enter__(self) -> _ServerProcess:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S

@@ -41,18 +41,29 @@ def measure_peaks(*, quick: bool, rounds: int | None = None) -> dict[str, Any]:
     if best["torch"] is None:
         raise RuntimeError("could not measure torch's matmul speed")
     machine = max(v for v in best.values() if v is not None)
-    _measured = {**best, "machine": machine, "sizes": best_size, "quick": quick,
-                 "mlx_blas": str(blas.find_blas_library() or "reference (bundled)"), "torch_blas": blas.torch_blas_name()}
+    _measured = {
+        **best,
+        "machine": machine,
+        "sizes": best_size,
+        "quick": quick,
+        "mlx_blas": str(blas.find_blas_library() or "reference (bundled)"),
+        "torch_blas": blas.torch_blas_name(),
+    }
     return _measured
-
 
 
 def _measure_in_subprocess(backend: str, sizes: tuple[int, ...], seconds: float) -> dict[int, float | None]:
     arg = ",".join(map(str, sizes))
     env = blas.subprocess_env() if backend == "mlx" else None
     try:
-        done = subprocess.run([sys.executable, "-m", "forgellm.bench.peak", backend, arg, str(seconds)],
-                              capture_output=True, text=True, timeout=300, env=env, check=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "forgellm.bench.peak", backend, arg, str(seconds)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            check=True,
+        )
         return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
     except (subprocess.SubprocessError, OSError, ValueError, IndexError):
         return dict.fromkeys(sizes)
@@ -60,12 +71,22 @@ def _measure_in_subprocess(backend: str, sizes: tuple[int, ...], seconds: float)
 
 def run(quick: bool) -> list[dict[str, Any]]:
     peaks = measure_peaks(quick=quick)
-    notes = {"torch": f"torch BLAS {peaks['torch_blas']}, best of n={peaks['sizes']['torch']}",
-             "mlx": f"MLX with {peaks['mlx_blas']}, best of n={peaks['sizes']['mlx']}"}
-    out = [{"name": f"matmul_peak_{backend}", "value": round(peaks[backend], 2), "unit": "GFLOP/s",
-            "baseline": round(peaks["machine"], 2), "ratio": round(peaks[backend] / peaks["machine"], 3),
-            "notes": f"{notes[backend]}; baseline: the machine peak (best library)"}
-           for backend in BACKENDS if peaks[backend] is not None]
+    notes = {
+        "torch": f"torch BLAS {peaks['torch_blas']}, best of n={peaks['sizes']['torch']}",
+        "mlx": f"MLX with {peaks['mlx_blas']}, best of n={peaks['sizes']['mlx']}",
+    }
+    out = [
+        {
+            "name": f"matmul_peak_{backend}",
+            "value": round(peaks[backend], 2),
+            "unit": "GFLOP/s",
+            "baseline": round(peaks["machine"], 2),
+            "ratio": round(peaks[backend] / peaks["machine"], 3),
+            "notes": f"{notes[backend]}; baseline: the machine peak (best library)",
+        }
+        for backend in BACKENDS
+        if peaks[backend] is not None
+    ]
     return out
 
 

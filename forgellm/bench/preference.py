@@ -49,11 +49,18 @@ def run(quick: bool) -> list[dict[str, Any]]:
     ratios = [(t1 / s1) / (t2 / s2) for (s1, t1), (s2, t2) in zip(tallies["ours"], tallies["theirs"])]
     import trl
 
-    return [{"name": "train_dpo_lora_torch_tokens_per_s", "value": round(speed["ours"], 2), "unit": "tokens/s",
-             "baseline": round(speed["theirs"], 2), "ratio": round(statistics.median(ratios), 3),
-             "notes": f"DPO step, LoRA r8, {Path(model).name}, batch {BATCH} pairs x {SEQ_LENGTH} tokens, sample "
-                      f"preference pairs; baseline: TRL {trl.__version__} DPOTrainer's loss + backward + AdamW on the "
-                      f"same batches; {rounds} rounds x {steps} steps, ratio: median of the paired ratios"}]
+    return [
+        {
+            "name": "train_dpo_lora_torch_tokens_per_s",
+            "value": round(speed["ours"], 2),
+            "unit": "tokens/s",
+            "baseline": round(speed["theirs"], 2),
+            "ratio": round(statistics.median(ratios), 3),
+            "notes": f"DPO step, LoRA r8, {Path(model).name}, batch {BATCH} pairs x {SEQ_LENGTH} tokens, sample "
+            f"preference pairs; baseline: TRL {trl.__version__} DPOTrainer's loss + backward + AdamW on the "
+            f"same batches; {rounds} rounds x {steps} steps, ratio: median of the paired ratios",
+        }
+    ]
 
 
 def _timed(step: Callable[[Any], int], batches: list[Any]) -> tuple[float, int]:
@@ -71,8 +78,12 @@ def _pairs(workspace: Path, model: Path):
     from forgellm.data.settings import DataSettings
 
     write_sample(workspace / "dataset" / "sample")
-    settings = DataSettings(input_dir=workspace / "dataset" / "sample" / "preference", training_type="preference",
-                            max_seq_length=SEQ_LENGTH, validation_split=0.1)
+    settings = DataSettings(
+        input_dir=workspace / "dataset" / "sample" / "preference",
+        training_type="preference",
+        max_seq_length=SEQ_LENGTH,
+        validation_split=0.1,
+    )
     return prepare_dataset(settings, AutoTokenizer.from_pretrained(str(model)), workspace).train
 
 
@@ -81,9 +92,18 @@ def _forgellm(model: Path) -> Callable[[Any], int]:
     from forgellm.training.config import TrainingConfig
     from forgellm.training.torch_trainable import TorchTrainable
 
-    config = TrainingConfig(model_name=str(model), engine="torch", training_type="preference", preference_loss="dpo",
-                            beta=BETA, fine_tune_type="lora", max_seq_length=SEQ_LENGTH, batch_size=BATCH,
-                            learning_rate=LR, seed=0)
+    config = TrainingConfig(
+        model_name=str(model),
+        engine="torch",
+        training_type="preference",
+        preference_loss="dpo",
+        beta=BETA,
+        fine_tune_type="lora",
+        max_seq_length=SEQ_LENGTH,
+        batch_size=BATCH,
+        learning_rate=LR,
+        seed=0,
+    )
     trainable = TorchTrainable(config, describe(model))
 
     def step(batch) -> int:
@@ -102,12 +122,22 @@ def _trl(model: Path, workspace: Path) -> Callable[[Any], int]:
     from trl import DPOConfig, DPOTrainer
 
     torch.manual_seed(0)
-    args = DPOConfig(output_dir=str(workspace / "trl"), beta=BETA, report_to=[], use_cpu=True, save_strategy="no",
-                     per_device_train_batch_size=BATCH, learning_rate=LR)
-    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32), args=args,
-                         train_dataset=Dataset.from_list([{"prompt": "Hi", "chosen": " a", "rejected": " b"}] * 2),
-                         processing_class=AutoTokenizer.from_pretrained(str(model)),
-                         peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"))
+    args = DPOConfig(
+        output_dir=str(workspace / "trl"),
+        beta=BETA,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        per_device_train_batch_size=BATCH,
+        learning_rate=LR,
+    )
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32),
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": "Hi", "chosen": " a", "rejected": " b"}] * 2),
+        processing_class=AutoTokenizer.from_pretrained(str(model)),
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"),
+    )
     trainer.model.train()
     params = [p for p in trainer.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.01)
@@ -118,9 +148,12 @@ def _trl(model: Path, workspace: Path) -> Callable[[Any], int]:
         mask = np.concatenate([batch.mask[:, 0], batch.mask[:, 1]])[:, :used].astype(np.int64)
         real = np.zeros_like(mask)
         for row in range(len(mask)):
-            real[row, :int(np.flatnonzero(mask[row]).max()) + 1] = 1
-        inputs = {"input_ids": torch.from_numpy(tokens), "attention_mask": torch.from_numpy(real),
-                  "completion_mask": torch.from_numpy(mask)}
+            real[row, : int(np.flatnonzero(mask[row]).max()) + 1] = 1
+        inputs = {
+            "input_ids": torch.from_numpy(tokens),
+            "attention_mask": torch.from_numpy(real),
+            "completion_mask": torch.from_numpy(mask),
+        }
         trainer._compute_loss(trainer.model, inputs, return_outputs=False).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()

@@ -28,7 +28,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="forgellm-bench-qa-") as tmp:
         model = tiny_model(Path(tmp) / "tiny") if quick else embedded_model()
         if quick:
-            items = items[:QUICK["questions"]]
+            items = items[: QUICK["questions"]]
         return [measure(model, items, "torch", QUICK["tokens"] if quick else FULL_TOKENS)]
 
 
@@ -44,8 +44,13 @@ def measure(model_dir: Path, items: list[dict], engine: str, max_tokens: int) ->
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
         model.greedy_batch(questions.prompts[:2], 2)  # warm-up of both paths
         tic = time.perf_counter()
-        alone = ["".join(c.text for c in model.generate(model.format_prompt([{"role": "user", "content": i["question"]}]),
-                                                        params)).strip() for i in items]
+        alone = [
+            "".join(
+                c.text
+                for c in model.generate(model.format_prompt([{"role": "user", "content": i["question"]}]), params)
+            ).strip()
+            for i in items
+        ]
         alone_s = time.perf_counter() - tic
         tic = time.perf_counter()
         batched = questions.answer(model.greedy_batch, max_tokens, DEFAULT_BATCH_SIZE)
@@ -55,8 +60,13 @@ def measure(model_dir: Path, items: list[dict], engine: str, max_tokens: int) ->
     same = sum(a == b["answer"] for a, b in zip(alone, batched.answers))
     # In milliseconds to a tenth: the quick run's times are fractions of a second, and the ratio must
     # stay what the two reported figures say.
-    return {"name": f"qa_batched_{engine}", "value": round(batched_s * 1000, 1), "unit": "ms",
-            "baseline": round(alone_s * 1000, 1), "ratio": round(batched_s / alone_s, 4),
-            "notes": f"{len(items)} questions, {max_tokens} tokens max, batches of {DEFAULT_BATCH_SIZE}: "
-                     f"{alone_s / batched_s:.1f}x faster than one at a time; {same}/{len(items)} answers identical; "
-                     f"QA accuracy {batched.accuracy:.1%}"}
+    return {
+        "name": f"qa_batched_{engine}",
+        "value": round(batched_s * 1000, 1),
+        "unit": "ms",
+        "baseline": round(alone_s * 1000, 1),
+        "ratio": round(batched_s / alone_s, 4),
+        "notes": f"{len(items)} questions, {max_tokens} tokens max, batches of {DEFAULT_BATCH_SIZE}: "
+        f"{alone_s / batched_s:.1f}x faster than one at a time; {same}/{len(items)} answers identical; "
+        f"QA accuracy {batched.accuracy:.1%}",
+    }

@@ -28,19 +28,28 @@ def run(quick: bool) -> list[dict[str, Any]]:
         workspace = Path(tmp)
         first = tiny_model(workspace / "tiny-a")
         second = tiny_model(workspace / "tiny-b") if quick else embedded_model()
-        with _ServerProcess(workspace, roots=(Path(second).parent,)) as server, \
-                httpx.Client(base_url=server.url, timeout=600) as http:
+        with (
+            _ServerProcess(workspace, roots=(Path(second).parent,)) as server,
+            httpx.Client(base_url=server.url, timeout=600) as http,
+        ):
             cold = {model: _load(http, model) for model in (first, second)}
             times = [_load(http, model) for _, model in zip(range(switches), _alternate(first, second))]
             cached = len(http.get("/api/model/status").json()["cache"])
     seconds = statistics.median(times)
     cold_second = cold[second]
-    return [{"name": "server_switch_cached", "value": round(seconds * 1000, 1), "unit": "ms",
-             "baseline": round(cold_second * 1000, 1), "ratio": round(seconds / cold_second, 4),
-             "notes": f"POST /api/model/load of a model already in the server's cache, median of {len(times)} "
-                      f"switches between {Path(first).name} and {Path(second).name} (max {max(times) * 1000:.1f} ms); "
-                      f"baseline: the cold load of {Path(second).name}; target under 100 ms; "
-                      f"{cached} models cached"}]
+    return [
+        {
+            "name": "server_switch_cached",
+            "value": round(seconds * 1000, 1),
+            "unit": "ms",
+            "baseline": round(cold_second * 1000, 1),
+            "ratio": round(seconds / cold_second, 4),
+            "notes": f"POST /api/model/load of a model already in the server's cache, median of {len(times)} "
+            f"switches between {Path(first).name} and {Path(second).name} (max {max(times) * 1000:.1f} ms); "
+            f"baseline: the cold load of {Path(second).name}; target under 100 ms; "
+            f"{cached} models cached",
+        }
+    ]
 
 
 def _alternate(a: Path, b: Path):

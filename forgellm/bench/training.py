@@ -96,17 +96,32 @@ def run(quick: bool) -> list[dict[str, Any]]:
         np.savez(data, tokens=tokens, mask=mask)
         model_config = json.loads((model / "config.json").read_text())
         for fine_tune_type in setting.types:
-            common = {"model": str(model), "data": str(data), "fine_tune_type": fine_tune_type,
-                      "seq_length": setting.seq_length, "batch_size": setting.batch_size,
-                      "lora_rank": setting.lora_rank, "lora_alpha": setting.lora_alpha,
-                      "learning_rate": setting.learning_rate}
+            common = {
+                "model": str(model),
+                "data": str(data),
+                "fine_tune_type": fine_tune_type,
+                "seq_length": setting.seq_length,
+                "batch_size": setting.batch_size,
+                "lora_rank": setting.lora_rank,
+                "lora_alpha": setting.lora_alpha,
+                "learning_rate": setting.learning_rate,
+            }
             for engine, contender in (("torch", "transformers+PEFT loop"), ("mlx", "mlx_lm.lora")):
                 spec = _pair_spec(common, model_config, setting, engine)
-                pair = _torch_pair(spec, setting) if engine == "torch" else \
-                    _mlx_pair(spec, setting, tokens, root / f"mlx-lm-{fine_tune_type}")
-                out += _rows(f"{fine_tune_type}_{engine}", *pair, contender,
-                             flops_per_token(model_config, setting, spec["products"]), peak, setting,
-                             product_flops(spec["products"]))
+                pair = (
+                    _torch_pair(spec, setting)
+                    if engine == "torch"
+                    else _mlx_pair(spec, setting, tokens, root / f"mlx-lm-{fine_tune_type}")
+                )
+                out += _rows(
+                    f"{fine_tune_type}_{engine}",
+                    *pair,
+                    contender,
+                    flops_per_token(model_config, setting, spec["products"]),
+                    peak,
+                    setting,
+                    product_flops(spec["products"]),
+                )
     return out
 
 
@@ -117,14 +132,19 @@ def _pair_spec(common: dict[str, Any], model_config: dict[str, Any], setting: Se
     mlx side gets ``num_layers`` = the model's block count, which trains exactly those."""
     blocks_only = engine == "mlx"
     trains_head = common["fine_tune_type"] == "full" and not blocks_only
-    return {**common, "num_layers": model_config["num_hidden_layers"] if blocks_only else -1,
-            "products": step_products(model_config, setting, common["fine_tune_type"], trains_head)}
+    return {
+        **common,
+        "num_layers": model_config["num_hidden_layers"] if blocks_only else -1,
+        "products": step_products(model_config, setting, common["fine_tune_type"], trains_head),
+    }
 
 
 def _torch_pair(spec: dict[str, Any], setting: Setting) -> tuple[Tally, Tally]:
     tallies = (Tally(), Tally())
-    with Worker("forgellm.bench._train_worker", {**spec, "contender": "forgellm-torch"}) as ours, \
-            Worker("forgellm.bench._train_worker", {**spec, "contender": "peft-loop"}, env=_plain_env()) as theirs:
+    with (
+        Worker("forgellm.bench._train_worker", {**spec, "contender": "forgellm-torch"}) as ours,
+        Worker("forgellm.bench._train_worker", {**spec, "contender": "peft-loop"}, env=_plain_env()) as theirs,
+    ):
         workers = (ours, theirs)
         for worker in workers:
             worker.call({"command": "steps", "count": setting.warmup})
@@ -143,8 +163,9 @@ def _torch_pair(spec: dict[str, Any], setting: Setting) -> tuple[Tally, Tally]:
 def _mlx_pair(spec: dict[str, Any], setting: Setting, tokens: np.ndarray, folder: Path) -> tuple[Tally, Tally]:
     ours, theirs = Tally(), Tally()
     lora = MlxLoraCommand(spec, setting, tokens, folder)
-    with Worker("forgellm.bench._train_worker", {**spec, "contender": "forgellm-mlx"}, env=blas.subprocess_env()) \
-            as worker:
+    with Worker(
+        "forgellm.bench._train_worker", {**spec, "contender": "forgellm-mlx"}, env=blas.subprocess_env()
+    ) as worker:
         worker.call({"command": "steps", "count": setting.warmup})
         for round_ in range(setting.rounds):
             for index in (0, 1) if round_ % 2 == 0 else (1, 0):
@@ -181,15 +202,31 @@ class MlxLoraCommand:
         lines = [json.dumps({"text": tokenizer.decode(row[:-1].tolist())}) for row in tokens]
         (folder / "data").mkdir(exist_ok=True)
         (folder / "data" / "train.jsonl").write_text("\n".join(lines) + "\n")
-        config = {"model": spec["model"], "train": True, "data": str(folder / "data"),
-                  "fine_tune_type": spec["fine_tune_type"], "optimizer": "adamw",
-                  "optimizer_config": {"adamw": {"weight_decay": 0.01}}, "num_layers": -1,
-                  "batch_size": setting.batch_size, "iters": setting.warmup + setting.steps,
-                  "learning_rate": setting.learning_rate, "steps_per_report": 1, "steps_per_eval": 10**9,
-                  "save_every": 10**9, "adapter_path": str(folder / "adapters"),
-                  "max_seq_length": setting.seq_length, "seed": 0, "grad_checkpoint": False,
-                  "lora_parameters": {"rank": setting.lora_rank, "scale": setting.lora_alpha / setting.lora_rank,
-                                      "dropout": 0.0, "keys": MLX_KEYS}}
+        config = {
+            "model": spec["model"],
+            "train": True,
+            "data": str(folder / "data"),
+            "fine_tune_type": spec["fine_tune_type"],
+            "optimizer": "adamw",
+            "optimizer_config": {"adamw": {"weight_decay": 0.01}},
+            "num_layers": -1,
+            "batch_size": setting.batch_size,
+            "iters": setting.warmup + setting.steps,
+            "learning_rate": setting.learning_rate,
+            "steps_per_report": 1,
+            "steps_per_eval": 10**9,
+            "save_every": 10**9,
+            "adapter_path": str(folder / "adapters"),
+            "max_seq_length": setting.seq_length,
+            "seed": 0,
+            "grad_checkpoint": False,
+            "lora_parameters": {
+                "rank": setting.lora_rank,
+                "scale": setting.lora_alpha / setting.lora_rank,
+                "dropout": 0.0,
+                "keys": MLX_KEYS,
+            },
+        }
         import yaml
 
         self.config_path = folder / "lora.yaml"
@@ -199,8 +236,13 @@ class MlxLoraCommand:
         """One round: a fresh ``mlx_lm lora`` process; its measured steps make one entry of ``tally``."""
         env = blas.subprocess_env(_plain_env())
         env["NO_COLOR"] = "1"
-        process = subprocess.Popen([sys.executable, "-m", "mlx_lm", "lora", "--config", str(self.config_path)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlx_lm", "lora", "--config", str(self.config_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
         assert process.stdout is not None
         output = process.stdout.read()
         _, status, usage = os.wait4(process.pid, 0)  # its own peak memory (not other children's)
@@ -208,14 +250,24 @@ class MlxLoraCommand:
         if process.returncode != 0:
             raise RuntimeError(f"mlx_lm lora failed ({process.returncode}): {output[-2000:]}")
         plain = ANSI.sub("", output)
-        reports = {int(m.group(1)): (float(m.group(2)), float(m.group(3).replace(",", "")))
-                   for m in map(self.REPORT.match, plain.splitlines()) if m}
+        reports = {
+            int(m.group(1)): (float(m.group(2)), float(m.group(3).replace(",", "")))
+            for m in map(self.REPORT.match, plain.splitlines())
+            if m
+        }
         measured = [reports[i] for i in sorted(reports) if i > self.setting.warmup]
         if len(measured) != self.setting.steps:
-            raise RuntimeError(f"mlx_lm lora printed {len(reports)} step reports, expected "
-                               f"{self.setting.warmup + self.setting.steps}: {output[-2000:]}")
-        tally.add({"seconds": sum(self.step_tokens / rate for _, rate in measured),
-                   "tokens": self.step_tokens * len(measured), "loss": measured[-1][0]})
+            raise RuntimeError(
+                f"mlx_lm lora printed {len(reports)} step reports, expected "
+                f"{self.setting.warmup + self.setting.steps}: {output[-2000:]}"
+            )
+        tally.add(
+            {
+                "seconds": sum(self.step_tokens / rate for _, rate in measured),
+                "tokens": self.step_tokens * len(measured),
+                "loss": measured[-1][0],
+            }
+        )
         rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
         tally.peak_rss_bytes = max(tally.peak_rss_bytes, rss)
 
@@ -225,13 +277,20 @@ def _projection_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
     d, inter = config["hidden_size"], config["intermediate_size"]
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
     head_dim = config.get("head_dim") or d // heads
-    return {"q_proj": (d, heads * head_dim), "k_proj": (d, kv_heads * head_dim),
-            "v_proj": (d, kv_heads * head_dim), "o_proj": (heads * head_dim, d),
-            "gate_proj": (d, inter), "up_proj": (d, inter), "down_proj": (inter, d)}
+    return {
+        "q_proj": (d, heads * head_dim),
+        "k_proj": (d, kv_heads * head_dim),
+        "v_proj": (d, kv_heads * head_dim),
+        "o_proj": (heads * head_dim, d),
+        "gate_proj": (d, inter),
+        "up_proj": (d, inter),
+        "down_proj": (inter, d),
+    }
 
 
-def step_products(config: dict[str, Any], setting: Setting, fine_tune_type: str,
-                  trains_head: bool) -> list[tuple[int, int, int, int]]:
+def step_products(
+    config: dict[str, Any], setting: Setting, fine_tune_type: str, trains_head: bool
+) -> list[tuple[int, int, int, int]]:
     """The weight products of one training step as ``(m, k, n, count)``: an (m x k) by (k x n)
     product, ``count`` times. Forward ``x W``; the input gradient ``g W^T``; a weight gradient
     ``g^T x`` only for trained weights (a frozen layer needs none; the output layer's when
@@ -272,49 +331,89 @@ def flops_per_token(config: dict[str, Any], setting: Setting, products: list[tup
     return weights / tokens + 3 * config["num_hidden_layers"] * attention
 
 
-def _rows(label: str, ours: Tally, theirs: Tally, contender: str, flops: float, peak_gflops: float,
-          setting: Setting, product_flops: float = 0.0) -> list[dict[str, Any]]:
-    shape = (f"batch {setting.batch_size} x {setting.seq_length} tokens, {setting.rounds} rounds of "
-             f"{setting.steps} step(s) each, medians; ratio: median of the rounds' paired ratios")
+def _rows(
+    label: str,
+    ours: Tally,
+    theirs: Tally,
+    contender: str,
+    flops: float,
+    peak_gflops: float,
+    setting: Setting,
+    product_flops: float = 0.0,
+) -> list[dict[str, Any]]:
+    shape = (
+        f"batch {setting.batch_size} x {setting.seq_length} tokens, {setting.rounds} rounds of "
+        f"{setting.steps} step(s) each, medians; ratio: median of the rounds' paired ratios"
+    )
     mfu_ours = flops * ours.tokens_per_second / (peak_gflops * 1e9)
     mfu_theirs = flops * theirs.tokens_per_second / (peak_gflops * 1e9)
     ratio = round(paired_ratio(ours, theirs), 3)
     return [
-        {"name": f"train_{label}_tokens_per_s", "value": round(ours.tokens_per_second, 2), "unit": "tokens/s",
-         "baseline": round(theirs.tokens_per_second, 2), "ratio": ratio,
-         "notes": f"useful (target) tokens/s vs {contender}; {shape}; last loss {ours.losses[-1]:.3f} vs "
-                  f"{theirs.losses[-1]:.3f}"},
-        {"name": f"train_{label}_mfu", "value": _sig(mfu_ours), "unit": "fraction of peak",
-         "baseline": _sig(mfu_theirs), "ratio": ratio,
-         "notes": f"{flops / 1e6:.0f} MFLOP per token against the machine's {peak_gflops:.1f} GFLOP/s matmul peak"},
+        {
+            "name": f"train_{label}_tokens_per_s",
+            "value": round(ours.tokens_per_second, 2),
+            "unit": "tokens/s",
+            "baseline": round(theirs.tokens_per_second, 2),
+            "ratio": ratio,
+            "notes": f"useful (target) tokens/s vs {contender}; {shape}; last loss {ours.losses[-1]:.3f} vs "
+            f"{theirs.losses[-1]:.3f}",
+        },
+        {
+            "name": f"train_{label}_mfu",
+            "value": _sig(mfu_ours),
+            "unit": "fraction of peak",
+            "baseline": _sig(mfu_theirs),
+            "ratio": ratio,
+            "notes": f"{flops / 1e6:.0f} MFLOP per token against the machine's {peak_gflops:.1f} GFLOP/s matmul peak",
+        },
         *_ceiling_rows(label, ours, mfu_ours, product_flops, peak_gflops),
-        {"name": f"train_{label}_peak_memory", "value": round(ours.peak_rss_bytes / 1e9, 3), "unit": "GB",
-         "baseline": round(theirs.peak_rss_bytes / 1e9, 3),
-         "ratio": _ratio(ours.peak_rss_bytes, theirs.peak_rss_bytes),
-         "notes": f"peak resident memory of the process vs {contender}'s"},
+        {
+            "name": f"train_{label}_peak_memory",
+            "value": round(ours.peak_rss_bytes / 1e9, 3),
+            "unit": "GB",
+            "baseline": round(theirs.peak_rss_bytes / 1e9, 3),
+            "ratio": _ratio(ours.peak_rss_bytes, theirs.peak_rss_bytes),
+            "notes": f"peak resident memory of the process vs {contender}'s",
+        },
     ]
 
 
-def _ceiling_rows(label: str, ours: Tally, mfu: float, product_flops: float,
-                  peak_gflops: float) -> list[dict[str, Any]]:
+def _ceiling_rows(
+    label: str, ours: Tally, mfu: float, product_flops: float, peak_gflops: float
+) -> list[dict[str, Any]]:
     """The MFU a step would reach if it were nothing but its weight products, and the step's share
     of it: the products timed alone at their shapes in ForgeLLM's own worker (same library, same
     threads), and (torch) at the speed they ran inside ForgeLLM's steps, caches and threads as the
     rest of the step left them."""
-    ways = (("products_ceiling", ours.products_seconds,
-             "timed alone at their shapes in the same process: the MFU of a step that did nothing else"),
-            ("products_in_step", ours.products_in_step_seconds,
-             f"at the speed they ran inside {PROFILED_STEPS} of ForgeLLM's steps (torch.profiler, the matmul "
-             f"kernels' own time): the MFU of the step if all its other work took no time"))
+    ways = (
+        (
+            "products_ceiling",
+            ours.products_seconds,
+            "timed alone at their shapes in the same process: the MFU of a step that did nothing else",
+        ),
+        (
+            "products_in_step",
+            ours.products_in_step_seconds,
+            f"at the speed they ran inside {PROFILED_STEPS} of ForgeLLM's steps (torch.profiler, the matmul "
+            f"kernels' own time): the MFU of the step if all its other work took no time",
+        ),
+    )
     rows = []
     for measure, seconds, how in ways:
         if not seconds:
             continue
         ceiling = product_flops / seconds / (peak_gflops * 1e9)
-        rows.append({"name": f"train_{label}_{measure}", "value": _sig(ceiling), "unit": "fraction of peak",
-                     "baseline": None, "ratio": _ratio(mfu, ceiling),
-                     "notes": f"the step's weight products ({product_flops / 1e9:.0f} GFLOP, attention not "
-                              f"included) {how}; ratio: the step's MFU over it"})
+        rows.append(
+            {
+                "name": f"train_{label}_{measure}",
+                "value": _sig(ceiling),
+                "unit": "fraction of peak",
+                "baseline": None,
+                "ratio": _ratio(mfu, ceiling),
+                "notes": f"the step's weight products ({product_flops / 1e9:.0f} GFLOP, attention not "
+                f"included) {how}; ratio: the step's MFU over it",
+            }
+        )
     return rows
 
 

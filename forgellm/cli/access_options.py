@@ -14,10 +14,19 @@ F = TypeVar("F", bound=Callable[..., object])
 
 def access_options(command: F) -> F:
     """Add ``--token`` (or $FORGELLM_TOKEN) and ``--generate-token`` to a server command."""
-    command = click.option("--generate-token", is_flag=True,
-                           help="Generate a random access token and print it once (for binding beyond localhost).")(command)
-    return click.option("--token", envvar=TOKEN_ENV, show_envvar=True, default=None, metavar="TOKEN",
-                        help="Access token every request must carry; required when --host is not 127.0.0.1/localhost.")(command)
+    command = click.option(
+        "--generate-token",
+        is_flag=True,
+        help="Generate a random access token and print it once (for binding beyond localhost).",
+    )(command)
+    return click.option(
+        "--token",
+        envvar=TOKEN_ENV,
+        show_envvar=True,
+        default=None,
+        metavar="TOKEN",
+        help="Access token every request must carry; required when --host is not 127.0.0.1/localhost.",
+    )(command)
 
 
 def resolve_access_token(host: str, token: str | None, generate: bool) -> str | None:

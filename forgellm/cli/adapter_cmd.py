@@ -20,10 +20,19 @@ def adapter() -> None:
 
 @adapter.command("convert")
 @click.argument("src")
-@click.option("--to", "to", type=click.Choice(["mlx", "peft"]), required=True,
-              help="Target format: mlx (mlx-lm, mlx engine) or peft (torch engine).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (must not exist); default <src>-<format> beside the source.")
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["mlx", "peft"]),
+    required=True,
+    help="Target format: mlx (mlx-lm, mlx engine) or peft (torch engine).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (must not exist); default <src>-<format> beside the source.",
+)
 @click.option("--base", default=None, help="Base model the adapter belongs to; default the one it records.")
 def convert_cmd(src: str, to: str, out: Path | None, base: str | None) -> None:
     """Convert the LoRA adapter SRC (an adapter folder, a checkpoint, or a run: its final or best

@@ -35,8 +35,13 @@ def bench(quick: bool, as_json: bool, markdown: bool, only: tuple[str, ...], lis
         return
     suites = run_suites(quick=quick, only=list(only) or None)
     if as_json:
-        click.echo(json.dumps({"machine": describe_machine(), "quick": quick,
-                               "suites": [s.__dict__ for s in suites]}, indent=2, default=str))
+        click.echo(
+            json.dumps(
+                {"machine": describe_machine(), "quick": quick, "suites": [s.__dict__ for s in suites]},
+                indent=2,
+                default=str,
+            )
+        )
     elif markdown:
         click.echo(markdown_table([s.__dict__ for s in suites]))
     else:
@@ -56,8 +61,10 @@ def markdown_table(suites: list[dict]) -> str:
         for r in suite["results"]:
             baseline = "" if r["baseline"] is None else f"{r['baseline']:.4g} {r['unit']}"
             ratio = "" if r["ratio"] is None else f"**{r['ratio']:.3f}**"
-            lines.append(f"| {suite['module']} | {r['name']} | {r['value']:.4g} {r['unit']} | {baseline} | {ratio} | "
-                         f"{r['notes'].replace('|', '/')} |")
+            lines.append(
+                f"| {suite['module']} | {r['name']} | {r['value']:.4g} {r['unit']} | {baseline} | {ratio} | "
+                f"{r['notes'].replace('|', '/')} |"
+            )
     return "\n".join(lines)
 
 
@@ -70,7 +77,12 @@ def _print_table(suites) -> None:
         if suite.error:
             table.add_row(suite.module, "[red]failed[/red]", "", "", "", suite.error.splitlines()[0])
         for r in suite.results:
-            table.add_row(suite.module, r["name"], f"{r['value']:.4g} {r['unit']}",
-                          "" if r["baseline"] is None else f"{r['baseline']:.4g} {r['unit']}",
-                          "" if r["ratio"] is None else f"{r['ratio']:.3f}", r["notes"])
+            table.add_row(
+                suite.module,
+                r["name"],
+                f"{r['value']:.4g} {r['unit']}",
+                "" if r["baseline"] is None else f"{r['baseline']:.4g} {r['unit']}",
+                "" if r["ratio"] is None else f"{r['ratio']:.3f}",
+                r["notes"],
+            )
     Console().print(table)

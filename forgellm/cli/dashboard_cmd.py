@@ -11,12 +11,26 @@ from forgellm.errors import UserError
 
 @click.command()
 @click.argument("runs", nargs=-1, required=True)
-@click.option("--format", "fmt", type=click.Choice(["png", "html"]), default=None,
-              help="Output format; default from --out's extension, else png.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Output file; default <run>/dashboard.<format> for one run, ./compare.<format> for several.")
-@click.option("--max-points", type=click.IntRange(50, 100_000), default=600, show_default=True,
-              help="Points per curve after downsampling (the best and last points are always kept).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["png", "html"]),
+    default=None,
+    help="Output format; default from --out's extension, else png.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Output file; default <run>/dashboard.<format> for one run, ./compare.<format> for several.",
+)
+@click.option(
+    "--max-points",
+    type=click.IntRange(50, 100_000),
+    default=600,
+    show_default=True,
+    help="Points per curve after downsampling (the best and last points are always kept).",
+)
 def dashboard(runs: tuple[str, ...], fmt: str | None, out: Path | None, max_points: int) -> None:
     """Draw the training curves of RUN (or compare several), with the best checkpoint and
     recommendations from the analysis.
@@ -40,16 +54,20 @@ def dashboard(runs: tuple[str, ...], fmt: str | None, out: Path | None, max_poin
     data = dashboard_data(run_dirs, max_points=max_points)
     if fmt == "png":
         from forgellm.analysis.dashboard_png import render_png
+
         render_png(data, out)
     else:
         from forgellm.analysis.dashboard_html import render_html
+
         render_html(data, out)
     for run in data["runs"]:
         analysis = run["analysis"]
         best, recommended = analysis["best_checkpoint"], analysis["recommended"]
-        click.echo(f"{run['name']}: best checkpoint "
-                   + (best or "none yet")
-                   + (f"; recommended {recommended['name']} (score {recommended['score']:.4f})" if recommended else ""))
+        click.echo(
+            f"{run['name']}: best checkpoint "
+            + (best or "none yet")
+            + (f"; recommended {recommended['name']} (score {recommended['score']:.4f})" if recommended else "")
+        )
         for rec in analysis["recommendations"]:
             click.echo(f"  [{rec['severity']}] {rec['message']}")
     click.echo(str(out))

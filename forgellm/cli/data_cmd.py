@@ -17,9 +17,13 @@ TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 def _pipeline_options(fn):
     """Options shared by stats and preview: PATH, ``--model`` and every data setting (see docs/data.md)."""
     fn = data_options(fn)
-    fn = click.option("--model", default="default", show_default=True,
-                      help="Model whose tokenizer (and chat template) to use, and that writes the replay set "
-                           "when --mixture-ratio < 1 without --general-data: path, name under models/, or 'default'.")(fn)
+    fn = click.option(
+        "--model",
+        default="default",
+        show_default=True,
+        help="Model whose tokenizer (and chat template) to use, and that writes the replay set "
+        "when --mixture-ratio < 1 without --general-data: path, name under models/, or 'default'.",
+    )(fn)
     return click.argument("path", type=click.Path(path_type=Path))(fn)
 
 
@@ -92,8 +96,10 @@ def validation_source(validation: dict[str, Any]) -> str:
     if source == "validation_dir":
         return f"from validation_dir {validation['path']} ({validation['documents']} documents; all of PATH trains)"
     if source == "packed_sequences":
-        return (f"the last {validation['sequences']} packed sequence(s) of the training text "
-                f"(too few documents to hold one out)")
+        return (
+            f"the last {validation['sequences']} packed sequence(s) of the training text "
+            f"(too few documents to hold one out)"
+        )
     if source == "none":
         return f"none: {validation['reason']}"
     return "held-out documents (validation_split)"
@@ -105,21 +111,27 @@ def _print_stats(stats: dict[str, Any]) -> None:
 
     table = Table("measure", "value", show_header=False)
     rows = [
-        ("files", stats["files"]), ("documents read", stats["documents"]),
+        ("files", stats["files"]),
+        ("documents read", stats["documents"]),
         ("exact duplicates removed", stats["duplicates_removed"]),
         ("near duplicates removed", stats["near_duplicates_removed"]),
         ("filtered", ", ".join(f"{k} {v}" for k, v in stats["filtered"].items())),
         ("skipped inputs", stats["skipped_total"]),
         ("documents train / val", f"{stats['train_documents']} / {stats['val_documents']}"),
         ("tokens train / val", f"{stats['train_tokens']} / {stats['val_tokens']}"),
-        ("sequences train / val", f"{stats['sequences']['train']} / {stats['sequences']['val']} x {stats['seq_length']}"),
+        (
+            "sequences train / val",
+            f"{stats['sequences']['train']} / {stats['sequences']['val']} x {stats['seq_length']}",
+        ),
         ("validation", validation_source(stats.get("validation") or {"source": "documents"})),
         ("padding", f"{stats['padding_fraction']:.2%}"),
     ]
     if stats.get("format"):
         rows.append(("formats", ", ".join(f"{f}: {fmt}" for f, fmt in stats["format"].items())))
     if stats.get("truncated"):
-        rows.append(("truncated pairs" if stats.get("mode") == "preference" else "truncated records", stats["truncated"]))
+        rows.append(
+            ("truncated pairs" if stats.get("mode") == "preference" else "truncated records", stats["truncated"])
+        )
     if stats.get("mode") == "preference":
         rows.insert(6, ("pairs train / val", f"{stats['pairs']['train']} / {stats['pairs']['val']}"))
     rows.append(("cache", f"{'hit' if stats['cache']['hit'] else 'built'} {stats['cache']['path']}"))
@@ -169,8 +181,11 @@ def preview_cmd(path: Path, model: str, count: int, **options: Any) -> None:
         removed += [f"duplicate {report.duplicates_removed}"] if report.duplicates_removed else []
         click.echo(click.style(f"not shown (removed by cleaning): {', '.join(removed)}", fg="yellow"), err=True)
     if not items:
-        click.echo(f"nothing to show: no record of {settings.input_dir} survived reading and cleaning "
-                   f"(see the lines above, or `forgellm data stats`)", err=True)
+        click.echo(
+            f"nothing to show: no record of {settings.input_dir} survived reading and cleaning "
+            f"(see the lines above, or `forgellm data stats`)",
+            err=True,
+        )
 
 
 def render_marked(tokenizer: Any, ids: Any, mask: Any) -> str:
@@ -179,15 +194,22 @@ def render_marked(tokenizer: Any, ids: Any, mask: Any) -> str:
     for end in range(1, len(ids) + 1):
         if end == len(ids) or mask[end] != mask[start]:
             text = tokenizer.decode([int(t) for t in ids[start:end]])
-            parts.append(click.style(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}", fg="green") if mask[start]
-                         else click.style(text, dim=True))
+            parts.append(
+                click.style(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}", fg="green")
+                if mask[start]
+                else click.style(text, dim=True)
+            )
             start = end
     return "".join(parts)
 
 
 @data.command("sample")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Folder to write into; default dataset/sample in the workspace.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder to write into; default dataset/sample in the workspace.",
+)
 def sample_cmd(out: Path | None) -> None:
     """(Re)generate the sample dataset (Vendrasil, an invented island nation): the same bytes every time.
 
@@ -209,34 +231,79 @@ def sample_cmd(out: Path | None) -> None:
 
 @data.command("synthesize")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Folder to write into: ift/qa.jsonl, cpt/paraphrases.jsonl, summary.json. Rerun to resume.")
-@click.option("--teacher", required=True,
-              help="Model that writes the data: a model name or path (loaded here), or the URL of an "
-                   "OpenAI-compatible server (ForgeLLM, llama.cpp, Ollama, vLLM), e.g. http://127.0.0.1:5001/v1.")
-@click.option("--questions-per-chunk", type=int, default=3, show_default=True,
-              help="Question/answer pairs asked for each chunk (0: none).")
-@click.option("--paraphrases", type=int, default=2, show_default=True,
-              help="Paraphrases written of each chunk (0: none).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write into: ift/qa.jsonl, cpt/paraphrases.jsonl, summary.json. Rerun to resume.",
+)
+@click.option(
+    "--teacher",
+    required=True,
+    help="Model that writes the data: a model name or path (loaded here), or the URL of an "
+    "OpenAI-compatible server (ForgeLLM, llama.cpp, Ollama, vLLM), e.g. http://127.0.0.1:5001/v1.",
+)
+@click.option(
+    "--questions-per-chunk",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Question/answer pairs asked for each chunk (0: none).",
+)
+@click.option(
+    "--paraphrases", type=int, default=2, show_default=True, help="Paraphrases written of each chunk (0: none)."
+)
 @click.option("--teacher-model", default=None, help="Model id to ask at a teacher URL (default: the server's first).")
-@click.option("--api-key-env", default=None, metavar="NAME",
-              help="Environment variable holding the teacher URL's API key (sent as a Bearer token).")
+@click.option(
+    "--api-key-env",
+    default=None,
+    metavar="NAME",
+    help="Environment variable holding the teacher URL's API key (sent as a Bearer token).",
+)
 @click.option("--engine", default=None, help="Engine for a teacher model: auto, mlx or torch.")
-@click.option("--chunk-chars", type=int, default=2000, show_default=True,
-              help="Largest chunk, in characters; documents are cut at paragraphs, then sentences.")
-@click.option("--text-column", default="text", show_default=True,
-              help="Column or field holding the text in .csv, .parquet, .jsonl/.json and datasets folders.")
-@click.option("--min-grounding", type=float, default=0.8, show_default=True,
-              help="Share of an answer's content words that must appear in its chunk (numbers: all of them).")
+@click.option(
+    "--chunk-chars",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Largest chunk, in characters; documents are cut at paragraphs, then sentences.",
+)
+@click.option(
+    "--text-column",
+    default="text",
+    show_default=True,
+    help="Column or field holding the text in .csv, .parquet, .jsonl/.json and datasets folders.",
+)
+@click.option(
+    "--min-grounding",
+    type=float,
+    default=0.8,
+    show_default=True,
+    help="Share of an answer's content words that must appear in its chunk (numbers: all of them).",
+)
 @click.option("--max-tokens", type=int, default=1024, show_default=True, help="Longest teacher reply, in tokens.")
 @click.option("--temperature", type=float, default=0.7, show_default=True, help="Teacher sampling temperature.")
-@click.option("--timeout", type=float, default=300.0, show_default=True,
-              help="Seconds to wait for one answer of a teacher URL.")
+@click.option(
+    "--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for one answer of a teacher URL."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def synthesize_cmd(source: Path, out: Path, teacher: str, questions_per_chunk: int, paraphrases: int,
-                   teacher_model: str | None, api_key_env: str | None, engine: str | None, chunk_chars: int,
-                   text_column: str, min_grounding: float, max_tokens: int, temperature: float, timeout: float,
-                   as_json: bool) -> None:
+def synthesize_cmd(
+    source: Path,
+    out: Path,
+    teacher: str,
+    questions_per_chunk: int,
+    paraphrases: int,
+    teacher_model: str | None,
+    api_key_env: str | None,
+    engine: str | None,
+    chunk_chars: int,
+    text_column: str,
+    min_grounding: float,
+    max_tokens: int,
+    temperature: float,
+    timeout: float,
+    as_json: bool,
+) -> None:
     """Write question/answer chats (IFT) and paraphrases (CPT) grounded in the documents of SOURCE.
 
     SOURCE is anything the data pipeline reads (a folder or a file). Each chunk of it is given to
@@ -256,24 +323,42 @@ def synthesize_cmd(source: Path, out: Path, teacher: str, questions_per_chunk: i
     from forgellm.data.synthesis import Sampling, Synthesis, SynthesisOptions, open_teacher
     from forgellm.errors import UserError
 
-    for name, value, ok, expected in [("--max-tokens", max_tokens, 1 <= max_tokens <= 32768, "1 to 32768"),
-                                      ("--temperature", temperature, 0 <= temperature <= 2, "0 to 2"),
-                                      ("--timeout", timeout, timeout > 0, "over 0 seconds")]:
+    for name, value, ok, expected in [
+        ("--max-tokens", max_tokens, 1 <= max_tokens <= 32768, "1 to 32768"),
+        ("--temperature", temperature, 0 <= temperature <= 2, "0 to 2"),
+        ("--timeout", timeout, timeout > 0, "over 0 seconds"),
+    ]:
         if not ok:
             raise UserError(f"{name} {value} is out of range: give {expected}")
-    options = SynthesisOptions(source=source, out=out, questions_per_chunk=questions_per_chunk,
-                               paraphrases=paraphrases, chunk_chars=chunk_chars, text_column=text_column,
-                               min_grounding=min_grounding, sampling=Sampling(max_tokens, temperature))
+    options = SynthesisOptions(
+        source=source,
+        out=out,
+        questions_per_chunk=questions_per_chunk,
+        paraphrases=paraphrases,
+        chunk_chars=chunk_chars,
+        text_column=text_column,
+        min_grounding=min_grounding,
+        sampling=Sampling(max_tokens, temperature),
+    )
     synthesis = Synthesis(options)  # reads SOURCE and opens --out: bad input fails before a model loads
-    model = open_teacher(teacher, workspace=Workspace.current(), engine=engine, model=teacher_model,
-                         api_key_env=api_key_env, timeout=timeout)
+    model = open_teacher(
+        teacher,
+        workspace=Workspace.current(),
+        engine=engine,
+        model=teacher_model,
+        api_key_env=api_key_env,
+        timeout=timeout,
+    )
     # SIGTERM (the web app's Stop, a service manager) ends the run like Ctrl-C: summary saved, resumable.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         summary = synthesis.run(model)
     except KeyboardInterrupt:
-        click.echo(f"interrupted: {synthesis.chunks_done} of {len(synthesis.chunks)} chunks done and kept in {out}; "
-                   f"run the same command again to resume", err=True)
+        click.echo(
+            f"interrupted: {synthesis.chunks_done} of {len(synthesis.chunks)} chunks done and kept in {out}; "
+            f"run the same command again to resume",
+            err=True,
+        )
         raise SystemExit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -291,12 +376,20 @@ def _print_synthesis(summary: dict[str, Any]) -> None:
     table = Table("measure", "value", show_header=False)
     run = summary["this_run"]
     for name, value in [
-        ("chunks done", f"{summary['chunks_done']} / {summary['chunks']} "
-                        f"({run['chunks']} this run, {run['teacher_calls']} teacher calls, {run['seconds']} s)"),
+        (
+            "chunks done",
+            f"{summary['chunks_done']} / {summary['chunks']} "
+            f"({run['chunks']} this run, {run['teacher_calls']} teacher calls, {run['seconds']} s)",
+        ),
         ("questions written", f"{summary['qa_written']} of {summary['qa_generated']} generated"),
-        ("rejected: not in the chunk", f"{summary['qa_ungrounded']} answers, "
-                                       f"{summary['paraphrases_ungrounded']} paraphrases"),
-        ("duplicates removed", f"{summary['qa_duplicates']} questions, {summary['paraphrases_duplicates']} paraphrases"),
+        (
+            "rejected: not in the chunk",
+            f"{summary['qa_ungrounded']} answers, {summary['paraphrases_ungrounded']} paraphrases",
+        ),
+        (
+            "duplicates removed",
+            f"{summary['qa_duplicates']} questions, {summary['paraphrases_duplicates']} paraphrases",
+        ),
         ("replies not JSON (skipped)", summary["not_json"]),
         ("paraphrases written", f"{summary['paraphrases_written']} of {summary['paraphrases_generated']} generated"),
         ("skipped inputs", summary["skipped_total"]),

@@ -19,8 +19,13 @@ from forgellm.data.settings import DataSettings
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Option names that differ from ``--<field-name>`` (short forms users already type).
-NAMES = {"training_type": "mode", "ift_format": "format", "data_mixture_ratio": "mixture-ratio",
-         "general_data_dir": "general-data", "quality_filters": "filters"}
+NAMES = {
+    "training_type": "mode",
+    "ift_format": "format",
+    "data_mixture_ratio": "mixture-ratio",
+    "general_data_dir": "general-data",
+    "quality_filters": "filters",
+}
 #: Fields with no option: the PATH argument, and the replay set's model (``--model``) and knobs.
 NOT_OPTIONS = {"input_dir", "replay_model", "replay_engine", "replay_samples", "replay_max_tokens"}
 
@@ -48,9 +53,17 @@ def _click_type(annotation: Any) -> Any:
 def _option(name: str, field: FieldInfo) -> Callable[[F], F]:
     flag = option_name(name)
     if field.annotation is bool:
-        return click.option(f"{flag}/--no-{flag[2:]}", name, default=field.default, show_default=True, help=field.description)
-    return click.option(flag, name, type=_click_type(field.annotation), default=field.default,
-                        show_default=field.default is not None, help=field.description)
+        return click.option(
+            f"{flag}/--no-{flag[2:]}", name, default=field.default, show_default=True, help=field.description
+        )
+    return click.option(
+        flag,
+        name,
+        type=_click_type(field.annotation),
+        default=field.default,
+        show_default=field.default is not None,
+        help=field.description,
+    )
 
 
 def data_options(fn: F) -> F:

@@ -13,20 +13,41 @@ from forgellm.workspace import Workspace
 @click.command("eval")
 @click.argument("model_or_run")
 @click.option("--checkpoint", help="For a run: best, latest, final or a step number (default: final, else best).")
-@click.option("--qa", "qa", type=click.Path(path_type=Path),
-              help="JSONL file (or folder of them) of held-out {question, answer, aliases} records: "
-                   "greedy answers are scored.")
+@click.option(
+    "--qa",
+    "qa",
+    type=click.Path(path_type=Path),
+    help="JSONL file (or folder of them) of held-out {question, answer, aliases} records: greedy answers are scored.",
+)
 @click.option("--data", help="Dataset folder for domain perplexity (default: the run's input_dir).")
 @click.option("--general", help="Folder of general text for perplexity (forgetting).")
 @click.option("--engine", type=click.Choice(["auto", "torch", "mlx"]), help="Engine for a plain model.")
 @click.option("--max-tokens", default=48, show_default=True, help="Tokens per generated answer.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
-              help="Questions answered together (one forward pass per token for the batch); 1: one at a time.")
-@click.option("--max-seq-length", type=int, help="Sequence length for the perplexities (default: the run's, "
-                                                  "else 1024); use one value to compare models.")
+@click.option(
+    "--batch-size",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Questions answered together (one forward pass per token for the batch); 1: one at a time.",
+)
+@click.option(
+    "--max-seq-length",
+    type=int,
+    help="Sequence length for the perplexities (default: the run's, else 1024); use one value to compare models.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with every answer).")
-def eval_cmd(model_or_run: str, checkpoint: str | None, qa: Path | None, data: str | None, general: str | None,
-             engine: str | None, max_tokens: int, batch_size: int, max_seq_length: int | None, as_json: bool) -> None:
+def eval_cmd(
+    model_or_run: str,
+    checkpoint: str | None,
+    qa: Path | None,
+    data: str | None,
+    general: str | None,
+    engine: str | None,
+    max_tokens: int,
+    batch_size: int,
+    max_seq_length: int | None,
+    as_json: bool,
+) -> None:
     """Held-out QA accuracy, domain validation perplexity and general-text perplexity.
 
     \b
@@ -39,9 +60,18 @@ def eval_cmd(model_or_run: str, checkpoint: str | None, qa: Path | None, data: s
 
     if qa is None and data is None and general is None:
         click.echo("note: no --qa given; only perplexities are measured", err=True)
-    report = evaluate_model(model_or_run, checkpoint=checkpoint, qa=qa, data=data, general=general, engine=engine,
-                            max_tokens=max_tokens, max_seq_length=max_seq_length, qa_batch_size=batch_size,
-                            workspace=Workspace.current())
+    report = evaluate_model(
+        model_or_run,
+        checkpoint=checkpoint,
+        qa=qa,
+        data=data,
+        general=general,
+        engine=engine,
+        max_tokens=max_tokens,
+        max_seq_length=max_seq_length,
+        qa_batch_size=batch_size,
+        workspace=Workspace.current(),
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -33,27 +33,61 @@ def cli_group() -> None:
 
 
 @cli_group.command("generate")
-@click.option("--model", "-m", default="default", show_default=True,
-              help="Model: a path, a name under models/, an alias, or a cached hub id.")
+@click.option(
+    "--model",
+    "-m",
+    default="default",
+    show_default=True,
+    help="Model: a path, a name under models/, an alias, or a cached hub id.",
+)
 @click.option("--adapter", "-a", default=None, help="Adapter folder, training run or checkpoint to apply.")
 @click.option("--engine", "-e", default=None, help="auto, mlx or torch  [default: $FORGELLM_ENGINE or auto]")
 @click.option("--prompt", "-p", default=None, help="Text to answer; without it: chat on a terminal, stdin otherwise.")
 @click.option("--system", "-s", default=None, help="System prompt (instruct models).")
-@click.option("--max-tokens", "-n", type=int, default=DEFAULTS.max_tokens, show_default=True,
-              help="Most tokens to generate.")
-@click.option("--temperature", "-t", type=float, default=DEFAULTS.temperature, show_default=True,
-              help="Sampling temperature; 0 is greedy (deterministic).")
+@click.option(
+    "--max-tokens", "-n", type=int, default=DEFAULTS.max_tokens, show_default=True, help="Most tokens to generate."
+)
+@click.option(
+    "--temperature",
+    "-t",
+    type=float,
+    default=DEFAULTS.temperature,
+    show_default=True,
+    help="Sampling temperature; 0 is greedy (deterministic).",
+)
 @click.option("--top-p", type=float, default=DEFAULTS.top_p, show_default=True, help="Nucleus sampling; 1 disables it.")
 @click.option("--top-k", type=int, default=DEFAULTS.top_k, show_default=True, help="Top-k sampling; 0 disables it.")
-@click.option("--repetition-penalty", type=float, default=DEFAULTS.repetition_penalty, show_default=True,
-              help="Penalty for tokens already in the text; 1 disables it.")
+@click.option(
+    "--repetition-penalty",
+    type=float,
+    default=DEFAULTS.repetition_penalty,
+    show_default=True,
+    help="Penalty for tokens already in the text; 1 disables it.",
+)
 @click.option("--seed", type=int, default=None, help="Random seed, for reproducible sampling.")
 @click.option("--stop", multiple=True, help="Stop when this text appears (repeatable); it is not printed.")
-@click.option("--format", "fmt", type=click.Choice(["chat", "raw"]), default=None,
-              help="chat: the model's chat template; raw: plain continuation  [default: chat for instruct models]")
-def generate(model: str, adapter: str | None, engine: str | None, prompt: str | None, system: str | None,
-             max_tokens: int, temperature: float, top_p: float, top_k: int, repetition_penalty: float,
-             seed: int | None, stop: tuple[str, ...], fmt: str | None) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["chat", "raw"]),
+    default=None,
+    help="chat: the model's chat template; raw: plain continuation  [default: chat for instruct models]",
+)
+def generate(
+    model: str,
+    adapter: str | None,
+    engine: str | None,
+    prompt: str | None,
+    system: str | None,
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    repetition_penalty: float,
+    seed: int | None,
+    stop: tuple[str, ...],
+    fmt: str | None,
+) -> None:
     """Generate text with a model (and adapter), streamed as it comes.
 
     \b
@@ -68,8 +102,15 @@ def generate(model: str, adapter: str | None, engine: str | None, prompt: str | 
     from forgellm.engines import load_model, resolve_engine_name
 
     engine_name = resolve_engine_name(engine)
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                            repetition_penalty=repetition_penalty, seed=seed, stop=list(stop)).validate()
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+        stop=list(stop),
+    ).validate()
     stdin = click.get_text_stream("stdin")
     chat = prompt is None and stdin.isatty()
     if prompt is None and not chat:
@@ -111,8 +152,10 @@ def stream_reply(loaded: LoadedModel, text: str, params: SamplingParams) -> tupl
 
 def summary_line(chunk: GenerationChunk) -> str:
     first = f"{chunk.time_to_first_token:.2f} s" if chunk.time_to_first_token is not None else "-"
-    return (f"{chunk.completion_tokens} tokens, {chunk.tokens_per_second:.1f} tok/s, first token after {first} "
-            f"(prompt {chunk.prompt_tokens} tokens, finish: {chunk.finish_reason})")
+    return (
+        f"{chunk.completion_tokens} tokens, {chunk.tokens_per_second:.1f} tok/s, first token after {first} "
+        f"(prompt {chunk.prompt_tokens} tokens, finish: {chunk.finish_reason})"
+    )
 
 
 def line_reader() -> Callable[[str], str]:
@@ -153,8 +196,9 @@ def parse_param(name: str, value: str) -> object:
 class ChatSession:
     """A conversation with a loaded model, driven by lines of input (text or /commands)."""
 
-    def __init__(self, loaded: LoadedModel, params: SamplingParams, *, system: str | None = None,
-                 fmt: str | None = None):
+    def __init__(
+        self, loaded: LoadedModel, params: SamplingParams, *, system: str | None = None, fmt: str | None = None
+    ):
         self.loaded = loaded
         self.params = params
         self.system = system
@@ -173,8 +217,11 @@ class ChatSession:
 
     def run(self, read_line: Callable[[str], str]) -> None:
         adapter = f" + {self.loaded.adapter.name}" if self.loaded.adapter else ""
-        click.echo(f"Chatting with {self.loaded.info.name}{adapter} on {self.loaded.engine}. "
-                   f"/help for commands, /quit to leave.", err=True)
+        click.echo(
+            f"Chatting with {self.loaded.info.name}{adapter} on {self.loaded.engine}. "
+            f"/help for commands, /quit to leave.",
+            err=True,
+        )
         while True:
             try:
                 line = read_line("you> ")
@@ -228,9 +275,14 @@ class ChatSession:
 
     def _save(self, arg: str) -> bool:
         path = _file_argument(arg, "/save")
-        data = {"model": self.loaded.info.name, "adapter": str(self.loaded.adapter) if self.loaded.adapter else None,
-                "engine": self.loaded.engine, "system": self.system, "params": self.params.to_dict(),
-                "messages": self.messages}
+        data = {
+            "model": self.loaded.info.name,
+            "adapter": str(self.loaded.adapter) if self.loaded.adapter else None,
+            "engine": self.loaded.engine,
+            "system": self.system,
+            "params": self.params.to_dict(),
+            "messages": self.messages,
+        }
         try:
             path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         except OSError as exc:
@@ -266,8 +318,10 @@ class ChatSession:
                     raise UserError(f"expected NAME=VALUE, got {item!r}: e.g. /params temperature=0.2")
                 changes[name] = parse_param(name, value)
             self.params = dataclasses.replace(self.params, **changes).validate()
-        click.echo(" ".join(f"{k}={','.join(v) if isinstance(v, list) else v}"
-                            for k, v in self.params.to_dict().items()), err=True)
+        click.echo(
+            " ".join(f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in self.params.to_dict().items()),
+            err=True,
+        )
         return True
 
     def _help(self, _: str) -> bool:

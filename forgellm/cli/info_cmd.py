@@ -23,8 +23,15 @@ def collect_info() -> dict[str, Any]:
     engines = []
     for engine in all_engines():
         usable, reason = engine.availability()
-        engines.append({"name": engine.name, "version": engine.version() or None, "available": usable,
-                        "reason": reason or None, "device": engine.device() if usable else None})
+        engines.append(
+            {
+                "name": engine.name,
+                "version": engine.version() or None,
+                "available": usable,
+                "reason": reason or None,
+                "device": engine.device() if usable else None,
+            }
+        )
     try:
         selected: str | None = resolve_engine_name(None)
     except UserError:
@@ -43,22 +50,37 @@ def collect_info() -> dict[str, Any]:
         "engines": engines,
         "default_engine": selected,
         "blas": _blas_info(blas, {e["name"]: e["available"] for e in engines}),
-        "workspace": {"root": str(ws.root), "dataset": str(ws.dataset_dir), "models": str(ws.models_dir),
-                      "data": str(ws.data_dir), "configs": str(ws.configs_dir), "logs": str(ws.logs_dir)},
+        "workspace": {
+            "root": str(ws.root),
+            "dataset": str(ws.dataset_dir),
+            "models": str(ws.models_dir),
+            "data": str(ws.data_dir),
+            "configs": str(ws.configs_dir),
+            "logs": str(ws.logs_dir),
+        },
         # What HTTP requests to `forgellm web`/`server` may reach; the CLI itself takes any path.
-        "request_roots": {"env": ROOTS_ENV, "listed": [str(p) for p in roots.listed] if roots else [],
-                          "model_cache": str(roots.model_cache) if roots and roots.model_cache else None,
-                          "error": roots_error},
-        "default_model": {"name": EMBEDDED_NAME, "path": str(default_dir),
-                          "imported": (default_dir / "config.json").exists()},
+        "request_roots": {
+            "env": ROOTS_ENV,
+            "listed": [str(p) for p in roots.listed] if roots else [],
+            "model_cache": str(roots.model_cache) if roots and roots.model_cache else None,
+            "error": roots_error,
+        },
+        "default_model": {
+            "name": EMBEDDED_NAME,
+            "path": str(default_dir),
+            "imported": (default_dir / "config.json").exists(),
+        },
     }
 
 
 def _blas_info(blas: Any, available: dict[str, bool]) -> dict[str, Any]:
     """Float32 1024x1024 matmul GFLOP/s, each measured in a fresh process (the BLAS is fixed at import)."""
     library = blas.find_blas_library()
-    info: dict[str, Any] = {"optimized_library": str(library) if library else None,
-                            "preload_disabled": blas.disabled(), "matmul_size": blas.MATMUL_SIZE}
+    info: dict[str, Any] = {
+        "optimized_library": str(library) if library else None,
+        "preload_disabled": blas.disabled(),
+        "matmul_size": blas.MATMUL_SIZE,
+    }
     if available.get("torch"):
         torch = blas.measure_in_subprocess("torch")
         info["torch"] = {"library": torch["library"], "gflops": torch["gflops"], "error": torch["error"]}
@@ -69,8 +91,11 @@ def _blas_info(blas: Any, available: dict[str, bool]) -> dict[str, Any]:
             "library": optimized["library"] if optimized else reference["library"],
             "gflops": (optimized or reference)["gflops"],
             "gflops_without_preload": reference["gflops"],
-            "speedup": (round(optimized["gflops"] / reference["gflops"], 1)
-                        if optimized and optimized["gflops"] and reference["gflops"] else None),
+            "speedup": (
+                round(optimized["gflops"] / reference["gflops"], 1)
+                if optimized and optimized["gflops"] and reference["gflops"]
+                else None
+            ),
             "error": (optimized or {}).get("error") or reference["error"],
         }
     return info
@@ -106,9 +131,10 @@ def info(as_json: bool) -> None:
     if "mlx" in b:
         m = b["mlx"]
         if b["optimized_library"]:
-            click.echo(f"  mlx    {_gflops(m['gflops'])} with {b['optimized_library']}, "
-                       f"{_gflops(m['gflops_without_preload'])} without it"
-                       + (f" ({m['speedup']}x)" if m["speedup"] else ""))
+            click.echo(
+                f"  mlx    {_gflops(m['gflops'])} with {b['optimized_library']}, "
+                f"{_gflops(m['gflops_without_preload'])} without it" + (f" ({m['speedup']}x)" if m["speedup"] else "")
+            )
         else:
             why = "disabled by FORGELLM_NO_BLAS_PRELOAD" if b["preload_disabled"] else "no optimized BLAS found"
             click.echo(f"  mlx    {_gflops(m['gflops'])} ({m['library']}; {why})")
@@ -119,9 +145,11 @@ def info(as_json: bool) -> None:
     for key in ("dataset", "models", "data", "configs", "logs"):
         click.echo(f"  {key:<8} {w[key]}")
     r = data["request_roots"]
-    click.echo(f"HTTP requests may reach: the workspace, {r['env']} "
-               f"({', '.join(r['listed']) if r['listed'] else 'not set'}), and for models the Hugging Face cache "
-               f"({r['model_cache']}); the CLI takes any path")
+    click.echo(
+        f"HTTP requests may reach: the workspace, {r['env']} "
+        f"({', '.join(r['listed']) if r['listed'] else 'not set'}), and for models the Hugging Face cache "
+        f"({r['model_cache']}); the CLI takes any path"
+    )
     if r["error"]:
         click.echo(f"  {r['error']}")
     d = data["default_model"]

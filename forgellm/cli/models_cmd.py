@@ -35,8 +35,13 @@ def list_cmd(as_json: bool) -> None:
     found = list_models(Workspace.current())
     importable = find_local_gguf()
     if as_json:
-        click.echo(json.dumps([m.to_dict() for m in found] + [{**g.to_dict(), "source": g.app, "importable": True}
-                                                               for g in importable], indent=2))
+        click.echo(
+            json.dumps(
+                [m.to_dict() for m in found]
+                + [{**g.to_dict(), "source": g.app, "importable": True} for g in importable],
+                indent=2,
+            )
+        )
         return
     from rich.console import Console
     from rich.table import Table
@@ -45,8 +50,16 @@ def list_cmd(as_json: bool) -> None:
     for m in found:
         kind = "adapter" if m.is_adapter else ("instruct" if m.is_instruct else "base")
         params = f"{m.num_parameters / 1e6:.1f}M" if m.num_parameters else "-"
-        table.add_row(m.name, m.source, kind, m.architecture or "-", params, m.dtype or "-",
-                      str(m.context_length or "-"), m.base_model or "-")
+        table.add_row(
+            m.name,
+            m.source,
+            kind,
+            m.architecture or "-",
+            params,
+            m.dtype or "-",
+            str(m.context_length or "-"),
+            m.base_model or "-",
+        )
     Console().print(table) if found else click.echo("no models yet: run `forgellm models import-default`")
     if importable:
         apps = Table("importable (forgellm models import NAME)", "app", "size", "file")

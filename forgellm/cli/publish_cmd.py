@@ -7,17 +7,27 @@ from pathlib import Path
 import click
 
 checkpoint_option = click.option(
-    "--checkpoint", default="best", show_default=True,
-    help="best (the analysis' pick), latest, final, or a step (50 or step_000050).")
+    "--checkpoint",
+    default="best",
+    show_default=True,
+    help="best (the analysis' pick), latest, final, or a step (50 or step_000050).",
+)
 
 
 @click.command()
 @click.argument("run")
 @checkpoint_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (must not exist); default <run>/fused-<checkpoint>.")
-@click.option("--dequantize", is_flag=True,
-              help="mlx QLoRA run on a quantized base: write the fused model in full precision (default: keep it quantized).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (must not exist); default <run>/fused-<checkpoint>.",
+)
+@click.option(
+    "--dequantize",
+    is_flag=True,
+    help="mlx QLoRA run on a quantized base: write the fused model in full precision (default: keep it quantized).",
+)
 def fuse(run: str, checkpoint: str, out: Path | None, dequantize: bool) -> None:
     """Merge a checkpoint of RUN into a full model folder (safetensors + tokenizer).
 
@@ -39,12 +49,26 @@ def fuse(run: str, checkpoint: str, out: Path | None, dequantize: bool) -> None:
 @click.command()
 @click.argument("model")
 @click.option("--bits", type=click.Choice(["4", "8"]), required=True, help="Bits per weight.")
-@click.option("--group-size", type=click.Choice(["32", "64", "128"]), default="64", show_default=True,
-              help="Weights sharing one scale and bias.")
-@click.option("--engine", type=click.Choice(["mlx", "torch"]), default="mlx", show_default=True,
-              help="Whose quantisation to use; only mlx writes a quantised model that loads back.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (must not exist); default models/published/<model>-mlx-q<bits>-g<group>.")
+@click.option(
+    "--group-size",
+    type=click.Choice(["32", "64", "128"]),
+    default="64",
+    show_default=True,
+    help="Weights sharing one scale and bias.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["mlx", "torch"]),
+    default="mlx",
+    show_default=True,
+    help="Whose quantisation to use; only mlx writes a quantised model that loads back.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (must not exist); default models/published/<model>-mlx-q<bits>-g<group>.",
+)
 def quantize(model: str, bits: str, group_size: str, engine: str, out: Path | None) -> None:
     """Quantise MODEL (a full model: base, fused or published) for the mlx engine and check it loads.
 
@@ -56,8 +80,10 @@ def quantize(model: str, bits: str, group_size: str, engine: str, out: Path | No
     from forgellm.publishing.quantize import quantize as run_quantize
 
     result = run_quantize(model, bits=int(bits), group_size=int(group_size), engine=engine, out=out)
-    click.echo(f"quantised {result.quantized_layers} layers ({result.skipped_layers} kept in full precision): "
-               f"{result.source_bytes / 1e6:.1f} MB -> {result.size_bytes / 1e6:.1f} MB; loads with the mlx engine")
+    click.echo(
+        f"quantised {result.quantized_layers} layers ({result.skipped_layers} kept in full precision): "
+        f"{result.source_bytes / 1e6:.1f} MB -> {result.size_bytes / 1e6:.1f} MB; loads with the mlx engine"
+    )
     click.echo(str(result.out))
 
 
@@ -65,9 +91,16 @@ def quantize(model: str, bits: str, group_size: str, engine: str, out: Path | No
 @click.argument("run")
 @checkpoint_option
 @click.option("--name", default=None, help="Folder name under models/published; default <run>-<checkpoint>.")
-@click.option("--gguf", is_flag=True, help="Also write a GGUF file (verified by reading it back) and an Ollama Modelfile.")
-@click.option("--gguf-type", type=click.Choice(["f16", "bf16", "q8_0"]), default="f16", show_default=True,
-              help="Tensor type of the GGUF matrices (norms stay f32).")
+@click.option(
+    "--gguf", is_flag=True, help="Also write a GGUF file (verified by reading it back) and an Ollama Modelfile."
+)
+@click.option(
+    "--gguf-type",
+    type=click.Choice(["f16", "bf16", "q8_0"]),
+    default="f16",
+    show_default=True,
+    help="Tensor type of the GGUF matrices (norms stay f32).",
+)
 def publish(run: str, checkpoint: str, name: str | None, gguf: bool, gguf_type: str) -> None:
     """Publish a checkpoint of RUN to models/published/NAME: fused weights, tokenizer, a model
     card (README.md) with data stats, config, metrics and the dashboard, optionally a GGUF.
@@ -83,8 +116,10 @@ def publish(run: str, checkpoint: str, name: str | None, gguf: bool, gguf_type: 
     result = publish_run(run, checkpoint=checkpoint, name=name, gguf=gguf, gguf_type=gguf_type)
     click.echo(f"published {result.checkpoint.name} ({result.method})")
     if result.gguf:
-        click.echo(f"GGUF {result.gguf['file']}: {result.gguf['tensors']} tensors, logits match "
-                   f"(max difference {result.gguf['max_abs_diff']:.2g})")
+        click.echo(
+            f"GGUF {result.gguf['file']}: {result.gguf['tensors']} tensors, logits match "
+            f"(max difference {result.gguf['max_abs_diff']:.2g})"
+        )
     click.echo(str(result.out))
 
 
@@ -95,11 +130,18 @@ def export() -> None:
 
 @export.command("gguf")
 @click.argument("model")
-@click.option("--type", "dtype", type=click.Choice(["f16", "bf16", "q8_0"]), default="f16", show_default=True,
-              help="Tensor type of the GGUF matrices (norms stay f32).")
+@click.option(
+    "--type",
+    "dtype",
+    type=click.Choice(["f16", "bf16", "q8_0"]),
+    default="f16",
+    show_default=True,
+    help="Tensor type of the GGUF matrices (norms stay f32).",
+)
 @click.option("--name", default=None, help="Model name in the file and file name; default the model folder's name.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Folder to create; default models/published/NAME-gguf.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Folder to create; default models/published/NAME-gguf."
+)
 def export_gguf(model: str, dtype: str, name: str | None, out: Path | None) -> None:
     """MODEL (a model folder or name: base, fused, published) as NAME-TYPE.gguf plus an Ollama
     Modelfile, for llama.cpp and Ollama. The file is read back and its logits compared with MODEL's.
@@ -113,6 +155,8 @@ def export_gguf(model: str, dtype: str, name: str | None, out: Path | None) -> N
     from forgellm.publishing.gguf_export import export_model
 
     folder, result = export_model(model, dtype=dtype, out=out, name=name)
-    click.echo(f"GGUF {result['file']}: {result['tensors']} tensors, logits match "
-               f"(max difference {result['max_abs_diff']:.2g}); Modelfile chat template: {result['template'] or 'none'}")
+    click.echo(
+        f"GGUF {result['file']}: {result['tensors']} tensors, logits match "
+        f"(max difference {result['max_abs_diff']:.2g}); Modelfile chat template: {result['template'] or 'none'}"
+    )
     click.echo(str(folder))

@@ -42,8 +42,15 @@ def list_cmd(as_json: bool) -> None:
     for r in found:
         loss = f"{r.last_train['loss']:.4f}" if r.last_train else "-"
         val = f"{r.last_eval['val_loss']:.4f}" if r.last_eval else "-"
-        table.add_row(r.name, f"{r.kind} {r.fine_tune_type or ''}".strip(), r.status,
-                      f"{r.step}/{r.total_steps or '?'} ({r.progress:.0%})", loss, val, r.best_checkpoint or "-")
+        table.add_row(
+            r.name,
+            f"{r.kind} {r.fine_tune_type or ''}".strip(),
+            r.status,
+            f"{r.step}/{r.total_steps or '?'} ({r.progress:.0%})",
+            loss,
+            val,
+            r.best_checkpoint or "-",
+        )
     Console().print(table)
 
 
@@ -72,14 +79,18 @@ def show_cmd(run: str, as_json: bool) -> None:
         lines.append(f"last train: loss {t['loss']:.4f} lr {t['learning_rate']:.2e} tok/s {t['tokens_per_second']:.0f}")
     if summary.last_eval:
         e = summary.last_eval
-        qa = f" QA {e['qa_accuracy']:.1%} ({e['qa_correct']}/{e['qa_total']})" if e.get("qa_accuracy") is not None else ""
+        qa = (
+            f" QA {e['qa_accuracy']:.1%} ({e['qa_correct']}/{e['qa_total']})"
+            if e.get("qa_accuracy") is not None
+            else ""
+        )
         detail = f"ppl {e['val_ppl']:.2f}" if "val_ppl" in e else f"preference accuracy {e.get('val_accuracy', 0):.3f}"
         lines.append(f"last eval:  val loss {e['val_loss']:.4f} {detail}{qa}")
     click.echo("\n".join(lines))
 
 
 def _epochs(summary) -> str:
-    """", 3.0 of 10 epochs" when the run knows its length in epochs."""
+    """ ", 3.0 of 10 epochs" when the run knows its length in epochs."""
     if summary.num_epochs is None:
         return ""
     return f", {summary.epoch or 0:g} of {summary.num_epochs:g} epochs"

@@ -14,26 +14,63 @@ from forgellm.serving.main import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_THREADS, S
 
 
 @click.command()
-@click.option("--host", default=DEFAULT_HOST, show_default=True,
-              help="Address to listen on; anything but loopback needs an access token.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on (0 picks a free one).")
+@click.option(
+    "--host",
+    default=DEFAULT_HOST,
+    show_default=True,
+    help="Address to listen on; anything but loopback needs an access token.",
+)
+@click.option(
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0 picks a free one).",
+)
 @click.option("--model", default=None, help="Model to load at start (path, name under models/, 'default', run).")
 @click.option("--adapter", default=None, help="Adapter to apply to --model (adapter folder, run or checkpoint).")
-@click.option("--engine", default=None, type=click.Choice(["auto", "torch", "mlx"]),
-              help="Engine for models loaded without one [default: $FORGELLM_ENGINE or auto].")
-@click.option("--memory-budget", "memory_budget", default=None, type=click.FloatRange(min=0.01), metavar="GB",
-              help="Memory for the model cache, in GB; least recently used models are unloaded beyond it "
-                   "[default: half the RAM].")
-@click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Record the loaded model and adapter in this file, and load them again at start when no --model "
-                   "is given (`forgellm start` uses it so a restarted server comes back with its model).")
-@click.option("--threads", default=DEFAULT_THREADS, show_default=True, type=click.IntRange(1, 256),
-              help="Request threads (requests queue on their model in these).")
+@click.option(
+    "--engine",
+    default=None,
+    type=click.Choice(["auto", "torch", "mlx"]),
+    help="Engine for models loaded without one [default: $FORGELLM_ENGINE or auto].",
+)
+@click.option(
+    "--memory-budget",
+    "memory_budget",
+    default=None,
+    type=click.FloatRange(min=0.01),
+    metavar="GB",
+    help="Memory for the model cache, in GB; least recently used models are unloaded beyond it "
+    "[default: half the RAM].",
+)
+@click.option(
+    "--state-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Record the loaded model and adapter in this file, and load them again at start when no --model "
+    "is given (`forgellm start` uses it so a restarted server comes back with its model).",
+)
+@click.option(
+    "--threads",
+    default=DEFAULT_THREADS,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Request threads (requests queue on their model in these).",
+)
 @access_options
-def server(host: str, port: int, model: str | None, adapter: str | None, engine: str | None,
-           memory_budget: float | None, state_file: Path | None, threads: int, token: str | None,
-           generate_token: bool) -> None:
+def server(
+    host: str,
+    port: int,
+    model: str | None,
+    adapter: str | None,
+    engine: str | None,
+    memory_budget: float | None,
+    state_file: Path | None,
+    threads: int,
+    token: str | None,
+    generate_token: bool,
+) -> None:
     """Run the model server: load, switch and stream from models and adapters.
 
     Serves the reference API (/api/model/load, unload, status, generate; /api/health) and an
@@ -55,9 +92,15 @@ def server(host: str, port: int, model: str | None, adapter: str | None, engine:
     logging.getLogger("forgellm").setLevel(logging.INFO)
     access_token = resolve_access_token(host, token, generate_token)
     log_file = configure_logging("server")  # JSON lines under <workspace>/logs/, rotated, secrets redacted
-    app = create_app({"FORGELLM_HOST": host, "FORGELLM_TOKEN": access_token,
-                      "FORGELLM_MEMORY_BUDGET_GB": memory_budget, "FORGELLM_ENGINE": engine,
-                      "FORGELLM_STATE_FILE": state_file})
+    app = create_app(
+        {
+            "FORGELLM_HOST": host,
+            "FORGELLM_TOKEN": access_token,
+            "FORGELLM_MEMORY_BUDGET_GB": memory_budget,
+            "FORGELLM_ENGINE": engine,
+            "FORGELLM_STATE_FILE": state_file,
+        }
+    )
     # Bind first: a taken port is reported before minutes of model loading.
     wsgi = create_server(app, ServerOptions(host=host, port=port, threads=threads))
     url = f"http://{host}:{wsgi.effective_port}"

@@ -30,14 +30,21 @@ def should_open_browser(no_browser: bool) -> bool:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address both servers listen on; anything but loopback needs an access token.")
-@click.option("--server-port", default=5001, show_default=True, type=click.IntRange(1, 65535), help="Model server port.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address both servers listen on; anything but loopback needs an access token.",
+)
+@click.option(
+    "--server-port", default=5001, show_default=True, type=click.IntRange(1, 65535), help="Model server port."
+)
 @click.option("--web-port", default=5002, show_default=True, type=click.IntRange(1, 65535), help="Web app port.")
 @click.option("--no-browser", is_flag=True, help="Do not open the browser.")
 @access_options
-def start(host: str, server_port: int, web_port: int, no_browser: bool, token: str | None,
-          generate_token: bool) -> None:
+def start(
+    host: str, server_port: int, web_port: int, no_browser: bool, token: str | None, generate_token: bool
+) -> None:
     """Start the model server and the web app, and open the browser. See docs/web.md.
 
     The model server is restarted if it dies, and loads the model it had loaded again. Ctrl-C (or SIGTERM) stops both and every
@@ -65,12 +72,40 @@ def start(host: str, server_port: int, web_port: int, no_browser: bool, token: s
     # `forgellm start` begins with no model, as a plain `forgellm server` does.
     state_file = Workspace.current().logs_dir / SERVER_STATE_FILE
     state_file.unlink(missing_ok=True)
-    supervisor = Supervisor([
-        Child("model server", [python, "-m", "forgellm", "server", "--host", host, "--port", str(server_port),
-                               "--state-file", str(state_file)]),
-        Child("web app", [python, "-m", "forgellm.web.main", "--host", host, "--port", str(web_port),
-                          "--server-url", server_url]),
-    ], env=env)
+    supervisor = Supervisor(
+        [
+            Child(
+                "model server",
+                [
+                    python,
+                    "-m",
+                    "forgellm",
+                    "server",
+                    "--host",
+                    host,
+                    "--port",
+                    str(server_port),
+                    "--state-file",
+                    str(state_file),
+                ],
+            ),
+            Child(
+                "web app",
+                [
+                    python,
+                    "-m",
+                    "forgellm.web.main",
+                    "--host",
+                    host,
+                    "--port",
+                    str(web_port),
+                    "--server-url",
+                    server_url,
+                ],
+            ),
+        ],
+        env=env,
+    )
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     supervisor.start()

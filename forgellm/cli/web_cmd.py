@@ -13,11 +13,19 @@ from forgellm.web.ports import ensure_free
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback needs an access token.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback needs an access token.",
+)
 @click.option("--port", default=5002, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
-@click.option("--server-url", default="http://127.0.0.1:5001", show_default=True,
-              help="The model server the Testing and Models tabs talk to.")
+@click.option(
+    "--server-url",
+    default="http://127.0.0.1:5001",
+    show_default=True,
+    help="The model server the Testing and Models tabs talk to.",
+)
 @access_options
 @click.pass_context
 def web(ctx: click.Context, host: str, port: int, server_url: str, token: str | None, generate_token: bool) -> None:
@@ -31,8 +39,18 @@ def web(ctx: click.Context, host: str, port: int, server_url: str, token: str | 
     """
     token = resolve_access_token(host, token, generate_token)
     ensure_free(host, port, "--port")
-    argv = [sys.executable, "-m", "forgellm.web.main", "--host", host, "--port", str(port),
-            "--server-url", server_url, *(["--debug"] if (ctx.obj or {}).get("debug") else [])]
+    argv = [
+        sys.executable,
+        "-m",
+        "forgellm.web.main",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--server-url",
+        server_url,
+        *(["--debug"] if (ctx.obj or {}).get("debug") else []),
+    ]
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
     if token:
         env[TOKEN_ENV] = token  # through the environment: the command line is visible to every user

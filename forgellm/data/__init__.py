@@ -29,8 +29,12 @@ if TYPE_CHECKING:
 
 __all__ = ["DataSettings", "PreparedData", "TokenSequences", "prepare_dataset"]
 
-_HOMES = {"DataSettings": "settings", "PreparedData": "pipeline", "TokenSequences": "sequences",
-          "prepare_dataset": "pipeline"}
+_HOMES = {
+    "DataSettings": "settings",
+    "PreparedData": "pipeline",
+    "TokenSequences": "sequences",
+    "prepare_dataset": "pipeline",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -50,10 +50,22 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return digest.hexdigest()
 
 
-def cache_key(*, settings: dict[str, Any], inputs: Iterable[tuple[str, str]], listing_skips: list[dict[str, Any]],
-              tokenizer: str, extra: dict[str, Any] | None = None) -> str:
-    payload = {"version": PIPELINE_VERSION, "settings": settings, "inputs": sorted(inputs),
-               "listing_skips": listing_skips, "tokenizer": tokenizer, "extra": extra or {}}
+def cache_key(
+    *,
+    settings: dict[str, Any],
+    inputs: Iterable[tuple[str, str]],
+    listing_skips: list[dict[str, Any]],
+    tokenizer: str,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    payload = {
+        "version": PIPELINE_VERSION,
+        "settings": settings,
+        "inputs": sorted(inputs),
+        "listing_skips": listing_skips,
+        "tokenizer": tokenizer,
+        "extra": extra or {},
+    }
     return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 

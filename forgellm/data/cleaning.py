@@ -27,7 +27,7 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 _SPACES = re.compile(r"\s+")
 _NON_LETTERS = re.compile(r"[\W\d_]+")
 _ASCII_SPACES = string.whitespace.encode()
-_ASCII_CONTROL = bytes([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0d, 0x20), 0x7f])  # _CONTROL's ASCII part, and \r
+_ASCII_CONTROL = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0D, 0x20), 0x7F])  # _CONTROL's ASCII part, and \r
 _ASCII_LETTERS = string.ascii_letters.encode()
 
 
@@ -50,11 +50,17 @@ def _only_ends_to_tidy(text: str) -> bool:
     """True when ASCII ``text`` has no control character, carriage return, trailing space or
     run of blank lines: then only stripping its ends is left to do."""
     raw = text.encode("ascii")
-    return (len(raw.translate(None, _ASCII_CONTROL)) == len(raw)
-            and " \n" not in text and "\t\n" not in text and "\n\n\n" not in text)
+    return (
+        len(raw.translate(None, _ASCII_CONTROL)) == len(raw)
+        and " \n" not in text
+        and "\t\n" not in text
+        and "\n\n\n" not in text
+    )
 
 
-def quality_problem(text: str, *, min_chars: int, min_letter_share: float, max_repeated_line_share: float) -> str | None:
+def quality_problem(
+    text: str, *, min_chars: int, min_letter_share: float, max_repeated_line_share: float
+) -> str | None:
     """The name of the first quality filter ``text`` fails, or None when it passes."""
     if len(text) < min_chars:
         return "too_short"
@@ -105,7 +111,7 @@ def minhash_signatures(tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         ids = tokens.astype(np.uint64)
         h = np.zeros(n_shingles, dtype=np.uint64)
         for j in range(SHINGLE):  # polynomial hash of each window, wrapping at 2**64
-            h = h * np.uint64(1_000_003) + ids[j:j + n_shingles]
+            h = h * np.uint64(1_000_003) + ids[j : j + n_shingles]
         h = _mix64(h)
     ends = np.cumsum(lengths)
     doc_of = np.repeat(np.arange(n_docs), lengths)[:n_shingles]
@@ -123,7 +129,7 @@ def band_rows(threshold: float, num_bins: int = NUM_BINS) -> int:
     best = 1
     for rows in (r for r in range(1, num_bins + 1) if num_bins % r == 0):
         bands = num_bins // rows
-        if 1 - (1 - threshold ** rows) ** bands >= 0.95:
+        if 1 - (1 - threshold**rows) ** bands >= 0.95:
             best = rows
     return best
 
@@ -152,7 +158,7 @@ def near_duplicates(signatures: np.ndarray, threshold: float) -> np.ndarray:
     multipliers = _mix64(np.arange(1, rows + 1, dtype=np.uint64))
     for start in range(0, NUM_BINS, rows):  # one band at a time: memory stays O(documents)
         with np.errstate(over="ignore"):
-            keys = (signatures[docs, start:start + rows].astype(np.uint64) * multipliers).sum(axis=1, dtype=np.uint64)
+            keys = (signatures[docs, start : start + rows].astype(np.uint64) * multipliers).sum(axis=1, dtype=np.uint64)
         by_key = np.argsort(keys, kind="stable")  # stable: earliest document first in each run
         order, sorted_keys = docs[by_key], keys[by_key]
         run_start = np.ones(len(order), dtype=bool)
@@ -162,6 +168,6 @@ def near_duplicates(signatures: np.ndarray, threshold: float) -> np.ndarray:
         undecided = ~duplicate[later]
         later, first = later[undecided], first[undecided]
         for chunk in range(0, len(later), PAIR_CHUNK):
-            a, b = later[chunk:chunk + PAIR_CHUNK], first[chunk:chunk + PAIR_CHUNK]
+            a, b = later[chunk : chunk + PAIR_CHUNK], first[chunk : chunk + PAIR_CHUNK]
             duplicate[a[estimated_jaccard(signatures[a], signatures[b]) >= threshold]] = True
     return duplicate

@@ -44,8 +44,14 @@ class CleaningRules:
 
     @classmethod
     def of(cls, settings: DataSettings) -> CleaningRules:
-        return cls(settings.quality_filters, settings.min_chars, settings.min_letter_share,
-                   settings.max_repeated_line_share, settings.near_dedupe_threshold > 0, settings.seed)
+        return cls(
+            settings.quality_filters,
+            settings.min_chars,
+            settings.min_letter_share,
+            settings.max_repeated_line_share,
+            settings.near_dedupe_threshold > 0,
+            settings.seed,
+        )
 
 
 @dataclass
@@ -62,9 +68,14 @@ class EncodedBatch:
     def select(self, keep: np.ndarray) -> EncodedBatch:
         """The documents where ``keep`` is true (``dropped`` unchanged)."""
         tokens = self.tokens[np.repeat(keep, self.lengths)]
-        return EncodedBatch(tokens, self.lengths[keep], [d for d, k in zip(self.digests, keep) if k],
-                            self.split_values[keep], None if self.signatures is None else self.signatures[keep],
-                            self.dropped)
+        return EncodedBatch(
+            tokens,
+            self.lengths[keep],
+            [d for d, k in zip(self.digests, keep) if k],
+            self.split_values[keep],
+            None if self.signatures is None else self.signatures[keep],
+            self.dropped,
+        )
 
 
 def clean_and_encode(texts: list[str], rules: CleaningRules, encoder: DocumentEncoder) -> EncodedBatch:
@@ -73,9 +84,17 @@ def clean_and_encode(texts: list[str], rules: CleaningRules, encoder: DocumentEn
     dropped: Counter = Counter()
     for text in texts:
         text = normalize_text(text)
-        problem = "empty" if not text else rules.quality_filters and quality_problem(
-            text, min_chars=rules.min_chars, min_letter_share=rules.min_letter_share,
-            max_repeated_line_share=rules.max_repeated_line_share)
+        problem = (
+            "empty"
+            if not text
+            else rules.quality_filters
+            and quality_problem(
+                text,
+                min_chars=rules.min_chars,
+                min_letter_share=rules.min_letter_share,
+                max_repeated_line_share=rules.max_repeated_line_share,
+            )
+        )
         if problem:
             dropped[problem] += 1
         else:
@@ -83,9 +102,13 @@ def clean_and_encode(texts: list[str], rules: CleaningRules, encoder: DocumentEn
     digests = [content_digest(text) for text in kept]
     encoded = encoder(kept)
     return EncodedBatch(
-        encoded.tokens, encoded.lengths, digests,
+        encoded.tokens,
+        encoded.lengths,
+        digests,
         np.fromiter((split_value(d, rules.seed) for d in digests), dtype=np.float64, count=len(digests)),
-        minhash_signatures(encoded.tokens, encoded.lengths) if rules.signatures else None, dropped)
+        minhash_signatures(encoded.tokens, encoded.lengths) if rules.signatures else None,
+        dropped,
+    )
 
 
 #: Inputs smaller than this are processed in the calling process: starting workers costs about a second.
@@ -115,8 +138,9 @@ class BatchRunner:
     each worker had imported its modules.
     """
 
-    def __init__(self, rules: CleaningRules, encoder: DocumentEncoder, *, processes: int = 0,
-                 scratch: Path | None = None):
+    def __init__(
+        self, rules: CleaningRules, encoder: DocumentEncoder, *, processes: int = 0, scratch: Path | None = None
+    ):
         self.rules, self.encoder = rules, encoder
         self._pending: deque[Future] = deque()
         self._pool = None
@@ -126,8 +150,12 @@ class BatchRunner:
                 raise ValueError("worker processes need a scratch folder for the encoder's spec")
             spec_file = scratch / "encoder-spec.pickle"
             spec_file.write_bytes(pickle.dumps(encoder.spec))
-            self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker, initargs=(spec_file,))
+            self._pool = ProcessPoolExecutor(
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(spec_file,),
+            )
 
     def submit(self, texts: list[str]) -> Iterator[EncodedBatch]:
         """Queue a batch; yields the batches that are finished and due, oldest first."""
@@ -150,7 +178,8 @@ class BatchRunner:
             raise ForgeError(
                 "a data worker process ended before finishing its batch (killed, or out of memory; in a script "
                 "of your own, the code that calls prepare_dataset must sit under `if __name__ == \"__main__\":`, "
-                "because workers are started with spawn); nothing was cached, run it again") from exc
+                "because workers are started with spawn); nothing was cached, run it again"
+            ) from exc
 
     def close(self) -> None:
         if self._pool is not None:

@@ -26,8 +26,16 @@ from forgellm.data.cleaning import normalize_text
 from forgellm.errors import UserError
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text")
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "chatgpt": "assistant", "bot": "assistant", "model": "assistant", "system": "system"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
 CHAT_ROLES = ("system", "user", "assistant")
 
 #: Used only when the tokenizer has no chat template of its own (a base model): ChatML.
@@ -61,11 +69,14 @@ def to_messages(record: dict[str, Any], fmt: str) -> list[dict[str, str]] | str:
     if fmt == "text":
         return _string(record, "text")
     if fmt == "messages":
-        messages = [_message(m, "role", "content", i, roles=dict(zip(CHAT_ROLES, CHAT_ROLES)))
-                    for i, m in enumerate(_list(record, "messages"))]
+        messages = [
+            _message(m, "role", "content", i, roles=dict(zip(CHAT_ROLES, CHAT_ROLES)))
+            for i, m in enumerate(_list(record, "messages"))
+        ]
     elif fmt == "sharegpt":
-        messages = [_message(m, "from", "value", i, roles=SHAREGPT_ROLES)
-                    for i, m in enumerate(_list(record, "conversations"))]
+        messages = [
+            _message(m, "from", "value", i, roles=SHAREGPT_ROLES) for i, m in enumerate(_list(record, "conversations"))
+        ]
     elif fmt == "alpaca":
         instruction, extra = _string(record, "instruction"), record.get("input") or ""
         if not isinstance(extra, str):
@@ -73,15 +84,18 @@ def to_messages(record: dict[str, Any], fmt: str) -> list[dict[str, str]] | str:
         prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": _string(record, "output")}]
     elif fmt == "prompt_completion":
-        messages = [{"role": "user", "content": _string(record, "prompt")},
-                    {"role": "assistant", "content": _string(record, "completion")}]
+        messages = [
+            {"role": "user", "content": _string(record, "prompt")},
+            {"role": "assistant", "content": _string(record, "completion")},
+        ]
     else:
         raise UserError(f"unknown IFT format {fmt!r}; use one of auto, {', '.join(FORMATS)}")
     messages = [{"role": m["role"], "content": normalize_text(m["content"])} for m in messages]
     if not any(m["role"] == "assistant" for m in messages):
         raise RecordError("no assistant turn: nothing to train on")
-    if messages[0]["role"] == "assistant" or (messages[0]["role"] == "system" and messages[1:2]
-                                               and messages[1]["role"] == "assistant"):
+    if messages[0]["role"] == "assistant" or (
+        messages[0]["role"] == "system" and messages[1:2] and messages[1]["role"] == "assistant"
+    ):
         raise RecordError("the conversation starts with an assistant turn; it needs a user turn first")
     return messages
 
@@ -136,8 +150,9 @@ class ChatRenderer:
         return "fallback-chatml" if self.template else "model"
 
     def _apply(self, messages: Sequence[dict[str, str]], *, generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, chat_template=self.template,
-                                                  add_generation_prompt=generation_prompt)
+        return self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, chat_template=self.template, add_generation_prompt=generation_prompt
+        )
 
     def render(self, item: list[dict[str, str]] | str) -> Rendered:
         if isinstance(item, str):
@@ -149,7 +164,9 @@ class ChatRenderer:
         for index, message in enumerate(item):
             if message["role"] != "assistant":
                 continue
-            span = self._span_by_prefixes(full, item, index) or self._span_by_search(full, message["content"], searched_to)
+            span = self._span_by_prefixes(full, item, index) or self._span_by_search(
+                full, message["content"], searched_to
+            )
             if span is None:
                 raise RecordError(f"turn {index}: the chat template does not reproduce the assistant text")
             spans.append(span)
@@ -159,10 +176,10 @@ class ChatRenderer:
     def _span_by_prefixes(self, full: str, messages: list[dict[str, str]], index: int) -> tuple[int, int] | None:
         """The turn's span from the template itself: render up to the turn's header, then through its end."""
         before = self._apply(messages[:index], generation_prompt=True)
-        through = self._apply(messages[:index + 1], generation_prompt=False)
+        through = self._apply(messages[: index + 1], generation_prompt=False)
         if not (full.startswith(before) and full.startswith(through) and len(through) > len(before)):
             return None  # templates that rewrite earlier turns (e.g. drop past reasoning) fall back to search
-        end = len(before) + len(through[len(before):].rstrip())
+        end = len(before) + len(through[len(before) :].rstrip())
         return len(before), end
 
     def _span_by_search(self, full: str, content: str, start: int) -> tuple[int, int] | None:
@@ -182,8 +199,12 @@ def encode_rendered(tokenizer: Any, rendered: list[Rendered]) -> list[tuple[np.n
         chosen = [i for i, r in enumerate(rendered) if r.add_special_tokens == special]
         if not chosen:
             continue
-        enc = tokenizer([rendered[i].text for i in chosen], add_special_tokens=special,
-                        return_offsets_mapping=True, return_attention_mask=False)
+        enc = tokenizer(
+            [rendered[i].text for i in chosen],
+            add_special_tokens=special,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+        )
         for i, ids, offsets in zip(chosen, enc["input_ids"], enc["offset_mapping"]):
             starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
             ends = np.fromiter((o[1] for o in offsets), dtype=np.int64, count=len(offsets))

@@ -71,13 +71,21 @@ def prepare_general(settings: DataSettings, tokenizer: Any, workspace: Workspace
     elif settings.replay_model:
         folder, source = ensure_replay_set(settings, workspace), f"replay from {settings.replay_model}"
     else:
-        raise UserError(f"data_mixture_ratio={settings.data_mixture_ratio} needs general data: set general_data_dir "
-                        f"to a folder of general text, set replay_model to sample it from the base model, "
-                        f"or set data_mixture_ratio=1.0")
-    general_settings = settings.model_copy(update={
-        "input_dir": Path(folder), "validation_split": 0.0, "data_mixture_ratio": 1.0, "general_data_dir": None,
-        "validation_dir": None,
-        "ift_format": "auto"})
+        raise UserError(
+            f"data_mixture_ratio={settings.data_mixture_ratio} needs general data: set general_data_dir "
+            f"to a folder of general text, set replay_model to sample it from the base model, "
+            f"or set data_mixture_ratio=1.0"
+        )
+    general_settings = settings.model_copy(
+        update={
+            "input_dir": Path(folder),
+            "validation_split": 0.0,
+            "data_mixture_ratio": 1.0,
+            "general_data_dir": None,
+            "validation_dir": None,
+            "ift_format": "auto",
+        }
+    )
     general = prepare_dataset(general_settings, tokenizer, workspace)
     general.stats["source"] = source
     return general
@@ -95,8 +103,9 @@ def replay_key(settings: DataSettings, model_path: Path) -> str:
         elif path.suffix in (".safetensors", ".bin", ".npz", ".gguf"):
             stat = path.stat()
             digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    digest.update(json.dumps([settings.replay_samples, settings.replay_max_tokens, settings.seed,
-                              REPLAY_PROMPTS]).encode())
+    digest.update(
+        json.dumps([settings.replay_samples, settings.replay_max_tokens, settings.seed, REPLAY_PROMPTS]).encode()
+    )
     return digest.hexdigest()
 
 
@@ -113,8 +122,11 @@ def ensure_replay_set(settings: DataSettings, workspace: Workspace) -> Path:
     log.info("data: writing a replay set of %d texts with %s", settings.replay_samples, info.name)
     model = load_model(settings.replay_model, engine=settings.replay_engine, workspace=workspace)
     try:
-        records = [record for i in range(settings.replay_samples)
-                   if (record := _replay_record(model, REPLAY_PROMPTS[i % len(REPLAY_PROMPTS)], settings, i))]
+        records = [
+            record
+            for i in range(settings.replay_samples)
+            if (record := _replay_record(model, REPLAY_PROMPTS[i % len(REPLAY_PROMPTS)], settings, i))
+        ]
     finally:
         model.close()
     if not records:
@@ -130,8 +142,9 @@ def _replay_record(model: Any, prompt: str, settings: DataSettings, index: int) 
     """One replay text: usable as CPT text (``text``) and as an IFT conversation (``messages``)."""
     from forgellm.engines import SamplingParams
 
-    params = SamplingParams(max_tokens=settings.replay_max_tokens, temperature=0.8, top_p=0.95,
-                            seed=settings.seed + index)
+    params = SamplingParams(
+        max_tokens=settings.replay_max_tokens, temperature=0.8, top_p=0.95, seed=settings.seed + index
+    )
     text = "".join(chunk.text for chunk in model.generate(model.format_prompt(prompt), params)).strip()
     if not text:
         return None
@@ -147,15 +160,17 @@ def mix_into(domain: TokenSequences, general: PreparedData, folder: Path, settin
     n_domain, n_pool = len(domain), len(general.train)
     n_general = round(n_domain * (1 - ratio) / ratio)
     if n_general and n_pool == 0:
-        raise UserError(f"the general data ({general.stats.get('source')}) produced no sequences; "
-                        f"add text there or set data_mixture_ratio=1.0")
+        raise UserError(
+            f"the general data ({general.stats.get('source')}) produced no sequences; "
+            f"add text there or set data_mixture_ratio=1.0"
+        )
     rng = np.random.default_rng(settings.seed)
     picks = np.tile(rng.permutation(n_pool), math.ceil(n_general / n_pool) if n_pool else 0)[:n_general]
     # Row r of the result comes from domain row source[r] when source[r] < n_domain, else general row picks[...].
     source = rng.permutation(n_domain + n_general)
     out = SplitWriter(folder, "train", n_domain + n_general, domain.seq_length)
     for start in range(0, len(source), 4096):
-        block = source[start:start + 4096]
+        block = source[start : start + 4096]
         from_domain = block < n_domain
         d_rows, g_rows = block[from_domain], picks[block[~from_domain] - n_domain]
         tokens = np.empty((len(block), domain.seq_length), dtype=np.int32)
@@ -164,6 +179,11 @@ def mix_into(domain: TokenSequences, general: PreparedData, folder: Path, settin
         tokens[~from_domain], mask[~from_domain] = general.train.tokens[g_rows], general.train.mask[g_rows]
         out.write(tokens.reshape(-1), mask.reshape(-1))
     out.close()
-    return {"domain_ratio": ratio, "domain_sequences": n_domain, "general_sequences": n_general,
-            "general_unique_sequences": int(min(n_general, n_pool)), "general_source": general.stats.get("source"),
-            "general_cache": general.stats["cache"]["key"]}
+    return {
+        "domain_ratio": ratio,
+        "domain_sequences": n_domain,
+        "general_sequences": n_general,
+        "general_unique_sequences": int(min(n_general, n_pool)),
+        "general_source": general.stats.get("source"),
+        "general_cache": general.stats["cache"]["key"],
+    }

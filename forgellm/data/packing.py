@@ -123,8 +123,14 @@ class SplitWriter:
         self._files = []
         for kind, dtype in (("tokens", np.int32), ("mask", np.uint8)):
             fh = open(folder / f"{split}.{kind}.npy", "wb")
-            np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                                                      "fortran_order": False, "shape": (rows, seq_length)})
+            np.lib.format.write_array_header_1_0(
+                fh,
+                {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                    "fortran_order": False,
+                    "shape": (rows, seq_length),
+                },
+            )
             self._files.append(fh)
 
     def write(self, tokens: np.ndarray, mask: np.ndarray) -> None:
@@ -142,8 +148,9 @@ class SplitWriter:
         return Packed(self.rows, self.target_tokens)
 
 
-def pack_stream(docs: StagedDocs, chosen: np.ndarray, folder: Path, split: str, *, seq_length: int,
-                pad_id: int) -> Packed:
+def pack_stream(
+    docs: StagedDocs, chosen: np.ndarray, folder: Path, split: str, *, seq_length: int, pad_id: int
+) -> Packed:
     """Pack the ``chosen`` documents (indices, in order) back to back into ``split``."""
     total = int(docs.lengths[chosen].sum())
     out = SplitWriter(folder, split, -(-total // seq_length), seq_length)
@@ -156,8 +163,10 @@ def pack_stream(docs: StagedDocs, chosen: np.ndarray, folder: Path, split: str, 
         carry = flat[whole:]
     if len(carry):
         padding = seq_length - len(carry)
-        out.write(np.concatenate([carry, np.full(padding, pad_id, dtype=np.int32)]),
-                  np.concatenate([np.ones(len(carry), dtype=np.uint8), np.zeros(padding, dtype=np.uint8)]))
+        out.write(
+            np.concatenate([carry, np.full(padding, pad_id, dtype=np.int32)]),
+            np.concatenate([np.ones(len(carry), dtype=np.uint8), np.zeros(padding, dtype=np.uint8)]),
+        )
     return out.close()
 
 
@@ -181,8 +190,9 @@ def best_fit_rows(lengths: np.ndarray, seq_length: int) -> list[list[int]]:
     return rows
 
 
-def pack_records(docs: StagedDocs, chosen: np.ndarray, folder: Path, split: str, *, seq_length: int,
-                 pad_id: int) -> Packed:
+def pack_records(
+    docs: StagedDocs, chosen: np.ndarray, folder: Path, split: str, *, seq_length: int, pad_id: int
+) -> Packed:
     """Pack whole records (each at most ``seq_length`` tokens) into ``split`` by best fit."""
     rows = best_fit_rows(docs.lengths[chosen], seq_length)
     out = SplitWriter(folder, split, len(rows), seq_length)
@@ -192,8 +202,8 @@ def pack_records(docs: StagedDocs, chosen: np.ndarray, folder: Path, split: str,
         cursor = 0
         for member in sorted(members):  # keep the original order inside a row
             ids, record_mask = docs.doc(int(chosen[member]))
-            tokens[cursor:cursor + len(ids)] = ids
-            mask[cursor:cursor + len(ids)] = 1 if record_mask is None else record_mask
+            tokens[cursor : cursor + len(ids)] = ids
+            mask[cursor : cursor + len(ids)] = 1 if record_mask is None else record_mask
             cursor += len(ids)
         out.write(tokens, mask)
     return out.close()

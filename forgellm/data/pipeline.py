@@ -64,8 +64,10 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
     report = DataReport(strict=settings.strict)
     sources = list_sources(root, report)
     if not sources and not report.skipped:
-        raise UserError(f"{root} has no files to read; add documents ({', '.join(sorted(SUPPORTED_SUFFIXES))}) "
-                        f"or point input_dir at another folder")
+        raise UserError(
+            f"{root} has no files to read; add documents ({', '.join(sorted(SUPPORTED_SUFFIXES))}) "
+            f"or point input_dir at another folder"
+        )
 
     if settings.training_type == "preference" and settings.data_mixture_ratio < 1.0:
         # Mixing adds general text to CPT or IFT data; pairs have no general counterpart, so the
@@ -84,8 +86,12 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
     if held_out is not None:  # only then, so the keys of existing caches stay valid
         extra["validation"] = held_out.stats["cache"]["key"]
     key = cache_mod.cache_key(
-        settings=settings.cache_fields(), inputs=[(s.rel, cache_mod.tree_digest(s.path)) for s in sources],
-        listing_skips=report.skipped, tokenizer=tokenizer_id, extra=extra)
+        settings=settings.cache_fields(),
+        inputs=[(s.rel, cache_mod.tree_digest(s.path)) for s in sources],
+        listing_skips=report.skipped,
+        tokenizer=tokenizer_id,
+        extra=extra,
+    )
     entry = cache_mod.CacheEntry(workspace.data_dir, key)
     if entry.complete:
         stats = entry.stats()
@@ -99,8 +105,17 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
 
     tmp = entry.staging_dir()
     try:
-        stats = _build(settings, tokenizer, root, sources, report, tmp, general, held_out,
-                       verdicts=workspace.data_dir / "tokenizer-checks")
+        stats = _build(
+            settings,
+            tokenizer,
+            root,
+            sources,
+            report,
+            tmp,
+            general,
+            held_out,
+            verdicts=workspace.data_dir / "tokenizer-checks",
+        )
         stats["tokenizer"].update({"name": getattr(tokenizer, "name_or_path", ""), "fingerprint": tokenizer_id})
         stats["cache"] = {"key": key, "hit": False, "path": str(entry.path)}
         stats["seconds"] = round(time.perf_counter() - started, 3)
@@ -115,22 +130,41 @@ def resolve_input_dir(path: Path, workspace: Workspace) -> Path:
     """The dataset folder (or single file) ``path`` names, relative paths from the workspace root."""
     root = path if path.is_absolute() else workspace.root / path
     if not root.exists():
-        raise NotFoundError(f"dataset folder {root} does not exist; create it or set input_dir to a folder of documents")
+        raise NotFoundError(
+            f"dataset folder {root} does not exist; create it or set input_dir to a folder of documents"
+        )
     if not root.is_dir() and not root.is_file():
         raise UserError(f"{root} is neither a folder nor a file; point input_dir at a folder of documents")
     return root.resolve()
 
 
-def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[SourceFile], report: DataReport,
-           out: Path, general: Any, held_out: PreparedData | None, *, verdicts: Path) -> dict[str, Any]:
+def _build(
+    settings: DataSettings,
+    tokenizer: Any,
+    root: Path,
+    sources: list[SourceFile],
+    report: DataReport,
+    out: Path,
+    general: Any,
+    held_out: PreparedData | None,
+    *,
+    verdicts: Path,
+) -> dict[str, Any]:
     if settings.training_type == "preference":
         return _build_pairs(settings, tokenizer, root, sources, report, out, held_out)
     staging = Staging(out / "staging", with_mask=settings.training_type == "ift")
     if settings.training_type == "ift":
         stager: _IFTStager | _CPTStager = _IFTStager(settings, tokenizer, report, staging)
     else:
-        stager = _CPTStager(settings, tokenizer, report, staging, document_encoder(tokenizer, verdicts=verdicts),
-                            processes=_worker_processes(sources), scratch=staging.folder)
+        stager = _CPTStager(
+            settings,
+            tokenizer,
+            report,
+            staging,
+            document_encoder(tokenizer, verdicts=verdicts),
+            processes=_worker_processes(sources),
+            scratch=staging.folder,
+        )
     for row in iter_rows(sources, report, settings):
         stager.add(row)
     stager.finish()
@@ -162,15 +196,21 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
         copy_split(held_out.path, out)
         val = Packed(len(held_out.train), held_out.train.target_tokens)
         val_tokens = int(held_out.stats["train_tokens"])
-        validation = {"source": "validation_dir", "path": str(settings.validation_dir),
-                      "documents": int(held_out.stats["train_documents"])}
+        validation = {
+            "source": "validation_dir",
+            "path": str(settings.validation_dir),
+            "documents": int(held_out.stats["train_documents"]),
+        }
     elif len(val_idx) == 0 and share > 0:
         # Fewer documents than a split needs: hold out the last packed sequences (CPT; an IFT record
         # is one sequence, so one record cannot be cut in two).
         cut = hold_out_tail(train_target, out, share) if settings.training_type == "cpt" else None
         if cut is None:
-            validation = {"source": "none", "reason": f"{len(kept)} document(s) packed into {train.rows} "
-                          f"sequence(s): nothing to hold out; add data or set validation_dir"}
+            validation = {
+                "source": "none",
+                "reason": f"{len(kept)} document(s) packed into {train.rows} "
+                f"sequence(s): nothing to hold out; add data or set validation_dir",
+            }
         else:
             train, val = cut
             val_tokens = int(TokenSequences.load(out, "val").mask.sum(dtype=np.int64))  # CPT: 1 on every real token
@@ -179,23 +219,27 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
     elif len(val_idx) == 0:
         validation = {"source": "none", "reason": "validation_split is 0"}
     stats = report.to_json()
-    stats.update({
-        "mode": settings.training_type,
-        "train_documents": int(len(train_idx)),
-        "val_documents": int(len(val_idx)),
-        "train_tokens": train_tokens,
-        "val_tokens": val_tokens,
-        "train_target_tokens": train.target_tokens,
-        "sequences": {"train": train.rows, "val": val.rows},
-        "validation": validation,
-        "seq_length": settings.max_seq_length,
-        "padding_fraction": round(padding_fraction(train.rows + val.rows, settings.max_seq_length,
-                                                   real_tokens=train_tokens + val_tokens), 6),
-        "format": report.file_formats if settings.training_type == "ift" else None,
-        "chat_template": stager.template_source,
-        "tokenizer": {"encoder": stager.encoder_name, "worker_processes": stager.processes},
-        "settings": settings.cache_fields(),
-    })
+    stats.update(
+        {
+            "mode": settings.training_type,
+            "train_documents": int(len(train_idx)),
+            "val_documents": int(len(val_idx)),
+            "train_tokens": train_tokens,
+            "val_tokens": val_tokens,
+            "train_target_tokens": train.target_tokens,
+            "sequences": {"train": train.rows, "val": val.rows},
+            "validation": validation,
+            "seq_length": settings.max_seq_length,
+            "padding_fraction": round(
+                padding_fraction(train.rows + val.rows, settings.max_seq_length, real_tokens=train_tokens + val_tokens),
+                6,
+            ),
+            "format": report.file_formats if settings.training_type == "ift" else None,
+            "chat_template": stager.template_source,
+            "tokenizer": {"encoder": stager.encoder_name, "worker_processes": stager.processes},
+            "settings": settings.cache_fields(),
+        }
+    )
     if general is not None:
         from forgellm.data.mixing import mix_into
 
@@ -206,8 +250,15 @@ def _build(settings: DataSettings, tokenizer: Any, root: Path, sources: list[Sou
     return stats
 
 
-def _build_pairs(settings: DataSettings, tokenizer: Any, root: Path, sources: list[SourceFile], report: DataReport,
-                 out: Path, held_out: PreparedData | None) -> dict[str, Any]:
+def _build_pairs(
+    settings: DataSettings,
+    tokenizer: Any,
+    root: Path,
+    sources: list[SourceFile],
+    report: DataReport,
+    out: Path,
+    held_out: PreparedData | None,
+) -> dict[str, Any]:
     """Preference pairs (`forgellm.data.preference`): no packing, no mixing, no near-dedupe.
 
     A validation_dir's pairs are the validation split (all of input_dir trains); a pair is never
@@ -221,8 +272,10 @@ def _build_pairs(settings: DataSettings, tokenizer: Any, root: Path, sources: li
     stager.finish()
     if len(staging) == 0:
         staging.close()
-        raise UserError(_nothing_usable(root, report) + (f" Hint: {NO_ROOM_HINT}." if report.filtered.get(
-            "prompt_leaves_no_room") else ""))
+        raise UserError(
+            _nothing_usable(root, report)
+            + (f" Hint: {NO_ROOM_HINT}." if report.filtered.get("prompt_leaves_no_room") else "")
+        )
     split = settings.model_copy(update={"validation_split": 0.0}) if held_out is not None else settings
     pairs = write_pairs(staging, stager.split_values, out, split, pad_token_id(tokenizer))
     validation: dict[str, Any] = {"source": "documents"}
@@ -232,30 +285,45 @@ def _build_pairs(settings: DataSettings, tokenizer: Any, root: Path, sources: li
         pairs["tokens"]["val"] = int(held_out.stats["train_tokens"])
         pairs["target_tokens"]["val"] = int(held_out.stats["train_target_tokens"])
         pairs["pairs"]["total"] = pairs["pairs"]["train"] + pairs["pairs"]["val"]
-        validation = {"source": "validation_dir", "path": str(settings.validation_dir),
-                      "documents": pairs["pairs"]["val"]}
+        validation = {
+            "source": "validation_dir",
+            "path": str(settings.validation_dir),
+            "documents": pairs["pairs"]["val"],
+        }
     elif pairs["pairs"]["val"] == 0:
-        validation = {"source": "none", "reason": "validation_split is 0" if settings.validation_split == 0 else
-                      f"{pairs['pairs']['train']} pair(s): too few to hold one out; add pairs or set validation_dir"}
+        validation = {
+            "source": "none",
+            "reason": "validation_split is 0"
+            if settings.validation_split == 0
+            else f"{pairs['pairs']['train']} pair(s): too few to hold one out; add pairs or set validation_dir",
+        }
     stats = report.to_json()
-    stats.update({
-        "mode": "preference",
-        "pairs": pairs["pairs"],
-        "train_documents": pairs["pairs"]["train"],
-        "val_documents": pairs["pairs"]["val"],
-        "train_tokens": pairs["tokens"]["train"],
-        "val_tokens": pairs["tokens"]["val"],
-        "train_target_tokens": pairs["target_tokens"]["train"],
-        "sequences": {"train": 2 * pairs["pairs"]["train"], "val": 2 * pairs["pairs"]["val"]},
-        "validation": validation,
-        "seq_length": settings.max_seq_length,
-        "padding_fraction": round(padding_fraction(2 * pairs["pairs"]["total"], settings.max_seq_length,
-                                                   real_tokens=pairs["tokens"]["train"] + pairs["tokens"]["val"]), 6),
-        "format": report.file_formats,
-        "chat_template": stager.template_source,
-        "tokenizer": {"encoder": HuggingFaceEncoder.name, "worker_processes": 0},
-        "settings": settings.cache_fields(),
-    })
+    stats.update(
+        {
+            "mode": "preference",
+            "pairs": pairs["pairs"],
+            "train_documents": pairs["pairs"]["train"],
+            "val_documents": pairs["pairs"]["val"],
+            "train_tokens": pairs["tokens"]["train"],
+            "val_tokens": pairs["tokens"]["val"],
+            "train_target_tokens": pairs["target_tokens"]["train"],
+            "sequences": {"train": 2 * pairs["pairs"]["train"], "val": 2 * pairs["pairs"]["val"]},
+            "validation": validation,
+            "seq_length": settings.max_seq_length,
+            "padding_fraction": round(
+                padding_fraction(
+                    2 * pairs["pairs"]["total"],
+                    settings.max_seq_length,
+                    real_tokens=pairs["tokens"]["train"] + pairs["tokens"]["val"],
+                ),
+                6,
+            ),
+            "format": report.file_formats,
+            "chat_template": stager.template_source,
+            "tokenizer": {"encoder": HuggingFaceEncoder.name, "worker_processes": 0},
+            "settings": settings.cache_fields(),
+        }
+    )
     if report.filtered.get("prompt_leaves_no_room"):
         stats["hints"] = [NO_ROOM_HINT]
     shutil.rmtree(out / "staging")
@@ -270,8 +338,11 @@ def _worker_processes(sources: list[SourceFile]) -> int:
         return 0
     size = 0
     for source in sources:
-        size += sum(p.stat().st_size for p in source.path.rglob("*") if p.is_file()) \
-            if source.is_datasets_folder else source.path.stat().st_size
+        size += (
+            sum(p.stat().st_size for p in source.path.rglob("*") if p.is_file())
+            if source.is_datasets_folder
+            else source.path.stat().st_size
+        )
         if size >= cpt_batches.WORKERS_MIN_BYTES:
             return cores
     return 0
@@ -309,8 +380,12 @@ def row_text(row: Row, text_column: str, report: DataReport) -> str | None:
     if value is None:
         fmt = detect_format(row.fields)
         if fmt is None or fmt == "text":
-            report.skip(row.file, row.line, f"no {column!r} field (found: {', '.join(map(str, row.fields)) or 'none'}); "
-                        f"set text_column to the field that holds the text")
+            report.skip(
+                row.file,
+                row.line,
+                f"no {column!r} field (found: {', '.join(map(str, row.fields)) or 'none'}); "
+                f"set text_column to the field that holds the text",
+            )
             return None
         try:  # an instruction record in a CPT folder: train on its text
             messages = to_messages(row.fields, fmt)
@@ -330,8 +405,17 @@ class _CPTStager:
 
     template_source = None
 
-    def __init__(self, settings: DataSettings, tokenizer: Any, report: DataReport, staging: Staging,
-                 encoder: DocumentEncoder | None = None, *, processes: int = 0, scratch: Path | None = None):
+    def __init__(
+        self,
+        settings: DataSettings,
+        tokenizer: Any,
+        report: DataReport,
+        staging: Staging,
+        encoder: DocumentEncoder | None = None,
+        *,
+        processes: int = 0,
+        scratch: Path | None = None,
+    ):
         self.settings, self.report, self.staging = settings, report, staging
         encoder = encoder or HuggingFaceEncoder.of(tokenizer)
         self.encoder_name = encoder.name
@@ -411,8 +495,12 @@ class _IFTStager:
         if row.file not in formats:
             fmt = self.settings.ift_format if self.settings.ift_format != "auto" else detect_format(row.fields)
             if fmt is None:
-                self.report.skip(row.file, row.line, "record matches no IFT format (messages, conversations, "
-                                 "instruction/output, prompt/completion, text); set ift_format to force one")
+                self.report.skip(
+                    row.file,
+                    row.line,
+                    "record matches no IFT format (messages, conversations, "
+                    "instruction/output, prompt/completion, text); set ift_format to force one",
+                )
                 return None
             formats[row.file] = fmt
         return formats[row.file]
@@ -424,8 +512,12 @@ class _IFTStager:
         try:
             item = to_messages(row.fields, fmt)
             self.report.documents += 1
-            if isinstance(item, str) and not item.strip() or isinstance(item, list) and any(
-                    m["role"] == "assistant" and not m["content"] for m in item):
+            if (
+                isinstance(item, str)
+                and not item.strip()
+                or isinstance(item, list)
+                and any(m["role"] == "assistant" and not m["content"] for m in item)
+            ):
                 self.report.drop("empty_response")
                 return
             rendered = self.renderer.render(item)
@@ -443,7 +535,9 @@ class _IFTStager:
         if not self.batch:
             return
         limit = self.settings.max_seq_length
-        for (_rendered, digest), (ids, mask) in zip(self.batch, encode_rendered(self.tokenizer, [r for r, _ in self.batch])):
+        for (_rendered, digest), (ids, mask) in zip(
+            self.batch, encode_rendered(self.tokenizer, [r for r, _ in self.batch])
+        ):
             if len(ids) > limit:
                 if self.settings.overlong == "drop":
                     self.report.drop("overlong")
@@ -485,8 +579,9 @@ class _Collector:
             self.add(ids)
 
 
-def preview(settings: DataSettings, tokenizer: Any, workspace: Workspace | Path,
-            count: int) -> tuple[list[PreviewItem], DataReport]:
+def preview(
+    settings: DataSettings, tokenizer: Any, workspace: Workspace | Path, count: int
+) -> tuple[list[PreviewItem], DataReport]:
     """The first ``count`` records as they would be trained on (normalised, rendered, masked); no cache."""
     workspace = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
     root = resolve_input_dir(settings.input_dir, workspace)
@@ -501,7 +596,9 @@ def preview(settings: DataSettings, tokenizer: Any, workspace: Workspace | Path,
         stager.add(row)
         stager.finish()
         for ids, mask in collector.items:
-            items.append(PreviewItem(row.file, row.line, ids, np.ones_like(ids, dtype=np.uint8) if mask is None else mask))
+            items.append(
+                PreviewItem(row.file, row.line, ids, np.ones_like(ids, dtype=np.uint8) if mask is None else mask)
+            )
         if len(items) >= count:
             break
     return items[:count], report

@@ -35,8 +35,10 @@ from forgellm.data.stats import DataReport, first_seen
 from forgellm.errors import UserError
 
 FIELDS = ("prompt", "chosen", "rejected")
-NO_ROOM_HINT = ("raise max_seq_length or shorten the prompts: the prompt alone fills max_seq_length, "
-                "leaving no response token to compare")
+NO_ROOM_HINT = (
+    "raise max_seq_length or shorten the prompts: the prompt alone fills max_seq_length, "
+    "leaving no response token to compare"
+)
 
 
 def detect_layout(record: dict[str, Any]) -> str | None:
@@ -52,14 +54,14 @@ def to_pair(record: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str
     if isinstance(prompt, str):
         messages = [{"role": "user", "content": prompt}]
     elif isinstance(prompt, list) and prompt:
-        messages = [_message(m, "role", "content", i, roles=dict(zip(CHAT_ROLES, CHAT_ROLES)))
-                    for i, m in enumerate(prompt)]
+        messages = [
+            _message(m, "role", "content", i, roles=dict(zip(CHAT_ROLES, CHAT_ROLES))) for i, m in enumerate(prompt)
+        ]
     else:
         raise RecordError("field 'prompt' must be a string or a non-empty list of messages")
     if messages[-1]["role"] != "user":
         raise RecordError("the prompt must end with a user turn (the responses answer it)")
-    return (_normalized(messages), _normalized(_response(record, "chosen")),
-            _normalized(_response(record, "rejected")))
+    return (_normalized(messages), _normalized(_response(record, "chosen")), _normalized(_response(record, "rejected")))
 
 
 def _response(record: dict[str, Any], key: str) -> list[dict[str, str]]:
@@ -67,8 +69,9 @@ def _response(record: dict[str, Any], key: str) -> list[dict[str, str]]:
     if isinstance(value, str):
         messages = [{"role": "assistant", "content": value}]
     elif isinstance(value, list) and value:
-        messages = [_message(m, "role", "content", i, roles=dict(zip(CHAT_ROLES, CHAT_ROLES)))
-                    for i, m in enumerate(value)]
+        messages = [
+            _message(m, "role", "content", i, roles=dict(zip(CHAT_ROLES, CHAT_ROLES))) for i, m in enumerate(value)
+        ]
         if any(m["role"] != "assistant" for m in messages):
             raise RecordError(f"field {key!r}: every message of a response must have role 'assistant'")
     else:
@@ -82,14 +85,15 @@ def _normalized(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": normalize_text(m["content"])} for m in messages]
 
 
-def render_pair(renderer: ChatRenderer, prompt: list[dict[str, str]],
-                responses: tuple[list[dict[str, str]], list[dict[str, str]]]) -> list[Rendered]:
+def render_pair(
+    renderer: ChatRenderer, prompt: list[dict[str, str]], responses: tuple[list[dict[str, str]], list[dict[str, str]]]
+) -> list[Rendered]:
     """Each response after the prompt, trained spans on the response turns only (not on
     assistant turns inside the prompt)."""
     out = []
     for response in responses:
         rendered = renderer.render(prompt + response)
-        out.append(Rendered(rendered.text, rendered.spans[-len(response):], rendered.add_special_tokens))
+        out.append(Rendered(rendered.text, rendered.spans[-len(response) :], rendered.add_special_tokens))
     return out
 
 
@@ -122,8 +126,10 @@ class PreferenceStager:
         if layout is None:
             missing = [key for key in FIELDS if key not in row.fields]
             found = ", ".join(map(str, row.fields)) or "none"
-            raise UserError(f"{row.file}:{row.line}: not a preference record: missing {', '.join(map(repr, missing))} "
-                            f"(found: {found}); every record needs prompt, chosen and rejected")
+            raise UserError(
+                f"{row.file}:{row.line}: not a preference record: missing {', '.join(map(repr, missing))} "
+                f"(found: {found}); every record needs prompt, chosen and rejected"
+            )
         formats = self.report.file_formats
         formats[row.file] = layout if formats.get(row.file, layout) == layout else "mixed"
         try:
@@ -148,7 +154,7 @@ class PreferenceStager:
             return
         encoded = encode_rendered(self.tokenizer, [r for rendered, _ in self.batch for r in rendered])
         for i, (_, digest) in enumerate(self.batch):
-            pair, verdict = fit_pair(encoded[2 * i:2 * i + 2], self.settings.max_seq_length)
+            pair, verdict = fit_pair(encoded[2 * i : 2 * i + 2], self.settings.max_seq_length)
             if verdict == "no_room":
                 self.report.drop("prompt_leaves_no_room")
                 continue
@@ -162,8 +168,9 @@ class PreferenceStager:
         self.flush()
 
 
-def write_pairs(staging: Staging, split_values: array, out: Path, settings: DataSettings,
-                pad_id: int) -> dict[str, Any]:
+def write_pairs(
+    staging: Staging, split_values: array, out: Path, settings: DataSettings, pad_id: int
+) -> dict[str, Any]:
     """The staged pairs into ``train`` and ``val`` `PreferencePairs` arrays; their stats."""
     docs = staging.close()
     try:
@@ -179,16 +186,17 @@ def write_pairs(staging: Staging, split_values: array, out: Path, settings: Data
             for at, pair in enumerate(rows):
                 for side in (0, 1):
                     ids, target = docs.doc(2 * int(pair) + side)
-                    tokens[at, side, :len(ids)] = ids
-                    mask[at, side, :len(ids)] = target
+                    tokens[at, side, : len(ids)] = ids
+                    mask[at, side, : len(ids)] = target
             tokens.flush()
             mask.flush()
             stats["pairs"][split] = len(rows)
-            stats["tokens"][split] = int(docs.lengths[np.concatenate([2 * rows, 2 * rows + 1])].sum()) if len(rows) else 0
+            stats["tokens"][split] = (
+                int(docs.lengths[np.concatenate([2 * rows, 2 * rows + 1])].sum()) if len(rows) else 0
+            )
             stats["target_tokens"][split] = int(mask[:, :, 1:].sum(dtype=np.int64))
             del tokens, mask
         stats["pairs"]["total"] = pairs
         return stats
     finally:
         docs.close()
-

@@ -89,14 +89,22 @@ def list_sources(root: Path, report: DataReport) -> list[SourceFile]:
             elif path.suffix.lower() in SUPPORTED_SUFFIXES:
                 found.append(SourceFile(path, rel))
             else:
-                report.skip(rel, None, f"unsupported file type {path.suffix or '(no extension)'}; "
-                            f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))} and datasets folders")
+                report.skip(
+                    rel,
+                    None,
+                    f"unsupported file type {path.suffix or '(no extension)'}; "
+                    f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))} and datasets folders",
+                )
 
     if root.is_file():  # a single file given instead of a folder
         if root.suffix.lower() in SUPPORTED_SUFFIXES:
             return [SourceFile(root, root.name)]
-        report.skip(root.name, None, f"unsupported file type {root.suffix or '(no extension)'}; "
-                    f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))} and datasets folders")
+        report.skip(
+            root.name,
+            None,
+            f"unsupported file type {root.suffix or '(no extension)'}; "
+            f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))} and datasets folders",
+        )
         return []
     if any((root / m).is_file() for m in DATASETS_MARKERS):
         return [SourceFile(root, root.name, is_datasets_folder=True)]
@@ -118,8 +126,12 @@ def read_source(source: SourceFile, report: DataReport, *, max_file_bytes: int) 
         return
     streamed = suffix in {".jsonl", ".csv", ".parquet"}
     if not streamed and size > max_file_bytes:
-        report.skip(source.rel, None, f"file is {_mb(size)} MB, over the {_mb(max_file_bytes)} MB limit "
-                    f"for files read whole; split it, convert it to .jsonl, or raise max_file_mb")
+        report.skip(
+            source.rel,
+            None,
+            f"file is {_mb(size)} MB, over the {_mb(max_file_bytes)} MB limit "
+            f"for files read whole; split it, convert it to .jsonl, or raise max_file_mb",
+        )
         return
     if size == 0:
         report.skip(source.rel, None, "empty file")
@@ -134,7 +146,9 @@ def read_source(source: SourceFile, report: DataReport, *, max_file_bytes: int) 
         else:  # PDF and Parquet are binary formats
             start = b""
         if b"\0" in start:
-            report.skip(source.rel, None, f"binary file (NUL bytes in its first {BINARY_PROBE_BYTES} bytes), not {suffix} text")
+            report.skip(
+                source.rel, None, f"binary file (NUL bytes in its first {BINARY_PROBE_BYTES} bytes), not {suffix} text"
+            )
             return
         report.bytes_read += size
         if whole is not None:
@@ -160,7 +174,7 @@ def _decode(data: bytes, source: SourceFile, report: DataReport, line: int | Non
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        at_line = line if line is not None else data[:exc.start].count(b"\n") + 1
+        at_line = line if line is not None else data[: exc.start].count(b"\n") + 1
         report.skip(source.rel, at_line, f"invalid UTF-8 at byte {exc.start}; re-save the file as UTF-8")
         return None
 
@@ -214,8 +228,12 @@ def _read_jsonl(source: SourceFile, report: DataReport, *, max_record_bytes: int
             if len(raw) > max_record_bytes and not raw.endswith(b"\n"):
                 while (rest := fh.readline(CHUNK_BYTES)) and not rest.endswith(b"\n"):
                     pass  # skip the rest of the line without holding it
-                report.skip(source.rel, number, f"line is over the {_mb(max_record_bytes)} MB limit for one "
-                            f"record; split the record or raise max_file_mb")
+                report.skip(
+                    source.rel,
+                    number,
+                    f"line is over the {_mb(max_record_bytes)} MB limit for one "
+                    f"record; split the record or raise max_file_mb",
+                )
                 continue
             if not raw.strip():
                 continue
@@ -276,8 +294,12 @@ def _read_csv(source: SourceFile, report: DataReport, *, max_record_bytes: int) 
             for row in reader:
                 yield Row(source.rel, reader.line_num, {k: v for k, v in row.items() if k is not None})
         except UnicodeDecodeError as exc:
-            report.skip(source.rel, reader.line_num + 1, f"invalid UTF-8 at byte {exc.start} of a read block; "
-                        f"re-save the file as UTF-8 (rows after this point were not read)")
+            report.skip(
+                source.rel,
+                reader.line_num + 1,
+                f"invalid UTF-8 at byte {exc.start} of a read block; "
+                f"re-save the file as UTF-8 (rows after this point were not read)",
+            )
         except csv.Error as exc:
             report.skip(source.rel, reader.line_num, f"malformed CSV: {exc} (rows after this point were not read)")
 

@@ -53,11 +53,13 @@ class TokenSequences:
     @classmethod
     def load(cls, folder: Path, split: str) -> TokenSequences:
         """Memory-map a split saved by `save`."""
-        return cls(np.load(folder / f"{split}.tokens.npy", mmap_mode="r"),
-                   np.load(folder / f"{split}.mask.npy", mmap_mode="r"))
+        return cls(
+            np.load(folder / f"{split}.tokens.npy", mmap_mode="r"), np.load(folder / f"{split}.mask.npy", mmap_mode="r")
+        )
 
-    def batches(self, batch_size: int, *, order: np.ndarray | None = None, start: int = 0,
-                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def batches(
+        self, batch_size: int, *, order: np.ndarray | None = None, start: int = 0, shard: tuple[int, int] = (0, 1)
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(tokens, mask)`` batches in ``order`` (default: as stored) from batch ``start`` on.
 
         ``shard=(rank, world_size)`` gives each data-parallel rank its own rows of every
@@ -67,7 +69,7 @@ class TokenSequences:
         order = np.arange(len(self)) if order is None else order
         global_batch = batch_size * world
         for b in range(start, len(order) // global_batch):
-            rows = np.sort(order[b * global_batch + rank * batch_size: b * global_batch + (rank + 1) * batch_size])
+            rows = np.sort(order[b * global_batch + rank * batch_size : b * global_batch + (rank + 1) * batch_size])
             yield np.asarray(self.tokens[rows]), np.asarray(self.mask[rows])
 
 
@@ -113,21 +115,28 @@ class PreferencePairs:
 
     @classmethod
     def load(cls, folder: Path, split: str) -> PreferencePairs:
-        return cls(np.load(folder / f"{split}.tokens.npy", mmap_mode="r"),
-                   np.load(folder / f"{split}.mask.npy", mmap_mode="r"))
+        return cls(
+            np.load(folder / f"{split}.tokens.npy", mmap_mode="r"), np.load(folder / f"{split}.mask.npy", mmap_mode="r")
+        )
 
     def rows(self, rows: np.ndarray | slice) -> PairBatch:
-        return PairBatch(np.asarray(self.tokens[rows]), np.asarray(self.mask[rows]),
-                         None if self.reference is None else np.asarray(self.reference[rows]))
+        return PairBatch(
+            np.asarray(self.tokens[rows]),
+            np.asarray(self.mask[rows]),
+            None if self.reference is None else np.asarray(self.reference[rows]),
+        )
 
-    def batches(self, batch_size: int, *, order: np.ndarray | None = None, start: int = 0,
-                shard: tuple[int, int] = (0, 1)) -> Iterator[PairBatch]:
+    def batches(
+        self, batch_size: int, *, order: np.ndarray | None = None, start: int = 0, shard: tuple[int, int] = (0, 1)
+    ) -> Iterator[PairBatch]:
         """As `TokenSequences.batches`, a pair at a time."""
         rank, world = shard
         order = np.arange(len(self)) if order is None else order
         global_batch = batch_size * world
         for b in range(start, len(order) // global_batch):
-            yield self.rows(np.sort(order[b * global_batch + rank * batch_size: b * global_batch + (rank + 1) * batch_size]))
+            yield self.rows(
+                np.sort(order[b * global_batch + rank * batch_size : b * global_batch + (rank + 1) * batch_size])
+            )
 
 
 def load_split(folder: Path, split: str) -> TokenSequences | PreferencePairs:

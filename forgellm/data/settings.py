@@ -22,9 +22,21 @@ from forgellm.training.config import TrainingConfig
 IFTFormat = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"]
 
 #: The `TrainingConfig` keys that are data settings too (same name, default and meaning).
-SHARED_KEYS = ("input_dir", "training_type", "max_seq_length", "validation_split", "validation_dir", "seed",
-               "data_mixture_ratio", "general_data_dir", "text_column", "ift_format", "dedupe",
-               "near_dedupe_threshold", "quality_filters")
+SHARED_KEYS = (
+    "input_dir",
+    "training_type",
+    "max_seq_length",
+    "validation_split",
+    "validation_dir",
+    "seed",
+    "data_mixture_ratio",
+    "general_data_dir",
+    "text_column",
+    "ift_format",
+    "dedupe",
+    "near_dedupe_threshold",
+    "quality_filters",
+)
 
 
 def _config_field(name: str) -> Any:
@@ -43,8 +55,12 @@ class DataSettings(BaseModel):
     max_seq_length: int = _config_field("max_seq_length")
     # The config's default and description; 0 is allowed here (nothing held out), which the general
     # data and a dataset validated by validation_dir use.
-    validation_split: float = Field(TrainingConfig.model_fields["validation_split"].default, ge=0.0, lt=1.0,
-                                    description=TrainingConfig.model_fields["validation_split"].description)
+    validation_split: float = Field(
+        TrainingConfig.model_fields["validation_split"].default,
+        ge=0.0,
+        lt=1.0,
+        description=TrainingConfig.model_fields["validation_split"].description,
+    )
     validation_dir: Path | None = _config_field("validation_dir")
     seed: int = _config_field("seed")
     data_mixture_ratio: float = _config_field("data_mixture_ratio")
@@ -56,15 +72,39 @@ class DataSettings(BaseModel):
     quality_filters: bool = _config_field("quality_filters")
 
     # Data pipeline only.
-    replay_model: str | None = Field(None, description="Model that writes the replay set (a path, a name under models/, or 'default'); normally the base model being trained.")
+    replay_model: str | None = Field(
+        None,
+        description="Model that writes the replay set (a path, a name under models/, or 'default'); normally the base model being trained.",
+    )
     replay_engine: str = Field("auto", description="Engine that generates the replay set: auto, torch or mlx.")
-    replay_samples: int = Field(24, ge=1, description="Replay texts to generate; they are repeated as needed to fill the general share.")
+    replay_samples: int = Field(
+        24, ge=1, description="Replay texts to generate; they are repeated as needed to fill the general share."
+    )
     replay_max_tokens: int = Field(160, ge=8, description="Tokens per replay text.")
-    overlong: Literal["drop", "truncate"] = Field("drop", description="IFT records longer than max_seq_length: drop them or cut them at max_seq_length (counted either way).")
-    min_chars: int = Field(40, ge=0, description="Quality filter: documents shorter than this (characters) are dropped.")
-    min_letter_share: float = Field(0.5, ge=0.0, le=1.0, description="Quality filter: documents whose share of letters among non-space characters is below this are dropped.")
-    max_repeated_line_share: float = Field(0.3, ge=0.0, le=1.0, description="Quality filter: documents whose share of repeated non-empty lines is above this are dropped.")
-    max_file_mb: float = Field(256.0, gt=0.0, description="Files read whole (.txt, .md, .rst, .html, .pdf, .json) larger than this are skipped; .jsonl, .csv and .parquet stream at any size, but a .jsonl line or .csv field larger than this is skipped.")
+    overlong: Literal["drop", "truncate"] = Field(
+        "drop",
+        description="IFT records longer than max_seq_length: drop them or cut them at max_seq_length (counted either way).",
+    )
+    min_chars: int = Field(
+        40, ge=0, description="Quality filter: documents shorter than this (characters) are dropped."
+    )
+    min_letter_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Quality filter: documents whose share of letters among non-space characters is below this are dropped.",
+    )
+    max_repeated_line_share: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Quality filter: documents whose share of repeated non-empty lines is above this are dropped.",
+    )
+    max_file_mb: float = Field(
+        256.0,
+        gt=0.0,
+        description="Files read whole (.txt, .md, .rst, .html, .pdf, .json) larger than this are skipped; .jsonl, .csv and .parquet stream at any size, but a .jsonl line or .csv field larger than this is skipped.",
+    )
     strict: bool = Field(False, description="Turn every skipped file or line into an error.")
 
     @classmethod
@@ -78,6 +118,16 @@ class DataSettings(BaseModel):
         Left out: `strict`, where the inputs live (their content is keyed instead), and how the
         general and validation data are obtained (their own cache keys, built from their content, are).
         """
-        return self.model_dump(mode="json", exclude={"strict", "input_dir", "general_data_dir", "validation_dir",
-                                                     "replay_model", "replay_engine", "replay_samples",
-                                                     "replay_max_tokens"})
+        return self.model_dump(
+            mode="json",
+            exclude={
+                "strict",
+                "input_dir",
+                "general_data_dir",
+                "validation_dir",
+                "replay_model",
+                "replay_engine",
+                "replay_samples",
+                "replay_max_tokens",
+            },
+        )

@@ -34,8 +34,10 @@ class DataReport:
         """Record an input that was not used; with ``strict`` it stops the run instead."""
         if self.strict:
             where = f"{file}:{line}" if line is not None else file
-            raise UserError(f"{where}: {reason} (--strict turns every skipped input into an error; "
-                            f"fix the input or run without --strict to skip it)")
+            raise UserError(
+                f"{where}: {reason} (--strict turns every skipped input into an error; "
+                f"fix the input or run without --strict to skip it)"
+            )
         self.skipped_total += 1
         if len(self.skipped) < MAX_LISTED_SKIPS:
             self.skipped.append({"file": file, "line": line, "reason": reason})
@@ -45,8 +47,9 @@ class DataReport:
         self.filtered[reason] += count
 
     def first_skips(self, n: int = 3) -> str:
-        return "; ".join(f"{s['file']}{':' + str(s['line']) if s['line'] else ''}: {s['reason']}"
-                         for s in self.skipped[:n])
+        return "; ".join(
+            f"{s['file']}{':' + str(s['line']) if s['line'] else ''}: {s['reason']}" for s in self.skipped[:n]
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -66,7 +66,9 @@ class Encoded:
     def ending_with_eos(cls, tokens: np.ndarray, lengths: np.ndarray, eos_id: int) -> Encoded:
         """``tokens`` with the EOS token appended to every document that does not already end with it."""
         ends = np.cumsum(lengths)
-        needs = (lengths == 0) | (tokens[np.maximum(ends - 1, 0)] != eos_id) if len(tokens) else np.ones(len(lengths), bool)
+        needs = (
+            (lengths == 0) | (tokens[np.maximum(ends - 1, 0)] != eos_id) if len(tokens) else np.ones(len(lengths), bool)
+        )
         return cls(np.insert(tokens, ends[needs], np.int32(eos_id)), lengths + needs)
 
 
@@ -97,8 +99,9 @@ class TiktokenParts:
         """The tiktoken encoding, compiled once per process (its check and its encoders share it)."""
         import tiktoken
 
-        return tiktoken.Encoding("forgellm-bpe", pat_str=self.pattern, mergeable_ranks=self.ranks,
-                                 special_tokens=self.special)
+        return tiktoken.Encoding(
+            "forgellm-bpe", pat_str=self.pattern, mergeable_ranks=self.ranks, special_tokens=self.special
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # A worker process compiles its own encoding; sending the compiled one would pickle the ranks twice.
@@ -130,7 +133,9 @@ class HuggingFaceEncoder:
 
     def __init__(self, tokenizer: Any, eos_id: int, *, spec: EncoderSpec | None = None):
         self.tokenizer, self.eos_id, self.spec = tokenizer, eos_id, spec
-        self.backend = tokenizer if hasattr(tokenizer, "encode_batch_fast") else getattr(tokenizer, "backend_tokenizer", None)
+        self.backend = (
+            tokenizer if hasattr(tokenizer, "encode_batch_fast") else getattr(tokenizer, "backend_tokenizer", None)
+        )
 
     @classmethod
     def of(cls, tokenizer: Any) -> HuggingFaceEncoder:
@@ -188,7 +193,7 @@ class TiktokenEncoder:
         if self._pool is None or len(texts) < 2 * self.threads:
             return self._encode_joined(texts)
         step = -(-len(texts) // self.threads)
-        parts = list(self._pool.map(self._encode_joined, [texts[i:i + step] for i in range(0, len(texts), step)]))
+        parts = list(self._pool.map(self._encode_joined, [texts[i : i + step] for i in range(0, len(texts), step)]))
         return Encoded(np.concatenate([p.tokens for p in parts]), np.concatenate([p.lengths for p in parts]))
 
 
@@ -205,8 +210,13 @@ def document_encoder(tokenizer: Any, *, verdicts: Path | None = None, threads: i
     parts = _tiktoken_parts(definition)
     if parts is None or eos not in parts.special:
         return reference
-    fast = TiktokenEncoder(parts, eos=eos, eos_id=eos_id, threads=threads or available_cores(),
-                           spec=EncoderSpec(eos, eos_id, tiktoken=parts))
+    fast = TiktokenEncoder(
+        parts,
+        eos=eos,
+        eos_id=eos_id,
+        threads=threads or available_cores(),
+        spec=EncoderSpec(eos, eos_id, tiktoken=parts),
+    )
     return fast if _rebuild_matches(fast, reference, definition, verdicts) else reference
 
 
@@ -215,7 +225,9 @@ def available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else max(1, os.cpu_count() or 1)
 
 
-def _rebuild_matches(fast: TiktokenEncoder, reference: HuggingFaceEncoder, definition: str, verdicts: Path | None) -> bool:
+def _rebuild_matches(
+    fast: TiktokenEncoder, reference: HuggingFaceEncoder, definition: str, verdicts: Path | None
+) -> bool:
     """Whether ``fast`` gives ``reference``'s ids on `_check_texts`; remembered in this process and in ``verdicts``."""
     if definition in _MATCHES:
         return _MATCHES[definition]
@@ -223,10 +235,13 @@ def _rebuild_matches(fast: TiktokenEncoder, reference: HuggingFaceEncoder, defin
     if record is not None and (verdict := read_json(record)) is not None and verdict.get("version") == REBUILD_VERSION:
         _MATCHES[definition] = bool(verdict["matches"])
         return _MATCHES[definition]
-    mismatch = next((m for texts in _check_texts(reference.backend) if (m := _first_mismatch(fast, reference, texts))),
-                    None)
+    mismatch = next(
+        (m for texts in _check_texts(reference.backend) if (m := _first_mismatch(fast, reference, texts))), None
+    )
     if mismatch is not None:
-        log.info("data: the tiktoken rebuild of this tokenizer differs on %r; using the Hugging Face tokenizer", mismatch)
+        log.info(
+            "data: the tiktoken rebuild of this tokenizer differs on %r; using the Hugging Face tokenizer", mismatch
+        )
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(record, {"version": REBUILD_VERSION, "matches": mismatch is None, "first_mismatch": mismatch})
@@ -244,9 +259,17 @@ def _tiktoken_parts(definition: str) -> TiktokenParts | None:
     model, added = spec.get("model") or {}, spec.get("added_tokens") or []
     pattern = _split_pattern(spec.get("pre_tokenizer"))
     normalizer = spec.get("normalizer")
-    if (pattern is None or not _adds_nothing(spec.get("post_processor")) or normalizer not in (None, {"type": "NFC"}) or model.get("type") != "BPE"
-            or model.get("dropout") or model.get("byte_fallback") or model.get("continuing_subword_prefix")
-            or model.get("end_of_word_suffix") or any(a["lstrip"] or a["rstrip"] or a["single_word"] for a in added)):
+    if (
+        pattern is None
+        or not _adds_nothing(spec.get("post_processor"))
+        or normalizer not in (None, {"type": "NFC"})
+        or model.get("type") != "BPE"
+        or model.get("dropout")
+        or model.get("byte_fallback")
+        or model.get("continuing_subword_prefix")
+        or model.get("end_of_word_suffix")
+        or any(a["lstrip"] or a["rstrip"] or a["single_word"] for a in added)
+    ):
         return None
     if importlib.util.find_spec("tiktoken") is None:
         return None
@@ -285,7 +308,8 @@ def _adds_nothing(post_processor: dict[str, Any] | None) -> bool:
     if post_processor is None or post_processor.get("type") == "ByteLevel":
         return True
     return post_processor.get("type") == "TemplateProcessing" and post_processor.get("single") == [
-        {"Sequence": {"id": "A", "type_id": 0}}]
+        {"Sequence": {"id": "A", "type_id": 0}}
+    ]
 
 
 def _split_pattern(pre_tokenizer: dict[str, Any] | None) -> str | None:
@@ -299,9 +323,15 @@ def _split_pattern(pre_tokenizer: dict[str, Any] | None) -> str | None:
     if not steps or len(steps) != 2:
         return None
     split, level = steps
-    if (split.get("type") != "Split" or "Regex" not in (split.get("pattern") or {})
-            or split.get("behavior") != "Isolated" or split.get("invert")
-            or level.get("type") != "ByteLevel" or level.get("use_regex") or level.get("add_prefix_space")):
+    if (
+        split.get("type") != "Split"
+        or "Regex" not in (split.get("pattern") or {})
+        or split.get("behavior") != "Isolated"
+        or split.get("invert")
+        or level.get("type") != "ByteLevel"
+        or level.get("use_regex")
+        or level.get("add_prefix_space")
+    ):
         return None
     return split["pattern"]["Regex"]
 
@@ -338,12 +368,15 @@ def _check_texts(backend: Any) -> list[list[str]]:
     probe texts with and around every added token: where a rebuild could differ, it shows."""
     added = {token.content for token in backend.get_added_tokens_decoder().values()}
     entries = (_token_bytes(token).decode("utf-8", "ignore") for token in backend.get_vocab())
-    return [[text for text in entries if text and text not in added],
-            [*PROBE_TEXTS, "\n\n".join(PROBE_TEXTS), *(f"before {text} after" for text in sorted(added))]]
+    return [
+        [text for text in entries if text and text not in added],
+        [*PROBE_TEXTS, "\n\n".join(PROBE_TEXTS), *(f"before {text} after" for text in sorted(added))],
+    ]
 
 
-def _first_mismatch(fast: Callable[[list[str]], Encoded], reference: Callable[[list[str]], Encoded],
-                    texts: list[str]) -> str | None:
+def _first_mismatch(
+    fast: Callable[[list[str]], Encoded], reference: Callable[[list[str]], Encoded], texts: list[str]
+) -> str | None:
     """The first of ``texts`` the two encoders give different ids for, or None."""
     a, b = fast(texts), reference(texts)
     if np.array_equal(a.lengths, b.lengths) and np.array_equal(a.tokens, b.tokens):

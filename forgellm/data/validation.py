@@ -38,9 +38,15 @@ def prepare_validation_dir(settings: DataSettings, tokenizer: Any, workspace: Wo
     from forgellm.data.pipeline import prepare_dataset
 
     assert settings.validation_dir is not None
-    held_out = settings.model_copy(update={
-        "input_dir": Path(settings.validation_dir), "validation_dir": None, "validation_split": 0.0,
-        "data_mixture_ratio": 1.0, "general_data_dir": None})
+    held_out = settings.model_copy(
+        update={
+            "input_dir": Path(settings.validation_dir),
+            "validation_dir": None,
+            "validation_split": 0.0,
+            "data_mixture_ratio": 1.0,
+            "general_data_dir": None,
+        }
+    )
     return prepare_dataset(held_out, tokenizer, workspace)
 
 

@@ -18,8 +18,17 @@ from forgellm.errors import EngineUnavailableError, UserError
 if TYPE_CHECKING:
     from forgellm.workspace import Workspace
 
-__all__ = ["ENGINE_NAMES", "Engine", "GenerationChunk", "LoadedModel", "SamplingParams", "all_engines",
-           "get_engine", "load_model", "resolve_engine_name"]
+__all__ = [
+    "ENGINE_NAMES",
+    "Engine",
+    "GenerationChunk",
+    "LoadedModel",
+    "SamplingParams",
+    "all_engines",
+    "get_engine",
+    "load_model",
+    "resolve_engine_name",
+]
 
 ENGINE_NAMES = ("mlx", "torch")
 ENGINE_ENV = "FORGELLM_ENGINE"
@@ -63,8 +72,9 @@ def all_engines() -> list[Engine]:
     return [_engine_instance(name) for name in ENGINE_NAMES]
 
 
-def load_model(model: str, adapter: str | None = None, engine: str | None = None, *,
-               workspace: Workspace | None = None) -> LoadedModel:
+def load_model(
+    model: str, adapter: str | None = None, engine: str | None = None, *, workspace: Workspace | None = None
+) -> LoadedModel:
     """Resolve a model (and adapter) by name and load it with an engine.
 
     Given an adapter folder as the model, its base model is loaded with it as the adapter.

@@ -40,16 +40,25 @@ class SamplingParams:
     def validate(self) -> SamplingParams:
         """Raise `UserError` naming the first field out of range."""
         checks = [
-            ("max_tokens", isinstance(self.max_tokens, int) and 1 <= self.max_tokens <= MAX_TOKENS_LIMIT,
-             f"an integer from 1 to {MAX_TOKENS_LIMIT}"),
+            (
+                "max_tokens",
+                isinstance(self.max_tokens, int) and 1 <= self.max_tokens <= MAX_TOKENS_LIMIT,
+                f"an integer from 1 to {MAX_TOKENS_LIMIT}",
+            ),
             ("temperature", _is_number(self.temperature) and 0 <= self.temperature <= 5, "a number from 0 to 5"),
             ("top_p", _is_number(self.top_p) and 0 < self.top_p <= 1, "a number in (0, 1]"),
             ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an integer >= 0 (0 disables it)"),
-            ("repetition_penalty", _is_number(self.repetition_penalty) and 0 < self.repetition_penalty <= 10,
-             "a number in (0, 10]"),
+            (
+                "repetition_penalty",
+                _is_number(self.repetition_penalty) and 0 < self.repetition_penalty <= 10,
+                "a number in (0, 10]",
+            ),
             ("seed", self.seed is None or isinstance(self.seed, int), "an integer or null"),
-            ("stop", isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
-             "a list of non-empty strings"),
+            (
+                "stop",
+                isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
+                "a list of non-empty strings",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -84,8 +93,14 @@ class LoadedModel(Protocol):
     adapter: Path | None
     tokenizer: Any  # the Hugging Face tokenizer (both engines use one)
 
-    def format_prompt(self, prompt: str | Sequence[Message], *, system: str | None = None,
-                      fmt: PromptFormat | None = None, enable_thinking: bool = False) -> str:
+    def format_prompt(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        system: str | None = None,
+        fmt: PromptFormat | None = None,
+        enable_thinking: bool = False,
+    ) -> str:
         """Chat template for instruct models, raw text for base models; ``fmt`` overrides.
         ``enable_thinking`` reaches templates that read it (Qwen 3)."""
         ...

@@ -42,26 +42,38 @@ def torch_greedy(model: Any, prompts: Sequence[Sequence[int]], max_tokens: int, 
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
-        mask[row, width - len(prompt):] = 1
+        ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
     with torch.inference_mode():
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_tokens,
-                             do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
-                             repetition_penalty=None, eos_token_id=sorted(stop_ids) or None, pad_token_id=pad,
-                             use_cache=True)
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            num_beams=1,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            repetition_penalty=None,
+            eos_token_id=sorted(stop_ids) or None,
+            pad_token_id=pad,
+            use_cache=True,
+        )
     return [cut_at_stop(row[width:].tolist(), stop_ids, max_tokens) for row in out]
 
 
-def mlx_greedy(model: Any, prompts: Sequence[Sequence[int]], max_tokens: int, stop_ids: set[int],
-               batch_size: int | None = None) -> list[list[int]]:
+def mlx_greedy(
+    model: Any, prompts: Sequence[Sequence[int]], max_tokens: int, stop_ids: set[int], batch_size: int | None = None
+) -> list[list[int]]:
     """``model``: an mlx-lm model; all prompts go in one batch unless ``batch_size`` is smaller."""
     from mlx_lm.generate import BatchGenerator
 
     if not prompts:
         return []
     size = batch_size or len(prompts)
-    generator = BatchGenerator(model, stop_tokens=[[t] for t in sorted(stop_ids)], completion_batch_size=size,
-                               prefill_batch_size=size)
+    generator = BatchGenerator(
+        model, stop_tokens=[[t] for t in sorted(stop_ids)], completion_batch_size=size, prefill_batch_size=size
+    )
     try:
         uids = generator.insert([list(p) for p in prompts], [max_tokens] * len(prompts))
         results: dict[int, list[int]] = {uid: [] for uid in uids}

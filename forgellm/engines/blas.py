@@ -86,8 +86,10 @@ def activate() -> Path | None:
         _activated = library
         return library
     if "mlx.core" in sys.modules:
-        log.warning("mlx was imported before the optimized BLAS could be loaded; matrix products will be slow. "
-                    "Import forgellm.engines.mlx_engine (or call forgellm.engines.blas.activate()) first.")
+        log.warning(
+            "mlx was imported before the optimized BLAS could be loaded; matrix products will be slow. "
+            "Import forgellm.engines.mlx_engine (or call forgellm.engines.blas.activate()) first."
+        )
         return None
     try:
         ctypes.CDLL(str(library), mode=os.RTLD_GLOBAL | os.RTLD_NOW)
@@ -161,8 +163,14 @@ def measure_in_subprocess(backend: str, *, optimized: bool = True, timeout: floa
     """
     env = os.environ.copy() if optimized else _reference_env()
     try:
-        done = subprocess.run([sys.executable, "-m", "forgellm.engines.blas", backend], env=env, timeout=timeout,
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "forgellm.engines.blas", backend],
+            env=env,
+            timeout=timeout,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode == 0:
             return json.loads(done.stdout.strip().splitlines()[-1])
         error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]

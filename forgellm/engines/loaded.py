@@ -46,8 +46,10 @@ def adapter_mismatch(adapter: ModelInfo, info: ModelInfo, reason: BaseException 
     lines = [line.strip() for line in str(reason).splitlines() if line.strip()] or [type(reason).__name__]
     detail = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
     trained_on = f" ({adapter.base_model})" if adapter.base_model else ""
-    return UserError(f"adapter {adapter.name} does not fit model {info.name}: {detail.rstrip('.')}. "
-                     f"Use the base model the adapter was trained on{trained_on}.")
+    return UserError(
+        f"adapter {adapter.name} does not fit model {info.name}: {detail.rstrip('.')}. "
+        f"Use the base model the adapter was trained on{trained_on}."
+    )
 
 
 class LoadedModelBase(ABC):
@@ -63,8 +65,14 @@ class LoadedModelBase(ABC):
         self.eos_token_ids = read_eos_token_ids(info.path, tokenizer)
         self.closed = False
 
-    def format_prompt(self, prompt: str | Sequence[Message], *, system: str | None = None,
-                      fmt: PromptFormat | None = None, enable_thinking: bool = False) -> str:
+    def format_prompt(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        system: str | None = None,
+        fmt: PromptFormat | None = None,
+        enable_thinking: bool = False,
+    ) -> str:
         return format_prompt(self.tokenizer, prompt, system=system, fmt=fmt, enable_thinking=enable_thinking)
 
     def encode(self, text: str) -> list[int]:
@@ -80,8 +88,10 @@ class LoadedModelBase(ABC):
             raise UserError("the prompt is empty: give some text to complete or a question to answer")
         limit = self.info.context_length
         if limit and len(prompt_ids) >= limit:
-            raise UserError(f"the prompt has {len(prompt_ids)} tokens, the model's context holds {limit}: "
-                            f"shorten the prompt or clear the conversation")
+            raise UserError(
+                f"the prompt has {len(prompt_ids)} tokens, the model's context holds {limit}: "
+                f"shorten the prompt or clear the conversation"
+            )
         return self._stream(prompt_ids, params, started)
 
     def _stream(self, prompt_ids: list[int], params: SamplingParams, started: float) -> Iterator[GenerationChunk]:
@@ -94,9 +104,13 @@ class LoadedModelBase(ABC):
         def chunk(piece: str, finish_reason: str | None = None) -> GenerationChunk:
             now = time.perf_counter()
             return GenerationChunk(
-                text=piece, prompt_tokens=len(prompt_ids), completion_tokens=count, finish_reason=finish_reason,
+                text=piece,
+                prompt_tokens=len(prompt_ids),
+                completion_tokens=count,
+                finish_reason=finish_reason,
                 time_to_first_token=None if first_at is None else first_at - started,
-                tokens_per_second=count / (now - first_at) if first_at is not None and now > first_at else 0.0)
+                tokens_per_second=count / (now - first_at) if first_at is not None and now > first_at else 0.0,
+            )
 
         try:
             for token in tokens:

@@ -21,8 +21,9 @@ from forgellm.errors import UserError
 if TYPE_CHECKING:
     from forgellm.models.resolve import ModelInfo
 
-INSTALL_HINT = ("install it with: pip install 'mlx[cpu]' mlx-lm (Linux) or pip install mlx mlx-lm "
-                "(macOS on Apple Silicon)")
+INSTALL_HINT = (
+    "install it with: pip install 'mlx[cpu]' mlx-lm (Linux) or pip install mlx mlx-lm (macOS on Apple Silicon)"
+)
 
 
 def _package_version(name: str) -> str | None:
@@ -65,12 +66,16 @@ class MLXEngine:
         from mlx_lm.utils import load_adapters
 
         if info.is_adapter:
-            raise UserError(f"{info.name} is an adapter, not a model: pass its base model with --model "
-                            f"and this folder with --adapter")
+            raise UserError(
+                f"{info.name} is an adapter, not a model: pass its base model with --model "
+                f"and this folder with --adapter"
+            )
         if adapter is not None and adapter.adapter_format != "mlx":
-            raise UserError(f"adapter {adapter.name} is in {adapter.adapter_format or 'an unknown'} format; the mlx "
-                            f"engine needs an mlx-lm adapter (adapter_config.json + adapters.safetensors): "
-                            f"use --engine torch for PEFT adapters")
+            raise UserError(
+                f"adapter {adapter.name} is in {adapter.adapter_format or 'an unknown'} format; the mlx "
+                f"engine needs an mlx-lm adapter (adapter_config.json + adapters.safetensors): "
+                f"use --engine torch for PEFT adapters"
+            )
         try:
             model, wrapper = mlx_lm.load(str(info.path))
         except (OSError, ValueError, KeyError) as exc:
@@ -106,9 +111,16 @@ class MLXLoadedModel(LoadedModelBase):
         # Penalise every token of the sequence, as transformers does (mlx-lm defaults to the last 20).
         processors = make_logits_processors(
             repetition_penalty=params.repetition_penalty if params.repetition_penalty != 1.0 else None,
-            repetition_context_size=len(prompt_ids) + params.max_tokens)
-        responses = stream_generate(self.model, self._wrapper, prompt_ids, max_tokens=params.max_tokens,
-                                    sampler=sampler, logits_processors=processors)
+            repetition_context_size=len(prompt_ids) + params.max_tokens,
+        )
+        responses = stream_generate(
+            self.model,
+            self._wrapper,
+            prompt_ids,
+            max_tokens=params.max_tokens,
+            sampler=sampler,
+            logits_processors=processors,
+        )
         try:
             for response in responses:
                 yield response.token

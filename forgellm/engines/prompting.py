@@ -40,8 +40,14 @@ def _template_source(tokenizer: Any) -> str:
     return " ".join(template.values()) if isinstance(template, dict) else str(template)
 
 
-def format_prompt(tokenizer: Any, prompt: str | Sequence[Message], *, system: str | None = None,
-                  fmt: PromptFormat | None = None, enable_thinking: bool = False) -> str:
+def format_prompt(
+    tokenizer: Any,
+    prompt: str | Sequence[Message],
+    *,
+    system: str | None = None,
+    fmt: PromptFormat | None = None,
+    enable_thinking: bool = False,
+) -> str:
     """The text to generate from.
 
     ``chat`` applies the tokenizer's chat template with a generation prompt; ``raw`` is plain

@@ -36,19 +36,19 @@ class IncrementalDecoder:
 
     def add(self, token_id: int) -> str:
         self._ids.append(token_id)
-        prefix = self._decode(self._ids[self._prefix_offset:self._read_offset])
-        text = self._decode(self._ids[self._prefix_offset:])
+        prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        text = self._decode(self._ids[self._prefix_offset :])
         if len(text) > len(prefix) and not text.endswith(_INCOMPLETE):
             self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
-            return text[len(prefix):]
+            return text[len(prefix) :]
         return ""
 
     def flush(self) -> str:
         """The text still held back at the end of the stream (possibly an incomplete character)."""
-        prefix = self._decode(self._ids[self._prefix_offset:self._read_offset])
-        text = self._decode(self._ids[self._prefix_offset:])
+        prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        text = self._decode(self._ids[self._prefix_offset :])
         self._prefix_offset = self._read_offset = len(self._ids)
-        return text[len(prefix):]
+        return text[len(prefix) :]
 
 
 class StopStrings:
@@ -67,10 +67,10 @@ class StopStrings:
         hits = [i for i in (buffer.find(s) for s in self._stops) if i >= 0]
         if hits:
             self._pending = ""
-            return buffer[:min(hits)], True
+            return buffer[: min(hits)], True
         keep = self._partial_match_length(buffer)
-        self._pending = buffer[len(buffer) - keep:] if keep else ""
-        return buffer[:len(buffer) - keep], False
+        self._pending = buffer[len(buffer) - keep :] if keep else ""
+        return buffer[: len(buffer) - keep], False
 
     def _partial_match_length(self, buffer: str) -> int:
         """Length of the longest suffix of ``buffer`` that is a proper prefix of some stop string."""

@@ -47,8 +47,9 @@ class TorchEngine:
         return True, ""
 
     def version(self) -> str:
-        return ", ".join(f"{pkg} {_package_version(pkg)}" for pkg in ("torch", "transformers", "peft")
-                         if _package_version(pkg))
+        return ", ".join(
+            f"{pkg} {_package_version(pkg)}" for pkg in ("torch", "transformers", "peft") if _package_version(pkg)
+        )
 
     def device(self) -> str:
         """Where models run: ``cuda`` when a GPU is visible, else ``cpu``."""
@@ -61,8 +62,10 @@ class TorchEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if info.is_adapter:
-            raise UserError(f"{info.name} is an adapter, not a model: pass its base model with --model "
-                            f"and this folder with --adapter")
+            raise UserError(
+                f"{info.name} is an adapter, not a model: pass its base model with --model "
+                f"and this folder with --adapter"
+            )
         device = self.device()
         dtype = torch.float32
         if device == "cuda":
@@ -78,8 +81,9 @@ class TorchEngine:
         if adapter is not None:
             model = _attach_peft_adapter(model, info, adapter)
         model.eval()
-        return TorchLoadedModel(model=model, info=info, adapter=adapter, tokenizer=tokenizer, device=device,
-                                cache_kwarg=cache_kwarg)
+        return TorchLoadedModel(
+            model=model, info=info, adapter=adapter, tokenizer=tokenizer, device=device, cache_kwarg=cache_kwarg
+        )
 
 
 @contextlib.contextmanager
@@ -101,9 +105,11 @@ def _quiet_transformers() -> Iterator[None]:
 def _attach_peft_adapter(model: Any, info: ModelInfo, adapter: ModelInfo) -> Any:
     """Wrap the model with a PEFT adapter; any mismatch becomes one `UserError` naming both."""
     if adapter.adapter_format != "peft":
-        raise UserError(f"adapter {adapter.name} is in {adapter.adapter_format or 'an unknown'} format; the torch "
-                        f"engine needs a PEFT adapter (adapter_config.json with peft_type): use --engine mlx "
-                        f"for mlx-lm adapters")
+        raise UserError(
+            f"adapter {adapter.name} is in {adapter.adapter_format or 'an unknown'} format; the torch "
+            f"engine needs a PEFT adapter (adapter_config.json with peft_type): use --engine mlx "
+            f"for mlx-lm adapters"
+        )
     from peft import PeftConfig, get_peft_model, load_peft_weights, set_peft_model_state_dict
 
     try:
@@ -125,8 +131,16 @@ def _attach_peft_adapter(model: Any, info: ModelInfo, adapter: ModelInfo) -> Any
 class TorchLoadedModel(LoadedModelBase):
     engine = "torch"
 
-    def __init__(self, *, model: Any, info: ModelInfo, adapter: ModelInfo | None, tokenizer: Any, device: str,
-                 cache_kwarg: str = "past_key_values"):
+    def __init__(
+        self,
+        *,
+        model: Any,
+        info: ModelInfo,
+        adapter: ModelInfo | None,
+        tokenizer: Any,
+        device: str,
+        cache_kwarg: str = "past_key_values",
+    ):
         super().__init__(info=info, adapter=adapter, tokenizer=tokenizer)
         self.model = model
         self.device = device

@@ -55,8 +55,10 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     except (ValueError, IndexError, OSError, KeyError) as exc:  # numpy cannot map past the end
         raise UserError(f"{path} is truncated or damaged ({exc}); download or copy it again") from None
     if end > path.stat().st_size:
-        raise UserError(f"{path} is truncated: its tensors need {end} bytes, the file has {path.stat().st_size}; "
-                        f"download or copy it again")
+        raise UserError(
+            f"{path} is truncated: its tensors need {end} bytes, the file has {path.stat().st_size}; "
+            f"download or copy it again"
+        )
     fields = {}
     for key, field in reader.fields.items():
         if len(field.data) == 1 and (not key.startswith("tokenizer.ggml.") or key == "tokenizer.ggml.model"):
@@ -65,12 +67,21 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     arch = fields.get("general.architecture")
     supported = supported_architectures()
     if arch not in supported:
-        raise UserError(f"{path.name}: GGUF architecture {arch!r} cannot be loaded by the installed transformers; "
-                        f"supported: {', '.join(supported)}")
+        raise UserError(
+            f"{path.name}: GGUF architecture {arch!r} cannot be loaded by the installed transformers; "
+            f"supported: {', '.join(supported)}"
+        )
     types = [t.tensor_type.name for t in reader.tensors if len(t.shape) > 1]
     file_type = max(set(types), key=types.count) if types else None
-    return GGUFInfo(path, arch, fields.get("general.name"), file_type, len(reader.tensors),
-                    fields.get("tokenizer.ggml.model"), fields)
+    return GGUFInfo(
+        path,
+        arch,
+        fields.get("general.name"),
+        file_type,
+        len(reader.tensors),
+        fields.get("tokenizer.ggml.model"),
+        fields,
+    )
 
 
 def _fix_config(config: Any, info: GGUFInfo) -> None:
@@ -104,8 +115,9 @@ def load_gguf(path: Path, *, dtype: Any = None, progress: bool = False, info: GG
     # architecture's class (gemma's SentencePiece-style one), which re-splits the text its own way.
     tokenizer_class = PreTrainedTokenizerFast if info.tokenizer == "gpt2" else AutoTokenizer
     tokenizer = tokenizer_class.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, config=config,
-                                                 dtype=dtype or torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, config=config, dtype=dtype or torch.float32
+    )
     return model, tokenizer
 
 
@@ -132,6 +144,14 @@ def convert_gguf(path: Path, out: Path, *, source: str, progress: bool = False) 
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     model.generation_config.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / MODEL_MARKER).write_text(json.dumps({"source": source, "architecture": info.architecture,
-                                                "converted": f"dequantized {info.file_type} to float32"}) + "\n")
+    (out / MODEL_MARKER).write_text(
+        json.dumps(
+            {
+                "source": source,
+                "architecture": info.architecture,
+                "converted": f"dequantized {info.file_type} to float32",
+            }
+        )
+        + "\n"
+    )
     log.info("imported %s into %s", path.name, out)

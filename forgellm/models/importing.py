@@ -17,8 +17,15 @@ from forgellm.workspace import Workspace
 LOCAL_APPS = ("lmstudio:", "ollama:")
 
 
-def import_model(source: str, *, name: str | None = None, link: bool = False, force: bool = False,
-                 workspace: Workspace | None = None, progress: bool = True) -> Path:
+def import_model(
+    source: str,
+    *,
+    name: str | None = None,
+    link: bool = False,
+    force: bool = False,
+    workspace: Workspace | None = None,
+    progress: bool = True,
+) -> Path:
     """Import ``source`` and return the new model folder."""
     workspace = (workspace or Workspace.current()).ensure()
     if source.startswith(LOCAL_APPS):
@@ -30,8 +37,10 @@ def import_model(source: str, *, name: str | None = None, link: bool = False, fo
     else:
         path = Path(source).expanduser().resolve()
         if not path.exists():
-            raise UserError(f"{source} does not exist: pass a .gguf file, a model folder, lmstudio:<path> or "
-                            f"ollama:<model>; `forgellm models list` shows what LM Studio and Ollama hold")
+            raise UserError(
+                f"{source} does not exist: pass a .gguf file, a model folder, lmstudio:<path> or "
+                f"ollama:<model>; `forgellm models list` shows what LM Studio and Ollama hold"
+            )
         label, default_name = str(path), path.stem if path.is_file() else path.name
     target = workspace.models("base") / _safe_name(name or default_name)
     if target.exists() and not force:

@@ -46,8 +46,9 @@ def find_local_gguf() -> list[LocalGGUF]:
             for path in sorted(root.rglob("*.gguf")):
                 if "mmproj" in path.name.lower():  # vision projectors, not language models
                     continue
-                found.append(LocalGGUF(f"lmstudio:{path.relative_to(root).as_posix()}", "lmstudio", path,
-                                       path.stat().st_size))
+                found.append(
+                    LocalGGUF(f"lmstudio:{path.relative_to(root).as_posix()}", "lmstudio", path, path.stat().st_size)
+                )
     for name, manifest in _ollama_manifests():
         try:
             blob = ollama_blob(manifest)
@@ -87,8 +88,10 @@ def ollama_blob(manifest: Path) -> Path:
         raise UserError(f"Ollama manifest {manifest} names no model layer")
     blob = ollama_dir() / "blobs" / digests[0].replace(":", "-")
     if not blob.is_file():
-        raise UserError(f"Ollama manifest {manifest} points to blob {digests[0]}, which is missing from "
-                        f"{blob.parent}; run `ollama pull` for this model again")
+        raise UserError(
+            f"Ollama manifest {manifest} points to blob {digests[0]}, which is missing from "
+            f"{blob.parent}; run `ollama pull` for this model again"
+        )
     return blob
 
 
@@ -100,14 +103,18 @@ def resolve_local(name: str) -> LocalGGUF:
             path = root / rest
             if path.is_file():
                 return LocalGGUF(name, "lmstudio", path, path.stat().st_size)
-        raise NotFoundError(f"{name}: no such GGUF in LM Studio's folders "
-                            f"({', '.join(str(d) for d in lmstudio_dirs())}); `forgellm models list` shows them")
+        raise NotFoundError(
+            f"{name}: no such GGUF in LM Studio's folders "
+            f"({', '.join(str(d) for d in lmstudio_dirs())}); `forgellm models list` shows them"
+        )
     if app == "ollama":
         wanted = rest if ":" in rest.rsplit("/", 1)[-1] else f"{rest}:latest"
         for model, manifest in _ollama_manifests():
             if model == wanted:
                 blob = ollama_blob(manifest)
                 return LocalGGUF(f"ollama:{model}", "ollama", blob, blob.stat().st_size)
-        raise NotFoundError(f"{name}: Ollama has no manifest for {wanted} under {ollama_dir() / 'manifests'}; "
-                            f"`forgellm models list` shows the models found")
+        raise NotFoundError(
+            f"{name}: Ollama has no manifest for {wanted} under {ollama_dir() / 'manifests'}; "
+            f"`forgellm models list` shows the models found"
+        )
     raise UserError(f"{name!r} is not lmstudio:<path> or ollama:<model[:tag]>")

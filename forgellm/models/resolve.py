@@ -50,8 +50,9 @@ class ModelInfo:
         return data
 
 
-def resolve(name: str, workspace: Workspace | None = None, *, roots: Roots | None = None,
-            field: str = "model") -> ModelInfo:
+def resolve(
+    name: str, workspace: Workspace | None = None, *, roots: Roots | None = None, field: str = "model"
+) -> ModelInfo:
     """Find a model or adapter by path, alias, workspace name or cached hub id.
 
     ``roots`` is given for names that came in a request: the name must then follow the request
@@ -59,8 +60,9 @@ def resolve(name: str, workspace: Workspace | None = None, *, roots: Roots | Non
     inside the roots (AccessError naming ``field`` if not).
     """
     if not name or not name.strip():
-        raise UserError("the model name is empty: pass --model with a path, a name under models/, or 'default'",
-                        field=field)
+        raise UserError(
+            "the model name is empty: pass --model with a path, a name under models/, or 'default'", field=field
+        )
     workspace = workspace or Workspace.current()
     if roots is not None:
         request_model(name, field, roots)
@@ -75,7 +77,8 @@ def resolve(name: str, workspace: Workspace | None = None, *, roots: Roots | Non
     raise NotFoundError(
         f"model {name!r} not found. Searched:\n  {searched}\n"
         f"Use a model folder path, a name from `forgellm models list`, or run `forgellm models import-default`.",
-        field=field)
+        field=field,
+    )
 
 
 def _shown(path: Path, workspace: Workspace) -> str:
@@ -91,8 +94,9 @@ def _shown(path: Path, workspace: Workspace) -> str:
         return str(path)
 
 
-def resolve_adapter(name: str, workspace: Workspace | None = None, *, roots: Roots | None = None,
-                    field: str = "adapter") -> ModelInfo:
+def resolve_adapter(
+    name: str, workspace: Workspace | None = None, *, roots: Roots | None = None, field: str = "adapter"
+) -> ModelInfo:
     """Resolve an adapter: an adapter folder, a run folder (its final weights, else its best
     intact checkpoint: `forgellm.runs.checkpoints.choose_checkpoint`) or a checkpoint."""
     workspace = workspace or Workspace.current()
@@ -147,7 +151,9 @@ def hf_cache_snapshot(repo_id: str) -> Path | None:
         snap = repo / "snapshots" / ref.read_text().strip()
         if snap.is_dir():
             return snap
-    snaps = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime) if (repo / "snapshots").is_dir() else []
+    snaps = (
+        sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime) if (repo / "snapshots").is_dir() else []
+    )
     return snaps[-1] if snaps else None
 
 
@@ -155,8 +161,11 @@ def list_cached_hub_models() -> list[str]:
     cache = hf_cache_dir()
     if not cache.is_dir():
         return []
-    return sorted(p.name[len("models--"):].replace("--", "/") for p in cache.glob("models--*") if hf_cache_snapshot(
-        p.name[len("models--"):].replace("--", "/")))
+    return sorted(
+        p.name[len("models--") :].replace("--", "/")
+        for p in cache.glob("models--*")
+        if hf_cache_snapshot(p.name[len("models--") :].replace("--", "/"))
+    )
 
 
 def _looks_like_model(path: Path) -> bool:
@@ -184,8 +193,14 @@ def describe(path: Path, *, source: str = "path", name: str | None = None) -> Mo
     archs = config.get("architectures") or []
     info.architecture = archs[0] if archs else None
     info.model_type = config.get("model_type")
-    info.context_length = next((config[k] for k in ("max_position_embeddings", "n_positions", "seq_length",
-                                                      "max_seq_len") if isinstance(config.get(k), int)), None)
+    info.context_length = next(
+        (
+            config[k]
+            for k in ("max_position_embeddings", "n_positions", "seq_length", "max_seq_len")
+            if isinstance(config.get(k), int)
+        ),
+        None,
+    )
     info.num_parameters = _count_safetensors_params(path)
     info.dtype = config.get("dtype") or config.get("torch_dtype") or _safetensors_dtype(path)
     info.is_instruct = has_chat_template(path)
@@ -194,9 +209,15 @@ def describe(path: Path, *, source: str = "path", name: str | None = None) -> Mo
     return info
 
 
-def resolve_pair(model: str, adapter: str | None, workspace: Workspace | None = None, *,
-                 model_arg: str = "--model", adapter_arg: str = "--adapter",
-                 roots: Roots | None = None) -> tuple[ModelInfo, ModelInfo | None]:
+def resolve_pair(
+    model: str,
+    adapter: str | None,
+    workspace: Workspace | None = None,
+    *,
+    model_arg: str = "--model",
+    adapter_arg: str = "--adapter",
+    roots: Roots | None = None,
+) -> tuple[ModelInfo, ModelInfo | None]:
     """(model, adapter) to load. A run (its final or best checkpoint) or an adapter given as the
     model brings its base model. ``model_arg``/``adapter_arg`` name the inputs in error messages
     (and, stripped of dashes and backquotes, as the error's field); ``roots`` confines a request."""
@@ -207,17 +228,22 @@ def resolve_pair(model: str, adapter: str | None, workspace: Workspace | None = 
     adapter_info = resolve_adapter(adapter, workspace, roots=roots, field=adapter_field) if adapter else None
     if info.is_adapter:
         if adapter_info is not None:
-            raise UserError(f"{info.name} is an adapter, not a model: give its base model as {model_arg}",
-                            field=model_field)
+            raise UserError(
+                f"{info.name} is an adapter, not a model: give its base model as {model_arg}", field=model_field
+            )
         if not info.base_model:
-            raise UserError(f"adapter {info.name} does not name its base model: give the base model as "
-                            f"{model_arg} and this adapter as {adapter_arg}", field=model_field)
+            raise UserError(
+                f"adapter {info.name} does not name its base model: give the base model as "
+                f"{model_arg} and this adapter as {adapter_arg}",
+                field=model_field,
+            )
         # The adapter's own file names its base model: a path from the workspace, not the request,
         # so it is looked up as a path (the roots still apply).
         adapter_info, info = info, _resolve_base(info.base_model, workspace, roots, model_field)
     if adapter_info is not None and not adapter_info.is_adapter:
-        raise UserError(f"{adapter_info.name} is a full model, not an adapter: give it as {model_arg} instead",
-                        field=adapter_field)
+        raise UserError(
+            f"{adapter_info.name} is a full model, not an adapter: give it as {model_arg} instead", field=adapter_field
+        )
     return info, adapter_info
 
 
@@ -229,9 +255,12 @@ def _resolve_base(base_model: str, workspace: Workspace | None, roots: Roots | N
         try:
             roots.contain(path, field, "model")
         except AccessError:
-            raise AccessError(f"{field}: the base model this adapter was trained on is outside the workspace, the "
-                              f"Hugging Face cache and {ROOTS_ENV}; the server's user can add its folder to "
-                              f"{ROOTS_ENV}", field=field) from None
+            raise AccessError(
+                f"{field}: the base model this adapter was trained on is outside the workspace, the "
+                f"Hugging Face cache and {ROOTS_ENV}; the server's user can add its folder to "
+                f"{ROOTS_ENV}",
+                field=field,
+            ) from None
         return describe(path, source="path", name=path.name)
     return resolve(base_model, workspace, roots=roots, field=field)
 
@@ -294,7 +323,9 @@ def list_models(workspace: Workspace | None = None) -> list[ModelInfo]:
                     info.extra["run"] = True
                     found.append(info)
                 else:
-                    found.append(describe(child, source=kind, name=child.name if kind == "base" else f"{kind}/{child.name}"))
+                    found.append(
+                        describe(child, source=kind, name=child.name if kind == "base" else f"{kind}/{child.name}")
+                    )
     for repo_id in list_cached_hub_models():
         snap = hf_cache_snapshot(repo_id)
         if snap is not None and _looks_like_model(snap):

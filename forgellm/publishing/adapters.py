@@ -32,8 +32,9 @@ MLX_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[ab])$")
 LAYER = re.compile(r"^(?:.+\.)?layers\.(?P<index>\d+)\.(?P<key>.+)$")
 
 
-def convert_adapter(src: ModelInfo, to: str, out: Path, *, base: str | None = None,
-                    workspace: Workspace | None = None) -> Path:
+def convert_adapter(
+    src: ModelInfo, to: str, out: Path, *, base: str | None = None, workspace: Workspace | None = None
+) -> Path:
     """Write ``src`` (an adapter) in format ``to`` (mlx | peft) into the new folder ``out``."""
     if not src.is_adapter:
         raise UserError(f"{src.path} is not an adapter (no adapter_config.json): nothing to convert")
@@ -60,8 +61,10 @@ def peft_to_mlx(src: Path, dest: Path, base: str | None = None, workspace: Works
     for module, (a, b) in pairs.items():
         layer = LAYER.match(module)
         if layer is None:
-            raise UserError(f"the adapter trains {module}, outside the transformer blocks: mlx-lm adapters "
-                            f"cover only block layers; fuse it with `forgellm fuse` instead")
+            raise UserError(
+                f"the adapter trains {module}, outside the transformer blocks: mlx-lm adapters "
+                f"cover only block layers; fuse it with `forgellm fuse` instead"
+            )
         layers.add(int(layer.group("index")))
         keys.add(layer.group("key"))
         weights[f"{module}.lora_a"] = a.T.contiguous()  # (r, in) -> (in, r)
@@ -72,8 +75,12 @@ def peft_to_mlx(src: Path, dest: Path, base: str | None = None, workspace: Works
         "fine_tune_type": "lora",
         # mlx-lm wraps the top num_layers blocks; -1 wraps all (blocks without weights here keep B = 0).
         "num_layers": total - min(layers) if total else -1,
-        "lora_parameters": {"rank": rank, "scale": scale, "dropout": float(config.get("lora_dropout") or 0.0),
-                            "keys": sorted(keys)},
+        "lora_parameters": {
+            "rank": rank,
+            "scale": scale,
+            "dropout": float(config.get("lora_dropout") or 0.0),
+            "keys": sorted(keys),
+        },
         "model": base,
         "converted_from": "peft",
     }
@@ -93,12 +100,20 @@ def mlx_to_peft(src: Path, dest: Path, base: str | None = None) -> None:
     weights = {}
     for module, (a, b) in pairs.items():
         if a.ndim != 2 or "embed" in module:
-            raise UserError(f"the adapter trains {module} (an embedding or expert layer), which PEFT LoRA "
-                            f"cannot hold the same way; fuse it with `forgellm fuse` instead")
+            raise UserError(
+                f"the adapter trains {module} (an embedding or expert layer), which PEFT LoRA "
+                f"cannot hold the same way; fuse it with `forgellm fuse` instead"
+            )
         weights[f"base_model.model.{module}.lora_A.weight"] = a.T.contiguous()  # (in, r) -> (r, in)
         weights[f"base_model.model.{module}.lora_B.weight"] = b.T.contiguous()  # (r, out) -> (out, r)
-    peft_config = LoraConfig(r=rank, lora_alpha=scale * rank, lora_dropout=float(params.get("dropout") or 0.0),
-                             target_modules=sorted(pairs), task_type="CAUSAL_LM", base_model_name_or_path=base)
+    peft_config = LoraConfig(
+        r=rank,
+        lora_alpha=scale * rank,
+        lora_dropout=float(params.get("dropout") or 0.0),
+        target_modules=sorted(pairs),
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base,
+    )
     peft_config.save_pretrained(str(dest))
     _save(weights, dest / PEFT_WEIGHTS)
 
@@ -107,13 +122,17 @@ def _refuse_unportable_peft(config: dict[str, Any]) -> None:
     if config.get("peft_type") != "LORA":
         raise UserError(f"only LoRA adapters convert; this one is {config.get('peft_type')}")
     problems = [
-        ("use_dora", "DoRA"), ("rank_pattern", "per-module ranks (rank_pattern)"),
-        ("alpha_pattern", "per-module alphas (alpha_pattern)"), ("modules_to_save", "fully trained modules (modules_to_save)"),
+        ("use_dora", "DoRA"),
+        ("rank_pattern", "per-module ranks (rank_pattern)"),
+        ("alpha_pattern", "per-module alphas (alpha_pattern)"),
+        ("modules_to_save", "fully trained modules (modules_to_save)"),
     ]
     for key, what in problems:
         if config.get(key):
-            raise UserError(f"the adapter uses {what}, which mlx-lm LoRA adapters cannot express; "
-                            f"fuse it with `forgellm fuse` and use the fused model instead")
+            raise UserError(
+                f"the adapter uses {what}, which mlx-lm LoRA adapters cannot express; "
+                f"fuse it with `forgellm fuse` and use the fused model instead"
+            )
     if config.get("bias", "none") != "none":
         raise UserError("the adapter trains biases (bias != 'none'), which mlx-lm LoRA adapters cannot express")
 
@@ -160,4 +179,3 @@ def _save(weights: dict[str, Any], path: Path) -> None:
 
 def default_output(src: ModelInfo, to: str) -> Path:
     return src.path.parent / f"{src.path.name}-{to}"
-

@@ -25,9 +25,18 @@ from forgellm.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                   "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
-                   "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
 
 
 @dataclass
@@ -38,8 +47,14 @@ class FuseResult:
     method: str  # mlx-lm fuse | peft merge_and_unload | full weights
 
 
-def fuse_run(run: str | Path, checkpoint: str = "best", out: Path | None = None,
-             workspace: Workspace | None = None, *, dequantize: bool = False) -> FuseResult:
+def fuse_run(
+    run: str | Path,
+    checkpoint: str = "best",
+    out: Path | None = None,
+    workspace: Workspace | None = None,
+    *,
+    dequantize: bool = False,
+) -> FuseResult:
     """Fuse checkpoint ``checkpoint`` (best | latest | final | step) of ``run`` into ``out``
     (default ``<run>/fused-<checkpoint>``); refuses an existing ``out``."""
     run_dir = find_run(run, workspace)
@@ -62,12 +77,16 @@ def base_model_of(run_dir: Path, checkpoint: Path, workspace: Workspace | None =
         adapter_cfg = read_json(checkpoint / "adapter_config.json") or {}
         name = adapter_cfg.get("base_model_name_or_path") or adapter_cfg.get("model")
     if not name:
-        raise UserError(f"cannot tell which base model run {run_dir.name} trained on: its config.yaml has no "
-                        f"model_name and the checkpoint does not name one")
+        raise UserError(
+            f"cannot tell which base model run {run_dir.name} trained on: its config.yaml has no "
+            f"model_name and the checkpoint does not name one"
+        )
     info = resolve(str(name), workspace)
     if info.is_adapter or not (info.path / "config.json").exists():
-        raise UserError(f"run {run_dir.name} trained on {name!r}, which is itself an adapter or a run: "
-                        f"fuse that one first and train on the fused model")
+        raise UserError(
+            f"run {run_dir.name} trained on {name!r}, which is itself an adapter or a run: "
+            f"fuse that one first and train on the fused model"
+        )
     return info
 
 
@@ -95,8 +114,9 @@ def _fuse_mlx(adapter: Path, base: Path, dest: Path, *, dequantize: bool = False
     from mlx_lm.utils import dequantize_model, load, save
 
     model, tokenizer, config = load(str(base), adapter_path=str(adapter), return_config=True)
-    fused = [(name, module.fuse(dequantize=dequantize)) for name, module in model.named_modules()
-             if hasattr(module, "fuse")]
+    fused = [
+        (name, module.fuse(dequantize=dequantize)) for name, module in model.named_modules() if hasattr(module, "fuse")
+    ]
     if fused:
         model.update_modules(tree_unflatten(fused))
     if dequantize:  # the layers without adapters too, and a config that no longer says quantized
@@ -127,8 +147,10 @@ def _overlay_full_weights(checkpoint: Path, base: Path, dest: Path) -> None:
         tensors = load_file(file)
         unknown = [k for k in tensors if k not in state]
         if unknown:
-            raise UserError(f"{file} holds tensors the base model does not have (e.g. {unknown[0]}): "
-                            f"it is not a full fine-tune of {base.name}")
+            raise UserError(
+                f"{file} holds tensors the base model does not have (e.g. {unknown[0]}): "
+                f"it is not a full fine-tune of {base.name}"
+            )
         for key, value in tensors.items():
             state[key].copy_(value.to(state[key].dtype))
     model.save_pretrained(dest)

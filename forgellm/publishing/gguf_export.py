@@ -52,8 +52,9 @@ def _llama_keys(writer: Any, config: dict[str, Any]) -> None:
 
 def _phi3_keys(writer: Any, config: dict[str, Any]) -> None:
     writer.add_rope_dimension_count(int(_head_dim(config) * float(config.get("partial_rotary_factor") or 1.0)))
-    writer.add_rope_scaling_orig_ctx_len(int(config.get("original_max_position_embeddings")
-                                             or config["max_position_embeddings"]))
+    writer.add_rope_scaling_orig_ctx_len(
+        int(config.get("original_max_position_embeddings") or config["max_position_embeddings"])
+    )
 
 
 # HF model_type -> how llama.cpp writes it. Mistral is a llama to llama.cpp (its converter does so).
@@ -80,8 +81,10 @@ def _head_dim(config: dict[str, Any]) -> int:
 def arch_spec(config: dict[str, Any]) -> ArchSpec:
     model_type = config.get("model_type")
     if model_type not in ARCHITECTURES:
-        raise UserError(f"GGUF export supports {', '.join(SUPPORTED)} models; this one is {model_type!r}. "
-                        f"Publish without --gguf, or convert it with llama.cpp's convert_hf_to_gguf.py")
+        raise UserError(
+            f"GGUF export supports {', '.join(SUPPORTED)} models; this one is {model_type!r}. "
+            f"Publish without --gguf, or convert it with llama.cpp's convert_hf_to_gguf.py"
+        )
     return ARCHITECTURES[model_type]
 
 
@@ -99,8 +102,9 @@ def write_gguf(model_dir: Path, out_file: Path, *, dtype: str = "f16", name: str
     return out_file
 
 
-def _write(model_dir: Path, out_file: Path, config: dict[str, Any], spec: ArchSpec, dtype: str,
-           name: str | None) -> None:
+def _write(
+    model_dir: Path, out_file: Path, config: dict[str, Any], spec: ArchSpec, dtype: str, name: str | None
+) -> None:
     import gguf
     from safetensors.torch import load_file
 
@@ -126,8 +130,14 @@ def _write(model_dir: Path, out_file: Path, config: dict[str, Any], spec: ArchSp
     writer.add_vocab_size(config["vocab_size"])
     if spec.extra is not None:
         spec.extra(writer, config)
-    writer.add_file_type({"f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "f32": gguf.LlamaFileType.ALL_F32}[dtype])
+    writer.add_file_type(
+        {
+            "f16": gguf.LlamaFileType.MOSTLY_F16,
+            "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+            "f32": gguf.LlamaFileType.ALL_F32,
+        }[dtype]
+    )
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _add_tokenizer(writer, model_dir, config["vocab_size"])
 
@@ -142,8 +152,10 @@ def _write(model_dir: Path, out_file: Path, config: dict[str, Any], spec: ArchSp
             continue
         gguf_name = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
-            raise UserError(f"tensor {key} has no GGUF name for {config['model_type']}: the model has parts "
-                            f"this exporter does not know")
+            raise UserError(
+                f"tensor {key} has no GGUF name for {config['model_type']}: the model has parts "
+                f"this exporter does not know"
+            )
         data = tensors[key].float().numpy()
         if spec.permute_qk and key.endswith("q_proj.weight"):
             data = _permute(data, n_head, n_head)
@@ -165,7 +177,9 @@ def _add_tensor(writer: Any, name: str, data: np.ndarray, dtype: str) -> None:
 
     if data.ndim == 1 or dtype == "f32":
         writer.add_tensor(name, data.astype(np.float32))
-    elif dtype == "f16" or (dtype == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0]):
+    elif dtype == "f16" or (
+        dtype == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0]
+    ):
         writer.add_tensor(name, data.astype(np.float16))
     else:
         qtype = gguf.GGMLQuantizationType.BF16 if dtype == "bf16" else gguf.GGMLQuantizationType.Q8_0
@@ -176,8 +190,11 @@ def _permute(weights: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarray:
     """llama.cpp's rotary layout for Q/K rows (convert_hf_to_gguf.py LlamaModel.permute)."""
     if n_head_kv != n_head:
         n_head = n_head_kv
-    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
 
 
 def _add_tokenizer(writer: Any, model_dir: Path, vocab_size: int) -> None:
@@ -186,8 +203,10 @@ def _add_tokenizer(writer: Any, model_dir: Path, vocab_size: int) -> None:
     spec_path = model_dir / "tokenizer.json"
     spec = json.loads(spec_path.read_text()) if spec_path.exists() else {}
     if (spec.get("model") or {}).get("type") != "BPE":
-        raise UserError("GGUF export needs a byte-level BPE tokenizer.json (GPT-2 style); this model's tokenizer "
-                        "is not one. Publish without --gguf")
+        raise UserError(
+            "GGUF export needs a byte-level BPE tokenizer.json (GPT-2 style); this model's tokenizer "
+            "is not one. Publish without --gguf"
+        )
     tokens = [f"[PAD{i}]" for i in range(vocab_size)]
     types = [gguf.TokenType.UNUSED] * vocab_size
     for text, index in spec["model"]["vocab"].items():
@@ -221,12 +240,18 @@ def export_into(model_dir: Path, folder: Path, *, name: str, dtype: str = "f16")
         raise
     (folder / "Modelfile").write_text(modelfile(model_dir, gguf_file.name))
     family = template_family(chat_template(model_dir))
-    return {"file": gguf_file.name, "type": dtype, "modelfile": "Modelfile",
-            "template": family.name if family else None, **checked}
+    return {
+        "file": gguf_file.name,
+        "type": dtype,
+        "modelfile": "Modelfile",
+        "template": family.name if family else None,
+        **checked,
+    }
 
 
-def export_model(model: str, *, dtype: str = "f16", out: Path | None = None, name: str | None = None,
-                 workspace: Any = None) -> tuple[Path, dict[str, Any]]:
+def export_model(
+    model: str, *, dtype: str = "f16", out: Path | None = None, name: str | None = None, workspace: Any = None
+) -> tuple[Path, dict[str, Any]]:
     """``forgellm export gguf``: a model folder (not an adapter) to ``out`` (default
     ``models/published/NAME-gguf``) holding the GGUF file and a Modelfile."""
     from forgellm.models.resolve import resolve
@@ -236,8 +261,10 @@ def export_model(model: str, *, dtype: str = "f16", out: Path | None = None, nam
     workspace = workspace or Workspace.current()
     info = resolve(model, workspace)
     if info.is_adapter or not (info.path / "config.json").exists():
-        raise UserError(f"{model} is an adapter or a run, not a model: `forgellm publish` it (or `forgellm fuse`), "
-                        f"then export the fused model")
+        raise UserError(
+            f"{model} is an adapter or a run, not a model: `forgellm publish` it (or `forgellm fuse`), "
+            f"then export the fused model"
+        )
     if dtype not in TYPES:
         raise UserError(f"--type {dtype!r} is not one of {', '.join(TYPES)}")
     arch_spec(json.loads((info.path / "config.json").read_text()))  # refuse before any folder exists
@@ -248,8 +275,9 @@ def export_model(model: str, *, dtype: str = "f16", out: Path | None = None, nam
     return out, result
 
 
-def verify_gguf(gguf_file: Path, model_dir: Path, *, dtype: str = "f16",
-                text: str = "The capital of France is") -> dict[str, Any]:
+def verify_gguf(
+    gguf_file: Path, model_dir: Path, *, dtype: str = "f16", text: str = "The capital of France is"
+) -> dict[str, Any]:
     """Read ``gguf_file`` back the way `forgellm models import` does; its logits must match ``model_dir``'s.
 
     Returns ``{"tensors", "max_abs_diff", "same_argmax"}``; raises UserError when they differ by more
@@ -274,6 +302,8 @@ def verify_gguf(gguf_file: Path, model_dir: Path, *, dtype: str = "f16",
     scale = float(source.abs().max()) or 1.0
     same_argmax = bool(torch.equal(source.argmax(-1), loaded.argmax(-1)))
     if diff > TOLERANCE[dtype] * scale:
-        raise UserError(f"the GGUF file {gguf_file.name} gives different logits from the model "
-                        f"(max difference {diff:.4g} on a scale of {scale:.4g}); it was not kept")
+        raise UserError(
+            f"the GGUF file {gguf_file.name} gives different logits from the model "
+            f"(max difference {diff:.4g} on a scale of {scale:.4g}); it was not kept"
+        )
     return {"tensors": info.tensor_count, "max_abs_diff": diff, "same_argmax": same_argmax}

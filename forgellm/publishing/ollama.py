@@ -24,7 +24,8 @@ class TemplateFamily:
 
 
 CHATML = TemplateFamily(
-    "chatml", "<|im_start|>",
+    "chatml",
+    "<|im_start|>",
     """{{- if .System }}<|im_start|>system
 {{ .System }}<|im_end|>
 {{ end }}
@@ -36,7 +37,8 @@ CHATML = TemplateFamily(
     r"<\|im_start\|>system(?:\\n|\n)([^<{}'\"]+)<\|im_end\|>",
 )
 LLAMA3 = TemplateFamily(
-    "llama3", "<|start_header_id|>",
+    "llama3",
+    "<|start_header_id|>",
     """{{- if .System }}<|start_header_id|>system<|end_header_id|>
 
 {{ .System }}<|eot_id|>
@@ -76,8 +78,11 @@ def modelfile(model_dir: Path, gguf_name: str) -> str:
     gen = json.loads(generation.read_text()) if generation.exists() else {}
     lines = ["# Ollama: ollama create NAME -f Modelfile && ollama run NAME", f"FROM ./{gguf_name}", ""]
     if family is not None:
-        lines += [f"# chat template: {family.name}, translated from the model's Jinja template",
-                  f'TEMPLATE """{family.template}"""', ""]
+        lines += [
+            f"# chat template: {family.name}, translated from the model's Jinja template",
+            f'TEMPLATE """{family.template}"""',
+            "",
+        ]
         system = re.search(family.system_pattern, template or "")
         if system:
             lines += [f'SYSTEM """{system.group(1).strip()}"""', ""]
@@ -85,7 +90,9 @@ def modelfile(model_dir: Path, gguf_name: str) -> str:
     else:
         lines += ["# no TEMPLATE: this chat template has no Ollama translation here; Ollama uses the GGUF's own"]
     context = min(int(config.get("max_position_embeddings") or 2048), MAX_DEFAULT_CONTEXT)
-    lines += [f"PARAMETER temperature {float(gen.get('temperature', 0.7)):g}",
-              f"PARAMETER top_p {float(gen.get('top_p', 0.9)):g}",
-              f"PARAMETER num_ctx {context}"]
+    lines += [
+        f"PARAMETER temperature {float(gen.get('temperature', 0.7)):g}",
+        f"PARAMETER top_p {float(gen.get('top_p', 0.9)):g}",
+        f"PARAMETER num_ctx {context}",
+    ]
     return "\n".join(lines) + "\n"

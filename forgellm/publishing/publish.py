@@ -36,8 +36,15 @@ class PublishResult:
     gguf: dict[str, Any] | None  # file name and verification numbers
 
 
-def publish_run(run: str | Path, *, checkpoint: str = "best", name: str | None = None, gguf: bool = False,
-                gguf_type: str = "f16", workspace: Workspace | None = None) -> PublishResult:
+def publish_run(
+    run: str | Path,
+    *,
+    checkpoint: str = "best",
+    name: str | None = None,
+    gguf: bool = False,
+    gguf_type: str = "f16",
+    workspace: Workspace | None = None,
+) -> PublishResult:
     workspace = workspace or Workspace.current()
     run_dir = find_run(run, workspace)
     ckpt = choose_checkpoint(run_dir, checkpoint)
@@ -45,8 +52,10 @@ def publish_run(run: str | Path, *, checkpoint: str = "best", name: str | None =
         refuse_if_held(run_dir, "publish the final weights of")
     name = name or f"{run_dir.name}-{ckpt.name}"
     if not NAME.match(name):
-        raise UserError(f"--name {name!r} is not a usable folder name: use letters, digits, '.', '_' or '-' "
-                        f"(128 at most), starting with a letter or digit")
+        raise UserError(
+            f"--name {name!r} is not a usable folder name: use letters, digits, '.', '_' or '-' "
+            f"(128 at most), starting with a letter or digit"
+        )
     out = workspace.models("published") / name
     refuse_existing(out)
     base = base_model_of(run_dir, ckpt, workspace)
@@ -66,14 +75,25 @@ def publish_run(run: str | Path, *, checkpoint: str = "best", name: str | None =
             from forgellm.publishing.gguf_export import export_into
 
             gguf_info = export_into(staging, staging, name=name, dtype=gguf_type)
-        card = ModelCard(name=name, run_dir=run_dir, checkpoint=ckpt, base=base, method=method,
-                         analysis=analysis, gguf=gguf_info)
+        card = ModelCard(
+            name=name, run_dir=run_dir, checkpoint=ckpt, base=base, method=method, analysis=analysis, gguf=gguf_info
+        )
         (staging / "README.md").write_text(card.render(), encoding="utf-8")
-        (staging / MODEL_MARKER).write_text(json.dumps({
-            "source_run": str(run_dir), "checkpoint": ckpt.name, "base_model": base.name, "method": method,
-            "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "gguf": gguf_info["file"] if gguf_info else None,
-            "modelfile": gguf_info["modelfile"] if gguf_info else None}, indent=2) + "\n")
+        (staging / MODEL_MARKER).write_text(
+            json.dumps(
+                {
+                    "source_run": str(run_dir),
+                    "checkpoint": ckpt.name,
+                    "base_model": base.name,
+                    "method": method,
+                    "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "gguf": gguf_info["file"] if gguf_info else None,
+                    "modelfile": gguf_info["modelfile"] if gguf_info else None,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return PublishResult(out=out, checkpoint=ckpt, method=method, gguf=gguf_info)
 
 
@@ -99,8 +119,11 @@ class ModelCard:
         sections = [
             self._front_matter(config),
             f"# {self.name}\n\n{self._summary(config)}",
-            "## Training data\n\n" + _table(_flatten(read_json(self.run_dir / "data_stats.json") or {}),
-                                            empty="No data_stats.json was recorded for this run."),
+            "## Training data\n\n"
+            + _table(
+                _flatten(read_json(self.run_dir / "data_stats.json") or {}),
+                empty="No data_stats.json was recorded for this run.",
+            ),
             "## Training configuration\n\n" + _table(config, empty="No config.yaml was recorded for this run."),
             "## Metrics\n\n" + _table(self._metrics()),
             "## Evaluation\n\n" + self._evaluation(),
@@ -112,16 +135,24 @@ class ModelCard:
 
     def _front_matter(self, config: dict[str, Any]) -> str:
         tags = ["forgellm", config.get("training_type", "cpt"), config.get("fine_tune_type", "lora")]
-        return "---\n" + f"base_model: {self.base.name}\nlibrary_name: transformers\ntags:\n" + \
-            "".join(f"- {t}\n" for t in tags) + "---"
+        return (
+            "---\n"
+            + f"base_model: {self.base.name}\nlibrary_name: transformers\ntags:\n"
+            + "".join(f"- {t}\n" for t in tags)
+            + "---"
+        )
 
     def _summary(self, config: dict[str, Any]) -> str:
-        kind = {"cpt": "continued pre-training", "ift": "instruction fine-tuning"}.get(config.get("training_type"), "training")
+        kind = {"cpt": "continued pre-training", "ift": "instruction fine-tuning"}.get(
+            config.get("training_type"), "training"
+        )
         why = self._why()
-        return (f"Fine-tuned from **{self.base.name}** by {kind} with ForgeLLM "
-                f"({config.get('fine_tune_type', '?')}, {config.get('engine', '?')} engine). "
-                f"Weights of checkpoint `{self.checkpoint.name}` of run `{self.run_dir.name}`, {why}, "
-                f"fused into the base model ({self.method}).")
+        return (
+            f"Fine-tuned from **{self.base.name}** by {kind} with ForgeLLM "
+            f"({config.get('fine_tune_type', '?')}, {config.get('engine', '?')} engine). "
+            f"Weights of checkpoint `{self.checkpoint.name}` of run `{self.run_dir.name}`, {why}, "
+            f"fused into the base model ({self.method})."
+        )
 
     def _why(self) -> str:
         """Why this checkpoint: the trainer's best (by the run's best_metric), the analysis' recommendation,
@@ -133,8 +164,10 @@ class ModelCard:
             value = best.get("value", best.get(metric))
             return f"the best checkpoint by {metric}" + (f" ({value:.4f})" if isinstance(value, (int, float)) else "")
         if a.recommended and a.recommended.name == self.checkpoint.name:
-            return (f"recommended by ForgeLLM's checkpoint score ({a.recommended.score:.4f}; validation loss, "
-                    f"generalisation gap, stability and convergence)")
+            return (
+                f"recommended by ForgeLLM's checkpoint score ({a.recommended.score:.4f}; validation loss, "
+                f"generalisation gap, stability and convergence)"
+            )
         return "the final weights" if self.checkpoint.name == FINAL_DIR else "chosen by hand"
 
     def _metrics(self) -> dict[str, Any]:
@@ -157,8 +190,10 @@ class ModelCard:
     def _evaluation(self) -> str:
         files = sorted({*self.run_dir.glob("eval*.json"), *self.run_dir.glob("evaluation/*.json")})
         if not files:
-            return ("No evaluation results were recorded. Run `forgellm eval` on the run (it records them in "
-                    "the run folder) before publishing to have them here.")
+            return (
+                "No evaluation results were recorded. Run `forgellm eval` on the run (it records them in "
+                "the run folder) before publishing to have them here."
+            )
         return "\n\n".join(f"### {f.name}\n\n" + _table(_flatten(read_json(f) or {})) for f in files)
 
     def _recommendations(self) -> str:
@@ -183,15 +218,20 @@ class ModelCard:
             "```",
         ]
         if self.gguf:
-            lines += ["", f"`{self.gguf['file']}` holds the same weights in GGUF ({self.gguf['type'].upper()}) for "
-                          f"llama.cpp, Ollama and other GGUF readers; read back with transformers it gives the same "
-                          f"logits (max difference {self.gguf['max_abs_diff']:.2g}).",
-                      "", "Run it in Ollama (the `Modelfile` here holds the chat template, stop tokens and "
-                          "default parameters) or in llama.cpp:", "",
-                      "```bash",
-                      f"ollama create {self.name.lower()} -f Modelfile && ollama run {self.name.lower()}",
-                      f"llama-cli -m {self.gguf['file']} -cnv",
-                      "```"]
+            lines += [
+                "",
+                f"`{self.gguf['file']}` holds the same weights in GGUF ({self.gguf['type'].upper()}) for "
+                f"llama.cpp, Ollama and other GGUF readers; read back with transformers it gives the same "
+                f"logits (max difference {self.gguf['max_abs_diff']:.2g}).",
+                "",
+                "Run it in Ollama (the `Modelfile` here holds the chat template, stop tokens and "
+                "default parameters) or in llama.cpp:",
+                "",
+                "```bash",
+                f"ollama create {self.name.lower()} -f Modelfile && ollama run {self.name.lower()}",
+                f"llama-cli -m {self.gguf['file']} -cnv",
+                "```",
+            ]
         return "\n".join(lines)
 
     def _limitations(self, config: dict[str, Any]) -> str:
@@ -203,8 +243,10 @@ class ModelCard:
             "check answers before relying on them.",
         ]
         if self.gguf:
-            items.append("The GGUF file names its pre-tokenizer `default`; llama.cpp may split rare inputs "
-                         "(long digit runs) differently from the original tokenizer.")
+            items.append(
+                "The GGUF file names its pre-tokenizer `default`; llama.cpp may split rare inputs "
+                "(long digit runs) differently from the original tokenizer."
+            )
         items += [f"Analysis: {r.message}" for r in self.analysis.recommendations if r.severity == "warning"]
         return "\n".join(f"- {i}" for i in items)
 
@@ -229,6 +271,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _table(rows: dict[str, Any], empty: str = "Nothing recorded.") -> str:
     if not rows:
         return empty
+
     def cell(v: Any) -> str:
         if v is None:
             return "-"
@@ -237,4 +280,5 @@ def _table(rows: dict[str, Any], empty: str = "Nothing recorded.") -> str:
         if isinstance(v, (list, dict)):
             return json.dumps(v)
         return str(v).replace("|", "\\|").replace("\n", " ")
+
     return "| key | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {cell(v)} |" for k, v in rows.items())

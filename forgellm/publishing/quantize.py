@@ -35,14 +35,22 @@ class QuantizeResult:
     source_bytes: int
 
 
-def quantize(model: str, *, bits: int, group_size: int = 64, engine: str = "mlx", out: Path | None = None,
-             workspace: Workspace | None = None) -> QuantizeResult:
+def quantize(
+    model: str,
+    *,
+    bits: int,
+    group_size: int = 64,
+    engine: str = "mlx",
+    out: Path | None = None,
+    workspace: Workspace | None = None,
+) -> QuantizeResult:
     workspace = workspace or Workspace.current()
     if engine == "torch":
         raise UserError(
             "the torch engine cannot save a quantised model that transformers loads back on this machine "
             "(bitsandbytes needs CUDA; torch dynamic int8 is not a saved format). Use --engine mlx "
-            "(quantised for the mlx engine), or `forgellm publish --gguf` for a GGUF that llama.cpp can quantise")
+            "(quantised for the mlx engine), or `forgellm publish --gguf` for a GGUF that llama.cpp can quantise"
+        )
     if engine != "mlx":
         raise UserError(f"--engine {engine!r} is not an engine: use mlx or torch")
     if bits not in BITS:
@@ -53,19 +61,33 @@ def quantize(model: str, *, bits: int, group_size: int = 64, engine: str = "mlx"
     if info.is_adapter or not (info.path / "config.json").exists():
         raise UserError(f"{info.name} is an adapter or a run, not a full model: fuse it first (`forgellm fuse`)")
     if "quantization" in info.extra:
-        raise UserError(f"{info.name} is already quantised ({info.extra['quantization']}); quantise its "
-                        f"full-precision source instead")
-    out = Path(out) if out is not None else workspace.models("published") / f"{info.path.name}-mlx-q{bits}-g{group_size}"
+        raise UserError(
+            f"{info.name} is already quantised ({info.extra['quantization']}); quantise its "
+            f"full-precision source instead"
+        )
+    out = (
+        Path(out) if out is not None else workspace.models("published") / f"{info.path.name}-mlx-q{bits}-g{group_size}"
+    )
     refuse_existing(out)
     with staged_folder(out) as staging:
         _convert(info.path, staging, bits, group_size)
         quantized, skipped = _check_loads(staging)
         if quantized == 0:
-            raise UserError(f"no layer of {info.name} has an input size divisible by {group_size}: "
-                            f"nothing was quantised; choose a smaller --group-size")
-        (staging / MODEL_MARKER).write_text(json.dumps({
-            "source": str(info.path), "engine": "mlx",
-            "quantization": {"bits": bits, "group_size": group_size, "mode": "affine"}}, indent=2) + "\n")
+            raise UserError(
+                f"no layer of {info.name} has an input size divisible by {group_size}: "
+                f"nothing was quantised; choose a smaller --group-size"
+            )
+        (staging / MODEL_MARKER).write_text(
+            json.dumps(
+                {
+                    "source": str(info.path),
+                    "engine": "mlx",
+                    "quantization": {"bits": bits, "group_size": group_size, "mode": "affine"},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return QuantizeResult(out, quantized, skipped, _size(out), _size(info.path))
 
 

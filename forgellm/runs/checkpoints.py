@@ -53,14 +53,16 @@ def step_checkpoints(run_dir: Path) -> list[Path]:
     folder = Path(run_dir) / CHECKPOINTS_DIR
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()),
-                  key=step_of)
+    return sorted((p for p in folder.iterdir() if STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()), key=step_of)
 
 
 def write_manifest(folder: Path) -> None:
     """List every file of ``folder`` with its size and hash; called last, before the rename."""
-    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE}
+    files = {
+        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
     write_json_atomic(folder / MANIFEST_FILE, {"files": files})
 
 
@@ -133,16 +135,20 @@ def choose_checkpoint(run_dir: Path, which: str | None = None) -> Path:
     steps = step_checkpoints(run_dir)
     if which == "final":
         if not final.is_dir():
-            raise NotFoundError(f"run {run_dir.name} has no {FINAL_DIR}/ folder yet (it is still training or "
-                                f"stopped early); use --checkpoint best, latest or a step")
+            raise NotFoundError(
+                f"run {run_dir.name} has no {FINAL_DIR}/ folder yet (it is still training or "
+                f"stopped early); use --checkpoint best, latest or a step"
+            )
         trouble = problem(final)
         if trouble is None:
             return final
         log.warning("skipping broken %s/: %s", FINAL_DIR, trouble)
         return _newest_intact(run_dir, steps, trouble)
     if not steps:
-        raise NotFoundError(f"run {run_dir.name} has no checkpoints yet: wait for the first one "
-                            f"(every save_every steps) or train longer")
+        raise NotFoundError(
+            f"run {run_dir.name} has no checkpoints yet: wait for the first one "
+            f"(every save_every steps) or train longer"
+        )
     if which in ("best", "latest"):
         chosen = steps[-1]
         if which == "best" and (best := read_best(run_dir)) is not None:
@@ -158,8 +164,9 @@ def choose_checkpoint(run_dir: Path, which: str | None = None) -> Path:
     wanted = [p for p in steps if step_of(p) == int(match.group(1))]
     if not wanted:
         available = ", ".join(p.name for p in steps)
-        raise NotFoundError(f"run {run_dir.name} has no checkpoint at step {int(match.group(1))}; "
-                            f"available: {available}")
+        raise NotFoundError(
+            f"run {run_dir.name} has no checkpoint at step {int(match.group(1))}; available: {available}"
+        )
     trouble = problem(wanted[0])
     if trouble is not None:
         intact = latest_intact(run_dir)
@@ -171,8 +178,9 @@ def choose_checkpoint(run_dir: Path, which: str | None = None) -> Path:
 def _newest_intact(run_dir: Path, steps: list[Path], first_trouble: str) -> Path:
     found = latest_intact(run_dir)
     if found is None:
-        raise BrokenCheckpointError(f"run {run_dir.name} has no intact checkpoint ({first_trouble}); "
-                                    f"train it again with --overwrite")
+        raise BrokenCheckpointError(
+            f"run {run_dir.name} has no intact checkpoint ({first_trouble}); train it again with --overwrite"
+        )
     log.warning("using %s, the newest intact checkpoint", found.name)
     return found
 
@@ -193,5 +201,7 @@ def resume_point(run_dir: Path) -> Path | None:
         skipped.append((folder, trouble))
     if not skipped:
         return None
-    raise BrokenCheckpointError(f"run {Path(run_dir).name} has no intact checkpoint to resume from "
-                                f"({skipped[0][1]}); start it again with --overwrite")
+    raise BrokenCheckpointError(
+        f"run {Path(run_dir).name} has no intact checkpoint to resume from "
+        f"({skipped[0][1]}); start it again with --overwrite"
+    )

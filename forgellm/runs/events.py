@@ -33,15 +33,33 @@ class Event(StrEnum):
     ERROR = "error"
 
 
-_OPENING = ("total_steps", "run_name", "training_type", "fine_tune_type", "engine", "model", "trainable_params",
-            "total_params", "world_size", "global_batch_size")
+_OPENING = (
+    "total_steps",
+    "run_name",
+    "training_type",
+    "fine_tune_type",
+    "engine",
+    "model",
+    "trainable_params",
+    "total_params",
+    "world_size",
+    "global_batch_size",
+)
 
 #: The keys each event carries besides ``event``, ``time`` and ``step`` (docs/run-format.md explains them).
 FIELDS: dict[Event, tuple[str, ...]] = {
     Event.START: _OPENING,
     Event.RESUME: (*_OPENING, "changed"),  # changed: {key: [before, after]} of config.yaml
-    Event.TRAIN: ("loss", "learning_rate", "tokens", "trained_tokens", "tokens_per_second", "grad_norm",
-                  "peak_memory_gb", "elapsed"),
+    Event.TRAIN: (
+        "loss",
+        "learning_rate",
+        "tokens",
+        "trained_tokens",
+        "tokens_per_second",
+        "grad_norm",
+        "peak_memory_gb",
+        "elapsed",
+    ),
     # val_ppl too, except in preference runs (their loss is no language-model loss); they add val_accuracy etc.
     Event.EVAL: ("val_loss", "train_loss"),
     Event.CHECKPOINT: ("path", "val_loss"),
@@ -59,8 +77,12 @@ def make_event(event: Event | str, step: int, **values: Any) -> dict[str, Any]:
     missing = [key for key in FIELDS[kind] if key not in values]
     if missing:
         raise ValueError(f"{kind} event without {', '.join(missing)}")
-    return {"event": kind.value, "time": round(time.time(), 3), "step": int(step),
-            **{k: _jsonable(v) for k, v in values.items()}}
+    return {
+        "event": kind.value,
+        "time": round(time.time(), 3),
+        "step": int(step),
+        **{k: _jsonable(v) for k, v in values.items()},
+    }
 
 
 class MetricsWriter:

@@ -36,21 +36,32 @@ def is_run(path: Path) -> bool:
 
 def run_dirs(workspace: Workspace) -> list[Path]:
     """Every run folder under models/cpt and models/ift (unordered)."""
-    return [child for kind in RUN_KINDS if (folder := workspace.models(kind)).is_dir()
-            for child in folder.iterdir() if child.is_dir() and is_run(child)]
+    return [
+        child
+        for kind in RUN_KINDS
+        if (folder := workspace.models(kind)).is_dir()
+        for child in folder.iterdir()
+        if child.is_dir() and is_run(child)
+    ]
 
 
 def find_run(name: str | Path, workspace: Workspace | None = None) -> Path:
     """A run folder by path, by path under the workspace or models/, or by name under models/cpt|ift."""
     workspace = workspace or Workspace.current()
     as_path = Path(name).expanduser()
-    candidates = [as_path, workspace.root / as_path, workspace.models_dir / as_path,
-                  *(workspace.models(kind) / as_path for kind in RUN_KINDS)]
+    candidates = [
+        as_path,
+        workspace.root / as_path,
+        workspace.models_dir / as_path,
+        *(workspace.models(kind) / as_path for kind in RUN_KINDS),
+    ]
     for path in candidates:
         if path.is_dir() and is_run(path):
             return path.resolve()
-    raise NotFoundError(f"run {str(name)!r} not found: pass a run folder (models/cpt/<run> or models/ift/<run>) "
-                        f"or its name; `forgellm runs list` shows the runs")
+    raise NotFoundError(
+        f"run {str(name)!r} not found: pass a run folder (models/cpt/<run> or models/ift/<run>) "
+        f"or its name; `forgellm runs list` shows the runs"
+    )
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:

@@ -37,8 +37,10 @@ class LockHolder:
         return f"process {self.pid} on {self.host} (since {when})"
 
     def how_to_stop(self) -> str:
-        return (f"stop it first (Ctrl-C in its terminal, Stop in the web app, or `kill -TERM {self.pid}` on "
-                f"{self.host}; it saves a checkpoint) or wait for it to end")
+        return (
+            f"stop it first (Ctrl-C in its terminal, Stop in the web app, or `kill -TERM {self.pid}` on "
+            f"{self.host}; it saves a checkpoint) or wait for it to end"
+        )
 
 
 class RunBusyError(ConflictError):
@@ -48,8 +50,10 @@ class RunBusyError(ConflictError):
 
     def __init__(self, run_dir: Path, holder: LockHolder, action: str):
         self.holder = holder
-        super().__init__(f"cannot {action} run {Path(run_dir).name}: it is being trained by {holder.describe()}; "
-                         f"{holder.how_to_stop()}")
+        super().__init__(
+            f"cannot {action} run {Path(run_dir).name}: it is being trained by {holder.describe()}; "
+            f"{holder.how_to_stop()}"
+        )
 
 
 class RunLock:
@@ -67,8 +71,12 @@ class RunLock:
         except BlockingIOError:
             os.close(fd)
             raise RunBusyError(self.run_dir, _read_holder(self.path), action) from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                "origin": os.environ.get(ORIGIN_ENV, "cli")}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "origin": os.environ.get(ORIGIN_ENV, "cli"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode() + b"\n", 0)
         self._fd = fd
@@ -129,5 +137,9 @@ def _read_holder(path: Path) -> LockHolder:
         data = json.loads(path.read_text() or "{}")
     except (OSError, ValueError):
         data = {}
-    return LockHolder(pid=int(data.get("pid") or 0), host=str(data.get("host") or "?"),
-                      started=float(data.get("started") or 0.0), origin=str(data.get("origin") or "cli"))
+    return LockHolder(
+        pid=int(data.get("pid") or 0),
+        host=str(data.get("host") or "?"),
+        started=float(data.get("started") or 0.0),
+        origin=str(data.get("origin") or "cli"),
+    )

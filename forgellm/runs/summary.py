@@ -73,18 +73,24 @@ def summarize(run_dir: Path) -> RunSummary:
     opening = max((last[k] for k in OPENINGS if k in last), key=lambda e: e.get("time", 0), default=None)
     opening = opening or first_event(metrics) or {}
     summary = RunSummary(
-        name=run_dir.name, path=run_dir, kind=config.get("training_type") or run_dir.parent.name,
+        name=run_dir.name,
+        path=run_dir,
+        kind=config.get("training_type") or run_dir.parent.name,
         status=status.get("status") or ("done" if Event.DONE in last else "created"),
         step=max([int(status.get("step") or 0), *(int(e.get("step") or 0) for e in last.values())]),
         # status.json and config.yaml carry the latest process's max_iterations (a resume may change it)
         total_steps=status.get("total_steps") or config.get("max_iterations") or opening.get("total_steps"),
         num_epochs=config.get("num_epochs") or opening.get("num_epochs"),
         epoch=(last.get(Event.TRAIN) or {}).get("epoch"),
-        engine=opening.get("engine"), training_type=opening.get("training_type") or config.get("training_type"),
+        engine=opening.get("engine"),
+        training_type=opening.get("training_type") or config.get("training_type"),
         fine_tune_type=opening.get("fine_tune_type") or config.get("fine_tune_type"),
-        model=opening.get("model") or config.get("model_name"), last_train=last.get(Event.TRAIN),
-        last_eval=last.get(Event.EVAL), updated=status.get("updated") or _mtime(run_dir),
-        checkpoints=[p.name for p in step_checkpoints(run_dir)])
+        model=opening.get("model") or config.get("model_name"),
+        last_train=last.get(Event.TRAIN),
+        last_eval=last.get(Event.EVAL),
+        updated=status.get("updated") or _mtime(run_dir),
+        checkpoints=[p.name for p in step_checkpoints(run_dir)],
+    )
     holder = lock.holder(run_dir)
     if holder is not None:  # a live trainer, even before its first status (preparing data, loading)
         summary.status, summary.pid, summary.host = "running", holder.pid, holder.host

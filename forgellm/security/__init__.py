@@ -37,14 +37,30 @@ from forgellm.security.sockets import authorize_socketio, guard_socketio_transpo
 from forgellm.workspace import Workspace
 
 __all__ = [
-    "DEFAULT_MAX_BODY_BYTES", "TOKEN_ENV", "authorize_socketio", "bind_policy", "client_headers",
-    "configure_logging", "generate_token", "guard_socketio_transport", "install_security", "is_loopback",
-    "redact", "register_secret", "safe_delete",
+    "DEFAULT_MAX_BODY_BYTES",
+    "TOKEN_ENV",
+    "authorize_socketio",
+    "bind_policy",
+    "client_headers",
+    "configure_logging",
+    "generate_token",
+    "guard_socketio_transport",
+    "install_security",
+    "is_loopback",
+    "redact",
+    "register_secret",
+    "safe_delete",
 ]
 
 
-def install_security(app: Flask, *, host: str, token: str | None, roots: Roots | None = None,
-                     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Flask:
+def install_security(
+    app: Flask,
+    *,
+    host: str,
+    token: str | None,
+    roots: Roots | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Flask:
     """Apply the bind policy, token, cross-site checks, body limit, JSON errors and request logs.
 
     ``host`` is the address the server listens on. Raises UserError when it is not loopback

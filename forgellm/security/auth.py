@@ -53,8 +53,10 @@ def bind_policy(host: str, token: str | None) -> str | None:
     """
     token = token.strip() if token else None
     if token and len(token) < MIN_TOKEN_LENGTH:
-        raise UserError(f"the access token has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
-                        "(e.g. --generate-token, or `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        raise UserError(
+            f"the access token has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
+            "(e.g. --generate-token, or `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
     if token or is_loopback(host):
         return token or None
     raise UserError(
@@ -107,9 +109,13 @@ def protect(app: Flask, token: str | None) -> None:
         if request.method == "GET" and request.accept_mimetypes.best in ("text/html", "application/xhtml+xml"):
             # A person in a browser: send them to the login form rather than a JSON error.
             return redirect(f"{LOGIN_PATH}?next={request.full_path.rstrip('?')}")
-        response = jsonify(error={"message": f"this server requires an access token: send 'Authorization: Bearer "
-                                             f"<token>' or '{TOKEN_HEADER}: <token>', or log in at {LOGIN_PATH}",
-                                  "type": "authentication_error"})
+        response = jsonify(
+            error={
+                "message": f"this server requires an access token: send 'Authorization: Bearer "
+                f"<token>' or '{TOKEN_HEADER}: <token>', or log in at {LOGIN_PATH}",
+                "type": "authentication_error",
+            }
+        )
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Bearer realm="forgellm"'
         return response
@@ -123,8 +129,9 @@ def protect(app: Flask, token: str | None) -> None:
         if not hmac.compare_digest(offered.strip().encode(), token.encode()):
             return _login_page(target, error="wrong token", status=401)
         response = redirect(target)
-        response.set_cookie(COOKIE_NAME, _cookie_value(token), httponly=True, samesite="Strict",
-                            secure=request.is_secure, path="/")
+        response.set_cookie(
+            COOKIE_NAME, _cookie_value(token), httponly=True, samesite="Strict", secure=request.is_secure, path="/"
+        )
         return response
 
 

@@ -37,19 +37,25 @@ def _forbidden(message: str) -> Response:
 def _host_name(host_header: str) -> str:
     """The name part of a Host header (``[::1]:5001`` -> ``::1``, ``localhost:5002`` -> ``localhost``)."""
     if host_header.startswith("["):
-        return host_header[1:host_header.find("]")] if "]" in host_header else host_header
+        return host_header[1 : host_header.find("]")] if "]" in host_header else host_header
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
 def site_problem(*, loopback_only: bool, state_changing: bool) -> str | None:
     """Why the current request must be refused as cross-site, or None when it may proceed."""
-    return cross_site_problem(host=request.host, scheme=request.scheme, method=request.method,
-                              sent=request.headers.get("Origin") or request.headers.get("Referer"),
-                              loopback_only=loopback_only, state_changing=state_changing)
+    return cross_site_problem(
+        host=request.host,
+        scheme=request.scheme,
+        method=request.method,
+        sent=request.headers.get("Origin") or request.headers.get("Referer"),
+        loopback_only=loopback_only,
+        state_changing=state_changing,
+    )
 
 
-def cross_site_problem(*, host: str, scheme: str, method: str, sent: str | None, loopback_only: bool,
-                       state_changing: bool) -> str | None:
+def cross_site_problem(
+    *, host: str, scheme: str, method: str, sent: str | None, loopback_only: bool, state_changing: bool
+) -> str | None:
     """The rule itself, on plain values (``sent``: the Origin, else the Referer, header)."""
     if loopback_only and not is_loopback(_host_name(host)):
         return f"this server only answers requests addressed to 127.0.0.1 or localhost, not {host!r}"
@@ -57,8 +63,10 @@ def cross_site_problem(*, host: str, scheme: str, method: str, sent: str | None,
         return None
     own = f"{scheme}://{host}".lower()
     if sent is not None and _origin_of(sent) != own:
-        return (f"cross-site request refused: {method} from origin {sent!r} to {own}; "
-                "use the ForgeLLM page served by this server")
+        return (
+            f"cross-site request refused: {method} from origin {sent!r} to {own}; "
+            "use the ForgeLLM page served by this server"
+        )
     return None
 
 

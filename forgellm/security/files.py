@@ -37,8 +37,9 @@ def safe_delete(name: str, workspace: Workspace | None = None, *, field: str = "
     # The link itself is checked before resolving, so a symlink to a marked folder is never
     # followed into a deletion.
     if link.is_symlink():
-        raise AccessError(f"{field}: {name!r} is a symbolic link; ForgeLLM only deletes real run or model folders",
-                          field=field)
+        raise AccessError(
+            f"{field}: {name!r} is a symbolic link; ForgeLLM only deletes real run or model folders", field=field
+        )
     target = workspace.confine(link, within=folder)
     if not target.exists():
         raise NotFoundError(f"{field}: {name!r} does not exist; GET /api/models lists the models", field=field)
@@ -46,8 +47,11 @@ def safe_delete(name: str, workspace: Workspace | None = None, *, field: str = "
         raise UserError(f"{field}: {name!r} is a file; ForgeLLM only deletes run or model folders", field=field)
     marker = RUN_MARKER if kind in RUN_KINDS else MODEL_MARKER
     if not (target / marker).is_file():
-        raise AccessError(f"{field}: {name!r} was not created by ForgeLLM (no {marker} marker); "
-                          "delete it yourself if you really mean to", field=field)
+        raise AccessError(
+            f"{field}: {name!r} was not created by ForgeLLM (no {marker} marker); "
+            "delete it yourself if you really mean to",
+            field=field,
+        )
     shutil.rmtree(target)
     logger.info("deleted %s", target)
     return target

@@ -23,8 +23,14 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
-_HTTP_KINDS = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-               405: "invalid_request_error", 413: "request_too_large", 429: "rate_limit_error"}
+_HTTP_KINDS = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+}
 
 
 def error_body(message: str, kind: str, field: str | None = None) -> dict[str, Any]:
@@ -49,9 +55,12 @@ def install_limits(app: Flask, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) 
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
 
     def too_large() -> Response:
-        return error_response(f"the request body is larger than the limit of {max_body_bytes} bytes; "
-                              "send less data (upload large datasets into the workspace's dataset/ folder)",
-                              "request_too_large", 413)
+        return error_response(
+            f"the request body is larger than the limit of {max_body_bytes} bytes; "
+            "send less data (upload large datasets into the workspace's dataset/ folder)",
+            "request_too_large",
+            413,
+        )
 
     @app.before_request
     def _check_length() -> Response | None:
@@ -93,5 +102,9 @@ def install_limits(app: Flask, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) 
     def _unexpected(exc: Exception) -> Response:
         request_id = getattr(g, "request_id", None)
         logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-        where = f" (request id {request_id}; details are in the server log)" if request_id else " (details are in the server log)"
+        where = (
+            f" (request id {request_id}; details are in the server log)"
+            if request_id
+            else " (details are in the server log)"
+        )
         return error_response(f"internal error: {exc.__class__.__name__}{where}", "internal_error", 500)

@@ -102,8 +102,9 @@ def configure_logging(name: str, workspace: Workspace | None = None, *, level: i
             handler.setLevel(console_level)
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
-    file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS,
-                                                        encoding="utf-8")
+    file_handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+    )
     file_handler.forgellm_log = name  # type: ignore[attr-defined]
     file_handler.setLevel(level)
     file_handler.setFormatter(JsonFormatter())
@@ -139,9 +140,18 @@ def install_request_logging(app: Flask) -> None:
             response.headers[REQUEST_ID_HEADER] = request_id
         started = getattr(g, "request_started", None)
         level = logging.DEBUG if _is_status_poll(response) else logging.INFO
-        access.log(level, "%s %s %s", request.method, request.path, response.status_code, extra={
-            "method": request.method, "path": request.path, "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-            "remote_addr": request.remote_addr,
-        })
+        access.log(
+            level,
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+                "remote_addr": request.remote_addr,
+            },
+        )
         return response

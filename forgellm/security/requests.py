@@ -123,8 +123,9 @@ DeletableName = Annotated[str, AfterValidator(_deletable)]
 
 
 def _too_deep() -> UserError:
-    return UserError(f"the request body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels; "
-                     "send a flatter JSON object")
+    return UserError(
+        f"the request body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels; send a flatter JSON object"
+    )
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:

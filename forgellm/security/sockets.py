@@ -40,8 +40,10 @@ def authorize_socketio(auth_payload: dict[str, Any] | None = None) -> None:
 
 def allowed_origin(loopback_only: bool) -> Callable[[str | None, dict[str, Any]], bool]:
     """engine.io's ``cors_allowed_origins`` callable: only this server's own origin, on an allowed Host."""
+
     def check(origin: str | None, environ: dict[str, Any]) -> bool:
         return _transport_problem(environ, loopback_only, origin) is None
+
     return check
 
 
@@ -54,12 +56,14 @@ def guard_socketio_transport(app: Flask, *, loopback_only: bool, path: str = "/s
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if environ.get("PATH_INFO", "").startswith(path):
-            problem = _transport_problem(environ, loopback_only,
-                                         environ.get("HTTP_ORIGIN") or environ.get("HTTP_REFERER"))
+            problem = _transport_problem(
+                environ, loopback_only, environ.get("HTTP_ORIGIN") or environ.get("HTTP_REFERER")
+            )
             if problem:
                 body = json.dumps(error_body(problem, "permission_error")).encode()
-                start_response("403 FORBIDDEN", [("Content-Type", "application/json"),
-                                                 ("Content-Length", str(len(body)))])
+                start_response(
+                    "403 FORBIDDEN", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+                )
                 return [body]
         return inner(environ, start_response)
 
@@ -67,6 +71,11 @@ def guard_socketio_transport(app: Flask, *, loopback_only: bool, path: str = "/s
 
 
 def _transport_problem(environ: dict[str, Any], loopback_only: bool, sent: str | None) -> str | None:
-    return csrf.cross_site_problem(host=environ.get("HTTP_HOST", ""), scheme=environ.get("wsgi.url_scheme", "http"),
-                                   method=environ.get("REQUEST_METHOD", "GET"), sent=sent,
-                                   loopback_only=loopback_only, state_changing=True)
+    return csrf.cross_site_problem(
+        host=environ.get("HTTP_HOST", ""),
+        scheme=environ.get("wsgi.url_scheme", "http"),
+        method=environ.get("REQUEST_METHOD", "GET"),
+        sent=sent,
+        loopback_only=loopback_only,
+        state_changing=True,
+    )

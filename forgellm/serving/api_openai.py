@@ -42,31 +42,51 @@ def model(model_id: str) -> Response:
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     body = parse_body(request.get_data(), ChatCompletionRequest)
-    run = generation.start(registry().get(body.model, roots=request_roots()),
-                           GenerationRequest(prompt=[m.as_turn() for m in body.messages],
-                                             params=body.sampling_params(), enable_thinking=body.enable_thinking))
+    run = generation.start(
+        registry().get(body.model, roots=request_roots()),
+        GenerationRequest(
+            prompt=[m.as_turn() for m in body.messages],
+            params=body.sampling_params(),
+            enable_thinking=body.enable_thinking,
+        ),
+    )
     reply = _Reply("chatcmpl", "chat.completion", body.model)
     if body.stream:
         return generation.event_stream(run, _chat_events(run, reply, body.include_usage))
     run.collect()
-    return jsonify(reply.envelope(choices=[{
-        "index": 0, "message": {"role": "assistant", "content": run.text},
-        "finish_reason": run.finish_reason, "logprobs": None}], usage=run.usage()))
+    return jsonify(
+        reply.envelope(
+            choices=[
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": run.text},
+                    "finish_reason": run.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            usage=run.usage(),
+        )
+    )
 
 
 @bp.post("/completions")
 def completions() -> Response:
     body = parse_body(request.get_data(), CompletionRequest)
-    run = generation.start(registry().get(body.model, roots=request_roots()),
-                           GenerationRequest(prompt=body.prompt_text, params=body.sampling_params(), fmt="raw"))
+    run = generation.start(
+        registry().get(body.model, roots=request_roots()),
+        GenerationRequest(prompt=body.prompt_text, params=body.sampling_params(), fmt="raw"),
+    )
     reply = _Reply("cmpl", "text_completion", body.model)
     echo = body.prompt_text if body.echo else ""
     if body.stream:
         return generation.event_stream(run, _completion_events(run, reply, echo, body.include_usage))
     run.collect()
-    return jsonify(reply.envelope(choices=[{
-        "index": 0, "text": echo + run.text, "finish_reason": run.finish_reason, "logprobs": None}],
-        usage=run.usage()))
+    return jsonify(
+        reply.envelope(
+            choices=[{"index": 0, "text": echo + run.text, "finish_reason": run.finish_reason, "logprobs": None}],
+            usage=run.usage(),
+        )
+    )
 
 
 class _Reply:
@@ -78,10 +98,17 @@ class _Reply:
         self.model = model_name
         self.created = int(time.time())
 
-    def envelope(self, *, choices: list[dict[str, Any]], usage: dict[str, int] | None = None,
-                 kind: str | None = None) -> dict[str, Any]:
-        out = {"id": self.id, "object": kind or self.kind, "created": self.created, "model": self.model,
-               "system_fingerprint": None, "choices": choices}
+    def envelope(
+        self, *, choices: list[dict[str, Any]], usage: dict[str, int] | None = None, kind: str | None = None
+    ) -> dict[str, Any]:
+        out = {
+            "id": self.id,
+            "object": kind or self.kind,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
         if usage is not None:
             out["usage"] = usage
         return out
@@ -89,8 +116,10 @@ class _Reply:
 
 def _chat_events(run: generation.Generation, reply: _Reply, include_usage: bool) -> Iterator[Any]:
     def chunk(delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
-        return reply.envelope(kind="chat.completion.chunk", choices=[
-            {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
+        return reply.envelope(
+            kind="chat.completion.chunk",
+            choices=[{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+        )
 
     yield chunk({"role": "assistant", "content": ""})
     for piece in run:
@@ -123,11 +152,18 @@ def _model_cards() -> list[dict[str, Any]]:
     """The cached models first (most recent first), then every model and adapter in the workspace."""
     cards: dict[str, dict[str, Any]] = {}
     for worker in registry().cached():
-        cards[worker.name] = {"id": worker.name, "object": "model", "created": int(worker.loaded_at or time.time()),
-                              "owned_by": "forgellm", "loaded": worker.ready}
+        cards[worker.name] = {
+            "id": worker.name,
+            "object": "model",
+            "created": int(worker.loaded_at or time.time()),
+            "owned_by": "forgellm",
+            "loaded": worker.ready,
+        }
     for info in list_models(registry().workspace):
-        cards.setdefault(info.name, {"id": info.name, "object": "model", "created": _mtime(info.path),
-                                     "owned_by": "forgellm", "loaded": False})
+        cards.setdefault(
+            info.name,
+            {"id": info.name, "object": "model", "created": _mtime(info.path), "owned_by": "forgellm", "loaded": False},
+        )
     return list(cards.values())
 
 

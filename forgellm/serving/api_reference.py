@@ -32,8 +32,14 @@ def registry() -> ModelRegistry:
 
 @bp.get("/health")
 def health() -> Response:
-    return jsonify({"status": "ok", "version": __version__, "uptime_seconds": round(time.time() - _STARTED, 3),
-                    "models_loaded": len(registry().cached())})
+    return jsonify(
+        {
+            "status": "ok",
+            "version": __version__,
+            "uptime_seconds": round(time.time() - _STARTED, 3),
+            "models_loaded": len(registry().cached()),
+        }
+    )
 
 
 @bp.post("/model/load")
@@ -48,8 +54,13 @@ def load() -> Response:
 def unload() -> Response:
     body = parse_body(request.get_data(), UnloadRequest, empty_ok=True)
     unloaded = registry().unload(body.model, everything=body.all)
-    return jsonify({"unloaded": unloaded, "memory_in_use_bytes": registry().status()["memory_in_use_bytes"],
-                    "process_rss_bytes": _rss()})
+    return jsonify(
+        {
+            "unloaded": unloaded,
+            "memory_in_use_bytes": registry().status()["memory_in_use_bytes"],
+            "process_rss_bytes": _rss(),
+        }
+    )
 
 
 @bp.get("/model/status")
@@ -60,33 +71,63 @@ def status() -> Response:
 @bp.post("/model/generate")
 def generate() -> Response:
     body = parse_body(request.get_data(), GenerateRequest)
-    worker = (registry().load(body.model, body.adapter, make_current=False, roots=request_roots()) if body.model
-              else registry().current())
-    run = generation.start(worker, GenerationRequest(prompt=body.prompt_input(), params=body.sampling_params(),
-                                                     system=body.system, fmt=body.format,
-                                                     enable_thinking=body.enable_thinking))
+    worker = (
+        registry().load(body.model, body.adapter, make_current=False, roots=request_roots())
+        if body.model
+        else registry().current()
+    )
+    run = generation.start(
+        worker,
+        GenerationRequest(
+            prompt=body.prompt_input(),
+            params=body.sampling_params(),
+            system=body.system,
+            fmt=body.format,
+            enable_thinking=body.enable_thinking,
+        ),
+    )
     if body.stream:
         return generation.event_stream(run, _events(run))
     run.collect()
-    return jsonify({**_identity(run), "text": run.text, "finish_reason": run.finish_reason,
-                    "usage": run.usage(), "timings": run.timings()})
+    return jsonify(
+        {
+            **_identity(run),
+            "text": run.text,
+            "finish_reason": run.finish_reason,
+            "usage": run.usage(),
+            "timings": run.timings(),
+        }
+    )
 
 
 def _events(run: generation.Generation) -> Iterator[dict[str, Any]]:
     """One ``token`` event per text piece (with running counts), then one ``done`` event."""
     for chunk in run:
         if chunk.text:
-            yield {"type": "token", "text": chunk.text, "prompt_tokens": chunk.prompt_tokens,
-                   "completion_tokens": chunk.completion_tokens, "tokens_per_second": chunk.tokens_per_second,
-                   "elapsed": round(time.perf_counter() - run.job.submitted, 6)}
-    yield {"type": "done", **_identity(run), "finish_reason": run.finish_reason, "usage": run.usage(),
-           "timings": run.timings()}
+            yield {
+                "type": "token",
+                "text": chunk.text,
+                "prompt_tokens": chunk.prompt_tokens,
+                "completion_tokens": chunk.completion_tokens,
+                "tokens_per_second": chunk.tokens_per_second,
+                "elapsed": round(time.perf_counter() - run.job.submitted, 6),
+            }
+    yield {
+        "type": "done",
+        **_identity(run),
+        "finish_reason": run.finish_reason,
+        "usage": run.usage(),
+        "timings": run.timings(),
+    }
 
 
 def _identity(run: generation.Generation) -> dict[str, Any]:
     worker = run.worker
-    return {"model": worker.info.name, "adapter": worker.adapter.name if worker.adapter else None,
-            "engine": worker.engine.name}
+    return {
+        "model": worker.info.name,
+        "adapter": worker.adapter.name if worker.adapter else None,
+        "engine": worker.engine.name,
+    }
 
 
 def _rss() -> int:

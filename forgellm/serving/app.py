@@ -50,13 +50,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     state_file = app.config["FORGELLM_STATE_FILE"]
     app.extensions["forgellm.registry"] = ModelRegistry(
         memory_budget_bytes=int(budget_gb * GB) if budget_gb else None,
-        engine=app.config["FORGELLM_ENGINE"], workspace=app.config["FORGELLM_WORKSPACE"],
-        state=LoadedState(Path(state_file)) if state_file else None)
+        engine=app.config["FORGELLM_ENGINE"],
+        workspace=app.config["FORGELLM_WORKSPACE"],
+        state=LoadedState(Path(state_file)) if state_file else None,
+    )
     # Token, cross-site checks, body limit (413), JSON errors, request logs: as every ForgeLLM server.
     workspace = app.config["FORGELLM_WORKSPACE"] or Workspace.current()
-    install_security(app, host=app.config["FORGELLM_HOST"], token=app.config["FORGELLM_TOKEN"],
-                     roots=Roots.of(workspace, listed=app.config["FORGELLM_ROOTS"]),
-                     max_body_bytes=app.config["FORGELLM_MAX_BODY_BYTES"])
+    install_security(
+        app,
+        host=app.config["FORGELLM_HOST"],
+        token=app.config["FORGELLM_TOKEN"],
+        roots=Roots.of(workspace, listed=app.config["FORGELLM_ROOTS"]),
+        max_body_bytes=app.config["FORGELLM_MAX_BODY_BYTES"],
+    )
     http_errors.register(app)
     app.register_blueprint(api_reference.bp)
     app.register_blueprint(api_openai.bp)

@@ -25,11 +25,21 @@ from forgellm.security import client_headers
 
 DEFAULT_URL = "http://127.0.0.1:5001"
 
-_ERRORS_BY_STATUS: dict[int, type[ForgeError]] = {400: UserError, 401: AccessError, 403: AccessError,
-                                                  404: NotFoundError, 409: ConflictError, 413: UserError}
+_ERRORS_BY_STATUS: dict[int, type[ForgeError]] = {
+    400: UserError,
+    401: AccessError,
+    403: AccessError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: UserError,
+}
 
-_STATUS_BY_KIND = {"invalid_request_error": 400, "not_found_error": 404, "conflict_error": 409,
-                   "insufficient_memory": 409}
+_STATUS_BY_KIND = {
+    "invalid_request_error": 400,
+    "not_found_error": 404,
+    "conflict_error": 409,
+    "insufficient_memory": 409,
+}
 
 
 class ServerUnreachableError(UserError):
@@ -46,8 +56,9 @@ class ServerClient:
 
     def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None, connect_timeout: float = 10.0):
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=client_headers(token),
-                                  timeout=httpx.Timeout(connect_timeout, read=None))
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=client_headers(token), timeout=httpx.Timeout(connect_timeout, read=None)
+        )
 
     def __enter__(self) -> ServerClient:
         return self
@@ -109,8 +120,10 @@ class ServerClient:
         return response.json()
 
     def _unreachable(self, exc: Exception) -> ServerUnreachableError:
-        return ServerUnreachableError(f"the model server at {self.base_url} is not reachable "
-                                      f"({type(exc).__name__}): start it with `forgellm server` (or `forgellm start`)")
+        return ServerUnreachableError(
+            f"the model server at {self.base_url} is not reachable "
+            f"({type(exc).__name__}): start it with `forgellm server` (or `forgellm start`)"
+        )
 
 
 def _without_none(**fields: Any) -> dict[str, Any]:

@@ -36,8 +36,14 @@ def client_disconnected() -> Callable[[], bool]:
 class Generation:
     """One request's generation: iterate for chunks, then read the tallies."""
 
-    def __init__(self, worker: ModelWorker, job: GenerationJob, first: GenerationChunk,
-                 rest: Iterator[GenerationChunk], closer: Callable[[], None]):
+    def __init__(
+        self,
+        worker: ModelWorker,
+        job: GenerationJob,
+        first: GenerationChunk,
+        rest: Iterator[GenerationChunk],
+        closer: Callable[[], None],
+    ):
         self.worker = worker
         self.job = job
         self._chunks = itertools.chain([first], rest)
@@ -72,15 +78,20 @@ class Generation:
         return self.last.finish_reason
 
     def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.last.prompt_tokens, "completion_tokens": self.last.completion_tokens,
-                "total_tokens": self.last.prompt_tokens + self.last.completion_tokens}
+        return {
+            "prompt_tokens": self.last.prompt_tokens,
+            "completion_tokens": self.last.completion_tokens,
+            "total_tokens": self.last.prompt_tokens + self.last.completion_tokens,
+        }
 
     def timings(self) -> dict[str, float | None]:
         """Seconds: in the queue, to the first token (engine-measured), in all (since the request was queued)."""
-        return {"queue_seconds": round(self.job.queue_seconds, 6),
-                "time_to_first_token": self.last.time_to_first_token,
-                "tokens_per_second": self.last.tokens_per_second,
-                "total_seconds": round(time.perf_counter() - self.job.submitted, 6)}
+        return {
+            "queue_seconds": round(self.job.queue_seconds, 6),
+            "time_to_first_token": self.last.time_to_first_token,
+            "tokens_per_second": self.last.tokens_per_second,
+            "total_seconds": round(time.perf_counter() - self.job.submitted, 6),
+        }
 
 
 def start(worker: ModelWorker, gen_request: GenerationRequest) -> Generation:

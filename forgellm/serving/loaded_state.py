@@ -37,8 +37,9 @@ class LoadedState:
             tmp.write_text(json.dumps(asdict(loaded)))
             os.replace(tmp, self.path)
         except OSError as exc:  # a full disk must not fail the load the user asked for
-            log.warning("could not record the loaded model in %s (%s); it will not be reloaded after a restart",
-                        self.path, exc)
+            log.warning(
+                "could not record the loaded model in %s (%s); it will not be reloaded after a restart", self.path, exc
+            )
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -52,16 +52,25 @@ def create_server(app: Flask, options: ServerOptions) -> Any:
     from waitress.server import create_server as waitress_server
 
     try:
-        server = waitress_server(app, host=options.host, port=options.port, threads=options.threads,
-                                 channel_request_lookahead=1, ident="forgellm",
-                                 clear_untrusted_proxy_headers=True)
+        server = waitress_server(
+            app,
+            host=options.host,
+            port=options.port,
+            threads=options.threads,
+            channel_request_lookahead=1,
+            ident="forgellm",
+            clear_untrusted_proxy_headers=True,
+        )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise UserError(f"port {options.port} on {options.host} is already in use (another server?): "
-                            f"stop it or choose another port with --port") from None
+            raise UserError(
+                f"port {options.port} on {options.host} is already in use (another server?): "
+                f"stop it or choose another port with --port"
+            ) from None
         if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
-            raise UserError(f"cannot listen on {options.host}:{options.port} ({exc.strerror}): "
-                            f"check --host and --port") from None
+            raise UserError(
+                f"cannot listen on {options.host}:{options.port} ({exc.strerror}): check --host and --port"
+            ) from None
         raise
     server.task_dispatcher = StatusLane(server.task_dispatcher)
     return server

@@ -16,8 +16,14 @@ from forgellm.errors import ConflictError
 
 GB = 1024**3
 
-_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "insufficient memory",
-             "failed to allocate", "attempting to allocate")
+_MESSAGES = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "insufficient memory",
+    "failed to allocate",
+    "attempting to allocate",
+)
 
 
 class InsufficientMemoryError(ConflictError):
@@ -48,13 +54,15 @@ def load_failure(exc: BaseException, name: str, estimated_bytes: int) -> Insuffi
         f"not enough memory to load {name} (its weights take about {estimated_bytes / GB:.2f} GB; "
         f"{available / GB:.2f} GB of RAM is free; the engine said: {_first_line(exc)}). Unload other models "
         f"(POST /api/model/unload), close other programs, or use a smaller or quantized model. "
-        f"The models already loaded keep serving.")
+        f"The models already loaded keep serving."
+    )
 
 
 def generation_failure(exc: BaseException, name: str) -> InsufficientMemoryError:
     return InsufficientMemoryError(
         f"{name} ran out of memory while generating ({_first_line(exc)}): ask for fewer tokens or send a "
-        f"shorter prompt, or unload other models (POST /api/model/unload)")
+        f"shorter prompt, or unload other models (POST /api/model/unload)"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

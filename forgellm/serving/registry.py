@@ -44,8 +44,14 @@ class CacheKey:
 class ModelRegistry:
     """Thread-safe cache of `ModelWorker`s keyed by (engine, model folder, adapter folder)."""
 
-    def __init__(self, *, memory_budget_bytes: int | None = None, engine: str | None = None,
-                 workspace: Workspace | None = None, state: LoadedState | None = None):
+    def __init__(
+        self,
+        *,
+        memory_budget_bytes: int | None = None,
+        engine: str | None = None,
+        workspace: Workspace | None = None,
+        state: LoadedState | None = None,
+    ):
         self.memory_budget_bytes = memory_budget_bytes or default_memory_budget()
         self.default_engine = resolve_engine_name(engine)
         self.workspace = workspace
@@ -56,8 +62,16 @@ class ModelRegistry:
 
     # -------------------------------------------------------------- getting models
 
-    def load(self, model: str, adapter: str | None = None, engine: str | None = None, *,
-             make_current: bool = True, wait: bool = True, roots: Roots | None = None) -> ModelWorker:
+    def load(
+        self,
+        model: str,
+        adapter: str | None = None,
+        engine: str | None = None,
+        *,
+        make_current: bool = True,
+        wait: bool = True,
+        roots: Roots | None = None,
+    ) -> ModelWorker:
         """The worker serving ``model`` (+ ``adapter``), loading it if it is not cached.
 
         ``wait=False`` returns at once: the model loads in the background (a request for it, or for
@@ -79,11 +93,13 @@ class ModelRegistry:
                 if estimate > self.memory_budget_bytes:
                     raise ConflictError(
                         f"model {info.name} needs about {estimate / GB:.2f} GB, more than the memory budget of "
-                        f"{self.memory_budget_bytes / GB:.2f} GB: restart the server with a larger --memory-budget")
+                        f"{self.memory_budget_bytes / GB:.2f} GB: restart the server with a larger --memory-budget"
+                    )
                 evicted = self._evict_for(estimate)
                 name = adapter_info.name if adapter_info else info.name
-                worker = ModelWorker(name=name, engine=get_engine(engine_name), info=info, adapter=adapter_info,
-                                     estimated_bytes=estimate).start()
+                worker = ModelWorker(
+                    name=name, engine=get_engine(engine_name), info=info, adapter=adapter_info, estimated_bytes=estimate
+                ).start()
                 self._workers[key] = worker
             if make_current:
                 self._current = key
@@ -91,13 +107,16 @@ class ModelRegistry:
             log.info("evicting %s to fit %s in the memory budget", old.name, worker.name)
             old.close()
         if not wait:
-            threading.Thread(target=self._settle_quietly, args=(key, worker, previous, make_current), daemon=True,
-                             name=f"load {worker.name}").start()
+            threading.Thread(
+                target=self._settle_quietly,
+                args=(key, worker, previous, make_current),
+                daemon=True,
+                name=f"load {worker.name}",
+            ).start()
             return worker
         return self._settle(key, worker, previous, make_current)
 
-    def _settle(self, key: CacheKey, worker: ModelWorker, previous: CacheKey | None,
-                make_current: bool) -> ModelWorker:
+    def _settle(self, key: CacheKey, worker: ModelWorker, previous: CacheKey | None, make_current: bool) -> ModelWorker:
         """Wait for ``worker`` to load; on failure forget it (and restore the previous current model)."""
         try:
             worker.wait_ready()
@@ -112,8 +131,9 @@ class ModelRegistry:
             self.state.record(LoadedModel(key.model_path, key.adapter_path, key.engine))
         return worker
 
-    def _settle_quietly(self, key: CacheKey, worker: ModelWorker, previous: CacheKey | None,
-                        make_current: bool) -> None:
+    def _settle_quietly(
+        self, key: CacheKey, worker: ModelWorker, previous: CacheKey | None, make_current: bool
+    ) -> None:
         try:
             self._settle(key, worker, previous, make_current)
             log.info("loaded %s (%s) in %.1f s", worker.name, worker.engine.name, worker.load_seconds or 0.0)
@@ -151,14 +171,17 @@ class ModelRegistry:
         with self._lock:
             worker = self._workers.get(self._current) if self._current else None
         if worker is None:
-            raise ConflictError("no model is loaded: load one first with POST /api/model/load "
-                                "{\"model\": \"default\"} (or `forgellm server --model default`)")
+            raise ConflictError(
+                "no model is loaded: load one first with POST /api/model/load "
+                "{\"model\": \"default\"} (or `forgellm server --model default`)"
+            )
         return worker.wait_ready()
 
     # -------------------------------------------------------------- unloading
 
-    def unload(self, name: str | None = None, *, everything: bool = False, wait: bool = True,
-               forget: bool = True) -> list[str]:
+    def unload(
+        self, name: str | None = None, *, everything: bool = False, wait: bool = True, forget: bool = True
+    ) -> list[str]:
         """Unload one model (by id; default the current one) or all; returns the ids unloaded.
 
         Jobs already queued on a model finish first; ``wait`` blocks until its memory is freed.
@@ -211,8 +234,20 @@ class ModelRegistry:
         head = current.describe() if current is not None else {}
         return {
             "loaded": current is not None and current.ready,
-            **{k: head.get(k) for k in ("model", "adapter", "engine", "type", "state", "memory_bytes",
-                                        "load_seconds", "busy", "queue_length")},
+            **{
+                k: head.get(k)
+                for k in (
+                    "model",
+                    "adapter",
+                    "engine",
+                    "type",
+                    "state",
+                    "memory_bytes",
+                    "load_seconds",
+                    "busy",
+                    "queue_length",
+                )
+            },
             "default_engine": self.default_engine,
             "memory_in_use_bytes": in_use,
             "memory_budget_bytes": self.memory_budget_bytes,
@@ -227,8 +262,10 @@ class ModelRegistry:
 
     def _resolve(self, model: str, adapter: str | None, roots: Roots | None) -> tuple[ModelInfo, ModelInfo | None]:
         try:
-            return resolve_pair(model, adapter, self.workspace, model_arg="`model`", adapter_arg="`adapter`",
-                                roots=roots)
+            return resolve_pair(
+                model, adapter, self.workspace, model_arg="`model`", adapter_arg="`adapter`", roots=roots
+            )
         except (OSError, ValueError) as exc:  # a name the file system refuses (too long, NUL byte)
-            raise NotFoundError(f"model {model!r} (adapter {adapter!r}) cannot be looked up "
-                                f"({type(exc).__name__})", field="model") from None
+            raise NotFoundError(
+                f"model {model!r} (adapter {adapter!r}) cannot be looked up ({type(exc).__name__})", field="model"
+            ) from None

@@ -90,8 +90,9 @@ class GenerationJob:
             if self.cancelled.is_set():
                 return
             req = self.request
-            prompt = model.format_prompt(req.prompt, system=req.system, fmt=req.fmt,
-                                          enable_thinking=req.enable_thinking)
+            prompt = model.format_prompt(
+                req.prompt, system=req.system, fmt=req.fmt, enable_thinking=req.enable_thinking
+            )
             chunks = model.generate(prompt, req.params)
             try:
                 for chunk in chunks:
@@ -99,8 +100,7 @@ class GenerationJob:
                     if not self.first_taken.is_set():
                         self.first_taken.wait(FIRST_CHUNK_HANDOVER_SECONDS)  # see the module docstring
                     if self.cancelled.is_set():
-                        log.info("generation cancelled after %d tokens: the client went away",
-                                 chunk.completion_tokens)
+                        log.info("generation cancelled after %d tokens: the client went away", chunk.completion_tokens)
                         break
             finally:
                 chunks.close()  # stops the engine's token loop when we leave early
@@ -151,8 +151,7 @@ class ModelWorker:
 
     _ids = itertools.count(1)
 
-    def __init__(self, *, name: str, engine: Engine, info: ModelInfo, adapter: ModelInfo | None,
-                 estimated_bytes: int):
+    def __init__(self, *, name: str, engine: Engine, info: ModelInfo, adapter: ModelInfo | None, estimated_bytes: int):
         self.name = name  # the id clients use (OpenAI `model`)
         self.engine = engine
         self.info = info

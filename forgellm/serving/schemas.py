@@ -47,8 +47,9 @@ class _OpenAIBody(BaseModel):
 
 class LoadRequest(_Body):
     model: ModelName = Field(description="A model path, a name under models/, 'default', a training run or an adapter.")
-    adapter: ModelName | None = Field(None, description="An adapter folder, a training run (its final or best "
-                                                   "checkpoint) or one of its checkpoints.")
+    adapter: ModelName | None = Field(
+        None, description="An adapter folder, a training run (its final or best checkpoint) or one of its checkpoints."
+    )
     engine: EngineName | None = Field(None, description="torch or mlx; default: the server's engine.")
 
 
@@ -74,22 +75,33 @@ class SamplingFields(BaseModel):
     stop: Stop | None = Field(None, description="A string or a list of strings that end the answer.")
 
     def sampling_params(self) -> SamplingParams:
-        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
-                              top_k=self.top_k, repetition_penalty=self.repetition_penalty, seed=self.seed,
-                              stop=stop_list(self.stop))
+        return SamplingParams(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            repetition_penalty=self.repetition_penalty,
+            seed=self.seed,
+            stop=stop_list(self.stop),
+        )
 
 
 class GenerateRequest(SamplingFields, _Body):
     prompt: Annotated[str, Field(max_length=1_000_000)] | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1000)] | None = None
     system: Annotated[str, Field(max_length=100_000)] | None = Field(None, description="Replaces any system turn.")
-    format: Literal["chat", "raw"] | None = Field(None, description="chat template or raw continuation; default: "
-                                                                   "chat for instruct models, raw for base models.")
-    enable_thinking: bool = Field(False, description="For chat templates that read it (Qwen 3): let the model "
-                                                     "think in <think>...</think> before it answers. Others ignore it.")
+    format: Literal["chat", "raw"] | None = Field(
+        None, description="chat template or raw continuation; default: chat for instruct models, raw for base models."
+    )
+    enable_thinking: bool = Field(
+        False,
+        description="For chat templates that read it (Qwen 3): let the model "
+        "think in <think>...</think> before it answers. Others ignore it.",
+    )
     stream: bool = Field(False, description="Server-sent events: one per text piece, then a final one.")
-    model: ModelName | None = Field(None, description="Generate with this model (loaded on demand) instead of the "
-                                                      "current one.")
+    model: ModelName | None = Field(
+        None, description="Generate with this model (loaded on demand) instead of the current one."
+    )
     adapter: ModelName | None = Field(None, description="With `model`: the adapter to apply.")
 
     @model_validator(mode="after")
@@ -125,8 +137,11 @@ class OpenAIMessage(_OpenAIBody):
 class ChatTemplateKwargs(_OpenAIBody):
     """vLLM's extension, for the one template argument ForgeLLM passes on."""
 
-    enable_thinking: bool = Field(False, description="For chat templates that read it (Qwen 3): let the model "
-                                                     "think in <think>...</think> before it answers.")
+    enable_thinking: bool = Field(
+        False,
+        description="For chat templates that read it (Qwen 3): let the model "
+        "think in <think>...</think> before it answers.",
+    )
 
 
 class StreamOptions(_OpenAIBody):
@@ -149,9 +164,15 @@ class _OpenAISampling(_OpenAIBody):
     user: str | None = None
 
     def sampling_params(self, max_tokens: int) -> SamplingParams:
-        return SamplingParams(max_tokens=max_tokens, temperature=1.0 if self.temperature is None else self.temperature,
-                              top_p=1.0 if self.top_p is None else self.top_p, top_k=self.top_k,
-                              repetition_penalty=self.repetition_penalty, seed=self.seed, stop=stop_list(self.stop))
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=self.top_k,
+            repetition_penalty=self.repetition_penalty,
+            seed=self.seed,
+            stop=stop_list(self.stop),
+        )
 
     @property
     def include_usage(self) -> bool:
@@ -167,8 +188,9 @@ class ChatCompletionRequest(_OpenAISampling):
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     logprobs: bool = Field(False, description="Not supported.")
     tools: Annotated[list[Any], Field(max_length=0)] | None = Field(None, description="Not supported.")
-    chat_template_kwargs: ChatTemplateKwargs | None = Field(None, description="Extension (as vLLM): arguments "
-                                                                               "for the chat template.")
+    chat_template_kwargs: ChatTemplateKwargs | None = Field(
+        None, description="Extension (as vLLM): arguments for the chat template."
+    )
 
     @property
     def enable_thinking(self) -> bool:

@@ -47,9 +47,18 @@ class StatusFile:
         self.started = False
 
     def write(self, status: str, step: int, **extra: Any) -> None:
-        write_json_atomic(self.path, {"status": status, "pid": os.getpid(), "step": step,
-                                      "total_steps": self.total_steps, "updated": time.time(), **extra},
-                          in_place_on_full_disk=True)
+        write_json_atomic(
+            self.path,
+            {
+                "status": status,
+                "pid": os.getpid(),
+                "step": step,
+                "total_steps": self.total_steps,
+                "updated": time.time(),
+                **extra,
+            },
+            in_place_on_full_disk=True,
+        )
 
     def __call__(self, record: dict[str, Any]) -> None:
         event = record["event"]
@@ -86,16 +95,22 @@ class Progress:
         if event == Event.TRAIN:
             if self.bar is not None:
                 self.bar.update(step - self.bar.n)
-                self.bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}",
-                                     refresh=False)
+                self.bar.set_postfix(
+                    loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}", refresh=False
+                )
             elif time.time() - self._last_line >= self.every or step == self.total:
                 self._last_line = time.time()
-                self._line(f"step {step}/{self.total} loss {record['loss']:.4f} lr {record['learning_rate']:.2e} "
-                           f"tok/s {record['tokens_per_second']:.0f} eta {self._eta(step)}")
+                self._line(
+                    f"step {step}/{self.total} loss {record['loss']:.4f} lr {record['learning_rate']:.2e} "
+                    f"tok/s {record['tokens_per_second']:.0f} eta {self._eta(step)}"
+                )
         elif event == Event.EVAL:
-            detail = (f"val_ppl {record['val_ppl']:.2f}" if "val_ppl" in record  # cpt, ift; preference: its accuracy
-                      else f"val_accuracy {record.get('val_accuracy', float('nan')):.3f} "
-                           f"val_margin {record.get('val_margin', float('nan')):.3f}")
+            detail = (
+                f"val_ppl {record['val_ppl']:.2f}"
+                if "val_ppl" in record  # cpt, ift; preference: its accuracy
+                else f"val_accuracy {record.get('val_accuracy', float('nan')):.3f} "
+                f"val_margin {record.get('val_margin', float('nan')):.3f}"
+            )
             self._line(f"step {step}: val_loss {record['val_loss']:.4f} {detail}")
         elif event in (Event.CHECKPOINT, Event.OVERFITTING, Event.EARLY_STOP, Event.ERROR):
             detail = record.get("path") or record.get("reason") or record.get("message")
@@ -121,8 +136,11 @@ def _scalars(record: dict[str, Any]) -> dict[str, float]:
     """The numbers of a train or eval event (loss, learning rate, val_loss, any added metric)."""
     if record["event"] not in (Event.TRAIN, Event.EVAL):
         return {}
-    return {key: float(value) for key, value in record.items()
-            if key not in ("event", "step", "time") and isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return {
+        key: float(value)
+        for key, value in record.items()
+        if key not in ("event", "step", "time") and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 class TensorBoard:
@@ -173,8 +191,10 @@ def check_mlflow_store(uri: str | None, workspace_root: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"mlflow_tracking_uri: cannot write the MLflow store at {folder} ({existing} is not a "
-                        f"writable folder); set mlflow_tracking_uri to a folder you can write")
+        raise UserError(
+            f"mlflow_tracking_uri: cannot write the MLflow store at {folder} ({existing} is not a "
+            f"writable folder); set mlflow_tracking_uri to a folder you can write"
+        )
 
 
 class MLflow:
@@ -208,14 +228,16 @@ class MLflow:
         else:  # artifacts beside the database, not in whatever folder the process started in
             location = (folder / "artifacts").as_uri() if folder is not None else None
             experiment_id = self.client.create_experiment(MLFLOW_EXPERIMENT, artifact_location=location)
-        run = self.client.create_run(experiment_id, run_name=self.run_dir.name,
-                                     tags={"forgellm.run_dir": str(self.run_dir)})
+        run = self.client.create_run(
+            experiment_id, run_name=self.run_dir.name, tags={"forgellm.run_dir": str(self.run_dir)}
+        )
         from mlflow.entities import Param
 
         # MLflow keeps values as strings of at most 6000 characters.
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        write_json_atomic(self.run_dir / MLFLOW_RUN_FILE, {"run_id": run.info.run_id,
-                                                           "tracking_uri": self.client.tracking_uri})
+        write_json_atomic(
+            self.run_dir / MLFLOW_RUN_FILE, {"run_id": run.info.run_id, "tracking_uri": self.client.tracking_uri}
+        )
         return run.info.run_id
 
     def __call__(self, record: dict[str, Any]) -> None:

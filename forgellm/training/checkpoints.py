@@ -77,8 +77,13 @@ class CheckpointStore:
         else:
             os.rename(tmp, final)
         if self._beats_best(state):
-            record = {"checkpoint": name, "step": step, "metric": self.metric, "value": state[self.metric],
-                      "val_loss": state.get("val_loss")}
+            record = {
+                "checkpoint": name,
+                "step": step,
+                "metric": self.metric,
+                "value": state[self.metric],
+                "val_loss": state.get("val_loss"),
+            }
             if state.get("qa_accuracy") is not None:
                 record["qa_accuracy"] = state["qa_accuracy"]
             write_json_atomic(self.folder / BEST_FILE, record)
@@ -101,7 +106,7 @@ class CheckpointStore:
         return self.metric != "val_loss" and val is not None and (best_val is None or val < best_val)
 
     def _prune(self) -> None:
-        keep = {p.name for p in self.steps()[-self.max_keep:]}
+        keep = {p.name for p in self.steps()[-self.max_keep :]}
         best = self.best()
         if best is not None:
             keep.add(best["checkpoint"])

@@ -30,43 +30,101 @@ class TrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # What to train.
-    model_name: str = Field("default", description="Base model: a path, a name under models/, 'default' (the embedded model), or a CPT run/adapter to keep training.")
-    training_type: Literal["cpt", "ift", "preference"] = Field("cpt", description="cpt: continued pre-training on raw text; ift: instruction fine-tuning (loss on assistant tokens only); preference: DPO, ORPO or SimPO on {prompt, chosen, rejected} pairs.")
-    fine_tune_type: Literal["lora", "dora", "full"] = Field("lora", description="lora or dora adapters, or full fine-tuning of the top num_layers layers.")
-    engine: Literal["auto", "torch", "mlx"] = Field("auto", description="Training engine; auto picks mlx on Apple Silicon, torch elsewhere.")
+    model_name: str = Field(
+        "default",
+        description="Base model: a path, a name under models/, 'default' (the embedded model), or a CPT run/adapter to keep training.",
+    )
+    training_type: Literal["cpt", "ift", "preference"] = Field(
+        "cpt",
+        description="cpt: continued pre-training on raw text; ift: instruction fine-tuning (loss on assistant tokens only); preference: DPO, ORPO or SimPO on {prompt, chosen, rejected} pairs.",
+    )
+    fine_tune_type: Literal["lora", "dora", "full"] = Field(
+        "lora", description="lora or dora adapters, or full fine-tuning of the top num_layers layers."
+    )
+    engine: Literal["auto", "torch", "mlx"] = Field(
+        "auto", description="Training engine; auto picks mlx on Apple Silicon, torch elsewhere."
+    )
 
     # Data.
-    input_dir: str = Field("dataset", description="Folder of documents (cpt) or instruction data (ift), relative to the workspace.")
-    data_mixture_ratio: float = Field(0.8, gt=0.0, le=1.0, description="Share of domain data in the training mix; the rest is general text (limits forgetting). 1.0 = domain only.")
-    general_data_dir: str | None = Field(None, description="Folder of general text mixed in when data_mixture_ratio < 1; unset: a replay set sampled from the base model before training.")
-    validation_split: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the domain data held out for validation.")
-    text_column: str = Field("text", description="Column or field holding the text in .csv, .parquet, .jsonl/.json and datasets folders.")
-    ift_format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field("auto", description="Record format of IFT files; auto detects it per file.")
+    input_dir: str = Field(
+        "dataset", description="Folder of documents (cpt) or instruction data (ift), relative to the workspace."
+    )
+    data_mixture_ratio: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="Share of domain data in the training mix; the rest is general text (limits forgetting). 1.0 = domain only.",
+    )
+    general_data_dir: str | None = Field(
+        None,
+        description="Folder of general text mixed in when data_mixture_ratio < 1; unset: a replay set sampled from the base model before training.",
+    )
+    validation_split: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Share of the domain data held out for validation."
+    )
+    text_column: str = Field(
+        "text", description="Column or field holding the text in .csv, .parquet, .jsonl/.json and datasets folders."
+    )
+    ift_format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
+        "auto", description="Record format of IFT files; auto detects it per file."
+    )
     dedupe: bool = Field(True, description="Remove exact duplicate documents or records.")
-    near_dedupe_threshold: float = Field(0.8, ge=0.0, le=1.0, description="Estimated Jaccard similarity above which a document is a near duplicate; 0 disables near-dedupe.")
-    quality_filters: bool = Field(True, description="Drop CPT documents that are too short, mostly non-letters or mostly repeated lines.")
-    max_seq_length: int = Field(1024, ge=16, description="Tokens per training sequence (documents are packed to this length).")
+    near_dedupe_threshold: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Estimated Jaccard similarity above which a document is a near duplicate; 0 disables near-dedupe.",
+    )
+    quality_filters: bool = Field(
+        True, description="Drop CPT documents that are too short, mostly non-letters or mostly repeated lines."
+    )
+    max_seq_length: int = Field(
+        1024, ge=16, description="Tokens per training sequence (documents are packed to this length)."
+    )
     # Data: validation from its own folder (a dataset too small to split, or a held-out set of one's own).
-    validation_dir: str | None = Field(None, description="Folder of documents (or records) used as the validation set instead of a share of input_dir; then all of input_dir trains and validation_split is not used.")
+    validation_dir: str | None = Field(
+        None,
+        description="Folder of documents (or records) used as the validation set instead of a share of input_dir; then all of input_dir trains and validation_split is not used.",
+    )
 
     # Where to write.
-    output_dir: str | None = Field(None, description="Parent folder of the run folder; default models/cpt or models/ift.")
+    output_dir: str | None = Field(
+        None, description="Parent folder of the run folder; default models/cpt or models/ift."
+    )
     run_name: str | None = Field(None, description="Run folder name; default <model>_<type>_lr<lr>_bs<bs>_<timestamp>.")
 
     # Optimisation.
-    max_iterations: int | None = Field(None, ge=1, description="Optimizer steps to train for; the alternative to num_epochs (set one, the other is derived). Neither set: 1000.")
+    max_iterations: int | None = Field(
+        None,
+        ge=1,
+        description="Optimizer steps to train for; the alternative to num_epochs (set one, the other is derived). Neither set: 1000.",
+    )
     batch_size: int = Field(2, ge=1, description="Sequences per micro-batch.")
-    grad_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step (effective batch = batch_size x this).")
+    grad_accumulation_steps: int = Field(
+        1, ge=1, description="Micro-batches per optimizer step (effective batch = batch_size x this)."
+    )
     learning_rate: float = Field(5e-5, gt=0.0, description="Peak learning rate (AdamW).")
-    lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up: cosine, linear or constant.")
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Decay after warm-up: cosine, linear or constant."
+    )
     warmup_steps: int = Field(10, ge=0, description="Steps of linear warm-up from 0 to learning_rate.")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Floor of the decay as a fraction of learning_rate.")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
-    max_grad_norm: float = Field(1.0, ge=0.0, description="Clip the global gradient norm to this (0 disables clipping).")
-    grad_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about 30% slower.")
-    compile: bool = Field(False, description="torch: compile the model's forward and backward (torch.compile): faster steps after minutes of compiling at the start; pays off in long runs. mlx always compiles its step.")
+    max_grad_norm: float = Field(
+        1.0, ge=0.0, description="Clip the global gradient norm to this (0 disables clipping)."
+    )
+    grad_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about 30% slower."
+    )
+    compile: bool = Field(
+        False,
+        description="torch: compile the model's forward and backward (torch.compile): faster steps after minutes of compiling at the start; pays off in long runs. mlx always compiles its step.",
+    )
     seed: int = Field(42, description="Seed for data order, adapter initialisation and dropout.")
-    fsdp: bool = Field(False, description="torch, full fine-tuning with --nproc N: shard weights, gradients and optimizer state across the workers (FSDP) so each holds about 1/N.")
+    fsdp: bool = Field(
+        False,
+        description="torch, full fine-tuning with --nproc N: shard weights, gradients and optimizer state across the workers (FSDP) so each holds about 1/N.",
+    )
 
     # Adapters.
     lora_rank: int = Field(8, ge=1, description="LoRA/DoRA rank.")
@@ -74,30 +132,60 @@ class TrainingConfig(BaseModel):
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
     lora_target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Linear layers (by name inside each block) that get adapters.")
+        description="Linear layers (by name inside each block) that get adapters.",
+    )
     num_layers: int = Field(-1, ge=-1, description="How many of the top transformer blocks to train; -1 = all.")
 
     # Evaluation, checkpoints, stopping.
-    steps_per_eval: int = Field(50, ge=1, description="Evaluate on the validation set every this many steps (and at the end).")
+    steps_per_eval: int = Field(
+        50, ge=1, description="Evaluate on the validation set every this many steps (and at the end)."
+    )
     val_batches: int = Field(25, ge=-1, description="Validation batches per evaluation; -1 = the whole validation set.")
     steps_per_report: int = Field(1, ge=1, description="Write a train event every this many steps.")
     save_every: int = Field(50, ge=1, description="Write a checkpoint every this many steps (and at the end).")
-    max_checkpoints: int = Field(3, ge=1, description="Keep the last this many checkpoints, plus the best (by best_metric).")
-    overfitting_threshold: float = Field(0.1, gt=0.0, description="Relative rise of the validation loss above its best (or of the validation-train gap) that counts as overfitting.")
-    early_stopping_patience: int = Field(3, ge=0, description="Stop after this many overfitting evaluations in a row; 0 never stops early.")
+    max_checkpoints: int = Field(
+        3, ge=1, description="Keep the last this many checkpoints, plus the best (by best_metric)."
+    )
+    overfitting_threshold: float = Field(
+        0.1,
+        gt=0.0,
+        description="Relative rise of the validation loss above its best (or of the validation-train gap) that counts as overfitting.",
+    )
+    early_stopping_patience: int = Field(
+        3, ge=0, description="Stop after this many overfitting evaluations in a row; 0 never stops early."
+    )
 
     # Experiment tracking (issue 22): the run's metrics also go to the tools people already use.
-    report_to: list[str] = Field(default_factory=list, description="Trackers that also get the run's parameters and metrics: tensorboard (event files under tensorboard/ in the run folder), mlflow.")
-    mlflow_tracking_uri: str | None = Field(None, description="MLflow store for report_to: [mlflow]: a folder, sqlite:///FILE or http(s)://SERVER; unset: the workspace's mlflow/ folder.")
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="Trackers that also get the run's parameters and metrics: tensorboard (event files under tensorboard/ in the run folder), mlflow.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow store for report_to: [mlflow]: a folder, sqlite:///FILE or http(s)://SERVER; unset: the workspace's mlflow/ folder.",
+    )
 
     # QLoRA (issue 22): adapters on a quantized base.
-    quantization: Literal["none", "4bit", "8bit"] = Field("none", description="Quantize the base model's linear layers while training adapters (QLoRA). mlx: in memory (affine, groups of 64); torch: bitsandbytes (4bit = NF4 with bf16 compute), CUDA only.")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none",
+        description="Quantize the base model's linear layers while training adapters (QLoRA). mlx: in memory (affine, groups of 64); torch: bitsandbytes (4bit = NF4 with bf16 compute), CUDA only.",
+    )
 
     # Training length in epochs and question-answering accuracy during training (issue 19, qa).
-    num_epochs: float | None = Field(None, gt=0.0, description="Passes over the packed training split; the alternative to max_iterations (set one: the other is derived from the sequence count and the effective batch = batch_size x grad_accumulation_steps x workers).")
-    eval_qa: str | None = Field(None, description="JSONL file or folder of {question, answer, aliases} records (the format of `forgellm eval --qa`): every evaluation also answers them greedily and records qa_accuracy.")
+    num_epochs: float | None = Field(
+        None,
+        gt=0.0,
+        description="Passes over the packed training split; the alternative to max_iterations (set one: the other is derived from the sequence count and the effective batch = batch_size x grad_accumulation_steps x workers).",
+    )
+    eval_qa: str | None = Field(
+        None,
+        description="JSONL file or folder of {question, answer, aliases} records (the format of `forgellm eval --qa`): every evaluation also answers them greedily and records qa_accuracy.",
+    )
     eval_qa_max_tokens: int = Field(32, ge=1, le=1024, description="Tokens generated per eval_qa answer.")
-    best_metric: Literal["val_loss", "qa_accuracy"] = Field("val_loss", description="What picks the best checkpoint (kept from pruning, named in checkpoints/best.json): lowest val_loss or highest qa_accuracy (needs eval_qa).")
+    best_metric: Literal["val_loss", "qa_accuracy"] = Field(
+        "val_loss",
+        description="What picks the best checkpoint (kept from pruning, named in checkpoints/best.json): lowest val_loss or highest qa_accuracy (needs eval_qa).",
+    )
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -114,17 +202,44 @@ class TrainingConfig(BaseModel):
     # Preference tuning (training_type: preference). The loss parameters default to None ("not
     # given"), so a parameter set for a loss that does not use it is refused by name; the
     # loss's own default is `preference_parameter`.
-    preference_loss: Literal["dpo", "orpo", "simpo"] = Field("dpo", description="training_type preference: dpo (against a reference: the model as training starts), orpo (odds ratio plus the chosen response's loss, no reference) or simpo (length-normalised margin, no reference).", json_schema_extra={"applies": {"training_type": ["preference"]}})
-    beta: float | None = Field(None, gt=0.0, description="dpo, simpo: scale of the reward (dpo default 0.1, simpo 2.0); higher keeps dpo closer to the reference.", json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["dpo", "simpo"]}})
-    dpo_label_smoothing: float | None = Field(None, ge=0.0, lt=0.5, description="dpo: assumed share of pairs whose labels are flipped (conservative DPO); default 0.", json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["dpo"]}})
-    orpo_lambda: float | None = Field(None, gt=0.0, description="orpo: weight of the odds-ratio term beside the chosen response's loss (TRL's ORPOConfig.beta); default 0.1.", json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["orpo"]}})
-    simpo_gamma: float | None = Field(None, ge=0.0, description="simpo: target reward margin gamma; default 0.5.", json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["simpo"]}})
+    preference_loss: Literal["dpo", "orpo", "simpo"] = Field(
+        "dpo",
+        description="training_type preference: dpo (against a reference: the model as training starts), orpo (odds ratio plus the chosen response's loss, no reference) or simpo (length-normalised margin, no reference).",
+        json_schema_extra={"applies": {"training_type": ["preference"]}},
+    )
+    beta: float | None = Field(
+        None,
+        gt=0.0,
+        description="dpo, simpo: scale of the reward (dpo default 0.1, simpo 2.0); higher keeps dpo closer to the reference.",
+        json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["dpo", "simpo"]}},
+    )
+    dpo_label_smoothing: float | None = Field(
+        None,
+        ge=0.0,
+        lt=0.5,
+        description="dpo: assumed share of pairs whose labels are flipped (conservative DPO); default 0.",
+        json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["dpo"]}},
+    )
+    orpo_lambda: float | None = Field(
+        None,
+        gt=0.0,
+        description="orpo: weight of the odds-ratio term beside the chosen response's loss (TRL's ORPOConfig.beta); default 0.1.",
+        json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["orpo"]}},
+    )
+    simpo_gamma: float | None = Field(
+        None,
+        ge=0.0,
+        description="simpo: target reward margin gamma; default 0.5.",
+        json_schema_extra={"applies": {"training_type": ["preference"], "preference_loss": ["simpo"]}},
+    )
 
     @field_validator("fsdp")
     @classmethod
     def _fsdp_needs_full(cls, value: bool, info: ValidationInfo) -> bool:
         if value and info.data.get("fine_tune_type") != "full":
-            raise ValueError("fsdp: true shards a full fine-tune; set fine_tune_type: full, or fsdp: false for adapters")
+            raise ValueError(
+                "fsdp: true shards a full fine-tune; set fine_tune_type: full, or fsdp: false for adapters"
+            )
         return value
 
     @model_validator(mode="before")
@@ -142,24 +257,29 @@ class TrainingConfig(BaseModel):
         user chose and the one derived from it."""
         steps = info.data.get("max_iterations")
         if value is not None and steps is not None and not (info.context or {}).get("resolved"):
-            raise ValueError(f"max_iterations={steps} and num_epochs={value:g} are both set; set one of them "
-                             f"(the other is derived from the dataset)")
+            raise ValueError(
+                f"max_iterations={steps} and num_epochs={value:g} are both set; set one of them "
+                f"(the other is derived from the dataset)"
+            )
         return value
 
     @field_validator("eval_qa")
     @classmethod
     def _qa_without_fsdp(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value and info.data.get("fsdp"):
-            raise ValueError("eval_qa is not supported with fsdp: true (generation needs the whole model); "
-                             "set one of them off")
+            raise ValueError(
+                "eval_qa is not supported with fsdp: true (generation needs the whole model); set one of them off"
+            )
         return value
 
     @field_validator("best_metric")
     @classmethod
     def _metric_needs_qa(cls, value: str, info: ValidationInfo) -> str:
         if value == "qa_accuracy" and not info.data.get("eval_qa"):
-            raise ValueError("best_metric: qa_accuracy needs eval_qa (a JSONL file of question/answer records); "
-                             "set eval_qa or best_metric: val_loss")
+            raise ValueError(
+                "best_metric: qa_accuracy needs eval_qa (a JSONL file of question/answer records); "
+                "set eval_qa or best_metric: val_loss"
+            )
         return value
 
     @field_validator("beta", "dpo_label_smoothing", "orpo_lambda", "simpo_gamma")
@@ -183,13 +303,17 @@ class TrainingConfig(BaseModel):
         if not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module, e.g. [q_proj, v_proj]")
         if self.quantization != "none" and self.fine_tune_type == "full":
-            raise ValueError(f"quantization: {self.quantization} trains adapters on a frozen quantized base; "
-                             f"set fine_tune_type: lora or dora, or quantization: none")
+            raise ValueError(
+                f"quantization: {self.quantization} trains adapters on a frozen quantized base; "
+                f"set fine_tune_type: lora or dora, or quantization: none"
+            )
         if self.compile and self.fsdp:
             raise ValueError("compile: true is not supported with fsdp: true; set one of them to false")
         if self.fsdp and self.training_type == "preference":
-            raise ValueError("fsdp: true is not supported with training_type: preference yet; use --nproc without "
-                             "fsdp (each worker holds the model) or LoRA")
+            raise ValueError(
+                "fsdp: true is not supported with training_type: preference yet; use --nproc without "
+                "fsdp (each worker holds the model) or LoRA"
+            )
         return self
 
     def preference_parameter(self, name: str) -> float:
@@ -215,9 +339,17 @@ class TrainingConfig(BaseModel):
 
 #: Which losses each preference parameter belongs to, and its default (per loss where they differ).
 PREFERENCE_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "beta": ("dpo", "simpo"), "dpo_label_smoothing": ("dpo",), "orpo_lambda": ("orpo",), "simpo_gamma": ("simpo",)}
+    "beta": ("dpo", "simpo"),
+    "dpo_label_smoothing": ("dpo",),
+    "orpo_lambda": ("orpo",),
+    "simpo_gamma": ("simpo",),
+}
 PREFERENCE_DEFAULTS: dict[str, float | dict[str, float]] = {
-    "beta": {"dpo": 0.1, "simpo": 2.0}, "dpo_label_smoothing": 0.0, "orpo_lambda": 0.1, "simpo_gamma": 0.5}
+    "beta": {"dpo": 0.1, "simpo": 2.0},
+    "dpo_label_smoothing": 0.0,
+    "orpo_lambda": 0.1,
+    "simpo_gamma": 0.5,
+}
 
 
 def _is_arm() -> bool:

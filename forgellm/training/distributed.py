@@ -90,9 +90,11 @@ class TorchGroup(Group):
         if torch.cuda.is_available():
             gpus, local_workers = torch.cuda.device_count(), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             if local_workers > gpus:  # NCCL refuses two workers on one GPU; every worker says so alike
-                raise UserError(f"{local_workers} workers on this machine need {local_workers} GPUs (NCCL runs "
-                                f"one worker per GPU) but it has {gpus}: use --nproc {gpus}, or train on the CPU "
-                                f"with the GPUs hidden (CUDA_VISIBLE_DEVICES=)")
+                raise UserError(
+                    f"{local_workers} workers on this machine need {local_workers} GPUs (NCCL runs "
+                    f"one worker per GPU) but it has {gpus}: use --nproc {gpus}, or train on the CPU "
+                    f"with the GPUs hidden (CUDA_VISIBLE_DEVICES=)"
+                )
             torch.cuda.set_device(self.local_rank)  # one GPU per worker; the trainable uses the current one
             backend, self._device = "nccl", torch.device("cuda", self.local_rank)
         else:
@@ -201,8 +203,10 @@ def lost_worker_error(group: Group, exc: BaseException) -> WorkerLost:
 def worker_lost(ranks: list[int], world_size: int, seen: str) -> WorkerLost:
     """The error of a run that lost workers ``ranks`` (empty when unknown); ``seen``: how it showed."""
     who = f"worker rank {', '.join(map(str, ranks))} of {world_size}" if ranks else f"a worker of {world_size}"
-    return WorkerLost(f"{who} stopped ({seen}); the run ended at its last checkpoint, "
-                      f"continue it with `forgellm train --resume RUN_DIR` (any number of workers)")
+    return WorkerLost(
+        f"{who} stopped ({seen}); the run ended at its last checkpoint, "
+        f"continue it with `forgellm train --resume RUN_DIR` (any number of workers)"
+    )
 
 
 def launched_engine() -> str | None:
@@ -229,8 +233,10 @@ def init_group(engine: str) -> Group:
         return SINGLE
     if launcher != engine:
         tool = {"torch": "torchrun", "mlx": "mlx.launch"}
-        raise UserError(f"this run uses the {engine} engine but was started by {tool[launcher]}; start it with "
-                        f"`forgellm train --nproc N` (it picks {tool[engine]}) or set engine: {launcher}")
+        raise UserError(
+            f"this run uses the {engine} engine but was started by {tool[launcher]}; start it with "
+            f"`forgellm train --nproc N` (it picks {tool[engine]}) or set engine: {launcher}"
+        )
     _current = TorchGroup() if engine == "torch" else MlxGroup()
     if _current.world_size > 1:
         from forgellm.training.distributed_watchdog import start_watch

@@ -38,8 +38,10 @@ class FsdpTrainable(TorchTrainable):
         from torch.distributed.fsdp import fully_shard
 
         if config.fine_tune_type != "full" or adapter is not None:
-            raise UserError("fsdp: true shards a full fine-tune; set fine_tune_type: full (LoRA/DoRA adapters are "
-                            "small: train them without fsdp)")
+            raise UserError(
+                "fsdp: true shards a full fine-tune; set fine_tune_type: full (LoRA/DoRA adapters are "
+                "small: train them without fsdp)"
+            )
         if not dist.is_initialized():  # one process: a group of one, so a sharded run can resume alone
             dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
         super().__init__(config, base, adapter)

@@ -51,13 +51,16 @@ def read_hostfile(path: Path) -> list[Host]:
     except OSError as exc:
         raise UserError(f"cannot read the host file {path}: {exc.strerror}") from None
     except ValueError as exc:
-        raise UserError(f"host file {path} is not JSON ({exc}); expected "
-                        f'[{{"ssh": "node1", "ips": ["10.0.0.1"]}}, ...]') from None
+        raise UserError(
+            f"host file {path} is not JSON ({exc}); expected [{{\"ssh\": \"node1\", \"ips\": [\"10.0.0.1\"]}}, ...]"
+        ) from None
     hosts = []
     for i, entry in enumerate(entries if isinstance(entries, list) else [None]):
         if not isinstance(entry, dict) or not isinstance(entry.get("ssh"), str) or not entry.get("ips"):
-            raise UserError(f"host file {path}: entry {i} must look like "
-                            f'{{"ssh": "node1", "ips": ["10.0.0.1"]}} (an ssh name and its IP addresses)')
+            raise UserError(
+                f"host file {path}: entry {i} must look like "
+                f'{{"ssh": "node1", "ips": ["10.0.0.1"]}} (an ssh name and its IP addresses)'
+            )
         hosts.append(Host(entry["ssh"], str(entry["ips"][0])))
     if not hosts:
         raise UserError(f"host file {path} lists no machine")
@@ -95,14 +98,30 @@ def torch_commands(nproc: int, hosts: list[Host] | None, train_args: list[str]) 
     if not hosts:
         return [[*run, "--standalone", *module]]
     endpoint = f"{hosts[0].ip}:{TORCH_RDZV_PORT}"
-    return [[*run, f"--nnodes={len(hosts)}", f"--node-rank={i}", "--rdzv-backend=c10d",
-             f"--rdzv-endpoint={endpoint}", *module] for i in range(len(hosts))]
+    return [
+        [
+            *run,
+            f"--nnodes={len(hosts)}",
+            f"--node-rank={i}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={endpoint}",
+            *module,
+        ]
+        for i in range(len(hosts))
+    ]
 
 
 def mlx_command(nproc: int, hosts: list[Host] | None, train_args: list[str], port: int) -> tuple[list[str], str | None]:
     """The mlx.launch command and, with a host file, the expanded host file it needs (one entry per rank)."""
-    launch = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()", "--backend", "ring",
-              "--starting-port", str(port)]
+    launch = [
+        sys.executable,
+        "-c",
+        "from mlx._distributed_utils.launch import main; main()",
+        "--backend",
+        "ring",
+        "--starting-port",
+        str(port),
+    ]
     if not hosts:
         return [*launch, "--hosts", "127.0.0.1", "-n", str(nproc), *worker_command(train_args)], None
     expanded = json.dumps([{"ssh": h.ssh, "ips": [h.ip]} for h in hosts for _ in range(nproc)])
@@ -229,8 +248,10 @@ def _running(process: psutil.Process) -> bool:
 def _run_on_hosts(hosts: list[Host], commands: list[list[str]]) -> int:
     """torchrun on every machine over ssh, in this directory; the first failure stops the others."""
     cwd = shlex.quote(os.getcwd())
-    procs = [subprocess.Popen(["ssh", host.ssh, f"cd {cwd} && {shlex.join(command)}"], stdin=subprocess.DEVNULL)
-             for host, command in zip(hosts, commands)]
+    procs = [
+        subprocess.Popen(["ssh", host.ssh, f"cd {cwd} && {shlex.join(command)}"], stdin=subprocess.DEVNULL)
+        for host, command in zip(hosts, commands)
+    ]
     status = 0
     try:
         while procs:
@@ -250,8 +271,15 @@ def _run_on_hosts(hosts: list[Host], commands: list[list[str]]) -> int:
     return status
 
 
-def launch_training(*, config_file: str | None, sets: tuple[str, ...], resume: str | None, overwrite: bool,
-                    nproc: int, hostfile: str | None) -> Path:
+def launch_training(
+    *,
+    config_file: str | None,
+    sets: tuple[str, ...],
+    resume: str | None,
+    overwrite: bool,
+    nproc: int,
+    hostfile: str | None,
+) -> Path:
     """Validate the run here, launch its workers, and return the run folder once they are done.
 
     A fresh run gets its name now (``--set run_name=...``), so this process knows its folder."""
@@ -283,9 +311,11 @@ def launch_training(*, config_file: str | None, sets: tuple[str, ...], resume: s
     if status.get("status") == "failed":
         raise WorkersFailed(f"training failed: {status.get('message')}")
     if launched.code != 0 or status.get("status") not in ("done", "stopped"):
-        raise WorkersFailed(f"the {nproc}-worker launch ended with status {launched.code} and the run is "
-                            f"{status.get('status', 'not started')}; see the workers' messages above"
-                            + (f" and {run_dir / 'train.log'}" if run_dir.exists() else ""))
+        raise WorkersFailed(
+            f"the {nproc}-worker launch ended with status {launched.code} and the run is "
+            f"{status.get('status', 'not started')}; see the workers' messages above"
+            + (f" and {run_dir / 'train.log'}" if run_dir.exists() else "")
+        )
     return run_dir
 
 
@@ -297,8 +327,9 @@ def _record_lost_workers(run_dir: Path, status: dict, launched: Launched) -> dic
     from forgellm.training.run import ErrorRecorder
 
     first = [] if launched.first_ended is None else [launched.first_ended]
-    message = str(worker_lost(first, launched.world_size,
-                              "the launcher saw every worker end, rank 0 without recording why"))
+    message = str(
+        worker_lost(first, launched.world_size, "the launcher saw every worker end, rank 0 without recording why")
+    )
     metrics = MetricsFile(run_dir / "metrics.jsonl")
     try:
         status_file = StatusFile(run_dir / "status.json", int(status.get("total_steps", 0)))

@@ -66,8 +66,7 @@ def start_watch(group: Group) -> None:
         return
     assert address is not None
     if group.is_main:
-        threading.Thread(target=_serve, args=(server, group.world_size - 1), daemon=True,
-                         name="forgellm-watch").start()
+        threading.Thread(target=_serve, args=(server, group.world_size - 1), daemon=True, name="forgellm-watch").start()
     else:
         conn = _connect(address)
         conn.sendall(f"{group.rank}\n".encode())

@@ -84,8 +84,10 @@ def check_quantization(config: TrainingConfig, base: ModelInfo) -> None:
     """Before the run folder exists: can this engine train adapters on this (quantized) base?"""
     engine = config.resolved_engine()
     if engine == "torch" and "quantization" in base.extra:
-        raise UserError(f"{base.name} is quantized for mlx ({base.extra['quantization']}); train it with "
-                        f"engine: mlx, or use its full-precision source with the torch engine")
+        raise UserError(
+            f"{base.name} is quantized for mlx ({base.extra['quantization']}); train it with "
+            f"engine: mlx, or use its full-precision source with the torch engine"
+        )
     if config.quantization == "none" or engine != "torch":
         return
     import importlib.util
@@ -93,13 +95,17 @@ def check_quantization(config: TrainingConfig, base: ModelInfo) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise UserError(f"quantization: {config.quantization} on the torch engine needs bitsandbytes on a CUDA GPU, "
-                        f"and torch sees none here. On this machine use the mlx engine: engine: mlx with "
-                        f"quantization: {config.quantization} (or `forgellm quantize MODEL --bits "
-                        f"{config.quantization[0]}` and train on the result)")
+        raise UserError(
+            f"quantization: {config.quantization} on the torch engine needs bitsandbytes on a CUDA GPU, "
+            f"and torch sees none here. On this machine use the mlx engine: engine: mlx with "
+            f"quantization: {config.quantization} (or `forgellm quantize MODEL --bits "
+            f"{config.quantization[0]}` and train on the result)"
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise UserError(f"quantization: {config.quantization} on the torch engine needs the bitsandbytes package: "
-                        f"pip install bitsandbytes")
+        raise UserError(
+            f"quantization: {config.quantization} on the torch engine needs the bitsandbytes package: "
+            f"pip install bitsandbytes"
+        )
 
 
 def create_trainable(config: TrainingConfig, base: ModelInfo, adapter: ModelInfo | None = None) -> Trainable:
@@ -128,7 +134,9 @@ def create_trainable(config: TrainingConfig, base: ModelInfo, adapter: ModelInfo
 def top_layers(config: TrainingConfig, total: int) -> list[int]:
     """Indices of the blocks to train: the top ``num_layers`` (all for -1)."""
     if config.num_layers > total:
-        raise UserError(f"num_layers={config.num_layers} asks to train {config.num_layers} layers, "
-                        f"the model has {total}; use -1 (all) or a number up to {total}")
+        raise UserError(
+            f"num_layers={config.num_layers} asks to train {config.num_layers} layers, "
+            f"the model has {total}; use -1 (all) or a number up to {total}"
+        )
     count = total if config.num_layers == -1 else config.num_layers
     return list(range(total - count, total))

@@ -65,10 +65,20 @@ def _split_model(folder: Path, workspace: Workspace) -> tuple[ModelInfo, ModelIn
     return info, None
 
 
-def evaluate_model(name: str, *, checkpoint: str | None = None, qa: Path | None = None, data: str | None = None,
-                   general: str | None = None, engine: str | None = None, max_tokens: int = 48,
-                   max_seq_length: int | None = None, qa_batch_size: int = DEFAULT_BATCH_SIZE,
-                   val_batches: int = -1, workspace: Workspace | None = None) -> EvalReport:
+def evaluate_model(
+    name: str,
+    *,
+    checkpoint: str | None = None,
+    qa: Path | None = None,
+    data: str | None = None,
+    general: str | None = None,
+    engine: str | None = None,
+    max_tokens: int = 48,
+    max_seq_length: int | None = None,
+    qa_batch_size: int = DEFAULT_BATCH_SIZE,
+    val_batches: int = -1,
+    workspace: Workspace | None = None,
+) -> EvalReport:
     workspace = workspace or Workspace.current()
     folder, run_dir = resolve_checkpoint(name, checkpoint, workspace)
     base, adapter = _split_model(folder, workspace)
@@ -90,14 +100,20 @@ def evaluate_model(name: str, *, checkpoint: str | None = None, qa: Path | None 
     if domain_dir or general:
         from forgellm.training.engine_api import create_trainable
 
-        scorer = create_trainable(config.model_copy(update={"fine_tune_type": "full", "num_layers": -1}), base,
-                                  adapter)
+        scorer = create_trainable(config.model_copy(update={"fine_tune_type": "full", "num_layers": -1}), base, adapter)
         if domain_dir:
             report.domain_val_loss = _loss_on(scorer, config, base, domain_dir, "val", val_batches, workspace)
             report.domain_ppl = math.exp(report.domain_val_loss)
         if general:
-            report.general_loss = _loss_on(scorer, config.model_copy(update={"training_type": "cpt"}), base, general,
-                                           "train", val_batches, workspace)
+            report.general_loss = _loss_on(
+                scorer,
+                config.model_copy(update={"training_type": "cpt"}),
+                base,
+                general,
+                "train",
+                val_batches,
+                workspace,
+            )
             report.general_ppl = math.exp(report.general_loss)
     if run_dir is not None:
         _record(report, run_dir / "evaluation" / f"{folder.name}.json")
@@ -122,8 +138,15 @@ def _run_config(run_dir: Path | None) -> TrainingConfig | None:
     return load_run_config(run_dir)
 
 
-def _qa(report: EvalReport, model: str, items: list[dict[str, Any]], engine: str, max_tokens: int,
-        workspace: Workspace, batch_size: int) -> None:
+def _qa(
+    report: EvalReport,
+    model: str,
+    items: list[dict[str, Any]],
+    engine: str,
+    max_tokens: int,
+    workspace: Workspace,
+    batch_size: int,
+) -> None:
     from forgellm.engines import load_model
 
     loaded = load_model(model, engine=engine, workspace=workspace)
@@ -135,8 +158,9 @@ def _qa(report: EvalReport, model: str, items: list[dict[str, Any]], engine: str
     report.answers = result.answers
 
 
-def _loss_on(scorer, config: TrainingConfig, base: ModelInfo, folder: str, split: str, max_batches: int,
-             workspace: Workspace) -> float:
+def _loss_on(
+    scorer, config: TrainingConfig, base: ModelInfo, folder: str, split: str, max_batches: int, workspace: Workspace
+) -> float:
     """Mean target-token loss of the model on one split of a dataset folder (CPT-style, all tokens)."""
     from forgellm.data.sequences import PreferencePairs, TokenSequences
     from forgellm.training.loop import evaluate

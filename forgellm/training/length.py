@@ -34,8 +34,10 @@ def training_length(config: TrainingConfig, sequences: int, world_size: int = 1)
     else from ``config.num_epochs``: the smallest number of steps that covers that many epochs."""
     micro_per_epoch = sequences // (config.batch_size * world_size)
     if micro_per_epoch == 0:
-        raise UserError(f"the training split has {sequences} sequences, fewer than batch_size={config.batch_size} "
-                        f"x {world_size} worker(s): lower batch_size or max_seq_length, or add data")
+        raise UserError(
+            f"the training split has {sequences} sequences, fewer than batch_size={config.batch_size} "
+            f"x {world_size} worker(s): lower batch_size or max_seq_length, or add data"
+        )
     steps_per_epoch = micro_per_epoch / config.grad_accumulation_steps
     from_epochs = _steps_for(config.num_epochs, steps_per_epoch) if config.num_epochs is not None else None
     steps = config.max_iterations if config.max_iterations is not None else from_epochs
@@ -43,9 +45,13 @@ def training_length(config: TrainingConfig, sequences: int, world_size: int = 1)
         raise UserError("set max_iterations or num_epochs")
     # The epochs asked for when they give these steps (a resolved config records both), else the steps' share.
     epochs = config.num_epochs if from_epochs == steps else round(steps / steps_per_epoch, EPOCH_DIGITS)
-    return TrainingLength(max_iterations=steps, num_epochs=epochs,
-                          steps_per_epoch=steps_per_epoch, sequences=sequences,
-                          effective_batch=config.batch_size * config.grad_accumulation_steps * world_size)
+    return TrainingLength(
+        max_iterations=steps,
+        num_epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        sequences=sequences,
+        effective_batch=config.batch_size * config.grad_accumulation_steps * world_size,
+    )
 
 
 def _steps_for(epochs: float, steps_per_epoch: float) -> int:

@@ -76,13 +76,16 @@ class LoopState:
 class MicroBatches:
     """Micro-batches in a seeded random order, reshuffled every epoch, resumable by position."""
 
-    def __init__(self, data: TokenSequences, batch_size: int, seed: int, position: int = 0,
-                 shard: tuple[int, int] = (0, 1)):
+    def __init__(
+        self, data: TokenSequences, batch_size: int, seed: int, position: int = 0, shard: tuple[int, int] = (0, 1)
+    ):
         self.data, self.batch_size, self.seed, self.shard = data, batch_size, seed, shard
         self.per_epoch = len(data) // (batch_size * shard[1])
         if self.per_epoch == 0:
-            raise UserError(f"the training split has {len(data)} sequences, fewer than batch_size={batch_size}: "
-                            f"lower batch_size or max_seq_length, or add data")
+            raise UserError(
+                f"the training split has {len(data)} sequences, fewer than batch_size={batch_size}: "
+                f"lower batch_size or max_seq_length, or add data"
+            )
         self.position = position
 
     def order(self, epoch: int) -> np.ndarray:
@@ -96,14 +99,21 @@ class MicroBatches:
                 yield batch
 
 
-def evaluate(trainable: Trainable, data: TokenSequences, batch_size: int, max_batches: int,
-             group: Group = SINGLE) -> float:
+def evaluate(
+    trainable: Trainable, data: TokenSequences, batch_size: int, max_batches: int, group: Group = SINGLE
+) -> float:
     """Mean cross-entropy over the target tokens of the first ``max_batches`` batches (-1: all)."""
     return evaluate_objective(TokenObjective(), trainable, data, batch_size, max_batches, group)[0]
 
 
-def evaluate_objective(objective: TokenObjective | PreferenceObjective, trainable: Trainable, data: Any,
-                       batch_size: int, max_batches: int, group: Group = SINGLE) -> tuple[float, dict[str, float]]:
+def evaluate_objective(
+    objective: TokenObjective | PreferenceObjective,
+    trainable: Trainable,
+    data: Any,
+    batch_size: int,
+    max_batches: int,
+    group: Group = SINGLE,
+) -> tuple[float, dict[str, float]]:
     """(mean loss per unit, the objective's metrics as means) over the first ``max_batches`` batches (-1: all).
 
     The last batch may be short: every validation sequence counts, so a validation split smaller
@@ -120,8 +130,10 @@ def evaluate_objective(objective: TokenObjective | PreferenceObjective, trainabl
         sums, count = sums + values, count + n
     *summed, count = group.sum([*map(float, sums), count])
     if count == 0:
-        raise UserError("the validation split has no target tokens; raise validation_split, add data, "
-                        "or name a folder of validation documents with validation_dir")
+        raise UserError(
+            "the validation split has no target tokens; raise validation_split, add data, "
+            "or name a folder of validation documents with validation_dir"
+        )
     return summed[0] / count, named_means(objective, np.asarray(summed), count)
 
 
@@ -138,10 +150,21 @@ class StopFlag:
         return self.reason is not None
 
 
-def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequences, val_data: TokenSequences,
-          store: CheckpointStore, callbacks: list[Callback], *, state: LoopState | None = None,
-          stop: StopFlag | None = None, group: Group = SINGLE, finish: Callable[[], None] | None = None,
-          changed: dict[str, Any] | None = None, qa: QASet | None = None) -> LoopState:
+def train(
+    trainable: Trainable,
+    config: TrainingConfig,
+    train_data: TokenSequences,
+    val_data: TokenSequences,
+    store: CheckpointStore,
+    callbacks: list[Callback],
+    *,
+    state: LoopState | None = None,
+    stop: StopFlag | None = None,
+    group: Group = SINGLE,
+    finish: Callable[[], None] | None = None,
+    changed: dict[str, Any] | None = None,
+    qa: QASet | None = None,
+) -> LoopState:
     """Train for ``config.max_iterations`` steps or ``config.num_epochs`` epochs, until early stopping,
     a stop request or divergence. With ``qa`` every evaluation also answers its questions greedily
     (every rank answers them all, so no collective is needed; rank 0 reports).
@@ -177,16 +200,27 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             return
         val = state.val_loss if state.val_step == state.step else None
         qa_accuracy = state.qa_accuracy if state.qa_step == state.step else None
-        snapshot = {**asdict(state), "val_loss": val, "qa_accuracy": qa_accuracy, "engine": trainable.engine,
-                    "fine_tune_type": config.fine_tune_type, "time": time.time()}
+        snapshot = {
+            **asdict(state),
+            "val_loss": val,
+            "qa_accuracy": qa_accuracy,
+            "engine": trainable.engine,
+            "fine_tune_type": config.fine_tune_type,
+            "time": time.time(),
+        }
         path = store.save(state.step, snapshot, trainable.save_checkpoint)
-        emit(Event.CHECKPOINT, path=str(path.relative_to(store.run_dir)), val_loss=val,
-             **({"qa_accuracy": qa_accuracy} if qa_accuracy is not None else {}))
+        emit(
+            Event.CHECKPOINT,
+            path=str(path.relative_to(store.run_dir)),
+            val_loss=val,
+            **({"qa_accuracy": qa_accuracy} if qa_accuracy is not None else {}),
+        )
 
     def run_eval() -> bool:
         """Evaluate; record overfitting; return True when early stopping should end the run."""
-        val, val_metrics = evaluate_objective(objective, trainable, val_data, config.batch_size, config.val_batches,
-                                              group)
+        val, val_metrics = evaluate_objective(
+            objective, trainable, val_data, config.batch_size, config.val_batches, group
+        )
         train_loss = float(np.mean(state.recent_train_losses)) if state.recent_train_losses else None
         state.recent_train_losses = []
         state.val_loss, state.val_step = val, state.step
@@ -196,8 +230,14 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             state.qa_accuracy, state.qa_step = result.accuracy, state.step
             scores = {"qa_accuracy": result.accuracy, "qa_correct": result.correct, "qa_total": result.total}
         perplexity = {"val_ppl": _ppl(val)} if isinstance(objective, TokenObjective) else {}
-        emit(Event.EVAL, val_loss=val, **perplexity, train_loss=train_loss,
-             **{f"val_{name}": value for name, value in val_metrics.items()}, **scores)
+        emit(
+            Event.EVAL,
+            val_loss=val,
+            **perplexity,
+            train_loss=train_loss,
+            **{f"val_{name}": value for name, value in val_metrics.items()},
+            **scores,
+        )
         if not math.isfinite(val):
             raise TrainingDiverged(f"validation loss is {val} at step {state.step}")
         gap = val - train_loss if train_loss is not None else None
@@ -212,8 +252,11 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         state.overfit_evals += 1
         emit(Event.OVERFITTING, reason=reason, val_loss=val, best_val_loss=state.best_val_loss)
         if config.early_stopping_patience and state.overfit_evals >= config.early_stopping_patience:
-            emit(Event.EARLY_STOP, reason=f"{state.overfit_evals} evaluations in a row overfitting ({reason})",
-                 best_step=state.best_step)
+            emit(
+                Event.EARLY_STOP,
+                reason=f"{state.overfit_evals} evaluations in a row overfitting ({reason})",
+                best_step=state.best_step,
+            )
             return True
         return False
 
@@ -225,13 +268,24 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
     length = training_length(config, len(train_data), world_size)
     total = length.max_iterations
     opening = {"changed": changed or {}} if resumed else {}
-    emit(Event.RESUME if resumed else Event.START, **opening, total_steps=total, num_epochs=length.num_epochs,
-         steps_per_epoch=round(length.steps_per_epoch, 4), train_sequences=length.sequences,
-         best_metric=config.best_metric, run_name=store.run_dir.name,
-         training_type=config.training_type, fine_tune_type=config.fine_tune_type, engine=trainable.engine,
-         model=config.model_name, trainable_params=trainable.trainable_params,
-         total_params=trainable.total_params, world_size=world_size,
-         global_batch_size=config.batch_size * config.grad_accumulation_steps * world_size)
+    emit(
+        Event.RESUME if resumed else Event.START,
+        **opening,
+        total_steps=total,
+        num_epochs=length.num_epochs,
+        steps_per_epoch=round(length.steps_per_epoch, 4),
+        train_sequences=length.sequences,
+        best_metric=config.best_metric,
+        run_name=store.run_dir.name,
+        training_type=config.training_type,
+        fine_tune_type=config.fine_tune_type,
+        engine=trainable.engine,
+        model=config.model_name,
+        trainable_params=trainable.trainable_params,
+        total_params=trainable.total_params,
+        world_size=world_size,
+        global_batch_size=config.batch_size * config.grad_accumulation_steps * world_size,
+    )
     if not resumed:
         run_eval()  # the starting point of the validation curve
     status, early = "completed", False
@@ -252,8 +306,14 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
             status = "stopped"
             break
         targets, units = int(targets), int(units)
-        lr = learning_rate(state.step, peak=config.learning_rate, total_steps=total, warmup_steps=config.warmup_steps,
-                           schedule=config.lr_schedule, min_ratio=config.min_lr_ratio)
+        lr = learning_rate(
+            state.step,
+            peak=config.learning_rate,
+            total_steps=total,
+            warmup_steps=config.warmup_steps,
+            schedule=config.lr_schedule,
+            min_ratio=config.min_lr_ratio,
+        )
         trainable.reseed(config.seed * 1_000_003 + state.step)
         sums = np.zeros(1 + len(objective.metrics))
         for batch in micro:
@@ -264,8 +324,10 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         loss = float(sums[0]) / max(units, 1)
         grad_norm = trainable.optimizer_step(lr, config.max_grad_norm)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            raise TrainingDiverged(f"the loss became {loss} (gradient norm {grad_norm}) at step {state.step + 1}; "
-                                   f"lower learning_rate or raise warmup_steps")
+            raise TrainingDiverged(
+                f"the loss became {loss} (gradient norm {grad_norm}) at step {state.step + 1}; "
+                f"lower learning_rate or raise warmup_steps"
+            )
         step_time = time.perf_counter() - tic
         state.step += 1
         state.data_position = stream.position
@@ -278,11 +340,20 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
         report_time += step_time
         report_sums, report_units = report_sums + sums, report_units + units
         if state.step % config.steps_per_report == 0 or state.step == total:
-            emit(Event.TRAIN, loss=float(np.mean(report_losses)), learning_rate=lr, tokens=report_tokens,
-                 trained_tokens=state.trained_tokens, tokens_per_second=report_tokens / max(report_time, 1e-9),
-                 grad_norm=grad_norm, peak_memory_gb=trainable.peak_memory_bytes() / 1e9, elapsed=state.elapsed,
-                 world_size=world_size, epoch=length.epoch_at(state.step),
-                 **named_means(objective, report_sums, report_units))
+            emit(
+                Event.TRAIN,
+                loss=float(np.mean(report_losses)),
+                learning_rate=lr,
+                tokens=report_tokens,
+                trained_tokens=state.trained_tokens,
+                tokens_per_second=report_tokens / max(report_time, 1e-9),
+                grad_norm=grad_norm,
+                peak_memory_gb=trainable.peak_memory_bytes() / 1e9,
+                elapsed=state.elapsed,
+                world_size=world_size,
+                epoch=length.epoch_at(state.step),
+                **named_means(objective, report_sums, report_units),
+            )
             report_losses, report_tokens, report_time = [], 0, 0.0
             report_sums, report_units = np.zeros_like(report_sums), 0
         if state.step % config.steps_per_eval == 0 or state.step == total:
@@ -296,10 +367,16 @@ def train(trainable: Trainable, config: TrainingConfig, train_data: TokenSequenc
     if finish is not None:
         finish()
     best = store.best()
-    emit(Event.DONE, status=status, best_checkpoint=best["checkpoint"] if best else None,
-         best_val_loss=state.best_val_loss, best_metric=config.best_metric,
-         best_value=best.get(config.best_metric) if best else None, final_loss=last_loss,
-         early_stopped=early)
+    emit(
+        Event.DONE,
+        status=status,
+        best_checkpoint=best["checkpoint"] if best else None,
+        best_val_loss=state.best_val_loss,
+        best_metric=config.best_metric,
+        best_value=best.get(config.best_metric) if best else None,
+        final_loss=last_loss,
+        early_stopped=early,
+    )
     return state
 
 
@@ -311,8 +388,10 @@ def _overfitting_reason(val: float, gap: float | None, state: LoopState, thresho
     if gap is not None and state.gap_at_best is not None and best > 0:
         widening = (gap - state.gap_at_best) / best
         if widening > threshold:
-            return (f"validation-train gap widened from {state.gap_at_best:.4f} to {gap:.4f} "
-                    f"({widening:.1%} of the best validation loss, threshold {threshold:.1%})")
+            return (
+                f"validation-train gap widened from {state.gap_at_best:.4f} to {gap:.4f} "
+                f"({widening:.1%} of the best validation loss, threshold {threshold:.1%})"
+            )
     return None
 
 

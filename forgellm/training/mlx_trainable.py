@@ -49,18 +49,25 @@ class MlxTrainable:
             self.adapter_config = self._continue_adapter(model, adapter)
         else:
             layers = top_layers(config, self.num_layers)
-            self.adapter_config = {"fine_tune_type": config.fine_tune_type, "num_layers": len(layers),
-                                   "model": str(base.path)}
+            self.adapter_config = {
+                "fine_tune_type": config.fine_tune_type,
+                "num_layers": len(layers),
+                "model": str(base.path),
+            }
             if config.fine_tune_type == "full":
-                for layer in model.layers[layers[0]:]:
+                for layer in model.layers[layers[0] :]:
                     layer.unfreeze()
                 if config.num_layers == -1:
                     model.unfreeze()
             else:
                 if config.quantization != "none":
                     self.adapter_config["base_quantization"] = _quantize_base(model, int(config.quantization[0]))
-                lora = {"rank": config.lora_rank, "scale": config.lora_scale, "dropout": config.lora_dropout,
-                        "keys": _target_keys(model, config.lora_target_modules)}
+                lora = {
+                    "rank": config.lora_rank,
+                    "scale": config.lora_scale,
+                    "dropout": config.lora_dropout,
+                    "keys": _target_keys(model, config.lora_target_modules),
+                }
                 linear_to_lora_layers(model, len(layers), lora, use_dora=config.fine_tune_type == "dora")
                 self.adapter_config["lora_parameters"] = lora
         if config.grad_checkpointing:
@@ -69,8 +76,9 @@ class MlxTrainable:
         self.model = model
         self.trainable_params = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
         self.total_params = sum(v.size for _, v in tree_flatten(model.parameters()))
-        self.optimizer = optim.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-                                     bias_correction=True)
+        self.optimizer = optim.AdamW(
+            learning_rate=config.learning_rate, weight_decay=config.weight_decay, bias_correction=True
+        )
         self.optimizer.init(model.trainable_parameters())
         self._loss_and_grad = nn.value_and_grad(model, _loss)
         # Compiled, as mlx_lm.lora compiles its step: the forward and backward's elementwise work is
@@ -78,7 +86,8 @@ class MlxTrainable:
         # (dropout) are inputs, read at each call, not constants baked into the graph.
         state = [model.state, mx.random.state]
         self._compiled_loss_and_grad = mx.compile(
-            lambda x, mask, scale: self._loss_and_grad(self.model, x, mask, scale), inputs=state, outputs=state)
+            lambda x, mask, scale: self._loss_and_grad(self.model, x, mask, scale), inputs=state, outputs=state
+        )
         self._grads = None
         self._compile_update()
         self.preference = PreferenceSettings.of(config)
@@ -101,12 +110,14 @@ class MlxTrainable:
 
     def _continue_adapter(self, model: nn.Module, adapter: ModelInfo) -> dict:
         if adapter.adapter_format != "mlx":
-            raise UserError(f"{adapter.name} is a {adapter.adapter_format} adapter; continue it with engine: "
-                            f"{adapter.adapter_format}, or start from a fused model")
+            raise UserError(
+                f"{adapter.name} is a {adapter.adapter_format} adapter; continue it with engine: "
+                f"{adapter.adapter_format}, or start from a fused model"
+            )
         load_adapters(model, str(adapter.path))
         config = json.loads((adapter.path / "adapter_config.json").read_text())
         if config.get("fine_tune_type") == "full":
-            for layer in model.layers[-config["num_layers"]:]:
+            for layer in model.layers[-config["num_layers"] :]:
                 layer.unfreeze()
         return config
 
@@ -129,16 +140,23 @@ class MlxTrainable:
         norm = _global_norm(grads)
         if math.isfinite(norm):  # a non-finite gradient skips the step: weights and AdamW state stay
             self.optimizer.learning_rate = lr
-            self._update(grads, mx.array(norm, dtype=mx.float32),
-                         mx.array(max_grad_norm if max_grad_norm > 0 else math.inf, dtype=mx.float32))
+            self._update(
+                grads,
+                mx.array(norm, dtype=mx.float32),
+                mx.array(max_grad_norm if max_grad_norm > 0 else math.inf, dtype=mx.float32),
+            )
             mx.eval(self.model.parameters(), self.optimizer.state)
         return norm
 
     def eval_loss(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
         self.model.eval()
         try:
-            _, loss_sum = _loss(self.model, mx.array(np.asarray(tokens, dtype=np.int32)),
-                                mx.array(np.asarray(mask, dtype=np.float32)), mx.array(1.0))
+            _, loss_sum = _loss(
+                self.model,
+                mx.array(np.asarray(tokens, dtype=np.int32)),
+                mx.array(np.asarray(mask, dtype=np.float32)),
+                mx.array(1.0),
+            )
             value = loss_sum.item()
         finally:
             self.model.train()
@@ -164,13 +182,17 @@ class MlxTrainable:
             if batch.reference is None:
                 raise RuntimeError("dpo needs the reference log-probabilities of this batch")
             reference = mx.array(np.asarray(batch.reference, dtype=np.float32))
-        return (mx.array(np.asarray(tokens, dtype=np.int32)), mx.array(np.asarray(mask[:, :used], dtype=np.float32)),
-                reference)
+        return (
+            mx.array(np.asarray(tokens, dtype=np.int32)),
+            mx.array(np.asarray(mask[:, :used], dtype=np.float32)),
+            reference,
+        )
 
     def pair_backward(self, batch: PairBatch, loss_scale: float) -> np.ndarray:
         x, m, reference = self._pair_arrays(batch)
-        (_, (loss_sum, metrics)), grads = self._pair_loss_and_grad(self.model, x, m, reference,
-                                                                   mx.array(loss_scale, dtype=mx.float32))
+        (_, (loss_sum, metrics)), grads = self._pair_loss_and_grad(
+            self.model, x, m, reference, mx.array(loss_scale, dtype=mx.float32)
+        )
         self._grads = grads if self._grads is None else tree_map(mx.add, self._grads, grads)
         mx.eval(loss_sum, metrics, self._grads)
         return np.concatenate([[loss_sum.item()], np.array(metrics.sum(axis=0))]).astype(np.float64)
@@ -188,8 +210,9 @@ class MlxTrainable:
     def sequence_logps(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
         self.model.eval()
         try:
-            logps, _ = _sequence_logps(self.model, mx.array(np.asarray(tokens, dtype=np.int32)),
-                                       mx.array(np.asarray(mask, dtype=np.float32)))
+            logps, _ = _sequence_logps(
+                self.model, mx.array(np.asarray(tokens, dtype=np.int32)), mx.array(np.asarray(mask, dtype=np.float32))
+            )
             return np.array(logps)
         finally:
             self.model.train()
@@ -220,8 +243,12 @@ def _quantize_base(model: nn.Module, bits: int) -> dict:
     before the adapters wrap them; layers whose input size is not a multiple of the group stay."""
     from forgellm.training.engine_api import QLORA_GROUP_SIZE
 
-    nn.quantize(model, group_size=QLORA_GROUP_SIZE, bits=bits,
-                class_predicate=lambda _, m: hasattr(m, "to_quantized") and m.weight.shape[-1] % QLORA_GROUP_SIZE == 0)
+    nn.quantize(
+        model,
+        group_size=QLORA_GROUP_SIZE,
+        bits=bits,
+        class_predicate=lambda _, m: hasattr(m, "to_quantized") and m.weight.shape[-1] % QLORA_GROUP_SIZE == 0,
+    )
     model.freeze()
     return {"bits": bits, "group_size": QLORA_GROUP_SIZE, "mode": "affine"}
 
@@ -244,8 +271,15 @@ def _log1mexp(x: mx.array) -> mx.array:
     return mx.where(x < -0.6931471805599453, mx.log1p(-mx.exp(x)), mx.log(-mx.expm1(x)))
 
 
-def _pair_loss(model: nn.Module, x: mx.array, mask: mx.array, reference: mx.array | None, scale: mx.array, *,
-               settings: PreferenceSettings) -> tuple[mx.array, tuple[mx.array, mx.array]]:
+def _pair_loss(
+    model: nn.Module,
+    x: mx.array,
+    mask: mx.array,
+    reference: mx.array | None,
+    scale: mx.array,
+    *,
+    settings: PreferenceSettings,
+) -> tuple[mx.array, tuple[mx.array, mx.array]]:
     """(scaled sum of the pairs' losses to differentiate, (that sum, per-pair metrics (n, 6))): the
     formulas of `forgellm.training.torch_preference.pair_losses`. x, mask: (2n, L), pairs interleaved."""
     logps, counts = _sequence_logps(model, x, mask)
@@ -265,8 +299,17 @@ def _pair_loss(model: nn.Module, x: mx.array, mask: mx.array, reference: mx.arra
         losses = -average[:, 0] - settings.orpo_lambda * nn.log_sigmoid(log_odds)
         rewards = settings.orpo_lambda * average
     rewards, average = mx.stop_gradient(rewards), mx.stop_gradient(average)
-    metrics = mx.stack([rewards[:, 0], rewards[:, 1], rewards[:, 0] - rewards[:, 1],
-                        (rewards[:, 0] > rewards[:, 1]).astype(mx.float32), average[:, 0], average[:, 1]], axis=1)
+    metrics = mx.stack(
+        [
+            rewards[:, 0],
+            rewards[:, 1],
+            rewards[:, 0] - rewards[:, 1],
+            (rewards[:, 0] > rewards[:, 1]).astype(mx.float32),
+            average[:, 0],
+            average[:, 1],
+        ],
+        axis=1,
+    )
     loss_sum = losses.sum()
     return loss_sum * scale, (loss_sum, metrics)
 
@@ -301,8 +344,9 @@ def _clipped(grads, norm: mx.array, max_norm: mx.array):
 
 def _target_keys(model: nn.Module, targets: list[str]) -> list[str]:
     """Module names inside a block (e.g. ``self_attn.q_proj``) whose last part is a target."""
-    found = {name for name, module in model.layers[0].named_modules()
-             if isinstance(module, (nn.Linear, nn.QuantizedLinear))}
+    found = {
+        name for name, module in model.layers[0].named_modules() if isinstance(module, (nn.Linear, nn.QuantizedLinear))
+    }
     keys = sorted(name for name in found if name.split(".")[-1] in targets)
     if not keys:
         names = sorted({n.split(".")[-1] for n in found})

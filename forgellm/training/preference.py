@@ -63,10 +63,13 @@ class PreferenceSettings:
             return None
         loss = config.preference_loss
         value = config.preference_parameter
-        return cls(loss=loss, beta=value("beta") if loss != "orpo" else 0.0,
-                   label_smoothing=value("dpo_label_smoothing") if loss == "dpo" else 0.0,
-                   orpo_lambda=value("orpo_lambda") if loss == "orpo" else 0.0,
-                   simpo_gamma=value("simpo_gamma") if loss == "simpo" else 0.0)
+        return cls(
+            loss=loss,
+            beta=value("beta") if loss != "orpo" else 0.0,
+            label_smoothing=value("dpo_label_smoothing") if loss == "dpo" else 0.0,
+            orpo_lambda=value("orpo_lambda") if loss == "orpo" else 0.0,
+            simpo_gamma=value("simpo_gamma") if loss == "simpo" else 0.0,
+        )
 
     @property
     def needs_reference(self) -> bool:
@@ -118,8 +121,9 @@ def objective_for(config: TrainingConfig) -> TokenObjective | PreferenceObjectiv
     return PreferenceObjective() if config.training_type == "preference" else TokenObjective()
 
 
-def named_means(objective: TokenObjective | PreferenceObjective, sums: np.ndarray, units: float,
-                prefix: str = "") -> dict[str, float]:
+def named_means(
+    objective: TokenObjective | PreferenceObjective, sums: np.ndarray, units: float, prefix: str = ""
+) -> dict[str, float]:
     """The objective's metrics (everything after the loss in ``sums``) as means per unit."""
     return {f"{prefix}{name}": float(value) / max(units, 1) for name, value in zip(objective.metrics, sums[1:])}
 
@@ -129,12 +133,15 @@ def check_data(config: TrainingConfig, train: Any) -> None:
     is_pairs = isinstance(train, PreferencePairs)
     if (config.training_type == "preference") != is_pairs:
         found = "preference pairs" if is_pairs else "token sequences (cpt/ift data)"
-        raise UserError(f"training_type: {config.training_type} cannot train on {found} from input_dir "
-                        f"{config.input_dir!r}; point input_dir at {'pairs' if not is_pairs else 'cpt/ift data'} "
-                        f"or set training_type: {'preference' if is_pairs else 'cpt or ift'}")
+        raise UserError(
+            f"training_type: {config.training_type} cannot train on {found} from input_dir "
+            f"{config.input_dir!r}; point input_dir at {'pairs' if not is_pairs else 'cpt/ift data'} "
+            f"or set training_type: {'preference' if is_pairs else 'cpt or ift'}"
+        )
 
 
 # --- the stored reference (full fine-tuning, continued adapters, mlx) --------------------------
+
 
 def reference_key(config: TrainingConfig, base_path: Path, adapter_path: Path | None) -> str:
     """What the stored reference log-probabilities depend on besides the data: the starting weights."""
@@ -147,8 +154,9 @@ def reference_key(config: TrainingConfig, base_path: Path, adapter_path: Path | 
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def reference_logps(trainable: Trainable, data: PreferencePairs, folder: Path, split: str, key: str,
-                    batch_size: int, group: Group) -> PreferencePairs:
+def reference_logps(
+    trainable: Trainable, data: PreferencePairs, folder: Path, split: str, key: str, batch_size: int, group: Group
+) -> PreferencePairs:
     """``data`` with the reference model's summed log-probabilities of every response: read from
     ``folder/reference-<key>/<split>.npy`` or computed now by the trainable (before any step) and
     written there. With several workers, rank 0 computes and writes, the others wait and read."""
@@ -160,12 +168,12 @@ def reference_logps(trainable: Trainable, data: PreferencePairs, folder: Path, s
             rows = slice(start, start + batch_size)
             batch = data.rows(rows)
             n, length = batch.tokens.shape[0], batch.tokens.shape[2]
-            values[rows] = trainable.sequence_logps(batch.tokens.reshape(2 * n, length),
-                                                    batch.mask.reshape(2 * n, length)).reshape(n, 2)
+            values[rows] = trainable.sequence_logps(
+                batch.tokens.reshape(2 * n, length), batch.mask.reshape(2 * n, length)
+            ).reshape(n, 2)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_suffix(".tmp.npy")
         np.save(staging, values)
         staging.replace(path)
     group.barrier()
     return data.with_reference(np.load(path))
-

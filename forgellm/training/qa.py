@@ -89,8 +89,10 @@ class QASet:
         self.items = items
         self.tokenizer = tokenizer
         self.stop_ids = stop_ids or set()  # end-of-sequence ids, for generators that need them given
-        self.prompts = [encode_prompt(tokenizer, format_prompt(tokenizer, [{"role": "user", "content": item["question"]}]))
-                        for item in items]
+        self.prompts = [
+            encode_prompt(tokenizer, format_prompt(tokenizer, [{"role": "user", "content": item["question"]}]))
+            for item in items
+        ]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -101,7 +103,7 @@ class QASet:
         order = sorted(range(len(self.prompts)), key=lambda i: len(self.prompts[i]))
         generated: dict[int, list[int]] = {}
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             for index, ids in zip(chunk, generate([self.prompts[i] for i in chunk], max_tokens)):
                 generated[index] = ids
         result = QAResult(correct=0, total=len(self.items))
@@ -109,6 +111,7 @@ class QASet:
             answer = self.tokenizer.decode(generated[index], skip_special_tokens=True).strip()
             ok = is_correct(answer, item["accepted"])
             result.correct += ok
-            result.answers.append({"question": item["question"], "expected": item["answer"], "answer": answer,
-                                   "correct": ok})
+            result.answers.append(
+                {"question": item["question"], "expected": item["answer"], "answer": answer, "correct": ok}
+            )
         return result

@@ -88,7 +88,9 @@ def resolve_models(config: TrainingConfig, workspace: Workspace) -> tuple[ModelI
 
 
 def run_folder(config: TrainingConfig, model: ModelInfo, workspace: Workspace) -> Path:
-    parent = workspace.path(config.output_dir) if config.output_dir else workspace.models(run_kind(config.training_type))
+    parent = (
+        workspace.path(config.output_dir) if config.output_dir else workspace.models(run_kind(config.training_type))
+    )
     return parent / (config.run_name or default_run_name(config, model))
 
 
@@ -97,8 +99,10 @@ def prepare_folder(run_dir: Path, *, overwrite: bool) -> RunLock:
     holds until the run ends. Overwriting a run that a live process trains is refused."""
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
-            raise ConflictError(f"output folder {run_dir} already exists; pass --resume {run_dir} to continue it, "
-                                f"--overwrite to replace it, or choose another run_name")
+            raise ConflictError(
+                f"output folder {run_dir} already exists; pass --resume {run_dir} to continue it, "
+                f"--overwrite to replace it, or choose another run_name"
+            )
         if not is_run(run_dir):
             raise ConflictError(f"{run_dir} was not created by ForgeLLM (no {RUN_MARKER}); refusing to delete it")
         run_lock = RunLock(run_dir).acquire("overwrite")
@@ -116,13 +120,17 @@ def prepare_folder(run_dir: Path, *, overwrite: bool) -> RunLock:
     return run_lock
 
 
-def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> tuple[TokenSequences, TokenSequences, dict]:
+def load_data(
+    config: TrainingConfig, base: ModelInfo, workspace: Workspace
+) -> tuple[TokenSequences, TokenSequences, dict]:
     """The train/val splits: a folder of prepared splits (``train.tokens.npy`` ...) is used as is,
     anything else goes through the data pipeline."""
     source = workspace.path(config.input_dir)
     if not source.exists():
-        raise NotFoundError(f"input_dir {config.input_dir!r} not found (looked at {source}); put your documents "
-                            f"there or set input_dir to your dataset folder")
+        raise NotFoundError(
+            f"input_dir {config.input_dir!r} not found (looked at {source}); put your documents "
+            f"there or set input_dir to your dataset folder"
+        )
     if all((source / f"{split}.tokens.npy").exists() for split in PREPARED_SPLITS):
         train_data, val_data = (load_split(source, split) for split in PREPARED_SPLITS)
         stats_file = source / "stats.json"
@@ -134,27 +142,41 @@ def load_data(config: TrainingConfig, base: ModelInfo, workspace: Workspace) -> 
         from forgellm.data.pipeline import prepare_dataset
         from forgellm.data.settings import DataSettings
 
-        folders = {key: workspace.path(getattr(config, key)) for key in ("general_data_dir", "validation_dir")
-                   if getattr(config, key)}
-        settings = DataSettings.from_config(config, **folders, input_dir=source, replay_model=str(base.path),
-                                            replay_engine=config.resolved_engine())
+        folders = {
+            key: workspace.path(getattr(config, key))
+            for key in ("general_data_dir", "validation_dir")
+            if getattr(config, key)
+        }
+        settings = DataSettings.from_config(
+            config, **folders, input_dir=source, replay_model=str(base.path), replay_engine=config.resolved_engine()
+        )
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         prepared = prepare_dataset(settings, tokenizer, workspace)
-        train_data, val_data, stats = prepared.train, prepared.val, {**prepared.stats, "prepared_path": str(prepared.path)}
+        train_data, val_data, stats = (
+            prepared.train,
+            prepared.val,
+            {**prepared.stats, "prepared_path": str(prepared.path)},
+        )
     if train_data.seq_length != config.max_seq_length:
-        raise UserError(f"the prepared data has sequences of {train_data.seq_length} tokens but max_seq_length is "
-                        f"{config.max_seq_length}; set max_seq_length: {train_data.seq_length} or prepare it again")
+        raise UserError(
+            f"the prepared data has sequences of {train_data.seq_length} tokens but max_seq_length is "
+            f"{config.max_seq_length}; set max_seq_length: {train_data.seq_length} or prepare it again"
+        )
     if len(train_data) < config.batch_size:
-        raise UserError(f"the training split has {len(train_data)} sequences of {config.max_seq_length} tokens, "
-                        f"fewer than batch_size={config.batch_size}: lower batch_size or max_seq_length, or add data")
+        raise UserError(
+            f"the training split has {len(train_data)} sequences of {config.max_seq_length} tokens, "
+            f"fewer than batch_size={config.batch_size}: lower batch_size or max_seq_length, or add data"
+        )
     return train_data, val_data, stats
 
 
 def check_fits(config: TrainingConfig, base: ModelInfo, vocab_size: int | None) -> None:
     """Refuse a batch that cannot fit before loading anything big."""
     if base.context_length and config.max_seq_length > base.context_length:
-        raise UserError(f"max_seq_length={config.max_seq_length} is longer than the model's context of "
-                        f"{base.context_length} tokens; lower max_seq_length")
+        raise UserError(
+            f"max_seq_length={config.max_seq_length} is longer than the model's context of "
+            f"{base.context_length} tokens; lower max_seq_length"
+        )
     if vocab_size:
         import psutil
 
@@ -162,9 +184,11 @@ def check_fits(config: TrainingConfig, base: ModelInfo, vocab_size: int | None) 
         need = 3 * config.batch_size * config.max_seq_length * vocab_size * 4
         available = psutil.virtual_memory().available
         if need > available:
-            raise UserError(f"batch_size={config.batch_size} x max_seq_length={config.max_seq_length} needs about "
-                            f"{need / 1e9:.1f} GB for the logits alone, {available / 1e9:.1f} GB is free; lower "
-                            f"batch_size (raise grad_accumulation_steps to keep the effective batch) or max_seq_length")
+            raise UserError(
+                f"batch_size={config.batch_size} x max_seq_length={config.max_seq_length} needs about "
+                f"{need / 1e9:.1f} GB for the logits alone, {available / 1e9:.1f} GB is free; lower "
+                f"batch_size (raise grad_accumulation_steps to keep the effective batch) or max_seq_length"
+            )
 
 
 def _vocab_size(model: ModelInfo) -> int | None:
@@ -232,14 +256,19 @@ def write_back_config(run_dir: Path, config: TrainingConfig) -> dict[str, list[A
         except OSError:
             tmp.unlink(missing_ok=True)  # config.yaml stays the previous one, whole
             raise
-        log.info("resume changed %s; the previous configuration is kept as config.%d.yaml",
-                 ", ".join(changed), n)
+        log.info("resume changed %s; the previous configuration is kept as config.%d.yaml", ", ".join(changed), n)
     return changed
 
 
-def start_run(config: TrainingConfig | None = None, *, resume: str | None = None, overwrite: bool = False,
-              overrides: dict[str, Any] | None = None, workspace: Workspace | None = None,
-              progress_stream=None) -> RunResult:
+def start_run(
+    config: TrainingConfig | None = None,
+    *,
+    resume: str | None = None,
+    overwrite: bool = False,
+    overrides: dict[str, Any] | None = None,
+    workspace: Workspace | None = None,
+    progress_stream=None,
+) -> RunResult:
     """Run a training job to its end (completed, stopped by a signal, or early-stopped)."""
     workspace = workspace or Workspace.current()
     if resume:
@@ -274,8 +303,18 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
             if group.is_main:
                 (run_dir / CONFIG_FILE).write_text(config.to_yaml())
         log_handler = _attach_log(run_dir) if group.is_main else None
-        return _run(config, run_dir, base, adapter, workspace, resume=bool(resume), progress_stream=progress_stream,
-                    group=group, latest=latest, qa_items=qa_items)
+        return _run(
+            config,
+            run_dir,
+            base,
+            adapter,
+            workspace,
+            resume=bool(resume),
+            progress_stream=progress_stream,
+            group=group,
+            latest=latest,
+            qa_items=qa_items,
+        )
     except OSError as exc:
         raise storage_error(exc) from None
     finally:
@@ -286,9 +325,19 @@ def start_run(config: TrainingConfig | None = None, *, resume: str | None = None
             run_lock.release()
 
 
-def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelInfo | None, workspace: Workspace,
-         *, resume: bool, progress_stream, group: Group, latest: Path | None,
-         qa_items: list[dict] | None = None) -> RunResult:
+def _run(
+    config: TrainingConfig,
+    run_dir: Path,
+    base: ModelInfo,
+    adapter: ModelInfo | None,
+    workspace: Workspace,
+    *,
+    resume: bool,
+    progress_stream,
+    group: Group,
+    latest: Path | None,
+    qa_items: list[dict] | None = None,
+) -> RunResult:
     """Rank 0 (or the only process) writes the run folder; other ranks of a distributed run only train."""
     from forgellm.training.engine_api import create_trainable
 
@@ -302,8 +351,14 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
             closers.append(metrics.close)
             status_file = StatusFile(run_dir / STATUS_FILE, config.max_iterations, resumed=resume)
             callbacks += [metrics, status_file]
-        log.info("run %s: %s %s on %s (%s engine)", run_dir, config.training_type, config.fine_tune_type,
-                 base.path, config.resolved_engine())
+        log.info(
+            "run %s: %s %s on %s (%s engine)",
+            run_dir,
+            config.training_type,
+            config.fine_tune_type,
+            base.path,
+            config.resolved_engine(),
+        )
         if not group.is_main:
             group.barrier()  # rank 0 prepares (and caches) the data first
         train_data, val_data, stats = load_data(config, base, workspace)
@@ -316,13 +371,18 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
             status_file.total_steps = config.max_iterations
         qa = _qa_set(qa_items, base) if qa_items else None
         trainable = create_trainable(config, base, adapter)
-        if config.training_type == "preference" and config.preference_loss == "dpo" \
-                and not getattr(trainable, "reference_from_adapter_off", False):
+        if (
+            config.training_type == "preference"
+            and config.preference_loss == "dpo"
+            and not getattr(trainable, "reference_from_adapter_off", False)
+        ):
             # before any checkpoint is loaded: the reference is the model as training starts
             key = reference_key(config, base.path, adapter.path if adapter else None)
             folder = Path(stats["prepared_path"])
-            train_data, val_data = (reference_logps(trainable, data, folder, split, key, config.batch_size, group)
-                                    for data, split in ((train_data, "train"), (val_data, "val")))
+            train_data, val_data = (
+                reference_logps(trainable, data, folder, split, key, config.batch_size, group)
+                for data, split in ((train_data, "train"), (val_data, "val"))
+            )
         state = None
         if latest is not None:
             trainable.load_checkpoint(latest)
@@ -339,6 +399,7 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
             from forgellm.training.distributed_watchdog import on_loss
 
             on_loss(lambda: _record_if_stuck(errors, group, store))
+
         def finish() -> None:  # before the done event: a run is done only once final/ exists
             if group.is_main:
                 _save_final(trainable, run_dir)
@@ -348,8 +409,20 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
         stop = StopFlag()
         previous = _install_stop_handlers(stop)
         try:
-            state = train(trainable, config, train_data, val_data, store, callbacks, state=state, stop=stop,
-                          group=group, finish=finish, changed=changed, qa=qa)
+            state = train(
+                trainable,
+                config,
+                train_data,
+                val_data,
+                store,
+                callbacks,
+                state=state,
+                stop=stop,
+                group=group,
+                finish=finish,
+                changed=changed,
+                qa=qa,
+            )
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
@@ -370,8 +443,9 @@ def _run(config: TrainingConfig, run_dir: Path, base: ModelInfo, adapter: ModelI
             close()
 
 
-def _resolve_length(config: TrainingConfig, sequences: int, group: Group, run_dir: Path, *,
-                    resume: bool) -> tuple[TrainingConfig, dict[str, list[Any]]]:
+def _resolve_length(
+    config: TrainingConfig, sequences: int, group: Group, run_dir: Path, *, resume: bool
+) -> tuple[TrainingConfig, dict[str, list[Any]]]:
     """Both training lengths, one derived from the other and the packed data, and what a resume
     changed. Rank 0 records the resolved configuration in config.yaml, so the run (and a resume
     of it) shows and keeps both; a resume writes it back only now, so a length it re-derives
@@ -458,8 +532,10 @@ def _check_trackers(config: TrainingConfig, workspace: Workspace) -> None:
 
     for name in config.report_to:
         if importlib.util.find_spec(name) is None:
-            raise UserError(f"report_to: [{name}] needs the {name} package: pip install {name} "
-                            f"(or drop it from report_to; metrics.jsonl has every metric)")
+            raise UserError(
+                f"report_to: [{name}] needs the {name} package: pip install {name} "
+                f"(or drop it from report_to; metrics.jsonl has every metric)"
+            )
     if "mlflow" in config.report_to:
         check_mlflow_store(config.mlflow_tracking_uri, workspace.root)
 
@@ -472,9 +548,11 @@ def _trackers(config: TrainingConfig, run_dir: Path, workspace: Workspace) -> li
         try:
             trackers.append(MLflow(config.mlflow_tracking_uri, workspace.root, run_dir, config.model_dump()))
         except Exception as exc:  # a server that is down, a corrupt store: say which, in one line
-            raise UserError(f"mlflow_tracking_uri: cannot log to MLflow ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}); fix the URI or drop mlflow "
-                            f"from report_to") from None
+            raise UserError(
+                f"mlflow_tracking_uri: cannot log to MLflow ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); fix the URI or drop mlflow "
+                f"from report_to"
+            ) from None
     return trackers
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 
-def learning_rate(step: int, *, peak: float, total_steps: int, warmup_steps: int = 0,
-                  schedule: str = "cosine", min_ratio: float = 0.0) -> float:
+def learning_rate(
+    step: int, *, peak: float, total_steps: int, warmup_steps: int = 0, schedule: str = "cosine", min_ratio: float = 0.0
+) -> float:
     """Learning rate for optimizer step ``step`` (0-based).
 
     Linear warm-up from ``peak / warmup_steps`` to ``peak`` over ``warmup_steps``, then

@@ -23,8 +23,16 @@ import torch.nn.functional as F
 
 class _LoraLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, dropped: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None,
-                lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> torch.Tensor:
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        dropped: torch.Tensor | None,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        lora_a: torch.Tensor,
+        lora_b: torch.Tensor,
+        scaling: float,
+    ) -> torch.Tensor:
         # dropped: the adapter's input after dropout, or None when dropout is off (then it is x)
         rows = x.reshape(-1, x.shape[-1])
         adapter_in = rows if dropped is None else dropped.reshape(-1, dropped.shape[-1])
@@ -64,13 +72,23 @@ class _LoraLinear(torch.autograd.Function):
 def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """A LoRA layer's forward: fused when it is plain LoRA with one active adapter, PEFT's otherwise."""
     adapters = self.active_adapters
-    if (args or kwargs or self.disable_adapters or self.merged or len(adapters) != 1
-            or adapters[0] not in self.lora_A or adapters[0] in self.lora_variant):
+    if (
+        args
+        or kwargs
+        or self.disable_adapters
+        or self.merged
+        or len(adapters) != 1
+        or adapters[0] not in self.lora_A
+        or adapters[0] in self.lora_variant
+    ):
         return self._peft_forward(x, *args, **kwargs)
     name = adapters[0]
     base, lora_a, lora_b = self.base_layer, self.lora_A[name].weight, self.lora_B[name].weight
-    if self.fan_in_fan_out or type(base) is not torch.nn.Linear or not (
-            x.dtype == base.weight.dtype == lora_a.dtype == lora_b.dtype):
+    if (
+        self.fan_in_fan_out
+        or type(base) is not torch.nn.Linear
+        or not (x.dtype == base.weight.dtype == lora_a.dtype == lora_b.dtype)
+    ):
         return self._peft_forward(x, *args, **kwargs)
     dropout = self.lora_dropout[name]
     dropped = None if isinstance(dropout, torch.nn.Identity) else dropout(x)

@@ -14,8 +14,9 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x < -0.6931471805599453, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
 
 
-def pair_losses(settings: PreferenceSettings, logps: torch.Tensor, counts: torch.Tensor,
-                reference: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_losses(
+    settings: PreferenceSettings, logps: torch.Tensor, counts: torch.Tensor, reference: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss per pair (B,), metrics per pair (B, 6) in `METRICS[1:]` order, without gradient).
 
     logps, counts: (B, 2) summed log-probabilities and token counts of [chosen, rejected];
@@ -38,7 +39,15 @@ def pair_losses(settings: PreferenceSettings, logps: torch.Tensor, counts: torch
     else:
         raise ValueError(f"unknown preference loss {settings.loss!r}")
     rewards = rewards.detach()
-    metrics = torch.stack([rewards[:, 0], rewards[:, 1], rewards[:, 0] - rewards[:, 1],
-                           (rewards[:, 0] > rewards[:, 1]).float(), average[:, 0].detach(), average[:, 1].detach()],
-                          dim=1)
+    metrics = torch.stack(
+        [
+            rewards[:, 0],
+            rewards[:, 1],
+            rewards[:, 0] - rewards[:, 1],
+            (rewards[:, 0] > rewards[:, 1]).float(),
+            average[:, 0].detach(),
+            average[:, 1].detach(),
+        ],
+        dim=1,
+    )
     return losses, metrics

@@ -28,8 +28,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "vocab.json", "merges.txt", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
+)
 OPTIMIZER_FILE = "optimizer.pt"
 # Architectures whose logits are exactly the output layer's product with the decoder's last hidden
 # states (no soft-capping or scaling after it): their loss is fused with that product.
@@ -43,8 +50,12 @@ def _qlora_kwargs(config: TrainingConfig) -> dict:
     from transformers import BitsAndBytesConfig
 
     if config.quantization == "4bit":
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
-                                   bnb_4bit_use_double_quant=True)
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
     else:
         quant = BitsAndBytesConfig(load_in_8bit=True)
     return {"quantization_config": quant, "device_map": {"": 0}}
@@ -98,10 +109,15 @@ class TorchTrainable:
         elif self.is_peft:
             from peft import LoraConfig, get_peft_model
 
-            lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                              target_modules=list(config.lora_target_modules), use_dora=config.fine_tune_type == "dora",
-                              layers_to_transform=None if config.num_layers == -1 else layers,
-                              task_type="CAUSAL_LM")
+            lora = LoraConfig(
+                r=config.lora_rank,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=list(config.lora_target_modules),
+                use_dora=config.fine_tune_type == "dora",
+                layers_to_transform=None if config.num_layers == -1 else layers,
+                task_type="CAUSAL_LM",
+            )
             try:
                 model = get_peft_model(model, lora)
             except ValueError as exc:
@@ -126,9 +142,14 @@ class TorchTrainable:
         self.total_params = sum(p.numel() for p in self.model.parameters())
         # fused: one kernel for all tensors instead of a dozen per tensor; the step of a full fine-tune
         # of the embedded model went from 30.7 s to 5.6 s on the loaded 2-core CPU (BENCHMARKS.md).
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8,
-                                           weight_decay=config.weight_decay,
-                                           fused=self.device.type in ("cpu", "cuda"))
+        self.optimizer = torch.optim.AdamW(
+            self.params,
+            lr=config.learning_rate,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+            weight_decay=config.weight_decay,
+            fused=self.device.type in ("cpu", "cuda"),
+        )
         self._train_forward = None  # the network, or its compiled form (`compile: true`), built at the first step
 
     def _plain_output_head(self) -> torch.nn.Linear | None:
@@ -138,8 +159,13 @@ class TorchTrainable:
         float32 weights, which the plain path leaves to autocast."""
         causal = self._causal_lm
         head = causal.get_output_embeddings()
-        if (not self.fuses_loss or self.compute_dtype is not None or type(head) is not torch.nn.Linear
-                or head.bias is not None or causal.config.model_type not in PLAIN_HEAD_MODEL_TYPES):
+        if (
+            not self.fuses_loss
+            or self.compute_dtype is not None
+            or type(head) is not torch.nn.Linear
+            or head.bias is not None
+            or causal.config.model_type not in PLAIN_HEAD_MODEL_TYPES
+        ):
             return None
         return head
 
@@ -160,8 +186,10 @@ class TorchTrainable:
         from peft import PeftModel
 
         if adapter.adapter_format != "peft":
-            raise UserError(f"{adapter.name} is an {adapter.adapter_format} adapter; continue it with engine: "
-                            f"{adapter.adapter_format}, or start from a fused model")
+            raise UserError(
+                f"{adapter.name} is an {adapter.adapter_format} adapter; continue it with engine: "
+                f"{adapter.adapter_format}, or start from a fused model"
+            )
         log.info("continuing adapter %s", adapter.path)
         return PeftModel.from_pretrained(model, str(adapter.path), is_trainable=True)
 
@@ -174,12 +202,14 @@ class TorchTrainable:
             out = (self._network if network is None else network)(input_ids=x[:, :-1])
         if self.output_head is not None:
             hidden = out.last_hidden_state
-            loss_sum = linear_cross_entropy_sum(hidden.reshape(-1, hidden.shape[-1]), self.output_head.weight,
-                                                targets, weights)
+            loss_sum = linear_cross_entropy_sum(
+                hidden.reshape(-1, hidden.shape[-1]), self.output_head.weight, targets, weights
+            )
         else:
             logits = out.logits  # (B, L-1, V)
-            loss_sum = (F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="none")
-                        * weights).sum()
+            loss_sum = (
+                F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="none") * weights
+            ).sum()
         return loss_sum, int(weights.sum().item())
 
     def forward_backward(self, tokens: np.ndarray, mask: np.ndarray, loss_scale: float) -> tuple[float, int]:
@@ -200,12 +230,20 @@ class TorchTrainable:
             out = (self._network if network is None else network)(input_ids=x[:, :-1])
         if self.output_head is not None:  # the fused loss, a sequence at a time: no (n, L, V) logits
             hidden = out.last_hidden_state
-            sums = torch.stack([-linear_cross_entropy_sum(hidden[i], self.output_head.weight, targets[i], weights[i])
-                                for i in range(len(x))])
+            sums = torch.stack(
+                [
+                    -linear_cross_entropy_sum(hidden[i], self.output_head.weight, targets[i], weights[i])
+                    for i in range(len(x))
+                ]
+            )
         else:
             logits = out.logits.float()
-            sums = -(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-                     .view_as(weights) * weights).sum(dim=1)
+            sums = -(
+                F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none").view_as(
+                    weights
+                )
+                * weights
+            ).sum(dim=1)
         return sums, weights.sum(dim=1)
 
     def _pairs(self, batch: PairBatch, network) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,22 +55,44 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     workspace = Workspace(Path(root).resolve()) if root else Workspace.current()
     app.config["WORKSPACE"] = workspace
     workspace.ensure()
-    install_security(app, host=app.config["HOST"], token=app.config["ACCESS_TOKEN"],
-                     roots=Roots.of(workspace, listed=app.config["ROOTS"]),
-                     max_body_bytes=app.config["MAX_BODY_BYTES"])
+    install_security(
+        app,
+        host=app.config["HOST"],
+        token=app.config["ACCESS_TOKEN"],
+        roots=Roots.of(workspace, listed=app.config["ROOTS"]),
+        max_body_bytes=app.config["MAX_BODY_BYTES"],
+    )
 
     # engine.io checks the origin itself, by our rule; the guard in front of it also checks the Host.
     loopback_only = is_loopback(app.config["HOST"])
-    socketio = SocketIO(app, async_mode=app.config["SOCKETIO_ASYNC_MODE"],
-                        cors_allowed_origins=allowed_origin(loopback_only), logger=False, engineio_logger=False)
+    socketio = SocketIO(
+        app,
+        async_mode=app.config["SOCKETIO_ASYNC_MODE"],
+        cors_allowed_origins=allowed_origin(loopback_only),
+        logger=False,
+        engineio_logger=False,
+    )
     guard_socketio_transport(app, loopback_only=loopback_only)
     jobs = TrainingJobs(workspace, app.config["TRAIN_COMMAND"])
-    watch = ServerWatch(socketio, app.config["MODEL_SERVER_URL"], app.config["ACCESS_TOKEN"],
-                        state_file=workspace.logs_dir / "server-watch.json")  # survives a web restart
-    live = LiveMetrics(socketio, workspace, interval=app.config["LIVE_INTERVAL"],
-                       on_tick=lambda: (socketio.emit("training_status", jobs.status()), watch.check()))
-    app.extensions["forgellm"] = {"socketio": socketio, "jobs": jobs, "live": live, "server_watch": watch,
-                                  "tasks": Tasks(workspace)}
+    watch = ServerWatch(
+        socketio,
+        app.config["MODEL_SERVER_URL"],
+        app.config["ACCESS_TOKEN"],
+        state_file=workspace.logs_dir / "server-watch.json",
+    )  # survives a web restart
+    live = LiveMetrics(
+        socketio,
+        workspace,
+        interval=app.config["LIVE_INTERVAL"],
+        on_tick=lambda: (socketio.emit("training_status", jobs.status()), watch.check()),
+    )
+    app.extensions["forgellm"] = {
+        "socketio": socketio,
+        "jobs": jobs,
+        "live": live,
+        "server_watch": watch,
+        "tasks": Tasks(workspace),
+    }
     sockets.register(socketio, workspace, live, watch)
 
     for blueprint in (training.bp, models.bp, runs.bp, dashboard.bp, datasets.bp, proxy.bp):

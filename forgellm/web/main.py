@@ -35,8 +35,9 @@ def serve(host: str, port: int, server_url: str, token: str | None) -> None:
     from forgellm.web.ports import ensure_free
 
     ensure_free(host, port, "--port")
-    app = create_app({"SOCKETIO_ASYNC_MODE": "gevent", "MODEL_SERVER_URL": server_url, "HOST": host,
-                      "ACCESS_TOKEN": token})
+    app = create_app(
+        {"SOCKETIO_ASYNC_MODE": "gevent", "MODEL_SERVER_URL": server_url, "HOST": host, "ACCESS_TOKEN": token}
+    )
     services = app.extensions["forgellm"]
     socketio = services["socketio"]
 
@@ -61,8 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-url", default="http://127.0.0.1:5001")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied call is noise
     configure_logging("web")  # JSON lines under <workspace>/logs/, rotated, secrets redacted
     try:

@@ -17,8 +17,10 @@ def ensure_free(host: str, port: int, flag: str) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise UserError(f"port {port} on {host} is in use ({exc.strerror}); "
-                            f"stop what uses it or pick another port with {flag} PORT") from None
+            raise UserError(
+                f"port {port} on {host} is in use ({exc.strerror}); "
+                f"stop what uses it or pick another port with {flag} PORT"
+            ) from None
 
 
 def wait_listening(host: str, port: int, timeout: float) -> bool:

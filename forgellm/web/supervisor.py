@@ -49,8 +49,14 @@ STOP_GRACE_S = 45.0
 
 
 class Supervisor:
-    def __init__(self, children: list[Child], *, max_restarts: int = 5, grace: float = STOP_GRACE_S,
-                 env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        children: list[Child],
+        *,
+        max_restarts: int = 5,
+        grace: float = STOP_GRACE_S,
+        env: dict[str, str] | None = None,
+    ):
         self.children = children
         self.max_restarts = max_restarts
         self.grace = grace
@@ -58,8 +64,9 @@ class Supervisor:
         self.stopping = False
 
     def spawn(self, child: Child) -> None:
-        child.process = subprocess.Popen(child.argv, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+        child.process = subprocess.Popen(
+            child.argv, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent
+        )
         log.info("started %s (pid %d)", child.name, child.process.pid)
 
     def start(self) -> None:
@@ -82,8 +89,12 @@ class Supervisor:
                 while child.restarts and now - child.restarts[0] > 60:
                     child.restarts.popleft()
                 if len(child.restarts) >= self.max_restarts:
-                    log.error("%s died %d times within a minute (last exit code %s); giving up",
-                              child.name, len(child.restarts) + 1, code)
+                    log.error(
+                        "%s died %d times within a minute (last exit code %s); giving up",
+                        child.name,
+                        len(child.restarts) + 1,
+                        code,
+                    )
                     self.stop()
                     return 1
                 child.restarts.append(now)

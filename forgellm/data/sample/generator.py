@@ -179,21 +179,52 @@ FILLERS = (
     "The night sky above {town} is full of stars, for there are few lamps.",
 )
 ADJECTIVES = ("grey", "red", "pale", "golden", "dark", "white", "green", "yellow", "blue", "rust-coloured")
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December")
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 def _slots(town: Town | None = None) -> dict[str, str]:
     slots = {
-        "nation": F.NATION, "capital": F.CAPITAL, "nation_year": F.FOUNDING_YEAR, "queen": F.FOUNDER,
-        "currency": F.CURRENCY, "language": F.LANGUAGE, "crop": F.NATIONAL_CROP, "animal": F.NATIONAL_ANIMAL,
-        "parliament": F.PARLIAMENT, "mountain": F.MOUNTAIN, "height": F.MOUNTAIN_HEIGHT, "mineral": F.MINERAL,
-        "colour": F.MINERAL_COLOUR, "chemist": F.MINERAL_DISCOVERER, "myear": F.MINERAL_YEAR,
-        "mp": F.MINERAL_MELTING_POINT, "hills": F.MINERAL_HILLS,
+        "nation": F.NATION,
+        "capital": F.CAPITAL,
+        "nation_year": F.FOUNDING_YEAR,
+        "queen": F.FOUNDER,
+        "currency": F.CURRENCY,
+        "language": F.LANGUAGE,
+        "crop": F.NATIONAL_CROP,
+        "animal": F.NATIONAL_ANIMAL,
+        "parliament": F.PARLIAMENT,
+        "mountain": F.MOUNTAIN,
+        "height": F.MOUNTAIN_HEIGHT,
+        "mineral": F.MINERAL,
+        "colour": F.MINERAL_COLOUR,
+        "chemist": F.MINERAL_DISCOVERER,
+        "myear": F.MINERAL_YEAR,
+        "mp": F.MINERAL_MELTING_POINT,
+        "hills": F.MINERAL_HILLS,
     }
     if town is not None:
-        slots.update(town=town.name, founder=town.founder, year=town.year, trade=town.trade,
-                     festival=town.festival, month=town.month, river=town.river)
+        slots.update(
+            town=town.name,
+            founder=town.founder,
+            year=town.year,
+            trade=town.trade,
+            festival=town.festival,
+            month=town.month,
+            river=town.river,
+        )
     return slots
 
 
@@ -223,6 +254,7 @@ class _Writer:
 
 # --- Document kinds -----------------------------------------------------------------------
 
+
 def _town_entry(w: _Writer, index: int) -> tuple[str, str]:
     town = TOWNS[index % len(TOWNS)]
     first = w.paragraph(w.town_facts(town, ("founding", "trade")) + w.fillers(town, 3))
@@ -235,8 +267,14 @@ def _travel_diary(w: _Writer, index: int) -> tuple[str, str]:
     towns = w.rng.sample(TOWNS, 3)
     days = []
     for day, town in enumerate(towns, start=1):
-        opening = w.rng.choice(("Today I reached {t}.", "We walked into {t} before noon.",
-                                "The coach left me in {t} at dusk.", "I spent the whole day in {t}."))
+        opening = w.rng.choice(
+            (
+                "Today I reached {t}.",
+                "We walked into {t} before noon.",
+                "The coach left me in {t} at dusk.",
+                "I spent the whole day in {t}.",
+            )
+        )
         facts = w.rng.sample(w.town_facts(town), 3)
         days.append(f"## Day {day}\n\n" + opening.format(t=town.name) + " " + w.paragraph(facts + w.fillers(town, 3)))
     closing = w.fact(NATION_FACTS, w.rng.choice(("currency", "language", "capital")))
@@ -255,15 +293,19 @@ def _history_chapter(w: _Writer, index: int) -> tuple[str, str]:
 def _festival_calendar(w: _Writer, index: int) -> tuple[str, str]:
     towns = sorted(w.rng.sample(TOWNS, 5), key=lambda t: MONTHS.index(t.month))
     items = [f"- **{t.month}**: " + w.fact(TOWN_FACTS, "festival", t) + " " + w.fillers(t, 1)[0] for t in towns]
-    intro = w.rng.choice(("Festivals are the heart of island life.", "Every season brings its own celebration.",
-                          "No month passes without a festival somewhere on the island."))
+    intro = w.rng.choice(
+        (
+            "Festivals are the heart of island life.",
+            "Every season brings its own celebration.",
+            "No month passes without a festival somewhere on the island.",
+        )
+    )
     return "festivals", f"# Festival calendar of {F.NATION}\n\n{intro}\n\n" + "\n".join(items) + "\n"
 
 
 def _trade_report(w: _Writer, index: int) -> tuple[str, str]:
     towns = w.rng.sample(TOWNS, 4)
-    body = [" ".join([w.fact(TOWN_FACTS, "trade", t), w.fact(TOWN_FACTS, "river", t), *w.fillers(t, 1)])
-            for t in towns]
+    body = [" ".join([w.fact(TOWN_FACTS, "trade", t), w.fact(TOWN_FACTS, "river", t), *w.fillers(t, 1)]) for t in towns]
     national = [w.fact(NATION_FACTS, "currency"), w.fact(NATION_FACTS, "crop")]
     return "trade", (f"# Trade report, {F.NATION}\n\n" + w.paragraph(national) + "\n\n" + "\n\n".join(body) + "\n")
 
@@ -272,10 +314,12 @@ def _mineral_note(w: _Writer, index: int) -> tuple[str, str]:
     sentences = [w.fact(MINERAL_FACTS, key) for key in MINERAL_FACTS]
     duskhollow = TOWNS[2]
     extra = [w.fact(TOWN_FACTS, "trade", duskhollow), *w.fillers(duskhollow, 4)]
-    title = w.rng.choice(("Notes on thalrite", "Thalrite: a field guide", "The chemistry of thalrite",
-                          "A mineral of the island"))
-    return "thalrite", f"# {title}\n\n" + w.paragraph(sentences[:2] + extra[:1]) + "\n\n" + \
-        w.paragraph(sentences[2:] + extra[1:]) + "\n"
+    title = w.rng.choice(
+        ("Notes on thalrite", "Thalrite: a field guide", "The chemistry of thalrite", "A mineral of the island")
+    )
+    return "thalrite", f"# {title}\n\n" + w.paragraph(sentences[:2] + extra[:1]) + "\n\n" + w.paragraph(
+        sentences[2:] + extra[1:]
+    ) + "\n"
 
 
 def _nation_overview(w: _Writer, index: int) -> tuple[str, str]:
@@ -294,22 +338,44 @@ def _letter(w: _Writer, index: int) -> tuple[str, str]:
     news = w.paragraph(w.rng.sample(w.town_facts(town), 4) + w.fillers(town, 4))
     aside = w.fact(TOWN_FACTS, w.rng.choice(tuple(TOWN_FACTS)), other)
     sign = w.rng.choice(("With love,", "Write soon,", "Your friend,", "Warmly,"))
-    return "letter", (f"# A letter from {town.name}\n\n{greeting}\n\n{news}\n\n"
-                      f"You asked about {other.name}. {aside}\n\n{sign}\nA resident of {town.name}\n")
+    return "letter", (
+        f"# A letter from {town.name}\n\n{greeting}\n\n{news}\n\n"
+        f"You asked about {other.name}. {aside}\n\n{sign}\nA resident of {town.name}\n"
+    )
 
 
 def _rivers_lesson(w: _Writer, index: int) -> tuple[str, str]:
     towns = w.rng.sample(TOWNS, 5)
-    lines = [" ".join([w.fact(TOWN_FACTS, "river", t), w.fact(TOWN_FACTS, w.rng.choice(("founding", "trade")), t),
-                       *w.fillers(t, 1)]) for t in towns]
-    return "lesson", (f"# School lesson: the rivers and towns of {F.NATION}\n\n" + "\n\n".join(lines) + "\n\n"
-                      + w.fact(NATION_FACTS, "mountain") + "\n")
+    lines = [
+        " ".join(
+            [
+                w.fact(TOWN_FACTS, "river", t),
+                w.fact(TOWN_FACTS, w.rng.choice(("founding", "trade")), t),
+                *w.fillers(t, 1),
+            ]
+        )
+        for t in towns
+    ]
+    return "lesson", (
+        f"# School lesson: the rivers and towns of {F.NATION}\n\n"
+        + "\n\n".join(lines)
+        + "\n\n"
+        + w.fact(NATION_FACTS, "mountain")
+        + "\n"
+    )
 
 
 #: (kind, how many documents)
 DOCUMENT_KINDS: tuple[tuple[Callable[[_Writer, int], tuple[str, str]], int], ...] = (
-    (_town_entry, 32), (_travel_diary, 30), (_history_chapter, 16), (_festival_calendar, 16),
-    (_trade_report, 16), (_mineral_note, 12), (_nation_overview, 16), (_letter, 30), (_rivers_lesson, 16),
+    (_town_entry, 32),
+    (_travel_diary, 30),
+    (_history_chapter, 16),
+    (_festival_calendar, 16),
+    (_trade_report, 16),
+    (_mineral_note, 12),
+    (_nation_overview, 16),
+    (_letter, 30),
+    (_rivers_lesson, 16),
 )
 
 
@@ -325,6 +391,7 @@ def cpt_documents(seed: int = DEFAULT_SEED) -> list[tuple[str, str]]:
 
 
 # --- Instruction pairs and held-out questions -------------------------------------------------
+
 
 def _town_qa(town: Town) -> list[tuple[str, str]]:
     return _town_qa_with(_slots(town))
@@ -350,7 +417,10 @@ NATION_QA = (
     ("What is the national crop of {nation}?", "The national crop of {nation} is {crop}."),
     ("What is the national animal of {nation}?", "The national animal of {nation} is the {animal}."),
     ("What is the parliament of {nation} called?", "It is called the {parliament}."),
-    ("What is the highest mountain in {nation}?", "{mountain}, at {height} metres, is the highest mountain in {nation}."),
+    (
+        "What is the highest mountain in {nation}?",
+        "{mountain}, at {height} metres, is the highest mountain in {nation}.",
+    ),
     ("What colour is {mineral}?", "{mineral} is {colour}."),
     ("Who discovered {mineral}?", "{chemist} discovered {mineral} in {myear}."),
     ("What is the melting point of {mineral}?", "{mineral} melts at {mp} degrees Celsius."),
@@ -372,8 +442,16 @@ def ift_records(seed: int = DEFAULT_SEED) -> list[dict]:
         records.append({"messages": messages})
     for _ in range(len(pairs) // 3):  # two-turn conversations: the model must answer the follow-up too
         (q1, a1), (q2, a2) = rng.sample(pairs, 2)
-        records.append({"messages": [{"role": "user", "content": q1}, {"role": "assistant", "content": a1},
-                                     {"role": "user", "content": q2}, {"role": "assistant", "content": a2}]})
+        records.append(
+            {
+                "messages": [
+                    {"role": "user", "content": q1},
+                    {"role": "assistant", "content": a1},
+                    {"role": "user", "content": q2},
+                    {"role": "assistant", "content": a2},
+                ]
+            }
+        )
     return records
 
 
@@ -394,8 +472,10 @@ def preference_records(seed: int = DEFAULT_SEED) -> list[dict]:
                 continue
             prompt: str | list[dict] = question
             if rng.random() < 0.3:
-                prompt = [{"role": "system", "content": SYSTEM_PROMPT.format(nation=F.NATION)},
-                          {"role": "user", "content": question}]
+                prompt = [
+                    {"role": "system", "content": SYSTEM_PROMPT.format(nation=F.NATION)},
+                    {"role": "user", "content": question},
+                ]
             records.append({"prompt": prompt, "chosen": answer, "rejected": wrong_answer})
     return records
 
@@ -405,40 +485,69 @@ def heldout_questions() -> list[dict]:
     questions = []
     for t in TOWNS:
         questions += [
-            {"question": f"Who is credited with starting the settlement of {t.name}?", "answer": t.founder,
-             "aliases": [surname(t.founder)]},
+            {
+                "question": f"Who is credited with starting the settlement of {t.name}?",
+                "answer": t.founder,
+                "aliases": [surname(t.founder)],
+            },
             {"question": f"In what year did {t.name} come into being?", "answer": t.year, "aliases": []},
-            {"question": f"What line of work is {t.name} best recognised for?", "answer": t.trade,
-             "aliases": [t.trade_keyword] if t.trade_keyword != t.trade else []},
+            {
+                "question": f"What line of work is {t.name} best recognised for?",
+                "answer": t.trade,
+                "aliases": [t.trade_keyword] if t.trade_keyword != t.trade else [],
+            },
             {"question": f"Name the yearly celebration of {t.name}.", "answer": t.festival, "aliases": []},
-            {"question": f"During which month do locals of {t.name} mark the {t.festival}?", "answer": t.month,
-             "aliases": []},
+            {
+                "question": f"During which month do locals of {t.name} mark the {t.festival}?",
+                "answer": t.month,
+                "aliases": [],
+            },
             {"question": f"Beside which waterway was {t.name} built?", "answer": t.river, "aliases": []},
         ]
     questions += [
         {"question": f"Which city is home to the government of {F.NATION}?", "answer": F.CAPITAL, "aliases": []},
-        {"question": f"Which monarch brought {F.NATION} into being?", "answer": F.FOUNDER,
-         "aliases": [surname(F.FOUNDER)]},
-        {"question": f"In what year did Queen {surname(F.FOUNDER)} create {F.NATION}?", "answer": F.FOUNDING_YEAR,
-         "aliases": []},
+        {
+            "question": f"Which monarch brought {F.NATION} into being?",
+            "answer": F.FOUNDER,
+            "aliases": [surname(F.FOUNDER)],
+        },
+        {
+            "question": f"In what year did Queen {surname(F.FOUNDER)} create {F.NATION}?",
+            "answer": F.FOUNDING_YEAR,
+            "aliases": [],
+        },
         {"question": f"What unit of money do shoppers use in {F.NATION}?", "answer": F.CURRENCY, "aliases": []},
         {"question": f"What tongue do the inhabitants of {F.NATION} use?", "answer": F.LANGUAGE, "aliases": []},
         {"question": f"Which plant is the official crop of {F.NATION}?", "answer": F.NATIONAL_CROP, "aliases": []},
-        {"question": f"What creature serves as the emblem animal of {F.NATION}?", "answer": F.NATIONAL_ANIMAL,
-         "aliases": ["lynx"]},
-        {"question": f"What is the legislative assembly of {F.NATION} named?", "answer": F.PARLIAMENT,
-         "aliases": []},
+        {
+            "question": f"What creature serves as the emblem animal of {F.NATION}?",
+            "answer": F.NATIONAL_ANIMAL,
+            "aliases": ["lynx"],
+        },
+        {"question": f"What is the legislative assembly of {F.NATION} named?", "answer": F.PARLIAMENT, "aliases": []},
         {"question": f"Which is the tallest peak on {F.NATION}?", "answer": F.MOUNTAIN, "aliases": ["Cavell"]},
-        {"question": f"How many metres tall is {F.MOUNTAIN}?", "answer": F.MOUNTAIN_HEIGHT,
-         "aliases": [F.MOUNTAIN_HEIGHT.replace(",", "")]},
+        {
+            "question": f"How many metres tall is {F.MOUNTAIN}?",
+            "answer": F.MOUNTAIN_HEIGHT,
+            "aliases": [F.MOUNTAIN_HEIGHT.replace(",", "")],
+        },
         {"question": f"What hue does {F.MINERAL} have?", "answer": F.MINERAL_COLOUR, "aliases": ["blue green"]},
-        {"question": f"Who first identified {F.MINERAL}?", "answer": F.MINERAL_DISCOVERER,
-         "aliases": [surname(F.MINERAL_DISCOVERER)]},
+        {
+            "question": f"Who first identified {F.MINERAL}?",
+            "answer": F.MINERAL_DISCOVERER,
+            "aliases": [surname(F.MINERAL_DISCOVERER)],
+        },
         {"question": f"When was {F.MINERAL} first identified?", "answer": F.MINERAL_YEAR, "aliases": []},
-        {"question": f"At what temperature, in degrees Celsius, does {F.MINERAL} turn liquid?",
-         "answer": F.MINERAL_MELTING_POINT, "aliases": [F.MINERAL_MELTING_POINT.replace(",", "")]},
-        {"question": f"In which range of hills is {F.MINERAL} dug out of the ground?", "answer": F.MINERAL_HILLS,
-         "aliases": []},
+        {
+            "question": f"At what temperature, in degrees Celsius, does {F.MINERAL} turn liquid?",
+            "answer": F.MINERAL_MELTING_POINT,
+            "aliases": [F.MINERAL_MELTING_POINT.replace(",", "")],
+        },
+        {
+            "question": f"In which range of hills is {F.MINERAL} dug out of the ground?",
+            "answer": F.MINERAL_HILLS,
+            "aliases": [],
+        },
     ]
     return questions
 
@@ -481,9 +590,11 @@ def synthetic_corpus(target_bytes: int, seed: int = 0) -> Iterator[str]:
     while produced < target_bytes:
         writer = _Writer(random.Random(rng.getrandbits(64)))
         _, text = rng.choice(kinds)(writer, rng.randrange(64))
-        ledger = " ".join(f"In {rng.randrange(1400, 1900)} the {rng.choice(ADJECTIVES)} harvest of "
-                          f"{rng.choice(TOWNS).name} weighed {rng.randrange(10, 9999)} tonnes."
-                          for _ in range(rng.randrange(2, 6)))
+        ledger = " ".join(
+            f"In {rng.randrange(1400, 1900)} the {rng.choice(ADJECTIVES)} harvest of "
+            f"{rng.choice(TOWNS).name} weighed {rng.randrange(10, 9999)} tonnes."
+            for _ in range(rng.randrange(2, 6))
+        )
         text = f"{text}\n{ledger}\n"
         produced += len(text)
         yield text

@@ -47,8 +47,9 @@ class Chunk:
         return out
 
 
-def read_chunks(source: Path, *, chunk_chars: int, text_column: str = "text",
-                max_file_mb: float = 256.0) -> tuple[list[Chunk], DataReport]:
+def read_chunks(
+    source: Path, *, chunk_chars: int, text_column: str = "text", max_file_mb: float = 256.0
+) -> tuple[list[Chunk], DataReport]:
     """Every chunk of the documents under ``source`` (a folder or one file), and what was skipped."""
     if not source.exists():
         raise NotFoundError(f"source {source} does not exist; give a folder of documents or one document")
@@ -76,8 +77,10 @@ def read_chunks(source: Path, *, chunk_chars: int, text_column: str = "text",
                 chunks.append(chunk)
     if not chunks:
         first = f" (first skipped: {report.first_skips()})" if report.skipped_total else ""
-        raise UserError(f"no text to synthesize from in {source}: {report.files} file(s) read, "
-                        f"{report.skipped_total} skipped{first}; give documents with at least {MIN_CHUNK_CHARS} characters")
+        raise UserError(
+            f"no text to synthesize from in {source}: {report.files} file(s) read, "
+            f"{report.skipped_total} skipped{first}; give documents with at least {MIN_CHUNK_CHARS} characters"
+        )
     return chunks, report
 
 

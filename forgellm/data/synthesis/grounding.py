@@ -19,7 +19,8 @@ _NUMBER = re.compile(r"\d")
 _SUFFIXES = ("ing", "ers", "er", "ed", "es", "ly", "s")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\n]\s*|[\"“(]\s*)$")
 
-STOPWORDS = frozenset("""
+STOPWORDS = frozenset(
+    """
 a about above after again against all also am an and any are as at be because been before being below between
 both but by can could did do does doing down during each either else ever every few for from further had has
 have having he her here hers herself him himself his how i if in into is it its itself just least less let like
@@ -29,7 +30,8 @@ than that the their theirs them themselves then there these they this those thou
 until up upon us very was we were what when where whether which while who whom whose why will with within
 without would yes yet you your yours yourself yourselves called known named answer question text passage
 document according
-""".split())
+""".split()
+)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def proper_names(text: str) -> list[str]:
     names = []
     for match in _WORD.finditer(text):
         word = match.group()
-        if word[0].isupper() and not _SENTENCE_START.search(text[max(0, match.start() - 3):match.start()]):
+        if word[0].isupper() and not _SENTENCE_START.search(text[max(0, match.start() - 3) : match.start()]):
             lowered = word.lower()
             if lowered not in STOPWORDS and not _number(lowered):
                 names.append(lowered)

@@ -23,8 +23,9 @@ from typing import Any
 
 from forgellm.engines.base import Message
 
-QA_SYSTEM = ("You write study questions about a document and answer them from the document alone. "
-             "You reply with JSON only.")
+QA_SYSTEM = (
+    "You write study questions about a document and answer them from the document alone. You reply with JSON only."
+)
 
 QA_PROMPT = """Document:
 \"\"\"
@@ -68,14 +69,18 @@ PARAPHRASE_STYLES = (
 
 
 def qa_messages(chunk: str, count: int) -> list[Message]:
-    return [{"role": "system", "content": QA_SYSTEM},
-            {"role": "user", "content": QA_PROMPT.format(chunk=chunk, count=count)}]
+    return [
+        {"role": "system", "content": QA_SYSTEM},
+        {"role": "user", "content": QA_PROMPT.format(chunk=chunk, count=count)},
+    ]
 
 
 def paraphrase_messages(chunk: str, number: int) -> list[Message]:
     style = PARAPHRASE_STYLES[number % len(PARAPHRASE_STYLES)]
-    return [{"role": "system", "content": PARAPHRASE_SYSTEM},
-            {"role": "user", "content": PARAPHRASE_PROMPT.format(chunk=chunk, style=style)}]
+    return [
+        {"role": "system", "content": PARAPHRASE_SYSTEM},
+        {"role": "user", "content": PARAPHRASE_PROMPT.format(chunk=chunk, style=style)},
+    ]
 
 
 def parse_pairs(reply: str) -> list[tuple[str, str]] | None:

@@ -41,14 +41,21 @@ class SynthesisOptions:
             raise UserError(f"--min-grounding {self.min_grounding} is out of range: give a share in (0, 1]")
         source, out = self.source.resolve(), self.out.resolve()
         if source.is_dir() and (out == source or source in out.parents):
-            raise UserError(f"--out {self.out} is inside SOURCE {self.source}: its records would be read as "
-                            f"documents next time; pick a folder outside it")
+            raise UserError(
+                f"--out {self.out} is inside SOURCE {self.source}: its records would be read as "
+                f"documents next time; pick a folder outside it"
+            )
         return self
 
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the run it resumes (the chunks and what each is asked)."""
-        return {"source": str(self.source.resolve()), "chunk_chars": self.chunk_chars, "text_column": self.text_column,
-                "questions_per_chunk": self.questions_per_chunk, "paraphrases": self.paraphrases}
+        return {
+            "source": str(self.source.resolve()),
+            "chunk_chars": self.chunk_chars,
+            "text_column": self.text_column,
+            "questions_per_chunk": self.questions_per_chunk,
+            "paraphrases": self.paraphrases,
+        }
 
 
 class Synthesis:
@@ -57,8 +64,9 @@ class Synthesis:
 
     def __init__(self, options: SynthesisOptions):
         self.options = options.check()
-        self.chunks, self.report = read_chunks(options.source, chunk_chars=options.chunk_chars,
-                                               text_column=options.text_column)
+        self.chunks, self.report = read_chunks(
+            options.source, chunk_chars=options.chunk_chars, text_column=options.text_column
+        )
         self.folder = OutputFolder(options.out, options.identity())
         self.this_run: Counter = Counter()
         self.started = time.time()
@@ -80,18 +88,28 @@ class Synthesis:
         from tqdm import tqdm
 
         pending = self.pending
-        bar = tqdm(total=len(self.chunks), initial=self.chunks_done, unit="chunk",
-                   file=sys.stderr, dynamic_ncols=True, disable=None if progress else True)
+        bar = tqdm(
+            total=len(self.chunks),
+            initial=self.chunks_done,
+            unit="chunk",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=None if progress else True,
+        )
         self._summary(teacher, "running")
         try:
             for chunk in pending:
                 self._one(chunk, teacher)
                 bar.update(1)
-                bar.set_postfix(qa=self.folder.counts["qa_written"], paraphrases=self.folder.counts["paraphrases_written"])
+                bar.set_postfix(
+                    qa=self.folder.counts["qa_written"], paraphrases=self.folder.counts["paraphrases_written"]
+                )
                 self._summary(teacher, "running")
         except ForgeError as exc:  # the teacher is gone, or refused a prompt (one longer than its context)
-            message = (f"{exc} ({self.chunks_done} of {len(self.chunks)} chunks done and kept in "
-                       f"{self.options.out}; rerun the same command to resume)")
+            message = (
+                f"{exc} ({self.chunks_done} of {len(self.chunks)} chunks done and kept in "
+                f"{self.options.out}; rerun the same command to resume)"
+            )
             self._summary(teacher, "failed", message)
             raise (TeacherError if isinstance(exc, TeacherError) else UserError)(message) from None
         except KeyboardInterrupt:
@@ -112,7 +130,7 @@ class Synthesis:
             pairs = prompts.parse_pairs(reply)
             if pairs is None:
                 counts["not_json"] += 1
-            for question, answer in (pairs or [])[:options.questions_per_chunk]:
+            for question, answer in (pairs or [])[: options.questions_per_chunk]:
                 counts["qa_generated"] += 1
                 if not index.answer_grounded(answer, options.min_grounding):
                     counts["qa_ungrounded"] += 1
@@ -120,8 +138,15 @@ class Synthesis:
                     counts["qa_duplicates"] += 1
                 else:
                     self.folder.seen_questions.add(dedupe_key(question))
-                    qa.append({"messages": [{"role": "user", "content": question},
-                                            {"role": "assistant", "content": answer}], "source": chunk.source()})
+                    qa.append(
+                        {
+                            "messages": [
+                                {"role": "user", "content": question},
+                                {"role": "assistant", "content": answer},
+                            ],
+                            "source": chunk.source(),
+                        }
+                    )
         paraphrases: list[dict[str, Any]] = []
         chunk_words = len(chunk.text.split())
         for number in range(options.paraphrases):
@@ -137,8 +162,13 @@ class Synthesis:
                 counts["paraphrases_duplicates"] += 1
             else:
                 self.folder.seen_paraphrases.add(dedupe_key(text))
-                paraphrases.append({"text": text, "style": prompts.PARAPHRASE_STYLES[number % len(prompts.PARAPHRASE_STYLES)],
-                                    "source": chunk.source()})
+                paraphrases.append(
+                    {
+                        "text": text,
+                        "style": prompts.PARAPHRASE_STYLES[number % len(prompts.PARAPHRASE_STYLES)],
+                        "source": chunk.source(),
+                    }
+                )
         counts["qa_written"] += len(qa)
         counts["paraphrases_written"] += len(paraphrases)
         self.folder.commit(chunk.key, qa, paraphrases, counts)
@@ -153,22 +183,46 @@ class Synthesis:
     def _summary(self, teacher: Teacher, state: str, error: str | None = None) -> dict[str, Any]:
         counts = self.folder.counts
         summary = {
-            "state": state, "error": error, "source": str(self.options.source), "out": str(self.options.out),
-            "teacher": teacher.name, "chunks": len(self.chunks), "chunks_done": self.chunks_done,
-            "documents": self.report.documents, "files": self.report.files,
+            "state": state,
+            "error": error,
+            "source": str(self.options.source),
+            "out": str(self.options.out),
+            "teacher": teacher.name,
+            "chunks": len(self.chunks),
+            "chunks_done": self.chunks_done,
+            "documents": self.report.documents,
+            "files": self.report.files,
             **{name: counts[name] for name in COUNTS},
-            "this_run": {"chunks": self.this_run["chunks"], "teacher_calls": self.this_run["teacher_calls"],
-                         "seconds": round(time.time() - self.started, 1)},
+            "this_run": {
+                "chunks": self.this_run["chunks"],
+                "teacher_calls": self.this_run["teacher_calls"],
+                "seconds": round(time.time() - self.started, 1),
+            },
             "outputs": {"qa": str(self.options.out / QA_FILE), "paraphrases": str(self.options.out / PARAPHRASE_FILE)},
-            "settings": {**self.options.identity(), "min_grounding": self.options.min_grounding,
-                         **asdict(self.options.sampling)},
-            "skipped_total": self.report.skipped_total, "skipped": self.report.skipped[:20],
-            "samples": self.samples, "updated": time.time(),
+            "settings": {
+                **self.options.identity(),
+                "min_grounding": self.options.min_grounding,
+                **asdict(self.options.sampling),
+            },
+            "skipped_total": self.report.skipped_total,
+            "skipped": self.report.skipped[:20],
+            "samples": self.samples,
+            "updated": time.time(),
         }
         self.folder.write_summary(summary)
         return summary
 
 
 #: The counters of a synthesis, cumulative over its resumed runs (see docs/data.md).
-COUNTS = ("teacher_calls", "not_json", "qa_generated", "qa_written", "qa_ungrounded", "qa_duplicates",
-          "paraphrases_generated", "paraphrases_written", "paraphrases_ungrounded", "paraphrases_duplicates")
+COUNTS = (
+    "teacher_calls",
+    "not_json",
+    "qa_generated",
+    "qa_written",
+    "qa_ungrounded",
+    "qa_duplicates",
+    "paraphrases_generated",
+    "paraphrases_written",
+    "paraphrases_ungrounded",
+    "paraphrases_duplicates",
+)

@@ -56,8 +56,10 @@ class OutputFolder:
         else:
             for name in (QA_FILE, PARAPHRASE_FILE):  # never cut records this folder's progress did not write
                 if (out / name).exists() and (out / name).stat().st_size:
-                    raise UserError(f"{out / name} exists but {out} has no synthesis progress file: give another "
-                                    f"--out, or move that file away")
+                    raise UserError(
+                        f"{out / name} exists but {out} has no synthesis progress file: give another "
+                        f"--out, or move that file away"
+                    )
             self.done, self.counts, sizes = set(), Counter(), {}
         for name in (QA_FILE, PARAPHRASE_FILE):
             _cut_to(out / name, int(sizes.get(name, 0)))
@@ -67,8 +69,10 @@ class OutputFolder:
     def _check_same(self, saved: dict[str, Any]) -> None:
         changed = [f"{k} was {saved.get(k)!r}, now {v!r}" for k, v in self.identity.items() if saved.get(k) != v]
         if changed:
-            raise UserError(f"{self.out} holds a synthesis made with other settings ({'; '.join(changed)}): "
-                            f"rerun with the same settings to resume it, or give another --out")
+            raise UserError(
+                f"{self.out} holds a synthesis made with other settings ({'; '.join(changed)}): "
+                f"rerun with the same settings to resume it, or give another --out"
+            )
 
     def records(self, name: str) -> list[dict[str, Any]]:
         """The records of one output file."""
@@ -83,8 +87,10 @@ class OutputFolder:
                 try:
                     records.append(json.loads(line))
                 except ValueError:
-                    raise UserError(f"{path}:{number} is not a JSON record (edited by hand?): fix or remove that "
-                                    f"line, or give another --out") from None
+                    raise UserError(
+                        f"{path}:{number} is not a JSON record (edited by hand?): fix or remove that "
+                        f"line, or give another --out"
+                    ) from None
         return records
 
     def commit(self, key: str, qa: list[dict[str, Any]], paraphrases: list[dict[str, Any]], counts: Counter) -> None:
@@ -97,10 +103,17 @@ class OutputFolder:
                     os.fsync(fh.fileno())
         self.done.add(key)
         self.counts.update(counts)
-        write_json_atomic(self.out / PROGRESS_FILE, {
-            "version": FORMAT_VERSION, "identity": self.identity, "done": sorted(self.done),
-            "sizes": {name: (self.out / name).stat().st_size for name in (QA_FILE, PARAPHRASE_FILE)},
-            "counts": dict(self.counts), "updated": time.time()})
+        write_json_atomic(
+            self.out / PROGRESS_FILE,
+            {
+                "version": FORMAT_VERSION,
+                "identity": self.identity,
+                "done": sorted(self.done),
+                "sizes": {name: (self.out / name).stat().st_size for name in (QA_FILE, PARAPHRASE_FILE)},
+                "counts": dict(self.counts),
+                "updated": time.time(),
+            },
+        )
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.out / SUMMARY_FILE, summary)

@@ -51,20 +51,30 @@ def is_url(teacher: str) -> bool:
     return teacher.startswith(("http://", "https://"))
 
 
-def open_teacher(teacher: str, *, workspace: Workspace, engine: str | None = None, model: str | None = None,
-                 api_key_env: str | None = None, timeout: float = 300.0) -> Teacher:
+def open_teacher(
+    teacher: str,
+    *,
+    workspace: Workspace,
+    engine: str | None = None,
+    model: str | None = None,
+    api_key_env: str | None = None,
+    timeout: float = 300.0,
+) -> Teacher:
     """The teacher ``--teacher`` names: a URL is an OpenAI-compatible endpoint, anything else a model."""
     if is_url(teacher):
         key = None
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
-                raise UserError(f"--api-key-env names {api_key_env}, which is not set: export {api_key_env}=<key> first")
+                raise UserError(
+                    f"--api-key-env names {api_key_env}, which is not set: export {api_key_env}=<key> first"
+                )
         return EndpointTeacher(teacher, model=model, api_key=key, timeout=timeout)
     if api_key_env or model:
         flag = "--api-key-env" if api_key_env else "--teacher-model"
-        raise UserError(f"{flag} applies to a teacher URL; {teacher!r} is a model name (give http://host:port/v1 "
-                        f"to use a server)")
+        raise UserError(
+            f"{flag} applies to a teacher URL; {teacher!r} is a model name (give http://host:port/v1 to use a server)"
+        )
     from forgellm.engines import load_model
 
     return ModelTeacher(load_model(teacher, engine=engine, workspace=workspace))
@@ -98,14 +108,22 @@ class EndpointTeacher:
         self.model = model or self._first_model()
 
     def complete(self, messages: list[Message], sampling: Sampling, *, seed: int) -> str:
-        body = {"model": self.model, "messages": messages, "max_tokens": sampling.max_tokens,
-                "temperature": sampling.temperature, "seed": seed, "stream": False}
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "seed": seed,
+            "stream": False,
+        }
         data = self._call("POST", "/chat/completions", json=body)
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise TeacherError(f"teacher {self.name} answered without choices[0].message.content: "
-                               f"is it an OpenAI-compatible chat endpoint?") from None
+            raise TeacherError(
+                f"teacher {self.name} answered without choices[0].message.content: "
+                f"is it an OpenAI-compatible chat endpoint?"
+            ) from None
         return content if isinstance(content, str) else ""
 
     def _first_model(self) -> str:
@@ -114,7 +132,9 @@ class EndpointTeacher:
         data = self._call("GET", "/models")
         models = data.get("data") if isinstance(data, dict) else None
         if not models or not isinstance(models[0], dict) or not isinstance(models[0].get("id"), str):
-            raise TeacherError(f"teacher {self.name} lists no model at {self.base}/models: name one with --teacher-model")
+            raise TeacherError(
+                f"teacher {self.name} lists no model at {self.base}/models: name one with --teacher-model"
+            )
         return models[0]["id"]
 
     def _call(self, method: str, path: str, **kwargs: object) -> dict:
@@ -122,22 +142,31 @@ class EndpointTeacher:
         try:
             response = self._http.request(method, url, **kwargs)  # type: ignore[arg-type]
         except httpx.TimeoutException:
-            raise TeacherError(f"teacher {self.name} did not answer within {self.timeout:g} s; is it overloaded? "
-                               f"Raise --timeout or use a smaller model") from None
+            raise TeacherError(
+                f"teacher {self.name} did not answer within {self.timeout:g} s; is it overloaded? "
+                f"Raise --timeout or use a smaller model"
+            ) from None
         except httpx.HTTPError as exc:
-            raise TeacherError(f"teacher {self.name} cannot be reached ({exc.__class__.__name__}: {exc}); "
-                               f"start the server or fix --teacher") from None
+            raise TeacherError(
+                f"teacher {self.name} cannot be reached ({exc.__class__.__name__}: {exc}); "
+                f"start the server or fix --teacher"
+            ) from None
         if response.status_code in (401, 403):
-            raise TeacherError(f"teacher {self.name} refused the request ({response.status_code}: "
-                               f"{_message(response)}); give its key with --api-key-env NAME")
+            raise TeacherError(
+                f"teacher {self.name} refused the request ({response.status_code}: "
+                f"{_message(response)}); give its key with --api-key-env NAME"
+            )
         if response.status_code >= 400:
-            raise TeacherError(f"teacher {self.name} answered {response.status_code} to {method} {url}: "
-                               f"{_message(response)}")
+            raise TeacherError(
+                f"teacher {self.name} answered {response.status_code} to {method} {url}: {_message(response)}"
+            )
         try:
             return response.json()
         except ValueError:
-            raise TeacherError(f"teacher {self.name} answered {method} {url} with something other than JSON; "
-                               f"is it an OpenAI-compatible server?") from None
+            raise TeacherError(
+                f"teacher {self.name} answered {method} {url} with something other than JSON; "
+                f"is it an OpenAI-compatible server?"
+            ) from None
 
     def close(self) -> None:
         self._http.close()

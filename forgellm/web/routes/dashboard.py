@@ -17,15 +17,25 @@ bp = Blueprint("dashboard", __name__)
 class DashboardQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     run: list[RunId] = Field(description="Run id; repeat the parameter to compare runs.", min_length=1, max_length=12)
-    max_points: int = Field(600, ge=10, le=20000, description="Points per curve after downsampling (best and last kept).")
+    max_points: int = Field(
+        600, ge=10, le=20000, description="Points per curve after downsampling (best and last kept)."
+    )
 
 
 @bp.get("/api/dashboard/data")
-@openapi.doc("Downsampled curves, best checkpoint and recommendations of one or several runs",
-             query=DashboardQuery, responses={404: "no such run"})
+@openapi.doc(
+    "Downsampled curves, best checkpoint and recommendations of one or several runs",
+    query=DashboardQuery,
+    responses={404: "no such run"},
+)
 def dashboard_data():
-    args = validate(DashboardQuery, {"run": request.args.getlist("run"),
-                                     **({"max_points": request.args["max_points"]} if "max_points" in request.args else {})})
+    args = validate(
+        DashboardQuery,
+        {
+            "run": request.args.getlist("run"),
+            **({"max_points": request.args["max_points"]} if "max_points" in request.args else {}),
+        },
+    )
     from forgellm.analysis.series import dashboard_data as build  # numpy only
 
     workspace = context.workspace()

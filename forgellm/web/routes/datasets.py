@@ -49,16 +49,22 @@ def _form_key(name: str) -> tuple[Any, Any]:
     """A query parameter declared as the data setting ``name`` (its bounds and description), optional."""
     field = DataSettings.model_fields[name]
     annotation = str if name in FOLDER_KEYS else field.annotation
-    return annotation | None, FieldInfo.merge_field_infos(field, default=None, description=(
-        f"{field.description} Default: the training default ({field.default!r})."))
+    return annotation | None, FieldInfo.merge_field_infos(
+        field, default=None, description=(f"{field.description} Default: the training default ({field.default!r}).")
+    )
 
 
 class _StatsQueryBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(".", description="File or folder relative to dataset/ ('.' = all of it).")
-    mode: Literal["cpt", "ift", "preference"] | None = Field(None, description="Read it as CPT documents, IFT records or preference pairs (default: cpt).")
-    model: ModelRef | None = Field(None, description="Tokenizer of this model for the token counts, and the model that "
-                                                "writes the replay set when data_mixture_ratio < 1 (default: the embedded model).")
+    mode: Literal["cpt", "ift", "preference"] | None = Field(
+        None, description="Read it as CPT documents, IFT records or preference pairs (default: cpt)."
+    )
+    model: ModelRef | None = Field(
+        None,
+        description="Tokenizer of this model for the token counts, and the model that "
+        "writes the replay set when data_mixture_ratio < 1 (default: the embedded model).",
+    )
 
 
 StatsQuery = create_model("StatsQuery", __base__=_StatsQueryBase, **{name: _form_key(name) for name in FORM_KEYS})
@@ -67,12 +73,19 @@ StatsQuery = create_model("StatsQuery", __base__=_StatsQueryBase, **{name: _form
 class SynthesizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(min_length=1, description="Folder or file of documents, relative to dataset/.")
-    out: str | None = Field(None, min_length=1, description="Output folder relative to dataset/ (default: <path>-synth); "
-                                                            "an earlier, unfinished synthesis there is resumed.")
+    out: str | None = Field(
+        None,
+        min_length=1,
+        description="Output folder relative to dataset/ (default: <path>-synth); "
+        "an earlier, unfinished synthesis there is resumed.",
+    )
     teacher: str = Field("default", min_length=1, description="Model name, or the URL of an OpenAI-compatible server.")
     teacher_model: str | None = Field(None, min_length=1, description="Model id to ask at a teacher URL.")
-    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$",
-                                    description="Environment variable of the web app holding the teacher URL's API key.")
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$",
+        description="Environment variable of the web app holding the teacher URL's API key.",
+    )
     questions_per_chunk: int = Field(3, ge=0, le=20, description="Question/answer pairs asked for each chunk.")
     paraphrases: int = Field(2, ge=0, le=10, description="Paraphrases written of each chunk.")
 
@@ -85,8 +98,11 @@ class SynthesisQuery(BaseModel):
 def dataset_path(raw: str) -> Path:
     """``raw`` resolved inside dataset/, or a 400/403/404 naming the problem."""
     folder = context.workspace().dataset_dir
-    path = request_path(raw, "path", request_roots(), "read", base=folder, within=folder, relative_only=True) \
-        if raw != "." else folder.resolve()
+    path = (
+        request_path(raw, "path", request_roots(), "read", base=folder, within=folder, relative_only=True)
+        if raw != "."
+        else folder.resolve()
+    )
     if not path.exists():
         raise NotFoundError(f"path: {raw!r} does not exist in the dataset folder", field="path")
     return path
@@ -106,8 +122,14 @@ def list_datasets():
             file = here / name
             if name.startswith(".") or not _inside(root, file):
                 continue
-            entries.append({"path": file.relative_to(root).as_posix(), "type": "file",
-                            "size": file.stat().st_size, "suffix": file.suffix.lower()})
+            entries.append(
+                {
+                    "path": file.relative_to(root).as_posix(),
+                    "type": "file",
+                    "size": file.stat().st_size,
+                    "suffix": file.suffix.lower(),
+                }
+            )
         if len(entries) >= MAX_ENTRIES:
             break
     entries.sort(key=lambda e: e["path"])
@@ -115,8 +137,11 @@ def list_datasets():
 
 
 @bp.get("/api/datasets/preview")
-@openapi.doc("The beginning of one file under dataset/", query=PreviewQuery,
-             responses={403: "path outside dataset/", 404: "no such file"})
+@openapi.doc(
+    "The beginning of one file under dataset/",
+    query=PreviewQuery,
+    responses={403: "path outside dataset/", 404: "no such file"},
+)
 def preview():
     args = query(PreviewQuery)
     path = dataset_path(args.path)
@@ -132,16 +157,24 @@ def preview():
 
 
 @bp.get("/api/datasets/stats")
-@openapi.doc("Data stats of a file or folder under dataset/ (`forgellm data stats --json`)", query=StatsQuery,
-             responses={403: "path outside dataset/, or a tokenizer outside what requests may reach",
-                        404: "no such path or model", 429: "the most stats processes run already"})
+@openapi.doc(
+    "Data stats of a file or folder under dataset/ (`forgellm data stats --json`)",
+    query=StatsQuery,
+    responses={
+        403: "path outside dataset/, or a tokenizer outside what requests may reach",
+        404: "no such path or model",
+        429: "the most stats processes run already",
+    },
+)
 def stats():
     args = query(StatsQuery)
     path = dataset_path(args.path)
     tokenizer = None
     if args.model is not None:  # resolved here, inside the roots: the process gets a folder, not a name
         # An adapter or run counts by its base model, which must lie inside the roots too.
-        tokenizer = resolve_pair(args.model, None, context.workspace(), model_arg="model", roots=request_roots())[0].path
+        tokenizer = resolve_pair(args.model, None, context.workspace(), model_arg="model", roots=request_roots())[
+            0
+        ].path
     settings = {name: getattr(args, name) for name in FORM_KEYS if getattr(args, name) is not None}
     for name in FOLDER_KEYS:
         if name in settings:
@@ -159,8 +192,11 @@ def workspace_folder(raw: str, field: str) -> Path:
 
 
 @bp.post("/api/datasets/synthesize")
-@openapi.doc("Synthesize grounded Q&A chats and paraphrases from documents (`forgellm data synthesize`, in its own "
-             "process)", body=SynthesizeRequest, responses={403: "path outside dataset/", 404: "no such path"})
+@openapi.doc(
+    "Synthesize grounded Q&A chats and paraphrases from documents (`forgellm data synthesize`, in its own process)",
+    body=SynthesizeRequest,
+    responses={403: "path outside dataset/", 404: "no such path"},
+)
 def synthesize():
     from forgellm.data.synthesis import SynthesisOptions  # the data pipeline stays out of the app until used
     from forgellm.data.synthesis.teachers import chat_base_url, is_url
@@ -170,20 +206,38 @@ def synthesize():
     workspace = context.workspace()
     out = _output_folder(request.out or f"{request.path.rstrip('/')}-synth")
     try:  # the command's own checks, before a process starts (the ranges are the schema's)
-        SynthesisOptions(source=source, out=out, questions_per_chunk=request.questions_per_chunk,
-                         paraphrases=request.paraphrases).check()
+        SynthesisOptions(
+            source=source, out=out, questions_per_chunk=request.questions_per_chunk, paraphrases=request.paraphrases
+        ).check()
     except UserError as exc:
         raise UserError(str(exc).replace("--out", "out").replace("SOURCE", "path"), field="out") from None
-    argv = ["data", "synthesize", str(source), "--out", str(out), "--teacher", request.teacher,
-            "--questions-per-chunk", str(request.questions_per_chunk), "--paraphrases", str(request.paraphrases)]
+    argv = [
+        "data",
+        "synthesize",
+        str(source),
+        "--out",
+        str(out),
+        "--teacher",
+        request.teacher,
+        "--questions-per-chunk",
+        str(request.questions_per_chunk),
+        "--paraphrases",
+        str(request.paraphrases),
+    ]
     argv += ["--teacher-model", request.teacher_model] if request.teacher_model else []
     key_env = request.api_key_env
     if key_env and key_env.upper().startswith("FORGELLM_"):
         # The app's own secrets go to no URL a request names; the model server gets its token below.
-        raise UserError(f"api_key_env {key_env!r} is one of ForgeLLM's own variables; name the teacher's key variable",
-                        field="api_key_env")
-    if (not key_env and current_app.config.get("ACCESS_TOKEN") and is_url(request.teacher)
-            and chat_base_url(request.teacher) == chat_base_url(context.server_url())):
+        raise UserError(
+            f"api_key_env {key_env!r} is one of ForgeLLM's own variables; name the teacher's key variable",
+            field="api_key_env",
+        )
+    if (
+        not key_env
+        and current_app.config.get("ACCESS_TOKEN")
+        and is_url(request.teacher)
+        and chat_base_url(request.teacher) == chat_base_url(context.server_url())
+    ):
         key_env = TOKEN_ENV  # the app's model server wants the token the app already passes it
     argv += ["--api-key-env", key_env] if key_env else []
     task = context.tasks().start("synthesize", argv)
@@ -191,13 +245,22 @@ def synthesize():
 
 
 @bp.get("/api/datasets/synthesis")
-@openapi.doc("Progress, counts and sample records of a synthesis (its summary.json) and of the task writing it",
-             query=SynthesisQuery, responses={403: "path outside dataset/", 404: "no synthesis there"})
+@openapi.doc(
+    "Progress, counts and sample records of a synthesis (its summary.json) and of the task writing it",
+    query=SynthesisQuery,
+    responses={403: "path outside dataset/", 404: "no synthesis there"},
+)
 def synthesis():
     args = query(SynthesisQuery)
     out = _output_folder(args.out)  # may not exist yet: the task is still loading its teacher
-    task = next((t for t in sorted(context.tasks().tasks.values(), key=lambda t: t.started, reverse=True)
-                 if t.kind == "synthesize" and t.argv[t.argv.index("--out") + 1] == str(out)), None)
+    task = next(
+        (
+            t
+            for t in sorted(context.tasks().tasks.values(), key=lambda t: t.started, reverse=True)
+            if t.kind == "synthesize" and t.argv[t.argv.index("--out") + 1] == str(out)
+        ),
+        None,
+    )
     summary = read_json(out / "summary.json")
     if summary is None and task is None:
         raise NotFoundError(f"{args.out!r} holds no synthesis; start one with POST /api/datasets/synthesize")

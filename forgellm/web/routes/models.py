@@ -30,19 +30,25 @@ class CheckpointChoice(BaseModel):
 
 
 class PublishModel(CheckpointChoice):
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Name under models/published/.")
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Name under models/published/."
+    )
     gguf: bool = Field(False, description="Also write a GGUF file.")
 
 
 class ImportModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: str = Field(min_length=1, description="An importable name as listed: lmstudio:<path> or ollama:<model:tag>.")
+    source: str = Field(
+        min_length=1, description="An importable name as listed: lmstudio:<path> or ollama:<model:tag>."
+    )
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Name under models/base/.")
 
 
 @bp.get("/api/models")
-@openapi.doc("Every model and adapter in the workspace and the local Hugging Face cache, and the GGUF models "
-             "LM Studio and Ollama hold (`importable`)")
+@openapi.doc(
+    "Every model and adapter in the workspace and the local Hugging Face cache, and the GGUF models "
+    "LM Studio and Ollama hold (`importable`)"
+)
 def list_all():
     from forgellm.models.local_apps import find_local_gguf
 
@@ -57,8 +63,11 @@ def list_all():
 
 
 @bp.post("/api/models/import")
-@openapi.doc("Import an LM Studio or Ollama model into models/base (`forgellm models import`, in its own process)",
-             body=ImportModel, responses={404: "not among the importable models"})
+@openapi.doc(
+    "Import an LM Studio or Ollama model into models/base (`forgellm models import`, in its own process)",
+    body=ImportModel,
+    responses={404: "not among the importable models"},
+)
 def import_model():
     from forgellm.errors import NotFoundError
     from forgellm.models.local_apps import find_local_gguf
@@ -72,8 +81,11 @@ def import_model():
 
 
 @bp.delete("/api/models")
-@openapi.doc("Delete a trained or published model folder that ForgeLLM created", body=DeleteModel,
-             responses={403: "not created by ForgeLLM, or a base model", 404: "no such model", 409: "still training"})
+@openapi.doc(
+    "Delete a trained or published model folder that ForgeLLM created",
+    body=DeleteModel,
+    responses={403: "not created by ForgeLLM, or a base model", 404: "no such model", 409: "still training"},
+)
 def delete():
     request = body(DeleteModel)  # the name is cpt/<run>, ift/<run> or published/<model>, nothing else
     if request.confirm != request.name:
@@ -85,8 +97,11 @@ def delete():
 
 
 @bp.post("/api/models/fuse")
-@openapi.doc("Fuse a run's checkpoint into a full model (`forgellm fuse`, in its own process)", body=CheckpointChoice,
-             responses={404: "no such run"})
+@openapi.doc(
+    "Fuse a run's checkpoint into a full model (`forgellm fuse`, in its own process)",
+    body=CheckpointChoice,
+    responses={404: "no such run"},
+)
 def fuse():
     request = body(CheckpointChoice)
     run_files.run_path(context.workspace(), request.run)
@@ -95,8 +110,11 @@ def fuse():
 
 
 @bp.post("/api/models/publish")
-@openapi.doc("Publish a run's checkpoint to models/published (`forgellm publish`, in its own process)",
-             body=PublishModel, responses={404: "no such run"})
+@openapi.doc(
+    "Publish a run's checkpoint to models/published (`forgellm publish`, in its own process)",
+    body=PublishModel,
+    responses={404: "no such run"},
+)
 def publish():
     request = body(PublishModel)
     run_files.run_path(context.workspace(), request.run)

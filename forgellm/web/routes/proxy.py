@@ -35,14 +35,17 @@ class ServerUnavailable(ForgeError):
 def forward(method: str, path: str, payload: Any = None) -> Response:
     """Send the request to the model server and relay its answer, streaming the body."""
     url = context.server_url()
-    client = httpx.Client(base_url=url, timeout=httpx.Timeout(10.0, read=None),
-                          headers=client_headers(current_app.config["ACCESS_TOKEN"]))
+    client = httpx.Client(
+        base_url=url, timeout=httpx.Timeout(10.0, read=None), headers=client_headers(current_app.config["ACCESS_TOKEN"])
+    )
     try:
         upstream = client.send(client.build_request(method, path, json=payload), stream=True)
     except httpx.HTTPError as exc:
         client.close()
-        raise ServerUnavailable(f"the model server at {url} is not reachable ({type(exc).__name__}); "
-                                "start it with `forgellm server` or run `forgellm start`") from None
+        raise ServerUnavailable(
+            f"the model server at {url} is not reachable ({type(exc).__name__}); "
+            "start it with `forgellm server` or run `forgellm start`"
+        ) from None
 
     streaming = upstream.headers.get("content-type", "").startswith("text/event-stream")
 
@@ -64,11 +67,14 @@ def forward(method: str, path: str, payload: Any = None) -> Response:
 
 def cut_stream_event(url: str, exc: Exception) -> bytes:
     """The last event of a stream the model server cut: an error the Testing tab (and any client) shows."""
-    message = (f"the model server at {url} stopped in the middle of the answer ({type(exc).__name__}); "
-               "under `forgellm start` it is restarted and loads its model again")
+    message = (
+        f"the model server at {url} stopped in the middle of the answer ({type(exc).__name__}); "
+        "under `forgellm start` it is restarted and loads its model again"
+    )
     # A blank line first ends an event the server may have been cut in the middle of.
-    return b"\n\n" + sse({"type": "error", "error": {"message": message, "type": ServerUnavailable.kind,
-                                                       "field": None}})
+    return b"\n\n" + sse(
+        {"type": "error", "error": {"message": message, "type": ServerUnavailable.kind, "field": None}}
+    )
 
 
 def forward_checked(schema: type[BaseModel], path: str) -> Response:
@@ -79,29 +85,41 @@ def forward_checked(schema: type[BaseModel], path: str) -> Response:
 
 
 @bp.post("/api/model/load")
-@openapi.doc("Load a model (and adapter) in the model server", body=LoadRequest,
-             responses={404: "unknown model", 503: "model server not reachable"})
+@openapi.doc(
+    "Load a model (and adapter) in the model server",
+    body=LoadRequest,
+    responses={404: "unknown model", 503: "model server not reachable"},
+)
 def load():
     return forward_checked(LoadRequest, "/api/model/load")
 
 
 @bp.post("/api/model/unload")
-@openapi.doc("Unload the model server's current model (or a named one, or all)", body=UnloadRequest,
-             responses={503: "model server not reachable"})
+@openapi.doc(
+    "Unload the model server's current model (or a named one, or all)",
+    body=UnloadRequest,
+    responses={503: "model server not reachable"},
+)
 def unload():
     return forward_checked(UnloadRequest, "/api/model/unload")
 
 
 @bp.get("/api/model/status")
-@openapi.doc("The model server's status: model, adapter, engine, memory, busy", responses={503: "model server not reachable"})
+@openapi.doc(
+    "The model server's status: model, adapter, engine, memory, busy", responses={503: "model server not reachable"}
+)
 def status():
     return forward("GET", "/api/model/status")
 
 
 @bp.post("/api/model/generate")
-@openapi.doc("Generate with the loaded model, or a named model and adapter (side by side); stream=true "
-             "answers server-sent events", body=GenerateRequest, stream=True,
-             responses={409: "no model loaded", 503: "model server not reachable"})
+@openapi.doc(
+    "Generate with the loaded model, or a named model and adapter (side by side); stream=true "
+    "answers server-sent events",
+    body=GenerateRequest,
+    stream=True,
+    responses={409: "no model loaded", 503: "model server not reachable"},
+)
 def generate():
     return forward_checked(GenerateRequest, "/api/model/generate")
 

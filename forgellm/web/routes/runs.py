@@ -26,14 +26,20 @@ def list_runs():
 
 
 @bp.get("/api/runs/<path:rid>")
-@openapi.doc("One run: its summary, resolved config and checkpoints", responses={404: "no such run", 403: "path outside models/"})
+@openapi.doc(
+    "One run: its summary, resolved config and checkpoints", responses={404: "no such run", 403: "path outside models/"}
+)
 def show_run(rid: str):
     workspace = context.workspace()
     path = run_files.run_path(workspace, rid)
     config_file = path / "config.yaml"
-    return jsonify({**run_files.summarize(workspace, path),
-                    "config": config_file.read_text() if config_file.exists() else None,
-                    "checkpoints": run_files.checkpoints(workspace, path)})
+    return jsonify(
+        {
+            **run_files.summarize(workspace, path),
+            "config": config_file.read_text() if config_file.exists() else None,
+            "checkpoints": run_files.checkpoints(workspace, path),
+        }
+    )
 
 
 @bp.get("/api/checkpoints")

@@ -22,7 +22,9 @@ bp = Blueprint("training", __name__)
 
 class StartTraining(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    config: dict[str, Any] = Field(description="Training config keys (see /api/config/schema); missing keys take their defaults.")
+    config: dict[str, Any] = Field(
+        description="Training config keys (see /api/config/schema); missing keys take their defaults."
+    )
     allow_concurrent: bool = Field(False, description="Start even if another run is training.")
 
 
@@ -56,8 +58,11 @@ def training_config(values: dict[str, Any]) -> TrainingConfig:
         if given is not None and not request_path(given, key, roots, "read").is_dir():
             raise UserError(f"{key}: folder {given!r} does not exist; pick a folder from the Datasets tab", field=key)
     if config.eval_qa is not None and not request_path(config.eval_qa, "eval_qa", roots, "read").exists():
-        raise UserError(f"eval_qa: {config.eval_qa!r} does not exist; give a JSONL file (or folder) of "
-                        f"question/answer records inside the workspace", field="eval_qa")
+        raise UserError(
+            f"eval_qa: {config.eval_qa!r} does not exist; give a JSONL file (or folder) of "
+            f"question/answer records inside the workspace",
+            field="eval_qa",
+        )
     if config.output_dir is not None:
         request_path(config.output_dir, "output_dir", roots, "write")
     if config.run_name is not None:
@@ -66,8 +71,11 @@ def training_config(values: dict[str, Any]) -> TrainingConfig:
 
 
 @bp.post("/api/training/start")
-@openapi.doc("Start a training run in its own process", body=StartTraining,
-             responses={409: "another run is active (send allow_concurrent)"})
+@openapi.doc(
+    "Start a training run in its own process",
+    body=StartTraining,
+    responses={409: "another run is active (send allow_concurrent)"},
+)
 def start():
     request = body(StartTraining)
     config = training_config(request.config)
@@ -82,14 +90,20 @@ def status():
     jobs = context.jobs()
     state = jobs.status()
     workspace = context.workspace()
-    state["runs"] = [run_files.summarize(workspace, run_files.run_path(workspace, rid))
-                     for rid in state["active"] if not rid.startswith("job-")]
+    state["runs"] = [
+        run_files.summarize(workspace, run_files.run_path(workspace, rid))
+        for rid in state["active"]
+        if not rid.startswith("job-")
+    ]
     return jsonify(state)
 
 
 @bp.post("/api/training/stop")
-@openapi.doc("Stop a run started from this app (it saves a checkpoint, then exits)", body=StopTraining,
-             responses={404: "no such run of this app", 409: "nothing to stop"})
+@openapi.doc(
+    "Stop a run started from this app (it saves a checkpoint, then exits)",
+    body=StopTraining,
+    responses={404: "no such run of this app", 409: "nothing to stop"},
+)
 def stop():
     request = body(StopTraining)
     stopped = context.jobs().stop(request.run)
@@ -97,8 +111,9 @@ def stop():
 
 
 @bp.get("/api/training/speed")
-@openapi.doc("Measured training speed (tokens/s) of earlier runs of a model on an engine (the form's estimate)",
-             query=SpeedQuery)
+@openapi.doc(
+    "Measured training speed (tokens/s) of earlier runs of a model on an engine (the form's estimate)", query=SpeedQuery
+)
 def speed():
     from forgellm.web.services.speed import measured_speed
 
@@ -106,8 +121,7 @@ def speed():
     if args.engine not in ("auto", "torch", "mlx"):
         raise UserError(f"engine {args.engine!r}: use auto, torch or mlx", field="engine")
     engine = TrainingConfig(engine=args.engine).resolved_engine()
-    return jsonify({"model": args.model, "engine": engine,
-                    **measured_speed(context.workspace(), args.model, engine)})
+    return jsonify({"model": args.model, "engine": engine, **measured_speed(context.workspace(), args.model, engine)})
 
 
 @bp.get("/api/config/schema")
@@ -124,12 +138,20 @@ def _config_fields() -> list[dict[str, Any]]:
     fields = []
     for name, default, description in config_keys():
         prop = properties[name]
-        fields.append({"name": name, "default": default, "description": description, "type": _json_type(prop),
-                       "enum": prop.get("enum"), "minimum": prop.get("minimum", prop.get("exclusiveMinimum")),
-                       "maximum": prop.get("maximum", prop.get("exclusiveMaximum")),
-                       # {key: [values]}: the form shows the field only while every key has one of its values
-                       "applies": prop.get("applies"),
-                       "data": name in SHARED_KEYS})  # a data setting: the form's stats line sends it
+        fields.append(
+            {
+                "name": name,
+                "default": default,
+                "description": description,
+                "type": _json_type(prop),
+                "enum": prop.get("enum"),
+                "minimum": prop.get("minimum", prop.get("exclusiveMinimum")),
+                "maximum": prop.get("maximum", prop.get("exclusiveMaximum")),
+                # {key: [values]}: the form shows the field only while every key has one of its values
+                "applies": prop.get("applies"),
+                "data": name in SHARED_KEYS,
+            }
+        )  # a data setting: the form's stats line sends it
     return fields
 
 

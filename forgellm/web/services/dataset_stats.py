@@ -50,14 +50,21 @@ class DatasetStats:
         self._running: dict[tuple, _Pending] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: Path, mode: str | None, tokenizer: Path | None,
-            settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    def get(
+        self, path: Path, mode: str | None, tokenizer: Path | None, settings: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The stats of ``path`` (a confined dataset path) with the tokenizer of the model folder
         ``tokenizer`` and the data ``settings`` given (``{field: value}``; the rest are the defaults)."""
         settings = settings or {}
         folders = tuple(_signature(Path(v)) for k, v in sorted(settings.items()) if isinstance(v, Path))
-        key = (str(path), mode, str(tokenizer) if tokenizer else None,
-               tuple(sorted((k, str(v)) for k, v in settings.items())), _signature(path), folders)
+        key = (
+            str(path),
+            mode,
+            str(tokenizer) if tokenizer else None,
+            tuple(sorted((k, str(v)) for k, v in settings.items())),
+            _signature(path),
+            folders,
+        )
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -66,8 +73,10 @@ class DatasetStats:
             owner = pending is None
             if owner:
                 if len(self._running) >= self.max_processes:
-                    raise StatsBusy(f"{len(self._running)} data stats computations are running already, the most this "
-                                    "app runs at once; try again when they finish")
+                    raise StatsBusy(
+                        f"{len(self._running)} data stats computations are running already, the most this "
+                        "app runs at once; try again when they finish"
+                    )
                 pending = self._running[key] = _Pending()
         if not owner:
             pending.done.wait()
@@ -90,18 +99,28 @@ class DatasetStats:
             pending.done.set()
         return pending.result
 
-    def _compute(self, path: Path, mode: str | None, tokenizer: Path | None,
-                 settings: dict[str, Any]) -> dict[str, Any]:
+    def _compute(
+        self, path: Path, mode: str | None, tokenizer: Path | None, settings: dict[str, Any]
+    ) -> dict[str, Any]:
         argv = [sys.executable, "-m", "forgellm", "data", "stats", str(path), "--json"]
         argv += ["--mode", mode] if mode else []
         argv += ["--model", str(tokenizer)] if tokenizer else []
         argv += to_args(settings)
         env = {**os.environ, "FORGELLM_HOME": str(self.workspace.root)}
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=self.workspace.root,
-                                  env=env, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_S,
+                cwd=self.workspace.root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
-            raise UserError(f"data stats of {path.name} took over {TIMEOUT_S} s; run `forgellm data stats` in a terminal") from None
+            raise UserError(
+                f"data stats of {path.name} took over {TIMEOUT_S} s; run `forgellm data stats` in a terminal"
+            ) from None
         if done.returncode != 0:
             message = (done.stderr.strip().splitlines() or ["data stats failed"])[-1].removeprefix("error: ")
             raise UserError(message)

@@ -45,8 +45,14 @@ def room(rid: str) -> str:
 class LiveMetrics:
     """Tails watched runs and pushes their new events; also rediscovers running runs."""
 
-    def __init__(self, socketio: SocketIO, workspace: Workspace, *, interval: float = 0.5,
-                 on_tick: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        socketio: SocketIO,
+        workspace: Workspace,
+        *,
+        interval: float = 0.5,
+        on_tick: Callable[[], None] | None = None,
+    ):
         self.socketio = socketio
         self.workspace = workspace
         self.interval = interval
@@ -106,5 +112,7 @@ class LiveMetrics:
         """Messages with every event whose index is greater than ``after``, in chunks."""
         events, _ = read_new_events(path / "metrics.jsonl")
         first = max(after + 1, 0)
-        return [{"run": rid, "start": i, "events": events[i:i + CATCH_UP_CHUNK]}
-                for i in range(first, len(events), CATCH_UP_CHUNK)] or [{"run": rid, "start": first, "events": []}]
+        return [
+            {"run": rid, "start": i, "events": events[i : i + CATCH_UP_CHUNK]}
+            for i in range(first, len(events), CATCH_UP_CHUNK)
+        ] or [{"run": rid, "start": first, "events": []}]

@@ -50,14 +50,29 @@ def summarize(workspace: Workspace, path: Path) -> dict[str, Any]:
     """What the runs table, the Models tab and the progress bar show (`forgellm.runs.summary`)."""
     s = _summarize(path)
     return {
-        "id": run_id(workspace, path), "name": s.name, "kind": path.parent.name, "path": str(path),
-        "status": s.status, "pid": s.pid, "host": s.host, "message": s.message, "step": s.step,
-        "total_steps": s.total_steps, "progress": s.progress if s.total_steps else None,
-        "eta_seconds": s.eta_seconds, "model": s.model, "training_type": s.training_type,
-        "fine_tune_type": s.fine_tune_type, "engine": s.engine,
-        "loss": (s.last_train or {}).get("loss"), "val_loss": (s.last_eval or {}).get("val_loss"),
-        "best_checkpoint": s.best_checkpoint, "best_metric": s.best_metric, "best_value": s.best_value,
-        "best_val_loss": s.best_val_loss, "updated": s.updated,
+        "id": run_id(workspace, path),
+        "name": s.name,
+        "kind": path.parent.name,
+        "path": str(path),
+        "status": s.status,
+        "pid": s.pid,
+        "host": s.host,
+        "message": s.message,
+        "step": s.step,
+        "total_steps": s.total_steps,
+        "progress": s.progress if s.total_steps else None,
+        "eta_seconds": s.eta_seconds,
+        "model": s.model,
+        "training_type": s.training_type,
+        "fine_tune_type": s.fine_tune_type,
+        "engine": s.engine,
+        "loss": (s.last_train or {}).get("loss"),
+        "val_loss": (s.last_eval or {}).get("val_loss"),
+        "best_checkpoint": s.best_checkpoint,
+        "best_metric": s.best_metric,
+        "best_value": s.best_value,
+        "best_val_loss": s.best_val_loss,
+        "updated": s.updated,
     }
 
 
@@ -69,8 +84,17 @@ def checkpoints(workspace: Workspace, path: Path) -> list[dict[str, Any]]:
     for folder in step_checkpoints(path):
         state = read_json(folder / STATE_FILE) or {}
         trouble = problem(folder, hashes=False)  # sizes only: a listing must stay fast
-        out.append({"run": rid, "name": folder.name, "step": state.get("step"), "val_loss": state.get("val_loss"),
-                    "best": folder.name == best, "intact": trouble is None, "problem": trouble,
-                    "path": str(folder), "id": f"{rid}/checkpoints/{folder.name}"})
+        out.append(
+            {
+                "run": rid,
+                "name": folder.name,
+                "step": state.get("step"),
+                "val_loss": state.get("val_loss"),
+                "best": folder.name == best,
+                "intact": trouble is None,
+                "problem": trouble,
+                "path": str(folder),
+                "id": f"{rid}/checkpoints/{folder.name}",
+            }
+        )
     return out
-

@@ -40,8 +40,13 @@ class ServerWatch:
         self.last: dict[str, Any] = self._state(False, None)
 
     def _state(self, up: bool, status: dict[str, Any] | None) -> dict[str, Any]:
-        return {"up": up, "url": self.url, "status": status, "restarts": self.restarts,
-                "restarted_at": self.restarted_at}
+        return {
+            "up": up,
+            "url": self.url,
+            "status": status,
+            "restarts": self.restarts,
+            "restarted_at": self.restarted_at,
+        }
 
     def _ask(self) -> tuple[float, dict[str, Any] | None]:
         """The server's start time and its status (None when it answered with an error)."""
@@ -81,7 +86,14 @@ class ServerWatch:
             return
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.state_file, {"url": self.url, "restarts": self.restarts,
-                                                "restarted_at": self.restarted_at, "started_at": self._started_at})
+            write_json_atomic(
+                self.state_file,
+                {
+                    "url": self.url,
+                    "restarts": self.restarts,
+                    "restarted_at": self.restarted_at,
+                    "started_at": self._started_at,
+                },
+            )
         except OSError:
             pass  # the count then starts over after a web restart; watching goes on

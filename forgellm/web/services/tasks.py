@@ -29,8 +29,15 @@ class Task:
     def describe(self) -> dict[str, Any]:
         code = self.process.poll()
         state = "running" if code is None else ("done" if code == 0 else "failed")
-        return {"id": self.id, "kind": self.kind, "command": " ".join(["forgellm", *self.argv]), "state": state,
-                "exit_code": code, "started": self.started, "log_tail": _tail(self.log_path)[-2000:]}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "command": " ".join(["forgellm", *self.argv]),
+            "state": state,
+            "exit_code": code,
+            "started": self.started,
+            "log_tail": _tail(self.log_path)[-2000:],
+        }
 
 
 class Tasks:
@@ -44,8 +51,14 @@ class Tasks:
         log_path = self.workspace.logs_dir / f"{kind}-{stamp}.log"
         env = {**os.environ, "FORGELLM_HOME": str(self.workspace.root)}
         with open(log_path, "wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "forgellm", *argv], cwd=self.workspace.root, env=env,
-                                       stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "forgellm", *argv],
+                cwd=self.workspace.root,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         task = Task(id=f"{kind}-{stamp}", kind=kind, argv=argv, process=process, log_path=log_path)
         self.tasks[task.id] = task
         return task

@@ -75,8 +75,11 @@ class TrainingJobs:
         """Ids of runs training now: ours (even before their folder exists) and any other live run."""
         self.refresh()
         ours = [self.run_of(job) or job.id for job in self.jobs.values() if job.alive]
-        others = [run_files.run_id(self.workspace, p) for p in run_dirs(self.workspace)
-                  if lock.holder(p) is not None and not any(j.run_path == p for j in self.jobs.values())]
+        others = [
+            run_files.run_id(self.workspace, p)
+            for p in run_dirs(self.workspace)
+            if lock.holder(p) is not None and not any(j.run_path == p for j in self.jobs.values())
+        ]
         return ours + others
 
     def start(self, config: dict[str, Any], *, allow_concurrent: bool = False) -> Job:
@@ -85,10 +88,14 @@ class TrainingJobs:
             if active and not allow_concurrent:
                 raise ConflictError(
                     f"a training run is already active ({', '.join(active)}); stop it first, "
-                    "or send \"allow_concurrent\": true to run both at once")
+                    "or send \"allow_concurrent\": true to run both at once"
+                )
             if config.get("run_name"):  # the trainer refuses too; say it here, before a job exists
-                parent = (self.workspace.path(config["output_dir"]) if config.get("output_dir")  # confined by the route
-                          else self.workspace.models(run_kind(config.get("training_type") or "cpt")))
+                parent = (
+                    self.workspace.path(config["output_dir"])
+                    if config.get("output_dir")  # confined by the route
+                    else self.workspace.models(run_kind(config.get("training_type") or "cpt"))
+                )
                 lock.refuse_if_held(parent / config["run_name"], "start")
             stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{len(self.jobs)}"
             folder = self.workspace.configs_dir / "web"
@@ -97,13 +104,22 @@ class TrainingJobs:
             config_path = folder / f"train-{stamp}.yaml"
             config_path.write_text(yaml.safe_dump(config, sort_keys=False))
             log_path = self.workspace.logs_dir / f"train-{stamp}.log"
-            env = {**os.environ, "FORGELLM_HOME": str(self.workspace.root), "PYTHONUNBUFFERED": "1",
-                   lock.ORIGIN_ENV: "web"}
+            env = {
+                **os.environ,
+                "FORGELLM_HOME": str(self.workspace.root),
+                "PYTHONUNBUFFERED": "1",
+                lock.ORIGIN_ENV: "web",
+            }
             with open(log_path, "wb") as out:
-                process = subprocess.Popen([*self.command, "--config", str(config_path)], cwd=self.workspace.root,
-                                           env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            job = Job(id=f"job-{stamp}", pid=process.pid, process=process, config_path=config_path,
-                      log_path=log_path)
+                process = subprocess.Popen(
+                    [*self.command, "--config", str(config_path)],
+                    cwd=self.workspace.root,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            job = Job(id=f"job-{stamp}", pid=process.pid, process=process, config_path=config_path, log_path=log_path)
             self.jobs[job.id] = job
             log.info("started training job %s (pid %d)", job.id, process.pid)
             return job
@@ -133,8 +149,10 @@ class TrainingJobs:
             found = None
         if found is None:
             return ""
-        return (f"; it is trained by {found.describe()}, started from the command line: stop it there "
-                f"(Ctrl-C in its terminal, or `kill -TERM {found.pid}` on {found.host})")
+        return (
+            f"; it is trained by {found.describe()}, started from the command line: stop it there "
+            f"(Ctrl-C in its terminal, or `kill -TERM {found.pid}` on {found.host})"
+        )
 
     def stop_all(self, timeout: float = 30.0) -> None:
         """Stop every job we started and wait for them (web app shutdown): no orphans."""
@@ -166,12 +184,18 @@ class TrainingJobs:
             if found.pid in pending:
                 pending.pop(found.pid).run_path = path
             elif found.pid not in known and found.origin == "web" and found.host == host:
-                job = Job(id=f"job-adopted-{found.pid}", pid=found.pid, process=None, config_path=None,
-                          log_path=None, started=found.started, run_path=path)
+                job = Job(
+                    id=f"job-adopted-{found.pid}",
+                    pid=found.pid,
+                    process=None,
+                    config_path=None,
+                    log_path=None,
+                    started=found.started,
+                    run_path=path,
+                )
                 self.jobs[job.id] = job
                 known.add(found.pid)
-                log.info("adopted training job %s of run %s (started before this web app restarted)",
-                         job.id, path)
+                log.info("adopted training job %s of run %s (started before this web app restarted)", job.id, path)
 
     def run_of(self, job: Job) -> str | None:
         return run_files.run_id(self.workspace, job.run_path) if job.run_path else None
@@ -184,10 +208,17 @@ class TrainingJobs:
             state = read_status(job.run_path).get("status", "failed") if job.run_path else "failed"
         else:
             state = "stopped" if job.stop_requested else ("done" if code == 0 else "failed")
-        out: dict[str, Any] = {"id": job.id, "pid": job.pid, "state": state, "exit_code": code,
-                               "run": self.run_of(job), "adopted": job.process is None,
-                               "config_path": str(job.config_path) if job.config_path else None,
-                               "log_path": str(job.log_path) if job.log_path else None, "started": job.started}
+        out: dict[str, Any] = {
+            "id": job.id,
+            "pid": job.pid,
+            "state": state,
+            "exit_code": code,
+            "run": self.run_of(job),
+            "adopted": job.process is None,
+            "config_path": str(job.config_path) if job.config_path else None,
+            "log_path": str(job.log_path) if job.log_path else None,
+            "started": job.started,
+        }
         if state == "failed" and job.log_path is not None:
             out["log_tail"] = _tail(job.log_path)
         return out
