@@ -20,7 +20,7 @@ def collect_info() -> dict[str, Any]:
     from forgellm.models.resolve import ALIASES, EMBEDDED_NAME
     from forgellm.workspace import Workspace
 
-    engines = []
+    engines: list[dict[str, Any]] = []
     for engine in all_engines():
         usable, reason = engine.availability()
         engines.append(

@@ -588,7 +588,8 @@ def preview(
     report = DataReport(strict=settings.strict)
     from forgellm.data.preference import PreferenceStager
 
-    stager_class = {"ift": _IFTStager, "preference": PreferenceStager}.get(settings.training_type, _CPTStager)
+    stagers: dict[str, type[_IFTStager | PreferenceStager]] = {"ift": _IFTStager, "preference": PreferenceStager}
+    stager_class = stagers.get(settings.training_type, _CPTStager)
     items: list[PreviewItem] = []
     for row in iter_rows(list_sources(root, report), report, settings):
         collector = _Collector()

@@ -122,6 +122,7 @@ class EncoderSpec:
             return TiktokenEncoder(self.tiktoken, eos=self.eos, eos_id=self.eos_id, threads=threads, spec=self)
         from tokenizers import Tokenizer
 
+        assert self.definition is not None  # a spec carries the rebuild or the definition (HuggingFaceEncoder.of)
         return HuggingFaceEncoder(Tokenizer.from_str(self.definition), self.eos_id, spec=self)
 
 
@@ -204,7 +205,7 @@ def document_encoder(tokenizer: Any, *, verdicts: Path | None = None, threads: i
     kept there per tokenizer, so it runs once.
     """
     reference = HuggingFaceEncoder.of(tokenizer)
-    if reference.spec is None:
+    if reference.spec is None or reference.spec.definition is None:
         return reference
     definition, eos, eos_id = reference.spec.definition, reference.spec.eos, reference.spec.eos_id
     parts = _tiktoken_parts(definition)
