@@ -9,12 +9,13 @@ STAMPS := $(VENV)/.stamps
 EMBEDDED := models/base/SmolLM2-135M-Instruct/model.safetensors
 PYTEST_ARGS ?=
 
-.PHONY: start test test-fast setup system-deps venv model web-assets clean help
+.PHONY: start test test-fast lint setup system-deps venv model web-assets clean help
 
 help:
 	@echo "make start   install everything, import the embedded model, run forgellm start"
 	@echo "make test    install everything, run the whole test suite"
 	@echo "make test-fast   the fast tests only (no embedded model, browser or multi-process)"
+	@echo "make lint    ruff check, ruff format --check and mypy over forgellm/ (part of make test)"
 
 start: setup
 	$(BIN)/forgellm start
@@ -24,6 +25,9 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: venv
+	bash scripts/lint.sh
 
 setup: system-deps venv model web-assets
 

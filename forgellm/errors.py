@@ -2,10 +2,13 @@
 
 The core raises these; the CLI turns them into one line and exit status 2, the HTTP
 servers into a 4xx with a JSON body. Errors of the libraries underneath are translated
-at the boundary so users never see a backend's internals.
+at the boundary so users never see a backend's internals; an `OSError` that reaches the
+CLI's edge becomes one line too (`os_error_message`).
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class ForgeError(Exception):
@@ -55,3 +58,39 @@ class EngineUnavailableError(UserError):
     """An engine that is not installed or cannot run on this machine."""
 
     kind = "engine_unavailable"
+
+
+#: The operating system's refusals in words (its own strerror for the rest).
+OS_ERROR_CAUSES: dict[int, str] = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file would exceed the file size limit",
+    errno.EROFS: "the folder is on a read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.EEXIST: "a file or folder of that name exists already",
+}
+
+_OS_ERROR_ADVICE: dict[int, str] = {
+    errno.ENOSPC: "free some disk space or choose a folder on another disk",
+    errno.EDQUOT: "free some disk space or choose a folder on another disk",
+    errno.EROFS: "choose a writable folder",
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "check the path",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an operating-system error that reached the CLI's edge: the path(s), the cause
+    in words and, where there is one, the way out (e.g. "/x/cfg.yaml: permission denied; check
+    its permissions or choose another path")."""
+    cause = OS_ERROR_CAUSES.get(exc.errno or 0) or exc.strerror or str(exc) or type(exc).__name__
+    where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+    advice = _OS_ERROR_ADVICE.get(exc.errno or 0)
+    return f"{where + ': ' if where else ''}{cause}{'; ' + advice if advice else ''}"

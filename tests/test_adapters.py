@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from forgellm.cli.main import root
-from forgellm.errors import ConflictError, UserError
+from tests.cli_helpers import forgellm_error
 from tests.publish_helpers import (make_mlx_adapter, make_peft_adapter, mlx_greedy, mlx_logits, torch_greedy,
                                    torch_logits)
 
@@ -57,14 +57,12 @@ def test_round_trip_keeps_every_tensor(tmp_path, tiny_model_dir):
 def test_unportable_and_bad_requests_are_refused(tmp_path, tiny_model_dir):
     peft = make_peft_adapter(tiny_model_dir, tmp_path / "peft")
     cfg_path = peft / "adapter_config.json"
-    result = invoke("adapter", "convert", str(peft), "--to", "peft")
-    assert isinstance(result.exception, UserError) and "already a peft adapter" in str(result.exception)
+    assert "already a peft adapter" in forgellm_error("adapter", "convert", str(peft), "--to", "peft")
     (tmp_path / "taken").mkdir()
-    result = invoke("adapter", "convert", str(peft), "--to", "mlx", "--out", str(tmp_path / "taken"))
-    assert isinstance(result.exception, ConflictError)
+    message = forgellm_error("adapter", "convert", str(peft), "--to", "mlx", "--out", str(tmp_path / "taken"))
+    assert "exists" in message
     config = json.loads(cfg_path.read_text())
     cfg_path.write_text(json.dumps({**config, "use_dora": True}))
-    result = invoke("adapter", "convert", str(peft), "--to", "mlx")
-    assert isinstance(result.exception, UserError) and "DoRA" in str(result.exception)
+    assert "DoRA" in forgellm_error("adapter", "convert", str(peft), "--to", "mlx")
     assert not (tmp_path / "peft-mlx").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from forgellm.bench import _checked, discover
 from forgellm.bench.machine import describe_machine
 from forgellm.cli.main import root
+from tests.cli_helpers import forgellm_error
 
 
 def test_every_benchmark_module_is_discovered_and_listed() -> None:
@@ -17,9 +18,7 @@ def test_every_benchmark_module_is_discovered_and_listed() -> None:
 
 
 def test_unknown_benchmark_is_a_clear_error() -> None:
-    result = CliRunner().invoke(root, ["bench", "--only", "nope"])
-    assert result.exit_code != 0
-    assert "unknown benchmark nope" in str(result.exception)
+    assert "unknown benchmark nope" in forgellm_error("bench", "--only", "nope")
 
 
 def test_results_must_name_value_and_unit() -> None:

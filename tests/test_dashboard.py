@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from forgellm.analysis.series import dashboard_data, downsample, lttb_indices
 from forgellm.cli.main import root
 from tests.analysis_helpers import curve, make_events, write_run
+from tests.cli_helpers import forgellm_error
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -92,9 +93,7 @@ def test_html_escapes_run_names(tmp_path):
 
 
 def test_dashboard_of_a_missing_run_is_a_clear_error(workspace):
-    result = invoke("dashboard", "no-such-run")
-    assert result.exit_code != 0
-    assert "run 'no-such-run' not found" in str(result.exception)
+    assert "run 'no-such-run' not found" in forgellm_error("dashboard", "no-such-run")
 
 
 def test_dashboard_accepts_a_run_name_in_the_workspace(workspace):

@@ -14,9 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from forgellm.cli.main import root
-from forgellm.errors import UserError
 from forgellm.runs.events import read_events
-from tests.cli_helpers import forgellm
+from tests.cli_helpers import forgellm, forgellm_error
 from tests.training_helpers import preference_pairs, tiny_config_values, write_config
 
 PREFERENCE_METRICS = ("reward_chosen", "reward_rejected", "margin", "accuracy", "logps_chosen", "logps_rejected")
@@ -94,12 +93,8 @@ def test_preference_training_refuses_cpt_data_and_the_reverse(workspace, tiny_mo
 
     prepared_data(workspace / "prepared")
     cfg = write_config(workspace / "c.yaml", **tiny_config_values(tiny_model_dir, training_type="preference"))
-    result = CliRunner().invoke(root, ["train", "--config", str(cfg)])
-    assert isinstance(result.exception, UserError)
-    assert "training_type: preference cannot train on token sequences" in str(result.exception)
+    assert "training_type: preference cannot train on token sequences" in forgellm_error("train", "--config", str(cfg))
     preference_pairs(8, 32).save(workspace / "pairs", "train")
     preference_pairs(4, 32, seed=1).save(workspace / "pairs", "val")
     cfg = write_config(workspace / "c.yaml", **tiny_config_values(tiny_model_dir, input_dir="pairs"))
-    result = CliRunner().invoke(root, ["train", "--config", str(cfg)])
-    assert isinstance(result.exception, UserError) and "training_type: cpt cannot train on preference pairs" in str(
-        result.exception)
+    assert "training_type: cpt cannot train on preference pairs" in forgellm_error("train", "--config", str(cfg))

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from forgellm.cli.main import root
-from forgellm.errors import ConflictError, NotFoundError, UserError
+from forgellm.errors import UserError
+from tests.cli_helpers import forgellm, forgellm_error
 from tests.analysis_helpers import curve, make_events, write_run
 from tests.publish_helpers import make_mlx_adapter, make_peft_adapter, mlx_logits, torch_logits
 
@@ -69,17 +70,14 @@ def test_fuse_latest(workspace, tiny_model_dir):
 
 def test_fuse_a_run_without_checkpoints(workspace, tiny_model_dir):
     run = write_run(workspace, "empty", make_events(curve(5)), config={"model_name": str(tiny_model_dir)})
-    result = invoke("fuse", str(run))
-    assert isinstance(result.exception, NotFoundError) and "has no checkpoints yet" in str(result.exception)
+    assert "has no checkpoints yet" in forgellm_error("fuse", str(run))
 
 
 def test_fuse_a_checkpoint_that_does_not_exist(workspace, tiny_model_dir):
     run = two_checkpoint_run(workspace, tiny_model_dir)
-    result = invoke("fuse", str(run), "--checkpoint", "step_000015")
-    assert isinstance(result.exception, NotFoundError)
-    assert "no checkpoint at step 15; available: step_000010, step_000020" in str(result.exception)
-    result = invoke("fuse", str(run), "--checkpoint", "newest")
-    assert isinstance(result.exception, UserError) and "not understood" in str(result.exception)
+    message = forgellm_error("fuse", str(run), "--checkpoint", "step_000015")
+    assert "no checkpoint at step 15; available: step_000010, step_000020" in message
+    assert "not understood" in forgellm_error("fuse", str(run), "--checkpoint", "newest")
 
 
 def test_fuse_refuses_an_existing_output_folder(workspace, tiny_model_dir):
@@ -87,8 +85,7 @@ def test_fuse_refuses_an_existing_output_folder(workspace, tiny_model_dir):
     out = workspace / "taken"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = invoke("fuse", str(run), "--out", str(out))
-    assert isinstance(result.exception, ConflictError) and "already exists" in str(result.exception)
+    assert "already exists" in forgellm_error("fuse", str(run), "--out", str(out))
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
@@ -96,27 +93,23 @@ def test_a_failed_fuse_leaves_nothing_behind(workspace, tiny_model_dir):
     run = two_checkpoint_run(workspace, tiny_model_dir)
     (run / "checkpoints/step_000010/adapter_model.safetensors").write_bytes(b"not a safetensors file")
     out = workspace / "out" / "fused"
-    result = invoke("fuse", str(run), "--out", str(out))
-    assert result.exception is not None
+    forgellm_error("fuse", str(run), "--out", str(out))
     assert not out.exists() and leftovers(out.parent) == []
 
 
 def test_fuse_final_before_training_ended_and_an_unknown_base_model(workspace, tiny_model_dir):
     run = two_checkpoint_run(workspace, tiny_model_dir)
-    result = invoke("fuse", str(run), "--checkpoint", "final")
-    assert isinstance(result.exception, NotFoundError) and "has no final/ folder yet" in str(result.exception)
+    assert "has no final/ folder yet" in forgellm_error("fuse", str(run), "--checkpoint", "final")
     config = run / "config.yaml"
     config.write_text(config.read_text().replace(str(tiny_model_dir), "no-such-base-model"))
-    result = invoke("fuse", str(run))
-    assert isinstance(result.exception, NotFoundError) and "no-such-base-model" in str(result.exception)
+    assert "no-such-base-model" in forgellm_error("fuse", str(run))
     assert not any(p.name.startswith("fused") or p.name.endswith(".tmp") for p in run.iterdir())
 
 
 def test_a_failed_publish_leaves_nothing_behind(workspace, tiny_model_dir):
     run = two_checkpoint_run(workspace, tiny_model_dir)
     (run / "checkpoints/step_000010/adapter_model.safetensors").write_bytes(b"broken")
-    result = invoke("publish", "cpt/run", "--name", "broken", "--gguf")
-    assert result.exception is not None
+    forgellm_error("publish", "cpt/run", "--name", "broken", "--gguf")
     published = workspace / "models/published"
     assert not (published / "broken").exists() and leftovers(published) == []
 
@@ -159,17 +152,14 @@ def test_publish_refuses_an_existing_name_and_a_bad_name(workspace, tiny_model_d
     two_checkpoint_run(workspace, tiny_model_dir)
     taken = workspace / "models/published/taken"
     taken.mkdir(parents=True)
-    result = invoke("publish", "cpt/run", "--name", "taken")
-    assert isinstance(result.exception, ConflictError)
+    assert "taken" in forgellm_error("publish", "cpt/run", "--name", "taken")
     assert list(taken.iterdir()) == [] and leftovers(taken.parent) == []
-    result = invoke("publish", "cpt/run", "--name", "../escape")
-    assert isinstance(result.exception, UserError) and "not a usable folder name" in str(result.exception)
+    assert "not a usable folder name" in forgellm_error("publish", "cpt/run", "--name", "../escape")
 
 
 def test_publish_a_run_without_checkpoints(workspace, tiny_model_dir):
     write_run(workspace, "empty", make_events(curve(5)), config={"model_name": str(tiny_model_dir)})
-    result = invoke("publish", "cpt/empty")
-    assert isinstance(result.exception, NotFoundError)
+    assert "has no checkpoints" in forgellm_error("publish", "cpt/empty")
     assert not (workspace / "models/published").exists() or not any((workspace / "models/published").iterdir())
 
 
@@ -204,10 +194,9 @@ def test_quantize_other_widths_and_groups_load_in_forgellm(workspace, tiny_model
 
 
 def test_quantize_unsupported_settings_are_clear_errors(workspace, tiny_model_dir):
-    result = invoke("quantize", str(tiny_model_dir), "--bits", "4", "--engine", "torch")
-    assert isinstance(result.exception, UserError) and "--engine mlx" in str(result.exception)
-    result = invoke("quantize", str(tiny_model_dir), "--bits", "3")
-    assert result.exit_code == 2 and "'3' is not one of '4', '8'" in result.output
+    assert "--engine mlx" in forgellm_error("quantize", str(tiny_model_dir), "--bits", "4", "--engine", "torch")
+    code, _, err = forgellm("quantize", str(tiny_model_dir), "--bits", "3")  # click's usage error
+    assert code == 2 and "'3' is not one of '4', '8'" in err
     from forgellm.publishing.quantize import quantize
     with pytest.raises(UserError, match="--group-size 16 is not supported"):
         quantize(str(tiny_model_dir), bits=4, group_size=16)
@@ -217,5 +206,4 @@ def test_quantize_unsupported_settings_are_clear_errors(workspace, tiny_model_di
 def test_quantize_refuses_an_existing_output(workspace, tiny_model_dir):
     out = workspace / "exists"
     out.mkdir()
-    result = invoke("quantize", str(tiny_model_dir), "--bits", "8", "--out", str(out))
-    assert isinstance(result.exception, ConflictError)
+    assert "exists" in forgellm_error("quantize", str(tiny_model_dir), "--bits", "8", "--out", str(out))

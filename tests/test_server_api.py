@@ -10,13 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
 
-from forgellm.cli.main import root
 from forgellm.errors import ConflictError, NotFoundError, UserError
 from forgellm.serving.app import create_app
 from forgellm.serving.client import ServerClient
 from forgellm.serving.main import RunningServer, ServerOptions
+from tests.cli_helpers import forgellm_error
 from tests.engine_helpers import build_peft_adapter
 from tests.server_helpers import (http, model_with_template, other_tiny_model_dir, server,  # noqa: F401
                                   sse_events, stop_string_in, wait_until)
@@ -269,6 +268,5 @@ def test_cli_reports_a_taken_port() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = CliRunner().invoke(root, ["server", "--port", str(port)])
-    assert result.exit_code != 0
-    assert f"port {port}" in str(result.exception) and "--port" in str(result.exception)
+        message = forgellm_error("server", "--port", str(port))
+    assert f"port {port}" in message and "--port" in message

@@ -12,6 +12,7 @@ from forgellm.errors import UserError
 from forgellm.training.config import build_config, config_keys, parse_overrides
 from forgellm.runs.events import read_events
 from forgellm.training.schedule import learning_rate
+from tests.cli_helpers import forgellm_error
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 
 
@@ -68,34 +69,37 @@ def test_schedule_warmup_then_decay_to_floor(peak, kind):
 
 # --- bad input through `forgellm train` ---------------------------------------------------------
 
-def _train(workspace, tiny_model_dir, **overrides):
+def _config(workspace, tiny_model_dir, **overrides) -> str:
     prepared_data(workspace / "prepared")
-    path = write_config(workspace / "c.yaml", **tiny_config_values(tiny_model_dir, **overrides))
-    return invoke("train", "--config", str(path))
+    return str(write_config(workspace / "c.yaml", **tiny_config_values(tiny_model_dir, **overrides)))
+
+
+def _train(workspace, tiny_model_dir, **overrides):
+    return invoke("train", "--config", _config(workspace, tiny_model_dir, **overrides))
+
+
+def _train_error(workspace, tiny_model_dir, **overrides) -> str:
+    """The message `forgellm train` refuses this config with (exit status 2)."""
+    return forgellm_error("train", "--config", _config(workspace, tiny_model_dir, **overrides))
 
 
 def test_missing_dataset(workspace, tiny_model_dir):
-    result = _train(workspace, tiny_model_dir, input_dir="nowhere")
-    assert result.exit_code != 0 and "input_dir 'nowhere' not found" in str(result.exception)
+    assert "input_dir 'nowhere' not found" in _train_error(workspace, tiny_model_dir, input_dir="nowhere")
 
 
 def test_unknown_model(workspace, tiny_model_dir):
-    result = _train(workspace, tiny_model_dir, model_name="no-such-model")
-    assert "model 'no-such-model' not found" in str(result.exception)
+    assert "model 'no-such-model' not found" in _train_error(workspace, tiny_model_dir, model_name="no-such-model")
 
 
 def test_batch_that_cannot_fit(workspace, tiny_model_dir):
-    result = _train(workspace, tiny_model_dir, max_seq_length=4096)
-    assert "longer than the model's context of 512" in str(result.exception)
-    result = _train(workspace, tiny_model_dir, batch_size=64)
-    assert "fewer than batch_size=64" in str(result.exception)
+    assert "longer than the model's context of 512" in _train_error(workspace, tiny_model_dir, max_seq_length=4096)
+    assert "fewer than batch_size=64" in _train_error(workspace, tiny_model_dir, batch_size=64)
 
 
 def test_existing_output_folder_needs_resume_or_overwrite(workspace, tiny_model_dir):
     first = _train(workspace, tiny_model_dir, run_name="same", max_iterations=2)
     assert first.exit_code == 0, first.output
-    second = _train(workspace, tiny_model_dir, run_name="same", max_iterations=2)
-    assert "already exists; pass --resume" in str(second.exception)
+    assert "already exists; pass --resume" in _train_error(workspace, tiny_model_dir, run_name="same", max_iterations=2)
     assert (workspace / "models/cpt/same/final/adapter_model.safetensors").exists()  # nothing lost
     path = workspace / "c.yaml"
     third = invoke("train", "--config", str(path), "--overwrite")
@@ -103,10 +107,9 @@ def test_existing_output_folder_needs_resume_or_overwrite(workspace, tiny_model_
 
 
 def test_nan_loss_stops_with_error_event_and_keeps_last_good_checkpoint(workspace, tiny_model_dir):
-    result = _train(workspace, tiny_model_dir, run_name="nan", learning_rate=1e12, warmup_steps=0,
-                    lr_schedule="constant", max_grad_norm=0.0, save_every=1, max_iterations=30)
-    assert result.exit_code != 0
-    assert "loss became" in str(result.exception)
+    message = _train_error(workspace, tiny_model_dir, run_name="nan", learning_rate=1e12, warmup_steps=0,
+                           lr_schedule="constant", max_grad_norm=0.0, save_every=1, max_iterations=30)
+    assert "loss became" in message
     run = workspace / "models/cpt/nan"
     errors = read_events(run / "metrics.jsonl", event="error")
     assert errors and "loss became" in errors[-1]["message"]

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from forgellm.cli.main import root
 from forgellm.runs.events import read_events
+from tests.cli_helpers import forgellm_error
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 
 FORGELLM = Path(sys.executable).with_name("forgellm")
@@ -148,10 +149,8 @@ def test_a_full_disk_stops_clearly_and_keeps_the_saved_checkpoint(workspace, tin
 def test_a_read_only_output_folder_is_a_clear_error(workspace, tiny_model_dir):
     cfg = _config(workspace, tiny_model_dir, output_dir="ro", run_name="r", max_iterations=2)
     with _read_only(workspace / "ro"):
-        result = CliRunner().invoke(root, ["train", "--config", str(cfg)])
-    assert result.exit_code != 0
-    message = str(result.exception)
-    assert message.startswith("cannot write") and str(workspace / "ro") in message
+        message = forgellm_error("train", "--config", str(cfg))
+    assert message.startswith("error: cannot write") and str(workspace / "ro") in message
     assert "read-only file system" in message or "permission denied" in message
     assert "make the folder writable or set output_dir" in message
 

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from forgellm.cli.main import root
 from forgellm.web.app import create_app
+from tests.cli_helpers import forgellm_error
 from tests.web_helpers import free_port, write_run
 
 
@@ -355,9 +354,8 @@ def test_a_port_in_use_is_named_with_its_flag(argv, flag):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = CliRunner().invoke(root, [a.format(port=port) for a in argv])
-    assert result.exit_code != 0
-    assert f"port {port}" in str(result.exception) and flag in str(result.exception)
+        message = forgellm_error(*[a.format(port=port) for a in argv])
+    assert f"port {port}" in message and flag in message
 
 
 def test_a_port_a_dead_server_left_in_time_wait_is_free_again():
@@ -407,9 +405,8 @@ def test_supervisor_restarts_a_dead_child_and_stops_all_by_pid():
 @pytest.mark.parametrize("argv", [["web", "--host", "0.0.0.0"], ["start", "--host", "0.0.0.0", "--no-browser"]])
 def test_a_non_loopback_address_needs_a_token(argv, monkeypatch):
     monkeypatch.delenv("FORGELLM_TOKEN", raising=False)
-    result = CliRunner().invoke(root, argv)
-    assert result.exit_code != 0
-    assert "0.0.0.0" in str(result.exception) and "FORGELLM_TOKEN" in str(result.exception)
+    message = forgellm_error(*argv)
+    assert "0.0.0.0" in message and "FORGELLM_TOKEN" in message
 
 
 def test_with_a_token_the_api_the_page_and_the_socket_require_it(workspace):

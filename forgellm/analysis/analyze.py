@@ -186,7 +186,7 @@ def overfitting_onset(metrics: RunMetrics) -> int | None:
     keep = np.isfinite(val)
     steps, val = steps[keep], val[keep]
     best = float("inf")
-    run_start, run_len = None, 0
+    run_start, run_len = 0, 0  # run_start is set by the first step of a run
     for step, v in zip(steps, val):
         if v > best * (1 + OVERFIT_TOLERANCE):
             run_start = step if run_len == 0 else run_start

@@ -103,7 +103,7 @@ class RunMetrics:
             evals=evals,
             checkpoints=_checkpoints(kinds.get(Event.CHECKPOINT, []), evals, run_dir),
             start=openings[-1] if openings else {},  # the latest start or resume: its total_steps holds
-            done=(kinds.get(Event.DONE) or [None])[-1],
+            done=kinds[Event.DONE][-1] if kinds.get(Event.DONE) else None,
             notices=[e for k in (Event.OVERFITTING, Event.EARLY_STOP, Event.ERROR) for e in kinds.get(k, [])],
             config=config or {},
             run_dir=run_dir,

@@ -90,7 +90,7 @@ def downsample(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarra
 
 
 def run_series(metrics: RunMetrics, max_points: int = DEFAULT_MAX_POINTS) -> dict[str, dict[str, list]]:
-    series = {}
+    series: dict[str, dict[str, list]] = {}
     for name, (kind, key) in SERIES.items():
         columns = metrics.train if kind == "train" else metrics.evals
         x, y = downsample(columns.step, columns[key], max_points)

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def describe_machine() -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("torch", "transformers", "peft", "mlx", "mlx-lm", "numpy"):
         try:
             versions[pkg] = metadata.version(pkg)

@@ -36,7 +36,8 @@ def measure_peaks(*, quick: bool, rounds: int | None = None) -> dict[str, Any]:
     for _ in range(rounds or (1 if quick else 3)):
         for backend in BACKENDS:
             for size, gflops in _measure_in_subprocess(backend, sizes, 0.2 if quick else 1.0).items():
-                if gflops is not None and (best[backend] is None or gflops > best[backend]):
+                current = best[backend]
+                if gflops is not None and (current is None or gflops > current):
                     best[backend], best_size[backend] = gflops, size
     if best["torch"] is None:
         raise RuntimeError("could not measure torch's matmul speed")

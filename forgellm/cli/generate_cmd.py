@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from forgellm.engines.base import GenerationChunk, LoadedModel, Message, SamplingParams
+from forgellm.engines.base import GenerationChunk, LoadedModel, Message, PromptFormat, SamplingParams
 from forgellm.errors import UserError
 
 DEFAULTS = SamplingParams()
@@ -86,7 +88,7 @@ def generate(
     repetition_penalty: float,
     seed: int | None,
     stop: tuple[str, ...],
-    fmt: str | None,
+    fmt: PromptFormat | None,
 ) -> None:
     """Generate text with a model (and adapter), streamed as it comes.
 
@@ -111,15 +113,14 @@ def generate(
         seed=seed,
         stop=list(stop),
     ).validate()
-    stdin = click.get_text_stream("stdin")
-    chat = prompt is None and stdin.isatty()
-    if prompt is None and not chat:
-        prompt = stdin.read()
+    # sys.stdin, which click's test runner replaces too (click.get_text_stream is deprecated in click 8.2+)
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read()
     if prompt is not None and not prompt.strip():
         raise UserError("the prompt is empty: pass --prompt TEXT, pipe text on stdin, or run on a terminal to chat")
     loaded = load_model(model, adapter, engine_name)
     try:
-        if chat:
+        if prompt is None:  # a terminal and no --prompt: chat
             ChatSession(loaded, params, system=system, fmt=fmt).run(line_reader())
         else:
             stream_reply(loaded, loaded.format_prompt(prompt, system=system, fmt=fmt), params)
@@ -197,7 +198,7 @@ class ChatSession:
     """A conversation with a loaded model, driven by lines of input (text or /commands)."""
 
     def __init__(
-        self, loaded: LoadedModel, params: SamplingParams, *, system: str | None = None, fmt: str | None = None
+        self, loaded: LoadedModel, params: SamplingParams, *, system: str | None = None, fmt: PromptFormat | None = None
     ):
         self.loaded = loaded
         self.params = params
@@ -311,7 +312,7 @@ class ChatSession:
 
     def _params(self, arg: str) -> bool:
         if arg:
-            changes = {}
+            changes: dict[str, Any] = {}
             for item in arg.split():
                 name, sep, value = item.partition("=")
                 if not sep:

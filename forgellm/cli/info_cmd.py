@@ -20,7 +20,7 @@ def collect_info() -> dict[str, Any]:
     from forgellm.models.resolve import ALIASES, EMBEDDED_NAME
     from forgellm.workspace import Workspace
 
-    engines = []
+    engines: list[dict[str, Any]] = []
     for engine in all_engines():
         usable, reason = engine.availability()
         engines.append(
@@ -125,7 +125,7 @@ def info(as_json: bool) -> None:
         state = f"available on {e['device']}" if e["available"] else f"unavailable: {e['reason']}"
         click.echo(f"  {e['name']:<6} {e['version'] or 'not installed'}; {state} {mark}".rstrip())
     b = data["blas"]
-    click.echo("BLAS (float32 %dx%d matmul):" % (b["matmul_size"], b["matmul_size"]))
+    click.echo(f"BLAS (float32 {b['matmul_size']}x{b['matmul_size']} matmul):")
     if "torch" in b:
         click.echo(f"  torch  {_gflops(b['torch']['gflops'])} ({b['torch']['library'] or b['torch']['error']})")
     if "mlx" in b:

@@ -13,7 +13,7 @@ import click
 
 from forgellm import __version__
 from forgellm.cpu_env import apply_cpu_env_defaults
-from forgellm.errors import ForgeError
+from forgellm.errors import ForgeError, os_error_message
 
 # name -> "module:attribute". Each module owns one command or group.
 COMMANDS: dict[str, str] = {
@@ -75,7 +75,9 @@ def root(ctx: click.Context, debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: turns ForgeLLM errors into one line on stderr and exit status 2."""
+    """Entry point: turns ForgeLLM errors and the operating system's (a file that cannot be read
+    or written: permission, full disk, missing) into one line on stderr and exit status 2;
+    ``--debug`` or ``FORGELLM_DEBUG=1`` also prints the traceback."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FORGELLM_DEBUG"))
     try:
         root.main(args=argv, prog_name="forgellm", standalone_mode=False)
@@ -91,6 +93,11 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {os_error_message(exc)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

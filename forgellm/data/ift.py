@@ -194,7 +194,7 @@ class ChatRenderer:
 
 def encode_rendered(tokenizer: Any, rendered: list[Rendered]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Token ids (int32) and loss mask (uint8) of each rendered record, tokenised in batches."""
-    out: list[tuple[np.ndarray, np.ndarray]] = []
+    out: list[tuple[int, np.ndarray, np.ndarray]] = []
     for special in (False, True):
         chosen = [i for i, r in enumerate(rendered) if r.add_special_tokens == special]
         if not chosen:

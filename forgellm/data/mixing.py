@@ -191,6 +191,13 @@ def prepare_documents(settings: DataSettings, tokenizer: Any, workspace: Workspa
     return documents
 
 
+def _sequences(data: PreparedData) -> TokenSequences:
+    """The training sequences of general data or documents (prepared as CPT or IFT, never pairs)."""
+    if not isinstance(data.train, TokenSequences):
+        raise TypeError(f"{data.stats.get('source')} was prepared as preference pairs, not sequences")
+    return data.train
+
+
 def _picks(pool: int, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` row numbers of a pool of ``pool`` rows: each row once (shuffled) before any repeats."""
     return np.tile(rng.permutation(pool), math.ceil(count / pool) if pool else 0)[:count]
@@ -223,7 +230,7 @@ def mix_into(
                 f"add text there or unset documents_dir",
                 field="documents_dir",
             )
-        parts.append((documents.train, _picks(len(documents.train), n_documents, rng)))
+        parts.append((_sequences(documents), _picks(len(documents.train), n_documents, rng)))
         stats.update(
             {
                 "documents_share": share,
@@ -242,7 +249,7 @@ def mix_into(
                 f"the general data ({general.stats.get('source')}) produced no sequences; "
                 f"add text there or set data_mixture_ratio=1.0"
             )
-        parts.append((general.train, _picks(len(general.train), n_general, rng)))
+        parts.append((_sequences(general), _picks(len(general.train), n_general, rng)))
         stats.update(
             {
                 "domain_ratio": ratio,
@@ -252,7 +259,7 @@ def mix_into(
                 "general_cache": general.stats["cache"]["key"],
             }
         )
-    # Row r of the result is row rows[k] of part p, where (p, k) = where[order[r]].
+    # Row r of the result is row row_of[order[r]] of part part_of[order[r]].
     part_of = np.concatenate([np.full(len(rows), p) for p, (_, rows) in enumerate(parts)])
     row_of = np.concatenate([rows for _, rows in parts])
     order = rng.permutation(len(row_of))

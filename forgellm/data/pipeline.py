@@ -546,7 +546,7 @@ class _IFTStager:
         if not self.batch:
             return
         limit = self.settings.max_seq_length
-        for (rendered, digest), (ids, mask) in zip(
+        for (_rendered, digest), (ids, mask) in zip(
             self.batch, encode_rendered(self.tokenizer, [r for r, _ in self.batch])
         ):
             if len(ids) > limit:
@@ -599,7 +599,8 @@ def preview(
     report = DataReport(strict=settings.strict)
     from forgellm.data.preference import PreferenceStager
 
-    stager_class = {"ift": _IFTStager, "preference": PreferenceStager}.get(settings.training_type, _CPTStager)
+    stagers: dict[str, type[_IFTStager | PreferenceStager]] = {"ift": _IFTStager, "preference": PreferenceStager}
+    stager_class = stagers.get(settings.training_type, _CPTStager)
     items: list[PreviewItem] = []
     for row in iter_rows(list_sources(root, report), report, settings):
         collector = _Collector()

@@ -13,6 +13,7 @@ Hugging Face fast backend, so the ids are always the tokenizer's own.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import logging
 import os
@@ -121,6 +122,7 @@ class EncoderSpec:
             return TiktokenEncoder(self.tiktoken, eos=self.eos, eos_id=self.eos_id, threads=threads, spec=self)
         from tokenizers import Tokenizer
 
+        assert self.definition is not None  # a spec carries the rebuild or the definition (HuggingFaceEncoder.of)
         return HuggingFaceEncoder(Tokenizer.from_str(self.definition), self.eos_id, spec=self)
 
 
@@ -203,7 +205,7 @@ def document_encoder(tokenizer: Any, *, verdicts: Path | None = None, threads: i
     kept there per tokenizer, so it runs once.
     """
     reference = HuggingFaceEncoder.of(tokenizer)
-    if reference.spec is None:
+    if reference.spec is None or reference.spec.definition is None:
         return reference
     definition, eos, eos_id = reference.spec.definition, reference.spec.eos, reference.spec.eos_id
     parts = _tiktoken_parts(definition)
@@ -270,9 +272,7 @@ def _tiktoken_parts(definition: str) -> TiktokenParts | None:
         or any(a["lstrip"] or a["rstrip"] or a["single_word"] for a in added)
     ):
         return None
-    try:
-        import tiktoken
-    except ImportError:
+    if importlib.util.find_spec("tiktoken") is None:
         return None
     vocab: dict[str, int] = model["vocab"]
     if not set("".join(vocab)) <= _byte_of_char().keys():  # a token outside the byte alphabet: not byte-level
@@ -298,7 +298,7 @@ def _tiktoken_parts(definition: str) -> TiktokenParts | None:
         rank_to_id[rank] = a["id"]
     parts = TiktokenParts(pattern, ranks, special, rank_to_id, nfc=normalizer is not None)
     try:
-        parts.encoding  # compiles the split pattern
+        _ = parts.encoding  # compiles the split pattern
     except ValueError:  # a split pattern tiktoken's regex engine does not take
         return None
     return parts

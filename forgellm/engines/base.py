@@ -9,7 +9,7 @@ which formats prompts, tokenizes and streams generated text. Training goes throu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from forgellm.models.resolve import ModelInfo
 
 PromptFormat = Literal["chat", "raw"]
+FinishReason = Literal["stop", "length"]
 Message = dict[str, str]
 
 MAX_TOKENS_LIMIT = 32768
@@ -80,7 +81,7 @@ class GenerationChunk:
     text: str  # text added since the previous chunk (may be empty while a stop string is pending)
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
     time_to_first_token: float | None = None  # seconds from the call to the first generated token
     tokens_per_second: float = 0.0  # completion tokens / seconds since the first token
 
@@ -107,8 +108,13 @@ class LoadedModel(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
 
-    def generate(self, prompt: str, params: SamplingParams) -> Iterator[GenerationChunk]:
+    def generate(self, prompt: str, params: SamplingParams) -> Generator[GenerationChunk, None, None]:
         """Stream a completion of an already formatted prompt. Closing the iterator stops it."""
+        ...
+
+    def greedy_batch(self, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+        """Greedy answers to many encoded prompts at once: per prompt, the generated ids before the
+        first end-of-sequence id, at most ``max_tokens``."""
         ...
 
     def memory_bytes(self) -> int:
@@ -128,5 +134,9 @@ class Engine(Protocol):
         ...
 
     def version(self) -> str: ...
+
+    def device(self) -> str:
+        """Where it computes (cpu, cuda, mps, gpu), for `forgellm info`."""
+        ...
 
     def load(self, info: ModelInfo, adapter: ModelInfo | None = None) -> LoadedModel: ...

@@ -173,7 +173,7 @@ def measure_in_subprocess(backend: str, *, optimized: bool = True, timeout: floa
         )
         if done.returncode == 0:
             return json.loads(done.stdout.strip().splitlines()[-1])
-        error = (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]
+        error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
     except (subprocess.TimeoutExpired, OSError, ValueError, IndexError) as exc:
         error = str(exc)
     return {"gflops": None, "library": None, "error": error}

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forgellm.engines.base import GenerationChunk, Message, PromptFormat, SamplingParams
+from forgellm.engines.base import FinishReason, GenerationChunk, Message, PromptFormat, SamplingParams
 from forgellm.engines.batched import BatchSampling
 from forgellm.engines.prompting import encode_prompt, format_prompt
 from forgellm.engines.streaming import IncrementalDecoder, StopStrings
@@ -79,7 +79,7 @@ class LoadedModelBase(ABC):
     def encode(self, text: str) -> list[int]:
         return encode_prompt(self.tokenizer, text)
 
-    def generate(self, prompt: str, params: SamplingParams) -> Iterator[GenerationChunk]:
+    def generate(self, prompt: str, params: SamplingParams) -> Generator[GenerationChunk, None, None]:
         """Check the request now (errors raise here, not at the first chunk), then stream."""
         self._require_open()
         params.validate()
@@ -95,14 +95,17 @@ class LoadedModelBase(ABC):
             )
         return self._stream(prompt_ids, params, started)
 
-    def _stream(self, prompt_ids: list[int], params: SamplingParams, started: float) -> Iterator[GenerationChunk]:
+    def _stream(
+        self, prompt_ids: list[int], params: SamplingParams, started: float
+    ) -> Generator[GenerationChunk, None, None]:
         tokens = self._sample_tokens(prompt_ids, params)
         decoder = IncrementalDecoder(self.tokenizer, prompt_ids)
         stops = StopStrings(params.stop)
         count, first_at = 0, None
-        text, finish, stopped_by_string = "", "length", False
+        text, stopped_by_string = "", False
+        finish: FinishReason = "length"
 
-        def chunk(piece: str, finish_reason: str | None = None) -> GenerationChunk:
+        def chunk(piece: str, finish_reason: FinishReason | None = None) -> GenerationChunk:
             now = time.perf_counter()
             return GenerationChunk(
                 text=piece,
@@ -168,7 +171,7 @@ class LoadedModelBase(ABC):
             self._release()
 
     @abstractmethod
-    def _sample_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
+    def _sample_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Generator[int, None, None]:
         """Endless (or ``max_tokens`` long) stream of sampled token ids; closed when no longer needed."""
 
     @abstractmethod

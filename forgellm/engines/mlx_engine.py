@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import secrets
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from forgellm.engines import blas
@@ -102,7 +102,7 @@ class MLXLoadedModel(LoadedModelBase):
         for token_id in self.eos_token_ids:  # mlx-lm stops on the same ids as we do
             wrapper.add_eos_token(str(token_id))
 
-    def _sample_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
+    def _sample_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Generator[int, None, None]:
         import mlx.core as mx
         from mlx_lm import stream_generate
         from mlx_lm.sample_utils import make_logits_processors, make_sampler

@@ -14,7 +14,7 @@ import inspect
 import logging
 import secrets
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from forgellm.engines.base import SamplingParams
@@ -147,7 +147,7 @@ class TorchLoadedModel(LoadedModelBase):
         self.device = device
         self._cache_kwarg = cache_kwarg
 
-    def _sample_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[int]:
+    def _sample_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Generator[int, None, None]:
         import torch
         from transformers import DynamicCache
 

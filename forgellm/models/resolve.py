@@ -278,6 +278,8 @@ def _safetensors_headers(path: Path) -> list[dict[str, Any]]:
         try:
             with open(file, "rb") as fh:
                 (length,) = struct.unpack("<Q", fh.read(8))
+                if length > file.stat().st_size - 8:  # not a safetensors file, or a damaged one
+                    continue
                 headers.append(json.loads(fh.read(length)))
         except (OSError, ValueError, struct.error):
             continue

@@ -93,18 +93,25 @@ def base_model_of(run_dir: Path, checkpoint: Path, workspace: Workspace | None =
 def fuse_into(checkpoint: Path, base: ModelInfo, dest: Path, *, dequantize: bool = False) -> str:
     """Write the fused model of ``checkpoint`` over ``base`` into the empty folder ``dest``; with
     ``dequantize`` a quantized (QLoRA) base comes out in full precision."""
+    from safetensors import SafetensorError
+
     info = describe(checkpoint)
-    if info.is_adapter and info.adapter_format == "mlx":
-        _fuse_mlx(checkpoint, base.path, dest, dequantize=dequantize)
-        method = "mlx-lm fuse"
-    elif info.is_adapter:
-        _fuse_peft(checkpoint, base.path, dest)
-        method = "peft merge_and_unload"
-    elif any(checkpoint.glob("*.safetensors")):
-        _overlay_full_weights(checkpoint, base.path, dest)
-        method = "full weights"
-    else:
-        raise UserError(f"{checkpoint} holds neither an adapter (adapter_config.json) nor safetensors weights")
+    try:
+        if info.is_adapter and info.adapter_format == "mlx":
+            _fuse_mlx(checkpoint, base.path, dest, dequantize=dequantize)
+            method = "mlx-lm fuse"
+        elif info.is_adapter:
+            _fuse_peft(checkpoint, base.path, dest)
+            method = "peft merge_and_unload"
+        elif any(checkpoint.glob("*.safetensors")):
+            _overlay_full_weights(checkpoint, base.path, dest)
+            method = "full weights"
+        else:
+            raise UserError(f"{checkpoint} holds neither an adapter (adapter_config.json) nor safetensors weights")
+    except SafetensorError as exc:  # a truncated or overwritten weights file
+        raise UserError(
+            f"{checkpoint}: a .safetensors file is damaged ({exc}); choose another checkpoint with --checkpoint"
+        ) from None
     finish_model_folder(dest, base.path)
     return method
 

@@ -144,7 +144,7 @@ class ModelCard:
 
     def _summary(self, config: dict[str, Any]) -> str:
         kind = {"cpt": "continued pre-training", "ift": "instruction fine-tuning"}.get(
-            config.get("training_type"), "training"
+            config.get("training_type", ""), "training"
         )
         why = self._why()
         return (

@@ -17,7 +17,8 @@ from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, jsonify, make_response, redirect, request
+from flask import Flask, jsonify, make_response, redirect, request
+from werkzeug.wrappers import Response  # what redirect() returns; flask.Response is a subclass
 
 from forgellm.errors import UserError
 

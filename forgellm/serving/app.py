@@ -45,7 +45,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(DEFAULTS)
     app.config.update(config or {})
-    app.json.sort_keys = False  # keep the documented field order
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider; keep the documented field order
     budget_gb = app.config["FORGELLM_MEMORY_BUDGET_GB"]
     state_file = app.config["FORGELLM_STATE_FILE"]
     app.extensions["forgellm.registry"] = ModelRegistry(

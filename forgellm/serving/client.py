@@ -102,7 +102,7 @@ class ServerClient:
                         continue
                     event = json.loads(line[5:])
                     if "error" in event:  # failed after the stream began
-                        kind = event["error"].get("type") if isinstance(event["error"], dict) else None
+                        kind = event["error"].get("type", "") if isinstance(event["error"], dict) else ""
                         raise _error_from_payload(event, _STATUS_BY_KIND.get(kind, 500))
                     yield event
         except httpx.TransportError as exc:

@@ -146,8 +146,7 @@ class ModelRegistry:
         The record is removed until the load succeeds, so a model whose loading kills the process
         is not tried again at the next start.
         """
-        saved = self.state.read() if self.state is not None else None
-        if saved is None:
+        if self.state is None or (saved := self.state.read()) is None:
             return None
         self.state.clear()
         return self.load(saved.model, saved.adapter, saved.engine, wait=False)

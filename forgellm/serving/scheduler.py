@@ -27,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,7 +116,7 @@ class GenerationJob:
         finally:
             self.events.put(_END)
 
-    def stream(self, disconnected: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
+    def stream(self, disconnected: Callable[[], bool] = lambda: False) -> Generator[GenerationChunk, None, None]:
         """On the request thread: the chunks as they come. Raises the job's error, or `ClientGone`
         when ``disconnected()`` turns true. Closing this iterator cancels the job.
 

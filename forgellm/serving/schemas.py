@@ -196,7 +196,7 @@ class ChatCompletionRequest(_OpenAISampling):
     def enable_thinking(self) -> bool:
         return bool(self.chat_template_kwargs and self.chat_template_kwargs.enable_thinking)
 
-    def sampling_params(self, max_tokens: int | None = None) -> SamplingParams:  # type: ignore[override]
+    def sampling_params(self, max_tokens: int | None = None) -> SamplingParams:
         limit = self.max_completion_tokens or self.max_tokens or CHAT_DEFAULT_MAX_TOKENS
         return super().sampling_params(limit)
 
@@ -218,7 +218,7 @@ class CompletionRequest(_OpenAISampling):
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
-    def sampling_params(self, max_tokens: int | None = None) -> SamplingParams:  # type: ignore[override]
+    def sampling_params(self, max_tokens: int | None = None) -> SamplingParams:
         return super().sampling_params(self.max_tokens)
 
 

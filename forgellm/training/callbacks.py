@@ -41,7 +41,7 @@ class StatusFile:
     before training (a missing dataset, no intact checkpoint) leaves a finished run's status as
     it was. ``done`` is written after ``final/`` exists: the loop saves it before its done event."""
 
-    def __init__(self, path: Path, total_steps: int, *, resumed: bool = False):
+    def __init__(self, path: Path, total_steps: int | None, *, resumed: bool = False):
         self.path = path
         self.total_steps = total_steps
         self.resumed = resumed
@@ -114,8 +114,8 @@ class Progress:
             )
             self._line(f"step {step}: val_loss {record['val_loss']:.4f} {detail}{describe_qa(record)}")
         elif event in (Event.CHECKPOINT, Event.OVERFITTING, Event.EARLY_STOP, Event.ERROR):
-            detail = record.get("path") or record.get("reason") or record.get("message")
-            self._line(f"step {step}: {event} {detail}")
+            what = record.get("path") or record.get("reason") or record.get("message")
+            self._line(f"step {step}: {event} {what}")
         elif event == Event.DONE and self.bar is not None:
             self.bar.close()
 

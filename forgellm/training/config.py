@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from forgellm.errors import NotFoundError, UserError
 
@@ -310,7 +311,12 @@ class TrainingConfig(BaseModel):
         """A preference parameter set where it has no effect is a mistake worth naming."""
         if value is None:
             return value
-        name, training_type, loss = info.field_name, info.data.get("training_type"), info.data.get("preference_loss")
+        # A field validator always has its field's name; None only for model validators.
+        name, training_type, loss = (
+            str(info.field_name),
+            info.data.get("training_type"),
+            info.data.get("preference_loss"),
+        )
         if training_type != "preference":
             raise ValueError(f"{name} applies to training_type: preference, not {training_type}; remove it")
         losses = PREFERENCE_PARAMETERS[name]
@@ -384,7 +390,7 @@ def config_keys() -> list[tuple[str, Any, str]]:
     """(key, default, description) for every key, in declaration order."""
     rows = []
     for name, field in TrainingConfig.model_fields.items():
-        default = field.default_factory() if field.default_factory is not None else field.default
+        default = field.get_default(call_default_factory=True)
         rows.append((name, default, field.description or ""))
     return rows
 
@@ -458,7 +464,7 @@ def _migrate(values: dict[str, Any], source: str) -> dict[str, Any]:
     return values
 
 
-def _describe_error(error: dict[str, Any]) -> str:
+def _describe_error(error: ErrorDetails) -> str:
     key = ".".join(str(p) for p in error.get("loc", ())) or "config"
     if error.get("type") == "value_error":  # our own validators' messages name the problem and the fix
         message = str(error.get("msg")).removeprefix("Value error, ")

@@ -17,6 +17,7 @@ import numpy as np
 from forgellm.errors import EngineUnavailableError, UserError
 
 if TYPE_CHECKING:
+    from forgellm.data.sequences import PairBatch
     from forgellm.models.resolve import ModelInfo
     from forgellm.training.config import TrainingConfig
     from forgellm.training.distributed import Group
@@ -51,6 +52,20 @@ class Trainable(Protocol):
 
     def eval_loss(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
         """(sum of target-token cross-entropies, target tokens) without gradients."""
+        ...
+
+    # Preference pairs (`forgellm.training.preference`); only a trainable built for training_type
+    # preference has the settings they need.
+    def pair_backward(self, batch: PairBatch, loss_scale: float) -> np.ndarray:
+        """Add ``loss_scale * d(sum of the pairs' losses)/d(params)``; return the sums of `METRICS`."""
+        ...
+
+    def pair_eval(self, batch: PairBatch) -> np.ndarray:
+        """The sums of `METRICS` over the pairs of ``batch``, without gradients."""
+        ...
+
+    def sequence_logps(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Summed target log-probability of each sequence (n,), in evaluation mode: DPO's reference."""
         ...
 
     def generate_greedy(self, prompts: list[list[int]], max_tokens: int, stop_ids: set[int]) -> list[list[int]]:

@@ -44,7 +44,11 @@ def training_length(config: TrainingConfig, sequences: int, world_size: int = 1)
     if steps is None:  # a validated TrainingConfig always has one; this guards configs built with model_copy
         raise UserError("set max_iterations or num_epochs")
     # The epochs asked for when they give these steps (a resolved config records both), else the steps' share.
-    epochs = config.num_epochs if from_epochs == steps else round(steps / steps_per_epoch, EPOCH_DIGITS)
+    epochs = (
+        config.num_epochs
+        if config.num_epochs is not None and from_epochs == steps
+        else round(steps / steps_per_epoch, EPOCH_DIGITS)
+    )
     return TrainingLength(
         max_iterations=steps,
         num_epochs=epochs,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from forgellm.data.sequences import TokenSequences
+from forgellm.data.sequences import PreferencePairs, TokenSequences
 from forgellm.errors import ForgeError, UserError
 from forgellm.runs.events import Event, make_event
 from forgellm.training.checkpoints import CheckpointStore
@@ -77,7 +77,12 @@ class MicroBatches:
     """Micro-batches in a seeded random order, reshuffled every epoch, resumable by position."""
 
     def __init__(
-        self, data: TokenSequences, batch_size: int, seed: int, position: int = 0, shard: tuple[int, int] = (0, 1)
+        self,
+        data: TokenSequences | PreferencePairs,
+        batch_size: int,
+        seed: int,
+        position: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.data, self.batch_size, self.seed, self.shard = data, batch_size, seed, shard
         self.per_epoch = len(data) // (batch_size * shard[1])
@@ -91,7 +96,7 @@ class MicroBatches:
     def order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def __iter__(self) -> Iterator[Any]:  # (tokens, mask) batches, or PairBatch: what the objective reads
         while True:
             epoch, start = divmod(self.position, self.per_epoch)
             for batch in self.data.batches(self.batch_size, order=self.order(epoch), start=start, shard=self.shard):
@@ -128,13 +133,13 @@ def evaluate_objective(
             continue
         values, n = objective.evaluate(trainable, data, slice(start, start + batch_size))
         sums, count = sums + values, count + n
-    *summed, count = group.sum([*map(float, sums), count])
-    if count == 0:
+    *summed, total = group.sum([*map(float, sums), count])
+    if total == 0:
         raise UserError(
             "the validation split has no target tokens; raise validation_split, add data, "
             "or name a folder of validation documents with validation_dir"
         )
-    return summed[0] / count, named_means(objective, np.asarray(summed), count)
+    return summed[0] / total, named_means(objective, np.asarray(summed), total)
 
 
 class StopFlag:
@@ -153,8 +158,8 @@ class StopFlag:
 def train(
     trainable: Trainable,
     config: TrainingConfig,
-    train_data: TokenSequences,
-    val_data: TokenSequences,
+    train_data: TokenSequences | PreferencePairs,
+    val_data: TokenSequences | PreferencePairs,
     store: CheckpointStore,
     callbacks: list[Callback],
     *,
@@ -196,7 +201,8 @@ def train(
         saved_step = state.step
         if not is_main:
             if getattr(trainable, "collective_save", False):
-                trainable.save_checkpoint(None)  # this rank's part in gathering sharded weights
+                # this rank's part in gathering sharded weights: FsdpTrainable's save takes None
+                trainable.save_checkpoint(None)  # type: ignore[arg-type]
             return
         val = state.val_loss if state.val_step == state.step else None
         qa_accuracy = state.qa_accuracy if state.qa_step == state.step else None
@@ -301,13 +307,13 @@ def train(
         # units: what the loss is a mean over (target tokens; preference pairs); targets: tokens trained on
         units = sum(objective.units(b) for b in micro)
         targets = sum(objective.tokens(b) for b in micro)
-        units, targets, stop_votes = group.sum([units, targets, 1.0 if stop else 0.0])  # global; any rank stopping
+        all_units, all_targets, stop_votes = group.sum([units, targets, 1.0 if stop else 0.0])  # any rank stopping
         if stop_votes:
             if not stop:
                 stop.set("another worker stopped")
             status = "stopped"
             break
-        targets, units = int(targets), int(units)
+        targets, units = int(all_targets), int(all_units)
         lr = learning_rate(
             state.step,
             peak=config.learning_rate,

@@ -9,7 +9,7 @@ import json
 import math
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -157,7 +157,7 @@ class MlxTrainable:
                 mx.array(np.asarray(mask, dtype=np.float32)),
                 mx.array(1.0),
             )
-            value = loss_sum.item()
+            value = cast(float, loss_sum.item())  # a float32 scalar's item; the stubs say int | float | complex
         finally:
             self.model.train()
         return value, int(mask[:, 1:].sum())
@@ -172,13 +172,18 @@ class MlxTrainable:
             self.model.train()
 
     # --- preference pairs (`forgellm.training.preference`) -----------------------------------
+    def _settings(self) -> PreferenceSettings:
+        if self.preference is None:
+            raise RuntimeError("preference pairs reached a trainable built without preference settings")
+        return self.preference
+
     def _pair_arrays(self, batch: PairBatch) -> tuple[mx.array, mx.array, mx.array | None]:
         n, length = batch.tokens.shape[0], batch.tokens.shape[2]
         mask = batch.mask.reshape(2 * n, length)
         used = int(np.flatnonzero(mask.any(axis=0)).max(initial=1)) + 1  # right padding: cut it off
         tokens = batch.tokens.reshape(2 * n, length)[:, :used]
         reference = None
-        if self.preference.needs_reference:
+        if self._settings().needs_reference:
             if batch.reference is None:
                 raise RuntimeError("dpo needs the reference log-probabilities of this batch")
             reference = mx.array(np.asarray(batch.reference, dtype=np.float32))
@@ -201,7 +206,7 @@ class MlxTrainable:
         self.model.eval()
         try:
             x, m, reference = self._pair_arrays(batch)
-            _, (loss_sum, metrics) = _pair_loss(self.model, x, m, reference, mx.array(1.0), settings=self.preference)
+            _, (loss_sum, metrics) = _pair_loss(self.model, x, m, reference, mx.array(1.0), settings=self._settings())
             mx.eval(loss_sum, metrics)
         finally:
             self.model.train()
@@ -230,6 +235,7 @@ class MlxTrainable:
     def load_checkpoint(self, folder: Path) -> None:
         self.model.load_weights(str(folder / ADAPTER_FILE), strict=False)
         state = mx.load(str(folder / OPTIMIZER_FILE))
+        assert isinstance(state, dict)  # a .safetensors file loads as {name: array}
         self.optimizer.state = tree_unflatten(list(state.items()))
         mx.eval(self.model.parameters(), self.optimizer.state)
         self._compile_update()
@@ -286,6 +292,8 @@ def _pair_loss(
     logps, counts = logps.reshape(-1, 2), counts.reshape(-1, 2)
     average = logps / mx.maximum(counts, 1.0)
     if settings.loss == "dpo":
+        if reference is None:
+            raise RuntimeError("dpo needs the reference log-probabilities of this batch")
         ratios = logps - reference
         z = settings.beta * (ratios[:, 0] - ratios[:, 1])
         eps = settings.label_smoothing
@@ -327,7 +335,7 @@ def _global_norm(grads) -> float:
         viewed = []
     total = math.fsum(float(np.dot(v, v)) for v in viewed)
     if leaves:
-        total += _square_sum(leaves).item()
+        total += cast(float, _square_sum(leaves).item())
     return math.sqrt(total)
 
 

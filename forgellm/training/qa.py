@@ -30,7 +30,7 @@ def normalise(text: str) -> str:
     """Lower case, no accents, punctuation or articles, single spaces."""
     text = unicodedata.normalize("NFKD", text)
     text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    text = text.translate(str.maketrans({c: " " for c in string.punctuation}))
+    text = text.translate(str.maketrans(string.punctuation, " " * len(string.punctuation)))
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 

@@ -17,11 +17,11 @@ import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
-from forgellm.data.sequences import TokenSequences, load_split
+from forgellm.data.sequences import PreferencePairs, TokenSequences, load_split
 from forgellm.errors import ConflictError, NotFoundError, UserError
 from forgellm.models.resolve import ModelInfo, resolve, resolve_adapter
 from forgellm.runs.checkpoints import resume_point, write_manifest
@@ -122,7 +122,7 @@ def prepare_folder(run_dir: Path, *, overwrite: bool) -> RunLock:
 
 def load_data(
     config: TrainingConfig, base: ModelInfo, workspace: Workspace
-) -> tuple[TokenSequences, TokenSequences, dict]:
+) -> tuple[TokenSequences | PreferencePairs, TokenSequences | PreferencePairs, dict]:
     """The train/val splits: a folder of prepared splits (``train.tokens.npy`` ...) is used as is,
     anything else goes through the data pipeline."""
     source = workspace.path(config.input_dir)
@@ -194,8 +194,8 @@ def _vocab_size(model: ModelInfo) -> int | None:
         return None
 
 
-def _install_stop_handlers(stop: StopFlag) -> dict[int, Any]:
-    previous = {}
+def _install_stop_handlers(stop: StopFlag) -> dict[signal.Signals, Any]:
+    previous: dict[signal.Signals, Any] = {}
 
     def handler(signum, _frame):
         if stop:  # a second signal: stop now
@@ -363,6 +363,7 @@ def _run(
             (run_dir / DATA_STATS_FILE).write_text(json.dumps(stats, indent=2, default=str))
         check_data(config, train_data)
         config, changed = _resolve_length(config, len(train_data), group, run_dir, resume=resume)
+        assert config.max_iterations is not None  # _resolve_length sets both lengths
         if group.is_main:
             status_file.total_steps = config.max_iterations
         qa = _qa_set(qa_items, base) if qa_items else None
@@ -372,11 +373,12 @@ def _run(
             and config.preference_loss == "dpo"
             and not getattr(trainable, "reference_from_adapter_off", False)
         ):
-            # before any checkpoint is loaded: the reference is the model as training starts
+            # before any checkpoint is loaded: the reference is the model as training starts;
+            # training_type preference: the data are pairs
             key = reference_key(config, base.path, adapter.path if adapter else None)
             folder = Path(stats["prepared_path"])
             train_data, val_data = (
-                reference_logps(trainable, data, folder, split, key, config.batch_size, group)
+                reference_logps(trainable, cast(PreferencePairs, data), folder, split, key, config.batch_size, group)
                 for data, split in ((train_data, "train"), (val_data, "val"))
             )
         state = None
@@ -400,7 +402,8 @@ def _run(
             if group.is_main:
                 _save_final(trainable, run_dir)
             elif getattr(trainable, "collective_save", False):
-                trainable.save_final(None)  # this rank's part in gathering sharded weights
+                # this rank's part in gathering sharded weights: FsdpTrainable's save takes None
+                trainable.save_final(None)  # type: ignore[arg-type]
 
         stop = StopFlag()
         previous = _install_stop_handlers(stop)

@@ -13,16 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from forgellm.errors import UserError
-
-_CAUSES = {
-    errno.ENOSPC: "the disk is full",
-    errno.EDQUOT: "the disk quota is used up",
-    errno.EFBIG: "the file would exceed the file size limit",
-    errno.EROFS: "the folder is on a read-only file system",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-}
+from forgellm.errors import OS_ERROR_CAUSES, UserError
 
 
 class StorageError(UserError):
@@ -49,7 +40,7 @@ def as_os_error(exc: BaseException) -> OSError | None:
 
 def storage_error(exc: OSError, folder: Path | None = None, *, resumable: bool = False) -> StorageError:
     """A `StorageError` for ``exc``, naming the file (else ``folder``), the cause and the way out."""
-    cause = _CAUSES.get(exc.errno or 0, exc.strerror or str(exc))
+    cause = OS_ERROR_CAUSES.get(exc.errno or 0, exc.strerror or str(exc))
     where = exc.filename or folder
     advice = "free some disk space or set output_dir to a writable folder with room"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):

@@ -41,9 +41,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 grad = logits.sub_(lse[:, None]).exp_()  # softmax, in the logits' buffer
                 grad[torch.arange(len(t), device=t.device), t] -= 1.0
                 grad = grad.mul_(scale[:, None]).to(hidden.dtype)
-                if need_hidden:
+                if grad_hidden is not None:
                     torch.mm(grad, w, out=grad_hidden[rows])
-                if need_weight:
+                if grad_weight is not None:
                     grad_weight += (grad.t() @ h).float()
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype

@@ -24,6 +24,8 @@ def pair_losses(
     logps = logps.float()
     average = logps / counts.clamp(min=1)
     if settings.loss == "dpo":
+        if reference is None:
+            raise RuntimeError("dpo needs the reference log-probabilities of this batch")
         ratios = logps - reference.float()
         z = settings.beta * (ratios[:, 0] - ratios[:, 1])
         eps = settings.label_smoothing

@@ -249,6 +249,8 @@ class TorchTrainable:
     def _pairs(self, batch: PairBatch, network) -> tuple[torch.Tensor, torch.Tensor]:
         n, length = batch.tokens.shape[0], batch.tokens.shape[2]
         tokens, mask = batch.tokens.reshape(2 * n, length), batch.mask.reshape(2 * n, length)
+        if self.preference is None:
+            raise RuntimeError("preference pairs reached a trainable built without preference settings")
         reference = None
         if self.preference.needs_reference:
             if batch.reference is not None:

@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
     app.config.update(DEFAULTS)
     app.config.update(test_config or {})
     root = app.config.get("WORKSPACE")
@@ -99,6 +99,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
 
     # The page preloads every module at once instead of level by level along the import graph.
+    assert app.static_folder is not None  # Flask(__name__) serves forgellm/web/static
     modules = sorted(p.name for p in Path(app.static_folder, "js").glob("*.js") if p.name != "app.js")
 
     @app.get("/")

@@ -44,7 +44,7 @@ def doc(
     """Describe an API view for the OpenAPI document."""
 
     def mark(view: Callable) -> Callable:
-        view.__openapi__ = {
+        view.__openapi__ = {  # type: ignore[attr-defined]  # a function attribute that build() reads
             "summary": summary,
             "body": body,
             "query": query,
@@ -64,7 +64,7 @@ def build(app: Flask) -> dict[str, Any]:
         if not rule.rule.startswith("/api") or meta is None:
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             paths.setdefault(path, {})[method.lower()] = _operation(rule, meta, schemas)
     return {
         "openapi": "3.1.0",

@@ -108,18 +108,18 @@ class Supervisor:
 
     def stop(self) -> None:
         """SIGTERM every live child we started, wait up to ``grace`` seconds, SIGKILL what is left."""
-        live = [c for c in self.children if c.alive()]
-        for child in live:
-            log.info("stopping %s (pid %d)", child.name, child.pid)
-            child.process.send_signal(signal.SIGTERM)
+        live = [(c, c.process) for c in self.children if c.process is not None and c.alive()]
+        for child, process in live:
+            log.info("stopping %s (pid %d)", child.name, process.pid)
+            process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace
-        for child in live:
+        for child, process in live:
             try:
-                child.process.wait(max(deadline - time.monotonic(), 0.1))
+                process.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                log.warning("%s (pid %d) did not stop in %.0f s; killing it", child.name, child.pid, self.grace)
-                child.process.kill()
-                child.process.wait()
+                log.warning("%s (pid %d) did not stop in %.0f s; killing it", child.name, process.pid, self.grace)
+                process.kill()
+                process.wait()
 
 
 def environment() -> dict[str, str]:

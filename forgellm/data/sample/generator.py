@@ -385,7 +385,7 @@ DOCUMENT_KINDS: tuple[tuple[Callable[[_Writer, int], tuple[str, str]], int], ...
 def cpt_documents(seed: int = DEFAULT_SEED) -> list[tuple[str, str]]:
     """(file name, text) of every CPT document, in a fixed order."""
     rng = random.Random(seed)
-    out = []
+    out: list[tuple[str, str]] = []
     for kind, count in DOCUMENT_KINDS:
         for index in range(count):
             slug, text = kind(_Writer(random.Random(rng.getrandbits(64))), index)

@@ -120,7 +120,7 @@ class Synthesis:
         return self._summary(teacher, "done")
 
     def _one(self, chunk: Chunk, teacher: Teacher) -> None:
-        options, counts = self.options, Counter()
+        options, counts = self.options, Counter[str]()
         index = ChunkIndex(chunk.text)
         # The same chunk gets the same sampling in every run; 28 bits, so seed + call fits every engine's 32.
         seed = int(chunk.key[:7], 16)

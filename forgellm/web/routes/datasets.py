@@ -46,7 +46,7 @@ FORM_KEYS = tuple(k for k in SHARED_KEYS if k not in ("input_dir", "training_typ
 def _form_key(name: str) -> tuple[Any, Any]:
     """A query parameter declared as the data setting ``name`` (its bounds and description), optional."""
     field = DataSettings.model_fields[name]
-    annotation = str if name in FOLDER_KEYS else field.annotation
+    annotation: Any = str if name in FOLDER_KEYS else field.annotation
     return annotation | None, FieldInfo.merge_field_infos(
         field, default=None, description=(f"{field.description} Default: the training default ({field.default!r}).")
     )
@@ -65,7 +65,8 @@ class _StatsQueryBase(BaseModel):
     )
 
 
-StatsQuery = create_model("StatsQuery", __base__=_StatsQueryBase, **{name: _form_key(name) for name in FORM_KEYS})
+_form_fields: dict[str, Any] = {name: _form_key(name) for name in FORM_KEYS}
+StatsQuery = create_model("StatsQuery", __base__=_StatsQueryBase, **_form_fields)
 
 
 class SynthesizeRequest(BaseModel):

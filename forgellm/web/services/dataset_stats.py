@@ -71,7 +71,7 @@ class DatasetStats:
                 return self._cache[key]
             pending = self._running.get(key)
             owner = pending is None
-            if owner:
+            if pending is None:
                 if len(self._running) >= self.max_processes:
                     raise StatsBusy(
                         f"{len(self._running)} data stats computations are running already, the most this "

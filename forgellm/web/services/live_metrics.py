@@ -51,7 +51,7 @@ class LiveMetrics:
         workspace: Workspace,
         *,
         interval: float = 0.5,
-        on_tick: Callable[[], None] | None = None,
+        on_tick: Callable[[], object] | None = None,
     ):
         self.socketio = socketio
         self.workspace = workspace
