@@ -118,3 +118,18 @@ def test_documents_dir_is_for_ift_runs(tmp_path, workspace, tokenizer):
     docs = write_files(tmp_path / "docs", {"d.md": prose(1, words=300)})
     with pytest.raises(UserError, match="documents_dir mixes documents into the chats of an ift run"):
         prepare(docs, tokenizer, workspace, documents_dir=docs)
+
+
+def test_data_stats_names_the_documents_mixed_into_the_chats(tmp_path, workspace, tiny_model_dir):
+    from tests.cli_helpers import forgellm
+
+    ift = write_files(tmp_path / "ift", {"chats.jsonl": chats(20)})
+    docs = write_files(tmp_path / "docs", {f"d{i}.md": prose(i, words=300) for i in range(6)})
+    code, out, err = forgellm("data", "stats", str(ift), "--mode", "ift", "--mixture-ratio", "1",
+                              "--max-seq-length", "64", "--documents-dir", str(docs), "--model", str(tiny_model_dir), "--json")
+    assert code == 0, err
+    mixture = json.loads(out)["mixture"]
+    assert mixture["documents_sequences"] == mixture["domain_sequences"]  # documents_share 0.5
+    code, out, err = forgellm("data", "stats", str(ift), "--mode", "ift", "--mixture-ratio", "1",
+                              "--max-seq-length", "64", "--documents-dir", str(docs), "--model", str(tiny_model_dir))
+    assert code == 0 and "mixed in: documents" in out, err

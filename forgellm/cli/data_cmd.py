@@ -133,6 +133,23 @@ def _print_stats(stats: dict[str, Any]) -> None:
         rows.append(
             ("truncated pairs" if stats.get("mode") == "preference" else "truncated records", stats["truncated"])
         )
+    if mixture := stats.get("mixture"):
+        if "documents_sequences" in mixture:
+            rows.append(
+                (
+                    "mixed in: documents",
+                    f"{mixture['documents_sequences']} sequences "
+                    f"({mixture['documents_unique_sequences']} distinct) from {mixture['documents_source']}",
+                )
+            )
+        if "general_sequences" in mixture:
+            rows.append(
+                (
+                    "mixed in: general",
+                    f"{mixture['general_sequences']} sequences "
+                    f"({mixture['general_unique_sequences']} distinct) from {mixture['general_source']}",
+                )
+            )
     if stats.get("mode") == "preference":
         rows.insert(6, ("pairs train / val", f"{stats['pairs']['train']} / {stats['pairs']['val']}"))
     rows.append(("cache", f"{'hit' if stats['cache']['hit'] else 'built'} {stats['cache']['path']}"))
