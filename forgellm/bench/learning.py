@@ -1,0 +1,240 @@
+"""Learning quality of the shipped sample recipes: what a user's model knows after CPT, then after IFT.
+
+The suite does what the README tells a user to do, in a temporary workspace: the sample dataset
+written there (`write_sample`), the general-text set copied in as ``dataset/general``, the
+embedded model linked as ``models/base/SmolLM2-135M-Instruct`` (what ``default`` resolves to), then
+``forgellm train --config configs/cpt-sample.yaml`` and ``forgellm train --config
+configs/ift-sample.yaml`` (which continues the CPT run's adapter) run through the real CLI in
+subprocesses, so each stage's wall time is the one a user sees (start-up, data preparation,
+training, evaluations and checkpoints included). Paths the configs name (``input_dir``,
+``documents_dir``, ``general_data_dir``, ``eval_qa``...) are workspace-relative, so they resolve in
+the temporary workspace.
+
+Then the base model (``default``), the CPT run and the IFT run are evaluated alike with
+`forgellm.training.evaluate.evaluate_model`, as ``forgellm eval NAME --qa dataset/sample/qa
+--data dataset/sample/cpt --general dataset/general --max-seq-length 1024`` would: held-out QA
+accuracy per file (``chat-facts``: facts the chats also teach, in other words; ``document-facts``:
+facts only the documents hold), domain perplexity on the validation split of the sample documents
+and general-text perplexity. Rows per stage: both accuracies, both perplexities; for the trained
+stages the general perplexity has the base model's as baseline (its ratio - 1 is the rise), and the
+stage's training wall time. `readme_table` (``python -m forgellm.bench.learning RESULTS.json``
+on the output of ``forgellm bench --only learning --json``) prints them as the README's table.
+
+The recipes are read from ``$FORGELLM_BENCH_CONFIGS`` when set, else from the ``configs/`` folder
+of the source checkout this package runs from, else from ``configs/`` of the current workspace;
+the general-text set likewise from ``dataset/general`` of the checkout, else of the workspace.
+
+Quick mode (``make test``): the same flow on the tests' tiny random llama (linked where the
+embedded model would be), the recipes cut to two steps each (``--set max_iterations=2``, no
+``num_epochs``, no ``eval_qa``), three questions per QA file, 8-token answers and 128-token
+perplexity windows: it checks the harness, not the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from forgellm.bench._common import embedded_model, tiny_model
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS_ENV = "FORGELLM_BENCH_CONFIGS"
+STAGES = (("cpt", "cpt-sample.yaml"), ("ift", "ift-sample.yaml"))
+QA_FILES = ("chat-facts", "document-facts")
+FULL = {"max_tokens": 48, "max_seq_length": 1024}  # `forgellm eval`'s answer length; the table's window
+QUICK = {"max_tokens": 8, "max_seq_length": 128, "questions": 3}
+QUICK_SETS = (
+    "max_iterations=2",
+    "num_epochs=",  # a recipe stated in epochs would conflict with max_iterations
+    "eval_qa=",
+    "best_metric=val_loss",  # qa_accuracy needs eval_qa
+    "warmup_steps=0",
+    "steps_per_eval=2",
+    "val_batches=2",
+    "save_every=2",
+    "max_seq_length=128",
+)
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    configs, general = configs_dir(), general_dir()
+    with tempfile.TemporaryDirectory(prefix="forgellm-bench-learning-") as tmp:
+        workspace = Path(tmp)
+        model = _prepare(workspace, general, quick)
+        qa = _quick_qa(workspace) if quick else workspace / "dataset" / "sample" / "qa"
+        settings = QUICK if quick else FULL
+        measured: list[tuple[str, str, float | None]] = [("base", "default", None)]
+        for stage, config in STAGES:
+            run_dir, seconds = train(workspace, configs / config, QUICK_SETS if quick else ())
+            measured.append((stage, str(run_dir), seconds))
+        reports = {stage: _evaluate(name, workspace, qa, settings) for stage, name, _ in measured}
+    what = f"{model}; QA: {'3 questions per file (quick)' if quick else 'dataset/sample/qa'}"
+    rows: list[dict[str, Any]] = []
+    for stage, _, seconds in measured:
+        rows += stage_rows(stage, reports[stage], reports["base"], seconds, what)
+    return rows
+
+
+def configs_dir() -> Path:
+    """Where the recipes are read from (see the module docstring)."""
+    chosen = os.environ.get(CONFIGS_ENV)
+    candidates = [Path(chosen)] if chosen else [REPO / "configs", Path.cwd() / "configs"]
+    for folder in candidates:
+        if all((folder / name).is_file() for _, name in STAGES):
+            return folder.resolve()
+    wanted = " and ".join(name for _, name in STAGES)
+    raise RuntimeError(f"the learning benchmark needs {wanted} in one of {', '.join(map(str, candidates))}; "
+                       f"set {CONFIGS_ENV} to the folder that holds them")
+
+
+def general_dir() -> Path:
+    for folder in (REPO / "dataset" / "general", Path.cwd() / "dataset" / "general"):
+        if any(folder.glob("*.md")):
+            return folder
+    raise RuntimeError("the learning benchmark needs the general-text set dataset/general (run it from a "
+                       "ForgeLLM source checkout or a workspace that has it)")
+
+
+def _prepare(workspace: Path, general: Path, quick: bool) -> str:
+    """The temporary workspace: sample data, general text, and the model ``default`` resolves to."""
+    from forgellm.data.sample.generator import write_sample
+    from forgellm.models.resolve import EMBEDDED_NAME
+
+    write_sample(workspace / "dataset" / "sample")
+    shutil.copytree(general, workspace / "dataset" / "general")
+    base = workspace / "models" / "base" / EMBEDDED_NAME
+    base.parent.mkdir(parents=True)
+    if quick:  # the tiny model stands where the embedded one would, so the recipes run unchanged
+        tiny_model(base)
+        return "tiny random llama (quick)"
+    base.symlink_to(embedded_model(), target_is_directory=True)
+    return EMBEDDED_NAME
+
+
+def _quick_qa(workspace: Path) -> Path:
+    """A few questions of each held-out file, under the same file names (the per-file scores)."""
+    source, out = workspace / "dataset" / "sample" / "qa", workspace / "quick-qa"
+    out.mkdir()
+    for name in QA_FILES:
+        lines = (source / f"{name}.jsonl").read_text().splitlines()
+        (out / f"{name}.jsonl").write_text("\n".join(lines[: QUICK["questions"]]) + "\n")
+    return out
+
+
+def train(workspace: Path, config: Path, sets: tuple[str, ...]) -> tuple[Path, float]:
+    """One ``forgellm train --config`` in a subprocess, as a user runs it: (run folder, wall seconds)."""
+    command = [sys.executable, "-m", "forgellm", "train", "--config", str(config), "--overwrite"]
+    command += [arg for pair in sets for arg in ("--set", pair)]
+    env = {**os.environ, "FORGELLM_HOME": str(workspace)}
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"`forgellm train --config {config.name}` failed ({done.returncode}): {done.stderr[-3000:]}")
+    run_dir = Path(done.stdout.strip().splitlines()[-1])  # the command prints the run folder last
+    return (run_dir if run_dir.is_absolute() else workspace / run_dir), seconds
+
+
+def _evaluate(name: str, workspace: Path, qa: Path, settings: dict[str, int]):
+    from forgellm.training.evaluate import evaluate_model
+    from forgellm.workspace import Workspace
+
+    sample = workspace / "dataset" / "sample"
+    return evaluate_model(
+        name,
+        qa=qa,
+        data=str(sample / "cpt"),
+        general=str(workspace / "dataset" / "general"),
+        max_tokens=settings["max_tokens"],
+        max_seq_length=settings["max_seq_length"],
+        workspace=Workspace(workspace),
+    )
+
+
+def stage_rows(stage: str, report: Any, base: Any, seconds: float | None, what: str) -> list[dict[str, Any]]:
+    """The result rows of one stage (``base``, ``cpt``, ``ift``) from its `EvalReport` and the base model's."""
+    rows = []
+    for qa_file in QA_FILES:
+        score = report.qa_files.get(qa_file)
+        if score is None:
+            raise RuntimeError(f"the {stage} evaluation has no {qa_file} score: {sorted(report.qa_files)}")
+        rows.append({
+            "name": f"learning_{stage}_{qa_file.replace('-', '_')}_qa",
+            "value": round(100 * score["accuracy"], 1),
+            "unit": "%",
+            "notes": f"{score['correct']}/{score['total']} held-out {qa_file} questions right; {what}",
+            "correct": score["correct"],
+            "total": score["total"],
+        })
+    rows.append({
+        "name": f"learning_{stage}_domain_ppl",
+        "value": round(report.domain_ppl, 3),
+        "unit": "ppl",
+        "baseline": None if stage == "base" else round(base.domain_ppl, 3),
+        "ratio": None if stage == "base" else round(report.domain_ppl / base.domain_ppl, 4),
+        "notes": "validation split of dataset/sample/cpt" + ("" if stage == "base" else "; baseline: base model"),
+    })
+    general = {
+        "name": f"learning_{stage}_general_ppl",
+        "value": round(report.general_ppl, 3),
+        "unit": "ppl",
+        "notes": "dataset/general",
+    }
+    if stage != "base":
+        rise = report.general_ppl / base.general_ppl - 1
+        general.update(baseline=round(base.general_ppl, 3), ratio=round(report.general_ppl / base.general_ppl, 4))
+        general["notes"] += f"; {rise:+.1%} vs the base model (baseline)"
+    rows.append(general)
+    if seconds is not None:
+        rows.append({
+            "name": f"learning_{stage}_train_wall_s",
+            "value": round(seconds, 1),
+            "unit": "s",
+            "notes": f"`forgellm train --config configs/{dict(STAGES)[stage]}` in a subprocess, start to exit",
+        })
+    return rows
+
+
+def readme_table(results: list[dict[str, Any]]) -> str:
+    """The README's table (model | chat-facts QA | document-facts QA | domain ppl | general ppl (rise) |
+    training time) from this suite's result rows."""
+    rows = {r["name"]: r for r in results}
+    lines = [
+        "| model | chat-facts QA | document-facts QA | domain ppl | general ppl (rise) | training time |",
+        "|---|---|---|---|---|---|",
+    ]
+    labels = {"base": "base model", "cpt": "after CPT", "ift": "after IFT (on the CPT adapter)"}
+    for stage, label in labels.items():
+        if f"learning_{stage}_general_ppl" not in rows:
+            continue
+        qa = [rows[f"learning_{stage}_{f.replace('-', '_')}_qa"] for f in QA_FILES]
+        qa_cells = [f"{r['value']:.1f}% ({r['correct']}/{r['total']})" for r in qa]
+        general = rows[f"learning_{stage}_general_ppl"]
+        rise = f" ({100 * (general['ratio'] - 1):+.1f}%)" if general.get("ratio") else ""
+        wall = rows.get(f"learning_{stage}_train_wall_s")
+        time_cell = "-" if not wall else f"{wall['value']:.0f} s" if wall["value"] < 60 else f"{wall['value'] / 60:.1f} min"
+        domain = rows[f"learning_{stage}_domain_ppl"]["value"]
+        lines.append(f"| {label} | {' | '.join(qa_cells)} | {domain:.2f} | {general['value']:.2f}{rise} | {time_cell} |")
+    return "\n".join(lines)
+
+
+def _suite_results(path: Path) -> list[dict[str, Any]]:
+    """This suite's rows in the output of ``forgellm bench --json``."""
+    data = json.loads(path.read_text())
+    for suite in data.get("suites", []):
+        if suite.get("module") == "learning" and suite.get("results"):
+            return suite["results"]
+    raise SystemExit(f"{path} has no results of the learning benchmark (forgellm bench --only learning --json)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m forgellm.bench.learning RESULTS.json  (from forgellm bench --json)")
+    print(readme_table(_suite_results(Path(sys.argv[1]))))
