@@ -154,3 +154,24 @@ def test_a_validation_split_smaller_than_a_batch_still_evaluates(workspace, tiny
     invoke("train", "--config", str(write_config(workspace / "c.yaml", **values)))
     evals = [e for e in read_events(workspace / "models/cpt/small-val/metrics.jsonl") if e["event"] == "eval"]
     assert [e["step"] for e in evals] == [0, 2] and all(e["val_loss"] > 0 for e in evals)
+
+
+def test_eval_of_an_ift_run_with_documents_reads_other_folders_as_plain_text(workspace, tiny_model_dir):
+    # The run's documents_dir belongs to its own (chat) dataset: perplexity on another folder is that folder's
+    # text alone, as for any model; it used to fail with "documents_dir mixes documents into ... ift run".
+    from forgellm.data.sample.generator import write_sample
+
+    write_sample(workspace / "dataset" / "sample")
+    few = workspace / "dataset" / "few"
+    few.mkdir()
+    for doc in sorted((workspace / "dataset" / "sample" / "cpt").glob("*.md"))[:3]:
+        (few / doc.name).write_text(doc.read_text())
+    cfg = write_config(workspace / "c.yaml", **tiny_config_values(
+        tiny_model_dir, run_name="mixed", training_type="ift", input_dir="dataset/sample/ift",
+        documents_dir="dataset/few", data_mixture_ratio=1.0, max_seq_length=128, max_iterations=2, steps_per_eval=2, save_every=2))
+    invoke("train", "--config", str(cfg))
+    args = ("--data", "dataset/few", "--general", "dataset/few", "--max-seq-length", "64", "--json")
+    run, plain = (json.loads(invoke("eval", name, *args)) for name in ("mixed", str(tiny_model_dir)))
+    assert run["domain_ppl"] > 1.0 and run["general_ppl"] > 1.0
+    # Same folder, same windows: the adapter's two-step change moves the perplexity only a little.
+    assert run["domain_ppl"] == pytest.approx(plain["domain_ppl"], rel=0.2)

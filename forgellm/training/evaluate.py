@@ -97,7 +97,7 @@ def evaluate_model(
         config = config.model_copy(update={"max_seq_length": max_seq_length})
     domain_dir = data or (run_config.input_dir if run_config else None)
     if data and (run_config is None or data != run_config.input_dir):
-        config = config.model_copy(update={"training_type": "cpt"})  # another folder: read as plain text
+        config = _plain_text(config)  # another folder: read as plain text
     if domain_dir or general:
         from forgellm.training.engine_api import create_trainable
 
@@ -108,7 +108,7 @@ def evaluate_model(
         if general:
             report.general_loss = _loss_on(
                 scorer,
-                config.model_copy(update={"training_type": "cpt"}),
+                _plain_text(config),
                 base,
                 general,
                 "train",
@@ -119,6 +119,14 @@ def evaluate_model(
     if run_dir is not None:
         _record(report, run_dir / "evaluation" / f"{folder.name}.json")
     return report
+
+
+def _plain_text(config: TrainingConfig) -> TrainingConfig:
+    """The run's settings for reading another folder as plain text: CPT, and none of the run's other
+    folders (an IFT run's documents_dir, its validation_dir), which belong to its own dataset."""
+    from forgellm.data.settings import FOLDER_KEYS
+
+    return config.model_copy(update={"training_type": "cpt", **dict.fromkeys(FOLDER_KEYS)})
 
 
 def _record(report: EvalReport, path: Path) -> None:
