@@ -165,3 +165,58 @@ def test_preference_quick_compares_a_dpo_step_with_trls_dpo_trainer() -> None:
     assert row["name"] == "train_dpo_lora_torch_tokens_per_s" and row["unit"] == "tokens/s"
     assert row["value"] > 0 and row["baseline"] > 0 and row["ratio"] > 0
     assert "TRL 1.16.0 DPOTrainer" in row["notes"]
+
+
+def _report(chat: tuple[int, int], document: tuple[int, int], domain: float, general: float):
+    from forgellm.training.evaluate import EvalReport
+
+    files = {name: {"correct": c, "total": t, "accuracy": c / t}
+             for name, (c, t) in (("chat-facts", chat), ("document-facts", document))}
+    return EvalReport(model="m", path="p", engine="torch", qa_files=files, domain_ppl=domain, general_ppl=general)
+
+
+def test_learning_rows_and_readme_table_compare_each_stage_with_the_base_model() -> None:
+    from forgellm.bench.learning import readme_table, stage_rows
+
+    base = _report((0, 42), (1, 21), 20.0, 12.33)
+    rows = stage_rows("base", base, base, None, "m")
+    rows += stage_rows("cpt", _report((3, 42), (7, 21), 8.0, 12.70), base, 300.0, "m")
+    rows += stage_rows("ift", _report((31, 42), (6, 21), 9.5, 13.0), base, 45.0, "m")
+    by_name = {r["name"]: r for r in rows}
+    assert "learning_base_train_wall_s" not in by_name and by_name["learning_cpt_train_wall_s"]["value"] == 300.0
+    assert by_name["learning_ift_chat_facts_qa"]["value"] == pytest.approx(73.8)
+    general = by_name["learning_cpt_general_ppl"]
+    assert general["baseline"] == 12.33 and general["ratio"] == pytest.approx(12.70 / 12.33, abs=1e-4)
+    assert "+3.0% vs the base model" in general["notes"]
+    assert readme_table(rows).splitlines() == [
+        "| model | chat-facts QA | document-facts QA | domain ppl | general ppl (rise) | training time |",
+        "|---|---|---|---|---|---|",
+        "| base model | 0.0% (0/42) | 4.8% (1/21) | 20.00 | 12.33 | - |",
+        "| after CPT | 7.1% (3/42) | 33.3% (7/21) | 8.00 | 12.70 (+3.0%) | 5.0 min |",
+        "| after IFT (on the CPT adapter) | 73.8% (31/42) | 28.6% (6/21) | 9.50 | 13.00 (+5.4%) | 45 s |",
+    ]
+
+
+@pytest.mark.slow
+def test_learning_quick_trains_the_shipped_recipes_and_evaluates_every_stage() -> None:
+    from forgellm.bench.learning import readme_table
+
+    results = _bench("learning")
+    rows = {r["name"]: r for r in results}
+    stages = ("base", "cpt", "ift")
+    measures = ("chat_facts_qa", "document_facts_qa", "domain_ppl", "general_ppl")
+    assert set(rows) == {f"learning_{s}_{m}" for s in stages for m in measures} | {
+        "learning_cpt_train_wall_s", "learning_ift_train_wall_s"}
+    for stage in stages:
+        for qa in ("chat_facts_qa", "document_facts_qa"):
+            row = rows[f"learning_{stage}_{qa}"]
+            assert row["total"] == 3 and row["value"] == pytest.approx(100 * row["correct"] / 3, abs=0.1)
+        assert rows[f"learning_{stage}_domain_ppl"]["value"] > 1
+    base = rows["learning_base_general_ppl"]["value"]
+    for stage in ("cpt", "ift"):
+        general = rows[f"learning_{stage}_general_ppl"]
+        assert general["baseline"] == base and general["ratio"] == pytest.approx(general["value"] / base, rel=1e-3)
+        assert rows[f"learning_{stage}_train_wall_s"]["value"] > 0
+        # Two steps of a tiny random model: the adapter moved the weights, a little.
+        assert general["value"] != base and 0.5 < general["ratio"] < 2
+    assert len(readme_table(results).splitlines()) == 5

@@ -26,8 +26,9 @@ the general-text set likewise from ``dataset/general`` of the checkout, else of 
 
 Quick mode (``make test``): the same flow on the tests' tiny random llama (linked where the
 embedded model would be), the recipes cut to two steps each (``--set max_iterations=2``, no
-``num_epochs``, no ``eval_qa``), three questions per QA file, 8-token answers and 128-token
-perplexity windows: it checks the harness, not the numbers.
+``num_epochs``, no ``eval_qa``, the sequence length cut to the tiny model's context where the recipe's
+is longer), three questions per QA file, 8-token answers and 128-token perplexity windows: it checks
+the harness, not the numbers.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ QUICK_SETS = (
     "steps_per_eval=2",
     "val_batches=2",
     "save_every=2",
-    "max_seq_length=128",
 )
 
 
@@ -72,7 +72,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         settings = QUICK if quick else FULL
         measured: list[tuple[str, str, float | None]] = [("base", "default", None)]
         for stage, config in STAGES:
-            run_dir, seconds = train(workspace, configs / config, QUICK_SETS if quick else ())
+            sets = quick_sets(configs / config, workspace) if quick else ()
+            run_dir, seconds = train(workspace, configs / config, sets)
             measured.append((stage, str(run_dir), seconds))
         reports = {stage: _evaluate(name, workspace, qa, settings) for stage, name, _ in measured}
     what = f"{model}; QA: {'3 questions per file (quick)' if quick else 'dataset/sample/qa'}"
@@ -116,6 +117,18 @@ def _prepare(workspace: Path, general: Path, quick: bool) -> str:
         return "tiny random llama (quick)"
     base.symlink_to(embedded_model(), target_is_directory=True)
     return EMBEDDED_NAME
+
+
+def quick_sets(config: Path, workspace: Path) -> tuple[str, ...]:
+    """The quick run's overrides of one recipe: `QUICK_SETS`, and its sequence length cut to the tiny
+    model's context where the recipe's is longer (the run would refuse it)."""
+    from forgellm.models.resolve import describe, resolve
+    from forgellm.training.config import TrainingConfig, read_config_file
+    from forgellm.workspace import Workspace
+
+    length = read_config_file(config).get("max_seq_length") or TrainingConfig.model_fields["max_seq_length"].default
+    context = describe(resolve("default", Workspace(workspace)).path).context_length or length
+    return (*QUICK_SETS, f"max_seq_length={min(length, context)}")
 
 
 def _quick_qa(workspace: Path) -> Path:
