@@ -78,8 +78,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         reports = {stage: _evaluate(name, workspace, qa, settings) for stage, name, _ in measured}
     what = f"{model}; QA: {'3 questions per file (quick)' if quick else 'dataset/sample/qa'}"
     rows: list[dict[str, Any]] = []
-    for stage, _, seconds in measured:
-        rows += stage_rows(stage, reports[stage], reports["base"], seconds, what)
+    for stage, _, wall in measured:
+        rows += stage_rows(stage, reports[stage], reports["base"], wall, what)
     return rows
 
 
@@ -91,16 +91,20 @@ def configs_dir() -> Path:
         if all((folder / name).is_file() for _, name in STAGES):
             return folder.resolve()
     wanted = " and ".join(name for _, name in STAGES)
-    raise RuntimeError(f"the learning benchmark needs {wanted} in one of {', '.join(map(str, candidates))}; "
-                       f"set {CONFIGS_ENV} to the folder that holds them")
+    raise RuntimeError(
+        f"the learning benchmark needs {wanted} in one of {', '.join(map(str, candidates))}; "
+        f"set {CONFIGS_ENV} to the folder that holds them"
+    )
 
 
 def general_dir() -> Path:
     for folder in (REPO / "dataset" / "general", Path.cwd() / "dataset" / "general"):
         if any(folder.glob("*.md")):
             return folder
-    raise RuntimeError("the learning benchmark needs the general-text set dataset/general (run it from a "
-                       "ForgeLLM source checkout or a workspace that has it)")
+    raise RuntimeError(
+        "the learning benchmark needs the general-text set dataset/general (run it from a "
+        "ForgeLLM source checkout or a workspace that has it)"
+    )
 
 
 def _prepare(workspace: Path, general: Path, quick: bool) -> str:
@@ -178,22 +182,26 @@ def stage_rows(stage: str, report: Any, base: Any, seconds: float | None, what: 
         score = report.qa_files.get(qa_file)
         if score is None:
             raise RuntimeError(f"the {stage} evaluation has no {qa_file} score: {sorted(report.qa_files)}")
-        rows.append({
-            "name": f"learning_{stage}_{qa_file.replace('-', '_')}_qa",
-            "value": round(100 * score["accuracy"], 1),
-            "unit": "%",
-            "notes": f"{score['correct']}/{score['total']} held-out {qa_file} questions right; {what}",
-            "correct": score["correct"],
-            "total": score["total"],
-        })
-    rows.append({
-        "name": f"learning_{stage}_domain_ppl",
-        "value": round(report.domain_ppl, 3),
-        "unit": "ppl",
-        "baseline": None if stage == "base" else round(base.domain_ppl, 3),
-        "ratio": None if stage == "base" else round(report.domain_ppl / base.domain_ppl, 4),
-        "notes": "validation split of dataset/sample/cpt" + ("" if stage == "base" else "; baseline: base model"),
-    })
+        rows.append(
+            {
+                "name": f"learning_{stage}_{qa_file.replace('-', '_')}_qa",
+                "value": round(100 * score["accuracy"], 1),
+                "unit": "%",
+                "notes": f"{score['correct']}/{score['total']} held-out {qa_file} questions right; {what}",
+                "correct": score["correct"],
+                "total": score["total"],
+            }
+        )
+    rows.append(
+        {
+            "name": f"learning_{stage}_domain_ppl",
+            "value": round(report.domain_ppl, 3),
+            "unit": "ppl",
+            "baseline": None if stage == "base" else round(base.domain_ppl, 3),
+            "ratio": None if stage == "base" else round(report.domain_ppl / base.domain_ppl, 4),
+            "notes": "validation split of dataset/sample/cpt" + ("" if stage == "base" else "; baseline: base model"),
+        }
+    )
     general = {
         "name": f"learning_{stage}_general_ppl",
         "value": round(report.general_ppl, 3),
@@ -206,12 +214,14 @@ def stage_rows(stage: str, report: Any, base: Any, seconds: float | None, what: 
         general["notes"] += f"; {rise:+.1%} vs the base model (baseline)"
     rows.append(general)
     if seconds is not None:
-        rows.append({
-            "name": f"learning_{stage}_train_wall_s",
-            "value": round(seconds, 1),
-            "unit": "s",
-            "notes": f"`forgellm train --config configs/{dict(STAGES)[stage]}` in a subprocess, start to exit",
-        })
+        rows.append(
+            {
+                "name": f"learning_{stage}_train_wall_s",
+                "value": round(seconds, 1),
+                "unit": "s",
+                "notes": f"`forgellm train --config configs/{dict(STAGES)[stage]}` in a subprocess, start to exit",
+            }
+        )
     return rows
 
 
@@ -232,10 +242,16 @@ def readme_table(results: list[dict[str, Any]]) -> str:
         general = rows[f"learning_{stage}_general_ppl"]
         rise = f" ({100 * (general['ratio'] - 1):+.1f}%)" if general.get("ratio") else ""
         wall = rows.get(f"learning_{stage}_train_wall_s")
-        time_cell = "-" if not wall else f"{wall['value']:.0f} s" if wall["value"] < 60 else f"{wall['value'] / 60:.1f} min"
+        time_cell = _duration(wall["value"]) if wall else "-"
         domain = rows[f"learning_{stage}_domain_ppl"]["value"]
-        lines.append(f"| {label} | {' | '.join(qa_cells)} | {domain:.2f} | {general['value']:.2f}{rise} | {time_cell} |")
+        lines.append(
+            f"| {label} | {' | '.join(qa_cells)} | {domain:.2f} | {general['value']:.2f}{rise} | {time_cell} |"
+        )
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
 def _suite_results(path: Path) -> list[dict[str, Any]]:
