@@ -75,8 +75,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
             sets = quick_sets(configs / config, workspace) if quick else ()
             run_dir, seconds = train(workspace, configs / config, sets)
             measured.append((stage, str(run_dir), seconds))
-        reports = {stage: _evaluate(name, workspace, qa, settings) for stage, name, _ in measured}
-    what = f"{model}; QA: {'3 questions per file (quick)' if quick else 'dataset/sample/qa'}"
+        engine = _engine_of(Path(measured[1][1]))  # the base model is evaluated on the engine the runs used
+        reports = {stage: _evaluate(name, workspace, qa, settings, engine) for stage, name, _ in measured}
+    what = f"{model}, {engine} engine; QA: {'3 questions per file (quick)' if quick else 'dataset/sample/qa'}"
     rows: list[dict[str, Any]] = []
     for stage, _, wall in measured:
         rows += stage_rows(stage, reports[stage], reports["base"], wall, what)
@@ -147,7 +148,7 @@ def _quick_qa(workspace: Path) -> Path:
 
 def train(workspace: Path, config: Path, sets: tuple[str, ...]) -> tuple[Path, float]:
     """One ``forgellm train --config`` in a subprocess, as a user runs it: (run folder, wall seconds)."""
-    command = [sys.executable, "-m", "forgellm", "train", "--config", str(config), "--overwrite"]
+    command = [sys.executable, "-m", "forgellm", "train", "--config", str(config)]
     command += [arg for pair in sets for arg in ("--set", pair)]
     env = {**os.environ, "FORGELLM_HOME": str(workspace)}
     started = time.perf_counter()
@@ -159,7 +160,13 @@ def train(workspace: Path, config: Path, sets: tuple[str, ...]) -> tuple[Path, f
     return (run_dir if run_dir.is_absolute() else workspace / run_dir), seconds
 
 
-def _evaluate(name: str, workspace: Path, qa: Path, settings: dict[str, int]):
+def _engine_of(run_dir: Path) -> str:
+    from forgellm.training.run import load_run_config
+
+    return load_run_config(run_dir).resolved_engine()
+
+
+def _evaluate(name: str, workspace: Path, qa: Path, settings: dict[str, int], engine: str):
     from forgellm.training.evaluate import evaluate_model
     from forgellm.workspace import Workspace
 
@@ -171,6 +178,7 @@ def _evaluate(name: str, workspace: Path, qa: Path, settings: dict[str, int]):
         general=str(workspace / "dataset" / "general"),
         max_tokens=settings["max_tokens"],
         max_seq_length=settings["max_seq_length"],
+        engine=engine,
         workspace=Workspace(workspace),
     )
 
