@@ -77,7 +77,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
             measured.append((stage, str(run_dir), seconds))
         engine = _engine_of(Path(measured[1][1]))  # the base model is evaluated on the engine the runs used
         reports = {stage: _evaluate(name, workspace, qa, settings, engine) for stage, name, _ in measured}
-    what = f"{model}, {engine} engine; QA: {'3 questions per file (quick)' if quick else 'dataset/sample/qa'}"
+    what = f"{model}, {engine} engine" + (", first 3 questions" if quick else "")
     rows: list[dict[str, Any]] = []
     for stage, _, wall in measured:
         rows += stage_rows(stage, reports[stage], reports["base"], wall, what)
@@ -195,7 +195,7 @@ def stage_rows(stage: str, report: Any, base: Any, seconds: float | None, what: 
                 "name": f"learning_{stage}_{qa_file.replace('-', '_')}_qa",
                 "value": round(100 * score["accuracy"], 1),
                 "unit": "%",
-                "notes": f"{score['correct']}/{score['total']} held-out {qa_file} questions right; {what}",
+                "notes": f"{score['correct']}/{score['total']} right, dataset/sample/qa/{qa_file}.jsonl; {what}",
                 "correct": score["correct"],
                 "total": score["total"],
             }
