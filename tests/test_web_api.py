@@ -137,6 +137,32 @@ def test_second_run_is_refused_unless_asked_and_stop_ends_the_processes(client, 
     assert client.post("/api/training/stop", json={"run": "cpt/other"}).status_code == 404
 
 
+def test_a_run_started_right_after_stopping_one_waits_for_it_instead_of_a_409(client, workspace, tiny_model_dir):
+    docs = workspace / "dataset" / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    for i in range(12):
+        (docs / f"d{i}.txt").write_text(" ".join(f"word{(i * 7 + j) % 50}" for j in range(400)))
+    config = {"model_name": str(tiny_model_dir), "input_dir": "dataset/docs", "max_iterations": 100000,
+              "steps_per_eval": 100000, "save_every": 100000, "max_seq_length": 32, "data_mixture_ratio": 1.0,
+              "quality_filters": False}
+    first = client.post("/api/training/start", json={"config": config})
+    assert first.status_code == 202, first.get_json()
+    deadline = time.time() + 120
+    while not (run := client.get("/api/training/status").get_json()["jobs"][0]["run"]) and time.time() < deadline:
+        time.sleep(0.2)  # until the trainer holds its run
+    assert run, "the trainer never started"
+    metrics = workspace / "models" / run / "metrics.jsonl"
+    while not (metrics.is_file() and '"event": "train"' in metrics.read_text()) and time.time() < deadline:
+        time.sleep(0.2)  # until it trains: a stop then saves a checkpoint before the process exits
+    assert client.post("/api/training/stop", json={}).status_code == 200
+    assert client.get("/api/training/status").get_json()["jobs"][0]["state"] in ("stopping", "stopped")
+    second = client.post("/api/training/start", json={"config": {**config, "max_iterations": 2}})
+    assert second.status_code == 202, second.get_json()
+    states = {j["id"]: j["state"] for j in client.get("/api/training/status").get_json()["jobs"]}
+    assert states[first.get_json()["job"]["id"]] == "stopped"
+    client.post("/api/training/stop", json={})
+
+
 def test_a_run_training_elsewhere_blocks_a_new_one(client, workspace, tiny_model_dir):
     write_run(workspace, "cpt/busy", status="running", pid=os.getpid())
     (workspace / "dataset").mkdir(exist_ok=True)

@@ -34,6 +34,8 @@ from forgellm.workspace import Workspace
 log = logging.getLogger(__name__)
 
 LOG_TAIL_BYTES = 4000
+#: How long a start waits for runs the user has just stopped to finish saving and exit.
+STOPPING_GRACE_S = 20.0
 
 
 @dataclass
@@ -82,10 +84,28 @@ class TrainingJobs:
         ]
         return ours + others
 
+    def _wait_for_stopping(self, timeout: float) -> None:
+        """A run the user stopped shows 'stopped' as soon as its trainer records it, while the
+        process still saves and exits: give such processes (only those) a moment to go."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            live = [j for j in self.jobs.values() if j.alive]
+            if not live or not all(j.stop_requested for j in live):
+                return
+            time.sleep(0.2)
+
     def start(self, config: dict[str, Any], *, allow_concurrent: bool = False) -> Job:
         with self._lock:
+            if not allow_concurrent:
+                self._wait_for_stopping(STOPPING_GRACE_S)
             active = self.active_runs()
             if active and not allow_concurrent:
+                stopping = [self.run_of(j) or j.id for j in self.jobs.values() if j.alive and j.stop_requested]
+                if stopping and len(stopping) == len(active):
+                    raise ConflictError(
+                        f"the run you stopped ({', '.join(stopping)}) is still saving its checkpoint and "
+                        f"exiting; try again in a moment"
+                    )
                 raise ConflictError(
                     f"a training run is already active ({', '.join(active)}); stop it first, "
                     "or send \"allow_concurrent\": true to run both at once"
@@ -203,7 +223,7 @@ class TrainingJobs:
     def describe(self, job: Job) -> dict[str, Any]:
         code = job.process.poll() if job.process is not None else None
         if job.alive:
-            state = "running"
+            state = "stopping" if job.stop_requested else "running"
         elif job.process is None:  # adopted: its run's status tells how it ended
             state = read_status(job.run_path).get("status", "failed") if job.run_path else "failed"
         else:
