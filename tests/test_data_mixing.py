@@ -72,12 +72,17 @@ def test_replay_set_is_written_by_the_base_model_once_and_cached(tmp_path, works
     monkeypatch.setattr(forgellm.engines, "load_model", no_model)
     again = prepare(domain, tokenizer, workspace, **settings)
     assert again.stats["cache"]["hit"] is True and np.array_equal(again.train.tokens, mixed.train.tokens)
-    # IFT mode mixes the same replay set in, rendered as conversations.
+    # IFT mode mixes the same replay set in, as text (every token a target), none of it dropped
+    # for being longer than the chats' max_seq_length.
     chats = write_files(tmp_path / "chats", {"c.jsonl": [
-        {"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": prose(i, 20)}]}
+        {"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": prose(i, 2)}]}
         for i in range(6)]})
-    ift = prepare(chats, tokenizer, workspace, **(settings | {"training_type": "ift", "max_seq_length": 256}))
+    ift = prepare(chats, tokenizer, workspace, **(settings | {"training_type": "ift", "max_seq_length": 64}))
     assert ift.stats["mixture"]["general_sequences"] == ift.stats["mixture"]["domain_sequences"] >= 1
+    texts = prepare(replay_dir, tokenizer, workspace, max_seq_length=64, validation_split=0.0, quality_filters=False,
+                    near_dedupe_threshold=0.0)
+    assert ift.stats["mixture"]["general_unique_sequences"] == min(len(texts.train),
+                                                                   ift.stats["mixture"]["general_sequences"])
 
 
 def chats(n: int) -> list[dict]:

@@ -78,13 +78,18 @@ def prepare_general(settings: DataSettings, tokenizer: Any, workspace: Workspace
             f"to a folder of general text, set replay_model to sample it from the base model, "
             f"or set data_mixture_ratio=1.0"
         )
+    # General data is text, whatever the run trains on: cut into sequences, every token a target.
+    # Read as IFT records, a prose file (or a replay text) longer than max_seq_length would be
+    # dropped whole (at 128 tokens, 18 of the 24 replay texts were).
     general_settings = settings.model_copy(
         update={
             "input_dir": Path(folder),
+            "training_type": "cpt",
             "validation_split": 0.0,
             "data_mixture_ratio": 1.0,
             "general_data_dir": None,
             "validation_dir": None,
+            "documents_dir": None,
             "ift_format": "auto",
         }
     )
