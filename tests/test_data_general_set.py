@@ -1,6 +1,7 @@
-"""The shipped general-text set (dataset/general): original encyclopedic articles for measuring forgetting
-(`forgellm eval RUN --general dataset/general`) and for replay (`general_data_dir`). It must be ordinary
-English that says nothing about the sample's invented domain, or it would measure the domain instead."""
+"""The shipped general-text sets: dataset/general, original encyclopedic articles for measuring forgetting
+(`forgellm eval RUN --general dataset/general`), and dataset/general-replay, separate original articles for
+replay (`general_data_dir`), so the evaluation set stays unseen by training. Both must be ordinary English
+that says nothing about the sample's invented domain, or they would measure (or train) the domain instead."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from tests.test_data_sample import ngrams, words
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERAL = ROOT / "dataset" / "general"
+REPLAY = ROOT / "dataset" / "general-replay"
 SAMPLE = ROOT / "dataset" / "sample"
 
 
-def articles() -> list[Path]:
-    return sorted(GENERAL.glob("*.md"))
+def articles(folder: Path = GENERAL) -> list[Path]:
+    return sorted(folder.glob("*.md"))
 
 
 def domain_names() -> set[str]:
@@ -45,15 +47,38 @@ def test_the_set_is_a_dozen_short_articles_of_4000_to_8000_words():
     assert all(250 <= n <= 500 for n in counts.values()), counts
 
 
-def test_the_set_shares_nothing_with_the_sample_domain():
-    sample_text = "\n".join(p.read_text() for p in sorted((SAMPLE / "cpt").glob("*.md")))
-    seen = ngrams(words(sample_text), 5)
+def assert_shares_nothing_with(folder: Path, others: dict[str, Path]) -> None:
+    """No article of `folder` shares a 5-word sequence with the documents of `others` (a label for each folder)
+    nor names anything of the sample domain."""
+    seen = {label: ngrams(words("\n".join(p.read_text() for p in articles(other))), 5)
+            for label, other in others.items()}
     pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(domain_names())) + r")\b", re.IGNORECASE)
-    for path in articles():
+    for path in articles(folder):
         text = path.read_text()
-        shared = ngrams(words(text), 5) & seen
-        assert not shared, f"{path.name} shares {sorted(shared)[:5]} with the sample's CPT documents"
+        for label, grams in seen.items():
+            shared = ngrams(words(text), 5) & grams
+            assert not shared, f"{path.name} shares {sorted(shared)[:5]} with {label}"
         assert not pattern.search(text), f"{path.name} names {pattern.search(text).group(0)!r} of the sample domain"
+
+
+def test_the_set_shares_nothing_with_the_sample_domain():
+    assert_shares_nothing_with(GENERAL, {"the sample's CPT documents": SAMPLE / "cpt"})
+
+
+def test_the_replay_set_is_two_dozen_short_articles_of_7000_to_12000_words():
+    docs = articles(REPLAY)
+    assert len(docs) >= 20
+    # No README: the pipeline would read it as one more document to train on.
+    assert {p.suffix for p in REPLAY.iterdir()} == {".md"}
+    counts = {p.name: len(p.read_text().split()) for p in docs}
+    assert 7000 <= sum(counts.values()) <= 12000, counts
+    assert all(300 <= n <= 500 for n in counts.values()), counts
+
+
+def test_the_replay_set_shares_nothing_with_the_evaluation_set_or_the_sample_domain():
+    # Training on text that overlaps the evaluation set would make the forgetting measure look better than it is.
+    assert_shares_nothing_with(REPLAY, {"the evaluation set dataset/general": GENERAL,
+                                        "the sample's CPT documents": SAMPLE / "cpt"})
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +86,19 @@ def tokenizer():
     return load_tokenizer()
 
 
-def test_the_set_passes_the_pipeline_whole(workspace, tokenizer):
-    stats = prepare(GENERAL, tokenizer, workspace, max_seq_length=512).stats
+@pytest.mark.parametrize("folder", [GENERAL, REPLAY], ids=["general", "general-replay"])
+def test_the_set_passes_the_pipeline_whole(workspace, tokenizer, folder):
+    stats = prepare(folder, tokenizer, workspace, max_seq_length=512).stats
     assert stats["skipped"] == [] and stats["filtered"]["total"] == 0
     assert stats["duplicates_removed"] == stats["near_duplicates_removed"] == 0
-    assert stats["train_documents"] + stats["val_documents"] == len(articles())
+    assert stats["train_documents"] + stats["val_documents"] == len(articles(folder))
 
 
-def test_the_set_serves_as_general_data_for_replay_with_the_sample(workspace, tokenizer):
+def test_the_replay_set_serves_as_general_data_with_the_sample(workspace, tokenizer):
     mixed = prepare(SAMPLE / "cpt", tokenizer, workspace, max_seq_length=512, data_mixture_ratio=0.8,
-                    general_data_dir=GENERAL)
+                    general_data_dir=REPLAY)
     mixture = mixed.stats["mixture"]
-    assert mixture["general_source"] == f"folder {GENERAL}"
+    assert mixture["general_source"] == f"folder {REPLAY}"
     assert mixture["general_sequences"] == round(mixture["domain_sequences"] * 0.2 / 0.8) > 0
 
 
