@@ -114,7 +114,11 @@ def _prepare(workspace: Path, general: Path, quick: bool) -> str:
     from forgellm.models.resolve import EMBEDDED_NAME
 
     write_sample(workspace / "dataset" / "sample")
-    shutil.copytree(general, workspace / "dataset" / "general")
+    # The general-text sets beside it: dataset/general (the forgetting measure) and the general
+    # prose the recipes mix in (dataset/general-replay).
+    for folder in sorted(general.parent.glob("general*")):
+        if folder.is_dir():
+            shutil.copytree(folder, workspace / "dataset" / folder.name)
     base = workspace / "models" / "base" / EMBEDDED_NAME
     base.parent.mkdir(parents=True)
     if quick:  # the tiny model stands where the embedded one would, so the recipes run unchanged
