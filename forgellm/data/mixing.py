@@ -203,6 +203,34 @@ def _sequences(data: PreparedData) -> TokenSequences:
     return data.train
 
 
+def _add_part(
+    parts: list[tuple[TokenSequences, np.ndarray]],
+    stats: dict[str, Any],
+    name: str,
+    data: PreparedData,
+    count: int,
+    rng: np.random.Generator,
+    *,
+    fix: str,
+) -> None:
+    """Add ``count`` rows of ``data`` (``documents`` or ``general``) to the mix and its counts to ``stats``."""
+    pool = len(data.train)
+    if count and pool == 0:
+        raise UserError(
+            f"the {name} data ({data.stats.get('source')}) produced no sequences; add text there or {fix}",
+            field="documents_dir" if name == "documents" else "general_data_dir",
+        )
+    parts.append((_sequences(data), _picks(pool, count, rng)))
+    stats.update(
+        {
+            f"{name}_sequences": count,
+            f"{name}_unique_sequences": int(min(count, pool)),
+            f"{name}_source": data.stats.get("source"),
+            f"{name}_cache": data.stats["cache"]["key"],
+        }
+    )
+
+
 def _picks(pool: int, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` row numbers of a pool of ``pool`` rows: each row once (shuffled) before any repeats."""
     return np.tile(rng.permutation(pool), math.ceil(count / pool) if pool else 0)[:count]
@@ -229,41 +257,13 @@ def mix_into(
     if documents is not None:
         share = settings.documents_share
         n_documents = round(len(domain) * share / (1 - share))
-        if n_documents and len(documents.train) == 0:
-            raise UserError(
-                f"the documents ({documents.stats.get('source')}) produced no sequences; "
-                f"add text there or unset documents_dir",
-                field="documents_dir",
-            )
-        parts.append((_sequences(documents), _picks(len(documents.train), n_documents, rng)))
-        stats.update(
-            {
-                "documents_share": share,
-                "documents_sequences": n_documents,
-                "documents_unique_sequences": int(min(n_documents, len(documents.train))),
-                "documents_source": documents.stats.get("source"),
-                "documents_cache": documents.stats["cache"]["key"],
-            }
-        )
+        stats["documents_share"] = share
+        _add_part(parts, stats, "documents", documents, n_documents, rng, fix="unset documents_dir")
     if general is not None:
         ratio = settings.data_mixture_ratio
-        n_domain = sum(len(rows) for _, rows in parts)
-        n_general = round(n_domain * (1 - ratio) / ratio)
-        if n_general and len(general.train) == 0:
-            raise UserError(
-                f"the general data ({general.stats.get('source')}) produced no sequences; "
-                f"add text there or set data_mixture_ratio=1.0"
-            )
-        parts.append((_sequences(general), _picks(len(general.train), n_general, rng)))
-        stats.update(
-            {
-                "domain_ratio": ratio,
-                "general_sequences": n_general,
-                "general_unique_sequences": int(min(n_general, len(general.train))),
-                "general_source": general.stats.get("source"),
-                "general_cache": general.stats["cache"]["key"],
-            }
-        )
+        n_general = round(sum(len(rows) for _, rows in parts) * (1 - ratio) / ratio)
+        stats["domain_ratio"] = ratio
+        _add_part(parts, stats, "general", general, n_general, rng, fix="set data_mixture_ratio=1.0")
     # Row r of the result is row row_of[order[r]] of part part_of[order[r]].
     part_of = np.concatenate([np.full(len(rows), p) for p, (_, rows) in enumerate(parts)])
     row_of = np.concatenate([rows for _, rows in parts])
