@@ -30,6 +30,7 @@ from forgellm.workspace import Workspace
 
 if TYPE_CHECKING:
     from forgellm.data.pipeline import PreparedData
+    from forgellm.engines.base import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def ensure_replay_set(settings: DataSettings, workspace: Workspace) -> Path:
     return folder
 
 
-def _replay_records(model: Any, settings: DataSettings) -> list[dict[str, Any]]:
+def _replay_records(model: LoadedModel, settings: DataSettings) -> list[dict[str, Any]]:
     """The replay texts, sampled a batch of prompts at a time (one forward pass per token for the
     batch: several times faster than one text after another on a CPU). Each is usable as CPT text
     (``text``) and as an IFT conversation (``messages``); empty ones are left out."""

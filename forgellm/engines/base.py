@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from forgellm.errors import UserError
 
 if TYPE_CHECKING:
+    from forgellm.engines.batched import BatchSampling
     from forgellm.models.resolve import ModelInfo
 
 PromptFormat = Literal["chat", "raw"]
@@ -115,6 +116,10 @@ class LoadedModel(Protocol):
     def greedy_batch(self, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
         """Greedy answers to many encoded prompts at once: per prompt, the generated ids before the
         first end-of-sequence id, at most ``max_tokens``."""
+        ...
+
+    def sample_batch(self, prompts: list[list[int]], max_tokens: int, sample: BatchSampling) -> list[list[int]]:
+        """Like `greedy_batch`, sampled with ``sample``'s temperature, top-p and seed."""
         ...
 
     def memory_bytes(self) -> int:
