@@ -72,6 +72,14 @@ def test_normalised_containment():
     assert not is_correct("Parisian", "Paris") and not is_correct("anything", "")
 
 
+def test_only_the_first_sentence_is_scored():
+    # A model that names the wrong founder and then recites the document is wrong.
+    assert not is_correct("Maren Solt founded it in 1388. Later, Ysolde Tarrow built the hall.", "Ysolde Tarrow")
+    assert not is_correct("Maren Solt\nYsolde Tarrow", "Ysolde Tarrow")
+    assert is_correct("  It melts at 1,140 degrees (about 2,084 F). It is blue-green.", "1,140")
+    assert is_correct("It was founded by Ysolde Tarrow in 1388!", "Ysolde Tarrow")
+
+
 def test_eval_reports_qa_and_perplexities(tiny_run, workspace):
     qa = workspace / "qa.jsonl"
     qa.write_text(json.dumps({"question": "Say hi", "answer": "hi"}) + "\n")

@@ -1,7 +1,7 @@
 """Learning quality, measured: held-out question accuracy, domain perplexity, general-text perplexity.
 
 - QA accuracy: greedy answer to each held-out question (chat template for instruct models)
-  counts as correct when it contains the expected answer, both normalised.
+  counts as correct when its first sentence contains the expected answer, both normalised.
 - Domain perplexity: on the validation split of the run's dataset, with the training loss.
 - General perplexity: on a folder of general text, to see forgetting.
 """

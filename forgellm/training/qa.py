@@ -5,8 +5,11 @@ JSONL records) and one scorer. A `QASet` holds the questions as prompt token ids
 as the model is asked in chat (chat template for instruct models); it is answered through any
 batched greedy generator (`forgellm.engines.batched`), a loaded model's or a training model's.
 
-An answer counts as correct when it contains the expected answer or one of its aliases, both
-normalised (case, accents, punctuation, articles, spaces).
+An answer counts as correct when its first sentence (what a user reads as the answer) contains the
+expected answer or one of its aliases, both normalised (case, accents, punctuation, articles,
+spaces). Only the first sentence, because a model that goes on writing would otherwise be scored
+right for naming the fact among others: a CPT model asked who founded a town often answers with
+the wrong founder and then recites the town's document, the right name included.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from forgellm.engines.batched import GreedyBatch
 from forgellm.errors import NotFoundError, UserError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
 DEFAULT_BATCH_SIZE = 16  # questions per generation batch: most of the speed-up, bounded memory
 
 
@@ -34,9 +38,14 @@ def normalise(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+def first_sentence(text: str) -> str:
+    """The text up to its first sentence end (``.``, ``!`` or ``?`` before a space, or a line break)."""
+    return _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
+
+
 def is_correct(answer: str, expected: str | list[str]) -> bool:
     options = [expected] if isinstance(expected, str) else expected
-    got = f" {normalise(answer)} "
+    got = f" {normalise(first_sentence(answer))} "
     return any(f" {normalise(o)} " in got for o in options if normalise(o))
 
 
