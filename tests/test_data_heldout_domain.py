@@ -91,6 +91,8 @@ def test_the_questions_are_read_as_forgellm_eval_reads_them():
     for q in chat_facts + document_facts:
         # Scoring is containment: a short answer, not a common word a wrong answer could contain by chance.
         assert 0 < len(q["answer"].split()) <= 2, q
+        # Nor one the question gives away: a model that repeats the question would score.
+        assert not any(contains(q["question"], option) for option in q["accepted"]), q
 
 
 def test_every_answer_is_in_two_or_more_documents_and_the_chats_teach_only_the_chat_facts():
