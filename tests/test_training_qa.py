@@ -47,6 +47,21 @@ def test_epochs_become_steps_with_grad_accumulation_and_workers():
     assert steps.num_epochs == 2.0 and steps.epoch_at(5) == 0.5
 
 
+def test_min_iterations_raises_the_steps_of_a_small_dataset_only():
+    config = TrainingConfig(num_epochs=2, min_iterations=30, batch_size=2)
+    small = training_length(config, sequences=20)  # 10 steps an epoch: 2 epochs would be 20 steps
+    assert small.max_iterations == 30 and small.num_epochs == 3.0
+    large = training_length(config, sequences=100)  # 50 steps an epoch: the epochs decide
+    assert large.max_iterations == 100 and large.num_epochs == 2
+
+
+def test_min_iterations_without_num_epochs_is_a_clear_error(workspace, tiny_model_dir):
+    cfg = write_config(workspace / "c.yaml", **tiny_config_values(tiny_model_dir, min_iterations=50))
+    code, _, err = forgellm("train", "--config", str(cfg))
+    assert code == 2 and "min_iterations=50 is a floor for a length in epochs; set num_epochs too" in err
+    assert not (workspace / "models").exists()
+
+
 def test_a_resolved_config_keeps_both_lengths_and_a_user_config_may_not_set_both():
     resolved = validate_config({"num_epochs": 3, "max_iterations": 50, "batch_size": 2,
                                 "grad_accumulation_steps": 3}, resolved=True)
@@ -82,6 +97,17 @@ def test_num_epochs_run_records_both_and_resume_derives_again(workspace, tiny_mo
     resume = events(run, "resume")[-1]
     assert resume["total_steps"] == 12 and resume["num_epochs"] == 3
     assert events(run, "train")[-1]["step"] == 12 and events(run, "train")[-1]["epoch"] == 3.0
+
+
+def test_min_iterations_run_records_the_epochs_it_took(workspace, tiny_model_dir):
+    prepared_data(workspace / "prepared", train=32)  # batch 4: 8 steps an epoch
+    values = tiny_config_values(tiny_model_dir, run_name="floor", num_epochs=1, min_iterations=12,
+                                steps_per_eval=6, save_every=6)
+    del values["max_iterations"]
+    run = Path(invoke("train", "--config", str(write_config(workspace / "c.yaml", **values))).stdout.split()[-1])
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert (config["max_iterations"], config["num_epochs"], config["min_iterations"]) == (12, 1.5, 12)
+    assert events(run, "train")[-1]["step"] == 12 and events(run, "train")[-1]["epoch"] == 1.5
 
 
 # --- eval_qa, qa_accuracy, best_metric ---------------------------------------------------------

@@ -190,6 +190,11 @@ class TrainingConfig(BaseModel):
         gt=0.0,
         description="Passes over the packed training split; the alternative to max_iterations (set one: the other is derived from the sequence count and the effective batch = batch_size x grad_accumulation_steps x workers).",
     )
+    min_iterations: int | None = Field(
+        None,
+        ge=1,
+        description="With num_epochs: train at least this many optimizer steps, as many more epochs as that takes (a small dataset gets too few steps at a recipe's epochs for its facts to stick).",
+    )
     eval_qa: str | None = Field(
         None,
         description="JSONL file or folder of {question, answer, aliases} records (the format of `forgellm eval --qa`): every evaluation also answers them greedily and records qa_accuracy.",
@@ -273,6 +278,16 @@ class TrainingConfig(BaseModel):
             raise ValueError(
                 f"max_iterations={steps} and num_epochs={value:g} are both set; set one of them "
                 f"(the other is derived from the dataset)"
+            )
+        return value
+
+    @field_validator("min_iterations")
+    @classmethod
+    def _floor_needs_epochs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("num_epochs") is None:
+            raise ValueError(
+                f"min_iterations={value} is a floor for a length in epochs; set num_epochs too, "
+                f"or give the steps as max_iterations alone"
             )
         return value
 

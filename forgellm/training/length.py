@@ -31,7 +31,8 @@ class TrainingLength:
 
 def training_length(config: TrainingConfig, sequences: int, world_size: int = 1) -> TrainingLength:
     """The run's length from ``config.max_iterations`` when set (a resolved config keeps its steps),
-    else from ``config.num_epochs``: the smallest number of steps that covers that many epochs."""
+    else from ``config.num_epochs``: the smallest number of steps that covers that many epochs, and at
+    least ``config.min_iterations``."""
     micro_per_epoch = sequences // (config.batch_size * world_size)
     if micro_per_epoch == 0:
         raise UserError(
@@ -39,14 +40,16 @@ def training_length(config: TrainingConfig, sequences: int, world_size: int = 1)
             f"x {world_size} worker(s): lower batch_size or max_seq_length, or add data"
         )
     steps_per_epoch = micro_per_epoch / config.grad_accumulation_steps
-    from_epochs = _steps_for(config.num_epochs, steps_per_epoch) if config.num_epochs is not None else None
+    asked = _steps_for(config.num_epochs, steps_per_epoch) if config.num_epochs is not None else None
+    from_epochs = max(asked, config.min_iterations or 1) if asked is not None else None
     steps = config.max_iterations if config.max_iterations is not None else from_epochs
     if steps is None:  # a validated TrainingConfig always has one; this guards configs built with model_copy
         raise UserError("set max_iterations or num_epochs")
-    # The epochs asked for when they give these steps (a resolved config records both), else the steps' share.
+    # The epochs asked for when they give these steps (a resolved config records both), else the
+    # steps' share (max_iterations given, or min_iterations raised the steps).
     epochs = (
         config.num_epochs
-        if config.num_epochs is not None and from_epochs == steps
+        if config.num_epochs is not None and asked == steps
         else round(steps / steps_per_epoch, EPOCH_DIGITS)
     )
     return TrainingLength(
