@@ -199,7 +199,7 @@ async function showStats() {
 // Training length and duration before starting: both lengths (one given, the other derived as the
 // trainer derives it: forgellm/training/length.py), the tokens it trains on and, from the measured
 // speed of earlier runs of the same model and engine, how long that takes.
-const LENGTH_FIELDS = ["max_iterations", "num_epochs", "batch_size", "grad_accumulation_steps", "max_seq_length"];
+const LENGTH_FIELDS = ["max_iterations", "num_epochs", "min_iterations", "batch_size", "grad_accumulation_steps", "max_seq_length"];
 
 async function showEstimate() {
   const box = $("#train-estimate");
@@ -210,8 +210,9 @@ async function showEstimate() {
   const microPerEpoch = Math.floor(sequences / v.batch_size);
   if (!microPerEpoch) { box.textContent = `The data has ${sequences} sequences, fewer than batch_size.`; return; }
   const stepsPerEpoch = microPerEpoch / v.grad_accumulation_steps;
-  const steps = v.max_iterations || (v.num_epochs ? Math.max(1, Math.ceil(v.num_epochs * stepsPerEpoch - 1e-9)) : 1000);
-  const epochs = v.num_epochs || steps / stepsPerEpoch;
+  const asked = v.num_epochs ? Math.max(1, Math.ceil(v.num_epochs * stepsPerEpoch - 1e-9)) : null;
+  const steps = v.max_iterations || (asked ? Math.max(asked, v.min_iterations || 1) : 1000);
+  const epochs = v.num_epochs && steps === asked ? v.num_epochs : steps / stepsPerEpoch;
   const tokens = steps * v.batch_size * v.grad_accumulation_steps * v.max_seq_length;
   let text = `${steps} steps = ${fmt(epochs, 2)} epochs of ${sequences} sequences ` +
     `(effective batch ${v.batch_size * v.grad_accumulation_steps}), about ${fmt(tokens, 0)} tokens trained.`;
