@@ -108,6 +108,11 @@ def test_min_iterations_run_records_the_epochs_it_took(workspace, tiny_model_dir
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert (config["max_iterations"], config["num_epochs"], config["min_iterations"]) == (12, 1.5, 12)
     assert events(run, "train")[-1]["step"] == 12 and events(run, "train")[-1]["epoch"] == 1.5
+    # Steps given outright on resume replace the length in epochs and its floor.
+    invoke("train", "--resume", "floor", "--set", "max_iterations=14")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert (config["max_iterations"], config.get("min_iterations")) == (14, None)
+    assert events(run, "train")[-1]["step"] == 14
 
 
 # --- eval_qa, qa_accuracy, best_metric ---------------------------------------------------------

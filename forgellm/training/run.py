@@ -229,6 +229,8 @@ def load_run_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> T
     for given, derived in (("num_epochs", "max_iterations"), ("max_iterations", "num_epochs")):
         if overrides.get(given) is not None and derived not in overrides:
             values.pop(derived, None)
+    if overrides.get("max_iterations") is not None and "num_epochs" not in overrides:
+        values.pop("min_iterations", None)  # a floor for epochs: steps given outright replace it
     values.update(overrides)
     return validate_config(values, source=str(config_file), resolved=True)
 
