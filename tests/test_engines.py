@@ -75,9 +75,12 @@ AVX512 = "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw av
 
 
 def test_openblas_kernels_follow_the_cpu_instruction_sets() -> None:
-    assert blas.coretype(AVX512) == "SkylakeX"
-    assert blas.coretype("flags : fpu sse2 avx avx2 fma avx512f\n") == "Haswell"  # AVX-512 in part only
-    assert blas.coretype("flags : fpu sse2 avx\n") is None  # OpenBLAS's own choice stands
+    intel, amd = "vendor_id\t: GenuineIntel\n", "vendor_id\t: AuthenticAMD\n"
+    assert blas.coretype(intel + AVX512) == blas.coretype(amd + AVX512) == "SkylakeX"
+    assert blas.coretype(intel + "flags : fpu sse2 avx avx2 fma avx512f\n") == "Haswell"  # AVX-512 in part only
+    # OpenBLAS's own choice stands: AMD's AVX2 CPUs (it tunes for Zen), CPUs without AVX2, no flags
+    assert blas.coretype(amd + "flags : fpu sse2 avx avx2 fma\n") is None
+    assert blas.coretype(intel + "flags : fpu sse2 avx\n") is None
     assert blas.coretype("processor : 0\n") is None
 
 

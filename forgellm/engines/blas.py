@@ -39,10 +39,11 @@ log = logging.getLogger(__name__)
 DISABLE_ENV = "FORGELLM_NO_BLAS_PRELOAD"
 LIBRARY_ENV = "FORGELLM_BLAS_LIBRARY"
 CORETYPE_ENV = "OPENBLAS_CORETYPE"  # read by OpenBLAS once, when it is loaded
-# OpenBLAS's kernel families by the x86-64 instruction sets they need, best first.
+# OpenBLAS's kernel families by the x86-64 instruction sets they need, best first. AVX2-only AMD
+# CPUs are left to OpenBLAS: it knows every one of them (Zen 1-3) and has its own Zen tuning.
 _CORETYPES = (
-    ("SkylakeX", {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}),
-    ("Haswell", {"avx2", "fma"}),
+    ("SkylakeX", {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}, None),
+    ("Haswell", {"avx2", "fma"}, "GenuineIntel"),
 )
 # Debian/Ubuntu's libopenblas0-pthread first (what `make setup` installs), then other layouts.
 _CANDIDATES = (
@@ -77,7 +78,7 @@ def find_blas_library() -> Path | None:
 
 def coretype(cpuinfo: str | None = None) -> str | None:
     """The OpenBLAS kernel family for this CPU's instruction sets (``/proc/cpuinfo`` flags), or None
-    where OpenBLAS's own choice stands: not x86-64 Linux, or a CPU without AVX2.
+    where OpenBLAS's own choice stands: not x86-64 Linux, a CPU without AVX2, or an AMD one without AVX-512.
 
     OpenBLAS would pick the same family for the CPU models it knows (SkylakeX and its successors
     share the float32 kernels); naming it only matters for those it does not, which it takes for
@@ -90,7 +91,11 @@ def coretype(cpuinfo: str | None = None) -> str | None:
             return None
     found = re.search(r"^flags\s*:(.*)$", cpuinfo, re.M)
     flags = set(found.group(1).split()) if found else set()
-    return next((name for name, needed in _CORETYPES if needed <= flags), None)
+    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, re.M)
+    for name, needed, only_vendor in _CORETYPES:
+        if needed <= flags and (only_vendor is None or (vendor and vendor.group(1) == only_vendor)):
+            return name
+    return None
 
 
 def _coretype_env(env: MutableMapping[str, str]) -> None:
