@@ -25,7 +25,8 @@ def curve(steps: int, *, start: float = 3.0, floor: float = 1.5, tau: float = 10
 def make_events(losses: Iterable[float], *, val: dict[int, float] | None = None,
                 eval_train: dict[int, float] | None = None, checkpoints: Iterable[int] = (),
                 tokens_per_second: Iterable[float] | None = None, total_steps: int | None = None,
-                done: bool = True) -> list[dict[str, Any]]:
+                done: bool = True, qa: dict[int, dict[str, tuple[int, int]]] | None = None) -> list[dict[str, Any]]:
+    """``qa``: per evaluation step, ``{QA file: (correct, total)}``, scored as eval_qa does."""
     losses = list(losses)
     tps = list(tokens_per_second) if tokens_per_second is not None else [1000.0] * len(losses)
     events: list[dict[str, Any]] = [{"event": "start", "time": 0.0, "step": 0, "total_steps": total_steps or len(losses),
@@ -42,6 +43,11 @@ def make_events(losses: Iterable[float], *, val: dict[int, float] | None = None,
             events.append({"event": "eval", "time": float(step), "step": step, "val_loss": val[step],
                            "val_ppl": float(np.exp(val[step])),
                            "train_loss": eval_train.get(step, float(np.mean(window)))})
+            if step in (qa or {}):
+                files = qa[step]  # type: ignore[index]
+                correct, total = sum(c for c, _ in files.values()), sum(t for _, t in files.values())
+                events[-1].update(qa_accuracy=correct / total, qa_correct=correct, qa_total=total,
+                                  qa_files={n: {"correct": c, "total": t, "accuracy": c / t} for n, (c, t) in files.items()})
         if step in ckpts:
             events.append({"event": "checkpoint", "time": float(step), "step": step,
                            "path": f"checkpoints/step_{step:06d}", "val_loss": val.get(step)})

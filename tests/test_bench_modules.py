@@ -155,8 +155,9 @@ def test_cpu_env_defaults_keep_the_users_choice(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.slow
 def test_qa_batched_quick_answers_as_one_at_a_time() -> None:
-    row = _rows_by_name(_bench("qa_batched"))["qa_batched_torch"]
-    assert "8/8 answers identical" in row["notes"]
+    rows = _rows_by_name(_bench("qa_batched"))
+    assert set(rows) == {"qa_batched_torch", "qa_batched_mlx"}
+    assert all("8/8 answers identical" in row["notes"] for row in rows.values())
 
 
 @pytest.mark.slow

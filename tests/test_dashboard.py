@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from forgellm.analysis.series import dashboard_data, downsample, lttb_indices
+from forgellm.analysis.series import dashboard_data, downsample, lttb_indices, qa_series
 from forgellm.cli.main import root
 from tests.analysis_helpers import curve, make_events, write_run
 from tests.cli_helpers import forgellm_error
@@ -60,6 +60,41 @@ def test_dashboard_data_shape(tmp_path):
     assert entry["analysis"]["recommended"]["name"] in ("step_001500", "step_003000")
 
 
+QA = {200: {"document-facts": (1, 4), "chat-facts": (2, 8)}, 400: {"document-facts": (2, 4), "chat-facts": (6, 8)}}
+
+
+def test_qa_accuracy_is_charted_overall_and_per_qa_file(tmp_path):
+    run = write_run(tmp_path, "r", make_events(curve(400), val={200: 2.0, 400: 1.9}, qa=QA))
+    (entry,) = dashboard_data([run])["runs"]
+    assert entry["series"]["qa_accuracy"] == {"x": [200, 400], "y": [0.25, 8 / 12]}
+    assert entry["series"]["qa_accuracy:chat-facts"] == {"x": [200, 400], "y": [0.25, 0.75]}
+    assert entry["series"]["qa_accuracy:document-facts"] == {"x": [200, 400], "y": [0.25, 0.5]}
+    plain = write_run(tmp_path, "plain", make_events(curve(400), val={200: 2.0}))
+    assert qa_series(dashboard_data([plain, run])["runs"]) == [
+        "qa_accuracy", "qa_accuracy:chat-facts", "qa_accuracy:document-facts"]
+    assert qa_series(dashboard_data([plain])["runs"]) == []
+
+    out = tmp_path / "d.html"
+    assert invoke("dashboard", str(run), "--out", str(out)).exit_code == 0
+    page = out.read_text()
+    panels = json.loads(re.search(r'<script type="application/json" id="panels">(.*?)</script>', page, re.S).group(1))
+    assert ["qa_accuracy", "qa_accuracy:chat-facts", "qa_accuracy:document-facts"] in [p[1] for p in panels]
+    labels = json.loads(re.search(r'<script type="application/json" id="labels">(.*?)</script>', page, re.S).group(1))
+    assert labels["qa_accuracy:chat-facts"] == "QA chat-facts"
+
+
+def test_png_dashboard_draws_a_line_per_qa_file(tmp_path, monkeypatch):
+    from forgellm.analysis import dashboard_png
+
+    drawn: list[str] = []
+    plot = dashboard_png.plt.Axes.plot
+    monkeypatch.setattr(dashboard_png.plt.Axes, "plot",
+                        lambda ax, *a, **k: drawn.append(k.get("label")) or plot(ax, *a, **k))
+    run = write_run(tmp_path, "r", make_events(curve(400), val={200: 2.0, 400: 1.9}, qa=QA))
+    assert invoke("dashboard", str(run)).exit_code == 0
+    assert {"qa accuracy", "QA chat-facts", "QA document-facts"} <= set(drawn)
+
+
 def test_png_dashboard_of_one_run(tmp_path):
     run = write_run(tmp_path, "r", make_events(curve(500), val={250: 2.0, 500: 1.9}, checkpoints=[250, 500]),
                     checkpoint_dirs=[250, 500])
@@ -106,11 +141,12 @@ def test_dashboard_accepts_a_run_name_in_the_workspace(workspace):
 
 @pytest.mark.slow
 def test_html_dashboard_draws_in_a_browser_without_network(tmp_path):
-    """Chromium opens the file with every non-file request refused: all four charts draw, no error."""
+    """Chromium opens the file with every non-file request refused: all five charts (QA per file
+    included) draw, no error."""
     from playwright.sync_api import sync_playwright
 
     val = {s: 2.0 + 0.002 * abs(s - 200) for s in range(20, 401, 20)}
-    a = write_run(tmp_path, "run-a", make_events(curve(400), val=val, checkpoints=[200, 400]),
+    a = write_run(tmp_path, "run-a", make_events(curve(400), val=val, checkpoints=[200, 400], qa=QA),
                   checkpoint_dirs=[200, 400])
     b = write_run(tmp_path, "run-b", make_events(curve(400, noise=0.3), val={200: 2.0, 400: 2.3}))
     out = tmp_path / "cmp.html"
@@ -131,6 +167,7 @@ def test_html_dashboard_draws_in_a_browser_without_network(tmp_path):
         finally:
             browser.close()
     assert errors == [] and requests == [out.as_uri()]
-    assert len(charts) == 4 and all(c and c["drawn"] > 100 for c in charts)
+    assert len(charts) == 5 and all(c and c["drawn"] > 100 for c in charts)
+    assert charts[4]["labels"] == ["run-a qa accuracy", "run-a QA chat-facts", "run-a QA document-facts"]
     assert "run-a recommended step_000200" in charts[0]["labels"]  # the score's pick, not called best
     assert "run-a overfitting onset" in charts[0]["labels"] and "run-b val loss" in charts[0]["labels"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import weakref
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forgellm.engines import get_engine, load_model, resolve_engine_name
+from forgellm.engines import blas, get_engine, load_model, resolve_engine_name
 from forgellm.engines.base import SamplingParams
 from forgellm.engines.prompting import format_prompt
 from forgellm.engines.streaming import IncrementalDecoder, StopStrings
@@ -66,6 +67,44 @@ def test_missing_engine_library_says_how_to_install(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "mlx_lm", None)  # what Python sees when a package is not installed
     with pytest.raises(EngineUnavailableError, match="pip install"):
         get_engine("mlx")
+
+
+# --- the BLAS under mlx ------------------------------------------------------------------------
+
+AVX512 = "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl\n"
+
+
+def test_openblas_kernels_follow_the_cpu_instruction_sets() -> None:
+    intel, amd = "vendor_id\t: GenuineIntel\n", "vendor_id\t: AuthenticAMD\n"
+    assert blas.coretype(intel + AVX512) == blas.coretype(amd + AVX512) == "SkylakeX"
+    assert blas.coretype(intel + "flags : fpu sse2 avx avx2 fma avx512f\n") == "Haswell"  # AVX-512 in part only
+    # OpenBLAS's own choice stands: AMD's AVX2 CPUs (it tunes for Zen), CPUs without AVX2, no flags
+    assert blas.coretype(amd + "flags : fpu sse2 avx avx2 fma\n") is None
+    assert blas.coretype(intel + "flags : fpu sse2 avx\n") is None
+    assert blas.coretype("processor : 0\n") is None
+
+
+def test_mlx_children_get_the_kernel_family_unless_the_user_chose_one(monkeypatch) -> None:
+    monkeypatch.setattr(blas, "find_blas_library", lambda: Path("/usr/lib/libopenblas.so.0"))
+    monkeypatch.setattr(blas, "coretype", lambda: "SkylakeX")
+    env = blas.subprocess_env({"LD_PRELOAD": "/x.so"})
+    assert env["LD_PRELOAD"] == "/usr/lib/libopenblas.so.0:/x.so" and env["OPENBLAS_CORETYPE"] == "SkylakeX"
+    assert blas.subprocess_env({"OPENBLAS_CORETYPE": "Haswell"})["OPENBLAS_CORETYPE"] == "Haswell"
+    monkeypatch.setattr(blas, "find_blas_library", lambda: None)  # no OpenBLAS (or FORGELLM_NO_BLAS_PRELOAD)
+    assert "OPENBLAS_CORETYPE" not in blas.subprocess_env({})
+
+
+@pytest.mark.slow  # a child process multiplies matrices for half a second
+def test_mlx_runs_openblas_with_the_kernels_of_this_cpu() -> None:
+    import json
+    import subprocess
+
+    if blas.find_blas_library() is None or blas.coretype() is None:
+        pytest.skip("no OpenBLAS to preload, or a CPU without AVX2")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    done = subprocess.run([sys.executable, "-m", "forgellm.engines.blas", "mlx"], env=env, capture_output=True,
+                          text=True, check=True, timeout=120)
+    assert json.loads(done.stdout)["library"].endswith(f"({blas.coretype()} kernels)")
 
 
 # --- loading and generating -------------------------------------------------------------------

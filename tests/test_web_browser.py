@@ -197,6 +197,34 @@ def test_a_20000_step_run_is_drawn_downsampled_keeping_best_and_last(page, start
     shot(page, "monitoring-20000-steps")
 
 
+def chart_lines(page, canvas: str) -> dict[str, list[dict]]:
+    return page.evaluate("(id) => { const c = Chart.getChart(document.getElementById(id));"
+                         " return Object.fromEntries((c ? c.data.datasets : []).map(d => [d.label, d.data])); }", canvas)
+
+
+def test_qa_accuracy_is_drawn_per_qa_file_in_monitoring_and_compare(page, started: StartedApp):
+    write_run(started.workspace, "cpt/qa", steps=10, qa=True)  # evaluations at steps 5 and 10
+    open_app(page, started, "monitoring")
+    page.wait_for_selector("#mon-run option[value='cpt/qa']", state="attached")
+    page.select_option("#mon-run", "cpt/qa")
+    assert wait_for(lambda: len(chart_lines(page, "chart-qa")) == 3, 30), chart_lines(page, "chart-qa")
+    lines = chart_lines(page, "chart-qa")
+    assert lines["QA accuracy"] == [{"x": 5, "y": 0.4}, {"x": 10, "y": 12 / 15}]
+    assert lines["chat-facts"] == [{"x": 5, "y": 0.5}, {"x": 10, "y": 1.0}]
+    assert lines["document-facts"] == [{"x": 5, "y": 0.2}, {"x": 10, "y": 0.4}]
+    assert "QA 80% (10/10 chat-facts, 2/5 document-facts)" in page.inner_text("#mon-progress-text")
+    shot(page, "monitoring-qa-files")
+
+    page.click("nav.tabs [data-tab=compare]")
+    page.wait_for_selector("#cmp-runs option[value='cpt/qa']", state="attached")
+    page.select_option("#cmp-runs", ["cpt/qa"])
+    page.click("#cmp-go")
+    assert wait_for(lambda: len(chart_lines(page, "cmp-qa")) == 3, 30), chart_lines(page, "cmp-qa")
+    lines = chart_lines(page, "cmp-qa")
+    assert set(lines) == {"cpt/qa QA accuracy", "cpt/qa chat-facts", "cpt/qa document-facts"}
+    assert lines["cpt/qa document-facts"] == [{"x": 5, "y": 0.2}, {"x": 10, "y": 0.4}]
+
+
 def test_compare_models_datasets_and_dark_mode(page, started: StartedApp):
     open_app(page, started, "compare")
     page.wait_for_selector("#cmp-runs option[value='cpt/long']", state="attached")

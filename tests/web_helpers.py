@@ -14,9 +14,10 @@ _HELD_LOCKS: list = []  # run locks this test process holds for runs it pretends
 
 
 def write_run(workspace: Path, rid: str = "cpt/demo", *, steps: int = 10, status: str = "done",
-              pid: int | None = None) -> Path:
+              pid: int | None = None, qa: bool = False) -> Path:
     """A run folder written by the trainer's own writers (folder and lock, events, checkpoints,
-    status). ``status="running"`` with ``pid=os.getpid()``: this process keeps holding the run lock,
+    status); ``qa``: the evaluations also score two QA files (chat-facts: step/10 of 10 right,
+    document-facts: step/5 of 5), as with eval_qa. ``status="running"`` with ``pid=os.getpid()``: this process keeps holding the run lock,
     as a live trainer does; with another pid the lock is released, as when a trainer was killed."""
     from forgellm.runs.events import MetricsWriter
     from forgellm.training.callbacks import StatusFile
@@ -35,7 +36,13 @@ def write_run(workspace: Path, rid: str = "cpt/demo", *, steps: int = 10, status
                      tokens_per_second=100.0, grad_norm=1.0, peak_memory_gb=0.5, elapsed=float(step))
         if step % 5 == 0:
             val = 3.1 - 0.1 * step
-            writer.write("eval", step, val_loss=val, val_ppl=20.0, train_loss=3.0 - 0.1 * step)
+            scores = {}
+            if qa:
+                files = {"chat-facts": (step, 10), "document-facts": (step // 5, 5)}
+                scores = {"qa_accuracy": sum(c for c, _ in files.values()) / 15, "qa_correct": sum(c for c, _ in files.values()),
+                          "qa_total": 15, "qa_files": {n: {"correct": c, "total": t, "accuracy": c / t}
+                                                       for n, (c, t) in files.items()}}
+            writer.write("eval", step, val_loss=val, val_ppl=20.0, train_loss=3.0 - 0.1 * step, **scores)
             path = store.save(step, {"step": step, "val_loss": val}, lambda folder: None)
             writer.write("checkpoint", step, path=str(path.relative_to(run)), val_loss=val)
     if status == "done":

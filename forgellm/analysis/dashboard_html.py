@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from forgellm.analysis.series import qa_series, series_label
+
 CHART_JS = Path(__file__).resolve().parents[1] / "web" / "static" / "vendor" / "chart.umd.min.js"
 
 PANELS = [  # [title, series names, log scale, drawn only when a run has the series (preference runs, eval_qa)]
@@ -41,6 +43,8 @@ table{border-collapse:collapse;background:#fff} td,th{border:1px solid #ddd;padd
 SCRIPT = """
 const DATA = JSON.parse(document.getElementById('data').textContent);
 const PANELS = JSON.parse(document.getElementById('panels').textContent);
+const LABELS = JSON.parse(document.getElementById('labels').textContent);
+const FILE_POINTS = ['rect', 'triangle', 'rectRot', 'crossRot'];  // a run's QA files: its colour, dotted
 const COLORS = ['#1f77b4','#ff7f0e','#2ca02c','#d62728','#9467bd','#8c564b','#e377c2','#7f7f7f'];
 const many = DATA.runs.length > 1;
 function points(s) { return s.x.map((x, j) => ({x: x, y: s.y[j]})); }
@@ -48,13 +52,15 @@ function datasets(names, loss) {
   const out = [];
   DATA.runs.forEach((run, i) => {
     const color = COLORS[i % COLORS.length];
-    names.forEach(n => {
+    names.forEach((n, k) => {
       const s = run.series[n];
       if (!s || !s.x.length) return;
       const val = n === 'val_loss' || n === 'qa_accuracy';  // measured at evaluations: points
-      out.push({label: (many ? run.name + ' ' : '') + n.replace(/_/g, ' '), data: points(s), borderColor: color,
-                backgroundColor: color, borderDash: val ? [5, 3] : undefined, borderWidth: val ? 2 : 1.2,
-                pointRadius: val || s.x.length < 60 ? 2.5 : 0});
+      const file = n.startsWith('qa_accuracy:');
+      out.push({label: (many ? run.name + ' ' : '') + LABELS[n], data: points(s), borderColor: color,
+                backgroundColor: color, borderDash: file ? [2, 2] : val ? [5, 3] : undefined,
+                borderWidth: val || file ? 2 : 1.2, pointRadius: val || file || s.x.length < 60 ? 2.5 : 0,
+                pointStyle: file ? FILE_POINTS[k % FILE_POINTS.length] : 'circle'});
     });
     if (!loss) return;
     const a = run.analysis, b = a.recommended;
@@ -107,6 +113,9 @@ def render_html(data: dict[str, Any], out: Path) -> Path:
     """Write the self-contained dashboard of ``data`` (from `dashboard_data`) to ``out``."""
     runs = data["runs"]
     title = runs[0]["name"] if len(runs) == 1 else f"{len(runs)} runs compared"
+    # The QA panel draws the overall accuracy and one line per QA file.
+    panels = [[t, qa_series(runs) if names == ["qa_accuracy"] else names, log, opt] for t, names, log, opt in PANELS]
+    names = {n for run in runs for n in run["series"]}
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ForgeLLM dashboard: {html.escape(title)}</title>
 <style>{STYLE}</style></head><body>
@@ -115,7 +124,8 @@ def render_html(data: dict[str, Any], out: Path) -> Path:
 <div class="grid" id="charts"></div>
 {''.join(_recommendations(run, len(runs) > 1) for run in runs)}
 <script type="application/json" id="data">{_script_json(data)}</script>
-<script type="application/json" id="panels">{_script_json(PANELS)}</script>
+<script type="application/json" id="panels">{_script_json(panels)}</script>
+<script type="application/json" id="labels">{_script_json({n: series_label(n) for n in names})}</script>
 <script>{chart_js()}</script>
 <script>{SCRIPT}</script>
 </body></html>

@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
+from forgellm.analysis.series import QA_FILE_PREFIX, qa_series, series_label  # noqa: E402
+
 PANELS = (  # (title, series names, y-axis scale)
     ("Loss", ("train_loss", "val_loss"), "linear"),
     ("Learning rate", ("learning_rate",), "linear"),
@@ -21,13 +23,17 @@ PANELS = (  # (title, series names, y-axis scale)
     ("QA accuracy (eval_qa)", ("qa_accuracy",), "linear"),
 )
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+FILE_MARKERS = ("s", "^", "D", "v")  # a run's QA files: its colour, dotted, one marker each
 
 
 def render_png(data: dict[str, Any], out: Path, *, dpi: int = 100) -> Path:
     """Write the dashboard of ``data`` (from `dashboard_data`) to ``out``."""
     runs = data["runs"]
-    # The QA panel only for runs that measured it (eval_qa): otherwise the usual 2 x 2.
-    panels = [p for p in PANELS if p[1] != ("qa_accuracy",) or any("qa_accuracy" in r["series"] for r in runs)]
+    # The QA panel (overall and per file) only for runs that measured it (eval_qa): otherwise the usual 2 x 2.
+    panels = [
+        (title, tuple(qa_series(runs)) if names == ("qa_accuracy",) else names, scale) for title, names, scale in PANELS
+    ]
+    panels = [p for p in panels if p[1]]
     fig, axes = plt.subplots(2, 3 if len(panels) > 4 else 2, figsize=(19 if len(panels) > 4 else 13, 8), dpi=dpi)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
@@ -36,20 +42,21 @@ def render_png(data: dict[str, Any], out: Path, *, dpi: int = 100) -> Path:
         for i, run in enumerate(runs):
             color = COLORS[i % len(COLORS)]
             label = run["name"] if len(runs) > 1 else None
-            for name in names:
+            for k, name in enumerate(names):
                 s = run["series"].get(name)
                 if not s:
                     continue
                 val = name in ("val_loss", "qa_accuracy")  # measured at evaluations: points
+                file = name.startswith(QA_FILE_PREFIX)
                 ax.plot(
                     s["x"],
                     s["y"],
                     color=color,
-                    lw=1.8 if val else 1.0,
-                    ls="--" if val else "-",
-                    marker="o" if val else None,
+                    lw=1.8 if val or file else 1.0,
+                    ls=":" if file else "--" if val else "-",
+                    marker=FILE_MARKERS[k % len(FILE_MARKERS)] if file else "o" if val else None,
                     ms=3,
-                    label=(f"{label} " if label else "") + name.replace("_", " "),
+                    label=(f"{label} " if label else "") + series_label(name),
                 )
                 drawn = True
             if title == "Loss":
@@ -59,7 +66,7 @@ def render_png(data: dict[str, Any], out: Path, *, dpi: int = 100) -> Path:
         ax.grid(alpha=0.3)
         if drawn:
             ax.set_yscale(scale)
-            if title == "Loss" or len(runs) > 1:
+            if title == "Loss" or len(runs) > 1 or len(names) > 1:
                 ax.legend(fontsize=8, loc="best")
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")

@@ -52,6 +52,19 @@ class Columns:
         return self.values[key]
 
 
+def qa_file_columns(evals: list[dict[str, Any]]) -> dict[str, Columns]:
+    """Per QA file (the ``qa_files`` of eval events: ``{file: {correct, total, accuracy}}``), its
+    ``accuracy`` at each evaluation that scored it; files in name order. The one reader of the
+    per-file scores for every chart (dashboards, Compare, Monitoring)."""
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for e in evals:
+        files = e.get("qa_files")
+        for name, score in files.items() if isinstance(files, dict) else ():
+            if isinstance(score, dict):
+                by_file.setdefault(str(name), []).append({"step": e["step"], "accuracy": score.get("accuracy")})
+    return {name: Columns.from_events(by_file[name], ("accuracy",)) for name in sorted(by_file)}
+
+
 def _number(value: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -80,6 +93,7 @@ class RunMetrics:
     config: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
     best: dict[str, Any] | None = None  # the trainer's best checkpoint (checkpoints/best.json)
+    qa_files: dict[str, Columns] = field(default_factory=dict)  # QA accuracy per file (`qa_file_columns`)
 
     @classmethod
     def from_events(
@@ -96,6 +110,7 @@ class RunMetrics:
             if isinstance(e.get("step"), (int, float)):
                 kinds.setdefault(e["event"], []).append(e)
         evals = Columns.from_events(kinds.get(Event.EVAL, []), EVAL_KEYS)
+        qa_files = qa_file_columns(kinds.get(Event.EVAL, []))
         openings = [e for e in events if e.get("event") in OPENINGS]
         return cls(
             name=name,
@@ -108,6 +123,7 @@ class RunMetrics:
             config=config or {},
             run_dir=run_dir,
             best=best,
+            qa_files=qa_files,
         )
 
     @property

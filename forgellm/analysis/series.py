@@ -33,6 +33,7 @@ SERIES = {
     "val_margin": ("eval", "val_margin"),
     "logps_chosen": ("train", "logps_chosen"),
 }
+QA_FILE_PREFIX = "qa_accuracy:"  # + a QA file's name: its accuracy, beside the overall qa_accuracy
 CONFIG_KEYS = (
     "model_name",
     "engine",
@@ -96,7 +97,23 @@ def run_series(metrics: RunMetrics, max_points: int = DEFAULT_MAX_POINTS) -> dic
         x, y = downsample(columns.step, columns[key], max_points)
         if len(x):
             series[name] = {"x": [int(v) for v in x], "y": [float(v) for v in y]}
+    for file, columns in metrics.qa_files.items():
+        x, y = downsample(columns.step, columns["accuracy"], max_points)
+        if len(x):
+            series[QA_FILE_PREFIX + file] = {"x": [int(v) for v in x], "y": [float(v) for v in y]}
     return series
+
+
+def qa_series(runs: list[dict[str, Any]]) -> list[str]:
+    """The QA series the runs of `dashboard_data` hold: ``qa_accuracy``, then one per QA file."""
+    names = {name for run in runs for name in run["series"] if name.startswith(QA_FILE_PREFIX)}
+    overall = ["qa_accuracy"] if any("qa_accuracy" in run["series"] for run in runs) else []
+    return overall + sorted(names)
+
+
+def series_label(name: str) -> str:
+    """``val loss``; a QA file's series by its file name: ``QA chat-facts``."""
+    return f"QA {name[len(QA_FILE_PREFIX) :]}" if name.startswith(QA_FILE_PREFIX) else name.replace("_", " ")
 
 
 def run_dashboard(metrics: RunMetrics, max_points: int = DEFAULT_MAX_POINTS) -> dict[str, Any]:

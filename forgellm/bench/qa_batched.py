@@ -1,7 +1,8 @@
 """QA evaluation speed: the sample's held-out questions answered in batches against one at a time.
 
 Both sides answer the same chat-formatted questions greedily with the same loaded model, in one
-process: one at a time through the streaming path every question took before (``generate``,
+process per engine (mlx in a child given the optimized BLAS as every mlx process gets it,
+`forgellm.engines.blas.subprocess_env`): one at a time through the streaming path every question took before (``generate``,
 what the Testing tab and the server use), and batched (`forgellm.engines.batched`: left padding,
 one forward pass per token for the batch, 16 questions a batch as ``forgellm eval --qa``).
 Reported: the batched time, the one-at-a-time time as baseline, their ratio, and in the notes
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from forgellm.bench._common import embedded_model, tiny_model
+from forgellm.bench._common import Worker, embedded_model, serve, tiny_model
 
 FULL_TOKENS = 48  # `forgellm eval`'s default --max-tokens
 QUICK = {"questions": 8, "tokens": 8}
@@ -29,7 +30,19 @@ def run(quick: bool) -> list[dict[str, Any]]:
         model = tiny_model(Path(tmp) / "tiny") if quick else embedded_model()
         if quick:
             items = items[: QUICK["questions"]]
-        return [measure(model, items, "torch", QUICK["tokens"] if quick else FULL_TOKENS)]
+        tokens = QUICK["tokens"] if quick else FULL_TOKENS
+        return [measure(model, items, "torch", tokens), measure_mlx(model, items, tokens)]
+
+
+def measure_mlx(model_dir: Path, items: list[dict], max_tokens: int) -> dict[str, Any]:
+    """`measure` on the mlx engine, in a child process with the optimized BLAS preloaded."""
+    from forgellm.engines import blas
+
+    spec = {"model": str(model_dir), "items": items, "max_tokens": max_tokens}
+    with Worker("forgellm.bench.qa_batched", spec, env=blas.subprocess_env()) as worker:
+        row = worker.call({"command": "measure"})
+        worker.close()
+    return row
 
 
 def measure(model_dir: Path, items: list[dict], engine: str, max_tokens: int) -> dict[str, Any]:
@@ -70,3 +83,11 @@ def measure(model_dir: Path, items: list[dict], engine: str, max_tokens: int) ->
         f"{alone_s / batched_s:.1f}x faster than one at a time; {same}/{len(items)} answers identical; "
         f"QA accuracy {batched.accuracy:.1%}",
     }
+
+
+def _measure_command(spec: dict[str, Any], command: dict[str, Any]) -> dict[str, Any]:
+    return measure(Path(spec["model"]), spec["items"], "mlx", spec["max_tokens"])
+
+
+if __name__ == "__main__":  # the mlx child of `measure_mlx`
+    serve({"measure": _measure_command}, lambda spec: spec)

@@ -8,6 +8,12 @@ before importing mlx); `subprocess_env` gives child processes ``LD_PRELOAD`` so 
 covered even if they import mlx first. ``FORGELLM_NO_BLAS_PRELOAD=1`` turns both off,
 ``FORGELLM_BLAS_LIBRARY`` points to another library.
 
+OpenBLAS picks its kernels by CPU model, and a release older than the CPU does not know it: Debian
+12's 0.3.21 takes a 2023 Xeon (family 6, model 207) for a Prescott, its generic SSE3 kernels, and
+multiplies at 11 GFLOP/s where its AVX-512 kernels reach 66 (BENCHMARKS.md). Both paths therefore
+also name the kernel family the CPU's instruction sets support (``OPENBLAS_CORETYPE``, see
+`coretype`), unless the user set it.
+
 ``python -m forgellm.engines.blas torch|mlx`` prints the float32 matmul GFLOP/s of one backend
 as JSON; `forgellm info` runs it with and without the library to show the difference.
 """
@@ -24,7 +30,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,13 @@ log = logging.getLogger(__name__)
 
 DISABLE_ENV = "FORGELLM_NO_BLAS_PRELOAD"
 LIBRARY_ENV = "FORGELLM_BLAS_LIBRARY"
+CORETYPE_ENV = "OPENBLAS_CORETYPE"  # read by OpenBLAS once, when it is loaded
+# OpenBLAS's kernel families by the x86-64 instruction sets they need, best first. AVX2-only AMD
+# CPUs are left to OpenBLAS: it knows every one of them (Zen 1-3) and has its own Zen tuning.
+_CORETYPES = (
+    ("SkylakeX", {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}, None),
+    ("Haswell", {"avx2", "fma"}, "GenuineIntel"),
+)
 # Debian/Ubuntu's libopenblas0-pthread first (what `make setup` installs), then other layouts.
 _CANDIDATES = (
     "/usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0",
@@ -63,6 +76,34 @@ def find_blas_library() -> Path | None:
     return Path(found) if found and Path(found).is_absolute() else None
 
 
+def coretype(cpuinfo: str | None = None) -> str | None:
+    """The OpenBLAS kernel family for this CPU's instruction sets (``/proc/cpuinfo`` flags), or None
+    where OpenBLAS's own choice stands: not x86-64 Linux, a CPU without AVX2, or an AMD one without AVX-512.
+
+    OpenBLAS would pick the same family for the CPU models it knows (SkylakeX and its successors
+    share the float32 kernels); naming it only matters for those it does not, which it takes for
+    the oldest, slowest cores.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    found = re.search(r"^flags\s*:(.*)$", cpuinfo, re.M)
+    flags = set(found.group(1).split()) if found else set()
+    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, re.M)
+    for name, needed, only_vendor in _CORETYPES:
+        if needed <= flags and (only_vendor is None or (vendor and vendor.group(1) == only_vendor)):
+            return name
+    return None
+
+
+def _coretype_env(env: MutableMapping[str, str]) -> None:
+    """Name the kernel family in ``env`` (in place) unless the user did."""
+    if CORETYPE_ENV not in env and (name := coretype()) is not None:
+        env[CORETYPE_ENV] = name
+
+
 def loaded_in_process(library: Path) -> bool:
     """Whether ``library`` is mapped into this process (LD_PRELOAD or an earlier `activate`)."""
     target = library.resolve()
@@ -91,6 +132,7 @@ def activate() -> Path | None:
             "Import forgellm.engines.mlx_engine (or call forgellm.engines.blas.activate()) first."
         )
         return None
+    _coretype_env(os.environ)  # OpenBLAS reads it from the process environment as it loads
     try:
         ctypes.CDLL(str(library), mode=os.RTLD_GLOBAL | os.RTLD_NOW)
     except OSError as exc:
@@ -108,6 +150,7 @@ def subprocess_env(env: dict[str, str] | None = None) -> dict[str, str]:
         preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p]
         if str(library) not in preload:
             env["LD_PRELOAD"] = ":".join([str(library), *preload])
+        _coretype_env(env)
     return env
 
 
@@ -179,6 +222,18 @@ def measure_in_subprocess(backend: str, *, optimized: bool = True, timeout: floa
     return {"gflops": None, "library": None, "error": error}
 
 
+def openblas_core() -> str | None:
+    """The kernel family the loaded OpenBLAS runs (``SkylakeX``, ``Prescott``...), or None."""
+    if _activated is None:
+        return None
+    try:
+        name = ctypes.CDLL(str(_activated)).openblas_get_corename
+    except (OSError, AttributeError):
+        return None
+    name.restype = ctypes.c_char_p
+    return name().decode()
+
+
 def torch_blas_name() -> str | None:
     """The BLAS torch was built with (from its build configuration)."""
     import torch
@@ -193,7 +248,12 @@ def _main(argv: list[str]) -> int:
         return 2
     backend = argv[0]
     gflops = measure_matmul_gflops(backend)
-    library = torch_blas_name() if backend == "torch" else (str(_activated) if _activated else "reference (bundled)")
+    if backend == "torch":
+        library = torch_blas_name()
+    elif _activated is not None:
+        library = f"{_activated} ({openblas_core()} kernels)"
+    else:
+        library = "reference (bundled)"
     print(json.dumps({"gflops": round(gflops, 2), "library": library, "error": None}))
     return 0
 

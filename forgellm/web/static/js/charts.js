@@ -28,14 +28,30 @@ export function lineChart(canvas, { logY = false } = {}) {
   });
 }
 
-// series: [{label, points: [{x, y}], color, dashed}] -> redraw with at most MAX_DRAWN points each.
+// series: [{label, points: [{x, y}], color, dashed or dash: [on, off]}] -> redraw with at most MAX_DRAWN points each.
 export function setSeries(chart, series) {
   chart.data.datasets = series.map((s, i) => ({
     label: s.label, data: downsample(s.points, MAX_DRAWN), borderColor: s.color || PALETTE[i % PALETTE.length],
-    backgroundColor: s.color || PALETTE[i % PALETTE.length], borderDash: s.dashed ? [5, 4] : undefined,
+    backgroundColor: s.color || PALETTE[i % PALETTE.length], borderDash: s.dash || (s.dashed ? [5, 4] : undefined),
     pointRadius: s.points.length < 40 ? 2 : 0,
   }));
   chart.update("none");
+}
+
+const QA_FILE = "qa_accuracy:"; // + a QA file's name: the server's per-file series (forgellm.analysis.series)
+const FILE_DASHES = [[2, 2], [6, 2, 2, 2], [8, 3], [1, 3]];
+
+// The QA lines of one run's chart data (`/api/dashboard/data`): the overall accuracy, then one per QA
+// file (dashed, in name order). Without `color` each line takes its own; with it (Compare) all share
+// the run's colour and the files differ by dash.
+export function qaLines(series, { prefix = "", color } = {}) {
+  const xy = (s) => s.x.map((x, i) => ({ x, y: s.y[i] }));
+  const files = Object.keys(series).filter((n) => n.startsWith(QA_FILE)).sort();
+  return [
+    ...(series.qa_accuracy ? [{ label: `${prefix}QA accuracy`, points: xy(series.qa_accuracy), color }] : []),
+    ...files.map((n, k) => ({ label: prefix + n.slice(QA_FILE.length), points: xy(series[n]), color,
+      dash: FILE_DASHES[k % FILE_DASHES.length] })),
+  ];
 }
 
 export function retheme(charts) {

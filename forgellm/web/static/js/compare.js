@@ -1,7 +1,7 @@
 // Compare tab: several runs overlaid, with their final and best metrics.
 
 import { api } from "./api.js";
-import { PALETTE, lineChart, retheme, setSeries } from "./charts.js";
+import { PALETTE, lineChart, qaLines, retheme, setSeries } from "./charts.js";
 import { $, el, fillSelect, fmt, toast } from "./ui.js";
 
 let charts;
@@ -32,7 +32,7 @@ async function compare() {
     const color = (i) => PALETTE[i % PALETTE.length];
     setSeries(charts.val, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.val_loss), color: color(i) })));
     setSeries(charts.train, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.train_loss), color: color(i) })));
-    setSeries(charts.qa, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.qa_accuracy), color: color(i) })));
+    setSeries(charts.qa, data.runs.flatMap((r, i) => qaLines(r.series, { prefix: `${r.id} `, color: color(i) })));
     // preference runs: their held-out accuracy and margin
     document.querySelectorAll(".cmp-pref").forEach((n) => { n.hidden = !data.runs.some((r) => r.series.val_accuracy); });
     setSeries(charts.accuracy, data.runs.map((r, i) => ({ label: r.id, points: points(r.series.val_accuracy), color: color(i) })));

@@ -1,7 +1,7 @@
 // Monitoring tab: live charts of one run, fed by the SocketIO stream of its metrics.jsonl.
 
 import { api } from "./api.js";
-import { lineChart, retheme, setSeries } from "./charts.js";
+import { lineChart, qaLines, retheme, setSeries } from "./charts.js";
 import { $, duration, el, fillSelect, fmt } from "./ui.js";
 
 const NOTABLE = new Set(["start", "resume", "checkpoint", "overfitting", "early_stop", "done", "error"]);
@@ -13,7 +13,7 @@ const PREFERENCE_SERIES = ["reward_chosen", "reward_rejected", "margin", "accura
 const ANALYSED = new Set(["eval", "checkpoint", "overfitting", "early_stop", "done"]);
 
 function emptyState() {
-  return { train: [], val: [], qa: [], ppl: [], lr: [], tps: [], mem: [], total: null, epochs: null, stepsPerEpoch: null,
+  return { train: [], val: [], ppl: [], lr: [], tps: [], mem: [], total: null, epochs: null, stepsPerEpoch: null,
     lastTrain: null, lastQa: null, status: "", step: 0, events: [],
     // preference runs: their train and eval events carry these (PREFERENCE_SERIES)
     pref: Object.fromEntries(PREFERENCE_SERIES.map((k) => [k, []])) };
@@ -46,6 +46,7 @@ export function open(runId) {
   state = emptyState();
   $("#mon-events").replaceChildren();
   $("#mon-analysis").replaceChildren("Appears after the first evaluation.");
+  setSeries(charts.qa, []);
   draw();
   unfollow = live.follow(runId, apply);
 }
@@ -62,7 +63,7 @@ function apply(events) {
     } else if (e.event === "eval") {
       if (e.val_loss != null) state.val.push({ x: step, y: e.val_loss });
       if (e.val_ppl != null) state.ppl.push({ x: step, y: e.val_ppl });
-      if (e.qa_accuracy != null) { state.qa.push({ x: step, y: e.qa_accuracy }); state.lastQa = e; }
+      if (e.qa_accuracy != null) state.lastQa = e; // charted from the server's series (showAnalysis)
     }
     if (e.event === "train" || e.event === "eval") {
       for (const key of PREFERENCE_SERIES) if (e[key] != null) state.pref[key].push({ x: step, y: e[key] });
@@ -106,7 +107,6 @@ function describe(e) {
 function draw() {
   drawPending = false;
   setSeries(charts.loss, [{ label: "train", points: state.train }, { label: "validation", points: state.val }]);
-  setSeries(charts.qa, [{ label: "QA accuracy", points: state.qa }]);
   setSeries(charts.ppl, [{ label: "validation perplexity", points: state.ppl }]);
   setSeries(charts.lr, [{ label: "learning rate", points: state.lr }]);
   setSeries(charts.tps, [{ label: "tok/s", points: state.tps }]);
@@ -147,16 +147,18 @@ function epochText(step) {
   return ` (${(step / state.stepsPerEpoch).toFixed(1)} of ${+state.epochs.toFixed(3)} epochs)`;
 }
 
-// The server's analysis of the run (as in `forgellm dashboard`): best checkpoint, overfitting, advice.
+// The server's analysis of the run (as in `forgellm dashboard`): best checkpoint, overfitting, advice;
+// and its QA curves, overall and per QA file, from the series every dashboard draws.
 async function showAnalysis(runId) {
   let data;
   try {
-    data = await api(`/api/dashboard/data?run=${encodeURIComponent(runId)}&max_points=10`);
+    data = await api(`/api/dashboard/data?run=${encodeURIComponent(runId)}`);
   } catch (err) {
     return; // no metrics yet: the placeholder stays
   }
   const a = data.runs[0].analysis;
   if (runId !== current || !a) return;
+  setSeries(charts.qa, qaLines(data.runs[0].series));
   const best = (a.best_checkpoint ? `best checkpoint ${a.best_checkpoint}` : "no best checkpoint yet")
     + (a.recommended ? `; recommended ${a.recommended.name} (val loss ${fmt(a.recommended.val_loss)}, score ${fmt(a.recommended.score)})` : "");
   const facts = [
