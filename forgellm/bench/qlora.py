@@ -38,8 +38,8 @@ from forgellm.bench.training import Setting, Tally, paired_ratio
 from forgellm.engines import blas
 
 BASES = ("float32", "8bit", "4bit")  # the first is the baseline of the others
-# Small: on mlx's CPU backend a quantized product runs 15-20x slower than the float32 one with
-# OpenBLAS (BENCHMARKS.md), so a quantized step of the training bench's 4 x 128 tokens takes minutes.
+# Small: on mlx's CPU backend a quantized step runs about 5x slower than the float32 one with
+# OpenBLAS (BENCHMARKS.md), so one of the training bench's 4 x 128 tokens takes minutes on 2 cores.
 FULL = Setting(seq_length=64, batch_size=1, rounds=3, steps=1, warmup=1, lora_rank=8, lora_alpha=16.0, types=("lora",))
 QUICK = Setting(seq_length=32, batch_size=2, rounds=1, steps=2, warmup=1, lora_rank=8, lora_alpha=16.0)
 
