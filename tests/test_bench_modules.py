@@ -221,3 +221,55 @@ def test_learning_quick_trains_the_shipped_recipes_and_evaluates_every_stage() -
         # Two steps of a tiny random model: the adapter moved the weights, a little.
         assert general["value"] != base and 0.5 < general["ratio"] < 2
     assert len(readme_table(results).splitlines()) == 5
+
+
+def _measured(rates: list[float], first: float, last: float, mlx_gb: float, rss_gb: float):
+    from forgellm.bench.qlora import Measured
+
+    measured = Measured(first_loss=first, mlx_peak_bytes=int(mlx_gb * 1e9))
+    for rate in rates:
+        measured.tally.add({"tokens": rate, "seconds": 1.0, "loss": last})
+    measured.tally.peak_rss_bytes = int(rss_gb * 1e9)
+    return measured
+
+
+def test_qlora_rows_compare_each_quantized_base_with_float32(tmp_path) -> None:
+    from forgellm.bench._common import suite_results
+    from forgellm.bench.qlora import QUICK, base_table, rows
+
+    measured = {
+        "float32": _measured([100.0, 50.0, 100.0], 2.0, 1.5, 1.0, 2.0),
+        # round 2 was slow for float32 alone: the paired ratios are 0.5, 1.0, 0.5
+        "8bit": _measured([50.0, 50.0, 50.0], 2.01, 1.52, 0.8, 2.1),
+        "4bit": _measured([40.0, 40.0, 40.0], 4.0, 3.0, 0.7, 2.1),
+    }
+    results = rows(measured, QUICK, "smol")
+    by_name = {r["name"]: r for r in results}
+    assert set(by_name) == {f"qlora_{b}_{m}" for b in ("8bit", "4bit")
+                            for m in ("tokens_per_s", "mlx_peak_memory", "peak_rss", "first_loss", "last_loss")}
+    speed = by_name["qlora_8bit_tokens_per_s"]
+    assert (speed["value"], speed["baseline"], speed["ratio"]) == (50.0, 100.0, 0.5)
+    assert by_name["qlora_4bit_tokens_per_s"]["ratio"] == 0.4
+    assert "batch 2 x 32 tokens" in speed["notes"] and "smol" in speed["notes"]
+    memory = by_name["qlora_4bit_mlx_peak_memory"]
+    assert (memory["value"], memory["baseline"], memory["ratio"]) == (0.7, 1.0, 0.7)
+    assert by_name["qlora_4bit_first_loss"]["ratio"] == 2.0 and by_name["qlora_8bit_last_loss"]["value"] == 1.52
+
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"suites": [{"module": "qlora", "error": None, "results": results}]}))
+    assert base_table(suite_results(path, "qlora")).splitlines()[2:] == [
+        "| float32 | 100.0 | 1.00 GB | 2.00 GB | 2.000 | 1.500 |",
+        "| `quantization: 8bit` | 50.0 (x0.50) | 0.80 GB (x0.80) | 2.10 GB (x1.05) | 2.010 (x1.00) | 1.520 (x1.01) |",
+        "| `quantization: 4bit` | 40.0 (x0.40) | 0.70 GB (x0.70) | 2.10 GB (x1.05) | 4.000 (x2.00) | 3.000 (x2.00) |",
+    ]
+
+
+@pytest.mark.slow
+def test_qlora_quick_trains_float32_8bit_and_4bit_side_by_side() -> None:
+    rows = _rows_by_name(_bench("qlora"))
+    assert len(rows) == 10
+    # the same batches from the same seed: the quantized bases start near float32's loss
+    assert rows["qlora_8bit_first_loss"]["ratio"] == pytest.approx(1.0, abs=0.05)
+    # fewer bits, less memory for the weights (the tiny llama's projections and embedding quantize)
+    assert rows["qlora_4bit_mlx_peak_memory"]["value"] < rows["qlora_8bit_mlx_peak_memory"]["value"] \
+        < rows["qlora_8bit_mlx_peak_memory"]["baseline"]

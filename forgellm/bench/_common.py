@@ -55,6 +55,15 @@ def sample_sequences(workspace: Path, model_dir: Path, seq_length: int) -> tuple
     return np.asarray(prepared.train.tokens[full]), np.asarray(prepared.train.mask[full])
 
 
+def suite_results(path: Path, module: str) -> list[dict[str, Any]]:
+    """One suite's rows in the output of ``forgellm bench --json`` (for the tables the suites print)."""
+    data = json.loads(path.read_text())
+    for suite in data.get("suites", []):
+        if suite.get("module") == module and suite.get("results"):
+            return suite["results"]
+    raise SystemExit(f"{path} has no results of the {module} benchmark (forgellm bench --only {module} --json)")
+
+
 class Worker:
     """A benchmark worker process that answers one JSON line per JSON command line.
 

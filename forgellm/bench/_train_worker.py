@@ -2,8 +2,11 @@
 
 Contenders: ``forgellm-torch`` and ``forgellm-mlx`` (ForgeLLM's trainables, stepped as the
 training loop steps them) and ``peft-loop`` (the plain transformers + PEFT loop a user would
-write). Commands: ``{"command": "steps", "count": N}`` trains N optimizer steps and answers
-seconds, useful (target) tokens and the last loss; ``{"command": "products", "products": [[m, k, n,
+write); ``spec["quantization"]`` (``8bit``/``4bit``) gives ForgeLLM's contenders a quantized base
+(`forgellm.bench.qlora`). Commands: ``{"command": "steps", "count": N}`` trains N optimizer steps
+and answers seconds, useful (target) tokens and the losses (each step's, and the last);
+``{"command": "memory"}`` answers the peak resident memory so far and, on mlx, the allocator's
+peak since the set-up; ``{"command": "products", "products": [[m, k, n,
 count], ...]}`` times those matrix products alone in the contender's library (the median of a few
 runs of each, times its count) and answers their seconds; ``{"command": "profile", "count": N}``
 (torch contenders) trains N steps under torch.profiler and answers their seconds and the seconds
@@ -49,13 +52,20 @@ def setup(spec: dict[str, Any]) -> Contender:
     builders = {"forgellm-torch": _forgellm, "forgellm-mlx": _forgellm, "peft-loop": _peft_loop}
     if name not in builders:
         raise ValueError(f"unknown contender {name}")
-    return Contender(
+    contender = Contender(
         builders[name](spec),
         data["tokens"],
         data["mask"],
         spec["batch_size"],
         "mlx" if name == "forgellm-mlx" else "torch",
     )
+    if contender.engine == "mlx":
+        import mlx.core as mx
+
+        # `memory` reports training's peak, not the load's: quantizing in memory briefly holds the
+        # float32 weights beside the quantized ones (the process's peak resident set still counts it).
+        mx.reset_peak_memory()
+    return contender
 
 
 def _config(spec: dict[str, Any]):
@@ -74,6 +84,7 @@ def _config(spec: dict[str, Any]):
         learning_rate=spec["learning_rate"],
         max_grad_norm=MAX_GRAD_NORM,
         seed=0,
+        quantization=spec.get("quantization", "none"),
     )
 
 
@@ -140,14 +151,25 @@ def _peft_loop(spec: dict[str, Any]) -> Callable[[np.ndarray, np.ndarray], float
 
 
 def steps(contender: Contender, command: dict[str, Any]) -> dict[str, Any]:
-    seconds, tokens, loss = 0.0, 0, float("nan")
+    seconds, tokens, losses = 0.0, 0, []
     for _ in range(int(command["count"])):
         batch_tokens, batch_mask = contender.next_batch()
         started = time.perf_counter()
-        loss = contender.step(batch_tokens, batch_mask)
+        losses.append(contender.step(batch_tokens, batch_mask))
         seconds += time.perf_counter() - started
         tokens += int(batch_mask[:, 1:].sum(dtype=np.int64))
-    return {"seconds": seconds, "tokens": tokens, "loss": loss}
+    return {"seconds": seconds, "tokens": tokens, "loss": losses[-1] if losses else float("nan"), "losses": losses}
+
+
+def memory(contender: Contender, command: dict[str, Any]) -> dict[str, Any]:
+    from forgellm.training.engine_api import process_peak_rss_bytes
+
+    answer: dict[str, Any] = {"peak_rss_bytes": process_peak_rss_bytes()}
+    if contender.engine == "mlx":
+        import mlx.core as mx
+
+        answer["mlx_peak_bytes"] = mx.get_peak_memory()
+    return answer
 
 
 def products(contender: Contender, command: dict[str, Any], repeats: int = 5) -> dict[str, Any]:
@@ -181,4 +203,4 @@ def profile(contender: Contender, command: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    serve({"steps": steps, "products": products, "profile": profile}, setup)
+    serve({"steps": steps, "products": products, "profile": profile, "memory": memory}, setup)

@@ -33,7 +33,6 @@ the harness, not the numbers.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -43,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from forgellm.bench._common import embedded_model, tiny_model
+from forgellm.bench._common import embedded_model, suite_results, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS_ENV = "FORGELLM_BENCH_CONFIGS"
@@ -267,16 +266,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
-def _suite_results(path: Path) -> list[dict[str, Any]]:
-    """This suite's rows in the output of ``forgellm bench --json``."""
-    data = json.loads(path.read_text())
-    for suite in data.get("suites", []):
-        if suite.get("module") == "learning" and suite.get("results"):
-            return suite["results"]
-    raise SystemExit(f"{path} has no results of the learning benchmark (forgellm bench --only learning --json)")
-
-
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m forgellm.bench.learning RESULTS.json  (from forgellm bench --json)")
-    print(readme_table(_suite_results(Path(sys.argv[1]))))
+    print(readme_table(suite_results(Path(sys.argv[1]), "learning")))

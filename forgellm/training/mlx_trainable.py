@@ -255,6 +255,9 @@ def _quantize_base(model: nn.Module, bits: int) -> dict:
         bits=bits,
         class_predicate=lambda _, m: hasattr(m, "to_quantized") and m.weight.shape[-1] % QLORA_GROUP_SIZE == 0,
     )
+    # Quantize now: lazily, the float32 weights would live on into the first training step (its
+    # memory peak was the float32 model's plus the quantized one's: BENCHMARKS.md, QLoRA).
+    mx.eval(model.parameters())
     model.freeze()
     return {"bits": bits, "group_size": QLORA_GROUP_SIZE, "mode": "affine"}
 
