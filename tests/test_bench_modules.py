@@ -168,33 +168,52 @@ def test_preference_quick_compares_a_dpo_step_with_trls_dpo_trainer() -> None:
     assert "TRL 1.16.0 DPOTrainer" in row["notes"]
 
 
-def _report(chat: tuple[int, int], document: tuple[int, int], domain: float, general: float):
+def _report(chat: tuple[int, int], document: tuple[int, int], domain: float, general: float,
+            preference: tuple[int, int] = (6, 12), margin: float = -0.05):
     from forgellm.training.evaluate import EvalReport
 
     files = {name: {"correct": c, "total": t, "accuracy": c / t}
              for name, (c, t) in (("chat-facts", chat), ("document-facts", document))}
-    return EvalReport(model="m", path="p", engine="torch", qa_files=files, domain_ppl=domain, general_ppl=general)
+    return EvalReport(model="m", path="p", engine="torch", qa_files=files, domain_ppl=domain, general_ppl=general,
+                      preference_correct=preference[0], preference_total=preference[1],
+                      preference_accuracy=preference[0] / preference[1], preference_margin=margin)
 
 
 def test_learning_rows_and_readme_table_compare_each_stage_with_the_base_model() -> None:
-    from forgellm.bench.learning import readme_table, stage_rows
+    from forgellm.bench.learning import readme_table, reward_rows, stage_rows
 
     base = _report((0, 42), (1, 21), 20.0, 12.33)
     rows = stage_rows("base", base, base, None, "m")
     rows += stage_rows("cpt", _report((3, 42), (7, 21), 8.0, 12.70), base, 300.0, "m")
-    rows += stage_rows("ift", _report((31, 42), (6, 21), 9.5, 13.0), base, 45.0, "m")
+    rows += stage_rows("ift", _report((31, 42), (6, 21), 9.5, 13.0, (7, 12)), base, 45.0, "m")
+    assert reward_rows("ift", [{"step": 0, "val_loss": 2.0}]) == []  # a cpt/ift run has no rewards
+    rows += stage_rows("preference", _report((32, 42), (6, 21), 9.6, 13.1, (11, 12), 0.31), base, 90.0, "m")
+    evals = [{"step": 0, "val_accuracy": 0.0, "val_margin": 0.0}, {"step": 20, "val_accuracy": 0.5, "val_margin": 0.1},
+             {"step": 40, "val_accuracy": 11 / 12, "val_margin": 0.8123}]
+    rows += reward_rows("preference", evals)
     by_name = {r["name"]: r for r in rows}
     assert "learning_base_train_wall_s" not in by_name and by_name["learning_cpt_train_wall_s"]["value"] == 300.0
     assert by_name["learning_ift_chat_facts_qa"]["value"] == pytest.approx(73.8)
     general = by_name["learning_cpt_general_ppl"]
     assert general["baseline"] == 12.33 and general["ratio"] == pytest.approx(12.70 / 12.33, abs=1e-4)
     assert "+3.0% vs the base model" in general["notes"]
+    assert by_name["learning_preference_preference_accuracy"]["value"] == pytest.approx(91.7)
+    assert by_name["learning_preference_preference_margin"]["value"] == 0.31
+    reward = by_name["learning_preference_reward_accuracy"]
+    assert (reward["value"], reward["baseline"]) == (91.7, 0.0) and "step 40, baseline step 0" in reward["notes"]
+    assert "configs/preference-sample.yaml" in by_name["learning_preference_train_wall_s"]["notes"]
     assert readme_table(rows).splitlines() == [
-        "| model | chat-facts QA | document-facts QA | domain ppl | general ppl (rise) | training time |",
-        "|---|---|---|---|---|---|",
-        "| base model | 0.0% (0/42) | 4.8% (1/21) | 20.00 | 12.33 | - |",
-        "| after CPT | 7.1% (3/42) | 33.3% (7/21) | 8.00 | 12.70 (+3.0%) | 5.0 min |",
-        "| after IFT (on the CPT adapter) | 73.8% (31/42) | 28.6% (6/21) | 9.50 | 13.00 (+5.4%) | 45 s |",
+        "| model | chat-facts QA | document-facts QA | preference accuracy | domain ppl | general ppl (rise) "
+        "| training time |",
+        "|---|---|---|---|---|---|---|",
+        "| base model | 0.0% (0/42) | 4.8% (1/21) | 50.0% (6/12) | 20.00 | 12.33 | - |",
+        "| after CPT | 7.1% (3/42) | 33.3% (7/21) | 50.0% (6/12) | 8.00 | 12.70 (+3.0%) | 5.0 min |",
+        "| after IFT (on the CPT adapter) | 73.8% (31/42) | 28.6% (6/21) | 58.3% (7/12) | 9.50 | 13.00 (+5.4%) | 45 s |",
+        "| after DPO (on the IFT adapter) | 76.2% (32/42) | 28.6% (6/21) | 91.7% (11/12) | 9.60 | 13.10 (+6.2%) "
+        "| 1.5 min |",
+        "",
+        "After DPO (on the IFT adapter), the run's own reward accuracy on the held-out pairs: 0.0% at step 0, "
+        "91.7% at the end; reward margin 0.000 -> 0.812.",
     ]
 
 
@@ -204,23 +223,31 @@ def test_learning_quick_trains_the_shipped_recipes_and_evaluates_every_stage() -
 
     results = _bench("learning")
     rows = {r["name"]: r for r in results}
-    stages = ("base", "cpt", "ift")
-    measures = ("chat_facts_qa", "document_facts_qa", "domain_ppl", "general_ppl")
+    stages = ("base", "cpt", "ift", "preference")
+    measures = ("chat_facts_qa", "document_facts_qa", "domain_ppl", "general_ppl", "preference_accuracy",
+                "preference_margin")
     assert set(rows) == {f"learning_{s}_{m}" for s in stages for m in measures} | {
-        "learning_cpt_train_wall_s", "learning_ift_train_wall_s"}
+        f"learning_{s}_train_wall_s" for s in stages[1:]} | {
+        "learning_preference_reward_accuracy", "learning_preference_reward_margin"}
     for stage in stages:
         for qa in ("chat_facts_qa", "document_facts_qa"):
             row = rows[f"learning_{stage}_{qa}"]
             assert row["total"] == 3 and row["value"] == pytest.approx(100 * row["correct"] / 3, abs=0.1)
         assert rows[f"learning_{stage}_domain_ppl"]["value"] > 1
+    # every stage is scored on the same held-out pairs: the preference run's validation split
+    assert len({rows[f"learning_{stage}_preference_accuracy"]["total"] for stage in stages} - {0}) == 1
     base = rows["learning_base_general_ppl"]["value"]
-    for stage in ("cpt", "ift"):
+    for stage in stages[1:]:
         general = rows[f"learning_{stage}_general_ppl"]
         assert general["baseline"] == base and general["ratio"] == pytest.approx(general["value"] / base, rel=1e-3)
         assert rows[f"learning_{stage}_train_wall_s"]["value"] > 0
         # Two steps of a tiny random model: the adapter moved the weights, a little.
         assert general["value"] != base and 0.5 < general["ratio"] < 2
-    assert len(readme_table(results).splitlines()) == 5
+    # DPO at step 0: the run's model is its reference, no pair's chosen reward is above the rejected one's
+    reward = rows["learning_preference_reward_accuracy"]
+    assert reward["baseline"] == 0.0 and rows["learning_preference_reward_margin"]["baseline"] == 0.0
+    assert rows["learning_preference_preference_margin"]["value"] != rows["learning_ift_preference_margin"]["value"]
+    assert len(readme_table(results).splitlines()) == 6 + 2
 
 
 def _measured(rates: list[float], first: float, last: float, mlx_gb: float, rss_gb: float):

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -26,7 +28,7 @@ from forgellm.training.distributed_launch import mlx_command, read_hostfile, tor
 from forgellm.runs.events import read_events
 from tests.cli_helpers import forgellm as run_main
 from tests.cli_helpers import forgellm_error
-from tests.training_helpers import prepared_data, tiny_config_values, write_config
+from tests.training_helpers import preference_pairs, prepared_data, tiny_config_values, write_config
 
 LOSS_TOLERANCE = 1e-4  # relative, per logged step
 ENGINES = ["torch", "mlx"]
@@ -149,6 +151,55 @@ def test_fsdp_full_fine_tune_matches_one_process_and_resumes_alone(setup):
     resumed = forgellm("--resume", str(pair_dir), "--set", "max_iterations=6", "--set", "batch_size=4")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_curve(losses(pair_dir), want)
+
+
+PREFERENCE_KEYS = ("loss", "reward_chosen", "reward_rejected", "margin", "logps_chosen", "logps_rejected")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine,fine_tune_type,learning_rate,fsdp", [
+    ("torch", "full", 1e-3, True),
+    # mlx stores the reference of an adapter too: the same shared computation without sharding
+    ("mlx", "lora", 5e-3, False)])
+def test_two_workers_dpo_matches_one_process(workspace, tiny_model_dir, engine, fine_tune_type, learning_rate, fsdp):
+    """DPO over 2 workers (torch: sharded, fsdp: true): both workers compute the stored reference,
+    then train and evaluate what one process with the same global batch does. 10 validation pairs
+    in batches of 2: one worker has a batch more than the other, which sharded forwards must survive."""
+    preference_pairs(48, 32, seed=0).save(workspace / "pairs", "train")
+    preference_pairs(10, 32, seed=1).save(workspace / "pairs", "val")
+
+    def run(name: str, *args: str, **values) -> Path:
+        settings = dict(input_dir="pairs", training_type="preference", fine_tune_type=fine_tune_type, engine=engine,
+                        learning_rate=learning_rate, max_iterations=6, steps_per_eval=2, save_every=2, val_batches=-1,
+                        lr_schedule="constant", warmup_steps=2, run_name=name, **values)
+        write_config(workspace / f"{name}.yaml", **tiny_config_values(tiny_model_dir, **settings))
+        done = forgellm("--config", f"{name}.yaml", *args)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return Path(done.stdout.strip().splitlines()[-1])
+
+    def stored_reference() -> dict[str, np.ndarray]:
+        (folder,) = (workspace / "pairs").glob("reference-*")
+        values = {split: np.load(folder / f"{split}.npy") for split in ("train", "val")}
+        shutil.rmtree(folder)  # the next run computes its own
+        return values
+
+    pair_dir = run("pair", "--nproc", "2", batch_size=2, fsdp=fsdp)
+    two_workers = stored_reference()
+    single_dir = run("single", batch_size=4)
+    for split, values in stored_reference().items():
+        np.testing.assert_allclose(two_workers[split], values, rtol=1e-5, err_msg=split)
+
+    (start,) = events(pair_dir, "start")
+    assert start["world_size"] == 2 and start["global_batch_size"] == 4
+    for kind, prefix in (("train", ""), ("eval", "val_")):
+        got, want = ({e["step"]: e for e in events(d, kind)} for d in (pair_dir, single_dir))
+        assert got.keys() == want.keys()
+        for step in want:
+            for key in (f"{prefix}{k}" for k in PREFERENCE_KEYS):
+                assert got[step][key] == pytest.approx(want[step][key], rel=LOSS_TOLERANCE, abs=1e-5), (kind, step, key)
+    evals = events(pair_dir, "eval")
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] and evals[-1]["val_accuracy"] > 0.5
+    assert (pair_dir / "final").is_dir()
 
 
 def test_fsdp_is_for_full_fine_tuning(setup, workspace):

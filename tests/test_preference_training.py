@@ -98,3 +98,34 @@ def test_preference_training_refuses_cpt_data_and_the_reverse(workspace, tiny_mo
     preference_pairs(4, 32, seed=1).save(workspace / "pairs", "val")
     cfg = write_config(workspace / "c.yaml", **tiny_config_values(tiny_model_dir, input_dir="pairs"))
     assert "training_type: cpt cannot train on preference pairs" in forgellm_error("train", "--config", str(cfg))
+
+
+def test_eval_pairs_scores_the_held_out_pairs_without_a_reference(workspace, tiny_model_dir):
+    """`forgellm eval --pairs`: the share of validation pairs whose chosen response the model finds more
+    likely per token; the same pairs with chosen and rejected swapped score the complement."""
+    from forgellm.data.sequences import PreferencePairs
+
+    val = preference_pairs(6, 32, seed=1)
+    for folder, pairs in (("pairs", val), ("swapped", PreferencePairs(val.tokens[:, ::-1], val.mask[:, ::-1]))):
+        preference_pairs(8, 32).save(workspace / folder, "train")
+        pairs.save(workspace / folder, "val")
+    reports = {}
+    for folder in ("pairs", "swapped"):
+        code, out, err = forgellm("eval", str(tiny_model_dir), "--pairs", folder, "--json")
+        assert code == 0, err
+        reports[folder] = json.loads(out)
+    straight, swapped = reports["pairs"], reports["swapped"]
+    assert straight["preference_total"] == swapped["preference_total"] == 6
+    assert straight["preference_correct"] + swapped["preference_correct"] == 6  # a random model: no exact ties
+    assert straight["preference_accuracy"] == pytest.approx(straight["preference_correct"] / 6)
+    assert straight["preference_margin"] == pytest.approx(-swapped["preference_margin"], rel=1e-4)
+    code, out, _ = forgellm("eval", str(tiny_model_dir), "--pairs", "pairs")
+    assert code == 0 and f"preference:   {straight['preference_accuracy']:.1%} (" in out
+
+
+def test_eval_pairs_refuses_a_folder_without_pairs(workspace, tiny_model_dir):
+    from tests.training_helpers import prepared_data
+
+    prepared_data(workspace / "prepared")
+    assert "--pairs prepared has no validation preference pairs" in forgellm_error(
+        "eval", str(tiny_model_dir), "--pairs", "prepared")

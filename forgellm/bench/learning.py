@@ -1,24 +1,32 @@
-"""Learning quality of the shipped sample recipes: what a user's model knows after CPT, then after IFT.
+"""Learning quality of the shipped sample recipes: what a user's model knows after CPT, after IFT, then
+after preference tuning.
 
 The suite does what the README tells a user to do, in a temporary workspace: the sample dataset
 written there (`write_sample`), the general-text set copied in as ``dataset/general``, the
 embedded model linked as ``models/base/SmolLM2-135M-Instruct`` (what ``default`` resolves to), then
-``forgellm train --config configs/cpt-sample.yaml`` and ``forgellm train --config
-configs/ift-sample.yaml`` (which continues the CPT run's adapter) run through the real CLI in
-subprocesses, so each stage's wall time is the one a user sees (start-up, data preparation,
-training, evaluations and checkpoints included). Paths the configs name (``input_dir``,
-``documents_dir``, ``general_data_dir``, ``eval_qa``...) are workspace-relative, so they resolve in
-the temporary workspace.
+the stages of `STAGES` in order, each ``forgellm train --config configs/<stage>-sample.yaml``
+continuing the previous stage's run (CPT; IFT on the CPT adapter; DPO on the IFT adapter), through
+the real CLI in subprocesses, so each stage's wall time is the one a user sees (start-up, data
+preparation, training, evaluations and checkpoints included). Paths the configs name
+(``input_dir``, ``documents_dir``, ``general_data_dir``, ``eval_qa``...) are workspace-relative, so
+they resolve in the temporary workspace.
 
-Then the base model (``default``), the CPT run and the IFT run are evaluated alike with
+Then the base model (``default``) and every stage's run are evaluated alike with
 `forgellm.training.evaluate.evaluate_model`, as ``forgellm eval NAME --qa dataset/sample/qa
---data dataset/sample/cpt --general dataset/general --max-seq-length 1024`` would: held-out QA
-accuracy per file (``chat-facts``: facts the chats also teach, in other words; ``document-facts``:
-facts only the documents hold), domain perplexity on the validation split of the sample documents
-and general-text perplexity. Rows per stage: both accuracies, both perplexities; for the trained
-stages the general perplexity has the base model's as baseline (its ratio - 1 is the rise), and the
-stage's training wall time. `readme_table` (``python -m forgellm.bench.learning RESULTS.json``
-on the output of ``forgellm bench --only learning --json``) prints them as the README's table.
+--data dataset/sample/cpt --general dataset/general --pairs PAIRS --max-seq-length 1024`` would:
+held-out QA accuracy per file (``chat-facts``: facts the chats also teach, in other words;
+``document-facts``: facts only the documents hold), domain perplexity on the validation split of
+the sample documents, general-text perplexity, and preference accuracy on the held-out pairs
+(``PAIRS``: the preference run's prepared data, so its validation split: the pairs it did not
+train on; the share whose correct answer the model finds more likely per token than the fluent
+wrong one, which needs no reference and so compares every stage alike). Rows per stage: both
+accuracies, both perplexities, the preference accuracy and margin; for the trained stages the
+general perplexity has the base model's as baseline (its ratio - 1 is the rise), and the stage's
+training wall time. A preference stage adds the run's own reward accuracy and margin on those
+pairs from its ``eval`` events, at the end against step 0 (for DPO 0 there by construction: its
+rewards are relative to the model it starts from). `readme_table` (``python -m
+forgellm.bench.learning RESULTS.json`` on the output of ``forgellm bench --only learning --json``)
+prints them as the README's table.
 
 The recipes are read from ``$FORGELLM_BENCH_CONFIGS`` when set, else from the ``configs/`` folder
 of the source checkout this package runs from, else from ``configs/`` of the current workspace;
@@ -43,10 +51,18 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.bench._common import embedded_model, suite_results, tiny_model
+from forgellm.runs.events import read_events
+from forgellm.runs.layout import DATA_STATS_FILE, METRICS_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS_ENV = "FORGELLM_BENCH_CONFIGS"
-STAGES = (("cpt", "cpt-sample.yaml"), ("ift", "ift-sample.yaml"))
+# (stage, recipe, README label), in training order: each recipe continues the previous stage's run.
+STAGES = (
+    ("cpt", "cpt-sample.yaml", "after CPT"),
+    ("ift", "ift-sample.yaml", "after IFT (on the CPT adapter)"),
+    ("preference", "preference-sample.yaml", "after DPO (on the IFT adapter)"),
+)
+RECIPES = {stage: recipe for stage, recipe, _ in STAGES}
 QA_FILES = ("chat-facts", "document-facts")
 FULL = {"max_tokens": 48, "max_seq_length": 1024}  # `forgellm eval`'s answer length; the table's window
 QUICK = {"max_tokens": 8, "max_seq_length": 128, "questions": 3}
@@ -71,16 +87,19 @@ def run(quick: bool) -> list[dict[str, Any]]:
         qa = _quick_qa(workspace) if quick else workspace / "dataset" / "sample" / "qa"
         settings = QUICK if quick else FULL
         measured: list[tuple[str, str, float | None]] = [("base", "default", None)]
-        for stage, config in STAGES:
+        for stage, config, _ in STAGES:
             sets = quick_sets(configs / config, workspace) if quick else ()
             run_dir, seconds = train(workspace, configs / config, sets)
             measured.append((stage, str(run_dir), seconds))
         engine = _engine_of(Path(measured[1][1]))  # the base model is evaluated on the engine the runs used
-        reports = {stage: _evaluate(name, workspace, qa, settings, engine) for stage, name, _ in measured}
+        pairs = held_out_pairs([Path(name) for _, name, _ in measured[1:]])
+        reports = {stage: _evaluate(name, workspace, qa, settings, engine, pairs) for stage, name, _ in measured}
+        evals = {stage: read_events(Path(name) / METRICS_FILE, event="eval") for stage, name, _ in measured[1:]}
     what = f"{model}, {engine} engine" + (", first 3 questions" if quick else "")
     rows: list[dict[str, Any]] = []
     for stage, _, wall in measured:
         rows += stage_rows(stage, reports[stage], reports["base"], wall, what)
+        rows += reward_rows(stage, evals.get(stage, []))
     return rows
 
 
@@ -89,9 +108,9 @@ def configs_dir() -> Path:
     chosen = os.environ.get(CONFIGS_ENV)
     candidates = [Path(chosen)] if chosen else [REPO / "configs", Path.cwd() / "configs"]
     for folder in candidates:
-        if all((folder / name).is_file() for _, name in STAGES):
+        if all((folder / name).is_file() for name in RECIPES.values()):
             return folder.resolve()
-    wanted = " and ".join(name for _, name in STAGES)
+    wanted = ", ".join(RECIPES.values())
     raise RuntimeError(
         f"the learning benchmark needs {wanted} in one of {', '.join(map(str, candidates))}; "
         f"set {CONFIGS_ENV} to the folder that holds them"
@@ -170,7 +189,18 @@ def _engine_of(run_dir: Path) -> str:
     return load_run_config(run_dir).resolved_engine()
 
 
-def _evaluate(name: str, workspace: Path, qa: Path, settings: dict[str, int], engine: str):
+def held_out_pairs(run_dirs: list[Path]) -> str | None:
+    """The prepared data of the preference run among ``run_dirs`` (its validation split is the
+    held-out pairs every stage is scored on), or None without one."""
+    from forgellm.training.run import load_run_config
+
+    for run_dir in run_dirs:
+        if load_run_config(run_dir).training_type == "preference":
+            return str(json.loads((run_dir / DATA_STATS_FILE).read_text())["prepared_path"])
+    return None
+
+
+def _evaluate(name: str, workspace: Path, qa: Path, settings: dict[str, int], engine: str, pairs: str | None):
     from forgellm.training.evaluate import evaluate_model
     from forgellm.workspace import Workspace
 
@@ -182,13 +212,14 @@ def _evaluate(name: str, workspace: Path, qa: Path, settings: dict[str, int], en
         general=str(workspace / "dataset" / "general"),
         max_tokens=settings["max_tokens"],
         max_seq_length=settings["max_seq_length"],
+        pairs=pairs,
         engine=engine,
         workspace=Workspace(workspace),
     )
 
 
 def stage_rows(stage: str, report: Any, base: Any, seconds: float | None, what: str) -> list[dict[str, Any]]:
-    """The result rows of one stage (``base``, ``cpt``, ``ift``) from its `EvalReport` and the base model's."""
+    """The result rows of one stage (``base`` or one of `STAGES`) from its `EvalReport` and the base model's."""
     rows = []
     for qa_file in QA_FILES:
         score = report.qa_files.get(qa_file)
@@ -225,41 +256,104 @@ def stage_rows(stage: str, report: Any, base: Any, seconds: float | None, what: 
         general.update(baseline=round(base.general_ppl, 3), ratio=round(report.general_ppl / base.general_ppl, 4))
         general["notes"] += f"; {rise:+.1%} vs the base model (baseline)"
     rows.append(general)
+    if report.preference_accuracy is not None:
+        pairs = f"held-out pairs of dataset/sample/preference ({report.preference_total}, the preference run's validation split)"
+        rows.append(
+            {
+                "name": f"learning_{stage}_preference_accuracy",
+                "value": round(100 * report.preference_accuracy, 1),
+                "unit": "%",
+                "notes": f"{report.preference_correct}/{report.preference_total} {pairs} whose correct answer "
+                "the model finds more likely per token than the wrong one",
+                "correct": report.preference_correct,
+                "total": report.preference_total,
+            }
+        )
+        rows.append(
+            {
+                "name": f"learning_{stage}_preference_margin",
+                "value": round(report.preference_margin, 4),
+                "unit": "nats/token",
+                "notes": f"mean over the {pairs} of the correct answer's mean log-probability per token "
+                "minus the wrong one's",
+            }
+        )
     if seconds is not None:
         rows.append(
             {
                 "name": f"learning_{stage}_train_wall_s",
                 "value": round(seconds, 1),
                 "unit": "s",
-                "notes": f"`forgellm train --config configs/{dict(STAGES)[stage]}` in a subprocess, start to exit",
+                "notes": f"`forgellm train --config configs/{RECIPES[stage]}` in a subprocess, start to exit",
             }
         )
     return rows
 
 
+def reward_rows(stage: str, evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A preference run's own held-out metrics from its ``eval`` events: reward accuracy and margin at
+    its last evaluation, with step 0 (the model it started from) as baseline; none for other runs."""
+    if not evals or "val_accuracy" not in evals[0]:
+        return []
+    first, last = evals[0], evals[-1]
+    where = f"the run's eval events on its validation pairs: step {last['step']}, baseline step {first['step']}"
+    return [
+        {
+            "name": f"learning_{stage}_reward_accuracy",
+            "value": round(100 * last["val_accuracy"], 1),
+            "unit": "%",
+            "baseline": round(100 * first["val_accuracy"], 1),
+            "notes": f"share of pairs whose chosen reward is above the rejected one; {where}",
+        },
+        {
+            "name": f"learning_{stage}_reward_margin",
+            "value": round(last["val_margin"], 4),
+            "unit": "reward",
+            "baseline": round(first["val_margin"], 4),
+            "notes": f"mean chosen minus rejected reward; {where}",
+        },
+    ]
+
+
 def readme_table(results: list[dict[str, Any]]) -> str:
-    """The README's table (model | chat-facts QA | document-facts QA | domain ppl | general ppl (rise) |
-    training time) from this suite's result rows."""
+    """The README's table (model | chat-facts QA | document-facts QA | preference accuracy | domain ppl
+    | general ppl (rise) | training time) from this suite's result rows, then a line per preference
+    stage with its run's own reward accuracy and margin."""
     rows = {r["name"]: r for r in results}
     lines = [
-        "| model | chat-facts QA | document-facts QA | domain ppl | general ppl (rise) | training time |",
-        "|---|---|---|---|---|---|",
+        "| model | chat-facts QA | document-facts QA | preference accuracy | domain ppl | general ppl (rise) "
+        "| training time |",
+        "|---|---|---|---|---|---|---|",
     ]
-    labels = {"base": "base model", "cpt": "after CPT", "ift": "after IFT (on the CPT adapter)"}
+    labels = {"base": "base model", **{stage: label for stage, _, label in STAGES}}
+    notes = []
     for stage, label in labels.items():
         if f"learning_{stage}_general_ppl" not in rows:
             continue
         qa = [rows[f"learning_{stage}_{f.replace('-', '_')}_qa"] for f in QA_FILES]
-        qa_cells = [f"{r['value']:.1f}% ({r['correct']}/{r['total']})" for r in qa]
+        qa_cells = [_share(r) for r in qa]
+        preference = rows.get(f"learning_{stage}_preference_accuracy")
         general = rows[f"learning_{stage}_general_ppl"]
         rise = f" ({100 * (general['ratio'] - 1):+.1f}%)" if general.get("ratio") else ""
         wall = rows.get(f"learning_{stage}_train_wall_s")
         time_cell = _duration(wall["value"]) if wall else "-"
         domain = rows[f"learning_{stage}_domain_ppl"]["value"]
         lines.append(
-            f"| {label} | {' | '.join(qa_cells)} | {domain:.2f} | {general['value']:.2f}{rise} | {time_cell} |"
+            f"| {label} | {' | '.join(qa_cells)} | {_share(preference) if preference else '-'} | {domain:.2f} "
+            f"| {general['value']:.2f}{rise} | {time_cell} |"
         )
-    return "\n".join(lines)
+        accuracy, margin = rows.get(f"learning_{stage}_reward_accuracy"), rows.get(f"learning_{stage}_reward_margin")
+        if accuracy and margin:
+            notes.append(
+                f"{label[0].upper()}{label[1:]}, the run's own reward accuracy on the held-out pairs: "
+                f"{accuracy['baseline']:.1f}% at step 0, {accuracy['value']:.1f}% at the end; reward margin "
+                f"{margin['baseline']:.3f} -> {margin['value']:.3f}."
+            )
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def _share(row: dict[str, Any]) -> str:
+    return f"{row['value']:.1f}% ({row['correct']}/{row['total']})"
 
 
 def _duration(seconds: float) -> str:

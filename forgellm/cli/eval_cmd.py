@@ -21,6 +21,11 @@ from forgellm.workspace import Workspace
 )
 @click.option("--data", help="Dataset folder for domain perplexity (default: the run's input_dir).")
 @click.option("--general", help="Folder of general text for perplexity (forgetting).")
+@click.option(
+    "--pairs",
+    help="Folder of preference pairs: share of its validation pairs whose chosen response the model finds "
+    "more likely per token than the rejected one.",
+)
 @click.option("--engine", type=click.Choice(["auto", "torch", "mlx"]), help="Engine for a plain model.")
 @click.option("--max-tokens", default=48, show_default=True, help="Tokens per generated answer.")
 @click.option(
@@ -42,23 +47,25 @@ def eval_cmd(
     qa: Path | None,
     data: str | None,
     general: str | None,
+    pairs: str | None,
     engine: str | None,
     max_tokens: int,
     batch_size: int,
     max_seq_length: int | None,
     as_json: bool,
 ) -> None:
-    """Held-out QA accuracy, domain validation perplexity and general-text perplexity.
+    """Held-out QA accuracy, domain validation perplexity, general-text perplexity, preference accuracy.
 
     \b
     Examples:
       forgellm eval default --qa dataset/sample/qa
       forgellm eval cpt-sample --checkpoint best --qa dataset/sample/qa
       forgellm eval models/ift/ift-sample --qa dataset/sample/qa --data dataset/sample/cpt --json
+      forgellm eval models/ift/preference-sample --pairs dataset/sample/preference
     """
     from forgellm.training.evaluate import evaluate_model
 
-    if qa is None and data is None and general is None:
+    if qa is None and data is None and general is None and pairs is None:
         click.echo("note: no --qa given; only perplexities are measured", err=True)
     report = evaluate_model(
         model_or_run,
@@ -66,6 +73,7 @@ def eval_cmd(
         qa=qa,
         data=data,
         general=general,
+        pairs=pairs,
         engine=engine,
         max_tokens=max_tokens,
         max_seq_length=max_seq_length,
@@ -84,3 +92,8 @@ def eval_cmd(
         click.echo(f"domain ppl:   {report.domain_ppl:.2f} (val loss {report.domain_val_loss:.4f})")
     if report.general_ppl is not None:
         click.echo(f"general ppl:  {report.general_ppl:.2f} (loss {report.general_loss:.4f})")
+    if report.preference_accuracy is not None:
+        click.echo(
+            f"preference:   {report.preference_accuracy:.1%} ({report.preference_correct}/"
+            f"{report.preference_total} pairs), margin {report.preference_margin:+.3f} nats/token"
+        )

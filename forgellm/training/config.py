@@ -352,11 +352,6 @@ class TrainingConfig(BaseModel):
             )
         if self.compile and self.fsdp:
             raise ValueError("compile: true is not supported with fsdp: true; set one of them to false")
-        if self.fsdp and self.training_type == "preference":
-            raise ValueError(
-                "fsdp: true is not supported with training_type: preference yet; use --nproc without "
-                "fsdp (each worker holds the model) or LoRA"
-            )
         return self
 
     def preference_parameter(self, name: str) -> float:

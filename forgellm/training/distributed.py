@@ -245,6 +245,17 @@ def init_group(engine: str) -> Group:
     return _current
 
 
+def rank_batches(count: int, group: Group, trainable: object) -> list[int | None]:
+    """This rank's share of ``count`` batches split over the workers (batch ``i`` to rank ``i %
+    world_size``). A trainable whose every forward is a collective (FSDP: ``collective_forward``)
+    needs as many forwards on every rank: the share is then padded with None, a forward whose
+    result the caller discards."""
+    mine: list[int | None] = list(range(group.rank, count, group.world_size))
+    if getattr(trainable, "collective_forward", False):
+        mine += [None] * (-(-count // group.world_size) - len(mine))
+    return mine
+
+
 def reshard_position(position: int, sequences: int, old_rows: int, new_rows: int) -> int:
     """A data position saved with global micro-batches of ``old_rows`` sequences (``batch_size x
     world_size``) as the position for ``new_rows``: another number of workers, another batch size.

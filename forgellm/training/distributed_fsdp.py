@@ -6,8 +6,10 @@ only during its forward and backward. Memory for a full fine-tune drops to about
 worker plus one block, so a model that does not fit one worker fits N of them.
 
 Gradients are reduce-scattered during the backward pass and averaged over the N workers;
-the loss is scaled by N, so the result is the same sum the plain data-parallel path gets
-from its all-reduce and the loop does not change.
+the loss (a preference step's too) is scaled by N, so the result is the same sum the plain
+data-parallel path gets from its all-reduce and the loop does not change. A full fine-tune's
+DPO reference needs no second model: it is computed with these sharded weights before the first
+step, every rank taking part (`forgellm.training.preference.reference_logps`).
 Checkpoints gather the full weights and optimizer state to rank 0 (every rank takes part,
 see ``collective_save``) and hold full weights in the usual layout, so an FSDP checkpoint
 resumes with any number of FSDP workers, and its weights load anywhere.
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
 
 class FsdpTrainable(TorchTrainable):
     collective_save = True  # every rank calls save_checkpoint/save_final (rank 0 with a folder, the others None)
+    # Every forward all-gathers the weights: the ranks must run the same number of forwards, also
+    # where they split work of uneven size (evaluation, the stored DPO reference).
+    collective_forward = True
     fuses_loss = False  # the output layer's weight is whole only inside the root module's forward()
 
     def __init__(self, config: TrainingConfig, base: ModelInfo, adapter: ModelInfo | None = None):
@@ -58,6 +63,10 @@ class FsdpTrainable(TorchTrainable):
     def forward_backward(self, tokens, mask, loss_scale: float) -> tuple[float, int]:
         # FSDP averages the gradients over the workers (gloo has no pre-multiplied sum): scale up to a sum
         return super().forward_backward(tokens, mask, loss_scale * self.world_size)
+
+    def pair_backward(self, batch, loss_scale: float):
+        # the same scaling as forward_backward: a sum over the workers, not FSDP's average
+        return super().pair_backward(batch, loss_scale * self.world_size)
 
     def sum_gradients(self, group) -> None:
         """Already done: FSDP reduce-scattered the summed gradients during the backward pass."""

@@ -4,6 +4,12 @@
   counts as correct when its first sentence contains the expected answer, both normalised.
 - Domain perplexity: on the validation split of the run's dataset, with the training loss.
 - General perplexity: on a folder of general text, to see forgetting.
+- Preference accuracy: on the validation pairs of a folder of preference pairs, the share whose
+  chosen response the model finds more likely than the rejected one, per token (mean
+  log-probability over the response's tokens, as SimPO and ORPO compare them). It needs no
+  reference model, so it compares any models alike: the model a preference run started from with
+  the run's result, where the run's own DPO accuracy starts at 0 by construction (its rewards are
+  relative to that starting model).
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ class EvalReport:
     domain_ppl: float | None = None
     general_loss: float | None = None
     general_ppl: float | None = None
+    preference_accuracy: float | None = None
+    preference_correct: int = 0
+    preference_total: int = 0
+    preference_margin: float | None = None  # mean over pairs of (chosen - rejected) mean log-probability per token
     answers: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +88,7 @@ def evaluate_model(
     max_seq_length: int | None = None,
     qa_batch_size: int = DEFAULT_BATCH_SIZE,
     val_batches: int = -1,
+    pairs: str | None = None,
     workspace: Workspace | None = None,
 ) -> EvalReport:
     workspace = workspace or Workspace.current()
@@ -98,7 +109,7 @@ def evaluate_model(
     domain_dir = data or (run_config.input_dir if run_config else None)
     if data and (run_config is None or data != run_config.input_dir):
         config = _plain_text(config)  # another folder: read as plain text
-    if domain_dir or general:
+    if domain_dir or general or pairs:
         from forgellm.training.engine_api import create_trainable
 
         scorer = create_trainable(config.model_copy(update={"fine_tune_type": "full", "num_layers": -1}), base, adapter)
@@ -116,6 +127,8 @@ def evaluate_model(
                 workspace,
             )
             report.general_ppl = math.exp(report.general_loss)
+        if pairs:
+            _preference_on(report, scorer, config, base, pairs, workspace)
     if run_dir is not None:
         _record(report, run_dir / "evaluation" / f"{folder.name}.json")
     return report
@@ -182,3 +195,39 @@ def _loss_on(
     if isinstance(chosen, PreferencePairs):  # a preference run's pairs: the loss of the chosen responses
         chosen = TokenSequences(chosen.tokens[:, 0], chosen.mask[:, 0])
     return evaluate(scorer, chosen, 1, max_batches)
+
+
+def _preference_on(
+    report: EvalReport, scorer, config: TrainingConfig, base: ModelInfo, folder: str, workspace: Workspace
+) -> None:
+    """The model's preference accuracy and margin on the validation pairs of ``folder`` (JSONL pairs
+    prepared with the run's settings, or a prepared folder such as a preference run's, used as is)."""
+    import numpy as np
+
+    from forgellm.data.sequences import PreferencePairs
+    from forgellm.data.settings import FOLDER_KEYS
+    from forgellm.training.run import load_data
+
+    update: dict[str, Any] = {"training_type": "preference", "input_dir": folder, "data_mixture_ratio": 1.0}
+    prepared = workspace.path(folder) / "val.tokens.npy"
+    if prepared.exists():  # a prepared folder keeps its own sequence length
+        update["max_seq_length"] = int(np.load(prepared, mmap_mode="r").shape[-1])
+    data_config = config.model_copy(update={**update, **dict.fromkeys(FOLDER_KEYS), "batch_size": 1})
+    _, val, _ = load_data(data_config, base, workspace)
+    if not isinstance(val, PreferencePairs) or len(val) == 0:
+        raise UserError(
+            f"--pairs {folder} has no validation preference pairs; name a folder of {{prompt, chosen, "
+            f"rejected}} records (docs/data.md) with enough pairs for a validation split"
+        )
+    margins = []
+    for start in range(0, len(val), 8):
+        batch = val.rows(slice(start, start + 8))
+        n, length = batch.tokens.shape[0], batch.tokens.shape[2]
+        sums = scorer.sequence_logps(batch.tokens.reshape(2 * n, length), batch.mask.reshape(2 * n, length))
+        counts = np.maximum(batch.mask[:, :, 1:].sum(axis=2), 1)  # the target tokens sequence_logps sums
+        average = np.asarray(sums, dtype=np.float64).reshape(n, 2) / counts
+        margins.append(average[:, 0] - average[:, 1])
+    margin = np.concatenate(margins)
+    report.preference_correct, report.preference_total = int((margin > 0).sum()), len(margin)
+    report.preference_accuracy = report.preference_correct / len(margin)
+    report.preference_margin = float(margin.mean())

@@ -32,7 +32,7 @@ from forgellm.errors import ForgeError, UserError
 from forgellm.runs.events import Event, make_event
 from forgellm.training.checkpoints import CheckpointStore
 from forgellm.training.config import TrainingConfig
-from forgellm.training.distributed import SINGLE, Group, reshard_position
+from forgellm.training.distributed import SINGLE, Group, rank_batches, reshard_position
 from forgellm.training.engine_api import Trainable
 from forgellm.training.length import training_length
 from forgellm.training.preference import PreferenceObjective, TokenObjective, named_means, objective_for
@@ -126,13 +126,13 @@ def evaluate_objective(
     rows per worker): batch ``i`` is evaluated by rank ``i % world_size`` and the sums are added
     up, so every rank gets the number one process with the same global batch would get."""
     sums, count = np.zeros(1 + len(objective.metrics)), 0
-    for i, start in enumerate(range(0, len(data), batch_size)):
-        if 0 <= max_batches * group.world_size <= i:
-            break
-        if i % group.world_size != group.rank:
-            continue
-        values, n = objective.evaluate(trainable, data, slice(start, start + batch_size))
-        sums, count = sums + values, count + n
+    batches = -(-len(data) // batch_size)
+    if max_batches >= 0:
+        batches = min(batches, max_batches * group.world_size)
+    for i in rank_batches(batches, group, trainable):
+        values, n = objective.evaluate(trainable, data, slice((i or 0) * batch_size, ((i or 0) + 1) * batch_size))
+        if i is not None:  # None: a padding forward of a sharded model (`rank_batches`)
+            sums, count = sums + values, count + n
     *summed, total = group.sum([*map(float, sums), count])
     if total == 0:
         raise UserError(

@@ -159,21 +159,28 @@ def reference_logps(
 ) -> PreferencePairs:
     """``data`` with the reference model's summed log-probabilities of every response: read from
     ``folder/reference-<key>/<split>.npy`` or computed now by the trainable (before any step) and
-    written there. With several workers, rank 0 computes and writes, the others wait and read."""
+    written there. With several workers each computes its share of the batches (`rank_batches`),
+    the shares are summed (each value comes from one rank, zeros from the others: exact) and rank
+    0 writes them; rank 0 alone decides whether they are computed, so all ranks agree."""
+    from forgellm.training.distributed import rank_batches
+
     path = folder / f"reference-{key}" / f"{split}.npy"
-    if group.rank == 0 and not path.exists():
-        log.info("computing the reference log-probabilities of %d %s pairs", len(data), split)
+    if group.sum([float(group.is_main and not path.exists())])[0]:
+        if group.is_main:
+            log.info("computing the reference log-probabilities of %d %s pairs", len(data), split)
         values = np.zeros((len(data), 2), dtype=np.float32)
-        for start in range(0, len(data), batch_size):
-            rows = slice(start, start + batch_size)
+        for i in rank_batches(-(-len(data) // batch_size), group, trainable):
+            rows = slice((i or 0) * batch_size, ((i or 0) + 1) * batch_size)
             batch = data.rows(rows)
             n, length = batch.tokens.shape[0], batch.tokens.shape[2]
-            values[rows] = trainable.sequence_logps(
-                batch.tokens.reshape(2 * n, length), batch.mask.reshape(2 * n, length)
-            ).reshape(n, 2)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_suffix(".tmp.npy")
-        np.save(staging, values)
-        staging.replace(path)
+            computed = trainable.sequence_logps(batch.tokens.reshape(2 * n, length), batch.mask.reshape(2 * n, length))
+            if i is not None:  # None: a padding forward of a sharded model
+                values[rows] = computed.reshape(n, 2)
+        values = np.asarray(group.sum(values.ravel().tolist()), dtype=np.float32).reshape(len(data), 2)
+        if group.is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = path.with_suffix(".tmp.npy")
+            np.save(staging, values)
+            staging.replace(path)
     group.barrier()
     return data.with_reference(np.load(path))
