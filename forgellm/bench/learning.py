@@ -41,6 +41,7 @@ the harness, not the numbers.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
