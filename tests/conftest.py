@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -38,8 +38,10 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Pa
     from tests.tiny_model import ARCHITECTURES, build_tiny
 
     root = tmp_path_factory.mktemp("tiny-archs")
-    return {arch: build_tiny(arch, root / f"tiny-{arch}", tokenizer_dir=tiny_tokenizer_dir, seed=i)
-            for i, arch in enumerate(ARCHITECTURES)}
+    return {
+        arch: build_tiny(arch, root / f"tiny-{arch}", tokenizer_dir=tiny_tokenizer_dir, seed=i)
+        for i, arch in enumerate(ARCHITECTURES)
+    }
 
 
 @pytest.fixture(scope="session")

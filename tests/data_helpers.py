@@ -34,7 +34,9 @@ def write_files(root: Path, files: dict[str, str | bytes | list[dict]]) -> Path:
 
 def prepare(root: Path, tokenizer: Any, workspace: Path, **settings: Any) -> PreparedData:
     """Domain data only unless ``settings`` asks for a mixture (the default ratio needs a replay model)."""
-    return prepare_dataset(DataSettings(input_dir=root, **{"data_mixture_ratio": 1.0, **settings}), tokenizer, workspace)
+    return prepare_dataset(
+        DataSettings(input_dir=root, **{"data_mixture_ratio": 1.0, **settings}), tokenizer, workspace
+    )
 
 
 def documents_of(sequences: Any, eos_id: int) -> list[tuple[int, ...]]:
@@ -50,9 +52,11 @@ def documents_of(sequences: Any, eos_id: int) -> list[tuple[int, ...]]:
 def prose(seed: int, words: int = 120) -> str:
     """A distinct, clean paragraph (passes the quality filters, is no near duplicate of another seed)."""
     rng = np.random.default_rng(seed)
-    vocab = ("river harbour island mountain village market festival founder winter summer bread stone bridge "
-             "lantern orchard meadow ferry tower garden school song storm valley north south eastern western "
-             "quiet bright ancient narrow golden wooden merchant fisher weaver potter baker sailor").split()
+    vocab = (
+        "river harbour island mountain village market festival founder winter summer bread stone bridge "
+        "lantern orchard meadow ferry tower garden school song storm valley north south eastern western "
+        "quiet bright ancient narrow golden wooden merchant fisher weaver potter baker sailor"
+    ).split()
     return " ".join(rng.choice(vocab, size=words)).capitalize() + "."
 
 

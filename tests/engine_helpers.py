@@ -19,8 +19,13 @@ def build_peft_adapter(base_dir: Path, out: Path, *, rank: int = 4, seed: int = 
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=[k.split(".")[-1] for k in LORA_KEYS],
-                        init_lora_weights=False, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=[k.split(".")[-1] for k in LORA_KEYS],
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
     peft_model = get_peft_model(model, config)
     peft_model.save_pretrained(out)
     adapter_cfg = json.loads((out / "adapter_config.json").read_text())
@@ -47,6 +52,9 @@ def build_mlx_adapter(base_dir: Path, out: Path, *, rank: int = 4, seed: int = 0
     weights = {k: mx.random.normal(v.shape) * 0.5 if k.endswith("lora_b") else v for k, v in weights.items()}
     out.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(out / "adapters.safetensors"), weights)
-    (out / "adapter_config.json").write_text(json.dumps(
-        {"fine_tune_type": "lora", "num_layers": layers, "lora_parameters": lora, "model": str(base_dir)}, indent=2))
+    (out / "adapter_config.json").write_text(
+        json.dumps(
+            {"fine_tune_type": "lora", "num_layers": layers, "lora_parameters": lora, "model": str(base_dir)}, indent=2
+        )
+    )
     return out

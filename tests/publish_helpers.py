@@ -11,16 +11,23 @@ PROMPT = "The capital of France is"
 TARGETS = ["q_proj", "v_proj", "down_proj"]
 
 
-def make_peft_adapter(base: Path, out: Path, *, seed: int = 0, rank: int = 4, alpha: float = 8.0,
-                      layers: list[int] | None = None) -> Path:
+def make_peft_adapter(
+    base: Path, out: Path, *, seed: int = 0, rank: int = 4, alpha: float = 8.0, layers: list[int] | None = None
+) -> Path:
     """A PEFT LoRA adapter whose B weights are random, so it changes the model's output."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=TARGETS, lora_dropout=0.0,
-                        layers_to_transform=layers, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=TARGETS,
+        lora_dropout=0.0,
+        layers_to_transform=layers,
+        task_type="CAUSAL_LM",
+    )
     peft_model = get_peft_model(model, config)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -31,8 +38,16 @@ def make_peft_adapter(base: Path, out: Path, *, seed: int = 0, rank: int = 4, al
     return out
 
 
-def make_mlx_adapter(base: Path, out: Path, *, seed: int = 0, rank: int = 4, scale: float = 2.0,
-                     num_layers: int = 2, keys: list[str] | None = None) -> Path:
+def make_mlx_adapter(
+    base: Path,
+    out: Path,
+    *,
+    seed: int = 0,
+    rank: int = 4,
+    scale: float = 2.0,
+    num_layers: int = 2,
+    keys: list[str] | None = None,
+) -> Path:
     """An mlx-lm LoRA adapter saved the way ``mlx_lm.lora`` saves one, with random B weights."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -41,8 +56,12 @@ def make_mlx_adapter(base: Path, out: Path, *, seed: int = 0, rank: int = 4, sca
 
     model, _ = load(str(base))
     model.freeze()
-    params = {"rank": rank, "scale": scale, "dropout": 0.0,
-              "keys": keys or ["self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj"]}
+    params = {
+        "rank": rank,
+        "scale": scale,
+        "dropout": 0.0,
+        "keys": keys or ["self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj"],
+    }
     mx.random.seed(seed)
     linear_to_lora_layers(model, num_layers, params)
     trainable = dict(tree_flatten(model.trainable_parameters()))
@@ -51,8 +70,12 @@ def make_mlx_adapter(base: Path, out: Path, *, seed: int = 0, rank: int = 4, sca
             trainable[name] = mx.random.normal(value.shape) * 0.2
     out.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(out / "adapters.safetensors"), trainable)
-    (out / "adapter_config.json").write_text(json.dumps(
-        {"fine_tune_type": "lora", "num_layers": num_layers, "lora_parameters": params, "model": str(base)}, indent=2))
+    (out / "adapter_config.json").write_text(
+        json.dumps(
+            {"fine_tune_type": "lora", "num_layers": num_layers, "lora_parameters": params, "model": str(base)},
+            indent=2,
+        )
+    )
     return out
 
 
@@ -64,6 +87,7 @@ def torch_logits(model_dir: Path, adapter: Path | None = None, text: str = PROMP
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if adapter is not None:
         from peft import PeftModel
+
         model = PeftModel.from_pretrained(model, adapter)
     with torch.no_grad():
         ids = tok(text, return_tensors="pt").input_ids
@@ -87,16 +111,17 @@ def torch_greedy(model_dir: Path, adapter: Path | None = None, n: int = 12) -> l
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if adapter is not None:
         from peft import PeftModel
+
         model = PeftModel.from_pretrained(model, adapter)
     ids = tok(PROMPT, return_tensors="pt").input_ids
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=n, do_sample=False, min_new_tokens=n)
-    return out[0, ids.shape[1]:].tolist()
+    return out[0, ids.shape[1] :].tolist()
 
 
 def mlx_greedy(model_dir: Path, adapter: Path | None = None, n: int = 12) -> list[int]:
-    from mlx_lm.generate import generate_step
     import mlx.core as mx
+    from mlx_lm.generate import generate_step
     from mlx_lm.utils import load
 
     model, tok = load(str(model_dir), adapter_path=str(adapter) if adapter else None)

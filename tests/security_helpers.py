@@ -11,7 +11,9 @@ from forgellm.security import authorize_socketio, install_security
 TOKEN = "test-token-0123456789abcdef"
 
 
-def make_app(*, host: str = "127.0.0.1", token: str | None = None, max_body_bytes: int = 1024) -> tuple[Flask, SocketIO]:
+def make_app(
+    *, host: str = "127.0.0.1", token: str | None = None, max_body_bytes: int = 1024
+) -> tuple[Flask, SocketIO]:
     app = Flask("security-test")
     socketio = SocketIO(app, async_mode="threading")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -24,8 +25,9 @@ def other_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    running = RunningServer(create_app({"FORGELLM_ENGINE": "torch", "FORGELLM_MAX_BODY_BYTES": 256 * 1024}),
-                            ServerOptions(port=0))
+    running = RunningServer(
+        create_app({"FORGELLM_ENGINE": "torch", "FORGELLM_MAX_BODY_BYTES": 256 * 1024}), ServerOptions(port=0)
+    )
     yield running
     running.stop()
 
@@ -40,7 +42,7 @@ def sse_events(response: httpx.Response) -> Iterator[Any]:
     """The ``data:`` payloads of a server-sent-events response (JSON decoded, ``[DONE]`` as is)."""
     for line in response.iter_lines():
         if line.startswith("data: "):
-            payload = line[len("data: "):]
+            payload = line[len("data: ") :]
             yield payload if payload == "[DONE]" else json.loads(payload)
 
 
@@ -61,7 +63,8 @@ GEMMA_TEMPLATE = (
     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
     "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
     "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
 QWEN3_TEMPLATE = (
     "{%- for message in messages %}{%- if message.role == 'assistant' %}"
     "{%- set content = message.content.split('</think>')[-1].lstrip('\n') %}{%- else %}"
@@ -69,7 +72,8 @@ QWEN3_TEMPLATE = (
     "{{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>\n' }}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}"
     "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- endif %}"
-    "{%- endif %}")
+    "{%- endif %}"
+)
 
 
 def model_with_template(tiny_model_dir: Path, out: Path, template: str | None) -> Path:
@@ -86,7 +90,7 @@ def stop_string_in(text: str) -> str:
     """Three characters of ``text``, not at its start, not blank, first seen there: a stop string
     that must cut ``text`` right before it."""
     for i in range(1, len(text) - 2):
-        candidate = text[i:i + 3]
+        candidate = text[i : i + 3]
         if candidate.strip() and text.index(candidate) == i:
             return candidate
     raise AssertionError(f"no usable stop string in {text!r}")

@@ -11,8 +11,14 @@ from safetensors.torch import load_file
 
 from forgellm.cli.main import root
 from tests.cli_helpers import forgellm_error
-from tests.publish_helpers import (make_mlx_adapter, make_peft_adapter, mlx_greedy, mlx_logits, torch_greedy,
-                                   torch_logits)
+from tests.publish_helpers import (
+    make_mlx_adapter,
+    make_peft_adapter,
+    mlx_greedy,
+    mlx_logits,
+    torch_greedy,
+    torch_logits,
+)
 
 
 def invoke(*args: str):
@@ -47,7 +53,9 @@ def test_mlx_adapter_runs_on_torch_with_the_same_output(tmp_path, tiny_model_dir
 def test_round_trip_keeps_every_tensor(tmp_path, tiny_model_dir):
     peft = make_peft_adapter(tiny_model_dir, tmp_path / "peft")
     assert invoke("adapter", "convert", str(peft), "--to", "mlx", "--out", str(tmp_path / "m")).exit_code == 0
-    assert invoke("adapter", "convert", str(tmp_path / "m"), "--to", "peft", "--out", str(tmp_path / "p")).exit_code == 0
+    assert (
+        invoke("adapter", "convert", str(tmp_path / "m"), "--to", "peft", "--out", str(tmp_path / "p")).exit_code == 0
+    )
     before, after = load_file(peft / "adapter_model.safetensors"), load_file(tmp_path / "p/adapter_model.safetensors")
     assert before.keys() == after.keys()
     for key in before:

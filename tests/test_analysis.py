@@ -25,6 +25,7 @@ def u_shaped_val(steps: int, every: int, bottom: int) -> dict[int, float]:
 
 # --- score --------------------------------------------------------------------------------------
 
+
 def test_window_fit_separates_noise_from_drift():
     flat_noisy = 2 + 0.2 * np.random.default_rng(0).standard_normal(200)
     falling_clean = np.linspace(3, 2, 200)
@@ -40,9 +41,13 @@ def test_score_follows_the_documented_formula():
     m = metrics_of(losses, val=val, eval_train={100: 1.7, 200: 1.5}, checkpoints=[100, 200])
     rows = {s.step: s for s in an.score_checkpoints(m)}
     for step, train in ((100, 1.7), (200, 1.5)):
-        _, noise, drift = an.window_fit(losses[step - an.WINDOW:step])
-        expected = (val[step] / 1.8 - 1) + an.W_GAP * (val[step] - train) / val[step] \
-            + an.W_INSTABILITY * noise + an.W_UNCONVERGED * drift
+        _, noise, drift = an.window_fit(losses[step - an.WINDOW : step])
+        expected = (
+            (val[step] / 1.8 - 1)
+            + an.W_GAP * (val[step] - train) / val[step]
+            + an.W_INSTABILITY * noise
+            + an.W_UNCONVERGED * drift
+        )
         assert rows[step].score == pytest.approx(expected)
         assert rows[step].gap == pytest.approx((val[step] - train) / val[step])
 
@@ -65,8 +70,9 @@ def test_a_clearly_better_validation_loss_wins_over_stability():
     # Early in a short run the loss falls steeply: the drift term of a later checkpoint is large,
     # but its validation loss is 10% lower, so it wins; the score only breaks near-ties.
     losses = np.concatenate([np.linspace(6, 2.5, 10), np.full(10, 2.5)])
-    m = metrics_of(losses, val={2: 5.4, 10: 4.9, 20: 5.5}, eval_train={2: 5.4, 10: 3.0, 20: 2.5},
-                   checkpoints=[2, 10, 20])
+    m = metrics_of(
+        losses, val={2: 5.4, 10: 4.9, 20: 5.5}, eval_train={2: 5.4, 10: 3.0, 20: 2.5}, checkpoints=[2, 10, 20]
+    )
     rows = {s.step: s for s in an.score_checkpoints(m)}
     assert rows[10].score > rows[2].score  # on the raw score alone the early checkpoint would win
     assert an.analyze(m).recommended.step == 10
@@ -101,6 +107,7 @@ def test_empty_run_is_analysed_without_error():
 
 
 # --- overfitting onset and stability -----------------------------------------------------------
+
 
 def test_overfitting_onset_is_the_first_eval_of_a_sustained_rise():
     m = metrics_of(curve(400), val=u_shaped_val(400, 20, 200))

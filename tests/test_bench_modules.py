@@ -11,14 +11,21 @@ from click.testing import CliRunner
 from forgellm.bench import generation, training
 from forgellm.cli.main import root
 
-SMOL = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
-        "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152}
+SMOL = {
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "vocab_size": 49152,
+}
 
 
 def _bench(name: str) -> list[dict]:
     result = CliRunner().invoke(root, ["bench", "--quick", "--json", "--only", name])
     assert result.exit_code == 0, result.output
-    suites = json.loads(result.output[result.output.index("{"):])["suites"]
+    suites = json.loads(result.output[result.output.index("{") :])["suites"]
     assert [s["module"] for s in suites] == [name] and suites[0]["error"] is None, suites
     return suites[0]["results"]
 
@@ -40,8 +47,9 @@ def test_training_flops_count_weight_gradients_only_for_trained_weights() -> Non
     params = 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536) + 49152 * 576
 
     def flops(fine_tune_type: str, trains_head: bool) -> float:
-        return training.flops_per_token(SMOL, setting, training.step_products(SMOL, setting, fine_tune_type,
-                                                                              trains_head))
+        return training.flops_per_token(
+            SMOL, setting, training.step_products(SMOL, setting, fine_tune_type, trains_head)
+        )
 
     full, lora = flops("full", True), flops("lora", False)
     # Full: 6 FLOPs per weight (forward, activation and weight gradients) plus causal attention.
@@ -58,7 +66,7 @@ def test_training_flops_count_weight_gradients_only_for_trained_weights() -> Non
 def test_training_ratio_is_the_median_of_the_rounds_paired_ratios() -> None:
     ours, theirs = training.Tally(), training.Tally()
     # round 2 is slow for ours only while the host is busy; round 3 slow for both
-    for (ours_s, theirs_s) in ((1.0, 1.2), (3.0, 1.1), (2.4, 3.0)):
+    for ours_s, theirs_s in ((1.0, 1.2), (3.0, 1.1), (2.4, 3.0)):
         ours.add({"seconds": ours_s, "tokens": 120, "loss": 1.0})
         theirs.add({"seconds": theirs_s, "tokens": 120, "loss": 1.0})
     assert ours.tokens_per_second == pytest.approx(120 / 2.4)  # medians of each round's tokens/s
@@ -107,8 +115,9 @@ def test_training_quick_compares_both_engines_with_their_peers() -> None:
             ceilings.append(rows["train_lora_torch_products_in_step"])
         for ceiling in ceilings:
             assert 0 < ceiling["value"] < 2
-            assert ceiling["ratio"] == pytest.approx(rows[f"train_lora_{engine}_mfu"]["value"] / ceiling["value"],
-                                                     rel=0.01)
+            assert ceiling["ratio"] == pytest.approx(
+                rows[f"train_lora_{engine}_mfu"]["value"] / ceiling["value"], rel=0.01
+            )
     assert "train_lora_mlx_products_in_step" not in rows
     assert 0 < rows["train_lora_torch_mfu"]["value"] < 1.5
 
@@ -116,18 +125,37 @@ def test_training_quick_compares_both_engines_with_their_peers() -> None:
 @pytest.mark.slow
 def test_generation_quick_compares_cli_and_server_with_raw_engines() -> None:
     rows = _rows_by_name(_bench("generation"))
-    for name in ("gen_torch_cli_tokens_per_s", "gen_torch_cli_ttft_ms", "gen_torch_server_tokens_per_s",
-                 "gen_torch_server_ttft_ms", "gen_mlx_cli_tokens_per_s", "gen_mlx_cli_ttft_ms"):
+    for name in (
+        "gen_torch_cli_tokens_per_s",
+        "gen_torch_cli_ttft_ms",
+        "gen_torch_server_tokens_per_s",
+        "gen_torch_server_ttft_ms",
+        "gen_mlx_cli_tokens_per_s",
+        "gen_mlx_cli_ttft_ms",
+    ):
         assert name in rows
 
 
 def test_markdown_table_has_one_row_per_result_and_names_failures() -> None:
     from forgellm.cli.bench_cmd import markdown_table
 
-    suites = [{"module": "peak", "error": None, "results": [
-                  {"name": "matmul_peak_torch", "value": 50.0, "unit": "GFLOP/s", "baseline": 60.0, "ratio": 0.833,
-                   "notes": "a | b"}]},
-              {"module": "training", "error": "RuntimeError('x')\ntraceback", "results": []}]
+    suites = [
+        {
+            "module": "peak",
+            "error": None,
+            "results": [
+                {
+                    "name": "matmul_peak_torch",
+                    "value": 50.0,
+                    "unit": "GFLOP/s",
+                    "baseline": 60.0,
+                    "ratio": 0.833,
+                    "notes": "a | b",
+                }
+            ],
+        },
+        {"module": "training", "error": "RuntimeError('x')\ntraceback", "results": []},
+    ]
     lines = markdown_table(suites).splitlines()
     assert len(lines) == 4
     assert lines[2] == "| peak | matmul_peak_torch | 50 GFLOP/s | 60 GFLOP/s | **0.833** | a / b |"
@@ -137,8 +165,8 @@ def test_markdown_table_has_one_row_per_result_and_names_failures() -> None:
 def test_cpu_env_defaults_keep_the_users_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from forgellm.bench.training import _plain_env
     from forgellm import cpu_env
+    from forgellm.bench.training import _plain_env
 
     monkeypatch.setattr(cpu_env, "APPLIED_ENV", set())
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
@@ -168,15 +196,32 @@ def test_preference_quick_compares_a_dpo_step_with_trls_dpo_trainer() -> None:
     assert "TRL 1.16.0 DPOTrainer" in row["notes"]
 
 
-def _report(chat: tuple[int, int], document: tuple[int, int], domain: float, general: float,
-            preference: tuple[int, int] = (6, 12), margin: float = -0.05):
+def _report(
+    chat: tuple[int, int],
+    document: tuple[int, int],
+    domain: float,
+    general: float,
+    preference: tuple[int, int] = (6, 12),
+    margin: float = -0.05,
+):
     from forgellm.training.evaluate import EvalReport
 
-    files = {name: {"correct": c, "total": t, "accuracy": c / t}
-             for name, (c, t) in (("chat-facts", chat), ("document-facts", document))}
-    return EvalReport(model="m", path="p", engine="torch", qa_files=files, domain_ppl=domain, general_ppl=general,
-                      preference_correct=preference[0], preference_total=preference[1],
-                      preference_accuracy=preference[0] / preference[1], preference_margin=margin)
+    files = {
+        name: {"correct": c, "total": t, "accuracy": c / t}
+        for name, (c, t) in (("chat-facts", chat), ("document-facts", document))
+    }
+    return EvalReport(
+        model="m",
+        path="p",
+        engine="torch",
+        qa_files=files,
+        domain_ppl=domain,
+        general_ppl=general,
+        preference_correct=preference[0],
+        preference_total=preference[1],
+        preference_accuracy=preference[0] / preference[1],
+        preference_margin=margin,
+    )
 
 
 def test_learning_rows_and_readme_table_compare_each_stage_with_the_base_model() -> None:
@@ -188,8 +233,11 @@ def test_learning_rows_and_readme_table_compare_each_stage_with_the_base_model()
     rows += stage_rows("ift", _report((31, 42), (6, 21), 9.5, 13.0, (7, 12)), base, 45.0, "m")
     assert reward_rows("ift", [{"step": 0, "val_loss": 2.0}]) == []  # a cpt/ift run has no rewards
     rows += stage_rows("preference", _report((32, 42), (6, 21), 9.6, 13.1, (11, 12), 0.31), base, 90.0, "m")
-    evals = [{"step": 0, "val_accuracy": 0.0, "val_margin": 0.0}, {"step": 20, "val_accuracy": 0.5, "val_margin": 0.1},
-             {"step": 40, "val_accuracy": 11 / 12, "val_margin": 0.8123}]
+    evals = [
+        {"step": 0, "val_accuracy": 0.0, "val_margin": 0.0},
+        {"step": 20, "val_accuracy": 0.5, "val_margin": 0.1},
+        {"step": 40, "val_accuracy": 11 / 12, "val_margin": 0.8123},
+    ]
     rows += reward_rows("preference", evals)
     by_name = {r["name"]: r for r in rows}
     assert "learning_base_train_wall_s" not in by_name and by_name["learning_cpt_train_wall_s"]["value"] == 300.0
@@ -224,11 +272,17 @@ def test_learning_quick_trains_the_shipped_recipes_and_evaluates_every_stage() -
     results = _bench("learning")
     rows = {r["name"]: r for r in results}
     stages = ("base", "cpt", "ift", "preference")
-    measures = ("chat_facts_qa", "document_facts_qa", "domain_ppl", "general_ppl", "preference_accuracy",
-                "preference_margin")
+    measures = (
+        "chat_facts_qa",
+        "document_facts_qa",
+        "domain_ppl",
+        "general_ppl",
+        "preference_accuracy",
+        "preference_margin",
+    )
     assert set(rows) == {f"learning_{s}_{m}" for s in stages for m in measures} | {
-        f"learning_{s}_train_wall_s" for s in stages[1:]} | {
-        "learning_preference_reward_accuracy", "learning_preference_reward_margin"}
+        f"learning_{s}_train_wall_s" for s in stages[1:]
+    } | {"learning_preference_reward_accuracy", "learning_preference_reward_margin"}
     for stage in stages:
         for qa in ("chat_facts_qa", "document_facts_qa"):
             row = rows[f"learning_{stage}_{qa}"]
@@ -272,8 +326,11 @@ def test_qlora_rows_compare_each_quantized_base_with_float32(tmp_path) -> None:
     }
     results = rows(measured, QUICK, "smol")
     by_name = {r["name"]: r for r in results}
-    assert set(by_name) == {f"qlora_{b}_{m}" for b in ("8bit", "4bit")
-                            for m in ("tokens_per_s", "mlx_peak_memory", "peak_rss", "first_loss", "last_loss")}
+    assert set(by_name) == {
+        f"qlora_{b}_{m}"
+        for b in ("8bit", "4bit")
+        for m in ("tokens_per_s", "mlx_peak_memory", "peak_rss", "first_loss", "last_loss")
+    }
     speed = by_name["qlora_8bit_tokens_per_s"]
     assert (speed["value"], speed["baseline"], speed["ratio"]) == (50.0, 100.0, 0.5)
     assert by_name["qlora_4bit_tokens_per_s"]["ratio"] == 0.4
@@ -298,5 +355,8 @@ def test_qlora_quick_trains_float32_8bit_and_4bit_side_by_side() -> None:
     # the same batches from the same seed: the quantized bases start near float32's loss
     assert rows["qlora_8bit_first_loss"]["ratio"] == pytest.approx(1.0, abs=0.05)
     # fewer bits, less memory for the weights (the tiny llama's projections and embedding quantize)
-    assert rows["qlora_4bit_mlx_peak_memory"]["value"] < rows["qlora_8bit_mlx_peak_memory"]["value"] \
+    assert (
+        rows["qlora_4bit_mlx_peak_memory"]["value"]
+        < rows["qlora_8bit_mlx_peak_memory"]["value"]
         < rows["qlora_8bit_mlx_peak_memory"]["baseline"]
+    )

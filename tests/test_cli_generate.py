@@ -23,7 +23,9 @@ from tests.engine_helpers import build_peft_adapter
 from tests.tiny_model import build_tiny_llama
 
 FORGELLM = Path(sys.executable).with_name("forgellm")
-SUMMARY = re.compile(r"^\d+ tokens, [\d.]+ tok/s, first token after [\d.]+ s \(prompt \d+ tokens, finish: (stop|length)\)$")
+SUMMARY = re.compile(
+    r"^\d+ tokens, [\d.]+ tok/s, first token after [\d.]+ s \(prompt \d+ tokens, finish: (stop|length)\)$"
+)
 ENGINES = ("torch", "mlx")
 
 
@@ -35,10 +37,25 @@ def assert_one_line_error(code: int, out: str, err: str, *words: str) -> None:
 
 # --- one-shot generation ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_prompt_streams_text_to_stdout_and_summary_to_stderr(engine: str, tiny_model_dir: Path) -> None:
-    args = ("cli", "generate", "--model", str(tiny_model_dir), "--engine", engine, "--format", "raw",
-            "--prompt", "Once upon a time", "--max-tokens", "5", "--temperature", "0")
+    args = (
+        "cli",
+        "generate",
+        "--model",
+        str(tiny_model_dir),
+        "--engine",
+        engine,
+        "--format",
+        "raw",
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "5",
+        "--temperature",
+        "0",
+    )
     code, out, err = forgellm(*args)
     assert code == 0, err
     assert out.endswith("\n") and out.strip()
@@ -47,23 +64,55 @@ def test_prompt_streams_text_to_stdout_and_summary_to_stderr(engine: str, tiny_m
 
 
 def test_prompt_from_stdin_when_not_a_terminal(tiny_model_dir: Path) -> None:
-    code, out, err = forgellm("cli", "generate", "-m", str(tiny_model_dir), "-e", "torch", "-n", "3", "-t", "0",
-                              "--format", "raw", input="Once upon a time\n")
+    code, out, err = forgellm(
+        "cli",
+        "generate",
+        "-m",
+        str(tiny_model_dir),
+        "-e",
+        "torch",
+        "-n",
+        "3",
+        "-t",
+        "0",
+        "--format",
+        "raw",
+        input="Once upon a time\n",
+    )
     assert code == 0 and err.startswith("3 tokens") and "(prompt 5 tokens" in err, err
 
 
 def test_seed_and_stop_through_the_cli(tiny_model_dir: Path) -> None:
-    base = ("cli", "generate", "-m", str(tiny_model_dir), "-e", "torch", "--format", "raw", "-p", "Hello",
-            "-n", "12", "--temperature", "1.2", "--top-k", "40", "--seed", "3")
+    base = (
+        "cli",
+        "generate",
+        "-m",
+        str(tiny_model_dir),
+        "-e",
+        "torch",
+        "--format",
+        "raw",
+        "-p",
+        "Hello",
+        "-n",
+        "12",
+        "--temperature",
+        "1.2",
+        "--top-k",
+        "40",
+        "--seed",
+        "3",
+    )
     first, second = forgellm(*base), forgellm(*base)
     assert first[0] == 0 and first[1] == second[1]
     text = first[1].rstrip("\n")
-    stop = text[len(text) // 2:len(text) // 2 + 2]
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
     code, out, err = forgellm(*base, "--stop", stop, "--stop", "never-appears")
-    assert code == 0 and out == text[:text.index(stop)] + "\n" and "finish: stop" in err
+    assert code == 0 and out == text[: text.index(stop)] + "\n" and "finish: stop" in err
 
 
 # --- bad input: one line, exit 2, no traceback ----------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def other_adapter(tmp_path_factory) -> Path:
@@ -78,46 +127,80 @@ def test_unknown_model(workspace: Path) -> None:
 
 
 def test_adapter_that_does_not_fit(tiny_model_dir: Path, other_adapter: Path) -> None:
-    assert_one_line_error(*forgellm("cli", "generate", "-m", str(tiny_model_dir), "--adapter", str(other_adapter),
-                                    "-e", "torch", "-p", "hi"), "does not fit", other_adapter.name, tiny_model_dir.name)
+    assert_one_line_error(
+        *forgellm(
+            "cli", "generate", "-m", str(tiny_model_dir), "--adapter", str(other_adapter), "-e", "torch", "-p", "hi"
+        ),
+        "does not fit",
+        other_adapter.name,
+        tiny_model_dir.name,
+    )
 
 
 def test_unknown_engine(tiny_model_dir: Path) -> None:
-    assert_one_line_error(*forgellm("cli", "generate", "-m", str(tiny_model_dir), "-e", "jax", "-p", "hi"),
-                          "unknown engine", "auto, mlx, torch")
+    assert_one_line_error(
+        *forgellm("cli", "generate", "-m", str(tiny_model_dir), "-e", "jax", "-p", "hi"),
+        "unknown engine",
+        "auto, mlx, torch",
+    )
 
 
 def test_engine_not_installed(tiny_model_dir: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "mlx_lm", None)  # what Python sees when mlx-lm is not installed
-    assert_one_line_error(*forgellm("cli", "generate", "-m", str(tiny_model_dir), "-e", "mlx", "-p", "hi"),
-                          "mlx engine is not available", "pip install")
+    assert_one_line_error(
+        *forgellm("cli", "generate", "-m", str(tiny_model_dir), "-e", "mlx", "-p", "hi"),
+        "mlx engine is not available",
+        "pip install",
+    )
 
 
 @pytest.mark.parametrize("args,input", [(("-p", ""), None), (("-p", "  \n"), None), ((), ""), ((), " \n")])
 def test_empty_prompt(tiny_model_dir: Path, args: tuple, input: str | None) -> None:
-    assert_one_line_error(*forgellm("cli", "generate", "-m", str(tiny_model_dir), *args, input=input),
-                          "prompt is empty")
+    assert_one_line_error(
+        *forgellm("cli", "generate", "-m", str(tiny_model_dir), *args, input=input), "prompt is empty"
+    )
 
 
-@pytest.mark.parametrize("option,value,name", [("--max-tokens", "0", "max_tokens"),
-                                               ("--max-tokens", "100000", "max_tokens"),
-                                               ("--temperature", "-1", "temperature"),
-                                               ("--top-p", "0", "top_p")])
+@pytest.mark.parametrize(
+    "option,value,name",
+    [
+        ("--max-tokens", "0", "max_tokens"),
+        ("--max-tokens", "100000", "max_tokens"),
+        ("--temperature", "-1", "temperature"),
+        ("--top-p", "0", "top_p"),
+    ],
+)
 def test_sampling_value_out_of_range(tiny_model_dir: Path, option: str, value: str, name: str) -> None:
-    assert_one_line_error(*forgellm("cli", "generate", "-m", str(tiny_model_dir), "-p", "hi", option, value),
-                          name, "out of range")
+    assert_one_line_error(
+        *forgellm("cli", "generate", "-m", str(tiny_model_dir), "-p", "hi", option, value), name, "out of range"
+    )
 
 
 # --- chat -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_chat_session_commands(engine: str, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     loaded = get_engine(engine).load(describe(tiny_model_dir))
     session = ChatSession(loaded, SamplingParams(max_tokens=4, temperature=0.5))
     saved = tmp_path / "chat.json"
-    script = iter(["/params temperature=0 max_tokens=3 stop=none", "hello", "", "/system Be brief.", "again",
-                   f"/save {saved}", "/clear", "/params bogus=1", "/nope", f"/load {saved}", "/help", "/quit",
-                   "never read"])
+    script = iter(
+        [
+            "/params temperature=0 max_tokens=3 stop=none",
+            "hello",
+            "",
+            "/system Be brief.",
+            "again",
+            f"/save {saved}",
+            "/clear",
+            "/params bogus=1",
+            "/nope",
+            f"/load {saved}",
+            "/help",
+            "/quit",
+            "never read",
+        ]
+    )
     try:
         session.run(lambda prompt: next(script))
     finally:
@@ -137,9 +220,29 @@ def test_chat_repl_on_a_terminal(tiny_model_dir: Path, tmp_path: Path) -> None:
     """The real program on a pseudo-terminal: no --prompt opens the chat."""
     main_fd, child_fd = pty.openpty()
     env = {**os.environ, "TERM": "dumb", "FORGELLM_HOME": str(tmp_path)}
-    proc = subprocess.Popen([str(FORGELLM), "cli", "generate", "-m", str(tiny_model_dir), "-e", "torch", "-n", "3",
-                             "-t", "0", "--format", "raw"], stdin=child_fd, stdout=child_fd, stderr=child_fd,
-                            env=env, cwd=tmp_path, close_fds=True)
+    proc = subprocess.Popen(
+        [
+            str(FORGELLM),
+            "cli",
+            "generate",
+            "-m",
+            str(tiny_model_dir),
+            "-e",
+            "torch",
+            "-n",
+            "3",
+            "-t",
+            "0",
+            "--format",
+            "raw",
+        ],
+        stdin=child_fd,
+        stdout=child_fd,
+        stderr=child_fd,
+        env=env,
+        cwd=tmp_path,
+        close_fds=True,
+    )
     os.close(child_fd)
     transcript = b""
 
@@ -170,6 +273,7 @@ def test_chat_repl_on_a_terminal(tiny_model_dir: Path, tmp_path: Path) -> None:
 
 # --- info ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow  # measures the BLAS in three child processes
 def test_info_json_reports_engines_blas_workspace_and_default_model(workspace: Path) -> None:
     code, out, err = forgellm("info", "--json")
@@ -188,12 +292,30 @@ def test_info_json_reports_engines_blas_workspace_and_default_model(workspace: P
 
 # --- the embedded model (slow) ---------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_embedded_model_knows_the_capital_of_france(engine: str, embedded_model_dir: Path) -> None:
-    done = subprocess.run([str(FORGELLM), "cli", "generate", "--model", str(embedded_model_dir), "--engine", engine,
-                           "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "24"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            str(FORGELLM),
+            "cli",
+            "generate",
+            "--model",
+            str(embedded_model_dir),
+            "--engine",
+            engine,
+            "--prompt",
+            "What is the capital of France?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "24",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout and SUMMARY.match(done.stderr.strip().splitlines()[-1]), done.stderr
 

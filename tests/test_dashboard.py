@@ -71,7 +71,10 @@ def test_qa_accuracy_is_charted_overall_and_per_qa_file(tmp_path):
     assert entry["series"]["qa_accuracy:document-facts"] == {"x": [200, 400], "y": [0.25, 0.5]}
     plain = write_run(tmp_path, "plain", make_events(curve(400), val={200: 2.0}))
     assert qa_series(dashboard_data([plain, run])["runs"]) == [
-        "qa_accuracy", "qa_accuracy:chat-facts", "qa_accuracy:document-facts"]
+        "qa_accuracy",
+        "qa_accuracy:chat-facts",
+        "qa_accuracy:document-facts",
+    ]
     assert qa_series(dashboard_data([plain])["runs"]) == []
 
     out = tmp_path / "d.html"
@@ -88,16 +91,21 @@ def test_png_dashboard_draws_a_line_per_qa_file(tmp_path, monkeypatch):
 
     drawn: list[str] = []
     plot = dashboard_png.plt.Axes.plot
-    monkeypatch.setattr(dashboard_png.plt.Axes, "plot",
-                        lambda ax, *a, **k: drawn.append(k.get("label")) or plot(ax, *a, **k))
+    monkeypatch.setattr(
+        dashboard_png.plt.Axes, "plot", lambda ax, *a, **k: drawn.append(k.get("label")) or plot(ax, *a, **k)
+    )
     run = write_run(tmp_path, "r", make_events(curve(400), val={200: 2.0, 400: 1.9}, qa=QA))
     assert invoke("dashboard", str(run)).exit_code == 0
     assert {"qa accuracy", "QA chat-facts", "QA document-facts"} <= set(drawn)
 
 
 def test_png_dashboard_of_one_run(tmp_path):
-    run = write_run(tmp_path, "r", make_events(curve(500), val={250: 2.0, 500: 1.9}, checkpoints=[250, 500]),
-                    checkpoint_dirs=[250, 500])
+    run = write_run(
+        tmp_path,
+        "r",
+        make_events(curve(500), val={250: 2.0, 500: 1.9}, checkpoints=[250, 500]),
+        checkpoint_dirs=[250, 500],
+    )
     result = invoke("dashboard", str(run))
     assert result.exit_code == 0, result.output
     assert (run / "dashboard.png").read_bytes().startswith(PNG_MAGIC)
@@ -146,8 +154,9 @@ def test_html_dashboard_draws_in_a_browser_without_network(tmp_path):
     from playwright.sync_api import sync_playwright
 
     val = {s: 2.0 + 0.002 * abs(s - 200) for s in range(20, 401, 20)}
-    a = write_run(tmp_path, "run-a", make_events(curve(400), val=val, checkpoints=[200, 400], qa=QA),
-                  checkpoint_dirs=[200, 400])
+    a = write_run(
+        tmp_path, "run-a", make_events(curve(400), val=val, checkpoints=[200, 400], qa=QA), checkpoint_dirs=[200, 400]
+    )
     b = write_run(tmp_path, "run-b", make_events(curve(400, noise=0.3), val={200: 2.0, 400: 2.3}))
     out = tmp_path / "cmp.html"
     assert invoke("dashboard", str(a), str(b), "--out", str(out)).exit_code == 0
@@ -158,12 +167,15 @@ def test_html_dashboard_draws_in_a_browser_without_network(tmp_path):
             requests, errors = [], []
             page.on("request", lambda r: requests.append(r.url))
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
-                       else route.abort())
+            page.route(
+                "**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort()
+            )
             page.goto(out.as_uri())
             page.wait_for_function("window.CHARTS !== undefined", timeout=30_000)
-            charts = page.evaluate("window.CHARTS.map(c => c && {labels: c.data.datasets.map(d => d.label), "
-                                   "width: c.width, drawn: c.chartArea.width})")
+            charts = page.evaluate(
+                "window.CHARTS.map(c => c && {labels: c.data.datasets.map(d => d.label), "
+                "width: c.width, drawn: c.chartArea.width})"
+            )
         finally:
             browser.close()
     assert errors == [] and requests == [out.as_uri()]

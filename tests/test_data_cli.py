@@ -11,16 +11,30 @@ from tests.cli_helpers import forgellm
 from tests.data_helpers import prose, write_files
 from tests.tiny_model import EMBEDDED_DIR
 
-STATS_KEYS = {"files", "documents", "duplicates_removed", "near_duplicates_removed", "filtered", "skipped",
-              "train_documents", "val_documents", "train_tokens", "val_tokens", "sequences", "padding_fraction",
-              "format"}
+STATS_KEYS = {
+    "files",
+    "documents",
+    "duplicates_removed",
+    "near_duplicates_removed",
+    "filtered",
+    "skipped",
+    "train_documents",
+    "val_documents",
+    "train_tokens",
+    "val_tokens",
+    "sequences",
+    "padding_fraction",
+    "format",
+}
 
 # The default --mixture-ratio (training's, 0.8) samples a replay set from --model; these tests look at the domain data.
 DOMAIN_ONLY = ("--mixture-ratio", "1")
 
 
 def stats_json(path, *options: str) -> dict:
-    code, out, err = forgellm("data", "stats", str(path), "--model", str(EMBEDDED_DIR), "--json", *DOMAIN_ONLY, *options)
+    code, out, err = forgellm(
+        "data", "stats", str(path), "--model", str(EMBEDDED_DIR), "--json", *DOMAIN_ONLY, *options
+    )
     assert code == 0, err
     return json.loads(out)
 
@@ -49,8 +63,19 @@ def test_stats_options_reach_the_pipeline(tmp_path, workspace):
     root = tmp_path / "ds"
     root.mkdir()
     pd.DataFrame({"body": [prose(1), prose(1), "x"]}).to_csv(root / "t.csv", index=False)
-    stats = stats_json(root, "--text-column", "body", "--no-dedupe", "--no-filters", "--max-seq-length", "64",
-                       "--validation-split", "0", "--seed", "3")
+    stats = stats_json(
+        root,
+        "--text-column",
+        "body",
+        "--no-dedupe",
+        "--no-filters",
+        "--max-seq-length",
+        "64",
+        "--validation-split",
+        "0",
+        "--seed",
+        "3",
+    )
     assert stats["documents"] == 3 and stats["duplicates_removed"] == 0 and stats["filtered"]["total"] == 0
     assert stats["seq_length"] == 64 and stats["val_documents"] == 0
     assert stats["settings"]["seed"] == 3
@@ -63,8 +88,14 @@ def test_a_single_file_can_be_given_instead_of_a_folder(tmp_path, workspace):
 
 
 def test_preview_marks_trained_spans(tmp_path, workspace):
-    records = [{"conversations": [{"from": "human", "value": "Where is Saltmere?"},
-                                  {"from": "gpt", "value": "On the east coast."}]}]
+    records = [
+        {
+            "conversations": [
+                {"from": "human", "value": "Where is Saltmere?"},
+                {"from": "gpt", "value": "On the east coast."},
+            ]
+        }
+    ]
     root = write_files(tmp_path / "ds", {"c.jsonl": records})
     code, out, err = forgellm("data", "preview", str(root), "--mode", "ift", "--model", str(EMBEDDED_DIR), "-n", "1")
     assert code == 0, err
@@ -72,23 +103,27 @@ def test_preview_marks_trained_spans(tmp_path, workspace):
     assert "⟦" not in out.split("⟦On the east")[0]  # prompt and template markup are not trained
     code, out, err = forgellm("data", "preview", str(root), "--mode", "cpt", "--model", str(EMBEDDED_DIR))
     assert code == 0 and out == "" and "too_short 1" in err and "nothing to show" in err
-    code, out, _ = forgellm("data", "preview", str(root), "--mode", "cpt", "--model", str(EMBEDDED_DIR),
-                            "--min-chars", "10")
+    code, out, _ = forgellm(
+        "data", "preview", str(root), "--mode", "cpt", "--model", str(EMBEDDED_DIR), "--min-chars", "10"
+    )
     assert code == 0 and out.count("⟦") == 1  # CPT: the whole conversation text is trained
     assert "⟦Where is Saltmere?\n\nOn the east coast.<|im_end|>⟧" in out
 
 
 def test_bad_inputs_are_skipped_with_file_line_and_reason(tmp_path, workspace):
     good = [{"text": prose(1)}, {"text": prose(2)}]
-    root = write_files(tmp_path / "ds", {
-        "binary.txt": b"\x00\x01\x02" * 100,
-        "latin1.txt": "caf\xe9 ".encode("latin-1") * 20,
-        "records.jsonl": [good[0]],
-        "big.txt": prose(3, words=400),
-        "empty.md": "",
-        "good.jsonl": good,
-        "image.png": b"\x89PNG",
-    })
+    root = write_files(
+        tmp_path / "ds",
+        {
+            "binary.txt": b"\x00\x01\x02" * 100,
+            "latin1.txt": "caf\xe9 ".encode("latin-1") * 20,
+            "records.jsonl": [good[0]],
+            "big.txt": prose(3, words=400),
+            "empty.md": "",
+            "good.jsonl": good,
+            "image.png": b"\x89PNG",
+        },
+    )
     with open(root / "records.jsonl", "a") as fh:
         fh.write('{"text": "unterminated\n')  # line 2: malformed JSON
         fh.write('{"title": "no text field"}\n')  # line 3: wrong fields
@@ -120,12 +155,15 @@ def test_strict_turns_the_first_skip_into_an_error(tmp_path, workspace):
     assert "a.jsonl:2: malformed JSON line" in err and "--strict" in err
 
 
-@pytest.mark.parametrize("files, message", [
-    ({}, "has no files to read"),
-    ({"x.bin": b"\x00"}, "no usable documents"),
-    ({"a.txt": b"\x00\x00", "b.jsonl": b"{bad\n"}, "2 input(s) skipped (first: a.txt: binary file"),
-    ({"a.txt": "too short"}, "filtered: too_short=1"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({}, "has no files to read"),
+        ({"x.bin": b"\x00"}, "no usable documents"),
+        ({"a.txt": b"\x00\x00", "b.jsonl": b"{bad\n"}, "2 input(s) skipped (first: a.txt: binary file"),
+        ({"a.txt": "too short"}, "filtered: too_short=1"),
+    ],
+)
 def test_nothing_usable_stops_with_a_clear_error(tmp_path, workspace, files, message):
     root = write_files(tmp_path / "ds", files)
     root.mkdir(exist_ok=True)

@@ -21,12 +21,15 @@ def test_normalisation():
     assert normalize_text("  indented\n    code") == "indented\n    code"  # inner indentation kept
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("short", "too_short"),
-    ("1234 5678 9012 3456 7890 1234 5678 9012 3456 7890 !!", "low_letter_share"),
-    ("same line here\n" * 5 + "another line", "repeated_lines"),
-    (prose(1), None),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("short", "too_short"),
+        ("1234 5678 9012 3456 7890 1234 5678 9012 3456 7890 !!", "low_letter_share"),
+        ("same line here\n" * 5 + "another line", "repeated_lines"),
+        (prose(1), None),
+    ],
+)
 def test_quality_filters(text, problem):
     assert quality_problem(text, min_chars=40, min_letter_share=0.5, max_repeated_line_share=0.3) == problem
 
@@ -35,10 +38,17 @@ def test_exact_and_near_duplicates_and_filters_are_removed_and_counted(tmp_path,
     base = prose(1, words=300)
     words = base.split(" ")
     near = " ".join(words[:150] + ["harbour"] + words[151:])  # one word changed
-    root = write_files(tmp_path / "ds", {
-        "a.txt": base, "b.txt": "\ufeff" + base + "  \r\n\r\n\r\n",  # same after normalisation
-        "c.txt": near, "d.txt": prose(2, words=300), "e.txt": "tiny", "f.txt": "9 " * 60,
-    })
+    root = write_files(
+        tmp_path / "ds",
+        {
+            "a.txt": base,
+            "b.txt": "\ufeff" + base + "  \r\n\r\n\r\n",  # same after normalisation
+            "c.txt": near,
+            "d.txt": prose(2, words=300),
+            "e.txt": "tiny",
+            "f.txt": "9 " * 60,
+        },
+    )
     stats = prepare(root, tokenizer, workspace).stats
     assert stats["documents"] == 6
     assert stats["duplicates_removed"] == 1
@@ -75,8 +85,9 @@ def test_split_is_by_document_stable_and_disjoint(tmp_path, workspace, tokenizer
     assert 4 <= len(val) <= 18  # about a quarter, by hash
 
     # The side of a document depends on its content only: renaming and adding files moves nothing.
-    moved = write_files(tmp_path / "ds2", {f"renamed-{name}": text for name, text in texts.items()}
-                        | {"extra.txt": prose(999)})
+    moved = write_files(
+        tmp_path / "ds2", {f"renamed-{name}": text for name, text in texts.items()} | {"extra.txt": prose(999)}
+    )
     again = prepare(moved, tokenizer, workspace, validation_split=0.25, max_seq_length=128)
     assert val <= set(documents_of(again.val, eos)) and train <= set(documents_of(again.train, eos))
     # Another seed gives another split.
@@ -95,7 +106,10 @@ def test_documents_are_packed_back_to_back_with_eos_and_no_padding_waste(tmp_pat
     real = data.stats["train_tokens"]
     assert real == sum(len(tokenizer(t)["input_ids"]) + 1 for t in texts)  # every token, plus one EOS each
     assert int((flat[:real] == eos).sum()) == len(texts)
-    assert np.asarray(data.train.mask).reshape(-1)[:real].all() and not np.asarray(data.train.mask).reshape(-1)[real:].any()
+    assert (
+        np.asarray(data.train.mask).reshape(-1)[:real].all()
+        and not np.asarray(data.train.mask).reshape(-1)[real:].any()
+    )
     assert len(data.train) == -(-real // 64)  # only the last sequence holds padding
     assert data.stats["padding_fraction"] == pytest.approx(1 - real / (len(data.train) * 64), abs=1e-6)
     decoded = [tokenizer.decode(list(d)) for d in documents_of(data.train, eos)]
@@ -157,8 +171,14 @@ def test_worker_processes_give_exactly_what_one_process_gives(tmp_path, tokenize
     from forgellm.data import cpt_batches, pipeline
 
     files = {f"{i:02d}.txt": prose(i, words=80) for i in range(40)}
-    files.update({"dup-early.txt": prose(3, words=80), "dup-late.txt": prose(37, words=80), "short.txt": "tiny",
-                  "records.jsonl": [{"text": prose(100 + i, words=60)} for i in range(30)] + [{"text": prose(5, words=80)}]})
+    files.update(
+        {
+            "dup-early.txt": prose(3, words=80),
+            "dup-late.txt": prose(37, words=80),
+            "short.txt": "tiny",
+            "records.jsonl": [{"text": prose(100 + i, words=60)} for i in range(30)] + [{"text": prose(5, words=80)}],
+        }
+    )
     root = write_files(tmp_path / "ds", files)
     monkeypatch.setattr(pipeline, "BATCH_CHARS", 2000)  # many batches: duplicates cross batch boundaries
     results = {}
@@ -167,13 +187,22 @@ def test_worker_processes_give_exactly_what_one_process_gives(tmp_path, tokenize
         results[workers] = prepare(root, tokenizer, tmp_path / f"ws-{workers}")
     here, workers = results["here"], results["workers"]
     assert here.stats["tokenizer"]["worker_processes"] == 0 and workers.stats["tokenizer"]["worker_processes"] >= 2
-    for key in ("documents", "duplicates_removed", "near_duplicates_removed", "filtered", "train_tokens", "val_tokens",
-                "sequences"):
+    for key in (
+        "documents",
+        "duplicates_removed",
+        "near_duplicates_removed",
+        "filtered",
+        "train_tokens",
+        "val_tokens",
+        "sequences",
+    ):
         assert here.stats[key] == workers.stats[key], key
     assert here.stats["duplicates_removed"] == 3 and here.stats["filtered"]["too_short"] == 1
     for split in ("train", "val"):
         a, b = getattr(here, split), getattr(workers, split)
-        assert np.array_equal(np.asarray(a.tokens), np.asarray(b.tokens)) and np.array_equal(np.asarray(a.mask), np.asarray(b.mask))
+        assert np.array_equal(np.asarray(a.tokens), np.asarray(b.tokens)) and np.array_equal(
+            np.asarray(a.mask), np.asarray(b.mask)
+        )
 
 
 def test_a_worker_that_dies_stops_the_run_with_a_clear_error(tmp_path, tokenizer):

@@ -30,8 +30,19 @@ def articles(folder: Path = GENERAL) -> list[Path]:
 def domain_names() -> set[str]:
     """Every proper name of the sample's domain: the nation and its institutions, towns, founders (and their
     surnames), festivals and rivers."""
-    names = {facts.NATION, facts.LANGUAGE, facts.CAPITAL, facts.FOUNDER, facts.CURRENCY, facts.NATIONAL_CROP,
-             facts.PARLIAMENT, facts.MOUNTAIN, facts.MINERAL, facts.MINERAL_DISCOVERER, facts.MINERAL_HILLS}
+    names = {
+        facts.NATION,
+        facts.LANGUAGE,
+        facts.CAPITAL,
+        facts.FOUNDER,
+        facts.CURRENCY,
+        facts.NATIONAL_CROP,
+        facts.PARLIAMENT,
+        facts.MOUNTAIN,
+        facts.MINERAL,
+        facts.MINERAL_DISCOVERER,
+        facts.MINERAL_HILLS,
+    }
     for town in facts.TOWNS:
         names |= {town.name, town.founder, facts.surname(town.founder), town.festival, town.river}
     return names
@@ -50,8 +61,9 @@ def test_the_set_is_a_dozen_short_articles_of_4000_to_8000_words():
 def assert_shares_nothing_with(folder: Path, others: dict[str, Path]) -> None:
     """No article of `folder` shares a 5-word sequence with the documents of `others` (a label for each folder)
     nor names anything of the sample domain."""
-    seen = {label: ngrams(words("\n".join(p.read_text() for p in articles(other))), 5)
-            for label, other in others.items()}
+    seen = {
+        label: ngrams(words("\n".join(p.read_text() for p in articles(other))), 5) for label, other in others.items()
+    }
     pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(domain_names())) + r")\b", re.IGNORECASE)
     for path in articles(folder):
         text = path.read_text()
@@ -77,8 +89,9 @@ def test_the_replay_set_is_two_dozen_short_articles_of_7000_to_12000_words():
 
 def test_the_replay_set_shares_nothing_with_the_evaluation_set_or_the_sample_domain():
     # Training on text that overlaps the evaluation set would make the forgetting measure look better than it is.
-    assert_shares_nothing_with(REPLAY, {"the evaluation set dataset/general": GENERAL,
-                                        "the sample's CPT documents": SAMPLE / "cpt"})
+    assert_shares_nothing_with(
+        REPLAY, {"the evaluation set dataset/general": GENERAL, "the sample's CPT documents": SAMPLE / "cpt"}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +108,9 @@ def test_the_set_passes_the_pipeline_whole(workspace, tokenizer, folder):
 
 
 def test_the_replay_set_serves_as_general_data_with_the_sample(workspace, tokenizer):
-    mixed = prepare(SAMPLE / "cpt", tokenizer, workspace, max_seq_length=512, data_mixture_ratio=0.8,
-                    general_data_dir=REPLAY)
+    mixed = prepare(
+        SAMPLE / "cpt", tokenizer, workspace, max_seq_length=512, data_mixture_ratio=0.8, general_data_dir=REPLAY
+    )
     mixture = mixed.stats["mixture"]
     assert mixture["general_source"] == f"folder {REPLAY}"
     assert mixture["general_sequences"] == round(mixture["domain_sequences"] * 0.2 / 0.8) > 0

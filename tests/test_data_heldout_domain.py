@@ -49,8 +49,9 @@ def contains(text: str, answer: str) -> bool:
 
 
 def stats_json(path: Path, *options: str) -> dict:
-    code, out, err = forgellm("data", "stats", str(path), "--model", str(EMBEDDED_DIR), "--json",
-                              "--mixture-ratio", "1", *options)
+    code, out, err = forgellm(
+        "data", "stats", str(path), "--model", str(EMBEDDED_DIR), "--json", "--mixture-ratio", "1", *options
+    )
     assert code == 0, err
     return json.loads(out)
 
@@ -129,9 +130,14 @@ def test_the_domain_shares_no_name_with_the_sample():
 
 def test_the_documents_share_no_passage_with_the_general_sets_or_the_sample():
     # dataset/general measures forgetting after training on this domain, so none of its text may be trained here.
-    assert_shares_nothing_with(HELDOUT / "cpt", {"the evaluation set dataset/general": ROOT / "dataset" / "general",
-                                                 "dataset/general-replay": ROOT / "dataset" / "general-replay",
-                                                 "the sample's CPT documents": SAMPLE / "cpt"})
+    assert_shares_nothing_with(
+        HELDOUT / "cpt",
+        {
+            "the evaluation set dataset/general": ROOT / "dataset" / "general",
+            "dataset/general-replay": ROOT / "dataset" / "general-replay",
+            "the sample's CPT documents": SAMPLE / "cpt",
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +153,9 @@ def test_every_answer_trains_under_the_recipes_split(workspace, tokenizer):
     trained = "\n".join(tokenizer.decode(d) for d in documents_of(cpt.train, tokenizer.eos_token_id))
     for q in questions("chat-facts") + questions("document-facts"):
         assert contains(trained, q["answer"]), f"{q['answer']!r} is only in validation documents"
-    ift = prepare(HELDOUT / "ift", tokenizer, workspace, training_type="ift",
-                  max_seq_length=IFT_RECIPE["max_seq_length"])
+    ift = prepare(
+        HELDOUT / "ift", tokenizer, workspace, training_type="ift", max_seq_length=IFT_RECIPE["max_seq_length"]
+    )
     assert ift.stats["val_documents"] >= 1
     replies = "\n".join(tokenizer.decode(d) for d in documents_of(ift.train, tokenizer.eos_token_id))
     for q in questions("chat-facts"):

@@ -10,9 +10,13 @@ import pytest
 from forgellm.data.ift import FALLBACK_CHAT_TEMPLATE, ChatRenderer, encode_rendered, to_messages
 from tests.data_helpers import load_tokenizer, prepare, write_files
 
-CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who founded Orlemund?"},
-        {"role": "assistant", "content": "Ysolde Tarrow, in 1388."}, {"role": "user", "content": "And the river?"},
-        {"role": "assistant", "content": "The Vell runs through it."}]
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Who founded Orlemund?"},
+    {"role": "assistant", "content": "Ysolde Tarrow, in 1388."},
+    {"role": "user", "content": "And the river?"},
+    {"role": "assistant", "content": "The Vell runs through it."},
+]
 
 
 @pytest.fixture(scope="module")
@@ -95,23 +99,33 @@ def test_plain_text_records_train_on_every_token(tmp_path, workspace, tokenizer)
 
 
 def test_formats_are_detected_per_file_and_can_be_forced(tmp_path, workspace, tokenizer):
-    root = write_files(tmp_path / "ds", {"a.jsonl": [RECORDS["alpaca"]], "s.jsonl": [RECORDS["sharegpt"]],
-                                         "both.jsonl": [{"prompt": "Q?", "completion": "A.", "text": "T"}]})
+    root = write_files(
+        tmp_path / "ds",
+        {
+            "a.jsonl": [RECORDS["alpaca"]],
+            "s.jsonl": [RECORDS["sharegpt"]],
+            "both.jsonl": [{"prompt": "Q?", "completion": "A.", "text": "T"}],
+        },
+    )
     data = prepare(root, tokenizer, workspace, training_type="ift", validation_split=0.0)
     assert data.stats["format"] == {"a.jsonl": "alpaca", "s.jsonl": "sharegpt", "both.jsonl": "prompt_completion"}
     forced = prepare(root, tokenizer, workspace, training_type="ift", validation_split=0.0, ift_format="text")
     assert set(forced.stats["format"].values()) == {"text"}
     # Files without a text field cannot be read as text: skipped with a reason, the rest is used.
     assert {s["file"] for s in forced.stats["skipped"]} == {"a.jsonl", "s.jsonl"}
-    assert all("missing field 'text'" in s["reason"] and "(file format: text)" in s["reason"]
-               for s in forced.stats["skipped"])
+    assert all(
+        "missing field 'text'" in s["reason"] and "(file format: text)" in s["reason"] for s in forced.stats["skipped"]
+    )
 
 
 def test_empty_and_duplicate_responses_are_filtered(tmp_path, workspace, tokenizer):
-    records = [RECORDS["messages"], RECORDS["messages"],
-               {"messages": [{"role": "user", "content": "Q2?"}, {"role": "assistant", "content": "   "}]},
-               {"prompt": "Q3?", "completion": ""}, {"messages": [{"role": "user", "content": "Q4?"},
-                                                                 {"role": "assistant", "content": "Four."}]}]
+    records = [
+        RECORDS["messages"],
+        RECORDS["messages"],
+        {"messages": [{"role": "user", "content": "Q2?"}, {"role": "assistant", "content": "   "}]},
+        {"prompt": "Q3?", "completion": ""},
+        {"messages": [{"role": "user", "content": "Q4?"}, {"role": "assistant", "content": "Four."}]},
+    ]
     root = write_files(tmp_path / "ds", {"r.jsonl": records})
     stats = prepare(root, tokenizer, workspace, training_type="ift", validation_split=0.0, ift_format="auto").stats
     assert stats["documents"] == 4 and stats["duplicates_removed"] == 1
@@ -123,26 +137,39 @@ def test_empty_and_duplicate_responses_are_filtered(tmp_path, workspace, tokeniz
 
 def test_overlong_records_are_dropped_or_truncated_and_counted(tmp_path, workspace, tokenizer):
     long_answer = " ".join(["word"] * 200)
-    records = [RECORDS["messages"], {"messages": [{"role": "user", "content": "Long?"},
-                                                  {"role": "assistant", "content": long_answer}]}]
+    records = [
+        RECORDS["messages"],
+        {"messages": [{"role": "user", "content": "Long?"}, {"role": "assistant", "content": long_answer}]},
+    ]
     root = write_files(tmp_path / "ds", {"r.jsonl": records})
     dropped = prepare(root, tokenizer, workspace, training_type="ift", validation_split=0.0, max_seq_length=128)
     assert dropped.stats["filtered"] == {"total": 1, "overlong": 1} and dropped.stats["train_documents"] == 1
-    cut = prepare(root, tokenizer, workspace, training_type="ift", validation_split=0.0, max_seq_length=128,
-                  overlong="truncate")
+    cut = prepare(
+        root, tokenizer, workspace, training_type="ift", validation_split=0.0, max_seq_length=128, overlong="truncate"
+    )
     assert cut.stats["truncated"] == 1 and cut.stats["train_documents"] == 2
-    prompt = tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": "Long?"}], tokenize=False,
-                                                     add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+    prompt = tokenizer(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Long?"}], tokenize=False, add_generation_prompt=True
+        ),
+        add_special_tokens=False,
+    )["input_ids"]
     tokens, mask = np.asarray(cut.train.tokens), np.asarray(cut.train.mask)
     row = int(np.argmax(mask.sum(axis=1)))
-    assert tokens[row].tolist()[:len(prompt)] == list(prompt)  # the prompt is whole, the reply is cut at 128
+    assert tokens[row].tolist()[: len(prompt)] == list(prompt)  # the prompt is whole, the reply is cut at 128
     assert mask[row].sum() == 128 - len(prompt)
 
 
 def test_records_are_packed_whole_by_best_fit(tmp_path, workspace, tokenizer):
-    records = [{"messages": [{"role": "user", "content": f"Question {i}?"},
-                             {"role": "assistant", "content": " ".join(["yes"] * (i * 7 % 40 + 1))}]}
-               for i in range(30)]
+    records = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Question {i}?"},
+                {"role": "assistant", "content": " ".join(["yes"] * (i * 7 % 40 + 1))},
+            ]
+        }
+        for i in range(30)
+    ]
     root = write_files(tmp_path / "ds", {"r.jsonl": records})
     data = prepare(root, tokenizer, workspace, training_type="ift", validation_split=0.0, max_seq_length=256)
     tokens = np.asarray(data.train.tokens)
@@ -157,5 +184,5 @@ def test_a_tokenizer_without_chat_template_gets_chatml(tmp_path, workspace, toke
     plain.chat_template = None
     renderer = ChatRenderer(plain)
     assert renderer.template == FALLBACK_CHAT_TEMPLATE and renderer.template_source == "fallback-chatml"
-    (ids, mask), = encode_rendered(plain, [renderer.render(RECORDS["messages"]["messages"])])
+    ((ids, mask),) = encode_rendered(plain, [renderer.render(RECORDS["messages"]["messages"])])
     assert plain.decode([t for t, m in zip(ids, mask) if m]) == "Answer one.<|im_end|>"

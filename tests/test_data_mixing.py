@@ -34,7 +34,7 @@ def test_general_folder_is_mixed_in_at_the_ratio(tmp_path, workspace, tokenizer)
     mixed_rows = [row.tobytes() for row in np.asarray(mixed.train.tokens)]
     assert domain_rows <= set(mixed_rows)
     assert sum(row not in domain_rows for row in mixed_rows) == mixture["general_sequences"]
-    assert mixed_rows != [row.tobytes() for row in np.asarray(alone.train.tokens)][:len(mixed_rows)]  # shuffled
+    assert mixed_rows != [row.tobytes() for row in np.asarray(alone.train.tokens)][: len(mixed_rows)]  # shuffled
 
     # A changed general file changes the mixed entry, not the general folder's path setting.
     (general / "g.jsonl").write_text(json.dumps({"text": prose(900, words=200)}) + "\n")
@@ -48,12 +48,20 @@ def test_mixing_needs_a_source_of_general_data(tmp_path, workspace, tokenizer):
         prepare(domain, tokenizer, workspace, data_mixture_ratio=0.5)
 
 
-def test_replay_set_is_written_by_the_base_model_once_and_cached(tmp_path, workspace, tokenizer, tiny_model_dir,
-                                                                  monkeypatch):
+def test_replay_set_is_written_by_the_base_model_once_and_cached(
+    tmp_path, workspace, tokenizer, tiny_model_dir, monkeypatch
+):
     domain = write_files(tmp_path / "domain", {f"d{i}.txt": prose(i, words=300) for i in range(8)})
-    settings = dict(max_seq_length=32, data_mixture_ratio=0.5, replay_model=str(tiny_model_dir),
-                    replay_engine="torch", replay_samples=3, replay_max_tokens=24,
-                    quality_filters=False, near_dedupe_threshold=0.0)
+    settings = dict(
+        max_seq_length=32,
+        data_mixture_ratio=0.5,
+        replay_model=str(tiny_model_dir),
+        replay_engine="torch",
+        replay_samples=3,
+        replay_max_tokens=24,
+        quality_filters=False,
+        near_dedupe_threshold=0.0,
+    )
     mixed = prepare(domain, tokenizer, workspace, **settings)
     mixture = mixed.stats["mixture"]
     assert mixture["general_source"] == f"replay from {tiny_model_dir}"
@@ -74,20 +82,41 @@ def test_replay_set_is_written_by_the_base_model_once_and_cached(tmp_path, works
     assert again.stats["cache"]["hit"] is True and np.array_equal(again.train.tokens, mixed.train.tokens)
     # IFT mode mixes the same replay set in, as text (every token a target), none of it dropped
     # for being longer than the chats' max_seq_length.
-    chats = write_files(tmp_path / "chats", {"c.jsonl": [
-        {"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": prose(i, 2)}]}
-        for i in range(6)]})
+    chats = write_files(
+        tmp_path / "chats",
+        {
+            "c.jsonl": [
+                {"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": prose(i, 2)}]}
+                for i in range(6)
+            ]
+        },
+    )
     ift = prepare(chats, tokenizer, workspace, **(settings | {"training_type": "ift", "max_seq_length": 64}))
     assert ift.stats["mixture"]["general_sequences"] == ift.stats["mixture"]["domain_sequences"] >= 1
-    texts = prepare(replay_dir, tokenizer, workspace, max_seq_length=64, validation_split=0.0, quality_filters=False,
-                    near_dedupe_threshold=0.0)
-    assert ift.stats["mixture"]["general_unique_sequences"] == min(len(texts.train),
-                                                                   ift.stats["mixture"]["general_sequences"])
+    texts = prepare(
+        replay_dir,
+        tokenizer,
+        workspace,
+        max_seq_length=64,
+        validation_split=0.0,
+        quality_filters=False,
+        near_dedupe_threshold=0.0,
+    )
+    assert ift.stats["mixture"]["general_unique_sequences"] == min(
+        len(texts.train), ift.stats["mixture"]["general_sequences"]
+    )
 
 
 def chats(n: int) -> list[dict]:
-    return [{"messages": [{"role": "user", "content": f"What is fact {i}?"},
-                          {"role": "assistant", "content": prose(700 + i, words=12)}]} for i in range(n)]
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is fact {i}?"},
+                {"role": "assistant", "content": prose(700 + i, words=12)},
+            ]
+        }
+        for i in range(n)
+    ]
 
 
 def test_documents_are_mixed_into_the_chats_at_their_share_with_every_token_a_target(tmp_path, workspace, tokenizer):
@@ -95,8 +124,9 @@ def test_documents_are_mixed_into_the_chats_at_their_share_with_every_token_a_ta
     docs = write_files(tmp_path / "docs", {f"d{i}.md": prose(i, words=300) for i in range(6)})
     alone = prepare(ift, tokenizer, workspace, training_type="ift", max_seq_length=64)
     documents = prepare(docs, tokenizer, workspace, max_seq_length=64, validation_split=0.0)
-    mixed = prepare(ift, tokenizer, workspace, training_type="ift", max_seq_length=64, documents_dir=docs,
-                    documents_share=0.25)
+    mixed = prepare(
+        ift, tokenizer, workspace, training_type="ift", max_seq_length=64, documents_dir=docs, documents_share=0.25
+    )
     mixture = mixed.stats["mixture"]
     n_chats = len(alone.train)
     assert mixture["domain_sequences"] == n_chats and mixture["documents_source"] == f"folder {docs}"
@@ -104,8 +134,9 @@ def test_documents_are_mixed_into_the_chats_at_their_share_with_every_token_a_ta
     assert len(mixed.train) == mixture["sequences"] == n_chats + mixture["documents_sequences"]
     assert np.array_equal(mixed.val.tokens, alone.val.tokens)  # validation: the chats alone
     # The document rows are the documents' own sequences (every real token a target), the chat rows the chats'.
-    document_rows = {row.tobytes(): mask for row, mask in zip(np.asarray(documents.train.tokens),
-                                                              np.asarray(documents.train.mask))}
+    document_rows = {
+        row.tobytes(): mask for row, mask in zip(np.asarray(documents.train.tokens), np.asarray(documents.train.mask))
+    }
     chat_rows = {row.tobytes() for row in np.asarray(alone.train.tokens)}
     rows = list(zip(np.asarray(mixed.train.tokens), np.asarray(mixed.train.mask)))
     assert sum(row.tobytes() in chat_rows for row, _ in rows) == n_chats
@@ -114,8 +145,9 @@ def test_documents_are_mixed_into_the_chats_at_their_share_with_every_token_a_ta
     assert all(np.array_equal(mask, document_rows[row.tobytes()]) and mask.sum() > 0 for row, mask in from_documents)
     # Changed documents make a new entry.
     (docs / "d0.md").write_text(prose(99, words=300))
-    again = prepare(ift, tokenizer, workspace, training_type="ift", max_seq_length=64, documents_dir=docs,
-                    documents_share=0.25)
+    again = prepare(
+        ift, tokenizer, workspace, training_type="ift", max_seq_length=64, documents_dir=docs, documents_share=0.25
+    )
     assert again.stats["cache"]["hit"] is False and again.stats["cache"]["key"] != mixed.stats["cache"]["key"]
 
 
@@ -130,11 +162,38 @@ def test_data_stats_names_the_documents_mixed_into_the_chats(tmp_path, workspace
 
     ift = write_files(tmp_path / "ift", {"chats.jsonl": chats(20)})
     docs = write_files(tmp_path / "docs", {f"d{i}.md": prose(i, words=300) for i in range(6)})
-    code, out, err = forgellm("data", "stats", str(ift), "--mode", "ift", "--mixture-ratio", "1",
-                              "--max-seq-length", "64", "--documents-dir", str(docs), "--model", str(tiny_model_dir), "--json")
+    code, out, err = forgellm(
+        "data",
+        "stats",
+        str(ift),
+        "--mode",
+        "ift",
+        "--mixture-ratio",
+        "1",
+        "--max-seq-length",
+        "64",
+        "--documents-dir",
+        str(docs),
+        "--model",
+        str(tiny_model_dir),
+        "--json",
+    )
     assert code == 0, err
     mixture = json.loads(out)["mixture"]
     assert mixture["documents_sequences"] == mixture["domain_sequences"]  # documents_share 0.5
-    code, out, err = forgellm("data", "stats", str(ift), "--mode", "ift", "--mixture-ratio", "1",
-                              "--max-seq-length", "64", "--documents-dir", str(docs), "--model", str(tiny_model_dir))
+    code, out, err = forgellm(
+        "data",
+        "stats",
+        str(ift),
+        "--mode",
+        "ift",
+        "--mixture-ratio",
+        "1",
+        "--max-seq-length",
+        "64",
+        "--documents-dir",
+        str(docs),
+        "--model",
+        str(tiny_model_dir),
+    )
     assert code == 0 and "mixed in: documents" in out, err

@@ -25,18 +25,23 @@ def trained_texts(data, tokenizer) -> list[str]:
 def test_every_format_is_read(tmp_path, workspace, tokenizer):
     import pandas as pd
 
-    texts = {name: prose(seed) for seed, name in enumerate(
-        ["txt", "md", "rst", "html", "pdf", "jsonl", "json", "csv", "parquet", "datasets"])}
-    root = write_files(tmp_path / "ds", {
-        "a.txt": texts["txt"],
-        "sub/b.md": f"# Title\n\n{texts['md']}",
-        "sub/deeper/c.rst": texts["rst"],
-        "d.html": f"<html><head><style>p {{color: red}}</style><script>var x = 1;</script></head>"
-                  f"<body><p>{texts['html']}</p></body></html>",
-        "e.pdf": minimal_pdf(texts["pdf"]),
-        "f.jsonl": [{"text": texts["jsonl"], "id": 1}],
-        "g.json": [{"text": texts["json"]}],
-    })
+    texts = {
+        name: prose(seed)
+        for seed, name in enumerate(["txt", "md", "rst", "html", "pdf", "jsonl", "json", "csv", "parquet", "datasets"])
+    }
+    root = write_files(
+        tmp_path / "ds",
+        {
+            "a.txt": texts["txt"],
+            "sub/b.md": f"# Title\n\n{texts['md']}",
+            "sub/deeper/c.rst": texts["rst"],
+            "d.html": f"<html><head><style>p {{color: red}}</style><script>var x = 1;</script></head>"
+            f"<body><p>{texts['html']}</p></body></html>",
+            "e.pdf": minimal_pdf(texts["pdf"]),
+            "f.jsonl": [{"text": texts["jsonl"], "id": 1}],
+            "g.json": [{"text": texts["json"]}],
+        },
+    )
     pd.DataFrame({"body": [texts["csv"]], "n": [1]}).to_csv(root / "h.csv", index=False)
     pd.DataFrame({"body": [texts["parquet"]]}).to_parquet(root / "i.parquet")
     from datasets import Dataset
@@ -82,8 +87,10 @@ def test_symlinks_that_leave_the_folder_are_not_followed(tmp_path, workspace, to
 
 
 def test_hidden_files_are_ignored_and_unknown_types_reported(tmp_path, workspace, tokenizer):
-    root = write_files(tmp_path / "ds", {"a.txt": prose(1), ".hidden.txt": prose(2), ".git/x.txt": prose(3),
-                                         "notes.docx": b"PK\x03\x04"})
+    root = write_files(
+        tmp_path / "ds",
+        {"a.txt": prose(1), ".hidden.txt": prose(2), ".git/x.txt": prose(3), "notes.docx": b"PK\x03\x04"},
+    )
     stats = prepare(root, tokenizer, workspace).stats
     assert stats["files"] == 1
     assert [s["file"] for s in stats["skipped"]] == ["notes.docx"]
@@ -94,8 +101,9 @@ def test_a_dataset_folder_given_directly_is_read(tmp_path, workspace, tokenizer)
     from datasets import Dataset, DatasetDict
 
     folder = tmp_path / "hf"
-    DatasetDict({"train": Dataset.from_dict({"text": [prose(1), prose(2)]}),
-                 "test": Dataset.from_dict({"text": [prose(3)]})}).save_to_disk(str(folder))
+    DatasetDict(
+        {"train": Dataset.from_dict({"text": [prose(1), prose(2)]}), "test": Dataset.from_dict({"text": [prose(3)]})}
+    ).save_to_disk(str(folder))
     data = prepare(folder, tokenizer, workspace)
     assert data.stats["documents"] == 3 and data.stats["skipped"] == []
 

@@ -23,7 +23,7 @@ def words(text: str) -> list[str]:
 
 
 def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
 def test_forgellm_data_sample_writes_the_committed_files_byte_for_byte(tmp_path, workspace):
@@ -49,8 +49,9 @@ def test_heldout_answers_are_in_the_documents_but_the_questions_are_not():
     ift = (SAMPLE / "ift" / "train.jsonl").read_text()
     corpus_words, ift_words = words(corpus), words(ift)
     seen = ngrams(corpus_words, 5) | ngrams(ift_words, 5)
-    questions = [json.loads(line) for file in sorted((SAMPLE / "qa").glob("*.jsonl"))
-                 for line in file.read_text().splitlines()]
+    questions = [
+        json.loads(line) for file in sorted((SAMPLE / "qa").glob("*.jsonl")) for line in file.read_text().splitlines()
+    ]
     assert len(questions) >= 60
     for q in questions:
         assert q["answer"] in corpus, f"answer of {q['question']!r} is in no document"
@@ -92,8 +93,14 @@ def test_ift_sample_is_chat_records_with_a_reply_each(workspace, tokenizer):
 
 
 def test_preference_sample_pairs_a_grounded_answer_with_a_fluent_wrong_one(workspace, tokenizer):
-    stats = prepare(SAMPLE / "preference", tokenizer, workspace, training_type="preference", max_seq_length=128,
-                    validation_split=0.2).stats
+    stats = prepare(
+        SAMPLE / "preference",
+        tokenizer,
+        workspace,
+        training_type="preference",
+        max_seq_length=128,
+        validation_split=0.2,
+    ).stats
     assert stats["format"] == {"train.jsonl": "mixed"}  # string prompts and message-list prompts
     assert stats["skipped"] == [] and stats["filtered"]["total"] == 0 and stats["truncated"] == 0
     assert stats["pairs"]["total"] >= 40 and stats["pairs"]["val"] >= 5

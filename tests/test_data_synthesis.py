@@ -23,17 +23,23 @@ from forgellm.serving.app import create_app
 from forgellm.serving.main import RunningServer, ServerOptions
 from tests.cli_helpers import forgellm
 
-ORLEMUND = ("Orlemund is a harbour town on the west coast of Vendrasil. It was founded in 1642 by the merchant "
-            "Tavel Orne, who built its first granary. The town exports salted fish and wool.")
-LIGHTHOUSE = ("The lighthouse of Orlemund, the Grey Needle, stands 48 metres tall. It was first lit in 1788 "
-              "and its keeper rings a bell in fog.")
+ORLEMUND = (
+    "Orlemund is a harbour town on the west coast of Vendrasil. It was founded in 1642 by the merchant "
+    "Tavel Orne, who built its first granary. The town exports salted fish and wool."
+)
+LIGHTHOUSE = (
+    "The lighthouse of Orlemund, the Grey Needle, stands 48 metres tall. It was first lit in 1788 "
+    "and its keeper rings a bell in fog."
+)
 
 
 def _docs(folder: Path, count: int = 2) -> Path:
     """A source folder: ``count`` short documents of one fact-rich paragraph each (one chunk each)."""
     folder.mkdir(parents=True, exist_ok=True)
-    texts = [ORLEMUND, LIGHTHOUSE] + [f"Village number {i} of Vendrasil grows {i * 7} kinds of apples. "
-                                      f"It keeps {i * 3} goats on its common pasture." for i in range(2, count)]
+    texts = [ORLEMUND, LIGHTHOUSE] + [
+        f"Village number {i} of Vendrasil grows {i * 7} kinds of apples. It keeps {i * 3} goats on its common pasture."
+        for i in range(2, count)
+    ]
     for i, text in enumerate(texts[:count]):
         (folder / f"doc{i:02d}.md").write_text(text + "\n")
     return folder
@@ -67,17 +73,25 @@ def test_grounding_accepts_the_chunks_words_and_rejects_invented_facts() -> None
 
 def test_paraphrase_check_keeps_names_and_numbers() -> None:
     index = ChunkIndex(ORLEMUND)
-    assert index.paraphrase_grounded("Founded in 1642 by a trader named Tavel Orne, the coastal town of "
-                                     "Orlemund lies in western Vendrasil.")
+    assert index.paraphrase_grounded(
+        "Founded in 1642 by a trader named Tavel Orne, the coastal town of Orlemund lies in western Vendrasil."
+    )
     assert not index.paraphrase_grounded("Founded in 1650 by Tavel Orne, Orlemund lies in Vendrasil.")  # a number
     assert not index.paraphrase_grounded("The town of Orlemund was founded by Queen Marisa.")  # a name
 
 
 def test_teacher_replies_are_read_leniently_and_non_json_is_none() -> None:
     pairs = [("Who founded Orlemund?", "Tavel Orne founded Orlemund.")]
-    assert parse_pairs('{"pairs": [{"question": "Who founded Orlemund?", "answer": "Tavel Orne founded Orlemund."}]}') == pairs
-    assert parse_pairs('Sure! ```json\n[{"question": "Who founded Orlemund?", "answer": "Tavel Orne founded '
-                       'Orlemund."}]\n```') == pairs
+    assert (
+        parse_pairs('{"pairs": [{"question": "Who founded Orlemund?", "answer": "Tavel Orne founded Orlemund."}]}')
+        == pairs
+    )
+    assert (
+        parse_pairs(
+            'Sure! ```json\n[{"question": "Who founded Orlemund?", "answer": "Tavel Orne founded Orlemund."}]\n```'
+        )
+        == pairs
+    )
     assert parse_pairs("Q: Who founded Orlemund? A: Tavel Orne.") is None
     assert parse_pairs('{"pairs": [{"question": "", "answer": "x"}]}') is None
     assert parse_paraphrase('Here it is: {"paraphrase": "A rewritten text."} Hope this helps') == "A rewritten text."
@@ -90,10 +104,18 @@ def test_teacher_replies_are_read_leniently_and_non_json_is_none() -> None:
 def test_chunks_come_from_every_format_the_pipeline_reads(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    long_text = "\n\n".join(f"Paragraph {i} says that the river Ost{i} floods every spring near the mill." for i in range(40))
+    long_text = "\n\n".join(
+        f"Paragraph {i} says that the river Ost{i} floods every spring near the mill." for i in range(40)
+    )
     (src / "a.md").write_text(long_text)
-    (src / "b.jsonl").write_text(json.dumps({"text": ORLEMUND}) + "\n" + json.dumps({"body": "no text field"}) + "\n"
-                                 + json.dumps({"text": ORLEMUND}) + "\n")  # the same text again: one chunk
+    (src / "b.jsonl").write_text(
+        json.dumps({"text": ORLEMUND})
+        + "\n"
+        + json.dumps({"body": "no text field"})
+        + "\n"
+        + json.dumps({"text": ORLEMUND})
+        + "\n"
+    )  # the same text again: one chunk
     (src / "c.csv").write_text(f'text\n"{LIGHTHOUSE}"\n')
     (src / "d.html").write_text(f"<html><script>var x;</script><p>{ORLEMUND}</p></html>")
     chunks, report = read_chunks(src, chunk_chars=400)
@@ -131,8 +153,11 @@ class ExtractiveTeacher:
         chunk = prompt.split('"""')[1].strip()
         if "study questions" in messages[0]["content"]:
             pairs = next((v for k, v in self.answers.items() if chunk.startswith(k)), None)
-            return "no JSON here" if pairs is None else json.dumps(
-                {"pairs": [{"question": q, "answer": a} for q, a in pairs]})
+            return (
+                "no JSON here"
+                if pairs is None
+                else json.dumps({"pairs": [{"question": q, "answer": a} for q, a in pairs]})
+            )
         sentences = [s for s in chunk.split(". ") if s]
         return json.dumps({"paraphrase": ". ".join(reversed(sentences)) if self.paraphrase_ok else "Queen Marisa."})
 
@@ -140,20 +165,33 @@ class ExtractiveTeacher:
         pass
 
 
-def test_records_are_grounded_deduplicated_traced_and_read_by_the_pipeline(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_records_are_grounded_deduplicated_traced_and_read_by_the_pipeline(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     src, out = _docs(tmp_path / "src", 3), tmp_path / "out"
-    teacher = ExtractiveTeacher({
-        "Orlemund": [("Who founded Orlemund?", "Orlemund was founded by the merchant Tavel Orne."),
-                     ("When was Orlemund founded?", "Orlemund was founded in 1642."),
-                     ("Who was the first king of Orlemund?", "King Aldric the Bold ruled Orlemund."),  # invented
-                     ("who founded ORLEMUND", "Tavel Orne founded it.")],  # the first question again
-        "The lighthouse": [("How tall is the Grey Needle?", "The Grey Needle stands 52 metres tall.")],  # wrong number
-    })
+    teacher = ExtractiveTeacher(
+        {
+            "Orlemund": [
+                ("Who founded Orlemund?", "Orlemund was founded by the merchant Tavel Orne."),
+                ("When was Orlemund founded?", "Orlemund was founded in 1642."),
+                ("Who was the first king of Orlemund?", "King Aldric the Bold ruled Orlemund."),  # invented
+                ("who founded ORLEMUND", "Tavel Orne founded it."),
+            ],  # the first question again
+            "The lighthouse": [
+                ("How tall is the Grey Needle?", "The Grey Needle stands 52 metres tall.")
+            ],  # wrong number
+        }
+    )
     options = SynthesisOptions(source=src, out=out, questions_per_chunk=4, paraphrases=1, sampling=Sampling(64, 0.0))
     summary = Synthesis(options).run(teacher, progress=False)
     assert summary["state"] == "done" and summary["chunks"] == summary["chunks_done"] == 3
     assert summary["teacher_calls"] == teacher.calls == 6
-    assert (summary["qa_generated"], summary["qa_written"], summary["qa_ungrounded"], summary["qa_duplicates"]) == (5, 2, 2, 1)
+    assert (summary["qa_generated"], summary["qa_written"], summary["qa_ungrounded"], summary["qa_duplicates"]) == (
+        5,
+        2,
+        2,
+        1,
+    )
     assert summary["not_json"] == 1  # the third document's questions
     assert summary["paraphrases_written"] == 3
 
@@ -171,10 +209,15 @@ def test_records_are_grounded_deduplicated_traced_and_read_by_the_pipeline(tmp_p
     from forgellm.data import DataSettings, prepare_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    ift = prepare_dataset(DataSettings(input_dir=out / "ift", training_type="ift", validation_split=0.0,
-                                      data_mixture_ratio=1.0), tokenizer, tmp_path / "ws")
+    ift = prepare_dataset(
+        DataSettings(input_dir=out / "ift", training_type="ift", validation_split=0.0, data_mixture_ratio=1.0),
+        tokenizer,
+        tmp_path / "ws",
+    )
     assert ift.stats["documents"] == 2 and ift.stats["format"] == {"qa.jsonl": "messages"} and not ift.stats["skipped"]
-    cpt = prepare_dataset(DataSettings(input_dir=out / "cpt", min_chars=10, data_mixture_ratio=1.0), tokenizer, tmp_path / "ws")
+    cpt = prepare_dataset(
+        DataSettings(input_dir=out / "cpt", min_chars=10, data_mixture_ratio=1.0), tokenizer, tmp_path / "ws"
+    )
     assert cpt.stats["documents"] == 3 and not cpt.stats["skipped"]
 
     # Run again after a run killed while appending (half a record): every chunk is done, the teacher is
@@ -188,8 +231,9 @@ def test_records_are_grounded_deduplicated_traced_and_read_by_the_pipeline(tmp_p
 
 def test_invented_paraphrases_are_rejected_and_counted(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    summary = Synthesis(SynthesisOptions(source=_docs(tmp_path / "src", 1), out=out, questions_per_chunk=0,
-                                         paraphrases=2)).run(ExtractiveTeacher({}, paraphrase_ok=False), progress=False)
+    summary = Synthesis(
+        SynthesisOptions(source=_docs(tmp_path / "src", 1), out=out, questions_per_chunk=0, paraphrases=2)
+    ).run(ExtractiveTeacher({}, paraphrase_ok=False), progress=False)
     assert summary["paraphrases_ungrounded"] == 2 and summary["paraphrases_written"] == 0
     assert (out / "cpt/paraphrases.jsonl").read_text() == ""
 
@@ -201,7 +245,10 @@ def test_ctrl_c_keeps_finished_chunks_and_says_interrupted(tmp_path: Path) -> No
                 raise KeyboardInterrupt  # Ctrl-C, or SIGTERM through the CLI's handler
             return super().complete(messages, sampling, seed=seed)
 
-    out, teacher = tmp_path / "out", StopsOnThirdCall({"Orlemund": [("Who founded Orlemund?", "Tavel Orne founded Orlemund.")]})
+    out, teacher = (
+        tmp_path / "out",
+        StopsOnThirdCall({"Orlemund": [("Who founded Orlemund?", "Tavel Orne founded Orlemund.")]}),
+    )
     options = SynthesisOptions(source=_docs(tmp_path / "src", 2), out=out, questions_per_chunk=1, paraphrases=1)
     with pytest.raises(KeyboardInterrupt):
         Synthesis(options).run(teacher, progress=False)
@@ -215,9 +262,24 @@ def test_ctrl_c_keeps_finished_chunks_and_says_interrupted(tmp_path: Path) -> No
 def test_model_teacher_through_the_cli(tmp_path: Path, tiny_model_dir: Path) -> None:
     """The tiny random model writes no JSON: every reply is counted as skipped, the run still completes."""
     src, out = _docs(tmp_path / "src", 2), tmp_path / "out"
-    code, stdout, stderr = forgellm("data", "synthesize", str(src), "--out", str(out), "--teacher", str(tiny_model_dir),
-                                    "--questions-per-chunk", "1", "--paraphrases", "1", "--max-tokens", "16",
-                                    "--temperature", "0", "--json")
+    code, stdout, stderr = forgellm(
+        "data",
+        "synthesize",
+        str(src),
+        "--out",
+        str(out),
+        "--teacher",
+        str(tiny_model_dir),
+        "--questions-per-chunk",
+        "1",
+        "--paraphrases",
+        "1",
+        "--max-tokens",
+        "16",
+        "--temperature",
+        "0",
+        "--json",
+    )
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert summary["teacher"] == tiny_model_dir.name
@@ -229,17 +291,37 @@ def test_model_teacher_through_the_cli(tmp_path: Path, tiny_model_dir: Path) -> 
 @pytest.fixture
 def teacher_server(tmp_path: Path):
     """ForgeLLM's own model server on a free loopback port, with an access token."""
-    running = RunningServer(create_app({"FORGELLM_ENGINE": "torch", "FORGELLM_TOKEN": "teacher-key-0123456789"}), ServerOptions(port=0))
+    running = RunningServer(
+        create_app({"FORGELLM_ENGINE": "torch", "FORGELLM_TOKEN": "teacher-key-0123456789"}), ServerOptions(port=0)
+    )
     yield running
     running.stop()
 
 
-def test_server_teacher_with_api_key_from_the_environment(tmp_path: Path, tiny_model_dir: Path, teacher_server,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_teacher_with_api_key_from_the_environment(
+    tmp_path: Path, tiny_model_dir: Path, teacher_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src, out = _docs(tmp_path / "src", 2), tmp_path / "out"
-    args = ["data", "synthesize", str(src), "--out", str(out), "--teacher", teacher_server.url + "/v1",
-            "--teacher-model", str(tiny_model_dir), "--questions-per-chunk", "1", "--paraphrases", "1",
-            "--max-tokens", "16", "--temperature", "0", "--json"]
+    args = [
+        "data",
+        "synthesize",
+        str(src),
+        "--out",
+        str(out),
+        "--teacher",
+        teacher_server.url + "/v1",
+        "--teacher-model",
+        str(tiny_model_dir),
+        "--questions-per-chunk",
+        "1",
+        "--paraphrases",
+        "1",
+        "--max-tokens",
+        "16",
+        "--temperature",
+        "0",
+        "--json",
+    ]
     code, _, stderr = forgellm(*args)  # no key: the server refuses, the message says how to give one
     assert code == 2 and "refused the request (401" in stderr and "--api-key-env" in stderr
     assert _summary(out)["state"] == "failed"
@@ -270,8 +352,19 @@ def test_teacher_that_does_not_answer_times_out_with_its_name(tmp_path: Path) ->
     silent.listen(8)  # accepts connections (the kernel does), never answers
     url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
     try:
-        code, _, stderr = forgellm("data", "synthesize", str(_docs(tmp_path / "src", 1)), "--out", str(tmp_path / "out"),
-                                   "--teacher", url, "--teacher-model", "m", "--timeout", "1")
+        code, _, stderr = forgellm(
+            "data",
+            "synthesize",
+            str(_docs(tmp_path / "src", 1)),
+            "--out",
+            str(tmp_path / "out"),
+            "--teacher",
+            url,
+            "--teacher-model",
+            "m",
+            "--timeout",
+            "1",
+        )
     finally:
         silent.close()
     assert code == 2 and f"teacher {url} did not answer within 1 s" in stderr
@@ -287,8 +380,24 @@ def _free_port() -> int:
 
 
 def _args(src: Path, out: Path, teacher: Path) -> list[str]:
-    return ["data", "synthesize", str(src), "--out", str(out), "--teacher", str(teacher), "--questions-per-chunk", "1",
-            "--paraphrases", "1", "--max-tokens", "8", "--temperature", "0", "--json"]
+    return [
+        "data",
+        "synthesize",
+        str(src),
+        "--out",
+        str(out),
+        "--teacher",
+        str(teacher),
+        "--questions-per-chunk",
+        "1",
+        "--paraphrases",
+        "1",
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--json",
+    ]
 
 
 @pytest.mark.slow  # a second process, killed
@@ -301,8 +410,12 @@ def test_a_killed_run_resumes_without_asking_again_or_writing_twice(tmp_path: Pa
 
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    process = subprocess.Popen([sys.executable, "-m", "forgellm", *_args(src, out, tiny_model_dir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forgellm", *_args(src, out, tiny_model_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     done_at_kill = 0
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -323,7 +436,14 @@ def test_a_killed_run_resumes_without_asking_again_or_writing_twice(tmp_path: Pa
     done_before = summary["chunks"] - summary["this_run"]["chunks"]
     assert done_before >= done_at_kill  # a chunk may have finished between the look and the kill
     assert summary["this_run"]["teacher_calls"] == 2 * (chunks - done_before)  # done chunks were not asked again
-    for name in ("teacher_calls", "not_json", "qa_written", "paraphrases_written", "qa_generated", "paraphrases_generated"):
+    for name in (
+        "teacher_calls",
+        "not_json",
+        "qa_written",
+        "paraphrases_written",
+        "qa_generated",
+        "paraphrases_generated",
+    ):
         assert summary[name] == reference[name], name
     for name in ("ift/qa.jsonl", "cpt/paraphrases.jsonl"):  # the same records, each once
         assert (out / name).read_text() == (tmp_path / "whole" / name).read_text()
@@ -343,13 +463,19 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, tiny_model_dir: Path) -> No
 
     assert "does not exist" in run(str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--teacher", "default")
     assert "inside SOURCE" in run(str(src), "--out", str(src / "synth"), "--teacher", "default")
-    assert "--questions-per-chunk and --paraphrases" in run(str(src), "--out", str(tmp_path / "o"), "--teacher", "x",
-                                                            "--questions-per-chunk", "0", "--paraphrases", "0")
-    assert "--min-grounding 1.5" in run(str(src), "--out", str(tmp_path / "o"), "--teacher", "x", "--min-grounding", "1.5")
+    assert "--questions-per-chunk and --paraphrases" in run(
+        str(src), "--out", str(tmp_path / "o"), "--teacher", "x", "--questions-per-chunk", "0", "--paraphrases", "0"
+    )
+    assert "--min-grounding 1.5" in run(
+        str(src), "--out", str(tmp_path / "o"), "--teacher", "x", "--min-grounding", "1.5"
+    )
     assert "has no host" in run(str(src), "--out", str(tmp_path / "o"), "--teacher", "http:///v1")
-    assert "--teacher-model applies to a teacher URL" in run(str(src), "--out", str(tmp_path / "o"),
-                                                             "--teacher", str(tiny_model_dir), "--teacher-model", "x")
-    code, _, stderr = forgellm("data", "synthesize", str(src), "--out", str(tmp_path / "o"), "--teacher", "no-such-model")
+    assert "--teacher-model applies to a teacher URL" in run(
+        str(src), "--out", str(tmp_path / "o"), "--teacher", str(tiny_model_dir), "--teacher-model", "x"
+    )
+    code, _, stderr = forgellm(
+        "data", "synthesize", str(src), "--out", str(tmp_path / "o"), "--teacher", "no-such-model"
+    )
     assert code == 2 and "model 'no-such-model' not found" in stderr  # the one message of every command for it
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -358,15 +484,34 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, tiny_model_dir: Path) -> No
     # Resuming with other settings would mix two syntheses: refused, nothing touched.
     out = tmp_path / "done"
     Synthesis(SynthesisOptions(source=src, out=out, questions_per_chunk=1, paraphrases=0)).run(
-        ExtractiveTeacher({"Orlemund": [("Who founded Orlemund?", "Tavel Orne founded Orlemund.")]}), progress=False)
+        ExtractiveTeacher({"Orlemund": [("Who founded Orlemund?", "Tavel Orne founded Orlemund.")]}), progress=False
+    )
     before = (out / "ift/qa.jsonl").read_bytes()
-    message = run(str(src), "--out", str(out), "--teacher", str(tiny_model_dir), "--questions-per-chunk", "2",
-                  "--paraphrases", "0")
+    message = run(
+        str(src),
+        "--out",
+        str(out),
+        "--teacher",
+        str(tiny_model_dir),
+        "--questions-per-chunk",
+        "2",
+        "--paraphrases",
+        "0",
+    )
     assert "other settings (questions_per_chunk was 1, now 2)" in message
     assert (out / "ift/qa.jsonl").read_bytes() == before
     (out / "ift/qa.jsonl").write_bytes(b"x" * (len(before) - 1) + b"\n")  # a record spoilt by hand
-    message = run(str(src), "--out", str(out), "--teacher", str(tiny_model_dir), "--questions-per-chunk", "1",
-                  "--paraphrases", "0")
+    message = run(
+        str(src),
+        "--out",
+        str(out),
+        "--teacher",
+        str(tiny_model_dir),
+        "--questions-per-chunk",
+        "1",
+        "--paraphrases",
+        "0",
+    )
     assert f"{out / 'ift/qa.jsonl'}:1 is not a JSON record" in message
     # A folder with records this tool did not write is not cut or appended to.
     foreign = tmp_path / "foreign"
@@ -381,9 +526,24 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, tiny_model_dir: Path) -> No
 @pytest.mark.slow
 def test_embedded_model_teacher_end_to_end(tmp_path: Path, embedded_model_dir: Path) -> None:
     src, out = _docs(tmp_path / "src", 1), tmp_path / "out"
-    code, stdout, stderr = forgellm("data", "synthesize", str(src), "--out", str(out), "--teacher", str(embedded_model_dir),
-                                    "--questions-per-chunk", "1", "--paraphrases", "0", "--max-tokens", "64",
-                                    "--temperature", "0", "--json")
+    code, stdout, stderr = forgellm(
+        "data",
+        "synthesize",
+        str(src),
+        "--out",
+        str(out),
+        "--teacher",
+        str(embedded_model_dir),
+        "--questions-per-chunk",
+        "1",
+        "--paraphrases",
+        "0",
+        "--max-tokens",
+        "64",
+        "--temperature",
+        "0",
+        "--json",
+    )
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert summary["chunks_done"] == 1 and summary["teacher_calls"] == 1

@@ -48,8 +48,16 @@ def test_same_ids_as_the_tokenizer_on_the_sample_dataset(encoders):
 
 def test_same_ids_on_special_tokens_control_bytes_and_empty_documents(encoders, tokenizer):
     eos = tokenizer.eos_token
-    texts = ["", " ", "hello <|endoftext|> there <|im_start|>user\n", "a\x04b\x1d c", "\u00e9t\u00e9 \u65e5\u672c",
-             f"a document that writes the EOS token {eos} inside it", "ends with the EOS token" + eos, "x" * 5000]
+    texts = [
+        "",
+        " ",
+        "hello <|endoftext|> there <|im_start|>user\n",
+        "a\x04b\x1d c",
+        "\u00e9t\u00e9 \u65e5\u672c",
+        f"a document that writes the EOS token {eos} inside it",
+        "ends with the EOS token" + eos,
+        "x" * 5000,
+    ]
     assert_same_ids(encoders, texts)
     assert_same_ids(encoders, texts[::-1] * 3)  # several per thread; the EOS-writing one in each share
 
@@ -77,10 +85,12 @@ def test_a_worker_process_builds_the_same_encoder_from_the_spec(encoders):
 
 def test_a_tokenizer_that_adds_tokens_is_not_rebuilt(tokenizer):
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    spec["post_processor"] = {"type": "TemplateProcessing", "single": [
-        {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-        "pair": [{"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {
-            "<|endoftext|>": {"id": "<|endoftext|>", "ids": [0], "tokens": ["<|endoftext|>"]}}}
+    spec["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}],
+        "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0], "tokens": ["<|endoftext|>"]}},
+    }
     assert tokenizing._tiktoken_parts(json.dumps(spec)) is None
     spec["post_processor"], spec["pre_tokenizer"] = None, {"type": "Whitespace"}
     assert tokenizing._tiktoken_parts(json.dumps(spec)) is None

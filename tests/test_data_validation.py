@@ -22,8 +22,19 @@ def one_line_document(folder: Path, words: int = 3000, offset: int = 0) -> Path:
 
 
 def stats_of(path: Path, model: Path, *options: str) -> dict:
-    code, out, err = forgellm("data", "stats", str(path), "--model", str(model), "--mixture-ratio", "1",
-                              "--max-seq-length", "32", "--json", *options)
+    code, out, err = forgellm(
+        "data",
+        "stats",
+        str(path),
+        "--model",
+        str(model),
+        "--mixture-ratio",
+        "1",
+        "--max-seq-length",
+        "32",
+        "--json",
+        *options,
+    )
     assert code == 0, err
     return json.loads(out)
 
@@ -41,16 +52,34 @@ def test_one_document_holds_out_its_last_packed_sequences_and_says_so(workspace,
     whole = stats_of(folder, tiny_model_dir, "--validation-split", "0.0")
     assert whole["validation"]["source"] == "none" and whole["sequences"] == {"train": rows, "val": 0}
     assert whole["train_tokens"] == stats["train_tokens"] + stats["val_tokens"]
-    code, out, err = forgellm("data", "stats", str(folder), "--model", str(tiny_model_dir), "--mixture-ratio", "1",
-                              "--max-seq-length", "32", "--validation-split", "0.25")
+    code, out, err = forgellm(
+        "data",
+        "stats",
+        str(folder),
+        "--model",
+        str(tiny_model_dir),
+        "--mixture-ratio",
+        "1",
+        "--max-seq-length",
+        "32",
+        "--validation-split",
+        "0.25",
+    )
     assert code == 0, err
     assert "the last" in out and "packed sequence(s)" in out and "too few documents" in out
 
 
 def test_a_one_document_dataset_trains_and_evaluates(workspace, tiny_model_dir):
     one_line_document(workspace / "dataset" / "one")
-    values = tiny_config_values(tiny_model_dir, run_name="one", input_dir="dataset/one", data_mixture_ratio=1.0,
-                                max_iterations=4, steps_per_eval=2, save_every=2)
+    values = tiny_config_values(
+        tiny_model_dir,
+        run_name="one",
+        input_dir="dataset/one",
+        data_mixture_ratio=1.0,
+        max_iterations=4,
+        steps_per_eval=2,
+        save_every=2,
+    )
     code, out, err = forgellm("train", "--config", str(write_config(workspace / "c.yaml", **values)))
     assert code == 0, err
     evals = read_events(workspace / "models/cpt/one/metrics.jsonl", event=Event.EVAL)
@@ -72,10 +101,20 @@ def test_validation_dir_is_the_validation_set_and_all_of_input_dir_trains(worksp
 
     # Another validation folder is another cache entry, and the trainer takes the key from its config.
     (held_out / "more.txt").write_text(" ".join(f"beacon{i} tide{i}" for i in range(400)))
-    assert stats_of(train_folder, tiny_model_dir, "--validation-dir", str(held_out))["sequences"]["val"] > \
-        stats["sequences"]["val"]
-    values = tiny_config_values(tiny_model_dir, run_name="vd", input_dir="dataset/train", validation_dir="dataset/held",
-                                data_mixture_ratio=1.0, max_iterations=2, steps_per_eval=2, save_every=2)
+    assert (
+        stats_of(train_folder, tiny_model_dir, "--validation-dir", str(held_out))["sequences"]["val"]
+        > stats["sequences"]["val"]
+    )
+    values = tiny_config_values(
+        tiny_model_dir,
+        run_name="vd",
+        input_dir="dataset/train",
+        validation_dir="dataset/held",
+        data_mixture_ratio=1.0,
+        max_iterations=2,
+        steps_per_eval=2,
+        save_every=2,
+    )
     code, out, err = forgellm("train", "--config", str(write_config(workspace / "c.yaml", **values)))
     assert code == 0, err
     run_stats = json.loads((workspace / "models/cpt/vd/data_stats.json").read_text())
@@ -85,8 +124,12 @@ def test_validation_dir_is_the_validation_set_and_all_of_input_dir_trains(worksp
 def test_one_ift_record_cannot_be_split_and_stats_say_what_to_do(workspace, tiny_model_dir):
     folder = workspace / "dataset" / "chat"
     folder.mkdir(parents=True)
-    record = {"messages": [{"role": "user", "content": "Where is the harbour?"},
-                           {"role": "assistant", "content": "Past the granite quarry, by the willow."}]}
+    record = {
+        "messages": [
+            {"role": "user", "content": "Where is the harbour?"},
+            {"role": "assistant", "content": "Past the granite quarry, by the willow."},
+        ]
+    }
     (folder / "one.jsonl").write_text(json.dumps(record) + "\n")
     stats = stats_of(folder, tiny_model_dir, "--mode", "ift", "--max-seq-length", "128")
     assert stats["validation"]["source"] == "none" and "validation_dir" in stats["validation"]["reason"]

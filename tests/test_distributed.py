@@ -23,9 +23,9 @@ import psutil
 import pytest
 
 from forgellm.errors import UserError
+from forgellm.runs.events import read_events
 from forgellm.training.distributed import SINGLE, reshard_position
 from forgellm.training.distributed_launch import mlx_command, read_hostfile, torch_commands
-from forgellm.runs.events import read_events
 from tests.cli_helpers import forgellm as run_main
 from tests.cli_helpers import forgellm_error
 from tests.training_helpers import preference_pairs, prepared_data, tiny_config_values, write_config
@@ -36,8 +36,13 @@ RANK_ENV = {"torch": "RANK", "mlx": "MLX_RANK"}
 
 
 def forgellm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "forgellm", "train", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "forgellm", "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def events(run_dir: Path, kind: str) -> list[dict]:
@@ -59,8 +64,16 @@ def setup(workspace, tiny_model_dir):
     prepared_data(workspace / "prepared", train=32, val=8)
 
     def config(name: str, engine: str, **values) -> str:
-        base = dict(max_iterations=6, steps_per_eval=2, save_every=2, batch_size=2, val_batches=-1,
-                    lr_schedule="constant", warmup_steps=2, engine=engine)
+        base = dict(
+            max_iterations=6,
+            steps_per_eval=2,
+            save_every=2,
+            batch_size=2,
+            val_batches=-1,
+            lr_schedule="constant",
+            warmup_steps=2,
+            engine=engine,
+        )
         write_config(workspace / f"{name}.yaml", **tiny_config_values(tiny_model_dir, **{**base, **values}))
         return f"{name}.yaml"
 
@@ -68,6 +81,7 @@ def setup(workspace, tiny_model_dir):
 
 
 # --- fast: the pieces --------------------------------------------------------------------------
+
 
 def test_position_moves_to_the_first_unseen_sequence():
     assert reshard_position(5, 32, old_rows=4, new_rows=4) == 5
@@ -105,6 +119,7 @@ def test_bad_hostfile_and_options_are_clear_errors(tmp_path, workspace):
 
 
 # --- slow: two real workers ------------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
@@ -157,10 +172,14 @@ PREFERENCE_KEYS = ("loss", "reward_chosen", "reward_rejected", "margin", "logps_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine,fine_tune_type,learning_rate,fsdp", [
-    ("torch", "full", 1e-3, True),
-    # mlx stores the reference of an adapter too: the same shared computation without sharding
-    ("mlx", "lora", 5e-3, False)])
+@pytest.mark.parametrize(
+    "engine,fine_tune_type,learning_rate,fsdp",
+    [
+        ("torch", "full", 1e-3, True),
+        # mlx stores the reference of an adapter too: the same shared computation without sharding
+        ("mlx", "lora", 5e-3, False),
+    ],
+)
 def test_two_workers_dpo_matches_one_process(workspace, tiny_model_dir, engine, fine_tune_type, learning_rate, fsdp):
     """DPO over 2 workers (torch: sharded, fsdp: true): both workers compute the stored reference,
     then train and evaluate what one process with the same global batch does. 10 validation pairs
@@ -169,9 +188,21 @@ def test_two_workers_dpo_matches_one_process(workspace, tiny_model_dir, engine, 
     preference_pairs(10, 32, seed=1).save(workspace / "pairs", "val")
 
     def run(name: str, *args: str, **values) -> Path:
-        settings = dict(input_dir="pairs", training_type="preference", fine_tune_type=fine_tune_type, engine=engine,
-                        learning_rate=learning_rate, max_iterations=6, steps_per_eval=2, save_every=2, val_batches=-1,
-                        lr_schedule="constant", warmup_steps=2, run_name=name, **values)
+        settings = dict(
+            input_dir="pairs",
+            training_type="preference",
+            fine_tune_type=fine_tune_type,
+            engine=engine,
+            learning_rate=learning_rate,
+            max_iterations=6,
+            steps_per_eval=2,
+            save_every=2,
+            val_batches=-1,
+            lr_schedule="constant",
+            warmup_steps=2,
+            run_name=name,
+            **values,
+        )
         write_config(workspace / f"{name}.yaml", **tiny_config_values(tiny_model_dir, **settings))
         done = forgellm("--config", f"{name}.yaml", *args)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -265,21 +296,30 @@ def _assert_failed_naming_rank_1(launcher: subprocess.Popen, run_dir: Path, seen
     assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
 
 
-def _two_workers_past_a_checkpoint(setup, workspace: Path, engine: str
-                                   ) -> tuple[Path, subprocess.Popen, dict[int, psutil.Process]]:
+def _two_workers_past_a_checkpoint(
+    setup, workspace: Path, engine: str
+) -> tuple[Path, subprocess.Popen, dict[int, psutil.Process]]:
     """A long 2-worker run, once it has saved a checkpoint: its folder, launcher, and workers by rank."""
     config = setup("long", engine, max_iterations=2000, save_every=2, steps_per_eval=1000, run_name="long")
     run_dir = workspace / "models" / "cpt" / "long"
-    launcher = subprocess.Popen([sys.executable, "-m", "forgellm", "train", "--config", config, "--nproc", "2"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "forgellm", "train", "--config", config, "--nproc", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while not (run_dir / "metrics.jsonl").exists() or not events(run_dir, "checkpoint"):
         if launcher.poll() is not None or time.monotonic() > deadline:
             launcher.kill()
             pytest.fail(launcher.communicate()[1][-3000:])
         time.sleep(0.5)
-    workers = {int(_environ(p)[RANK_ENV[engine]]): p for p in psutil.Process(launcher.pid).children(recursive=True)
-               if RANK_ENV[engine] in _environ(p) and "forgellm" in " ".join(p.cmdline())}
+    workers = {
+        int(_environ(p)[RANK_ENV[engine]]): p
+        for p in psutil.Process(launcher.pid).children(recursive=True)
+        if RANK_ENV[engine] in _environ(p) and "forgellm" in " ".join(p.cmdline())
+    }
     return run_dir, launcher, workers
 
 

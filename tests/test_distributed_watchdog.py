@@ -36,8 +36,12 @@ time.sleep(5)  # the main thread, waiting in a collective that does not fail
 
 
 def _rank_zero(folder: Path, main_records_first: bool) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", RANK_ZERO, str(folder), "yes" if main_records_first else "no"],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", RANK_ZERO, str(folder), "yes" if main_records_first else "no"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_a_stuck_rank_zero_records_the_lost_worker_and_exits(tmp_path: Path) -> None:

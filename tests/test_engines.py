@@ -46,6 +46,7 @@ def complete(model, prompt: str = RAW, **params) -> tuple[str, list]:
 
 # --- engine selection -------------------------------------------------------------------------
 
+
 def test_auto_picks_torch_off_apple_silicon(monkeypatch) -> None:
     monkeypatch.delenv("FORGELLM_ENGINE", raising=False)
     expected = "mlx" if sys.platform == "darwin" else "torch"
@@ -102,12 +103,19 @@ def test_mlx_runs_openblas_with_the_kernels_of_this_cpu() -> None:
     if blas.find_blas_library() is None or blas.coretype() is None:
         pytest.skip("no OpenBLAS to preload, or a CPU without AVX2")
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-    done = subprocess.run([sys.executable, "-m", "forgellm.engines.blas", "mlx"], env=env, capture_output=True,
-                          text=True, check=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "forgellm.engines.blas", "mlx"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert json.loads(done.stdout)["library"].endswith(f"({blas.coretype()} kernels)")
 
 
 # --- loading and generating -------------------------------------------------------------------
+
 
 def test_load_reports_model_and_memory(loaded, tiny_model_dir: Path) -> None:
     info = describe(tiny_model_dir)
@@ -140,9 +148,9 @@ def test_max_tokens_ends_with_length(loaded) -> None:
 
 def test_stop_string_cuts_the_text_and_is_never_shown(loaded) -> None:
     full, _ = complete(loaded, max_tokens=20, temperature=0)
-    stop = full[len(full) // 2:len(full) // 2 + 3]
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
     cut, chunks = complete(loaded, max_tokens=20, temperature=0, stop=[stop])
-    assert cut == full[:full.index(stop)]
+    assert cut == full[: full.index(stop)]
     assert chunks[-1].finish_reason == "stop" and chunks[-1].completion_tokens < 20
 
 
@@ -195,6 +203,7 @@ def test_close_frees_the_weights(engine: str, tiny_model_dir: Path) -> None:
 
 # --- adapters ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory, tiny_model_dir: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
@@ -220,8 +229,9 @@ def test_adapter_in_the_engine_format_changes_the_output(engine, fmt, adapters, 
         tuned.close()
 
 
-@pytest.mark.parametrize("engine,adapter", [("torch", "peft-other"), ("mlx", "mlx-other"),
-                                            ("torch", "mlx"), ("mlx", "peft")])
+@pytest.mark.parametrize(
+    "engine,adapter", [("torch", "peft-other"), ("mlx", "mlx-other"), ("torch", "mlx"), ("mlx", "peft")]
+)
 def test_adapter_that_does_not_fit_names_both(engine, adapter, adapters, tiny_model_dir: Path) -> None:
     with pytest.raises(UserError) as err:
         load_model(str(tiny_model_dir), str(adapters[adapter]), engine)
@@ -240,6 +250,7 @@ def test_adapter_folder_as_model_loads_its_base(adapters) -> None:
 
 # --- prompt formatting (shared by both engines) -----------------------------------------------
 
+
 def test_chat_template_for_instruct_raw_for_base(hf_tokenizer) -> None:
     chat = format_prompt(hf_tokenizer, "hi")
     assert chat.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
@@ -247,8 +258,11 @@ def test_chat_template_for_instruct_raw_for_base(hf_tokenizer) -> None:
     assert format_prompt(hf_tokenizer, "hi", fmt="raw", system="Be brief.") == "Be brief.\n\nhi"
     with_system = format_prompt(hf_tokenizer, "hi", system="Be brief.")
     assert with_system.startswith("<|im_start|>system\nBe brief.<|im_end|>") and "SmolLM" not in with_system
-    history = [{"role": "user", "content": "Once"}, {"role": "assistant", "content": " upon"},
-               {"role": "user", "content": "a time"}]
+    history = [
+        {"role": "user", "content": "Once"},
+        {"role": "assistant", "content": " upon"},
+        {"role": "user", "content": "a time"},
+    ]
     assert format_prompt(hf_tokenizer, history, fmt="raw") == "Once upon\na time"
 
 
@@ -259,12 +273,16 @@ def test_base_model_without_template_continues_raw(hf_tokenizer, monkeypatch) ->
         format_prompt(hf_tokenizer, "hi", fmt="chat")
 
 
-GEMMA_STYLE = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
-               "{% endif %}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
-               "{% endfor %}<start_of_turn>model\n")
-QWEN_STYLE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-              "<|im_start|>assistant\n{% if enable_thinking is defined and not enable_thinking %}"
-              "<think>\n\n</think>\n\n{% endif %}")
+GEMMA_STYLE = (
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
+    "{% endfor %}<start_of_turn>model\n"
+)
+QWEN_STYLE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "<|im_start|>assistant\n{% if enable_thinking is defined and not enable_thinking %}"
+    "<think>\n\n</think>\n\n{% endif %}"
+)
 
 
 def test_system_prompt_folds_into_first_user_turn_when_template_rejects_it(hf_tokenizer, monkeypatch) -> None:
@@ -286,6 +304,7 @@ def test_empty_prompt_is_refused(hf_tokenizer) -> None:
 
 # --- incremental text ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("text", ["Paris, café — 東京 🚀 naïve", "  leading spaces\nand lines\t", "x"])
 def test_incremental_decoder_never_splits_characters(hf_tokenizer, text: str) -> None:
     ids = hf_tokenizer.encode(text, add_special_tokens=False)
@@ -294,8 +313,11 @@ def test_incremental_decoder_never_splits_characters(hf_tokenizer, text: str) ->
     assert "".join(pieces) == hf_tokenizer.decode(ids) and not any("\ufffd" in p for p in pieces)
 
 
-@given(text=st.text(alphabet="abc \n", max_size=40), stop=st.text(alphabet="abc", min_size=1, max_size=4),
-       cuts=st.lists(st.integers(0, 40), max_size=8))
+@given(
+    text=st.text(alphabet="abc \n", max_size=40),
+    stop=st.text(alphabet="abc", min_size=1, max_size=4),
+    cuts=st.lists(st.integers(0, 40), max_size=8),
+)
 def test_stop_strings_cut_at_the_first_match_whatever_the_pieces(text: str, stop: str, cuts: list[int]) -> None:
     bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
     matcher, shown, stopped = StopStrings([stop, stop + "x"]), "", False
@@ -306,4 +328,4 @@ def test_stop_strings_cut_at_the_first_match_whatever_the_pieces(text: str, stop
             break
     if not stopped:
         shown += matcher.flush()
-    assert shown == (text[:text.index(stop)] if stop in text else text)
+    assert shown == (text[: text.index(stop)] if stop in text else text)

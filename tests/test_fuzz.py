@@ -20,8 +20,13 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 EXAMPLES_PER_MODE = 20
-FUZZ_SETTINGS = settings(max_examples=EXAMPLES_PER_MODE, deadline=None, derandomize=True, database=None,
-                         suppress_health_check=list(HealthCheck))
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES_PER_MODE,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def fuzz(app: Flask, *, skip: set[str] = frozenset()) -> tuple[int, list[str]]:
@@ -34,6 +39,7 @@ def fuzz(app: Flask, *, skip: set[str] = frozenset()) -> tuple[int, list[str]]:
         if f"{operation.method.upper()} {operation.path}" in skip:
             continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
             @FUZZ_SETTINGS
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case: Any) -> None:
@@ -85,9 +91,15 @@ def test_model_server_api_never_answers_5xx(model_server):
 def test_web_api_never_answers_5xx(workspace: Path, model_server):
     from forgellm.web.app import create_app
 
-    app = create_app({"WORKSPACE": str(workspace), "START_BACKGROUND": False, "MODEL_SERVER_URL": model_server.url,
-                      # Accepted training requests start this instead of minutes of real training.
-                      "TRAIN_COMMAND": [sys.executable, "-c", "pass"]})
+    app = create_app(
+        {
+            "WORKSPACE": str(workspace),
+            "START_BACKGROUND": False,
+            "MODEL_SERVER_URL": model_server.url,
+            # Accepted training requests start this instead of minutes of real training.
+            "TRAIN_COMMAND": [sys.executable, "-c", "pass"],
+        }
+    )
     calls, problems = fuzz(app)
     assert calls > 300
     assert problems == []

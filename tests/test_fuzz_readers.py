@@ -17,15 +17,22 @@ MAX_FILE_BYTES = 1 << 20
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Bytes that look like the formats, to get past the first parser line and into the deeper paths.
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=12)
-jsonl_bytes = st.lists(json_values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=40), max_size=8).map(b"\n".join)
-csv_bytes = st.lists(st.lists(st.text(max_size=12), max_size=5).map(lambda cells: ",".join(cells).encode("utf-8", "surrogatepass")),
-                     max_size=8).map(b"\n".join)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+jsonl_bytes = st.lists(json_values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=40), max_size=8).map(
+    b"\n".join
+)
+csv_bytes = st.lists(
+    st.lists(st.text(max_size=12), max_size=5).map(lambda cells: ",".join(cells).encode("utf-8", "surrogatepass")),
+    max_size=8,
+).map(b"\n".join)
 format_prefixes = st.sampled_from([b"", b"%PDF-1.4\n", b"PAR1", b"<html><body>", b"\xef\xbb\xbf", b"{\"text\": "])
-fuzz_bytes = st.one_of(st.binary(max_size=2048), jsonl_bytes, csv_bytes,
-                       st.tuples(format_prefixes, st.binary(max_size=512)).map(b"".join))
+fuzz_bytes = st.one_of(
+    st.binary(max_size=2048), jsonl_bytes, csv_bytes, st.tuples(format_prefixes, st.binary(max_size=512)).map(b"".join)
+)
 
 
 def read_folder(files: dict[str, bytes]) -> tuple[list, DataReport]:
@@ -34,7 +41,11 @@ def read_folder(files: dict[str, bytes]) -> tuple[list, DataReport]:
         for name, data in files.items():
             (root / name).write_bytes(data)
         report = DataReport()
-        rows = [row for source in list_sources(root, report) for row in read_source(source, report, max_file_bytes=MAX_FILE_BYTES)]
+        rows = [
+            row
+            for source in list_sources(root, report)
+            for row in read_source(source, report, max_file_bytes=MAX_FILE_BYTES)
+        ]
         return rows, report
 
 

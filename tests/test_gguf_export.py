@@ -16,12 +16,20 @@ from tests.tiny_model import ARCHITECTURES
 # Largest logit difference after the round trip, as a share of the largest logit. F16 keeps about
 # three decimal digits, BF16 about two; Q8_0 stores 8 bits per weight with one scale per 32.
 TOLERANCE = {"f16": 0.005, "bf16": 0.03, "q8_0": 0.05}
-GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3",
-             "gemma2": "gemma2", "gemma3_text": "gemma3"}
+GGUF_ARCH = {
+    "llama": "llama",
+    "mistral": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "phi3": "phi3",
+    "gemma2": "gemma2",
+    "gemma3_text": "gemma3",
+}
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
     " + message['content'] + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
 
 
 def logits(model_dir: Path):
@@ -39,8 +47,9 @@ def test_each_architecture_and_type_round_trips(arch, dtype, workspace, tiny_mod
     import gguf
 
     source = tiny_models[arch]
-    code, out, err = forgellm("export", "gguf", str(source), "--type", dtype, "--name", "tiny",
-                              "--out", str(tmp_path / "out"))
+    code, out, err = forgellm(
+        "export", "gguf", str(source), "--type", dtype, "--name", "tiny", "--out", str(tmp_path / "out")
+    )
     assert code == 0, err
     folder = Path(out.strip().splitlines()[-1])
     assert sorted(p.name for p in folder.iterdir()) == ["Modelfile", f"tiny-{dtype}.gguf"]
@@ -52,7 +61,9 @@ def test_each_architecture_and_type_round_trips(arch, dtype, workspace, tiny_mod
     assert {"token_embd.weight", "output_norm.weight", "blk.1.attn_norm.weight"} <= names
     assert ("blk.0.attn_qkv.weight" if arch == "phi3" else "blk.0.attn_q.weight") in names
     matrix_types = {t.tensor_type.name for t in reader.tensors if len(t.shape) > 1}
-    assert matrix_types == {dtype.upper()} and {t.tensor_type.name for t in reader.tensors if len(t.shape) == 1} == {"F32"}
+    assert matrix_types == {dtype.upper()} and {t.tensor_type.name for t in reader.tensors if len(t.shape) == 1} == {
+        "F32"
+    }
 
     code, out, err = forgellm("models", "import", str(folder / f"tiny-{dtype}.gguf"), "--name", "back")
     assert code == 0, err
@@ -66,8 +77,10 @@ def test_unmapped_architecture_is_refused_with_the_list(workspace, tiny_models, 
     (model / "config.json").write_text(json.dumps({**config, "model_type": "starcoder2"}))
     code, _, err = forgellm("export", "gguf", str(model), "--out", str(tmp_path / "out"))
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "GGUF export supports llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3_text models; this one is " \
-           "'starcoder2'" in err
+    assert (
+        "GGUF export supports llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3_text models; this one is "
+        "'starcoder2'" in err
+    )
     assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -90,7 +103,9 @@ def test_modelfile_translates_llama3_and_leaves_unknown_templates_to_ollama(work
     assert "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>" in text
     assert 'PARAMETER stop "<|eot_id|>"' in text and "SYSTEM" not in text
 
-    (model / "chat_template.jinja").write_text("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{% endfor %}")
+    (model / "chat_template.jinja").write_text(
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{% endfor %}"
+    )
     assert forgellm("export", "gguf", str(model), "--out", str(tmp_path / "b"))[0] == 0
     text = (tmp_path / "b/Modelfile").read_text()
     assert "TEMPLATE \"\"\"" not in text and "Ollama uses the GGUF's own" in text

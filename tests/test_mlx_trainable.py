@@ -41,8 +41,14 @@ def test_both_engines_report_the_same_gradient_norm(tiny_model_dir: Path) -> Non
     targets = int(mask[:, 1:].sum())
     norms = {}
     for engine in ("torch", "mlx"):
-        config = TrainingConfig(model_name=str(tiny_model_dir), engine=engine, fine_tune_type="full",
-                                batch_size=2, max_seq_length=17, seed=0)
+        config = TrainingConfig(
+            model_name=str(tiny_model_dir),
+            engine=engine,
+            fine_tune_type="full",
+            batch_size=2,
+            max_seq_length=17,
+            seed=0,
+        )
         trainable = create_trainable(config, describe(tiny_model_dir))
         trainable.forward_backward(tokens, mask, 1.0 / targets)
         norms[engine] = trainable.optimizer_step(1e-4, 0.0)

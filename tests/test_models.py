@@ -64,7 +64,9 @@ def test_detection_of_model_and_adapter(tiny_model_dir: Path, tmp_path: Path) ->
     assert not describe(base).is_instruct
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "default"}))
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "base_model_name_or_path": "default"})
+    )
     a = describe(adapter)
     assert a.is_adapter and a.adapter_format == "peft" and a.base_model == "default"
 

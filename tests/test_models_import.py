@@ -35,7 +35,9 @@ def test_gguf_of_each_architecture_imports_with_its_tokenizer_and_logits(arch, w
     source = tiny_models[arch]
     model = imported(workspace, str(gguf_of(source, tmp_path / f"{arch}.gguf")), "--name", arch)
     assert model == workspace / "models/base" / arch
-    assert {"model.safetensors", "config.json", "tokenizer.json", ".forgellm-model"} <= {p.name for p in model.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", ".forgellm-model"} <= {
+        p.name for p in model.iterdir()
+    }
     assert "im_start" in (model / "chat_template.jinja").read_text()  # the chat template came through the GGUF
     a, b = logits(source), logits(model)
     assert float((a - b).abs().max()) < 0.02 * float(a.abs().max())  # f16 in the file
@@ -47,12 +49,28 @@ def test_gguf_of_each_architecture_imports_with_its_tokenizer_and_logits(arch, w
 @pytest.mark.parametrize("arch", ["qwen2", "gemma2", "phi3"])
 def test_imported_model_generates_and_trains(arch, engine, workspace, tiny_models, tmp_path):
     model = imported(workspace, str(gguf_of(tiny_models[arch], tmp_path / f"{arch}.gguf", "q8_0")))
-    code, out, err = forgellm("cli", "generate", "--model", str(model), "--engine", engine, "--format", "raw",
-                              "--prompt", "Hello", "--max-tokens", "4", "--temperature", "0")
+    code, out, err = forgellm(
+        "cli",
+        "generate",
+        "--model",
+        str(model),
+        "--engine",
+        engine,
+        "--format",
+        "raw",
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0",
+    )
     assert code == 0 and out.strip(), err
     prepared_data(workspace / "prepared", length=32, vocab=512)
-    config = write_config(workspace / "c.yaml", **tiny_config_values(model, engine=engine, max_iterations=3,
-                                                                     steps_per_eval=3, run_name="r"))
+    config = write_config(
+        workspace / "c.yaml",
+        **tiny_config_values(model, engine=engine, max_iterations=3, steps_per_eval=3, run_name="r"),
+    )
     code, out, err = forgellm("train", "--config", str(config))
     assert code == 0, err
     assert (workspace / "models/cpt/r/final").is_dir()
@@ -81,9 +99,16 @@ def test_lmstudio_and_ollama_models_are_listed_and_imported_by_name(workspace, t
     shutil.move(blob, ollama / "blobs" / digest.replace(":", "-"))
     manifest = ollama / "manifests/registry.ollama.ai/library/tinyllama/1b"
     manifest.parent.mkdir(parents=True)
-    manifest.write_text(json.dumps({"layers": [
-        {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "cd" * 32},
-        {"mediaType": "application/vnd.ollama.image.model", "digest": digest}]}))
+    manifest.write_text(
+        json.dumps(
+            {
+                "layers": [
+                    {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "cd" * 32},
+                    {"mediaType": "application/vnd.ollama.image.model", "digest": digest},
+                ]
+            }
+        )
+    )
 
     code, out, err = forgellm("models", "list", "--json")
     assert code == 0, err
@@ -102,8 +127,9 @@ def test_ollama_manifest_with_a_missing_blob_is_one_clear_line(workspace, tmp_pa
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama"))
     manifest = tmp_path / "ollama/manifests/registry.ollama.ai/library/gone/latest"
     manifest.parent.mkdir(parents=True)
-    manifest.write_text(json.dumps({"layers": [{"mediaType": "application/vnd.ollama.image.model",
-                                                "digest": "sha256:" + "ef" * 32}]}))
+    manifest.write_text(
+        json.dumps({"layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": "sha256:" + "ef" * 32}]})
+    )
     code, out, err = forgellm("models", "import", "ollama:gone")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "points to blob sha256:efef" in err and "is missing" in err and "ollama pull" in err

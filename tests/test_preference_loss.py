@@ -59,9 +59,18 @@ def pair_batch(pairs: int, *, seed: int = 0, length: int = 14, prompt: int = 5) 
 
 
 def ours(model_dir: Path, fine_tune_type: str, **preference) -> TorchTrainable:
-    config = TrainingConfig(model_name=str(model_dir), engine="torch", fine_tune_type=fine_tune_type,
-                            training_type="preference", lora_rank=4, lora_alpha=8.0, lora_target_modules=LORA_TARGETS,
-                            max_seq_length=16, seed=0, **preference)
+    config = TrainingConfig(
+        model_name=str(model_dir),
+        engine="torch",
+        fine_tune_type=fine_tune_type,
+        training_type="preference",
+        lora_rank=4,
+        lora_alpha=8.0,
+        lora_target_modules=LORA_TARGETS,
+        max_seq_length=16,
+        seed=0,
+        **preference,
+    )
     trainable = TorchTrainable(config, describe(model_dir))
     torch.manual_seed(1)
     with torch.no_grad():  # move the policy away from the reference (LoRA starts B at zero)
@@ -98,7 +107,7 @@ def gradients(model) -> dict[str, torch.Tensor]:
 def assert_same_gradients(mine: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> None:
     assert mine and set(mine) == set(theirs)
     for name in mine:
-        torch.testing.assert_close(mine[name], theirs[name], **TOLERANCE, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(mine[name], theirs[name], **TOLERANCE, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def concatenated(batch: PairBatch) -> dict[str, torch.Tensor]:
@@ -107,7 +116,7 @@ def concatenated(batch: PairBatch) -> dict[str, torch.Tensor]:
     mask = torch.from_numpy(np.concatenate([batch.mask[:, 0], batch.mask[:, 1]]).astype(np.int64))
     real = torch.ones_like(tokens)
     for row in range(len(tokens)):
-        real[row, int(mask[row].nonzero().max()) + 1:] = 0
+        real[row, int(mask[row].nonzero().max()) + 1 :] = 0
     return {"input_ids": tokens, "attention_mask": real, "completion_mask": mask}
 
 
@@ -118,8 +127,17 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(str(tiny_model_dir))
 
 
-def dpo_trainer(mine: TorchTrainable, model_dir: Path, tokenizer, tmp_path: Path, *, beta: float, precompute: bool = False,
-                loss_type: str = "sigmoid", label_smoothing: float = 0.0):
+def dpo_trainer(
+    mine: TorchTrainable,
+    model_dir: Path,
+    tokenizer,
+    tmp_path: Path,
+    *,
+    beta: float,
+    precompute: bool = False,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+):
     """A DPOTrainer on the base model, given a new adapter as TRL users do (``peft_config``: TRL then
     takes the reference with the adapter disabled), its weights then set to ours."""
     from datasets import Dataset
@@ -127,14 +145,21 @@ def dpo_trainer(mine: TorchTrainable, model_dir: Path, tokenizer, tmp_path: Path
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    args = DPOConfig(output_dir=str(tmp_path / "trl"), beta=beta, loss_type=[loss_type], label_smoothing=label_smoothing,
-                     report_to=[], use_cpu=True, save_strategy="no", per_device_train_batch_size=2,
-                     precompute_ref_log_probs=precompute)
+    args = DPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        beta=beta,
+        loss_type=[loss_type],
+        label_smoothing=label_smoothing,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        per_device_train_batch_size=2,
+        precompute_ref_log_probs=precompute,
+    )
     data = Dataset.from_list([{"prompt": "Hi", "chosen": " a", "rejected": " b"}] * 2)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, task_type="CAUSAL_LM") if mine.is_peft else None
-    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                         peft_config=lora)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora)
     result = trainer.model.load_state_dict(mine.model.state_dict(), strict=False)
     assert not result.unexpected_keys
     trainer.model.train()
@@ -151,8 +176,10 @@ def test_dpo_equals_trls_dpo_trainer(tiny_model_dir, tokenizer, tmp_path, fine_t
         n, length = batch.tokens.shape[0], batch.tokens.shape[2]
         reference = base.sequence_logps(batch.tokens.reshape(2 * n, length), batch.mask.reshape(2 * n, length))
         batch = batch._replace(reference=reference.reshape(n, 2))
-        inputs.update(ref_chosen_logps=torch.from_numpy(batch.reference[:, 0]),
-                      ref_rejected_logps=torch.from_numpy(batch.reference[:, 1]))
+        inputs.update(
+            ref_chosen_logps=torch.from_numpy(batch.reference[:, 0]),
+            ref_rejected_logps=torch.from_numpy(batch.reference[:, 1]),
+        )
     trainer = dpo_trainer(mine, tiny_model_dir, tokenizer, tmp_path, beta=0.3, precompute=fine_tune_type == "full")
     theirs = trainer._compute_loss(trainer.model, inputs, return_outputs=False)
     theirs.backward()
@@ -193,8 +220,14 @@ def test_simpo_equals_trls_cpo_trainer_simpo_loss(tiny_model_dir, fine_tune_type
     mine = ours(tiny_model_dir, fine_tune_type, preference_loss="simpo", beta=2.0, simpo_gamma=0.7)
     model = twin(mine, tiny_model_dir)
     chosen, rejected, _ = trl_logps(model, batch)
-    trainer = SimpleNamespace(alpha=0.0, beta=2.0, simpo_gamma=0.7, label_smoothing=0.0, loss_type="simpo",
-                              accelerator=SimpleNamespace(device=torch.device("cpu")))
+    trainer = SimpleNamespace(
+        alpha=0.0,
+        beta=2.0,
+        simpo_gamma=0.7,
+        label_smoothing=0.0,
+        loss_type="simpo",
+        accelerator=SimpleNamespace(device=torch.device("cpu")),
+    )
     losses, _, _ = CPOTrainer.cpo_loss(trainer, chosen, rejected)
     theirs = losses.mean()
     theirs.backward()
@@ -223,9 +256,10 @@ def test_orpo_equals_trls_odds_ratio_loss_and_nll(tiny_model_dir, fine_tune_type
 
 def test_orpo_odds_ratio_term_equals_trls_on_a_batch(tiny_model_dir):
     """Batch size > 1: the odds-ratio term (the part without the cross-entropy's weighting) alone."""
+    from trl.experimental.orpo import ORPOTrainer
+
     from forgellm.training.preference import PreferenceSettings
     from forgellm.training.torch_preference import pair_losses
-    from trl.experimental.orpo import ORPOTrainer
 
     rng = np.random.default_rng(4)
     counts = torch.from_numpy(rng.integers(1, 20, size=(6, 2)).astype(np.float32))
@@ -234,7 +268,8 @@ def test_orpo_odds_ratio_term_equals_trls_on_a_batch(tiny_model_dir):
     losses, metrics = pair_losses(settings, logps, counts, None)
     average = logps / counts
     odds, chosen_rewards, rejected_rewards, _, _ = ORPOTrainer.odds_ratio_loss(
-        SimpleNamespace(beta=0.3, accelerator=SimpleNamespace(device=torch.device("cpu"))), average[:, 0], average[:, 1])
+        SimpleNamespace(beta=0.3, accelerator=SimpleNamespace(device=torch.device("cpu"))), average[:, 0], average[:, 1]
+    )
     torch.testing.assert_close(losses, -average[:, 0] - odds, **TOLERANCE)
     torch.testing.assert_close(metrics[:, 0], chosen_rewards, **TOLERANCE)
     torch.testing.assert_close(metrics[:, 1], rejected_rewards, **TOLERANCE)
@@ -248,8 +283,9 @@ def test_reference_with_the_adapter_off_equals_the_base_model_alone(tiny_model_d
     with torch.no_grad(), mine.model.disable_adapter():
         adapter_off = mine._sequence_logps(tokens, mask)[0].numpy()
     adapter_on = mine.sequence_logps(tokens, mask)
-    base_alone = TorchTrainable(mine.config.model_copy(update={"fine_tune_type": "full"}),
-                                describe(tiny_model_dir)).sequence_logps(tokens, mask)
+    base_alone = TorchTrainable(
+        mine.config.model_copy(update={"fine_tune_type": "full"}), describe(tiny_model_dir)
+    ).sequence_logps(tokens, mask)
     np.testing.assert_allclose(adapter_off, base_alone, atol=1e-5)
     assert np.abs(adapter_on - base_alone).max() > 1e-2  # the adapter does change the model
 

@@ -14,15 +14,28 @@ from tests.test_preference_loss import pair_batch
 pytest.importorskip("mlx.core")
 
 
-@pytest.mark.parametrize("loss,parameters", [("dpo", {"beta": 0.3, "dpo_label_smoothing": 0.1}),
-                                             ("simpo", {"beta": 2.0, "simpo_gamma": 0.4}),
-                                             ("orpo", {"orpo_lambda": 0.2})])
+@pytest.mark.parametrize(
+    "loss,parameters",
+    [
+        ("dpo", {"beta": 0.3, "dpo_label_smoothing": 0.1}),
+        ("simpo", {"beta": 2.0, "simpo_gamma": 0.4}),
+        ("orpo", {"orpo_lambda": 0.2}),
+    ],
+)
 def test_mlx_equals_torch(tiny_model_dir, loss, parameters):
     batch = pair_batch(3, seed=7)
     results = {}
     for engine in ("torch", "mlx"):
-        config = TrainingConfig(model_name=str(tiny_model_dir), engine=engine, fine_tune_type="full", seed=0,
-                                training_type="preference", preference_loss=loss, max_seq_length=16, **parameters)
+        config = TrainingConfig(
+            model_name=str(tiny_model_dir),
+            engine=engine,
+            fine_tune_type="full",
+            seed=0,
+            training_type="preference",
+            preference_loss=loss,
+            max_seq_length=16,
+            **parameters,
+        )
         trainable = create_trainable(config, describe(tiny_model_dir))
         if loss == "dpo":  # a reference that differs from the policy: the starting model, shifted
             n, length = batch.tokens.shape[0], batch.tokens.shape[2]

@@ -9,7 +9,6 @@ import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -31,22 +30,42 @@ def pairs_config(workspace: Path, model: Path, **overrides) -> Path:
     if not (workspace / "pairs").exists():
         preference_pairs(48, 32, seed=0).save(workspace / "pairs", "train")
         preference_pairs(16, 32, seed=1).save(workspace / "pairs", "val")
-    values = tiny_config_values(model, **{"input_dir": "pairs", "training_type": "preference", "val_batches": -1,
-                                          **overrides})
+    values = tiny_config_values(
+        model, **{"input_dir": "pairs", "training_type": "preference", "val_batches": -1, **overrides}
+    )
     return write_config(workspace / "c.yaml", **values)
 
 
-@pytest.mark.parametrize("engine,fine_tune_type,loss", [
-    ("torch", "lora", "dpo"), ("torch", "full", "dpo"),
-    # the loss formulas are checked against TRL's and torch's in the fast suite; training runs with the slow tests
-    pytest.param("torch", "lora", "simpo", marks=pytest.mark.slow),
-    pytest.param("torch", "lora", "orpo", marks=pytest.mark.slow),
-    pytest.param("mlx", "lora", "dpo", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "engine,fine_tune_type,loss",
+    [
+        ("torch", "lora", "dpo"),
+        ("torch", "full", "dpo"),
+        # the loss formulas are checked against TRL's and torch's in the fast suite; training runs with the slow tests
+        pytest.param("torch", "lora", "simpo", marks=pytest.mark.slow),
+        pytest.param("torch", "lora", "orpo", marks=pytest.mark.slow),
+        pytest.param("mlx", "lora", "dpo", marks=pytest.mark.slow),
+    ],
+)
 def test_a_tiny_model_learns_to_prefer_the_chosen_responses(workspace, tiny_model_dir, engine, fine_tune_type, loss):
     lr = 5e-3 if fine_tune_type == "lora" else 1e-3
-    run = train_cli("--config", str(pairs_config(workspace, tiny_model_dir, run_name=f"p-{loss}", preference_loss=loss,
-                                                 fine_tune_type=fine_tune_type, learning_rate=lr, max_iterations=24,
-                                                 steps_per_eval=12, save_every=12, engine=engine)))
+    run = train_cli(
+        "--config",
+        str(
+            pairs_config(
+                workspace,
+                tiny_model_dir,
+                run_name=f"p-{loss}",
+                preference_loss=loss,
+                fine_tune_type=fine_tune_type,
+                learning_rate=lr,
+                max_iterations=24,
+                steps_per_eval=12,
+                save_every=12,
+                engine=engine,
+            )
+        ),
+    )
     assert run.parent == workspace / "models/ift"  # a preference run lives beside the IFT runs
     evals = read_events(run / "metrics.jsonl", event="eval")
     first, last = evals[0], evals[-1]
@@ -62,8 +81,18 @@ def test_a_tiny_model_learns_to_prefer_the_chosen_responses(workspace, tiny_mode
 
 
 def test_resume_mid_run_equals_the_uninterrupted_run(workspace, tiny_model_dir):
-    cfg = pairs_config(workspace, tiny_model_dir, run_name="whole", fine_tune_type="full", learning_rate=1e-3,
-                       max_iterations=8, save_every=4, steps_per_eval=4, max_checkpoints=5, grad_accumulation_steps=2)
+    cfg = pairs_config(
+        workspace,
+        tiny_model_dir,
+        run_name="whole",
+        fine_tune_type="full",
+        learning_rate=1e-3,
+        max_iterations=8,
+        save_every=4,
+        steps_per_eval=4,
+        max_checkpoints=5,
+        grad_accumulation_steps=2,
+    )
     whole = train_cli("--config", str(cfg))
     cut = whole.parent / "cut"
     shutil.copytree(whole, cut)
@@ -128,4 +157,5 @@ def test_eval_pairs_refuses_a_folder_without_pairs(workspace, tiny_model_dir):
 
     prepared_data(workspace / "prepared")
     assert "--pairs prepared has no validation preference pairs" in forgellm_error(
-        "eval", str(tiny_model_dir), "--pairs", "prepared")
+        "eval", str(tiny_model_dir), "--pairs", "prepared"
+    )

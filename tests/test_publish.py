@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ from click.testing import CliRunner
 
 from forgellm.cli.main import root
 from forgellm.errors import UserError
-from tests.cli_helpers import forgellm, forgellm_error
 from tests.analysis_helpers import curve, make_events, write_run
+from tests.cli_helpers import forgellm, forgellm_error
 from tests.publish_helpers import make_mlx_adapter, make_peft_adapter, mlx_logits, torch_logits
 
 
@@ -24,9 +23,18 @@ def invoke(*args: str):
 def two_checkpoint_run(workspace: Path, base: Path, *, fmt: str = "peft", name: str = "run") -> Path:
     """A run whose best checkpoint (lowest validation loss) is step 10, not the last one (step 20)."""
     events = make_events(curve(20), val={10: 1.5, 20: 2.5}, checkpoints=[10, 20])
-    run = write_run(workspace, name, events, config={"model_name": str(base), "engine": "torch" if fmt == "peft" else "mlx",
-                                                       "training_type": "cpt", "fine_tune_type": "lora"},
-                    checkpoint_dirs=[10, 20])
+    run = write_run(
+        workspace,
+        name,
+        events,
+        config={
+            "model_name": str(base),
+            "engine": "torch" if fmt == "peft" else "mlx",
+            "training_type": "cpt",
+            "fine_tune_type": "lora",
+        },
+        checkpoint_dirs=[10, 20],
+    )
     make = make_peft_adapter if fmt == "peft" else make_mlx_adapter
     for seed, step in enumerate((10, 20)):
         make(base, run / "checkpoints" / f"step_{step:06d}", seed=seed)
@@ -116,6 +124,7 @@ def test_a_failed_publish_leaves_nothing_behind(workspace, tiny_model_dir):
 
 # --- publish -------------------------------------------------------------------------------------
 
+
 def test_publish_writes_a_complete_loadable_model(workspace, tiny_model_dir):
     run = two_checkpoint_run(workspace, tiny_model_dir)
     (run / "data_stats.json").write_text(json.dumps({"files": 3, "documents": 42, "filtered": {"total": 1}}))
@@ -125,9 +134,18 @@ def test_publish_writes_a_complete_loadable_model(workspace, tiny_model_dir):
     out = workspace / "models/published/my-model"
     assert str(out) in result.output and "step_000010" in result.output
     card = (out / "README.md").read_text()
-    for expected in (f"base_model: {tiny_model_dir.name}", "| documents | 42 |", "| filtered.total | 1 |",
-                     "| model_name |", "best validation loss | 1.5", "`step_000010`", "| qa_accuracy | 0.61 |",
-                     "![Training dashboard](dashboard.png)", "## Limitations", "my-model-f16.gguf"):
+    for expected in (
+        f"base_model: {tiny_model_dir.name}",
+        "| documents | 42 |",
+        "| filtered.total | 1 |",
+        "| model_name |",
+        "best validation loss | 1.5",
+        "`step_000010`",
+        "| qa_accuracy | 0.61 |",
+        "![Training dashboard](dashboard.png)",
+        "## Limitations",
+        "my-model-f16.gguf",
+    ):
         assert expected in card, expected
     assert (out / "dashboard.png").read_bytes().startswith(b"\x89PNG")
     marker = json.loads((out / ".forgellm-model").read_text())
@@ -140,10 +158,12 @@ def test_publish_writes_a_complete_loadable_model(workspace, tiny_model_dir):
     np.testing.assert_allclose(mlx_logits(out), expected_logits, atol=1e-3)
 
     import gguf
+
     reader = gguf.GGUFReader(str(out / "my-model-f16.gguf"))
     names = {t.name for t in reader.tensors}
     assert {"token_embd.weight", "blk.1.attn_q.weight", "output_norm.weight"} <= names
     from forgellm.models.resolve import resolve
+
     info = resolve("published/my-model")
     assert info.path == out.resolve() and info.is_instruct and not info.is_adapter
 
@@ -164,6 +184,7 @@ def test_publish_a_run_without_checkpoints(workspace, tiny_model_dir):
 
 
 # --- quantize ------------------------------------------------------------------------------------
+
 
 def test_quantize_with_mlx_gives_a_model_that_loads(workspace, tiny_model_dir):
     out = workspace / "q4"
@@ -188,8 +209,22 @@ def test_quantize_other_widths_and_groups_load_in_forgellm(workspace, tiny_model
     assert (config["quantization"]["bits"], config["quantization"]["group_size"]) == (bits, group_size)
     logits = mlx_logits(out)
     assert np.corrcoef(logits[-1], mlx_logits(tiny_model_dir)[-1])[0, 1] > 0.9
-    generated = invoke("cli", "generate", "--model", f"published/{name}", "--engine", "mlx",
-                       "--prompt", "Hello", "--format", "raw", "--max-tokens", "4", "--temperature", "0")
+    generated = invoke(
+        "cli",
+        "generate",
+        "--model",
+        f"published/{name}",
+        "--engine",
+        "mlx",
+        "--prompt",
+        "Hello",
+        "--format",
+        "raw",
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0",
+    )
     assert generated.exit_code == 0, generated.output
 
 
@@ -198,6 +233,7 @@ def test_quantize_unsupported_settings_are_clear_errors(workspace, tiny_model_di
     code, _, err = forgellm("quantize", str(tiny_model_dir), "--bits", "3")  # click's usage error
     assert code == 2 and "'3' is not one of '4', '8'" in err
     from forgellm.publishing.quantize import quantize
+
     with pytest.raises(UserError, match="--group-size 16 is not supported"):
         quantize(str(tiny_model_dir), bits=4, group_size=16)
     assert not (workspace / "models/published").exists() or not any((workspace / "models/published").iterdir())

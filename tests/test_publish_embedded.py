@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from forgellm.analysis.analyze import analyze
 from forgellm.analysis.runs import load_run
-from forgellm.runs.checkpoints import read_best
 from forgellm.cli.main import root
+from forgellm.runs.checkpoints import read_best
 from tests.publish_helpers import PROMPT, torch_logits
 from tests.training_helpers import prepared_data, write_config
 
@@ -32,11 +32,27 @@ def test_train_fuse_publish_and_load_the_embedded_model(workspace, embedded_mode
     # Train on one token pattern, validate on another: validation loss turns up, so the best
     # checkpoint is an early one.
     prepared_data(workspace / "prepared", train=16, val=4)
-    config = write_config(workspace / "c.yaml", model_name=str(embedded_model_dir), engine="torch",
-                          input_dir="prepared", run_name="smol", max_seq_length=32, batch_size=2,
-                          learning_rate=1e-2, warmup_steps=0, max_iterations=6, steps_per_eval=2, save_every=2,
-                          val_batches=1, lora_rank=4, lora_alpha=8.0, num_layers=4, seed=0,
-                          early_stopping_patience=0, max_checkpoints=5)
+    config = write_config(
+        workspace / "c.yaml",
+        model_name=str(embedded_model_dir),
+        engine="torch",
+        input_dir="prepared",
+        run_name="smol",
+        max_seq_length=32,
+        batch_size=2,
+        learning_rate=1e-2,
+        warmup_steps=0,
+        max_iterations=6,
+        steps_per_eval=2,
+        save_every=2,
+        val_batches=1,
+        lora_rank=4,
+        lora_alpha=8.0,
+        num_layers=4,
+        seed=0,
+        early_stopping_patience=0,
+        max_checkpoints=5,
+    )
     ok("train", "--config", str(config))
     run = workspace / "models/cpt/smol"
     analysis = analyze(load_run(run))
@@ -62,9 +78,25 @@ def test_train_fuse_publish_and_load_the_embedded_model(workspace, embedded_mode
     np.testing.assert_allclose(torch_logits(out), expected, atol=2e-3)
 
     # forgellm cli generate, both engines: the same greedy text
-    texts = {engine: ok("cli", "generate", "--model", "published/smol-pub", "--engine", engine, "--prompt",
-                        PROMPT, "--format", "raw", "--max-tokens", "8", "--temperature", "0").strip()
-             for engine in ("torch", "mlx")}
+    texts = {
+        engine: ok(
+            "cli",
+            "generate",
+            "--model",
+            "published/smol-pub",
+            "--engine",
+            engine,
+            "--prompt",
+            PROMPT,
+            "--format",
+            "raw",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+        ).strip()
+        for engine in ("torch", "mlx")
+    }
     assert texts["torch"] and texts["torch"] == texts["mlx"]
 
     # the model server's loading code, through its HTTP API
@@ -75,8 +107,9 @@ def test_train_fuse_publish_and_load_the_embedded_model(workspace, embedded_mode
         client = app.test_client()
         loaded = client.post("/api/model/load", json={"model": "published/smol-pub"})
         assert loaded.status_code == 200, loaded.get_json()
-        answer = client.post("/api/model/generate", json={"prompt": PROMPT, "format": "raw", "temperature": 0,
-                                                          "max_tokens": 8})
+        answer = client.post(
+            "/api/model/generate", json={"prompt": PROMPT, "format": "raw", "temperature": 0, "max_tokens": 8}
+        )
         assert answer.status_code == 200 and answer.get_json()["text"].strip() == texts["torch"]
     finally:
         registry_of(app).close()
@@ -88,7 +121,7 @@ def test_train_fuse_publish_and_load_the_embedded_model(workspace, embedded_mode
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
-    hf_tokens = model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1]:].tolist()
+    hf_tokens = model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :].tolist()
 
     import mlx.core as mx
     from mlx_lm import load

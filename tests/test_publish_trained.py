@@ -21,10 +21,10 @@ from safetensors.numpy import load_file
 
 from forgellm.analysis.analyze import analyze
 from forgellm.analysis.runs import load_run
-from forgellm.runs.checkpoints import read_best
 from forgellm.cli.main import root
 from forgellm.engines import load_model
 from forgellm.engines.base import SamplingParams
+from forgellm.runs.checkpoints import read_best
 from tests.publish_helpers import mlx_logits, torch_logits
 from tests.training_helpers import patterned_sequences, tiny_config_values, write_config
 
@@ -59,9 +59,17 @@ def diverging_data(folder: Path, model: Path) -> Path:
 def train_run(home: Path, model: Path, engine: str, **overrides) -> Path:
     """Train a tiny run with ``forgellm train`` in workspace ``home``; its run folder."""
     diverging_data(home / "prepared", model)
-    values = tiny_config_values(model, run_name=f"trained-{engine}", engine=engine, max_iterations=STEPS,
-                                steps_per_eval=3, save_every=3, max_checkpoints=10, early_stopping_patience=0,
-                                learning_rate=1e-2)
+    values = tiny_config_values(
+        model,
+        run_name=f"trained-{engine}",
+        engine=engine,
+        max_iterations=STEPS,
+        steps_per_eval=3,
+        save_every=3,
+        max_checkpoints=10,
+        early_stopping_patience=0,
+        learning_rate=1e-2,
+    )
     values.update(overrides)
     config = write_config(home / f"{engine}.yaml", **values)
     with pytest.MonkeyPatch.context() as mp:
@@ -81,10 +89,12 @@ def trained(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
 @pytest.fixture
 def run_in_workspace(workspace, trained):
     """Copy a trained run into this test's workspace (fuse and publish write beside or under it)."""
+
     def copy(engine: str) -> Path:
         dest = workspace / "models" / "cpt" / trained[engine].name
         shutil.copytree(trained[engine], dest, symlinks=True)
         return dest
+
     return copy
 
 
@@ -137,14 +147,21 @@ def test_publish_a_trained_run(engine, run_in_workspace, workspace, tiny_model_d
     out = workspace / "models" / "published" / f"pub-{engine}"
     assert best in output and str(out) in output
     card = (out / "README.md").read_text()
-    for expected in (f"`{best}`", f"| engine | {engine} |", "| max_iterations | 12 |", "## Limitations",
-                     "| best validation loss |", f"pub-{engine}-f16.gguf"):
+    for expected in (
+        f"`{best}`",
+        f"| engine | {engine} |",
+        "| max_iterations | 12 |",
+        "## Limitations",
+        "| best validation loss |",
+        f"pub-{engine}-f16.gguf",
+    ):
         assert expected in card, expected
     assert json.loads((out / ".forgellm-model").read_text())["checkpoint"] == best
     expected_logits = adapter_logits(engine, tiny_model_dir, run / "checkpoints" / best)
     np.testing.assert_allclose(torch_logits(out), expected_logits, atol=1e-3)
     np.testing.assert_allclose(mlx_logits(out), expected_logits, atol=1e-3)
     import gguf
+
     assert len(gguf.GGUFReader(str(out / f"pub-{engine}-f16.gguf")).tensors) > 0
 
 
@@ -165,15 +182,28 @@ def test_a_trained_adapter_runs_on_the_other_engine(engine, other, fmt, run_in_w
     expected = greedy_text(engine, tiny_model_dir, run / "final")
     assert expected != greedy_text(engine, tiny_model_dir, run / "checkpoints" / "step_000003")  # training mattered
     assert greedy_text(other, tiny_model_dir, converted) == expected
-    np.testing.assert_allclose(adapter_logits(other, tiny_model_dir, converted),
-                               adapter_logits(engine, tiny_model_dir, run / "final"), atol=1e-3)
+    np.testing.assert_allclose(
+        adapter_logits(other, tiny_model_dir, converted),
+        adapter_logits(engine, tiny_model_dir, run / "final"),
+        atol=1e-3,
+    )
 
 
-@pytest.mark.parametrize("engine,fine_tune_type", [("torch", "full"), ("mlx", "full"), ("torch", "dora"),
-                                                   ("mlx", "dora")])
+@pytest.mark.parametrize(
+    "engine,fine_tune_type", [("torch", "full"), ("mlx", "full"), ("torch", "dora"), ("mlx", "dora")]
+)
 def test_fuse_every_kind_of_trained_checkpoint(engine, fine_tune_type, workspace, tiny_model_dir):
-    run = train_run(workspace, tiny_model_dir, engine, fine_tune_type=fine_tune_type, max_iterations=4,
-                    steps_per_eval=2, save_every=2, learning_rate=1e-3, num_layers=1)
+    run = train_run(
+        workspace,
+        tiny_model_dir,
+        engine,
+        fine_tune_type=fine_tune_type,
+        max_iterations=4,
+        steps_per_eval=2,
+        save_every=2,
+        learning_rate=1e-3,
+        num_layers=1,
+    )
     ok("fuse", str(run), "--checkpoint", "latest", "--out", str(workspace / "fused"))
     checkpoint = run / "checkpoints" / "step_000004"
     if engine == "torch" and fine_tune_type == "full":

@@ -40,18 +40,47 @@ def test_mlx_trains_adapters_on_a_quantized_model_and_fuses_both_ways(workspace,
     code, out, err = forgellm("fuse", "cpt/q4", "--checkpoint", "final", "--out", str(workspace / "kept"))
     assert code == 0, err
     assert json.loads((workspace / "kept/config.json").read_text())["quantization"]["bits"] == 4
-    code, out, err = forgellm("fuse", "cpt/q4", "--checkpoint", "final", "--dequantize", "--out",
-                              str(workspace / "full"))
+    code, out, err = forgellm(
+        "fuse", "cpt/q4", "--checkpoint", "final", "--dequantize", "--out", str(workspace / "full")
+    )
     assert code == 0, err
     config = json.loads((workspace / "full/config.json").read_text())
     assert "quantization" not in config and "quantization_config" not in config
     for model in ("kept", "full"):
-        code, out, err = forgellm("cli", "generate", "--model", str(workspace / model), "--engine", "mlx",
-                                  "--format", "raw", "--prompt", "Hello", "--max-tokens", "3", "--temperature", "0")
+        code, out, err = forgellm(
+            "cli",
+            "generate",
+            "--model",
+            str(workspace / model),
+            "--engine",
+            "mlx",
+            "--format",
+            "raw",
+            "--prompt",
+            "Hello",
+            "--max-tokens",
+            "3",
+            "--temperature",
+            "0",
+        )
         assert code == 0 and out.strip(), err
     # the full-precision fuse also loads in the torch engine
-    code, out, err = forgellm("cli", "generate", "--model", str(workspace / "full"), "--engine", "torch",
-                              "--format", "raw", "--prompt", "Hello", "--max-tokens", "3", "--temperature", "0")
+    code, out, err = forgellm(
+        "cli",
+        "generate",
+        "--model",
+        str(workspace / "full"),
+        "--engine",
+        "torch",
+        "--format",
+        "raw",
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "3",
+        "--temperature",
+        "0",
+    )
     assert code == 0 and out.strip(), err
 
 
@@ -81,6 +110,7 @@ def test_torch_refuses_an_mlx_quantized_base_and_full_finetune_refuses_quantizat
     assert code == 0, err
     code, err = train(workspace, Path(out.strip().splitlines()[-1]), engine="torch", run_name="tq")
     assert code == 2 and "is quantized for mlx" in err and "engine: mlx" in err
-    code, err = train(workspace, tiny_model_dir, engine="mlx", quantization="4bit", fine_tune_type="full",
-                      run_name="fq")
+    code, err = train(
+        workspace, tiny_model_dir, engine="mlx", quantization="4bit", fine_tune_type="full", run_name="fq"
+    )
     assert code == 2 and "set fine_tune_type: lora or dora" in err

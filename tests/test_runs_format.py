@@ -30,8 +30,10 @@ from tests.training_helpers import prepared_data, tiny_config_values, write_conf
 def tiny_run(workspace, tiny_model_dir) -> Path:
     """A finished 6-step run with checkpoints at steps 3 and 6 (and final/)."""
     prepared_data(workspace / "prepared")
-    cfg = write_config(workspace / "c.yaml", **tiny_config_values(tiny_model_dir, run_name="tiny", max_iterations=6,
-                                                                  steps_per_eval=3, save_every=3))
+    cfg = write_config(
+        workspace / "c.yaml",
+        **tiny_config_values(tiny_model_dir, run_name="tiny", max_iterations=6, steps_per_eval=3, save_every=3),
+    )
     code, _, err = forgellm("train", "--config", str(cfg))
     assert code == 0, err
     return workspace / "models/cpt/tiny"
@@ -47,6 +49,7 @@ def truncate(path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- one writer per run
+
 
 def test_resume_and_overwrite_are_refused_while_a_live_process_holds_the_run(tiny_run, workspace):
     before = (tiny_run / "metrics.jsonl").read_bytes()
@@ -71,9 +74,13 @@ def test_resume_and_overwrite_are_refused_while_a_live_process_holds_the_run(tin
 def test_a_second_trainer_process_is_refused_and_the_first_keeps_its_run(tiny_run, workspace):
     env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env["PYTHONPATH"]
-    first = subprocess.Popen([sys.executable, "-m", "forgellm", "train", "--resume", "tiny",
-                              "--set", "max_iterations=100000"], cwd=workspace, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "forgellm", "train", "--resume", "tiny", "--set", "max_iterations=100000"],
+        cwd=workspace,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and summarize(tiny_run).step < 8:
@@ -81,8 +88,14 @@ def test_a_second_trainer_process_is_refused_and_the_first_keeps_its_run(tiny_ru
         holder = lock.holder(tiny_run)
         assert holder is not None and holder.pid == first.pid
         for args in (("train", "--resume", "tiny"), ("train", "--config", str(workspace / "c.yaml"), "--overwrite")):
-            second = subprocess.run([sys.executable, "-m", "forgellm", *args], cwd=workspace, env=env,
-                                    capture_output=True, text=True, timeout=120)
+            second = subprocess.run(
+                [sys.executable, "-m", "forgellm", *args],
+                cwd=workspace,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert second.returncode == 2 and f"process {first.pid}" in second.stderr, second.stderr
         first.send_signal(signal.SIGTERM)
         assert first.wait(120) == 0
@@ -94,6 +107,7 @@ def test_a_second_trainer_process_is_refused_and_the_first_keeps_its_run(tiny_ru
 
 
 # --------------------------------------------------------------------------- checkpoints you can trust
+
 
 def test_a_truncated_optimizer_resumes_from_the_newest_intact_checkpoint(tiny_run, caplog):
     broken = tiny_run / "checkpoints/step_000006/optimizer.pt"
@@ -123,8 +137,9 @@ def test_a_truncated_adapter_is_skipped_by_eval_fuse_and_publish(tiny_run, works
         assert choose_checkpoint(tiny_run, "latest").name == "step_000003"
         qa = workspace / "qa.jsonl"
         qa.write_text(json.dumps({"question": "Say hi", "answer": "hi"}) + "\n")
-        code, out, err = forgellm("eval", "tiny", "--checkpoint", "latest", "--qa", str(qa), "--max-tokens", "2",
-                                  "--json")
+        code, out, err = forgellm(
+            "eval", "tiny", "--checkpoint", "latest", "--qa", str(qa), "--max-tokens", "2", "--json"
+        )
     assert code == 0, err
     assert json.loads(out)["path"].endswith("step_000003") and str(broken) in caplog.text
     code, _, err = forgellm("eval", "tiny", "--checkpoint", "6", "--qa", str(qa))
@@ -132,6 +147,7 @@ def test_a_truncated_adapter_is_skipped_by_eval_fuse_and_publish(tiny_run, works
 
 
 # --------------------------------------------------------------------------- resume keeps its configuration
+
 
 def test_resume_writes_its_configuration_back(tiny_run):
     code, _, err = forgellm("train", "--resume", "tiny", "--set", "max_iterations=9")
@@ -161,6 +177,7 @@ def test_resume_writes_its_configuration_back(tiny_run):
 
 # --------------------------------------------------------------------------- done only after final/
 
+
 def test_a_run_is_done_only_after_its_final_weights_exist(workspace, tiny_model_dir, monkeypatch):
     from forgellm.training import run as run_module
 
@@ -170,8 +187,10 @@ def test_a_run_is_done_only_after_its_final_weights_exist(workspace, tiny_model_
 
     monkeypatch.setattr(run_module, "_save_final", killed_while_saving)
     prepared_data(workspace / "prepared")
-    cfg = write_config(workspace / "c.yaml", **tiny_config_values(tiny_model_dir, run_name="cut", max_iterations=3,
-                                                                  steps_per_eval=3, save_every=3))
+    cfg = write_config(
+        workspace / "c.yaml",
+        **tiny_config_values(tiny_model_dir, run_name="cut", max_iterations=3, steps_per_eval=3, save_every=3),
+    )
     forgellm("train", "--config", str(cfg))
     run = workspace / "models/cpt/cut"
     assert not (run / "final").exists() and not read_events(run / "metrics.jsonl", event=Event.DONE)
@@ -179,6 +198,7 @@ def test_a_run_is_done_only_after_its_final_weights_exist(workspace, tiny_model_
 
 
 # --------------------------------------------------------------------------- status files on a full disk
+
 
 def test_the_status_is_updated_on_a_full_disk_without_temporary_files(tmp_path, monkeypatch):
     import builtins
@@ -203,6 +223,7 @@ def test_the_status_is_updated_on_a_full_disk_without_temporary_files(tmp_path, 
 
 # --------------------------------------------------------------------------- one best, one summary
 
+
 def test_every_reader_names_the_trainers_best_checkpoint(tiny_run, workspace):
     from forgellm.analysis.analyze import analyze
     from forgellm.analysis.runs import load_run
@@ -216,14 +237,16 @@ def test_every_reader_names_the_trainers_best_checkpoint(tiny_run, workspace):
     assert resolve_adapter("tiny").path.name == best
     assert json.loads(forgellm("runs", "show", "tiny", "--json")[1])["best_checkpoint"] == best
     assert analyze(load_run(tiny_run)).best_checkpoint == best
-    client = create_app({"WORKSPACE": workspace, "START_BACKGROUND": False,
-                         "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}"}).test_client()
+    client = create_app(
+        {"WORKSPACE": workspace, "START_BACKGROUND": False, "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}"}
+    ).test_client()
     shown = client.get("/api/runs/cpt/tiny").get_json()
     assert shown["best_checkpoint"] == best
     assert [c["name"] for c in shown["checkpoints"] if c["best"]] == [best]
 
 
 # --------------------------------------------------------------------------- the web app across its own restart
+
 
 def test_the_server_restart_count_survives_a_restart_of_the_web_app(tmp_path, monkeypatch):
     from forgellm.web.services.server_watch import ServerWatch
@@ -260,9 +283,11 @@ def test_a_restarted_web_app_stops_the_training_it_started(workspace, tiny_model
         trainer = lock.holder(run)
         assert trainer.origin == "web"
         # a second writer through the web app is refused while it trains
-        again = httpx.post(f"{app.url}/api/training/start", json={"config": config, "allow_concurrent": True},
-                           timeout=30)
+        again = httpx.post(
+            f"{app.url}/api/training/start", json={"config": config, "allow_concurrent": True}, timeout=30
+        )
         assert again.status_code == 409 and f"process {trainer.pid}" in again.json()["error"]["message"]
+
         def web_app() -> int | None:
             return next((p for p in descendants(app.process.pid) if "forgellm.web.main" in command_line(p)), None)
 

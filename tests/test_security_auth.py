@@ -56,15 +56,23 @@ def test_every_endpoint_requires_the_token(secured):
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {TOKEN}"}, {"X-ForgeLLM-Token": TOKEN},
-                                     {"authorization": f"bearer {TOKEN}"}])
+@pytest.mark.parametrize(
+    "headers", [{"Authorization": f"Bearer {TOKEN}"}, {"X-ForgeLLM-Token": TOKEN}, {"authorization": f"bearer {TOKEN}"}]
+)
 def test_token_headers_accepted(secured, headers):
     app, _ = secured
     assert app.test_client().get("/api/status", headers=headers).status_code == 200
 
 
-@pytest.mark.parametrize("headers", [{"Authorization": "Bearer wrong-token-0123456789"}, {"X-ForgeLLM-Token": TOKEN[:-1]},
-                                     {"Authorization": TOKEN}, {"Cookie": f"{COOKIE_NAME}={TOKEN}"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer wrong-token-0123456789"},
+        {"X-ForgeLLM-Token": TOKEN[:-1]},
+        {"Authorization": TOKEN},
+        {"Cookie": f"{COOKIE_NAME}={TOKEN}"},
+    ],
+)
 def test_wrong_tokens_refused(secured, headers):
     app, _ = secured
     assert app.test_client().get("/api/status", headers=headers).status_code == 401
@@ -87,7 +95,9 @@ def test_browser_is_sent_to_login_and_cookie_grants_access(secured):
     assert client.get("/api/status").status_code == 200
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"]
+)
 def test_login_never_redirects_off_site(secured, target):
     app, _ = secured
     response = app.test_client().post("/login", data={"token": TOKEN, "next": target})

@@ -31,12 +31,15 @@ def test_paths_inside_are_resolved(ws, roots):
     assert request_path("dataset/a.txt", "f", roots, "read") == ws.dataset_dir / "a.txt"
     assert request_path(str(ws.dataset_dir / "a.txt"), "f", roots, "read") == ws.dataset_dir / "a.txt"
     assert request_path("models/cpt/new-run", "f", roots, "write") == ws.models("cpt") / "new-run"
-    assert request_path("a.txt", "f", roots, "read", base=ws.dataset_dir, within=ws.dataset_dir) == \
-        ws.dataset_dir / "a.txt"
+    assert (
+        request_path("a.txt", "f", roots, "read", base=ws.dataset_dir, within=ws.dataset_dir)
+        == ws.dataset_dir / "a.txt"
+    )
 
 
-@pytest.mark.parametrize("path", ["../outside", "dataset/../../outside", "/etc/passwd", "/", "dataset/../..",
-                                  "dataset/./a", "/tmp/../etc"])
+@pytest.mark.parametrize(
+    "path", ["../outside", "dataset/../../outside", "/etc/passwd", "/", "dataset/../..", "dataset/./a", "/tmp/../etc"]
+)
 def test_escapes_refused_naming_the_field_without_resolved_paths(ws, roots, path):
     for access in ("read", "write", "model"):
         with pytest.raises(AccessError) as caught:
@@ -92,11 +95,21 @@ def test_listed_roots_and_the_model_cache(ws, tmp_path, monkeypatch):
         Roots.of(ws, listed="relative/dir")
 
 
-@pytest.mark.parametrize("name, kinds, ok", [
-    ("run1", None, True), ("cpt/run1", ("cpt", "ift"), True), ("cpt/run1", None, False),
-    ("base/m", ("cpt", "ift"), False), ("cpt/../base/m", ("cpt", "ift"), False), ("cpt/a/b", ("cpt",), False),
-    ("..", None, False), (".", None, False), ("/abs", None, False), ("cpt/", ("cpt",), False),
-])
+@pytest.mark.parametrize(
+    "name, kinds, ok",
+    [
+        ("run1", None, True),
+        ("cpt/run1", ("cpt", "ift"), True),
+        ("cpt/run1", None, False),
+        ("base/m", ("cpt", "ift"), False),
+        ("cpt/../base/m", ("cpt", "ift"), False),
+        ("cpt/a/b", ("cpt",), False),
+        ("..", None, False),
+        (".", None, False),
+        ("/abs", None, False),
+        ("cpt/", ("cpt",), False),
+    ],
+)
 def test_names(name, kinds, ok):
     if ok:
         assert check_name(name, "name", kinds=kinds) == name
@@ -135,8 +148,21 @@ def test_safe_delete_refuses_unmarked_or_wrongly_marked_folders(ws):
     assert run.exists() and published.exists()
 
 
-@pytest.mark.parametrize("name", ["cpt", ".", "", "cpt/run1/checkpoints/step_000001", "../dataset", "/tmp",
-                                  "base/SmolLM", "cpt/../base/SmolLM", "cpt/./run1", "dataset/x"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cpt",
+        ".",
+        "",
+        "cpt/run1/checkpoints/step_000001",
+        "../dataset",
+        "/tmp",
+        "base/SmolLM",
+        "cpt/../base/SmolLM",
+        "cpt/./run1",
+        "dataset/x",
+    ],
+)
 def test_safe_delete_refuses_other_targets(ws, name):
     run = _make_run(ws, "run1")
     base = ws.models("base") / "SmolLM"

@@ -23,8 +23,15 @@ def client():
     return app.test_client()
 
 
-@pytest.mark.parametrize("origin_header", [{"Origin": "http://evil.example"}, {"Origin": "null"},
-                                           {"Origin": "http://localhost:9999"}, {"Referer": "http://evil.example/page"}])
+@pytest.mark.parametrize(
+    "origin_header",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://localhost:9999"},
+        {"Referer": "http://evil.example/page"},
+    ],
+)
 def test_cross_site_post_refused(client, origin_header):
     response = client.post("/api/echo", json={"a": 1}, headers=origin_header)
     assert response.status_code == 403
@@ -57,8 +64,11 @@ def test_no_cors_and_no_framing(client):
 
 def test_no_wildcard_cors_anywhere_in_the_tree():
     pattern = re.compile(r"""(Access-Control-Allow-Origin["']?\s*[:,=]\s*["']\*|cors_allowed_origins\s*=\s*["']\*)""")
-    offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "forgellm").rglob("*.py")
-                 if "node_modules" not in path.parts and pattern.search(path.read_text(errors="replace"))]
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "forgellm").rglob("*.py")
+        if "node_modules" not in path.parts and pattern.search(path.read_text(errors="replace"))
+    ]
     assert offenders == []
 
 
@@ -71,8 +81,9 @@ def test_body_over_limit_gets_413_json(client):
 def test_body_without_length_over_limit_gets_413():
     # A chunked upload has no Content-Length: the limited stream cuts it off while reading.
     app, _ = make_app()
-    environ = EnvironBuilder(path="/api/echo", method="POST", data=b"x" * 2048,
-                             content_type="application/json").get_environ()
+    environ = EnvironBuilder(
+        path="/api/echo", method="POST", data=b"x" * 2048, content_type="application/json"
+    ).get_environ()
     del environ["CONTENT_LENGTH"]
     environ["wsgi.input_terminated"] = True
     _, status, _ = run_wsgi_app(app, environ, buffered=True)
@@ -133,8 +144,16 @@ def test_log_files_rotate(workspace, monkeypatch):
     assert path.stat().st_size <= 2000
 
 
-@pytest.mark.parametrize("text", ["Authorization: Bearer abcdef.123", "GET /login?token=s3cret&next=/",
-                                  '{"api_key": "abc123"}', "HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz", "password=hunter2"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: Bearer abcdef.123",
+        "GET /login?token=s3cret&next=/",
+        '{"api_key": "abc123"}',
+        "HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz",
+        "password=hunter2",
+    ],
+)
 def test_redact_patterns(text):
     out = redact(text)
     assert "[REDACTED]" in out

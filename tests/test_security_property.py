@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -26,9 +27,35 @@ from forgellm.runs.layout import RUN_MARKER
 from tests.test_security_requests import SECRET, prose, tree
 from tests.web_helpers import free_port
 
-PIECES = ["..", ".", "", "~", "~root", "victim", "secret.txt", "model", "data", "runs", "cpt", "ift", "base",
-          "published", "dataset", "SmolLM2-135M-Instruct", "link", "linkdir", "notes.txt", "%2e%2e", "%2F",
-          "..%2F..", "%252e%252e", "..\\..", "a\\b", "x\x00y", "new-run"]
+PIECES = [
+    "..",
+    ".",
+    "",
+    "~",
+    "~root",
+    "victim",
+    "secret.txt",
+    "model",
+    "data",
+    "runs",
+    "cpt",
+    "ift",
+    "base",
+    "published",
+    "dataset",
+    "SmolLM2-135M-Instruct",
+    "link",
+    "linkdir",
+    "notes.txt",
+    "%2e%2e",
+    "%2F",
+    "..%2F..",
+    "%252e%252e",
+    "..\\..",
+    "a\\b",
+    "x\x00y",
+    "new-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +90,16 @@ def clients(world):
     from forgellm.workspace import Workspace
 
     _, workspace, _ = world
-    web = web_app({"WORKSPACE": workspace, "START_BACKGROUND": False, "ROOTS": "",
-                   "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-                   "TRAIN_COMMAND": [sys.executable, "-c", "pass"]})  # the config it wrote is checked
-    server = server_app({"FORGELLM_ENGINE": "torch", "FORGELLM_ROOTS": "",
-                         "FORGELLM_WORKSPACE": Workspace(workspace)})
+    web = web_app(
+        {
+            "WORKSPACE": workspace,
+            "START_BACKGROUND": False,
+            "ROOTS": "",
+            "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+            "TRAIN_COMMAND": [sys.executable, "-c", "pass"],
+        }
+    )  # the config it wrote is checked
+    server = server_app({"FORGELLM_ENGINE": "torch", "FORGELLM_ROOTS": "", "FORGELLM_WORKSPACE": Workspace(workspace)})
     yield web.test_client(), server.test_client()
     server.extensions["forgellm.registry"].close()
 
@@ -75,8 +107,9 @@ def clients(world):
 def names(victim: Path) -> st.SearchStrategy[str]:
     pieces = st.sampled_from(PIECES)
     relative = st.lists(pieces, min_size=1, max_size=5).map("/".join)
-    absolute = st.tuples(st.sampled_from(["/", f"{victim}/", f"{victim.parent}/ws/../victim/", "//"]),
-                         relative).map("".join)
+    absolute = st.tuples(st.sampled_from(["/", f"{victim}/", f"{victim.parent}/ws/../victim/", "//"]), relative).map(
+        "".join
+    )
     return st.one_of(relative, absolute, st.sampled_from([str(victim), str(victim / "model"), "/"]))
 
 
@@ -84,13 +117,24 @@ def training(key: str) -> Callable[[Any, Any, str], Any]:
     def call(web, _server, name):
         config = {"model_name": "SmolLM2-135M-Instruct", "input_dir": "dataset", "max_iterations": 1, key: name}
         return web.post("/api/training/start", json={"config": config, "allow_concurrent": True})
+
     return call
 
 
 ENDPOINTS: dict[str, Callable[[Any, Any, str], Any]] = {
     "delete": lambda web, _s, n: web.delete("/api/models", json={"name": n, "confirm": n}),
-    **{f"train:{key}": training(key) for key in ("model_name", "input_dir", "general_data_dir", "validation_dir",
-                                                 "eval_qa", "output_dir", "run_name")},
+    **{
+        f"train:{key}": training(key)
+        for key in (
+            "model_name",
+            "input_dir",
+            "general_data_dir",
+            "validation_dir",
+            "eval_qa",
+            "output_dir",
+            "run_name",
+        )
+    },
     "run": lambda web, _s, n: web.get(f"/api/runs/{quote(n, safe='/%')}"),
     "checkpoints": lambda web, _s, n: web.get("/api/checkpoints", query_string={"run": n}),
     "dashboard": lambda web, _s, n: web.get("/api/dashboard/data", query_string={"run": n}),
@@ -99,13 +143,16 @@ ENDPOINTS: dict[str, Callable[[Any, Any, str], Any]] = {
     "fuse": lambda web, _s, n: web.post("/api/models/fuse", json={"run": n}),
     "publish": lambda web, _s, n: web.post("/api/models/publish", json={"run": n}),
     "web-load": lambda web, _s, n: web.post("/api/model/load", json={"model": n}),
-    "web-adapter": lambda web, _s, n: web.post("/api/model/generate", json={
-        "prompt": "hi", "model": "SmolLM2-135M-Instruct", "adapter": n}),
+    "web-adapter": lambda web, _s, n: web.post(
+        "/api/model/generate", json={"prompt": "hi", "model": "SmolLM2-135M-Instruct", "adapter": n}
+    ),
     "server-load": lambda _w, server, n: server.post("/api/model/load", json={"model": n}),
-    "server-adapter": lambda _w, server, n: server.post("/api/model/load", json={
-        "model": "SmolLM2-135M-Instruct", "adapter": n}),
-    "server-v1": lambda _w, server, n: server.post("/v1/completions", json={"model": n, "prompt": "hi",
-                                                                             "max_tokens": 1}),
+    "server-adapter": lambda _w, server, n: server.post(
+        "/api/model/load", json={"model": "SmolLM2-135M-Instruct", "adapter": n}
+    ),
+    "server-v1": lambda _w, server, n: server.post(
+        "/v1/completions", json={"model": n, "prompt": "hi", "max_tokens": 1}
+    ),
 }
 
 
@@ -118,8 +165,7 @@ def test_no_request_reaches_outside_the_workspace(world, clients, endpoint):
     base_before = tree(workspace / "models" / "base")
     dataset_before = tree(workspace / "dataset")
 
-    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     @given(name=names(victim))
     def check(name: str) -> None:
         response = ENDPOINTS[endpoint](web, server, name)

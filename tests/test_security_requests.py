@@ -56,8 +56,10 @@ def victim(tmp_path: Path, tiny_model_dir: Path) -> Path:
 @pytest.fixture
 def outside_snapshot(tmp_path: Path, victim: Path, workspace: Path):
     """A check that nothing outside the workspace changed (tmp_path minus the workspace)."""
+
     def snapshot() -> dict[str, bytes | None]:
         return {k: v for k, v in tree(tmp_path).items() if not k.startswith(workspace.name)}
+
     before = snapshot()
     yield lambda: snapshot() == before
 
@@ -72,11 +74,17 @@ def web(workspace: Path, tiny_model_dir: Path):
     (base / MODEL_MARKER).write_text("{}")
     (workspace / "dataset").mkdir(exist_ok=True)
     (workspace / "dataset" / "notes.txt").write_text(prose(0))
-    app = create_app({"WORKSPACE": workspace, "START_BACKGROUND": False, "ROOTS": "",
-                      "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-                      # Accepted training requests start this instead of minutes of training; the
-                      # config the app wrote is what the tests check.
-                      "TRAIN_COMMAND": [sys.executable, "-c", "pass"]})
+    app = create_app(
+        {
+            "WORKSPACE": workspace,
+            "START_BACKGROUND": False,
+            "ROOTS": "",
+            "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+            # Accepted training requests start this instead of minutes of training; the
+            # config the app wrote is what the tests check.
+            "TRAIN_COMMAND": [sys.executable, "-c", "pass"],
+        }
+    )
     return app
 
 
@@ -100,9 +108,21 @@ def error_of(response, status: int | tuple[int, ...]) -> dict:
 
 # --------------------------------------------------------------------------- 1. delete escapes through ..
 
-@pytest.mark.parametrize("name", ["cpt/../base/SmolLM2-135M-Instruct", "base/SmolLM2-135M-Instruct",
-                                  "published/../base/SmolLM2-135M-Instruct", "cpt/..", "cpt/./x", "../dataset",
-                                  "cpt/x/../../base/SmolLM2-135M-Instruct", "/abs/path", "cpt\\..\\base"])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cpt/../base/SmolLM2-135M-Instruct",
+        "base/SmolLM2-135M-Instruct",
+        "published/../base/SmolLM2-135M-Instruct",
+        "cpt/..",
+        "cpt/./x",
+        "../dataset",
+        "cpt/x/../../base/SmolLM2-135M-Instruct",
+        "/abs/path",
+        "cpt\\..\\base",
+    ],
+)
 def test_delete_never_climbs_out_of_runs_and_published_models(client, workspace, name, outside_snapshot):
     before = tree(workspace)
     error = error_of(client.delete("/api/models", json={"name": name, "confirm": name}), (400, 403))
@@ -120,33 +140,42 @@ def test_delete_takes_runs_and_published_models_forgellm_created(client, workspa
     (imported / "config.json").write_text("{}")
     for name in ("cpt/mine", "published/mine"):
         assert client.delete("/api/models", json={"name": name, "confirm": name}).status_code == 200
-    assert error_of(client.delete("/api/models", json={"name": "published/imported", "confirm": "published/imported"}),
-                    403)["field"] == "name"
+    assert (
+        error_of(
+            client.delete("/api/models", json={"name": "published/imported", "confirm": "published/imported"}), 403
+        )["field"]
+        == "name"
+    )
     assert not (workspace / "models" / "cpt" / "mine").exists() and not published.exists() and imported.exists()
     assert (workspace / "models" / "base" / "SmolLM2-135M-Instruct").exists()
 
 
 # --------------------------------------------------------------------------- 2. training writes anywhere
 
-@pytest.mark.parametrize("key, value, status", [
-    ("run_name", "/tmp/forgellm-escape/run", 400),
-    ("run_name", "../../../x", 403),
-    ("run_name", "a/b", 400),
-    ("run_name", "..", 403),
-    ("output_dir", "{victim}", 403),
-    ("output_dir", "../outside", 403),
-    ("output_dir", "/", 403),
-    ("general_data_dir", "{victim}/data", 403),
-    ("input_dir", "{victim}/data", 403),
-    ("input_dir", "dataset/../../victim/data", 403),
-    ("model_name", "{victim}/model", 403),
-    ("model_name", "../victim/model", 403),
-    ("model_name", "~/model", 400),
-    ("learning_rate", -1, 400),
-    ("learnin_rate", 0.1, 400),
-])
-def test_training_start_refuses_before_any_process_starts(client, workspace, victim, outside_snapshot, key, value,
-                                                         status):
+
+@pytest.mark.parametrize(
+    "key, value, status",
+    [
+        ("run_name", "/tmp/forgellm-escape/run", 400),
+        ("run_name", "../../../x", 403),
+        ("run_name", "a/b", 400),
+        ("run_name", "..", 403),
+        ("output_dir", "{victim}", 403),
+        ("output_dir", "../outside", 403),
+        ("output_dir", "/", 403),
+        ("general_data_dir", "{victim}/data", 403),
+        ("input_dir", "{victim}/data", 403),
+        ("input_dir", "dataset/../../victim/data", 403),
+        ("model_name", "{victim}/model", 403),
+        ("model_name", "../victim/model", 403),
+        ("model_name", "~/model", 400),
+        ("learning_rate", -1, 400),
+        ("learnin_rate", 0.1, 400),
+    ],
+)
+def test_training_start_refuses_before_any_process_starts(
+    client, workspace, victim, outside_snapshot, key, value, status
+):
     value = value.format(victim=victim) if isinstance(value, str) else value
     config = {"model_name": "SmolLM2-135M-Instruct", "input_dir": "dataset", "max_iterations": 1, key: value}
     error = error_of(client.post("/api/training/start", json={"config": config}), status)
@@ -161,8 +190,13 @@ def test_training_start_accepts_workspace_paths_and_listed_roots(web, workspace,
     from forgellm.security.requests import ROOTS_EXTENSION
 
     client = web.test_client()
-    config = {"model_name": "SmolLM2-135M-Instruct", "input_dir": "dataset", "output_dir": "models/cpt",
-              "run_name": "ok-run", "max_iterations": 1}
+    config = {
+        "model_name": "SmolLM2-135M-Instruct",
+        "input_dir": "dataset",
+        "output_dir": "models/cpt",
+        "run_name": "ok-run",
+        "max_iterations": 1,
+    }
     accepted = client.post("/api/training/start", json={"config": config})
     assert accepted.status_code == 202, accepted.get_json()
     # The user lists the victim's folder: now a request may read data and write runs there.
@@ -174,10 +208,13 @@ def test_training_start_accepts_workspace_paths_and_listed_roots(web, workspace,
 
 # --------------------------------------------------------------------------- 3. model, adapter, tokenizer paths
 
+
 def test_web_model_routes_confine_model_and_adapter(client, victim):
-    for body, field in [({"model": str(victim / "model")}, "model"),
-                        ({"model": "SmolLM2-135M-Instruct", "adapter": str(victim / "model")}, "adapter"),
-                        ({"model": "../victim/model"}, "model")]:
+    for body, field in [
+        ({"model": str(victim / "model")}, "model"),
+        ({"model": "SmolLM2-135M-Instruct", "adapter": str(victim / "model")}, "adapter"),
+        ({"model": "../victim/model"}, "model"),
+    ]:
         # Refused by the web app itself (403), before the request is passed to the model server (503).
         assert error_of(client.post("/api/model/load", json=body), 403)["field"] == field
         assert error_of(client.post("/api/model/generate", json={"prompt": "hi", **body}), 403)["field"] == field
@@ -198,12 +235,13 @@ def test_model_server_confines_models_even_with_a_valid_token(workspace, victim,
     app = create_app({"FORGELLM_ENGINE": "torch", "FORGELLM_ROOTS": "", "FORGELLM_TOKEN": token})
     http = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
-    for path, body in [("/api/model/load", {"model": str(victim / "model")}),
-                       ("/api/model/generate", {"prompt": "hi", "model": str(victim / "model")}),
-                       ("/v1/chat/completions", {"model": str(victim / "model"),
-                                                 "messages": [{"role": "user", "content": "hi"}]}),
-                       ("/v1/completions", {"model": str(victim / "model"), "prompt": "hi"}),
-                       ("/v1/completions", {"model": "../victim/model", "prompt": "hi"})]:
+    for path, body in [
+        ("/api/model/load", {"model": str(victim / "model")}),
+        ("/api/model/generate", {"prompt": "hi", "model": str(victim / "model")}),
+        ("/v1/chat/completions", {"model": str(victim / "model"), "messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/completions", {"model": str(victim / "model"), "prompt": "hi"}),
+        ("/v1/completions", {"model": "../victim/model", "prompt": "hi"}),
+    ]:
         error = error_of(http.post(path, json=body, headers=headers), 403)
         assert error["field"] == "model" and error["param"] == "model"
     assert http.get("/api/model/status", headers=headers).get_json()["cache"] == []
@@ -227,13 +265,21 @@ def test_unknown_model_404_lists_no_absolute_paths(server_app, workspace):
 
 # --------------------------------------------------------------------------- 4. deep JSON
 
+
 def deep(levels: int) -> bytes:
     return b'{"a": ' * levels + b"1" + b"}" * levels
 
 
-@pytest.mark.parametrize("method, path", [("post", "/api/model/generate"), ("post", "/api/model/load"),
-                                          ("post", "/api/training/start"), ("delete", "/api/models"),
-                                          ("post", "/api/models/fuse")])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("post", "/api/model/generate"),
+        ("post", "/api/model/load"),
+        ("post", "/api/training/start"),
+        ("delete", "/api/models"),
+        ("post", "/api/models/fuse"),
+    ],
+)
 def test_deep_json_is_a_400_in_the_web_app(client, method, path):
     for levels in (10_000, MAX_JSON_DEPTH + 1):
         response = getattr(client, method)(path, data=deep(levels), content_type="application/json")
@@ -250,8 +296,15 @@ def test_deep_json_is_a_400_on_the_model_server(server_app, path):
 
 # --------------------------------------------------------------------------- 5. engine.io origin and Host
 
-@pytest.mark.parametrize("headers", [{"Origin": "http://evil.example"}, {"Host": "evil.example"},
-                                     {"Host": "evil.example", "Origin": "http://evil.example"}])
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Host": "evil.example"},
+        {"Host": "evil.example", "Origin": "http://evil.example"},
+    ],
+)
 def test_socketio_transport_refuses_foreign_origin_or_host(client, headers):
     for query in ("EIO=4&transport=polling", "EIO=4&transport=websocket"):
         response = client.get(f"/socket.io/?{query}", headers=headers)
@@ -263,18 +316,22 @@ def test_socketio_transport_refuses_foreign_origin_or_host(client, headers):
 
 # --------------------------------------------------------------------------- 6. status during generation
 
+
 @pytest.mark.slow
 def test_health_and_status_answer_while_every_thread_generates(workspace, tiny_model_dir):
     from forgellm.serving.app import create_app
     from forgellm.serving.main import RunningServer, ServerOptions
 
-    with RunningServer(create_app({"FORGELLM_ENGINE": "torch"}), ServerOptions(port=0, threads=1)) as server, \
-            httpx.Client(base_url=server.url, timeout=120) as http:
+    with (
+        RunningServer(create_app({"FORGELLM_ENGINE": "torch"}), ServerOptions(port=0, threads=1)) as server,
+        httpx.Client(base_url=server.url, timeout=120) as http,
+    ):
         http.post("/api/model/load", json={"model": str(tiny_model_dir)}).raise_for_status()
         long = {"prompt": "Hi", "format": "raw", "max_tokens": 3000, "temperature": 0, "stream": True}
         # The only worker thread streams a long generation; a second generation queues behind it.
         with http.stream("POST", "/api/model/generate", json=long) as first:
             next(first.iter_lines())
+
             def wait_in_queue() -> None:
                 with contextlib.suppress(httpx.HTTPError):  # gives up after 2 s, or the server stops first
                     httpx.post(f"{server.url}/api/model/generate", json=long, timeout=2)
@@ -290,6 +347,7 @@ def test_health_and_status_answer_while_every_thread_generates(workspace, tiny_m
 
 
 # --------------------------------------------------------------------------- 7. dataset stats processes
+
 
 @pytest.mark.slow
 def test_dataset_stats_processes_are_capped_and_shared(web, client, workspace):

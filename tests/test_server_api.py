@@ -17,8 +17,15 @@ from forgellm.serving.client import ServerClient
 from forgellm.serving.main import RunningServer, ServerOptions
 from tests.cli_helpers import forgellm_error
 from tests.engine_helpers import build_peft_adapter
-from tests.server_helpers import (http, model_with_template, other_tiny_model_dir, server,  # noqa: F401
-                                  sse_events, stop_string_in, wait_until)
+from tests.server_helpers import (  # noqa: F401
+    http,
+    model_with_template,
+    other_tiny_model_dir,
+    server,
+    sse_events,
+    stop_string_in,
+    wait_until,
+)
 
 GREEDY = {"temperature": 0, "max_tokens": 8}
 SAMPLED = {"temperature": 1, "seed": 3, "max_tokens": 8}  # random tiny models all answer greedy "\n\n..."
@@ -46,8 +53,9 @@ def test_load_status_generate_stream(http: httpx.Client, tiny_model_dir: Path) -
     assert whole["usage"]["total_tokens"] == whole["usage"]["prompt_tokens"] + 8
     assert whole["timings"]["time_to_first_token"] > 0 and whole["text"]
 
-    with http.stream("POST", "/api/model/generate",
-                     json={"prompt": "Hello", **GREEDY, "temperature": 1, "seed": 3, "stream": True}) as response:
+    with http.stream(
+        "POST", "/api/model/generate", json={"prompt": "Hello", **GREEDY, "temperature": 1, "seed": 3, "stream": True}
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = list(sse_events(response))
     tokens, done = events[:-1], events[-1]
@@ -68,7 +76,7 @@ def test_messages_format_and_stop(http: httpx.Client, tiny_model_dir: Path) -> N
     reference = http.post("/api/model/generate", json=sampled).json()["text"]
     stop = stop_string_in(reference)
     cut = http.post("/api/model/generate", json={**sampled, "stop": ["never in the text", stop]}).json()
-    assert cut["finish_reason"] == "stop" and cut["text"] == reference[:reference.index(stop)]
+    assert cut["finish_reason"] == "stop" and cut["text"] == reference[: reference.index(stop)]
     # Streaming shows the same cut text: nothing of the stop string leaks out before the cut.
     with http.stream("POST", "/api/model/generate", json={**sampled, "stop": stop, "stream": True}) as response:
         events = list(sse_events(response))
@@ -85,7 +93,7 @@ def test_seed_makes_sampling_repeatable(http: httpx.Client, tiny_model_dir: Path
 
 def test_switch_and_switch_back_is_cached(http: httpx.Client, tiny_model_dir: Path, other_tiny_model_dir: Path) -> None:
     first = http.post("/api/model/load", json={"model": str(tiny_model_dir)}).json()
-    other = http.post("/api/model/load", json={"model": str(other_tiny_model_dir)}).json()
+    http.post("/api/model/load", json={"model": str(other_tiny_model_dir)}).raise_for_status()
     assert http.get("/api/model/status").json()["model"] == other_tiny_model_dir.name
     back = http.post("/api/model/load", json={"model": str(tiny_model_dir)}).json()
     assert back["load_seconds"] == first["load_seconds"]  # the same loaded model, not a reload
@@ -100,8 +108,7 @@ def test_switch_and_switch_back_is_cached(http: httpx.Client, tiny_model_dir: Pa
     assert b["model"] == other_tiny_model_dir.name and b["text"] != a
 
 
-def test_adapter_loads_by_itself_or_with_its_model(http: httpx.Client, tiny_model_dir: Path,
-                                                   tmp_path: Path) -> None:
+def test_adapter_loads_by_itself_or_with_its_model(http: httpx.Client, tiny_model_dir: Path, tmp_path: Path) -> None:
     adapter = build_peft_adapter(tiny_model_dir, tmp_path / "lora")
     with_model = http.post("/api/model/load", json={"model": str(tiny_model_dir), "adapter": str(adapter)}).json()
     assert with_model["adapter"] == "lora" and with_model["model"] == tiny_model_dir.name
@@ -125,7 +132,9 @@ def _run_folder(base: Path, out: Path) -> Path:
     prepare_folder(out, overwrite=False).release()
     store = CheckpointStore(out, max_keep=5)
     for seed, (step, val) in enumerate(((10, 1.0), (20, 2.0)), start=1):
-        store.save(step, {"step": step, "val_loss": val}, lambda folder, seed=seed: build_peft_adapter(base, folder, seed=seed))
+        store.save(
+            step, {"step": step, "val_loss": val}, lambda folder, seed=seed: build_peft_adapter(base, folder, seed=seed)
+        )
     build_peft_adapter(base, out / "final", seed=3)
     return out
 
@@ -169,11 +178,15 @@ def test_status_shows_busy_and_queue_length(http: httpx.Client, server, tiny_mod
     def wait_in_queue() -> None:
         with httpx.Client(base_url=server.url, timeout=120) as client:
             queued["tokens"] = client.post("/api/model/generate", json={"prompt": "Hi", "max_tokens": 2}).json()[
-                "usage"]["completion_tokens"]
+                "usage"
+            ]["completion_tokens"]
 
     with httpx.Client(base_url=server.url, timeout=60) as client:
-        with client.stream("POST", "/api/model/generate",  # greedy: the random model never ends it
-                           json={"prompt": "Hi", "max_tokens": 4000, "temperature": 0, "stream": True}) as running:
+        with client.stream(
+            "POST",
+            "/api/model/generate",  # greedy: the random model never ends it
+            json={"prompt": "Hi", "max_tokens": 4000, "temperature": 0, "stream": True},
+        ) as running:
             events = sse_events(running)  # kept: dropping a half-read stream closes the connection
             next(events)
             waiter = threading.Thread(target=wait_in_queue)
@@ -188,13 +201,14 @@ def test_status_shows_busy_and_queue_length(http: httpx.Client, server, tiny_mod
 
 
 def test_lru_cache_evicts_the_least_recently_used_model_to_fit_its_budget(
-        tiny_model_dir: Path, other_tiny_model_dir: Path, tmp_path: Path) -> None:
+    tiny_model_dir: Path, other_tiny_model_dir: Path, tmp_path: Path
+) -> None:
     third = model_with_template(tiny_model_dir, tmp_path / "tiny-c", None)
     weights = (tiny_model_dir / "model.safetensors").stat().st_size
     budget_gb = 2.5 * weights / 1024**3  # room for two of the three tiny models
     app = create_app({"FORGELLM_ENGINE": "torch", "FORGELLM_MEMORY_BUDGET_GB": budget_gb})
-    with RunningServer(app, ServerOptions(port=0)) as running, httpx.Client(base_url=running.url,
-                                                                            timeout=120) as http:  # noqa: F811
+    with RunningServer(app, ServerOptions(port=0)) as running, httpx.Client(base_url=running.url, timeout=120) as http:  # noqa: F811
+
         def cached() -> list[str]:
             return [m["id"] for m in http.get("/api/model/status").json()["cache"]]
 
@@ -253,8 +267,16 @@ def test_client_library(server, tiny_model_dir: Path) -> None:  # noqa: F811
 def test_openapi_document_lists_every_endpoint(http: httpx.Client) -> None:
     doc = http.get("/api/openapi.json").json()
     assert doc["openapi"].startswith("3.1")
-    for path in ("/api/model/load", "/api/model/unload", "/api/model/status", "/api/model/generate", "/api/health",
-                 "/v1/models", "/v1/chat/completions", "/v1/completions"):
+    for path in (
+        "/api/model/load",
+        "/api/model/unload",
+        "/api/model/status",
+        "/api/model/generate",
+        "/api/health",
+        "/v1/models",
+        "/v1/chat/completions",
+        "/v1/completions",
+    ):
         assert path in doc["paths"], path
     generate = doc["paths"]["/api/model/generate"]["post"]
     schema_name = generate["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]

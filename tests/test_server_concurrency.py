@@ -19,8 +19,13 @@ LONG = 4000  # tokens: minutes on this machine, so an answer that ends early was
 
 def _ask(url: str, model: str, seed: int, stream: bool) -> str:
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=300)
-    params = dict(model=model, messages=[{"role": "user", "content": f"Question {seed}"}], max_tokens=10,
-                  temperature=1.0, seed=seed)
+    params = dict(
+        model=model,
+        messages=[{"role": "user", "content": f"Question {seed}"}],
+        max_tokens=10,
+        temperature=1.0,
+        seed=seed,
+    )
     if stream:
         return "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**params, stream=True))
     return client.chat.completions.create(**params).choices[0].message.content
@@ -46,12 +51,19 @@ def cancellations(caplog: pytest.LogCaptureFixture):
     return lambda: sum("the client went away" in r.getMessage() for r in caplog.records)
 
 
-def test_streaming_client_that_disconnects_stops_its_generation(http: httpx.Client, server,  # noqa: F811
-                                                                tiny_model_dir: Path, cancellations) -> None:
+def test_streaming_client_that_disconnects_stops_its_generation(
+    http: httpx.Client,
+    server,  # noqa: F811
+    tiny_model_dir: Path,
+    cancellations,
+) -> None:
     http.post("/api/model/load", json={"model": str(tiny_model_dir)}).raise_for_status()
     with httpx.Client(base_url=server.url, timeout=60) as client:
-        with client.stream("POST", "/api/model/generate",  # greedy: the random model never ends it by itself
-                           json={"prompt": "Hi", "max_tokens": LONG, "temperature": 0, "stream": True}) as response:
+        with client.stream(
+            "POST",
+            "/api/model/generate",  # greedy: the random model never ends it by itself
+            json={"prompt": "Hi", "max_tokens": LONG, "temperature": 0, "stream": True},
+        ) as response:
             events = sse_events(response)
             assert next(events)["type"] == "token"
             assert http.get("/api/model/status").json()["busy"]
@@ -61,8 +73,12 @@ def test_streaming_client_that_disconnects_stops_its_generation(http: httpx.Clie
     assert after["usage"]["completion_tokens"] == 3 and after["timings"]["queue_seconds"] < 1
 
 
-def test_waiting_client_that_disconnects_stops_its_generation(http: httpx.Client, server,  # noqa: F811
-                                                              tiny_model_dir: Path, cancellations) -> None:
+def test_waiting_client_that_disconnects_stops_its_generation(
+    http: httpx.Client,
+    server,  # noqa: F811
+    tiny_model_dir: Path,
+    cancellations,
+) -> None:
     http.post("/api/model/load", json={"model": str(tiny_model_dir)}).raise_for_status()
     with httpx.Client(base_url=server.url, timeout=1.5) as client:
         try:
@@ -74,11 +90,20 @@ def test_waiting_client_that_disconnects_stops_its_generation(http: httpx.Client
     assert cancellations() == 1
 
 
-def test_openai_streaming_client_that_disconnects_stops_its_generation(http: httpx.Client, server,  # noqa: F811
-                                                                       tiny_model_dir: Path, cancellations) -> None:
+def test_openai_streaming_client_that_disconnects_stops_its_generation(
+    http: httpx.Client,
+    server,  # noqa: F811
+    tiny_model_dir: Path,
+    cancellations,
+) -> None:
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=60)
-    stream = client.chat.completions.create(model=str(tiny_model_dir), messages=[{"role": "user", "content": "Hi"}],
-                                            max_tokens=LONG, temperature=0, stream=True)
+    stream = client.chat.completions.create(
+        model=str(tiny_model_dir),
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=LONG,
+        temperature=0,
+        stream=True,
+    )
     chunks = iter(stream)
     assert next(chunks).choices[0].delta.role == "assistant"
     assert next(chunks).choices[0].delta.content
@@ -87,18 +112,25 @@ def test_openai_streaming_client_that_disconnects_stops_its_generation(http: htt
     assert cancellations() == 1
 
 
-def test_load_and_unload_while_generating(http: httpx.Client, server, tiny_model_dir: Path,  # noqa: F811
-                                          other_tiny_model_dir: Path) -> None:
+def test_load_and_unload_while_generating(
+    http: httpx.Client,
+    server,
+    tiny_model_dir: Path,  # noqa: F811
+    other_tiny_model_dir: Path,
+) -> None:
     http.post("/api/model/load", json={"model": str(tiny_model_dir)}).raise_for_status()
-    expected = http.post("/api/model/generate",
-                         json={"prompt": "Hi", "max_tokens": 40, "temperature": 1, "seed": 9}).json()["text"]
+    expected = http.post(
+        "/api/model/generate", json={"prompt": "Hi", "max_tokens": 40, "temperature": 1, "seed": 9}
+    ).json()["text"]
     results: dict[str, object] = {}
 
     def stream_answer() -> None:
         with httpx.Client(base_url=server.url, timeout=120) as client:
-            with client.stream("POST", "/api/model/generate",
-                               json={"prompt": "Hi", "max_tokens": 40, "temperature": 1, "seed": 9,
-                                     "stream": True}) as response:
+            with client.stream(
+                "POST",
+                "/api/model/generate",
+                json={"prompt": "Hi", "max_tokens": 40, "temperature": 1, "seed": 9, "stream": True},
+            ) as response:
                 events = list(sse_events(response))
         results["text"] = "".join(e.get("text", "") for e in events if e["type"] == "token")
         results["done"] = events[-1]
@@ -117,7 +149,8 @@ def test_load_and_unload_while_generating(http: httpx.Client, server, tiny_model
 
 
 def test_clients_that_ask_for_the_same_unloaded_model_at_once_share_one_load(
-        http: httpx.Client, server, other_tiny_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    http: httpx.Client, server, other_tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # noqa: F811
     http.post("/api/model/unload", json={"all": True}).raise_for_status()
     caplog.set_level(logging.INFO, logger="forgellm.serving.scheduler")
     model = str(other_tiny_model_dir)

@@ -18,8 +18,11 @@ pytestmark = pytest.mark.slow
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def test_embedded_model_answers_switches_back_and_frees_its_memory(http: httpx.Client, server,  # noqa: F811
-                                                                   tiny_model_dir: Path) -> None:
+def test_embedded_model_answers_switches_back_and_frees_its_memory(
+    http: httpx.Client,
+    server,  # noqa: F811
+    tiny_model_dir: Path,
+) -> None:
     http.post("/api/model/unload", json={"all": True}).raise_for_status()
     loaded = http.post("/api/model/load", json={"model": "default"}).json()
     assert loaded["model"] == "SmolLM2-135M-Instruct" and loaded["type"] == "instruct"
@@ -44,8 +47,11 @@ def test_embedded_model_answers_switches_back_and_frees_its_memory(http: httpx.C
     http.post("/api/model/unload", json={"model": tiny_model_dir.name}).raise_for_status()
 
     def ask(seed: int) -> str:
-        return client.chat.completions.create(model="default", messages=QUESTION, temperature=1, seed=seed,
-                                              max_tokens=4).choices[0].message.content
+        return (
+            client.chat.completions.create(model="default", messages=QUESTION, temperature=1, seed=seed, max_tokens=4)
+            .choices[0]
+            .message.content
+        )
 
     alone = [ask(seed) for seed in range(8)]
     with ThreadPoolExecutor(8) as pool:

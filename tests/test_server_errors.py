@@ -28,18 +28,32 @@ def _error(response: httpx.Response, status: int) -> dict:
 
 
 @pytest.mark.parametrize("path", ["/api/model/generate", "/v1/chat/completions", "/v1/completions"])
-def test_malformed_json_and_bad_fields_are_400_naming_the_field(http: httpx.Client, path: str,  # noqa: F811
-                                                                tiny_model_dir: Path) -> None:
+def test_malformed_json_and_bad_fields_are_400_naming_the_field(
+    http: httpx.Client,
+    path: str,  # noqa: F811
+    tiny_model_dir: Path,
+) -> None:
     headers = {"Content-Type": "application/json"}
     assert "not valid JSON" in _error(http.post(path, content=b'{"prompt": ', headers=headers), 400)["message"]
     assert "JSON object" in _error(http.post(path, content=b"[1, 2]", headers=headers), 400)["message"]
     assert "empty" in _error(http.post(path, content=b"", headers=headers), 400)["message"]
     model = str(tiny_model_dir)
-    good = {"/api/model/generate": {"prompt": "Hi", "model": model},
-            "/v1/chat/completions": {"model": model, "messages": [{"role": "user", "content": "Hi"}]},
-            "/v1/completions": {"model": model, "prompt": "Hi"}}[path]
-    for field, value in [("max_tokens", "5"), ("max_tokens", 0), ("max_tokens", 10**9), ("temperature", -1),
-                         ("top_p", 0), ("seed", -3), ("seed", True), ("stop", [""]), ("stream", "yes")]:
+    good = {
+        "/api/model/generate": {"prompt": "Hi", "model": model},
+        "/v1/chat/completions": {"model": model, "messages": [{"role": "user", "content": "Hi"}]},
+        "/v1/completions": {"model": model, "prompt": "Hi"},
+    }[path]
+    for field, value in [
+        ("max_tokens", "5"),
+        ("max_tokens", 0),
+        ("max_tokens", 10**9),
+        ("temperature", -1),
+        ("top_p", 0),
+        ("seed", -3),
+        ("seed", True),
+        ("stop", [""]),
+        ("stream", "yes"),
+    ]:
         error = _error(http.post(path, json={**good, field: value}), 400)
         assert error["param"] == field and field in error["message"], (field, value, error)
     required = "prompt" if path == "/v1/completions" else "model" if path.startswith("/v1") else None
@@ -51,8 +65,9 @@ def test_malformed_json_and_bad_fields_are_400_naming_the_field(http: httpx.Clie
 
 def test_reference_api_refuses_unknown_fields_and_ambiguous_prompts(http: httpx.Client) -> None:  # noqa: F811
     assert _error(http.post("/api/model/generate", json={"prompt": "Hi", "max_tokns": 5}), 400)["param"] == "max_tokns"
-    both = _error(http.post("/api/model/generate", json={"prompt": "Hi", "messages": [
-        {"role": "user", "content": "Hi"}]}), 400)
+    both = _error(
+        http.post("/api/model/generate", json={"prompt": "Hi", "messages": [{"role": "user", "content": "Hi"}]}), 400
+    )
     assert "exactly one of `prompt`" in both["message"]
     assert _error(http.post("/api/model/load", json={"model": "m", "engine": "tpu"}), 400)["param"] == "engine"
     bad_role = _error(http.post("/api/model/generate", json={"messages": [{"role": "robot", "content": "Hi"}]}), 400)
@@ -62,8 +77,15 @@ def test_reference_api_refuses_unknown_fields_and_ambiguous_prompts(http: httpx.
 def test_unknown_model_is_404_and_nothing_loaded_is_409(http: httpx.Client) -> None:  # noqa: F811
     http.post("/api/model/unload", json={"all": True}).raise_for_status()
     assert "no-such-model" in _error(http.post("/api/model/load", json={"model": "no-such-model"}), 404)["message"]
-    assert "no-such-model" in _error(http.post("/v1/chat/completions", json={
-        "model": "no-such-model", "messages": [{"role": "user", "content": "Hi"}]}), 404)["message"]
+    assert (
+        "no-such-model"
+        in _error(
+            http.post(
+                "/v1/chat/completions", json={"model": "no-such-model", "messages": [{"role": "user", "content": "Hi"}]}
+            ),
+            404,
+        )["message"]
+    )
     assert "POST /api/model/load" in _error(http.post("/api/model/generate", json={"prompt": "Hi"}), 409)["message"]
     assert _error(http.get("/api/no/such/route"), 404)["type"] == "not_found_error"
     assert _error(http.get("/api/model/generate"), 405)
@@ -73,8 +95,7 @@ def test_unknown_model_is_404_and_nothing_loaded_is_409(http: httpx.Client) -> N
 @pytest.mark.parametrize("path", ["/api/model/generate", "/v1/chat/completions", "/api/model/load"])
 def test_oversized_body_is_413_and_the_server_goes_on(http: httpx.Client, path: str) -> None:  # noqa: F811
     big = b'{"prompt": "' + b"x" * (LIMIT + 10) + b'"}'
-    assert "limit" in _error(http.post(path, content=big, headers={"Content-Type": "application/json"}),
-                             413)["message"]
+    assert "limit" in _error(http.post(path, content=big, headers={"Content-Type": "application/json"}), 413)["message"]
 
     def chunked():  # no Content-Length: the limit holds for streamed bodies too
         yield b'{"prompt": "'
@@ -94,10 +115,17 @@ def test_off_loopback_the_server_needs_a_token(tiny_model_dir: Path, monkeypatch
     app = create_app({"FORGELLM_HOST": "0.0.0.0", "FORGELLM_TOKEN": token, "FORGELLM_ENGINE": "torch"})
     with RunningServer(app, ServerOptions(port=0)) as running:
         with httpx.Client(base_url=running.url, timeout=60) as anonymous:
-            for method, path in [("GET", "/api/health"), ("GET", "/api/model/status"), ("GET", "/v1/models"),
-                                 ("POST", "/api/model/load"), ("GET", "/api/openapi.json")]:
-                assert _error(anonymous.request(method, path, json={"model": "default"}), 401)["type"] == \
-                    "authentication_error"
+            for method, path in [
+                ("GET", "/api/health"),
+                ("GET", "/api/model/status"),
+                ("GET", "/v1/models"),
+                ("POST", "/api/model/load"),
+                ("GET", "/api/openapi.json"),
+            ]:
+                assert (
+                    _error(anonymous.request(method, path, json={"model": "default"}), 401)["type"]
+                    == "authentication_error"
+                )
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"{running.url}/v1", api_key="wrong" * 5, max_retries=0).models.list()
         client = openai.OpenAI(base_url=f"{running.url}/v1", api_key=token, max_retries=0, timeout=120)
@@ -123,9 +151,15 @@ OOM_CHILD = textwrap.dedent("""
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="address-space limit read from /proc")
 def test_a_model_that_does_not_fit_in_memory_is_a_clear_409_and_the_server_goes_on(
-        tiny_model_dir: Path, embedded_model_dir: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", OOM_CHILD, str(tiny_model_dir)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env={**_env(), "MALLOC_ARENA_MAX": "2"})
+    tiny_model_dir: Path, embedded_model_dir: Path
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", OOM_CHILD, str(tiny_model_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**_env(), "MALLOC_ARENA_MAX": "2"},
+    )
     try:
         url = child.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:"), "the server did not start"

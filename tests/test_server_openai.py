@@ -8,8 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.server_helpers import (http, other_tiny_model_dir, server, sse_events,  # noqa: F401 (fixtures)
-                                  stop_string_in)
+from tests.server_helpers import http, other_tiny_model_dir, server, sse_events, stop_string_in  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -17,8 +16,11 @@ def client(server) -> openai.OpenAI:  # noqa: F811
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=120)
 
 
-def test_models_list_shows_loaded_and_workspace_models(client: openai.OpenAI, http: httpx.Client,  # noqa: F811
-                                                       tiny_model_dir: Path) -> None:
+def test_models_list_shows_loaded_and_workspace_models(
+    client: openai.OpenAI,
+    http: httpx.Client,  # noqa: F811
+    tiny_model_dir: Path,
+) -> None:
     http.post("/api/model/load", json={"model": str(tiny_model_dir)}).raise_for_status()
     ids = [m.id for m in client.models.list()]
     assert ids[0] == tiny_model_dir.name
@@ -28,9 +30,13 @@ def test_models_list_shows_loaded_and_workspace_models(client: openai.OpenAI, ht
 
 
 def test_chat_completion_whole_and_streamed(client: openai.OpenAI, tiny_model_dir: Path) -> None:
-    params = dict(model=str(tiny_model_dir), messages=[{"role": "system", "content": "Be brief."},
-                                                       {"role": "user", "content": "Hello"}],
-                  max_tokens=6, temperature=1.0, seed=11)
+    params = dict(
+        model=str(tiny_model_dir),
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
+        max_tokens=6,
+        temperature=1.0,
+        seed=11,
+    )
     whole = client.chat.completions.create(**params)
     choice = whole.choices[0]
     assert whole.object == "chat.completion" and choice.message.role == "assistant" and choice.message.content
@@ -62,36 +68,49 @@ def test_stop_sequence_gives_stop_reason(client: openai.OpenAI, tiny_model_dir: 
     text = client.completions.create(**params).choices[0].text
     stop = stop_string_in(text)
     cut = client.completions.create(**params, stop=[stop]).choices[0]
-    assert cut.finish_reason == "stop" and cut.text == text[:text.index(stop)]
+    assert cut.finish_reason == "stop" and cut.text == text[: text.index(stop)]
 
 
-def test_model_is_loaded_on_demand_and_errors_are_typed(client: openai.OpenAI, http: httpx.Client,  # noqa: F811
-                                                        other_tiny_model_dir: Path) -> None:
+def test_model_is_loaded_on_demand_and_errors_are_typed(
+    client: openai.OpenAI,
+    http: httpx.Client,  # noqa: F811
+    other_tiny_model_dir: Path,
+) -> None:
     http.post("/api/model/unload", json={"all": True}).raise_for_status()
-    answer = client.chat.completions.create(model=str(other_tiny_model_dir), max_tokens=2,
-                                            messages=[{"role": "user", "content": "Hi"}])
+    answer = client.chat.completions.create(
+        model=str(other_tiny_model_dir), max_tokens=2, messages=[{"role": "user", "content": "Hi"}]
+    )
     assert answer.usage.completion_tokens == 2
     assert other_tiny_model_dir.name in [m["id"] for m in http.get("/api/model/status").json()["cache"]]
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "Hi"}])
     assert "no-such-model" in missing.value.message
     with pytest.raises(openai.BadRequestError) as bad:
-        client.chat.completions.create(model=str(other_tiny_model_dir), temperature=3.5,
-                                       messages=[{"role": "user", "content": "Hi"}])
+        client.chat.completions.create(
+            model=str(other_tiny_model_dir), temperature=3.5, messages=[{"role": "user", "content": "Hi"}]
+        )
     assert bad.value.body["param"] == "temperature"
     with pytest.raises(openai.BadRequestError, match="n"):
-        client.chat.completions.create(model=str(other_tiny_model_dir), n=2,
-                                       messages=[{"role": "user", "content": "Hi"}])
+        client.chat.completions.create(
+            model=str(other_tiny_model_dir), n=2, messages=[{"role": "user", "content": "Hi"}]
+        )
 
 
 def test_text_parts_and_developer_role(http: httpx.Client, tiny_model_dir: Path) -> None:  # noqa: F811
-    body = {"model": str(tiny_model_dir), "max_tokens": 3, "temperature": 0,
-            "messages": [{"role": "developer", "content": "Be brief."},
-                         {"role": "user", "content": [{"type": "text", "text": "Hel"},
-                                                      {"type": "text", "text": "lo"}]}]}
+    body = {
+        "model": str(tiny_model_dir),
+        "max_tokens": 3,
+        "temperature": 0,
+        "messages": [
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]},
+        ],
+    }
     parts = http.post("/v1/chat/completions", json=body).json()
-    plain = http.post("/v1/chat/completions", json={**body, "messages": [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]}).json()
+    plain = http.post(
+        "/v1/chat/completions",
+        json={**body, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]},
+    ).json()
     assert parts["usage"] == plain["usage"] and parts["choices"][0]["message"] == plain["choices"][0]["message"]
     with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
         events = list(sse_events(response))

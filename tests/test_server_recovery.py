@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -18,14 +18,15 @@ from forgellm.serving.app import create_app as create_server_app
 from forgellm.serving.main import RunningServer, ServerOptions
 from forgellm.web.app import create_app as create_web_app
 from tests.engine_helpers import build_peft_adapter
-from tests.server_helpers import sse_events, wait_until
+from tests.server_helpers import wait_until
 
 RAW = {"prompt": "The quick brown fox", "format": "raw", "temperature": 0, "max_tokens": 6}
 
 
 def model_server(state_file: Path) -> RunningServer:
-    return RunningServer(create_server_app({"FORGELLM_ENGINE": "torch", "FORGELLM_STATE_FILE": str(state_file)}),
-                         ServerOptions(port=0))
+    return RunningServer(
+        create_server_app({"FORGELLM_ENGINE": "torch", "FORGELLM_STATE_FILE": str(state_file)}), ServerOptions(port=0)
+    )
 
 
 def test_a_server_restarted_on_its_state_file_serves_the_model_and_adapter_it_had(tmp_path, tiny_model_dir):
@@ -36,8 +37,11 @@ def test_a_server_restarted_on_its_state_file_serves_the_model_and_adapter_it_ha
         http = httpx.Client(base_url=first.url, timeout=120)
         assert http.post("/api/model/load", json={"model": str(tiny_model_dir), "adapter": str(adapter)}).is_success
         before = http.post("/api/model/generate", json=RAW).json()
-        assert json.loads(state_file.read_text()) == {"model": str(tiny_model_dir.resolve()),
-                                                      "adapter": str(adapter.resolve()), "engine": "torch"}
+        assert json.loads(state_file.read_text()) == {
+            "model": str(tiny_model_dir.resolve()),
+            "adapter": str(adapter.resolve()),
+            "engine": "torch",
+        }
         # A model used by name (OpenAI style) is not the current one: the record stays.
         assert http.post("/api/model/generate", json={**RAW, "model": str(tiny_model_dir)}).is_success
         assert json.loads(state_file.read_text())["adapter"] == str(adapter.resolve())
@@ -89,8 +93,11 @@ class CuttingServer:
         conn, _ = self.sock.accept()
         conn.recv(65536)
         events = b"".join(b'data: {"type":"token","text":"%s"}\n\n' % word for word in (b"Once", b" upon"))
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     + b"%x\r\n%s\r\n" % (len(events), events) + b"20\r\ndata: {\"type\":\"tok")  # cut mid-event
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n" % (len(events), events)
+            + b"20\r\ndata: {\"type\":\"tok"
+        )  # cut mid-event
         conn.close()
 
 
@@ -109,10 +116,12 @@ def test_the_proxy_ends_a_cut_stream_with_an_error_event(web):
     events = []
     for line in lines:
         try:
-            events.append(json.loads(line[len("data: "):]))
+            events.append(json.loads(line[len("data: ") :]))
         except ValueError:
             events.append(None)  # the event the server was cut in the middle of
     assert [e["text"] for e in events[:2]] == ["Once", " upon"]
     last = events[-1]
     assert last["type"] == "error" and last["error"]["type"] == "server_unavailable"
-    assert "stopped in the middle of the answer" in last["error"]["message"] and upstream.url in last["error"]["message"]
+    assert (
+        "stopped in the middle of the answer" in last["error"]["message"] and upstream.url in last["error"]["message"]
+    )

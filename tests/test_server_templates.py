@@ -14,8 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.server_helpers import (GEMMA_TEMPLATE, QWEN3_TEMPLATE, http, model_with_template,  # noqa: F401
-                                  server)
+from tests.server_helpers import GEMMA_TEMPLATE, QWEN3_TEMPLATE, http, model_with_template, server  # noqa: F401
 
 SAMPLED = {"temperature": 1, "seed": 7, "max_tokens": 6}
 
@@ -45,10 +44,13 @@ def _same_prompt(a: dict, b: dict) -> bool:
     return a["usage"]["prompt_tokens"] == b["usage"]["prompt_tokens"] and a["text"] == b["text"]
 
 
-def test_gemma_system_turn_goes_in_front_of_the_first_user_turn(http: httpx.Client,  # noqa: F811
-                                                                gemma_model: Path) -> None:
-    chat = _generate(http, gemma_model, messages=[{"role": "system", "content": "Be brief."},
-                                                  {"role": "user", "content": "Hello"}])
+def test_gemma_system_turn_goes_in_front_of_the_first_user_turn(
+    http: httpx.Client,  # noqa: F811
+    gemma_model: Path,
+) -> None:
+    chat = _generate(
+        http, gemma_model, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    )
     expected = "<|im_start|><start_of_turn>user\nBe brief.\n\nHello<end_of_turn>\n<start_of_turn>model\n"
     assert _same_prompt(chat, _generate(http, gemma_model, prompt=expected, format="raw"))
     # The `system` field takes the same way; without any system prompt nothing is merged.
@@ -57,10 +59,18 @@ def test_gemma_system_turn_goes_in_front_of_the_first_user_turn(http: httpx.Clie
     assert plain["usage"]["prompt_tokens"] < chat["usage"]["prompt_tokens"]
 
 
-def test_gemma_template_errors_are_a_400_naming_the_template(http: httpx.Client,  # noqa: F811
-                                                             gemma_model: Path) -> None:
-    response = http.post("/api/model/generate", json={"model": str(gemma_model), **SAMPLED, "messages": [
-        {"role": "user", "content": "Hi"}, {"role": "user", "content": "Hi again"}]})
+def test_gemma_template_errors_are_a_400_naming_the_template(
+    http: httpx.Client,  # noqa: F811
+    gemma_model: Path,
+) -> None:
+    response = http.post(
+        "/api/model/generate",
+        json={
+            "model": str(gemma_model),
+            **SAMPLED,
+            "messages": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Hi again"}],
+        },
+    )
     assert response.status_code == 400
     assert "chat template" in response.json()["error"]["message"]
     assert "alternate" in response.json()["error"]["message"]
@@ -75,20 +85,32 @@ def test_qwen_thinking_follows_the_template(http: httpx.Client, qwen_model: Path
     on = _generate(http, qwen_model, messages=question, enable_thinking=True)
     assert _same_prompt(on, _generate(http, qwen_model, prompt=prefix, format="raw"))
     # The template drops the thinking of earlier answers from the conversation.
-    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>hmm</think>\nHello!"},
-               {"role": "user", "content": "Hello"}]
+    history = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "<think>hmm</think>\nHello!"},
+        {"role": "user", "content": "Hello"},
+    ]
     clean = [history[0], {"role": "assistant", "content": "Hello!"}, history[2]]
     assert _same_prompt(_generate(http, qwen_model, messages=history), _generate(http, qwen_model, messages=clean))
     # The OpenAI API takes the switch as vLLM does, in chat_template_kwargs.
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=120)
-    answer = client.chat.completions.create(model=str(qwen_model), messages=question, max_tokens=6, temperature=1,
-                                            seed=7, extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+    answer = client.chat.completions.create(
+        model=str(qwen_model),
+        messages=question,
+        max_tokens=6,
+        temperature=1,
+        seed=7,
+        extra_body={"chat_template_kwargs": {"enable_thinking": True}},
+    )
     assert answer.choices[0].message.content == on["text"]
     assert answer.usage.prompt_tokens == on["usage"]["prompt_tokens"]
 
 
-def test_format_chat_or_raw_and_the_default_by_model_type(http: httpx.Client, qwen_model: Path,  # noqa: F811
-                                                          base_model: Path) -> None:
+def test_format_chat_or_raw_and_the_default_by_model_type(
+    http: httpx.Client,
+    qwen_model: Path,  # noqa: F811
+    base_model: Path,
+) -> None:
     # An instruct model formats a prompt as a chat turn unless told `raw`.
     chat = _generate(http, qwen_model, prompt="Hello")
     assert _same_prompt(chat, _generate(http, qwen_model, prompt="Hello", format="chat"))

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_with_a_token_a_killed_server_is_restarted_and_reported_and_sigterm_leaves_no_process(tmp_path: Path, tiny_model_dir: Path):
+def test_with_a_token_a_killed_server_is_restarted_and_reported_and_sigterm_leaves_no_process(
+    tmp_path: Path, tiny_model_dir: Path
+):
     workspace = tmp_path / "ws"
     shutil.copytree(tiny_model_dir, workspace / "models" / "base" / "tiny")
     shutil.copytree(REPO / "dataset" / "sample" / "cpt", workspace / "dataset" / "cpt")
@@ -37,25 +39,41 @@ def test_with_a_token_a_killed_server_is_restarted_and_reported_and_sigterm_leav
         sio.connect(app.url, transports=["polling"], auth={"token": token})
         assert wait_for(lambda: statuses and statuses[-1]["up"], 30), statuses
         # A training run started from the web app: a grandchild that must not outlive `start`.
-        job = http.post("/api/training/start", json={"config": {
-            "model_name": "tiny", "input_dir": "dataset/cpt", "max_iterations": 5000, "max_seq_length": 32,
-            "batch_size": 1, "data_mixture_ratio": 1.0, "engine": "torch", "steps_per_eval": 1000}})
+        job = http.post(
+            "/api/training/start",
+            json={
+                "config": {
+                    "model_name": "tiny",
+                    "input_dir": "dataset/cpt",
+                    "max_iterations": 5000,
+                    "max_seq_length": 32,
+                    "batch_size": 1,
+                    "data_mixture_ratio": 1.0,
+                    "engine": "torch",
+                    "steps_per_eval": 1000,
+                }
+            },
+        )
         assert job.status_code == 202, job.text
         assert http.post("/api/model/load", json={"model": "tiny"}).status_code == 200
 
         # Kill the model server in the middle of a streamed answer.
         server = app.child("forgellm server")
         streamed: list[str] = []
-        with http.stream("POST", "/api/model/generate", json={"prompt": "Once", "max_tokens": 4000, "stream": True,
-                                                                "temperature": 1.0}) as answer:
+        with http.stream(
+            "POST",
+            "/api/model/generate",
+            json={"prompt": "Once", "max_tokens": 4000, "stream": True, "temperature": 1.0},
+        ) as answer:
             assert answer.status_code == 200
             for line in answer.iter_lines():
                 streamed.append(line)
                 if len(streamed) == 3:
                     os.kill(server, signal.SIGKILL)
         assert len(streamed) >= 3 and not any("[DONE]" in line for line in streamed), "the stream ended early"
-        events = [json.loads(line[len("data: "):]) for line in streamed if line.startswith("data: {")
-                  and line.endswith("}")]
+        events = [
+            json.loads(line[len("data: ") :]) for line in streamed if line.startswith("data: {") and line.endswith("}")
+        ]
         assert not any(e.get("type") == "done" for e in events)
         assert events[-1]["type"] == "error" and events[-1]["error"]["type"] == "server_unavailable", streamed[-3:]
 
@@ -80,4 +98,3 @@ def test_with_a_token_a_killed_server_is_restarted_and_reported_and_sigterm_leav
     assert len(started) >= 3, f"expected server, web app and trainer among {started}"
     assert [pid for pid in started if alive(pid)] == [], "processes left after forgellm start exited"
     assert "stopping model server" in app.log() and "stopping web app" in app.log()
-

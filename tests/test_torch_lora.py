@@ -30,8 +30,9 @@ def _pair(*, bias: bool = False, dropout: float = 0.0, dora: bool = False):
     models = []
     for _ in range(2):
         torch.manual_seed(0)
-        model = get_peft_model(_Net(bias), LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, use_dora=dora,
-                                                      target_modules=["q", "o"]))
+        model = get_peft_model(
+            _Net(bias), LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, use_dora=dora, target_modules=["q", "o"])
+        )
         torch.manual_seed(1)
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -83,14 +84,25 @@ def test_torch_lora_step_equals_the_plain_transformers_peft_computation(tiny_mod
     of a PEFT model built the documented way: the same loss and adapter gradients."""
     from transformers import AutoModelForCausalLM
 
-    config = TrainingConfig(model_name=str(tiny_model_dir), engine="torch", fine_tune_type="lora", lora_rank=4,
-                            lora_alpha=8, batch_size=2, max_seq_length=16, seed=0)
+    config = TrainingConfig(
+        model_name=str(tiny_model_dir),
+        engine="torch",
+        fine_tune_type="lora",
+        lora_rank=4,
+        lora_alpha=8,
+        batch_size=2,
+        max_seq_length=16,
+        seed=0,
+    )
     ours = TorchTrainable(config, describe(tiny_model_dir))
     assert ours.output_head is not None  # the fused loss is in use
     torch.manual_seed(0)
-    reference = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32),
-                               LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                          target_modules=list(config.lora_target_modules)))
+    reference = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32),
+        LoraConfig(
+            r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=list(config.lora_target_modules)
+        ),
+    )
     with torch.no_grad():  # the same non-zero adapters in both
         for (name, p), (ref_name, q) in zip(ours.model.named_parameters(), reference.named_parameters()):
             assert name == ref_name

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forgellm.training.config import build_config, validate_config
 from forgellm.runs.events import Event, read_events
+from forgellm.training.config import build_config, validate_config
 from tests.cli_helpers import forgellm
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 
@@ -27,8 +27,9 @@ def train(workspace: Path, model: Path, **overrides) -> tuple[int, str]:
 def test_tensorboard_event_files_hold_the_runs_metrics(workspace, tiny_model_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    code, err = train(workspace, tiny_model_dir, report_to=["tensorboard"], max_iterations=6, steps_per_eval=3,
-                   run_name="tb")
+    code, err = train(
+        workspace, tiny_model_dir, report_to=["tensorboard"], max_iterations=6, steps_per_eval=3, run_name="tb"
+    )
     assert code == 0, err
     run = workspace / "models/cpt/tb"
     events = EventAccumulator(str(run / "tensorboard"))
@@ -44,8 +45,9 @@ def test_tensorboard_event_files_hold_the_runs_metrics(workspace, tiny_model_dir
 def test_mlflow_store_holds_params_metrics_config_and_best_checkpoint(workspace, tiny_model_dir):
     from mlflow.tracking import MlflowClient
 
-    code, err = train(workspace, tiny_model_dir, report_to=["mlflow"], max_iterations=6, steps_per_eval=3, save_every=3,
-                   run_name="ml")
+    code, err = train(
+        workspace, tiny_model_dir, report_to=["mlflow"], max_iterations=6, steps_per_eval=3, save_every=3, run_name="ml"
+    )
     assert code == 0, err
     run_dir = workspace / "models/cpt/ml"
     assert (workspace / "mlflow/mlflow.db").exists()  # the default store: a folder in the workspace
@@ -79,8 +81,9 @@ def test_unwritable_mlflow_store_is_refused_before_the_run_starts(workspace, tin
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        code, err = train(workspace, tiny_model_dir, report_to=["mlflow"], mlflow_tracking_uri=str(locked / "store"),
-                       run_name="x")
+        code, err = train(
+            workspace, tiny_model_dir, report_to=["mlflow"], mlflow_tracking_uri=str(locked / "store"), run_name="x"
+        )
     finally:
         locked.chmod(0o700)
     assert code == 2

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from forgellm.cli.main import root
 from forgellm.errors import UserError
-from forgellm.training.config import build_config, config_keys, parse_overrides
 from forgellm.runs.events import read_events
+from forgellm.training.config import build_config, config_keys, parse_overrides
 from forgellm.training.schedule import learning_rate
 from tests.cli_helpers import forgellm_error
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
@@ -57,8 +57,9 @@ def test_sample_configs_are_valid():
 
 @pytest.mark.parametrize("peak,kind", [(1.0, "cosine"), (1.0, "linear"), (1.0, "constant")])
 def test_schedule_warmup_then_decay_to_floor(peak, kind):
-    lrs = [learning_rate(s, peak=peak, total_steps=100, warmup_steps=10, schedule=kind, min_ratio=0.1)
-           for s in range(100)]
+    lrs = [
+        learning_rate(s, peak=peak, total_steps=100, warmup_steps=10, schedule=kind, min_ratio=0.1) for s in range(100)
+    ]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))
     if kind == "constant":
@@ -68,6 +69,7 @@ def test_schedule_warmup_then_decay_to_floor(peak, kind):
 
 
 # --- bad input through `forgellm train` ---------------------------------------------------------
+
 
 def _config(workspace, tiny_model_dir, **overrides) -> str:
     prepared_data(workspace / "prepared")
@@ -107,8 +109,17 @@ def test_existing_output_folder_needs_resume_or_overwrite(workspace, tiny_model_
 
 
 def test_nan_loss_stops_with_error_event_and_keeps_last_good_checkpoint(workspace, tiny_model_dir):
-    message = _train_error(workspace, tiny_model_dir, run_name="nan", learning_rate=1e12, warmup_steps=0,
-                           lr_schedule="constant", max_grad_norm=0.0, save_every=1, max_iterations=30)
+    message = _train_error(
+        workspace,
+        tiny_model_dir,
+        run_name="nan",
+        learning_rate=1e12,
+        warmup_steps=0,
+        lr_schedule="constant",
+        max_grad_norm=0.0,
+        save_every=1,
+        max_iterations=30,
+    )
     assert "loss became" in message
     run = workspace / "models/cpt/nan"
     errors = read_events(run / "metrics.jsonl", event="error")

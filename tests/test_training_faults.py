@@ -31,8 +31,15 @@ def _config(workspace: Path, model: Path, **overrides) -> Path:
 
 
 def _forgellm(workspace: Path, *args: str, preexec=None) -> subprocess.Popen:
-    return subprocess.Popen([str(FORGELLM), *args], cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "FORGELLM_HOME": str(workspace)}, preexec_fn=preexec)
+    return subprocess.Popen(
+        [str(FORGELLM), *args],
+        cwd=workspace,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FORGELLM_HOME": str(workspace)},
+        preexec_fn=preexec,
+    )
 
 
 def _checkpoint_weights_finite(checkpoint: Path) -> bool:
@@ -47,8 +54,16 @@ def _checkpoint_weights_finite(checkpoint: Path) -> bool:
 def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_complete_one(workspace, tiny_model_dir):
     # Full fine-tuning saves the weights and the optimizer every step: most of the run's time is
     # spent writing checkpoints, so the kill lands inside one (the test checks that it did).
-    cfg = _config(workspace, tiny_model_dir, fine_tune_type="full", run_name="k", max_iterations=100000,
-                  save_every=1, steps_per_eval=100000, max_checkpoints=2)
+    cfg = _config(
+        workspace,
+        tiny_model_dir,
+        fine_tune_type="full",
+        run_name="k",
+        max_iterations=100000,
+        save_every=1,
+        steps_per_eval=100000,
+        max_checkpoints=2,
+    )
     run = workspace / "models/cpt/k"
     for _attempt in range(5):
         proc = _forgellm(workspace, "train", "--config", str(cfg), "--overwrite")
@@ -92,6 +107,7 @@ def _limit_file_size(limit: int):
     def preexec() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing
+
     return preexec
 
 
@@ -104,8 +120,9 @@ def test_a_checkpoint_that_cannot_be_written_stops_clearly_and_keeps_the_saved_o
     saved = run / "checkpoints/step_000002"
     before = {p.name: p.stat().st_size for p in saved.iterdir()}
     # Continue it where files larger than 1 MB cannot be written: the step-4 checkpoint fails.
-    proc = _forgellm(workspace, "train", "--resume", str(run), "--set", "max_iterations=4",
-                     preexec=_limit_file_size(1 << 20))
+    proc = _forgellm(
+        workspace, "train", "--resume", str(run), "--set", "max_iterations=4", preexec=_limit_file_size(1 << 20)
+    )
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2, err
     assert "error: cannot write" in err and "file size limit" in err and "Traceback" not in err
@@ -122,8 +139,11 @@ def test_a_checkpoint_that_cannot_be_written_stops_clearly_and_keeps_the_saved_o
 def _mounted_tmpfs(folder: Path, options: str):
     """A small or read-only file system at ``folder`` (needs root and mount rights; skips otherwise)."""
     folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("mounting a tmpfs needs root")
     try:
         yield folder
@@ -135,8 +155,16 @@ def _mounted_tmpfs(folder: Path, options: str):
 def test_a_full_disk_stops_clearly_and_keeps_the_saved_checkpoint(workspace, tiny_model_dir):
     with _mounted_tmpfs(workspace / "small", "size=48m"):
         # One full checkpoint of the tiny model (weights + optimizer) is about 37 MB: the second does not fit.
-        cfg = _config(workspace, tiny_model_dir, fine_tune_type="full", output_dir="small", run_name="f",
-                      max_iterations=10, save_every=1, steps_per_eval=100)
+        cfg = _config(
+            workspace,
+            tiny_model_dir,
+            fine_tune_type="full",
+            output_dir="small",
+            run_name="f",
+            max_iterations=10,
+            save_every=1,
+            steps_per_eval=100,
+        )
         proc = _forgellm(workspace, "train", "--config", str(cfg))
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 2, err

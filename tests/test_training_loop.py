@@ -43,13 +43,23 @@ def train_losses(run: Path, after: str | None = None) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in events if e["event"] == "train"}
 
 
-@pytest.mark.parametrize("engine,fine_tune_type", [
-    ("torch", "lora"), ("torch", "dora"), ("torch", "full"), ("mlx", "lora"),
-    # one mlx variant keeps the fast suite fast; the others run with the slow tests
-    pytest.param("mlx", "dora", marks=pytest.mark.slow), pytest.param("mlx", "full", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "engine,fine_tune_type",
+    [
+        ("torch", "lora"),
+        ("torch", "dora"),
+        ("torch", "full"),
+        ("mlx", "lora"),
+        # one mlx variant keeps the fast suite fast; the others run with the slow tests
+        pytest.param("mlx", "dora", marks=pytest.mark.slow),
+        pytest.param("mlx", "full", marks=pytest.mark.slow),
+    ],
+)
 def test_loss_falls_and_run_folder_is_complete(workspace, tiny_model_dir, engine, fine_tune_type):
-    run = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine=engine,
-                                                fine_tune_type=fine_tune_type, run_name="r")))
+    run = train_cli(
+        "--config",
+        str(config_file(workspace, tiny_model_dir, engine=engine, fine_tune_type=fine_tune_type, run_name="r")),
+    )
     assert run == workspace / "models/cpt/r"
     losses = train_losses(run)
     assert len(losses) == 20 and losses[20] < losses[1] - 0.5, losses
@@ -73,8 +83,9 @@ def test_loss_falls_and_run_folder_is_complete(workspace, tiny_model_dir, engine
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_final_adapter_loads_in_its_engine(workspace, tiny_model_dir, engine):
-    run = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine=engine, max_iterations=3,
-                                                run_name="r")))
+    run = train_cli(
+        "--config", str(config_file(workspace, tiny_model_dir, engine=engine, max_iterations=3, run_name="r"))
+    )
     if engine == "torch":
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
@@ -90,8 +101,18 @@ def test_final_adapter_loads_in_its_engine(workspace, tiny_model_dir, engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_resume_follows_the_uninterrupted_loss_curve(workspace, tiny_model_dir, engine):
-    cfg = config_file(workspace, tiny_model_dir, engine=engine, run_name="full", max_iterations=12, save_every=6,
-                      steps_per_eval=6, max_checkpoints=5, lora_dropout=0.1, grad_accumulation_steps=2)
+    cfg = config_file(
+        workspace,
+        tiny_model_dir,
+        engine=engine,
+        run_name="full",
+        max_iterations=12,
+        save_every=6,
+        steps_per_eval=6,
+        max_checkpoints=5,
+        lora_dropout=0.1,
+        grad_accumulation_steps=2,
+    )
     uninterrupted = train_cli("--config", str(cfg))
     # The same run as if killed right after its step-6 checkpoint.
     cut = workspace / "models/cpt/cut"
@@ -111,9 +132,20 @@ def test_early_stopping_on_an_overfitting_setup(workspace, tiny_model_dir, engin
     # Train on 4 sequences of one pattern, validate on another: validation loss climbs.
     patterned_sequences(4, 32, seed=0).save(workspace / "prepared", "train")
     patterned_sequences(8, 32, seed=7).save(workspace / "prepared", "val")
-    cfg = config_file(workspace, tiny_model_dir, engine=engine, run_name="o", learning_rate=2e-2, max_iterations=60,
-                      steps_per_eval=2, save_every=2, overfitting_threshold=0.002, early_stopping_patience=2,
-                      warmup_steps=0, lr_schedule="constant")
+    cfg = config_file(
+        workspace,
+        tiny_model_dir,
+        engine=engine,
+        run_name="o",
+        learning_rate=2e-2,
+        max_iterations=60,
+        steps_per_eval=2,
+        save_every=2,
+        overfitting_threshold=0.002,
+        early_stopping_patience=2,
+        warmup_steps=0,
+        lr_schedule="constant",
+    )
     run = train_cli("--config", str(cfg))
     events = read_events(run / "metrics.jsonl")
     kinds = [e["event"] for e in events]
@@ -129,11 +161,23 @@ def test_early_stopping_on_an_overfitting_setup(workspace, tiny_model_dir, engin
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sigterm_saves_a_loadable_checkpoint_and_resume_finishes(workspace, tiny_model_dir, engine):
-    cfg = config_file(workspace, tiny_model_dir, engine=engine, run_name="sig", max_iterations=100000,
-                      save_every=100000, steps_per_eval=100000)
-    proc = subprocess.Popen([str(FORGELLM), "train", "--config", str(cfg)], cwd=workspace,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "FORGELLM_HOME": str(workspace)})
+    cfg = config_file(
+        workspace,
+        tiny_model_dir,
+        engine=engine,
+        run_name="sig",
+        max_iterations=100000,
+        save_every=100000,
+        steps_per_eval=100000,
+    )
+    proc = subprocess.Popen(
+        [str(FORGELLM), "train", "--config", str(cfg)],
+        cwd=workspace,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FORGELLM_HOME": str(workspace)},
+    )
     metrics = workspace / "models/cpt/sig/metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not any(e["step"] >= 3 for e in read_events(metrics, event="train")):
@@ -164,8 +208,10 @@ def _adapter_tensors(final: Path, engine: str) -> dict:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_num_layers_trains_only_the_top_blocks(workspace, tiny_model_dir, engine):
-    run = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine=engine, num_layers=1,
-                                                max_iterations=2, run_name="top")))
+    run = train_cli(
+        "--config",
+        str(config_file(workspace, tiny_model_dir, engine=engine, num_layers=1, max_iterations=2, run_name="top")),
+    )
     names = list(_adapter_tensors(run / "final", engine))
     assert names and all(".layers.1." in n for n in names), names  # the tiny model has blocks 0 and 1
     start = read_events(run / "metrics.jsonl", event="start")[0]
@@ -175,15 +221,23 @@ def test_num_layers_trains_only_the_top_blocks(workspace, tiny_model_dir, engine
 def test_full_fine_tuning_of_the_top_block_leaves_the_others_untouched(workspace, tiny_model_dir):
     from safetensors.torch import load_file
 
-    run = train_cli("--config", str(config_file(workspace, tiny_model_dir, fine_tune_type="full", num_layers=1,
-                                                max_iterations=2, run_name="full-top")))
+    run = train_cli(
+        "--config",
+        str(
+            config_file(
+                workspace, tiny_model_dir, fine_tune_type="full", num_layers=1, max_iterations=2, run_name="full-top"
+            )
+        ),
+    )
     base, tuned = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(run / "final/model.safetensors"))
     changed = {name for name in base if name in tuned and not base[name].equal(tuned[name])}
     assert changed and all(".layers.1." in name for name in changed), changed
 
 
 def test_too_many_layers_is_a_clear_error(workspace, tiny_model_dir):
-    message = forgellm_error("train", "--config", str(config_file(workspace, tiny_model_dir, num_layers=5, run_name="x")))
+    message = forgellm_error(
+        "train", "--config", str(config_file(workspace, tiny_model_dir, num_layers=5, run_name="x"))
+    )
     assert "num_layers=5" in message and "has 2" in message
 
 
@@ -191,8 +245,19 @@ def test_too_many_layers_is_a_clear_error(workspace, tiny_model_dir):
 def test_compile_gives_the_losses_of_the_plain_model(workspace, tiny_model_dir):
     losses = []
     for compiled in (False, True):
-        run = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine="torch", max_iterations=3,
-                                                    compile=compiled, run_name=f"compile{compiled}")))
+        run = train_cli(
+            "--config",
+            str(
+                config_file(
+                    workspace,
+                    tiny_model_dir,
+                    engine="torch",
+                    max_iterations=3,
+                    compile=compiled,
+                    run_name=f"compile{compiled}",
+                )
+            ),
+        )
         losses.append(train_losses(run))
         assert (run / "final" / "adapter_model.safetensors").exists()
     assert losses[0].keys() == losses[1].keys() and len(losses[0]) == 3
@@ -204,8 +269,19 @@ def test_compile_gives_the_losses_of_the_plain_model(workspace, tiny_model_dir):
 def test_grad_checkpointing_changes_memory_not_the_losses(workspace, tiny_model_dir, engine):
     losses = []
     for checkpointing in (False, True):
-        run = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine=engine, max_iterations=3,
-                                                    grad_checkpointing=checkpointing, run_name=f"gc{checkpointing}")))
+        run = train_cli(
+            "--config",
+            str(
+                config_file(
+                    workspace,
+                    tiny_model_dir,
+                    engine=engine,
+                    max_iterations=3,
+                    grad_checkpointing=checkpointing,
+                    run_name=f"gc{checkpointing}",
+                )
+            ),
+        )
         losses.append(train_losses(run))
     assert losses[0].keys() == losses[1].keys()
     for step in losses[0]:
@@ -216,10 +292,23 @@ def test_grad_checkpointing_changes_memory_not_the_losses(workspace, tiny_model_
 def test_ift_continues_the_adapter_of_a_cpt_run(workspace, tiny_model_dir, engine):
     prepared_data(workspace / "prepared")
     patterned_sequences(8, 32, seed=0).save(workspace / "prepared", "val")  # the pattern CPT learns
-    cpt = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine=engine, run_name="c",
-                                                max_iterations=10)))
-    ift = train_cli("--config", str(config_file(workspace, tiny_model_dir, engine=engine, run_name="i",
-                                                training_type="ift", model_name=str(cpt), max_iterations=2)))
+    cpt = train_cli(
+        "--config", str(config_file(workspace, tiny_model_dir, engine=engine, run_name="c", max_iterations=10))
+    )
+    ift = train_cli(
+        "--config",
+        str(
+            config_file(
+                workspace,
+                tiny_model_dir,
+                engine=engine,
+                run_name="i",
+                training_type="ift",
+                model_name=str(cpt),
+                max_iterations=2,
+            )
+        ),
+    )
     assert ift == workspace / "models/ift/i"
     # Same validation data: the IFT run starts exactly where the CPT adapter ended.
     cpt_end = read_events(cpt / "metrics.jsonl", event="eval")[-1]["val_loss"]
@@ -229,8 +318,7 @@ def test_ift_continues_the_adapter_of_a_cpt_run(workspace, tiny_model_dir, engin
 
 
 def test_plain_progress_lines_off_a_terminal(workspace, tiny_model_dir):
-    result = CliRunner().invoke(root, ["train", "--config", str(config_file(workspace, tiny_model_dir,
-                                                                            run_name="p"))])
+    result = CliRunner().invoke(root, ["train", "--config", str(config_file(workspace, tiny_model_dir, run_name="p"))])
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
     assert any(line.startswith("step 1/20 loss ") and " tok/s " in line and " eta " in line for line in lines)

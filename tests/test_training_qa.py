@@ -11,15 +11,19 @@ import yaml
 from click.testing import CliRunner
 
 from forgellm.cli.main import root
+from forgellm.runs.events import read_events
 from forgellm.training.config import TrainingConfig, validate_config
 from forgellm.training.length import training_length
-from forgellm.runs.events import read_events
 from tests.cli_helpers import forgellm
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 
 # Four facts the tiny model learns from chats and is then asked about (the eval_qa set).
-FACTS = [("What is the secret word of Alba?", "zebra"), ("What colour is the door of Brannock?", "purple"),
-         ("Which fruit grows in Corvale?", "mango"), ("What animal guards Dunmere?", "falcon")]
+FACTS = [
+    ("What is the secret word of Alba?", "zebra"),
+    ("What colour is the door of Brannock?", "purple"),
+    ("Which fruit grows in Corvale?", "mango"),
+    ("What animal guards Dunmere?", "falcon"),
+]
 
 
 def invoke(*args: str):
@@ -33,6 +37,7 @@ def events(run: Path, kind: str) -> list[dict]:
 
 
 # --- num_epochs <-> max_iterations ------------------------------------------------------------
+
 
 def test_epochs_become_steps_with_grad_accumulation_and_workers():
     config = TrainingConfig(num_epochs=3, batch_size=2, grad_accumulation_steps=3)
@@ -63,8 +68,9 @@ def test_min_iterations_without_num_epochs_is_a_clear_error(workspace, tiny_mode
 
 
 def test_a_resolved_config_keeps_both_lengths_and_a_user_config_may_not_set_both():
-    resolved = validate_config({"num_epochs": 3, "max_iterations": 50, "batch_size": 2,
-                                "grad_accumulation_steps": 3}, resolved=True)
+    resolved = validate_config(
+        {"num_epochs": 3, "max_iterations": 50, "batch_size": 2, "grad_accumulation_steps": 3}, resolved=True
+    )
     length = training_length(resolved, sequences=101)
     assert (length.max_iterations, length.num_epochs) == (50, 3)
     assert TrainingConfig().max_iterations == 1000 and TrainingConfig(num_epochs=2).max_iterations is None
@@ -79,14 +85,20 @@ def test_setting_both_lengths_is_a_clear_error(workspace, tiny_model_dir):
 
 def test_num_epochs_run_records_both_and_resume_derives_again(workspace, tiny_model_dir):
     prepared_data(workspace / "prepared", train=32)  # batch 4 x accumulation 2: 4 steps an epoch
-    values = tiny_config_values(tiny_model_dir, run_name="ep", num_epochs=2, grad_accumulation_steps=2,
-                                steps_per_eval=4, save_every=4)
+    values = tiny_config_values(
+        tiny_model_dir, run_name="ep", num_epochs=2, grad_accumulation_steps=2, steps_per_eval=4, save_every=4
+    )
     del values["max_iterations"]
     run = Path(invoke("train", "--config", str(write_config(workspace / "c.yaml", **values))).stdout.split()[-1])
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert (config["max_iterations"], config["num_epochs"]) == (8, 2)
     start = events(run, "start")[0]
-    assert (start["total_steps"], start["num_epochs"], start["steps_per_epoch"], start["train_sequences"]) == (8, 2, 4, 32)
+    assert (start["total_steps"], start["num_epochs"], start["steps_per_epoch"], start["train_sequences"]) == (
+        8,
+        2,
+        4,
+        32,
+    )
     assert [e["epoch"] for e in events(run, "train")][-1] == 2.0 and events(run, "train")[3]["epoch"] == 1.0
     shown = json.loads(invoke("runs", "show", "ep", "--json").stdout)
     assert shown["num_epochs"] == 2 and shown["epoch"] == 2.0
@@ -101,8 +113,9 @@ def test_num_epochs_run_records_both_and_resume_derives_again(workspace, tiny_mo
 
 def test_min_iterations_run_records_the_epochs_it_took(workspace, tiny_model_dir):
     prepared_data(workspace / "prepared", train=32)  # batch 4: 8 steps an epoch
-    values = tiny_config_values(tiny_model_dir, run_name="floor", num_epochs=1, min_iterations=12,
-                                steps_per_eval=6, save_every=6)
+    values = tiny_config_values(
+        tiny_model_dir, run_name="floor", num_epochs=1, min_iterations=12, steps_per_eval=6, save_every=6
+    )
     del values["max_iterations"]
     run = Path(invoke("train", "--config", str(write_config(workspace / "c.yaml", **values))).stdout.split()[-1])
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -117,25 +130,46 @@ def test_min_iterations_run_records_the_epochs_it_took(workspace, tiny_model_dir
 
 # --- eval_qa, qa_accuracy, best_metric ---------------------------------------------------------
 
+
 def qa_workspace(workspace: Path) -> None:
     """Chats that state the facts (each three times, so validation keeps a copy out) and the QA file."""
     chats = workspace / "dataset/facts"
     chats.mkdir(parents=True)
     with open(chats / "chats.jsonl", "w") as fh:
-        for copy in range(3):
+        for _ in range(3):
             for question, answer in FACTS:
-                fh.write(json.dumps({"messages": [{"role": "user", "content": question},
-                                                  {"role": "assistant", "content": answer}]}) + "\n")
-    (workspace / "qa.jsonl").write_text("".join(json.dumps({"question": q, "answer": a, "aliases": []}) + "\n"
-                                                for q, a in FACTS))
+                fh.write(
+                    json.dumps(
+                        {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+                    )
+                    + "\n"
+                )
+    (workspace / "qa.jsonl").write_text(
+        "".join(json.dumps({"question": q, "answer": a, "aliases": []}) + "\n" for q, a in FACTS)
+    )
 
 
 def qa_config(workspace: Path, model: Path, **overrides) -> Path:
-    values = tiny_config_values(model, input_dir="dataset/facts", training_type="ift", fine_tune_type="full",
-                                dedupe=False, validation_split=0.25, data_mixture_ratio=1.0, max_seq_length=64, batch_size=3,
-                                learning_rate=3e-3, warmup_steps=2, max_iterations=60, steps_per_eval=15,
-                                save_every=15, val_batches=-1, eval_qa="qa.jsonl", eval_qa_max_tokens=6,
-                                max_checkpoints=1)
+    values = tiny_config_values(
+        model,
+        input_dir="dataset/facts",
+        training_type="ift",
+        fine_tune_type="full",
+        dedupe=False,
+        validation_split=0.25,
+        data_mixture_ratio=1.0,
+        max_seq_length=64,
+        batch_size=3,
+        learning_rate=3e-3,
+        warmup_steps=2,
+        max_iterations=60,
+        steps_per_eval=15,
+        save_every=15,
+        val_batches=-1,
+        eval_qa="qa.jsonl",
+        eval_qa_max_tokens=6,
+        max_checkpoints=1,
+    )
     values.update(overrides)
     return write_config(workspace / "c.yaml", **values)
 
@@ -212,8 +246,13 @@ def test_best_metric_qa_accuracy_needs_eval_qa(workspace, tiny_model_dir):
 
 # --- batched greedy generation -----------------------------------------------------------------
 
-QUESTIONS = ["Who founded Orlemund?", "What is 2 + 2?", "Name a colour.",
-             "Write a long sentence about the sea and the harbour at night.", "Hi"]
+QUESTIONS = [
+    "Who founded Orlemund?",
+    "What is 2 + 2?",
+    "Name a colour.",
+    "Write a long sentence about the sea and the harbour at night.",
+    "Hi",
+]
 
 
 @pytest.mark.parametrize("engine", ["torch", "mlx"])
@@ -223,8 +262,9 @@ def test_batched_greedy_gives_the_answers_of_one_at_a_time(tiny_model_dir, engin
     model = load_model(str(tiny_model_dir), engine=engine)
     try:
         prompts = [model.format_prompt([{"role": "user", "content": q}]) for q in QUESTIONS]
-        alone = ["".join(c.text for c in model.generate(p, SamplingParams(max_tokens=12, temperature=0.0)))
-                 for p in prompts]
+        alone = [
+            "".join(c.text for c in model.generate(p, SamplingParams(max_tokens=12, temperature=0.0))) for p in prompts
+        ]
         batched = model.greedy_batch([model.encode(p) for p in prompts], 12)
     finally:
         model.close()
@@ -252,10 +292,12 @@ def test_sampled_batches_repeat_with_their_seed_and_differ_from_greedy(tiny_mode
 
 def test_eval_qa_batched_and_one_at_a_time_agree(workspace, tiny_model_dir):
     qa_workspace(workspace)
-    batched = json.loads(invoke("eval", str(tiny_model_dir), "--qa", "qa.jsonl", "--max-tokens", "8",
-                                "--json").stdout)
-    alone = json.loads(invoke("eval", str(tiny_model_dir), "--qa", "qa.jsonl", "--max-tokens", "8",
-                              "--batch-size", "1", "--json").stdout)
+    batched = json.loads(invoke("eval", str(tiny_model_dir), "--qa", "qa.jsonl", "--max-tokens", "8", "--json").stdout)
+    alone = json.loads(
+        invoke(
+            "eval", str(tiny_model_dir), "--qa", "qa.jsonl", "--max-tokens", "8", "--batch-size", "1", "--json"
+        ).stdout
+    )
     assert batched["qa_total"] == 4 and batched["answers"] == alone["answers"]
     assert [a["question"] for a in batched["answers"]] == [q for q, _ in FACTS]
 
@@ -264,8 +306,9 @@ def test_training_speed_of_earlier_runs_of_the_model_and_engine(workspace):
     from forgellm.web.app import create_app
     from tests.web_helpers import free_port, write_run
 
-    client = create_app({"WORKSPACE": workspace, "START_BACKGROUND": False,
-                         "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}"}).test_client()
+    client = create_app(
+        {"WORKSPACE": workspace, "START_BACKGROUND": False, "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}"}
+    ).test_client()
     write_run(workspace, "cpt/a")  # model "tiny", torch, 100 tok/s in every train event
     data = client.get("/api/training/speed?model=tiny&engine=torch").get_json()
     assert data == {"model": "tiny", "engine": "torch", "tokens_per_second": 100.0, "runs": ["a"]}

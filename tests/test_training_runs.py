@@ -23,8 +23,10 @@ def invoke(*args: str) -> str:
 @pytest.fixture
 def tiny_run(workspace, tiny_model_dir):
     prepared_data(workspace / "prepared")
-    cfg = write_config(workspace / "c.yaml", **tiny_config_values(tiny_model_dir, run_name="tiny", max_iterations=6,
-                                                                  steps_per_eval=3, save_every=3))
+    cfg = write_config(
+        workspace / "c.yaml",
+        **tiny_config_values(tiny_model_dir, run_name="tiny", max_iterations=6, steps_per_eval=3, save_every=3),
+    )
     invoke("train", "--config", str(cfg))
     return workspace / "models/cpt/tiny"
 
@@ -32,8 +34,18 @@ def tiny_run(workspace, tiny_model_dir):
 def test_read_metrics_skips_a_torn_last_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     writer = MetricsWriter(path)
-    writer.write(Event.TRAIN, 1, loss=2.0, grad_norm=float("nan"), learning_rate=1e-4, tokens=8, trained_tokens=8,
-                 tokens_per_second=1.0, peak_memory_gb=0.1, elapsed=1.0)
+    writer.write(
+        Event.TRAIN,
+        1,
+        loss=2.0,
+        grad_norm=float("nan"),
+        learning_rate=1e-4,
+        tokens=8,
+        trained_tokens=8,
+        tokens_per_second=1.0,
+        peak_memory_gb=0.1,
+        elapsed=1.0,
+    )
     writer.close()
     with open(path, "a") as fh:
         fh.write('{"event": "train", "step": 2, "lo')
@@ -56,7 +68,7 @@ def test_runs_list_and_show(tiny_run):
 
 def test_a_run_whose_process_died_shows_failed(tiny_run):
     status = json.loads((tiny_run / "status.json").read_text())
-    (tiny_run / "status.json").write_text(json.dumps({**status, "status": "running", "pid": 2 ** 22 + 12345}))
+    (tiny_run / "status.json").write_text(json.dumps({**status, "status": "running", "pid": 2**22 + 12345}))
     shown = json.loads(invoke("runs", "show", str(tiny_run), "--json"))
     assert shown["status"] == "failed" and "without a final status" in shown["message"]
 
@@ -83,8 +95,21 @@ def test_only_the_first_sentence_is_scored():
 def test_eval_reports_qa_and_perplexities(tiny_run, workspace):
     qa = workspace / "qa.jsonl"
     qa.write_text(json.dumps({"question": "Say hi", "answer": "hi"}) + "\n")
-    report = json.loads(invoke("eval", "tiny", "--checkpoint", "best", "--qa", str(qa), "--general", "prepared",
-                               "--max-tokens", "4", "--json"))
+    report = json.loads(
+        invoke(
+            "eval",
+            "tiny",
+            "--checkpoint",
+            "best",
+            "--qa",
+            str(qa),
+            "--general",
+            "prepared",
+            "--max-tokens",
+            "4",
+            "--json",
+        )
+    )
     best = json.loads((tiny_run / "checkpoints/best.json").read_text())
     assert report["path"].endswith(best["checkpoint"]) and report["qa_total"] == 1
     assert len(report["answers"]) == 1 and isinstance(report["answers"][0]["correct"], bool)
@@ -111,8 +136,9 @@ def test_writing_after_a_torn_line_starts_a_new_line(tmp_path):
 def test_qa_accepts_aliases_and_a_folder(tmp_path):
     from forgellm.training.qa import read_qa
 
-    (tmp_path / "a.jsonl").write_text(json.dumps({"question": "Who?", "answer": "Ysolde Tarrow",
-                                                  "aliases": ["Tarrow"]}) + "\n")
+    (tmp_path / "a.jsonl").write_text(
+        json.dumps({"question": "Who?", "answer": "Ysolde Tarrow", "aliases": ["Tarrow"]}) + "\n"
+    )
     (tmp_path / "b.jsonl").write_text(json.dumps({"question": "When?", "answer": ["1388"]}) + "\n")
     items = read_qa(tmp_path)
     assert [i["accepted"] for i in items] == [["Ysolde Tarrow", "Tarrow"], ["1388"]]
@@ -146,9 +172,19 @@ def test_train_config_reaches_the_data_pipeline(workspace, tiny_model_dir):
         for i in range(12):
             text = " ".join(words[(i * 5 + j + offset) % len(words)] + str(j % 7) for j in range(150))
             (folder / f"doc{i}.txt").write_text(text)
-    values = tiny_config_values(tiny_model_dir, run_name="mixed", input_dir="dataset/domain", max_iterations=2,
-                                steps_per_eval=2, save_every=2, batch_size=2, validation_split=0.2,
-                                data_mixture_ratio=0.5, general_data_dir="dataset/general", near_dedupe_threshold=0.0)
+    values = tiny_config_values(
+        tiny_model_dir,
+        run_name="mixed",
+        input_dir="dataset/domain",
+        max_iterations=2,
+        steps_per_eval=2,
+        save_every=2,
+        batch_size=2,
+        validation_split=0.2,
+        data_mixture_ratio=0.5,
+        general_data_dir="dataset/general",
+        near_dedupe_threshold=0.0,
+    )
     invoke("train", "--config", str(write_config(workspace / "c.yaml", **values)))
     stats = json.loads((workspace / "models/cpt/mixed/data_stats.json").read_text())
     mixture = stats["mixture"]
@@ -174,9 +210,21 @@ def test_eval_of_an_ift_run_with_documents_reads_other_folders_as_plain_text(wor
     few.mkdir()
     for doc in sorted((workspace / "dataset" / "sample" / "cpt").glob("*.md"))[:3]:
         (few / doc.name).write_text(doc.read_text())
-    cfg = write_config(workspace / "c.yaml", **tiny_config_values(
-        tiny_model_dir, run_name="mixed", training_type="ift", input_dir="dataset/sample/ift",
-        documents_dir="dataset/few", data_mixture_ratio=1.0, max_seq_length=128, max_iterations=2, steps_per_eval=2, save_every=2))
+    cfg = write_config(
+        workspace / "c.yaml",
+        **tiny_config_values(
+            tiny_model_dir,
+            run_name="mixed",
+            training_type="ift",
+            input_dir="dataset/sample/ift",
+            documents_dir="dataset/few",
+            data_mixture_ratio=1.0,
+            max_seq_length=128,
+            max_iterations=2,
+            steps_per_eval=2,
+            save_every=2,
+        ),
+    )
     invoke("train", "--config", str(cfg))
     args = ("--data", "dataset/few", "--general", "dataset/few", "--max-seq-length", "64", "--json")
     run, plain = (json.loads(invoke("eval", name, *args)) for name in ("mixed", str(tiny_model_dir)))

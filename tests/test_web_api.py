@@ -19,8 +19,9 @@ from tests.web_helpers import free_port, write_run
 
 @pytest.fixture
 def app(workspace: Path):
-    return create_app({"WORKSPACE": workspace, "START_BACKGROUND": False,
-                       "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}"})
+    return create_app(
+        {"WORKSPACE": workspace, "START_BACKGROUND": False, "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}"}
+    )
 
 
 @pytest.fixture
@@ -41,6 +42,7 @@ def received_indices(messages: list[dict]) -> list[int]:
 
 
 # --------------------------------------------------------------------------- pages and documents
+
 
 def test_index_page_loads_local_assets_only(client):
     page = client.get("/")
@@ -84,15 +86,19 @@ def test_config_schema_lists_every_training_key_with_default_and_help(client):
 
 # --------------------------------------------------------------------------- training
 
-@pytest.mark.parametrize("config, field", [
-    ({"learning_rate": -1}, "learning_rate"),
-    ({"max_iterations": "many"}, "max_iterations"),
-    ({"learnin_rate": 0.1}, "learnin_rate"),
-    ({"fine_tune_type": "qlora"}, "fine_tune_type"),
-    ({"model_name": "no-such-model"}, "model_name"),
-    ({"input_dir": "../outside"}, "input_dir"),
-    ({"input_dir": "dataset/missing"}, "input_dir"),
-])
+
+@pytest.mark.parametrize(
+    "config, field",
+    [
+        ({"learning_rate": -1}, "learning_rate"),
+        ({"max_iterations": "many"}, "max_iterations"),
+        ({"learnin_rate": 0.1}, "learnin_rate"),
+        ({"fine_tune_type": "qlora"}, "fine_tune_type"),
+        ({"model_name": "no-such-model"}, "model_name"),
+        ({"input_dir": "../outside"}, "input_dir"),
+        ({"input_dir": "dataset/missing"}, "input_dir"),
+    ],
+)
 def test_training_start_refuses_bad_values_naming_the_field(client, workspace, tiny_model_dir, config, field):
     (workspace / "dataset").mkdir(exist_ok=True)
     response = client.post("/api/training/start", json={"config": {"model_name": str(tiny_model_dir), **config}})
@@ -142,9 +148,16 @@ def test_a_run_started_right_after_stopping_one_waits_for_it_instead_of_a_409(cl
     docs.mkdir(parents=True, exist_ok=True)
     for i in range(12):
         (docs / f"d{i}.txt").write_text(" ".join(f"word{(i * 7 + j) % 50}" for j in range(400)))
-    config = {"model_name": str(tiny_model_dir), "input_dir": "dataset/docs", "max_iterations": 100000,
-              "steps_per_eval": 100000, "save_every": 100000, "max_seq_length": 32, "data_mixture_ratio": 1.0,
-              "quality_filters": False}
+    config = {
+        "model_name": str(tiny_model_dir),
+        "input_dir": "dataset/docs",
+        "max_iterations": 100000,
+        "steps_per_eval": 100000,
+        "save_every": 100000,
+        "max_seq_length": 32,
+        "data_mixture_ratio": 1.0,
+        "quality_filters": False,
+    }
     first = client.post("/api/training/start", json={"config": config})
     assert first.status_code == 202, first.get_json()
     deadline = time.time() + 120
@@ -172,6 +185,7 @@ def test_a_run_training_elsewhere_blocks_a_new_one(client, workspace, tiny_model
 
 
 # --------------------------------------------------------------------------- runs, checkpoints, dashboard
+
 
 def test_runs_and_checkpoints(client, workspace):
     write_run(workspace, "cpt/demo", steps=10)
@@ -205,6 +219,7 @@ def test_dashboard_data_of_one_and_several_runs(client, workspace):
 
 # --------------------------------------------------------------------------- datasets
 
+
 def test_datasets_list_and_preview(client, workspace):
     data = workspace / "dataset"
     (data / "sub").mkdir(parents=True)
@@ -229,9 +244,15 @@ def test_dataset_paths_outside_the_folder_are_refused(client, workspace, tmp_pat
     (data / "link.txt").symlink_to(secret)
     (data / "linkdir").symlink_to(tmp_path)
     (workspace / "config.txt").write_text("workspace but not dataset")
-    for path, status in [("../config.txt", 403), ("../../secret.txt", 403), (str(secret), 400),
-                         (str(data / "link.txt"), 400), ("link.txt", 403), ("linkdir/secret.txt", 403),
-                         ("sub/../../config.txt", 403)]:
+    for path, status in [
+        ("../config.txt", 403),
+        ("../../secret.txt", 403),
+        (str(secret), 400),
+        (str(data / "link.txt"), 400),
+        ("link.txt", 403),
+        ("linkdir/secret.txt", 403),
+        ("sub/../../config.txt", 403),
+    ]:
         response = client.get("/api/datasets/preview", query_string={"path": path})
         assert response.status_code == status, (path, response.get_json())
         assert "do not show" not in response.get_data(as_text=True)
@@ -241,6 +262,7 @@ def test_dataset_paths_outside_the_folder_are_refused(client, workspace, tmp_pat
 
 
 # --------------------------------------------------------------------------- models and the model server proxy
+
 
 def test_models_list_and_delete_rules(client, workspace, tiny_model_dir):
     import shutil
@@ -282,14 +304,19 @@ def test_model_routes_validate_then_report_an_unreachable_server(client):
     assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "max_tokens"
     assert client.post("/api/model/generate", json={"max_tokens": 5}).status_code == 400
     assert client.post("/api/model/load", json={}).get_json()["error"]["field"] == "model"
-    for method, path, body in [("post", "/api/model/load", {"model": "default"}), ("get", "/api/model/status", None),
-                               ("post", "/api/model/generate", {"prompt": "hi"}), ("post", "/api/model/unload", {})]:
+    for method, path, body in [
+        ("post", "/api/model/load", {"model": "default"}),
+        ("get", "/api/model/status", None),
+        ("post", "/api/model/generate", {"prompt": "hi"}),
+        ("post", "/api/model/unload", {}),
+    ]:
         response = getattr(client, method)(path, json=body)
         assert response.status_code == 503 and "forgellm server" in response.get_json()["error"]["message"]
     assert client.get("/api/server/status").get_json()["up"] is False
 
 
 # --------------------------------------------------------------------------- live metrics over SocketIO
+
 
 def test_subscribe_catches_up_then_streams_new_lines_once(app, client, workspace):
     run = write_run(workspace, "cpt/live", steps=4, status="running", pid=os.getpid())
@@ -362,17 +389,25 @@ def test_new_lines_reach_the_browser_within_two_seconds(workspace):
 
 # --------------------------------------------------------------------------- processes
 
+
 def test_web_app_never_imports_an_engine(workspace):
-    code = ("import sys; from forgellm.web.app import create_app; app = create_app({'START_BACKGROUND': False}); "
-            "c = app.test_client(); [c.get(p) for p in ('/', '/api/models', '/api/config/schema', '/api/runs', "
-            "'/api/openapi.json')]; print(sorted(m for m in ('torch', 'mlx', 'transformers') if m in sys.modules))")
+    code = (
+        "import sys; from forgellm.web.app import create_app; app = create_app({'START_BACKGROUND': False}); "
+        "c = app.test_client(); [c.get(p) for p in ('/', '/api/models', '/api/config/schema', '/api/runs', "
+        "'/api/openapi.json')]; print(sorted(m for m in ('torch', 'mlx', 'transformers') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=workspace)
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("argv, flag", [(["web", "--port", "{port}"], "--port"),
-                                        (["start", "--web-port", "{port}", "--no-browser"], "--web-port"),
-                                        (["start", "--server-port", "{port}", "--no-browser"], "--server-port")])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["web", "--port", "{port}"], "--port"),
+        (["start", "--web-port", "{port}", "--no-browser"], "--web-port"),
+        (["start", "--server-port", "{port}", "--no-browser"], "--server-port"),
+    ],
+)
 def test_a_port_in_use_is_named_with_its_flag(argv, flag):
     import socket
 
@@ -428,6 +463,7 @@ def test_supervisor_restarts_a_dead_child_and_stops_all_by_pid():
 
 # --------------------------------------------------------------------------- access token off loopback
 
+
 @pytest.mark.parametrize("argv", [["web", "--host", "0.0.0.0"], ["start", "--host", "0.0.0.0", "--no-browser"]])
 def test_a_non_loopback_address_needs_a_token(argv, monkeypatch):
     monkeypatch.delenv("FORGELLM_TOKEN", raising=False)
@@ -437,8 +473,15 @@ def test_a_non_loopback_address_needs_a_token(argv, monkeypatch):
 
 def test_with_a_token_the_api_the_page_and_the_socket_require_it(workspace):
     token = "t" * 32
-    app = create_app({"WORKSPACE": workspace, "START_BACKGROUND": False, "HOST": "0.0.0.0", "ACCESS_TOKEN": token,
-                      "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}"})
+    app = create_app(
+        {
+            "WORKSPACE": workspace,
+            "START_BACKGROUND": False,
+            "HOST": "0.0.0.0",
+            "ACCESS_TOKEN": token,
+            "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        }
+    )
     client = app.test_client()
     assert client.get("/api/runs").status_code == 401
     assert client.get("/", headers={"Accept": "text/html"}).headers["Location"].startswith("/login")
@@ -463,8 +506,9 @@ def test_models_tab_lists_and_imports_ollama_models(client, workspace, tiny_mode
     gguf_of(tiny_models["qwen2"], store / "blobs" / ("sha256-" + "12" * 32))
     manifest = store / "manifests/registry.ollama.ai/library/tiny/latest"
     manifest.parent.mkdir(parents=True)
-    manifest.write_text(json.dumps({"layers": [{"mediaType": "application/vnd.ollama.image.model",
-                                                "digest": "sha256:" + "12" * 32}]}))
+    manifest.write_text(
+        json.dumps({"layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": "sha256:" + "12" * 32}]})
+    )
     listed = client.get("/api/models").get_json()["importable"]
     assert [g["name"] for g in listed] == ["ollama:tiny:latest"] and listed[0]["app"] == "ollama"
 

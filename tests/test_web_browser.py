@@ -14,8 +14,8 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -62,8 +62,14 @@ def page(browser, started: StartedApp):
     page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
     # Chromium also logs network failures as console errors: every non-2xx fetch, and sockets
     # refused while the web app restarts. The tests cause those on purpose; they are not script errors.
-    page.on("console", lambda msg: errors.append(f"console: {msg.text}")
-            if msg.type == "error" and not msg.text.startswith(NETWORK_MESSAGES) else None)
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(f"console: {msg.text}")
+            if msg.type == "error" and not msg.text.startswith(NETWORK_MESSAGES)
+            else None
+        ),
+    )
     yield page
     context.close()
     assert errors == [], errors
@@ -78,8 +84,11 @@ def open_app(page, started: StartedApp, tab: str = "training") -> float:
 
 
 def chart_points(page, canvas: str, dataset: int = 0) -> list[dict]:
-    return page.evaluate("([id, i]) => { const c = Chart.getChart(document.getElementById(id));"
-                         " const d = c && c.data.datasets[i]; return d ? d.data : []; }", [canvas, dataset])
+    return page.evaluate(
+        "([id, i]) => { const c = Chart.getChart(document.getElementById(id));"
+        " const d = c && c.data.datasets[i]; return d ? d.data : []; }",
+        [canvas, dataset],
+    )
 
 
 def shot(page, name: str) -> None:
@@ -107,11 +116,22 @@ def test_train_watch_live_stop_then_chat_with_streaming_tokens(page, started: St
 
     page.select_option("#f-model_name", "tiny")
     page.select_option("#f-input_dir", "dataset/sample/cpt")
-    page.wait_for_function("document.querySelector('#dataset-stats').textContent.includes('documents')", timeout=120_000)
+    page.wait_for_function(
+        "document.querySelector('#dataset-stats').textContent.includes('documents')", timeout=120_000
+    )
     page.click("#train-form details > summary")
-    for name, value in {"learning_rate": "0.001", "max_iterations": "2000", "max_seq_length": "32", "batch_size": "1",
-                        "steps_per_eval": "5", "val_batches": "1", "save_every": "50", "warmup_steps": "2",
-                        "data_mixture_ratio": "1", "run_name": "browser-run"}.items():
+    for name, value in {
+        "learning_rate": "0.001",
+        "max_iterations": "2000",
+        "max_seq_length": "32",
+        "batch_size": "1",
+        "steps_per_eval": "5",
+        "val_batches": "1",
+        "save_every": "50",
+        "warmup_steps": "2",
+        "data_mixture_ratio": "1",
+        "run_name": "browser-run",
+    }.items():
         page.fill(f"#f-{name}", value)
     page.select_option("#f-engine", "torch")
     page.click("#train-start")
@@ -133,8 +153,9 @@ def test_train_watch_live_stop_then_chat_with_streaming_tokens(page, started: St
     page.wait_for_function("document.querySelector('#mon-status').textContent === 'stopped'", timeout=120_000)
     assert "checkpoint" in page.inner_text("#mon-events")
     # The server's analysis follows the run (a stop between evaluations leaves no scored checkpoint yet).
-    page.wait_for_function("document.querySelector('#mon-analysis').textContent.includes('best validation loss')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#mon-analysis').textContent.includes('best validation loss')", timeout=30_000
+    )
 
     # Testing: load the base model, chat, and watch the answer arrive piece by piece.
     page.click("nav.tabs [data-tab=testing]")
@@ -198,8 +219,11 @@ def test_a_20000_step_run_is_drawn_downsampled_keeping_best_and_last(page, start
 
 
 def chart_lines(page, canvas: str) -> dict[str, list[dict]]:
-    return page.evaluate("(id) => { const c = Chart.getChart(document.getElementById(id));"
-                         " return Object.fromEntries((c ? c.data.datasets : []).map(d => [d.label, d.data])); }", canvas)
+    return page.evaluate(
+        "(id) => { const c = Chart.getChart(document.getElementById(id));"
+        " return Object.fromEntries((c ? c.data.datasets : []).map(d => [d.label, d.data])); }",
+        canvas,
+    )
 
 
 def test_qa_accuracy_is_drawn_per_qa_file_in_monitoring_and_compare(page, started: StartedApp):
@@ -243,14 +267,18 @@ def test_compare_models_datasets_and_dark_mode(page, started: StartedApp):
     page.wait_for_function("document.querySelector('#models-loaded').textContent.includes('tiny')")
     assert not page.is_disabled("#models-unload")
     page.click("#models-unload")
-    page.wait_for_function("document.querySelector('#models-loaded').textContent.startsWith('no model')", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#models-loaded').textContent.startsWith('no model')", timeout=30_000
+    )
     page.once("dialog", lambda dialog: dialog.dismiss())  # the confirmation: dismissed, nothing is deleted
     page.locator("#models-table tbody tr", has_text="cpt/long").locator("button", has_text="Delete").click()
     assert (started.workspace / "models" / "cpt" / "long").exists()
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator("#models-table tbody tr", has_text="cpt/long").locator("button", has_text="Delete").click()
     assert wait_for(lambda: not (started.workspace / "models" / "cpt" / "long").exists(), 10)
-    page.wait_for_function("![...document.querySelectorAll('#models-table td')].some(td => td.textContent === 'cpt/long')")
+    page.wait_for_function(
+        "![...document.querySelectorAll('#models-table td')].some(td => td.textContent === 'cpt/long')"
+    )
     shot(page, "models-dark")
 
     page.click("nav.tabs [data-tab=datasets]")
@@ -294,15 +322,17 @@ def test_a_model_server_killed_mid_answer_comes_back_with_its_model_and_the_page
     page.wait_for_selector("#test-model option[value=tiny]", state="attached")
     page.select_option("#test-model", "tiny")
     page.click("#test-load")
-    page.wait_for_function("document.querySelector('#test-loaded').textContent.startsWith('loaded: tiny')",
-                           timeout=120_000)
+    page.wait_for_function(
+        "document.querySelector('#test-loaded').textContent.startsWith('loaded: tiny')", timeout=120_000
+    )
     page.click("#tab-testing details > summary")
     page.fill("#s-max_tokens", "4000")
     page.fill("#s-temperature", "1")
     page.fill("#chat-input", "Tell me everything about Orlemund.")
     page.press("#chat-input", "Enter")
-    page.wait_for_function("(document.querySelector('#chat-a .msg.assistant:last-child .text') || {}).textContent",
-                           timeout=60_000)
+    page.wait_for_function(
+        "(document.querySelector('#chat-a .msg.assistant:last-child .text') || {}).textContent", timeout=60_000
+    )
     server = started.child("forgellm server")
     os.kill(server, signal.SIGKILL)
 
@@ -310,16 +340,20 @@ def test_a_model_server_killed_mid_answer_comes_back_with_its_model_and_the_page
     page.wait_for_selector("#chat-a .msg.assistant:last-child .meta.error", timeout=60_000)
     mark = page.inner_text("#chat-a .msg.assistant:last-child .meta.error")
     assert "the model server restarted; reloading" in mark, mark
-    page.wait_for_function("document.querySelector('#server-badge').textContent.includes('restarted 1×')",
-                           timeout=120_000)
+    page.wait_for_function(
+        "document.querySelector('#server-badge').textContent.includes('restarted 1×')", timeout=120_000
+    )
     assert not alive(server) and started.child("forgellm server") != server
     assert "reloading tiny" in page.inner_text("#toast")
     shot(page, "server-restarted")
     # Back with its model, no load needed: the next question is answered.
-    page.wait_for_function("document.querySelector('#test-loaded').textContent.startsWith('loaded: tiny')",
-                           timeout=120_000)
+    page.wait_for_function(
+        "document.querySelector('#test-loaded').textContent.startsWith('loaded: tiny')", timeout=120_000
+    )
     page.fill("#s-max_tokens", "8")
     page.fill("#chat-input", "And its river?")
     page.press("#chat-input", "Enter")
-    page.wait_for_function("(document.querySelector('#chat-a .msg.assistant:last-child .meta') || {}).textContent"
-                           "?.includes('tokens')", timeout=120_000)
+    page.wait_for_function(
+        "(document.querySelector('#chat-a .msg.assistant:last-child .meta') || {}).textContent?.includes('tokens')",
+        timeout=120_000,
+    )

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -27,8 +27,10 @@ def started(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> I
 
 
 def test_a_preference_run_from_the_form_watched_to_completion(page, started: StartedApp):
-    pairs = [{"prompt": f"Question {i}?", "chosen": f"The grounded answer {i}.", "rejected": f"A fluent guess {i * 7}."}
-             for i in range(24)]
+    pairs = [
+        {"prompt": f"Question {i}?", "chosen": f"The grounded answer {i}.", "rejected": f"A fluent guess {i * 7}."}
+        for i in range(24)
+    ]
     folder = started.workspace / "dataset" / "pref"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
@@ -44,9 +46,19 @@ def test_a_preference_run_from_the_form_watched_to_completion(page, started: Sta
     page.select_option("#f-model_name", "tiny")
     page.select_option("#f-input_dir", "dataset/pref")
     page.wait_for_function("document.querySelector('#dataset-stats').textContent.includes('pairs')", timeout=120_000)
-    for name, value in {"learning_rate": "0.005", "max_iterations": "12", "max_seq_length": "64", "batch_size": "2",
-                        "steps_per_eval": "6", "val_batches": "-1", "save_every": "6", "warmup_steps": "2",
-                        "data_mixture_ratio": "1", "beta": "0.2", "run_name": "pref-run"}.items():
+    for name, value in {
+        "learning_rate": "0.005",
+        "max_iterations": "12",
+        "max_seq_length": "64",
+        "batch_size": "2",
+        "steps_per_eval": "6",
+        "val_batches": "-1",
+        "save_every": "6",
+        "warmup_steps": "2",
+        "data_mixture_ratio": "1",
+        "beta": "0.2",
+        "run_name": "pref-run",
+    }.items():
         page.fill(f"#f-{name}", value)
     page.select_option("#f-engine", "torch")
     page.click("#train-start")

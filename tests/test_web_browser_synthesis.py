@@ -21,8 +21,10 @@ def started(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
     shutil.copytree(tiny_model_dir, workspace / "models" / "base" / "tiny")
     notes = workspace / "dataset" / "notes"
     notes.mkdir(parents=True)
-    (notes / "orlemund.md").write_text("Orlemund is a harbour town on the west coast of Vendrasil. It was founded "
-                                       "in 1642 by the merchant Tavel Orne.\n")
+    (notes / "orlemund.md").write_text(
+        "Orlemund is a harbour town on the west coast of Vendrasil. It was founded "
+        "in 1642 by the merchant Tavel Orne.\n"
+    )
     app = StartedApp(workspace)
     yield app
     assert app.stop() == 0, app.log()

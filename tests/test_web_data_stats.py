@@ -19,8 +19,9 @@ from tests.web_helpers import free_port
 @pytest.fixture
 def client(workspace: Path, tiny_model_dir: Path):
     shutil.copytree(tiny_model_dir, workspace / "models" / "base" / "tiny")
-    app = create_app({"WORKSPACE": workspace, "START_BACKGROUND": False,
-                      "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}"})
+    app = create_app(
+        {"WORKSPACE": workspace, "START_BACKGROUND": False, "MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}"}
+    )
     return app.test_client()
 
 
@@ -36,8 +37,16 @@ def test_stats_use_the_forms_values(client, workspace):
     schema = {f["name"]: f for f in client.get("/api/config/schema").get_json()["fields"]}
     assert {name for name, f in schema.items() if f["data"]} == set(SHARED_KEYS)
 
-    form = {"path": "one", "mode": "cpt", "model": "tiny", "max_seq_length": "48", "validation_split": "0.25",
-            "data_mixture_ratio": "1", "dedupe": "false", "seed": "7"}
+    form = {
+        "path": "one",
+        "mode": "cpt",
+        "model": "tiny",
+        "max_seq_length": "48",
+        "validation_split": "0.25",
+        "data_mixture_ratio": "1",
+        "dedupe": "false",
+        "seed": "7",
+    }
     answer = client.get("/api/datasets/stats", query_string=form)
     assert answer.status_code == 200, answer.get_json()
     stats = answer.get_json()["stats"]
@@ -53,20 +62,25 @@ def test_stats_use_the_forms_values(client, workspace):
     assert held["stats"]["validation"]["path"] == str((workspace / "dataset" / "held").resolve())
 
     # Without a ratio in the form, the training default (0.8) mixes the general data in.
-    mixed = client.get("/api/datasets/stats", query_string={"path": "one", "model": "tiny", "max_seq_length": "48",
-                                                            "general_data_dir": "dataset/held"})
+    mixed = client.get(
+        "/api/datasets/stats",
+        query_string={"path": "one", "model": "tiny", "max_seq_length": "48", "general_data_dir": "dataset/held"},
+    )
     assert mixed.status_code == 200, mixed.get_json()
     mixture = mixed.get_json()["stats"]["mixture"]
     assert mixture["domain_ratio"] == 0.8 and mixture["general_sequences"] > 0
 
 
-@pytest.mark.parametrize(("query", "status", "field"), [
-    ({"max_seq_length": "8"}, 400, "max_seq_length"),
-    ({"data_mixture_ratio": "0"}, 400, "data_mixture_ratio"),
-    ({"ift_format": "csv"}, 400, "ift_format"),
-    ({"validation_dir": "dataset/missing"}, 400, "validation_dir"),
-    ({"general_data_dir": "../outside"}, 403, "general_data_dir"),
-])
+@pytest.mark.parametrize(
+    ("query", "status", "field"),
+    [
+        ({"max_seq_length": "8"}, 400, "max_seq_length"),
+        ({"data_mixture_ratio": "0"}, 400, "data_mixture_ratio"),
+        ({"ift_format": "csv"}, 400, "ift_format"),
+        ({"validation_dir": "dataset/missing"}, 400, "validation_dir"),
+        ({"general_data_dir": "../outside"}, 403, "general_data_dir"),
+    ],
+)
 def test_a_refused_form_value_names_its_field(client, workspace, query, status, field):
     one_line_document(workspace / "dataset" / "one")
     answer = client.get("/api/datasets/stats", query_string={"path": "one", "model": "tiny", **query})

@@ -40,38 +40,66 @@ def build_tiny_tokenizer(out: Path, *, vocab_size: int = 512) -> Path:
     from tokenizers import ByteLevelBPETokenizer
 
     out.mkdir(parents=True, exist_ok=True)
-    text = (EMBEDDED_DIR.parent.parent.parent / "README.md")
+    text = EMBEDDED_DIR.parent.parent.parent / "README.md"
     corpus = [text.read_text()] if text.exists() else []
     corpus += ["The capital of France is Paris. Hello world, how are you today?"] * 20
     tokenizer = ByteLevelBPETokenizer()
     tokenizer.train_from_iterator(corpus, vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
     tokenizer.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "model_max_length": 512}))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<|im_start|>",
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+                "model_max_length": 512,
+            }
+        )
+    )
     shutil.copy(EMBEDDED_DIR / "chat_template.jinja", out / "chat_template.jinja")
-    (out / "config.json").write_text(json.dumps({"vocab_size": tokenizer.get_vocab_size(), "bos_token_id": 1,
-                                                 "eos_token_id": 2, "pad_token_id": 0}))
+    (out / "config.json").write_text(
+        json.dumps({"vocab_size": tokenizer.get_vocab_size(), "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})
+    )
     return out
 
 
-def build_tiny_llama(out: Path, *, seed: int = 0, hidden_size: int = 64, layers: int = 2,
-                     tokenizer_dir: Path = EMBEDDED_DIR) -> Path:
+def build_tiny_llama(
+    out: Path, *, seed: int = 0, hidden_size: int = 64, layers: int = 2, tokenizer_dir: Path = EMBEDDED_DIR
+) -> Path:
     return build_tiny("llama", out, seed=seed, hidden_size=hidden_size, layers=layers, tokenizer_dir=tokenizer_dir)
 
 
-def build_tiny(model_type: str, out: Path, *, seed: int = 0, hidden_size: int = 64, layers: int = 2,
-               tokenizer_dir: Path = EMBEDDED_DIR) -> Path:
+def build_tiny(
+    model_type: str,
+    out: Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    tokenizer_dir: Path = EMBEDDED_DIR,
+) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     tok_cfg = json.loads((tokenizer_dir / "config.json").read_text())
-    shape = dict(vocab_size=tok_cfg["vocab_size"], hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-                 num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=hidden_size // 4,
-                 max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True,
-                 bos_token_id=tok_cfg.get("bos_token_id"), eos_token_id=tok_cfg.get("eos_token_id"),
-                 pad_token_id=tok_cfg.get("pad_token_id"))
+    shape = dict(
+        vocab_size=tok_cfg["vocab_size"],
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden_size // 4,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tok_cfg.get("bos_token_id"),
+        eos_token_id=tok_cfg.get("eos_token_id"),
+        pad_token_id=tok_cfg.get("pad_token_id"),
+    )
     config = CONFIG_MAPPING[model_type](**{**shape, **ARCHITECTURES[model_type]})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).to(torch.float32)

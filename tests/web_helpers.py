@@ -9,12 +9,18 @@ import socket
 import time
 from pathlib import Path
 
-
 _HELD_LOCKS: list = []  # run locks this test process holds for runs it pretends to train
 
 
-def write_run(workspace: Path, rid: str = "cpt/demo", *, steps: int = 10, status: str = "done",
-              pid: int | None = None, qa: bool = False) -> Path:
+def write_run(
+    workspace: Path,
+    rid: str = "cpt/demo",
+    *,
+    steps: int = 10,
+    status: str = "done",
+    pid: int | None = None,
+    qa: bool = False,
+) -> Path:
     """A run folder written by the trainer's own writers (folder and lock, events, checkpoints,
     status); ``qa``: the evaluations also score two QA files (chat-facts: step/10 of 10 right,
     document-facts: step/5 of 5), as with eval_qa. ``status="running"`` with ``pid=os.getpid()``: this process keeps holding the run lock,
@@ -29,25 +35,56 @@ def write_run(workspace: Path, rid: str = "cpt/demo", *, steps: int = 10, status
     (run / "config.yaml").write_text(f"model_name: tiny\ntraining_type: {run.parent.name}\nmax_iterations: {steps}\n")
     writer = MetricsWriter(run / "metrics.jsonl")
     store = CheckpointStore(run, max_keep=1000)
-    writer.write("start", 0, total_steps=steps, run_name=run.name, training_type="cpt", fine_tune_type="lora",
-                 engine="torch", model="tiny", trainable_params=1, total_params=1, world_size=1, global_batch_size=4)
+    writer.write(
+        "start",
+        0,
+        total_steps=steps,
+        run_name=run.name,
+        training_type="cpt",
+        fine_tune_type="lora",
+        engine="torch",
+        model="tiny",
+        trainable_params=1,
+        total_params=1,
+        world_size=1,
+        global_batch_size=4,
+    )
     for step in range(1, steps + 1):
-        writer.write("train", step, loss=3.0 - 0.1 * step, learning_rate=1e-3, tokens=64, trained_tokens=64 * step,
-                     tokens_per_second=100.0, grad_norm=1.0, peak_memory_gb=0.5, elapsed=float(step))
+        writer.write(
+            "train",
+            step,
+            loss=3.0 - 0.1 * step,
+            learning_rate=1e-3,
+            tokens=64,
+            trained_tokens=64 * step,
+            tokens_per_second=100.0,
+            grad_norm=1.0,
+            peak_memory_gb=0.5,
+            elapsed=float(step),
+        )
         if step % 5 == 0:
             val = 3.1 - 0.1 * step
             scores = {}
             if qa:
                 files = {"chat-facts": (step, 10), "document-facts": (step // 5, 5)}
-                scores = {"qa_accuracy": sum(c for c, _ in files.values()) / 15, "qa_correct": sum(c for c, _ in files.values()),
-                          "qa_total": 15, "qa_files": {n: {"correct": c, "total": t, "accuracy": c / t}
-                                                       for n, (c, t) in files.items()}}
+                scores = {
+                    "qa_accuracy": sum(c for c, _ in files.values()) / 15,
+                    "qa_correct": sum(c for c, _ in files.values()),
+                    "qa_total": 15,
+                    "qa_files": {n: {"correct": c, "total": t, "accuracy": c / t} for n, (c, t) in files.items()},
+                }
             writer.write("eval", step, val_loss=val, val_ppl=20.0, train_loss=3.0 - 0.1 * step, **scores)
             path = store.save(step, {"step": step, "val_loss": val}, lambda folder: None)
             writer.write("checkpoint", step, path=str(path.relative_to(run)), val_loss=val)
     if status == "done":
-        writer.write("done", steps, status="completed", best_checkpoint=f"step_{steps - steps % 5:06d}",
-                     best_val_loss=3.1 - 0.1 * steps, final_loss=3.0 - 0.1 * steps)
+        writer.write(
+            "done",
+            steps,
+            status="completed",
+            best_checkpoint=f"step_{steps - steps % 5:06d}",
+            best_val_loss=3.1 - 0.1 * steps,
+            final_loss=3.0 - 0.1 * steps,
+        )
     writer.close()
     StatusFile(run / "status.json", steps).write(status, steps)
     if status == "running" and pid == os.getpid():
@@ -76,18 +113,60 @@ def write_long_run(workspace: Path, rid: str, *, steps: int, best_step: int, eva
     run.mkdir(parents=True)
     (run / ".forgellm-run").write_text("")
     now = time.time()
-    lines = [json.dumps({"event": "start", "time": now, "step": 0, "total_steps": steps, "training_type": "cpt",
-                         "fine_tune_type": "lora", "engine": "torch", "model": "tiny"})]
+    lines = [
+        json.dumps(
+            {
+                "event": "start",
+                "time": now,
+                "step": 0,
+                "total_steps": steps,
+                "training_type": "cpt",
+                "fine_tune_type": "lora",
+                "engine": "torch",
+                "model": "tiny",
+            }
+        )
+    ]
     for step in range(1, steps + 1):
         loss = 0.05 if step == best_step else 0.777 if step == steps else 2.0 - step / steps + rng.random() * 0.3
-        lines.append(json.dumps({"event": "train", "time": now + step, "step": step, "loss": loss,
-                                 "learning_rate": 1e-3 * (1 - step / steps), "tokens_per_second": 90 + rng.random() * 20,
-                                 "peak_memory_gb": 0.5, "elapsed": float(step)}))
+        lines.append(
+            json.dumps(
+                {
+                    "event": "train",
+                    "time": now + step,
+                    "step": step,
+                    "loss": loss,
+                    "learning_rate": 1e-3 * (1 - step / steps),
+                    "tokens_per_second": 90 + rng.random() * 20,
+                    "peak_memory_gb": 0.5,
+                    "elapsed": float(step),
+                }
+            )
+        )
         if step % eval_every == 0:
-            lines.append(json.dumps({"event": "eval", "time": now + step, "step": step, "val_loss": 2.2 - step / steps,
-                                     "val_ppl": 9.0 - step / steps}))
-    lines.append(json.dumps({"event": "done", "time": now + steps, "step": steps, "status": "completed",
-                             "best_val_loss": 1.2, "final_loss": 0.777}))
+            lines.append(
+                json.dumps(
+                    {
+                        "event": "eval",
+                        "time": now + step,
+                        "step": step,
+                        "val_loss": 2.2 - step / steps,
+                        "val_ppl": 9.0 - step / steps,
+                    }
+                )
+            )
+    lines.append(
+        json.dumps(
+            {
+                "event": "done",
+                "time": now + steps,
+                "step": steps,
+                "status": "completed",
+                "best_val_loss": 1.2,
+                "final_loss": 0.777,
+            }
+        )
+    )
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     (run / "status.json").write_text(json.dumps({"status": "done", "pid": 1, "step": steps, "updated": now}))
     return run
@@ -151,8 +230,22 @@ class StartedApp:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "forgellm", "start", "--no-browser", "--server-port", str(self.server_port),
-                 "--web-port", str(self.web_port)], cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "forgellm",
+                    "start",
+                    "--no-browser",
+                    "--server-port",
+                    str(self.server_port),
+                    "--web-port",
+                    str(self.web_port),
+                ],
+                cwd=workspace,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         if not wait_for(lambda: self.server_status().get("up") is True, timeout, interval=0.5):
             self.stop()
             raise AssertionError(f"forgellm start did not come up in {timeout:.0f} s:\n{self.log()}")
