@@ -256,16 +256,17 @@ def _pre_tokenizer(pre: dict[str, Any] | None) -> str:
     name must say exactly what the HF pre-tokenizer does; an unknown one is refused rather than
     written as a split that tokenizes differently.
     """
-    steps = (pre or {}).get("pretokenizers", [pre]) if (pre or {}).get("type") == "Sequence" else [pre]
-    kinds = [(step or {}).get("type") for step in steps]
-    last = steps[-1] or {}
+    pre = pre or {}
+    steps: list[dict[str, Any]] = (pre.get("pretokenizers") or []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [step.get("type") for step in steps]
+    last = steps[-1] if steps else {}
     if last.get("type") == "ByteLevel" and not last.get("add_prefix_space"):
         if kinds == ["ByteLevel"] and last.get("use_regex", True):
             return "gpt-2"
         if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and last.get("use_regex", True):
             return "smollm"
         if kinds == ["Split", "ByteLevel"] and not last.get("use_regex", True):
-            name = _SPLIT_REGEX_PRE.get((steps[0].get("pattern") or {}).get("Regex"))
+            name = _SPLIT_REGEX_PRE.get(str((steps[0].get("pattern") or {}).get("Regex")))
             if name:
                 return name
     raise UserError(
