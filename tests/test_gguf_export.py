@@ -57,6 +57,9 @@ def test_each_architecture_and_type_round_trips(arch, dtype, workspace, tiny_mod
     arch_name = GGUF_ARCH[arch]
     assert reader.get_field("general.architecture").contents() == arch_name
     assert reader.get_field(f"{arch_name}.block_count").contents() == 2
+    # llama.cpp re-implements the pre-tokenizer it is named: the tiny tokenizer's is GPT-2's, but
+    # transformers' Qwen2Tokenizer replaces it with Qwen's, and the GGUF must split text as it does
+    assert reader.get_field("tokenizer.ggml.pre").contents() == ("qwen2" if arch == "qwen2" else "gpt-2")
     names = {t.name for t in reader.tensors}
     assert {"token_embd.weight", "output_norm.weight", "blk.1.attn_norm.weight"} <= names
     assert ("blk.0.attn_qkv.weight" if arch == "phi3" else "blk.0.attn_q.weight") in names
@@ -82,6 +85,17 @@ def test_unmapped_architecture_is_refused_with_the_list(workspace, tiny_models, 
         "'starcoder2'" in err
     )
     assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_tokenizer_llama_cpp_would_split_differently_is_refused(workspace, tiny_models, tmp_path):
+    model = shutil.copytree(tiny_models["llama"], tmp_path / "spm")
+    spec = json.loads((model / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+    (model / "tokenizer.json").write_text(json.dumps(spec))
+    code, _, err = forgellm("export", "gguf", str(model), "--out", str(tmp_path / "out"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "GGUF export knows the byte-level BPE pre-tokenizers of GPT-2, SmolLM, Llama 3 and Qwen2" in err
+    assert "Metaspace" in err and not (tmp_path / "out").exists()
 
 
 def test_modelfile_translates_chatml_with_its_default_system_prompt(workspace, tiny_models, tmp_path):

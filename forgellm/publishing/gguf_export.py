@@ -200,8 +200,7 @@ def _permute(weights: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarray:
 def _add_tokenizer(writer: Any, model_dir: Path, vocab_size: int) -> None:
     import gguf
 
-    spec_path = model_dir / "tokenizer.json"
-    spec = json.loads(spec_path.read_text()) if spec_path.exists() else {}
+    spec = _tokenizer_spec(model_dir)
     if (spec.get("model") or {}).get("type") != "BPE":
         raise UserError(
             "GGUF export needs a byte-level BPE tokenizer.json (GPT-2 style); this model's tokenizer "
@@ -217,14 +216,64 @@ def _add_tokenizer(writer: Any, model_dir: Path, vocab_size: int) -> None:
             tokens[added["id"]] = added["content"]
             types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
     writer.add_tokenizer_model("gpt2")
-    # llama.cpp picks a pre-tokenizer by name; "default" is its GPT-2 style split.
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(_pre_tokenizer(spec.get("pre_tokenizer")))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size)
     if special.chat_template is None and (model_dir / "chat_template.jinja").exists():
         special.chat_template = (model_dir / "chat_template.jinja").read_text()  # transformers 5 keeps it apart
     special.add_to_gguf(writer)
+
+
+def _tokenizer_spec(model_dir: Path) -> dict[str, Any]:
+    """The tokenizer the model runs with, as tokenizer.json: what transformers builds, not the file.
+
+    A model type's tokenizer class may replace the file's pre-tokenizer (transformers 5's
+    Qwen2Tokenizer puts Qwen's digit-by-digit split over a plain GPT-2 one), and the GGUF must
+    tokenize as training and `forgellm chat` did.
+    """
+    if not (model_dir / "tokenizer.json").exists():
+        return {}
+    from transformers import AutoTokenizer
+
+    backend = getattr(AutoTokenizer.from_pretrained(model_dir), "backend_tokenizer", None)
+    return json.loads(backend.to_str()) if backend is not None else {}
+
+
+# The HF pre-tokenizer regexes llama.cpp re-implements, by its name for them (llama-vocab.cpp quotes
+# each "original regex from tokenizer.json"). Its name "default" is none of these: a falcon-like
+# split that cuts punctuation runs and numbers apart, so a GPT-2 tokenizer needs "gpt-2".
+_SPLIT_REGEX_PRE = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+}
+
+
+def _pre_tokenizer(pre: dict[str, Any] | None) -> str:
+    """llama.cpp's name (``tokenizer.ggml.pre``) for a tokenizer.json ``pre_tokenizer``.
+
+    llama.cpp splits text with its own copy of a few known regexes chosen by this name, so the
+    name must say exactly what the HF pre-tokenizer does; an unknown one is refused rather than
+    written as a split that tokenizes differently.
+    """
+    pre = pre or {}
+    steps: list[dict[str, Any]] = (pre.get("pretokenizers") or []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [step.get("type") for step in steps]
+    last = steps[-1] if steps else {}
+    if last.get("type") == "ByteLevel" and not last.get("add_prefix_space"):
+        if kinds == ["ByteLevel"] and last.get("use_regex", True):
+            return "gpt-2"
+        if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and last.get("use_regex", True):
+            return "smollm"
+        if kinds == ["Split", "ByteLevel"] and not last.get("use_regex", True):
+            name = _SPLIT_REGEX_PRE.get(str((steps[0].get("pattern") or {}).get("Regex")))
+            if name:
+                return name
+    raise UserError(
+        f"GGUF export knows the byte-level BPE pre-tokenizers of GPT-2, SmolLM, Llama 3 and Qwen2; this "
+        f"tokenizer.json's is {json.dumps(pre)[:120]}. Publish without --gguf, or convert it with "
+        f"llama.cpp's convert_hf_to_gguf.py"
+    )
 
 
 def export_into(model_dir: Path, folder: Path, *, name: str, dtype: str = "f16") -> dict[str, Any]:
