@@ -72,6 +72,13 @@ class TrainingConfig(BaseModel):
         description="ift with documents_dir: share of the domain training sequences that are document sequences (the rest are the chats); documents are repeated or sampled to fit.",
         json_schema_extra={"applies": {"training_type": ["ift"]}},
     )
+    shuffled_copies: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="cpt, and ift's documents_dir: extra copies of each training document with its paragraphs and sentences in a new random order, so that each fact is seen in several contexts (validation documents are never copied). An epoch includes the copies.",
+        json_schema_extra={"applies": {"training_type": ["cpt", "ift"]}},
+    )
     validation_split: float = Field(
         0.1, gt=0.0, lt=1.0, description="Share of the domain data held out for validation."
     )
