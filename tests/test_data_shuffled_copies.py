@@ -14,7 +14,8 @@ import pytest
 
 from forgellm.data.settings import DataSettings
 from forgellm.data.shuffled_copies import shuffle_text
-from forgellm.training.config import TrainingConfig
+from forgellm.errors import UserError
+from forgellm.training.config import TrainingConfig, build_config
 from tests.cli_helpers import forgellm
 from tests.data_helpers import documents_of, load_tokenizer, prepare, prose, write_files
 from tests.test_data_cli import DOMAIN_ONLY, stats_json
@@ -130,3 +131,29 @@ def test_the_stats_table_names_the_copies(tmp_path, workspace):
     )
     assert code == 0, err
     assert "shuffled copies" in out and "2 of each training document" in out
+
+
+@pytest.mark.parametrize(
+    "values, problem",
+    [
+        (
+            {"training_type": "ift"},
+            "an ift run without documents_dir has none to copy: remove it, or set documents_dir",
+        ),
+        ({"training_type": "preference"}, "a preference run has none to copy: remove it"),
+    ],
+)
+def test_copies_where_there_are_no_documents_are_refused(values, problem):
+    with pytest.raises(UserError, match=re.escape(problem)):
+        build_config(None, {"model_name": "default", "max_iterations": 1, "shuffled_copies": 2, **values})
+    ift = build_config(
+        None,
+        {
+            "model_name": "default",
+            "max_iterations": 1,
+            "shuffled_copies": 2,
+            "training_type": "ift",
+            "documents_dir": "docs",
+        },
+    )
+    assert ift.shuffled_copies == 2

@@ -327,6 +327,19 @@ class TrainingConfig(BaseModel):
             )
         return value
 
+    @field_validator("shuffled_copies")
+    @classmethod
+    def _copies_need_documents(cls, value: int, info: ValidationInfo) -> int:
+        """Copies are made of documents: a cpt run's, or an ift run's documents_dir (chats keep their order)."""
+        kind = info.data.get("training_type")
+        if value and not (kind == "cpt" or (kind == "ift" and info.data.get("documents_dir"))):
+            where = "an ift run without documents_dir" if kind == "ift" else f"a {kind} run"
+            raise ValueError(
+                f"shuffled_copies copies documents (cpt, or the documents_dir of an ift run); {where} has "
+                f"none to copy: remove it{', or set documents_dir' if kind == 'ift' else ''}"
+            )
+        return value
+
     @field_validator("beta", "dpo_label_smoothing", "orpo_lambda", "simpo_gamma")
     @classmethod
     def _preference_parameter_applies(cls, value: float | None, info: ValidationInfo) -> float | None:
