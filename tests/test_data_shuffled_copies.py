@@ -6,20 +6,26 @@ reported; with one document, whose validation is its own last part, none are mad
 
 from __future__ import annotations
 
+import json
 import random
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from forgellm.data.settings import DataSettings
 from forgellm.data.shuffled_copies import shuffle_text
 from forgellm.errors import UserError
-from forgellm.training.config import TrainingConfig, build_config
+from forgellm.runs.events import read_events
+from forgellm.training.config import MAX_SHUFFLED_COPIES, TrainingConfig, build_config
+from forgellm.training.length import copies_for
 from tests.cli_helpers import forgellm
 from tests.data_helpers import documents_of, load_tokenizer, prepare, prose, write_files
 from tests.test_data_cli import DOMAIN_ONLY, stats_json
 from tests.tiny_model import EMBEDDED_DIR
+from tests.training_helpers import tiny_config_values, write_config
 
 TEXT = """# The harbour of Kelm
 
@@ -157,3 +163,62 @@ def test_copies_where_there_are_no_documents_are_refused(values, problem):
         },
     )
     assert ift.shuffled_copies == 2
+
+
+# --- min_iterations_fill: shuffled_copies ----------------------------------------------------
+
+
+def test_the_floor_asks_for_as_many_copies_as_it_needs():
+    config = TrainingConfig(
+        num_epochs=3, min_iterations=200, min_iterations_fill="shuffled_copies", batch_size=4, training_type="cpt"
+    )
+    assert copies_for(config, sequences=64) == 4  # 3 epochs = 48 steps; 5 versions give 240 >= 200
+    assert copies_for(config, sequences=400) == 0  # 300 steps: the epochs already reach the floor
+    assert copies_for(config, sequences=4) == MAX_SHUFFLED_COPIES  # 3 steps: capped, the floor repeats the rest
+    assert copies_for(config.model_copy(update={"shuffled_copies": 6}), sequences=64) == 6  # at least those asked
+    repeat = config.model_copy(update={"min_iterations_fill": "repeat"})
+    assert copies_for(repeat, sequences=64) == 0
+
+
+def test_a_small_dataset_reaches_the_floor_on_copies_and_the_run_records_them(workspace, tiny_model_dir):
+    write_files(workspace / "dataset/docs", {f"{i}.md": sentence_doc(i) for i in range(6)})
+    values = tiny_config_values(
+        tiny_model_dir,
+        run_name="fill",
+        input_dir="dataset/docs",
+        data_mixture_ratio=1.0,
+        num_epochs=1,
+        min_iterations=12,
+        min_iterations_fill="shuffled_copies",
+        steps_per_eval=6,
+        save_every=6,
+    )
+    del values["max_iterations"]
+    code, out, err = forgellm("train", "--config", str(write_config(workspace / "c.yaml", **values)))
+    assert code == 0, err
+    run = Path(out.split()[-1])
+    stats = json.loads((run / "data_stats.json").read_text())
+    copies = stats["shuffled_copies"]["copies"]
+    start = read_events(run / "metrics.jsonl", event="start")[0]
+    plain_steps = start["steps_per_epoch"] / (1 + copies)  # the epoch of the documents alone
+    assert copies >= 1 and plain_steps < 12 <= start["total_steps"]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["shuffled_copies"] == copies and config["min_iterations_fill"] == "shuffled_copies"
+    # A resume that gives the steps outright drops the floor, and keeps training on the same copies.
+    code, _, err = forgellm("train", "--resume", "fill", "--set", f"max_iterations={start['total_steps'] + 2}")
+    assert code == 0, err
+    resumed = yaml.safe_load((run / "config.yaml").read_text())
+    assert resumed["shuffled_copies"] == copies and resumed.get("min_iterations") is None
+    assert json.loads((run / "data_stats.json").read_text())["shuffled_copies"]["copies"] == copies
+
+
+@pytest.mark.parametrize(
+    "values, problem",
+    [
+        ({"training_type": "cpt"}, "fills a floor of steps; set min_iterations too"),
+        ({"training_type": "ift", "min_iterations": 10}, "copies documents (cpt, or the documents_dir of an ift run)"),
+    ],
+)
+def test_filling_without_a_floor_or_documents_is_refused(values, problem):
+    with pytest.raises(UserError, match=re.escape(problem)):
+        build_config(None, {"num_epochs": 1, "min_iterations_fill": "shuffled_copies", **values})

@@ -256,7 +256,12 @@ def _build(
                 padding_fraction(train.rows + val.rows, settings.max_seq_length, real_tokens=train_tokens + val_tokens),
                 6,
             ),
-            "shuffled_copies": copies if settings.shuffled_copies else None,
+            # an ift run's copies are of its documents_dir documents (`prepare_documents`)
+            "shuffled_copies": documents.stats.get("shuffled_copies")
+            if documents is not None
+            else copies
+            if settings.shuffled_copies
+            else None,
             "format": report.file_formats if settings.training_type == "ift" else None,
             "chat_template": stager.template_source,
             "tokenizer": {"encoder": stager.encoder_name, "worker_processes": stager.processes},

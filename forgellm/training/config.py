@@ -25,6 +25,9 @@ TRACKERS = ("tensorboard", "mlflow")  # the names report_to accepts
 DEFAULT_MAX_ITERATIONS = 1000  # training length when neither max_iterations nor num_epochs is set
 
 
+MAX_SHUFFLED_COPIES = 32  # copies of a document beyond this add nothing a floor of repeats would not
+
+
 class TrainingConfig(BaseModel):
     """Everything a training run needs; stored resolved as ``config.yaml`` in the run folder."""
 
@@ -75,7 +78,7 @@ class TrainingConfig(BaseModel):
     shuffled_copies: int = Field(
         0,
         ge=0,
-        le=32,
+        le=MAX_SHUFFLED_COPIES,
         description="cpt, and ift's documents_dir: extra copies of each training document with its paragraphs and sentences in a new random order, so that each fact is seen in several contexts (validation documents are never copied). An epoch includes the copies.",
         json_schema_extra={"applies": {"training_type": ["cpt", "ift"]}},
     )
@@ -202,6 +205,10 @@ class TrainingConfig(BaseModel):
         ge=1,
         description="With num_epochs: train at least this many optimizer steps, as many more epochs as that takes (a small dataset gets too few steps at a recipe's epochs for its facts to stick).",
     )
+    min_iterations_fill: Literal["repeat", "shuffled_copies"] = Field(
+        "repeat",
+        description="How min_iterations adds steps: repeat (read the same data more epochs) or shuffled_copies (add as many shuffled copies of each document as the floor needs, so no text is read more often than num_epochs says; cpt, or ift with documents_dir).",
+    )
     eval_qa: str | None = Field(
         None,
         description="JSONL file or folder of {question, answer, aliases} records (the format of `forgellm eval --qa`): every evaluation also answers them greedily and records qa_accuracy.",
@@ -324,6 +331,21 @@ class TrainingConfig(BaseModel):
             raise ValueError(
                 f"documents_dir mixes documents into the chats of an ift run, not "
                 f"{info.data.get('training_type')}; put the documents in input_dir instead"
+            )
+        return value
+
+    @field_validator("min_iterations_fill")
+    @classmethod
+    def _fill_needs_floor_and_documents(cls, value: str, info: ValidationInfo) -> str:
+        if value == "repeat":
+            return value
+        if info.data.get("min_iterations") is None:
+            raise ValueError("min_iterations_fill: shuffled_copies fills a floor of steps; set min_iterations too")
+        kind = info.data.get("training_type")
+        if not (kind == "cpt" or (kind == "ift" and info.data.get("documents_dir"))):
+            raise ValueError(
+                "min_iterations_fill: shuffled_copies copies documents (cpt, or the documents_dir of an ift "
+                "run); set min_iterations_fill: repeat"
             )
         return value
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from forgellm.errors import UserError
-from forgellm.training.config import TrainingConfig
+from forgellm.training.config import MAX_SHUFFLED_COPIES, TrainingConfig
 
 EPOCH_DIGITS = 3  # epochs are recorded rounded to this many decimals
 
@@ -59,6 +59,20 @@ def training_length(config: TrainingConfig, sequences: int, world_size: int = 1)
         sequences=sequences,
         effective_batch=config.batch_size * config.grad_accumulation_steps * world_size,
     )
+
+
+def copies_for(config: TrainingConfig, sequences: int, world_size: int = 1) -> int:
+    """The shuffled copies of each document the run trains on: ``config.shuffled_copies``, or with
+    ``min_iterations_fill: shuffled_copies`` as many as let ``num_epochs`` of the data with its
+    copies reach ``min_iterations`` (``sequences``: the packed split without copies), whichever is
+    more. Capped at the most ``shuffled_copies`` allows; the floor then adds the remaining steps."""
+    needed = 0
+    if config.min_iterations_fill == "shuffled_copies" and config.num_epochs and config.min_iterations:
+        steps_per_epoch = (sequences // (config.batch_size * world_size)) / config.grad_accumulation_steps
+        asked = _steps_for(config.num_epochs, steps_per_epoch) if steps_per_epoch else 0
+        if 0 < asked < config.min_iterations:
+            needed = min(math.ceil(config.min_iterations / asked) - 1, MAX_SHUFFLED_COPIES)
+    return max(config.shuffled_copies, needed)
 
 
 def _steps_for(epochs: float, steps_per_epoch: float) -> int:
