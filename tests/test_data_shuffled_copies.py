@@ -20,7 +20,7 @@ from forgellm.data.shuffled_copies import shuffle_text
 from forgellm.errors import UserError
 from forgellm.runs.events import read_events
 from forgellm.training.config import MAX_SHUFFLED_COPIES, TrainingConfig, build_config
-from forgellm.training.length import copies_for
+from forgellm.training.length import copies_for, fills_floor
 from tests.cli_helpers import forgellm
 from tests.data_helpers import documents_of, load_tokenizer, prepare, prose, write_files
 from tests.test_data_cli import DOMAIN_ONLY, stats_json
@@ -168,16 +168,18 @@ def test_copies_where_there_are_no_documents_are_refused(values, problem):
 # --- min_iterations_fill: shuffled_copies ----------------------------------------------------
 
 
-def test_the_floor_asks_for_as_many_copies_as_it_needs():
+def test_the_floor_asks_for_as_many_copies_as_make_one_epoch_reach_it():
     config = TrainingConfig(
         num_epochs=3, min_iterations=200, min_iterations_fill="shuffled_copies", batch_size=4, training_type="cpt"
     )
-    assert copies_for(config, sequences=64) == 4  # 3 epochs = 48 steps; 5 versions give 240 >= 200
-    assert copies_for(config, sequences=400) == 0  # 300 steps: the epochs already reach the floor
-    assert copies_for(config, sequences=4) == MAX_SHUFFLED_COPIES  # 3 steps: capped, the floor repeats the rest
-    assert copies_for(config.model_copy(update={"shuffled_copies": 6}), sequences=64) == 6  # at least those asked
+    assert copies_for(config, sequences=64) == 12  # 16 steps an epoch: 13 versions read once give 208 >= 200
+    assert fills_floor(config, sequences=64)
+    assert copies_for(config, sequences=400) == 0 and not fills_floor(config, sequences=400)  # 3 epochs: 300 steps
+    assert copies_for(config, sequences=4) == MAX_SHUFFLED_COPIES  # 1 step an epoch: capped, the floor repeats the rest
+    assert copies_for(config.model_copy(update={"shuffled_copies": 6}), sequences=64) == 12
+    assert copies_for(config.model_copy(update={"shuffled_copies": 20}), sequences=64) == 20  # at least those asked
     repeat = config.model_copy(update={"min_iterations_fill": "repeat"})
-    assert copies_for(repeat, sequences=64) == 0
+    assert copies_for(repeat, sequences=64) == 0 and not fills_floor(repeat, sequences=64)
 
 
 def test_a_small_dataset_reaches_the_floor_on_copies_and_the_run_records_them(workspace, tiny_model_dir):
@@ -201,9 +203,13 @@ def test_a_small_dataset_reaches_the_floor_on_copies_and_the_run_records_them(wo
     copies = stats["shuffled_copies"]["copies"]
     start = read_events(run / "metrics.jsonl", event="start")[0]
     plain_steps = start["steps_per_epoch"] / (1 + copies)  # the epoch of the documents alone
-    assert copies >= 1 and plain_steps < 12 <= start["total_steps"]
+    # One epoch of the documents and their copies reaches the floor: each version is read once.
+    # About one epoch of the documents and their copies reaches the floor: each version is read once.
+    assert copies >= 1 and plain_steps < 12 <= start["total_steps"] and 1.0 <= start["num_epochs"] < 1.5
+    assert start["total_steps"] - 12 < plain_steps  # no more versions than the floor needs
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["shuffled_copies"] == copies and config["min_iterations_fill"] == "shuffled_copies"
+    assert (config["num_epochs"], config["max_iterations"]) == (start["num_epochs"], start["total_steps"])
     # A resume that gives the steps outright drops the floor, and keeps training on the same copies.
     code, _, err = forgellm("train", "--resume", "fill", "--set", f"max_iterations={start['total_steps'] + 2}")
     assert code == 0, err

@@ -207,7 +207,7 @@ class TrainingConfig(BaseModel):
     )
     min_iterations_fill: Literal["repeat", "shuffled_copies"] = Field(
         "repeat",
-        description="How min_iterations adds steps: repeat (read the same data more epochs) or shuffled_copies (add as many shuffled copies of each document as the floor needs, so no text is read more often than num_epochs says; cpt, or ift with documents_dir).",
+        description="How min_iterations adds steps: repeat (more epochs of the same data) or shuffled_copies (train one epoch of the documents and as many shuffled copies of each as make it reach the floor, so each version is read once; cpt, or ift with documents_dir).",
     )
     eval_qa: str | None = Field(
         None,

@@ -46,7 +46,7 @@ from forgellm.training.callbacks import MetricsFile, MLflow, Progress, StatusFil
 from forgellm.training.checkpoints import CheckpointStore, read_state
 from forgellm.training.config import TrainingConfig, validate_config
 from forgellm.training.distributed import Group, ignore_stop_signals, init_group, lost_worker_error
-from forgellm.training.length import copies_for, training_length
+from forgellm.training.length import copies_for, fills_floor, training_length
 from forgellm.training.loop import LoopState, StopFlag, train
 from forgellm.training.preference import check_data, reference_key, reference_logps
 from forgellm.training.qa import QASet, read_qa
@@ -153,7 +153,9 @@ def load_data(
         copies = copies_for(config, len(prepared.train), world_size)
         if copies != settings.shuffled_copies:
             log.info("data: %d shuffled copies of each document fill min_iterations", copies)
+            filled = fills_floor(config, len(prepared.train), world_size)
             prepared = prepare_dataset(settings.model_copy(update={"shuffled_copies": copies}), tokenizer, workspace)
+            prepared.stats["shuffled_copies"] = {**(prepared.stats.get("shuffled_copies") or {}), "fill": filled}
         train_data, val_data, stats = (
             prepared.train,
             prepared.val,
@@ -371,8 +373,11 @@ def _run(
             group.barrier()
             (run_dir / DATA_STATS_FILE).write_text(json.dumps(stats, indent=2, default=str))
         check_data(config, train_data)
-        if (made := (stats.get("shuffled_copies") or {}).get("copies", 0)) != config.shuffled_copies:
-            config = config.model_copy(update={"shuffled_copies": made})  # config.yaml records the copies trained on
+        copies = stats.get("shuffled_copies") or {}
+        if copies.get("copies", 0) != config.shuffled_copies:  # config.yaml records the copies trained on
+            config = config.model_copy(update={"shuffled_copies": copies.get("copies", 0)})
+        if copies.get("fill") and not resume:  # the floor's steps read each version once (a resume keeps its length)
+            config = config.model_copy(update={"num_epochs": 1.0, "max_iterations": None})
         config, changed = _resolve_length(config, len(train_data), group, run_dir, resume=resume)
         assert config.max_iterations is not None  # _resolve_length sets both lengths
         if group.is_main:
