@@ -34,7 +34,7 @@ the general-text set likewise from ``dataset/general`` of the checkout, else of 
 
 Quick mode (``make test``): the same flow on the tests' tiny random llama (linked where the
 embedded model would be), the recipes cut to two steps each (``--set max_iterations=2``, no
-``num_epochs`` or ``min_iterations``, no ``eval_qa``, the sequence length cut to the tiny model's context where the recipe's
+``num_epochs`` or ``min_iterations`` (and its fill), no ``eval_qa``, the sequence length cut to the tiny model's context where the recipe's
 is longer), three questions per QA file, 8-token answers and 128-token perplexity windows: it checks
 the harness, not the numbers.
 """
@@ -71,6 +71,7 @@ QUICK_SETS = (
     "max_iterations=2",
     "num_epochs=",  # a recipe stated in epochs would conflict with max_iterations
     "min_iterations=",  # and so would its floor of steps
+    "min_iterations_fill=repeat",  # which has nothing to fill then
     "eval_qa=",
     "best_metric=val_loss",  # qa_accuracy needs eval_qa
     "warmup_steps=0",

@@ -127,6 +127,15 @@ def _print_stats(stats: dict[str, Any]) -> None:
         ("validation", validation_source(stats.get("validation") or {"source": "documents"})),
         ("padding", f"{stats['padding_fraction']:.2%}"),
     ]
+    if copies := stats.get("shuffled_copies"):
+        rows.append(
+            (
+                "shuffled copies",
+                f"{copies['copies']} of each training document, {copies['tokens']} tokens (in tokens train)"
+                if copies["copies"]
+                else f"none: {copies['reason']}",
+            )
+        )
     if stats.get("format"):
         rows.append(("formats", ", ".join(f"{f}: {fmt}" for f, fmt in stats["format"].items())))
     if stats.get("truncated"):

@@ -30,6 +30,7 @@ from forgellm.data.packing import Packed, Staging, pack_records, pack_stream, pa
 from forgellm.data.readers import SUPPORTED_SUFFIXES, Row, SourceFile, list_sources, read_source
 from forgellm.data.sequences import PreferencePairs, TokenSequences, load_split
 from forgellm.data.settings import DataSettings
+from forgellm.data.shuffled_copies import with_shuffled_copies
 from forgellm.data.split import assign_validation, split_value
 from forgellm.data.stats import DataReport, first_seen
 from forgellm.data.tokenizing import DocumentEncoder, Encoded, HuggingFaceEncoder, available_cores, document_encoder
@@ -194,12 +195,24 @@ def _build(
     pad_id = pad_token_id(tokenizer)
     mixed = general is not None or documents is not None
     train_target = out / "domain" if mixed else out
+    copies = _copies_plan(settings, held_out, val_idx, share)
+    train_docs, train_chosen, copied_tokens = docs, train_idx, 0
     try:
-        train = pack(docs, train_idx, train_target, "train", seq_length=settings.max_seq_length, pad_id=pad_id)
+        if copies["copies"]:
+            train_docs, copied_tokens = with_shuffled_copies(
+                docs, train_idx, out / "staging" / "copies", tokenizer, copies=copies["copies"], seed=settings.seed
+            )
+            train_chosen = np.arange(len(train_docs.lengths))
+        train = pack(train_docs, train_chosen, train_target, "train", seq_length=settings.max_seq_length, pad_id=pad_id)
         val = pack(docs, val_idx, out, "val", seq_length=settings.max_seq_length, pad_id=pad_id)
     finally:
         docs.close()
+        if train_docs is not docs:
+            train_docs.close()
     train_tokens, val_tokens = int(docs.lengths[train_idx].sum()), int(docs.lengths[val_idx].sum())
+    if copies["copies"]:
+        copies["tokens"] = copied_tokens
+        train_tokens += copied_tokens
     validation: dict[str, Any] = {"source": "documents"}
     if held_out is not None:
         copy_split(held_out.path, out)
@@ -243,6 +256,12 @@ def _build(
                 padding_fraction(train.rows + val.rows, settings.max_seq_length, real_tokens=train_tokens + val_tokens),
                 6,
             ),
+            # an ift run's copies are of its documents_dir documents (`prepare_documents`)
+            "shuffled_copies": documents.stats.get("shuffled_copies")
+            if documents is not None
+            else copies
+            if settings.shuffled_copies
+            else None,
             "format": report.file_formats if settings.training_type == "ift" else None,
             "chat_template": stager.template_source,
             "tokenizer": {"encoder": stager.encoder_name, "worker_processes": stager.processes},
@@ -259,6 +278,22 @@ def _build(
         shutil.rmtree(out / "domain")
     shutil.rmtree(out / "staging")
     return stats
+
+
+def _copies_plan(
+    settings: DataSettings, held_out: PreparedData | None, val_idx: np.ndarray, share: float
+) -> dict[str, Any]:
+    """How many shuffled copies of each training document to add (`forgellm.data.shuffled_copies`):
+    CPT documents only (an IFT record's turns keep their order); none when validation is cut from
+    the training text itself (one document), since copies of it would repeat the held-out part."""
+    asked = settings.shuffled_copies
+    if not asked or settings.training_type != "cpt":
+        return {"copies": 0}
+    if held_out is None and len(val_idx) == 0 and share > 0:
+        reason = "one document: its validation is its own last part, which copies would repeat; set validation_dir"
+        log.warning("data: no shuffled copies (%s)", reason)
+        return {"copies": 0, "asked": asked, "reason": reason}
+    return {"copies": asked}
 
 
 def _build_pairs(

@@ -38,6 +38,7 @@ SHARED_KEYS = (
     "quality_filters",
     "documents_dir",
     "documents_share",
+    "shuffled_copies",
 )
 #: The data settings that name a folder besides input_dir (resolved and, in the web app, confined like it).
 FOLDER_KEYS = ("general_data_dir", "validation_dir", "documents_dir")
@@ -71,6 +72,7 @@ class DataSettings(BaseModel):
     general_data_dir: Path | None = _config_field("general_data_dir")
     documents_dir: Path | None = _config_field("documents_dir")
     documents_share: float = _config_field("documents_share")
+    shuffled_copies: int = _config_field("shuffled_copies")
     text_column: str = _config_field("text_column")
     ift_format: IFTFormat = _config_field("ift_format")
     dedupe: bool = _config_field("dedupe")
@@ -137,5 +139,7 @@ class DataSettings(BaseModel):
                 "replay_engine",
                 "replay_samples",
                 "replay_max_tokens",
+                # only when used, so that the keys of caches made before the setting existed stay valid
+                *(() if self.shuffled_copies else ("shuffled_copies",)),
             },
         )

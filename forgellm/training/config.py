@@ -25,6 +25,9 @@ TRACKERS = ("tensorboard", "mlflow")  # the names report_to accepts
 DEFAULT_MAX_ITERATIONS = 1000  # training length when neither max_iterations nor num_epochs is set
 
 
+MAX_SHUFFLED_COPIES = 32  # copies of a document beyond this add nothing a floor of repeats would not
+
+
 class TrainingConfig(BaseModel):
     """Everything a training run needs; stored resolved as ``config.yaml`` in the run folder."""
 
@@ -71,6 +74,13 @@ class TrainingConfig(BaseModel):
         lt=1.0,
         description="ift with documents_dir: share of the domain training sequences that are document sequences (the rest are the chats); documents are repeated or sampled to fit.",
         json_schema_extra={"applies": {"training_type": ["ift"]}},
+    )
+    shuffled_copies: int = Field(
+        0,
+        ge=0,
+        le=MAX_SHUFFLED_COPIES,
+        description="cpt, and ift's documents_dir: extra copies of each training document with its paragraphs and sentences in a new random order, so that each fact is seen in several contexts (validation documents are never copied). An epoch includes the copies.",
+        json_schema_extra={"applies": {"training_type": ["cpt", "ift"]}},
     )
     validation_split: float = Field(
         0.1, gt=0.0, lt=1.0, description="Share of the domain data held out for validation."
@@ -195,6 +205,10 @@ class TrainingConfig(BaseModel):
         ge=1,
         description="With num_epochs: train at least this many optimizer steps, as many more epochs as that takes (a small dataset gets too few steps at a recipe's epochs for its facts to stick).",
     )
+    min_iterations_fill: Literal["repeat", "shuffled_copies"] = Field(
+        "repeat",
+        description="How min_iterations adds steps: repeat (more epochs of the same data) or shuffled_copies (train one epoch of the documents and as many shuffled copies of each as make it reach the floor, so each version is read once; cpt, or ift with documents_dir).",
+    )
     eval_qa: str | None = Field(
         None,
         description="JSONL file or folder of {question, answer, aliases} records (the format of `forgellm eval --qa`): every evaluation also answers them greedily and records qa_accuracy.",
@@ -317,6 +331,34 @@ class TrainingConfig(BaseModel):
             raise ValueError(
                 f"documents_dir mixes documents into the chats of an ift run, not "
                 f"{info.data.get('training_type')}; put the documents in input_dir instead"
+            )
+        return value
+
+    @field_validator("min_iterations_fill")
+    @classmethod
+    def _fill_needs_floor_and_documents(cls, value: str, info: ValidationInfo) -> str:
+        if value == "repeat":
+            return value
+        if info.data.get("min_iterations") is None:
+            raise ValueError("min_iterations_fill: shuffled_copies fills a floor of steps; set min_iterations too")
+        kind = info.data.get("training_type")
+        if not (kind == "cpt" or (kind == "ift" and info.data.get("documents_dir"))):
+            raise ValueError(
+                "min_iterations_fill: shuffled_copies copies documents (cpt, or the documents_dir of an ift "
+                "run); set min_iterations_fill: repeat"
+            )
+        return value
+
+    @field_validator("shuffled_copies")
+    @classmethod
+    def _copies_need_documents(cls, value: int, info: ValidationInfo) -> int:
+        """Copies are made of documents: a cpt run's, or an ift run's documents_dir (chats keep their order)."""
+        kind = info.data.get("training_type")
+        if value and not (kind == "cpt" or (kind == "ift" and info.data.get("documents_dir"))):
+            where = "an ift run without documents_dir" if kind == "ift" else f"a {kind} run"
+            raise ValueError(
+                f"shuffled_copies copies documents (cpt, or the documents_dir of an ift run); {where} has "
+                f"none to copy: remove it{', or set documents_dir' if kind == 'ift' else ''}"
             )
         return value
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from forgellm.errors import UserError
-from forgellm.training.config import TrainingConfig
+from forgellm.training.config import MAX_SHUFFLED_COPIES, TrainingConfig
 
 EPOCH_DIGITS = 3  # epochs are recorded rounded to this many decimals
 
@@ -59,6 +59,34 @@ def training_length(config: TrainingConfig, sequences: int, world_size: int = 1)
         sequences=sequences,
         effective_batch=config.batch_size * config.grad_accumulation_steps * world_size,
     )
+
+
+def copies_for(config: TrainingConfig, sequences: int, world_size: int = 1) -> int:
+    """The shuffled copies of each document the run trains on (``sequences``: the packed split
+    without copies): ``config.shuffled_copies``, or, with ``min_iterations_fill: shuffled_copies``
+    and epochs that give fewer steps than ``min_iterations``, as many as make one epoch of the
+    documents and their copies reach the floor, so that the floor's steps read each version once
+    (`floor_filled` then trains that one epoch); whichever is more. Capped at the most
+    ``shuffled_copies`` allows; the floor then adds the remaining steps by repeating."""
+    if fills_floor(config, sequences, world_size):
+        steps_per_epoch = _steps_per_epoch(config, sequences, world_size)
+        needed = min(math.ceil(config.min_iterations / steps_per_epoch) - 1, MAX_SHUFFLED_COPIES)  # type: ignore[operator]
+        return max(config.shuffled_copies, needed)
+    return config.shuffled_copies
+
+
+def fills_floor(config: TrainingConfig, sequences: int, world_size: int = 1) -> bool:
+    """Whether ``min_iterations_fill: shuffled_copies`` applies: the epochs asked for give fewer
+    steps than ``min_iterations``. The run then trains one epoch of the documents and their copies
+    (at least ``min_iterations`` steps) instead of ``num_epochs`` of them."""
+    if config.min_iterations_fill != "shuffled_copies" or not config.num_epochs or not config.min_iterations:
+        return False
+    steps_per_epoch = _steps_per_epoch(config, sequences, world_size)
+    return steps_per_epoch > 0 and _steps_for(config.num_epochs, steps_per_epoch) < config.min_iterations
+
+
+def _steps_per_epoch(config: TrainingConfig, sequences: int, world_size: int) -> float:
+    return (sequences // (config.batch_size * world_size)) / config.grad_accumulation_steps
 
 
 def _steps_for(epochs: float, steps_per_epoch: float) -> int:

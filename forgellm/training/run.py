@@ -46,7 +46,7 @@ from forgellm.training.callbacks import MetricsFile, MLflow, Progress, StatusFil
 from forgellm.training.checkpoints import CheckpointStore, read_state
 from forgellm.training.config import TrainingConfig, validate_config
 from forgellm.training.distributed import Group, ignore_stop_signals, init_group, lost_worker_error
-from forgellm.training.length import training_length
+from forgellm.training.length import copies_for, fills_floor, training_length
 from forgellm.training.loop import LoopState, StopFlag, train
 from forgellm.training.preference import check_data, reference_key, reference_logps
 from forgellm.training.qa import QASet, read_qa
@@ -121,10 +121,12 @@ def prepare_folder(run_dir: Path, *, overwrite: bool) -> RunLock:
 
 
 def load_data(
-    config: TrainingConfig, base: ModelInfo, workspace: Workspace
+    config: TrainingConfig, base: ModelInfo, workspace: Workspace, world_size: int = 1
 ) -> tuple[TokenSequences | PreferencePairs, TokenSequences | PreferencePairs, dict]:
     """The train/val splits: a folder of prepared splits (``train.tokens.npy`` ...) is used as is,
-    anything else goes through the data pipeline."""
+    anything else goes through the data pipeline. With ``min_iterations_fill: shuffled_copies``
+    the data is prepared again with the copies its floor needs (`copies_for`); the stats'
+    ``shuffled_copies`` says how many were made."""
     source = workspace.path(config.input_dir)
     if not source.exists():
         raise NotFoundError(
@@ -148,6 +150,12 @@ def load_data(
         )
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         prepared = prepare_dataset(settings, tokenizer, workspace)
+        copies = copies_for(config, len(prepared.train), world_size)
+        if copies != settings.shuffled_copies:
+            log.info("data: %d shuffled copies of each document fill min_iterations", copies)
+            filled = fills_floor(config, len(prepared.train), world_size)
+            prepared = prepare_dataset(settings.model_copy(update={"shuffled_copies": copies}), tokenizer, workspace)
+            prepared.stats["shuffled_copies"] = {**(prepared.stats.get("shuffled_copies") or {}), "fill": filled}
         train_data, val_data, stats = (
             prepared.train,
             prepared.val,
@@ -231,6 +239,7 @@ def load_run_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> T
             values.pop(derived, None)
     if overrides.get("max_iterations") is not None and "num_epochs" not in overrides:
         values.pop("min_iterations", None)  # a floor for epochs: steps given outright replace it
+        values.pop("min_iterations_fill", None)  # (the copies it made are recorded in shuffled_copies)
     values.update(overrides)
     return validate_config(values, source=str(config_file), resolved=True)
 
@@ -359,11 +368,16 @@ def _run(
         )
         if not group.is_main:
             group.barrier()  # rank 0 prepares (and caches) the data first
-        train_data, val_data, stats = load_data(config, base, workspace)
+        train_data, val_data, stats = load_data(config, base, workspace, group.world_size)
         if group.is_main:
             group.barrier()
             (run_dir / DATA_STATS_FILE).write_text(json.dumps(stats, indent=2, default=str))
         check_data(config, train_data)
+        copies = stats.get("shuffled_copies") or {}
+        if copies.get("copies", 0) != config.shuffled_copies:  # config.yaml records the copies trained on
+            config = config.model_copy(update={"shuffled_copies": copies.get("copies", 0)})
+        if copies.get("fill") and not resume:  # the floor's steps read each version once (a resume keeps its length)
+            config = config.model_copy(update={"num_epochs": 1.0, "max_iterations": None})
         config, changed = _resolve_length(config, len(train_data), group, run_dir, resume=resume)
         assert config.max_iterations is not None  # _resolve_length sets both lengths
         if group.is_main:
