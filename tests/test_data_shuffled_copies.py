@@ -137,6 +137,29 @@ def test_the_stats_table_names_the_copies(tmp_path, workspace):
     )
     assert code == 0, err
     assert "shuffled copies" in out and "2 of each training document" in out
+    chats = write_files(
+        tmp_path / "chats",
+        {
+            "c.jsonl": [
+                {"messages": [{"role": "user", "content": prose(i)}, {"role": "assistant", "content": prose(i + 50)}]}
+                for i in range(6)
+            ]
+        },
+    )
+    code, out, err = forgellm(
+        "data",
+        "stats",
+        str(chats),
+        "--mode",
+        "ift",
+        "--model",
+        str(EMBEDDED_DIR),
+        *DOMAIN_ONLY,
+        "--shuffled-copies",
+        "2",
+    )
+    assert code == 0, err
+    assert "none: chats and pairs keep their order" in out
 
 
 @pytest.mark.parametrize(

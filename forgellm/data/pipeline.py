@@ -287,8 +287,11 @@ def _copies_plan(
     CPT documents only (an IFT record's turns keep their order); none when validation is cut from
     the training text itself (one document), since copies of it would repeat the held-out part."""
     asked = settings.shuffled_copies
-    if not asked or settings.training_type != "cpt":
+    if not asked:
         return {"copies": 0}
+    if settings.training_type != "cpt":
+        reason = "chats and pairs keep their order; copies are of documents (cpt, or an ift run's documents_dir)"
+        return {"copies": 0, "asked": asked, "reason": reason}
     if held_out is None and len(val_idx) == 0 and share > 0:
         reason = "one document: its validation is its own last part, which copies would repeat; set validation_dir"
         log.warning("data: no shuffled copies (%s)", reason)
