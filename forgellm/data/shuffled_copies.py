@@ -77,14 +77,13 @@ def with_shuffled_copies(
     encoder = HuggingFaceEncoder.of(tokenizer)
     eos = encoder.eos_id
     out = Staging(folder, with_mask=False)
-    originals = [docs.doc(int(i))[0] for i in chosen]
-    for ids in originals:
-        out.add(ids)
+    for i in chosen:
+        out.add(docs.doc(int(i))[0])
     added = 0
     rng = random.Random(seed)
     for _ in range(copies):
-        for start in range(0, len(originals), _BATCH_DOCS):
-            block = originals[start : start + _BATCH_DOCS]
+        for start in range(0, len(chosen), _BATCH_DOCS):  # read a block at a time: memory stays flat
+            block = [docs.doc(int(i))[0] for i in chosen[start : start + _BATCH_DOCS]]
             texts = tokenizer.batch_decode([ids[:-1] if len(ids) and ids[-1] == eos else ids for ids in block])
             encoded = encoder([shuffle_text(t, rng) for t in texts])
             out.add_many(encoded.tokens, encoded.lengths)

@@ -25,6 +25,13 @@ TRACKERS = ("tensorboard", "mlflow")  # the names report_to accepts
 DEFAULT_MAX_ITERATIONS = 1000  # training length when neither max_iterations nor num_epochs is set
 
 
+def _has_documents(values: dict[str, Any]) -> bool:
+    """Whether a run has documents to copy (shuffled_copies): a cpt run's, or an ift run's
+    documents_dir; chats and preference pairs keep their order."""
+    kind = values.get("training_type")
+    return kind == "cpt" or (kind == "ift" and bool(values.get("documents_dir")))
+
+
 MAX_SHUFFLED_COPIES = 32  # copies of a document beyond this add nothing a floor of repeats would not
 
 
@@ -341,8 +348,7 @@ class TrainingConfig(BaseModel):
             return value
         if info.data.get("min_iterations") is None:
             raise ValueError("min_iterations_fill: shuffled_copies fills a floor of steps; set min_iterations too")
-        kind = info.data.get("training_type")
-        if not (kind == "cpt" or (kind == "ift" and info.data.get("documents_dir"))):
+        if not _has_documents(info.data):
             raise ValueError(
                 "min_iterations_fill: shuffled_copies copies documents (cpt, or the documents_dir of an ift "
                 "run); set min_iterations_fill: repeat"
@@ -354,7 +360,7 @@ class TrainingConfig(BaseModel):
     def _copies_need_documents(cls, value: int, info: ValidationInfo) -> int:
         """Copies are made of documents: a cpt run's, or an ift run's documents_dir (chats keep their order)."""
         kind = info.data.get("training_type")
-        if value and not (kind == "cpt" or (kind == "ift" and info.data.get("documents_dir"))):
+        if value and not _has_documents(info.data):
             where = "an ift run without documents_dir" if kind == "ift" else f"a {kind} run"
             raise ValueError(
                 f"shuffled_copies copies documents (cpt, or the documents_dir of an ift run); {where} has "
