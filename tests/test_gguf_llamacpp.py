@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from forgellm.models.pre_tokenizers import PRE_TOKENIZERS
 from tests.cli_helpers import forgellm
+from tests.gguf_helpers import TOKENIZER_TEXTS
 from tests.tiny_model import ARCHITECTURES
 
 llama_cpp = pytest.importorskip(
@@ -33,16 +35,6 @@ pytestmark = pytest.mark.slow
 # (their GELU is a float16 table in llama.cpp, and their logits are half the others' size).
 TOLERANCE = {"f16": 0.005, "bf16": 0.02, "q8_0": 0.06}
 TEXT = "Hello world, how are you today? 1234 apples."
-# Strings whose tokenization depends on the pre-tokenizer: digits, punctuation runs, spaces,
-# newlines, non-ASCII, contractions, and a special token in the text.
-TOKENIZER_TEXTS = (
-    "Hello world, how are you today?",
-    "In 2024 we sold 1234567 units (+12.5%)!!",
-    "  two  spaces,\n\nnew lines\tand a tab",
-    "café naïve — 日本語 🙂",
-    "I'm sure they'll say it's fine; we've done it.",
-    "<|im_start|>user\nHi<|im_end|>",
-)
 CHAT = [
     {"role": "system", "content": "You are a terse assistant."},
     {"role": "user", "content": "What is the capital of France?"},
@@ -88,29 +80,6 @@ def test_llama_cpp_computes_the_logits_of_each_architecture_and_type(arch, dtype
     scale = float(np.abs(expected).max())
     print(f"{arch} {dtype}: max |logit difference| {diff:.3g} ({diff / scale:.2%} of {scale:.3g})")
     assert diff <= TOLERANCE[dtype] * scale, f"{arch} {dtype}: {diff:.4g} on a scale of {scale:.4g}"
-
-
-# The byte-level pre-tokenizers the exporter names for llama.cpp (tokenizer.json "pre_tokenizer").
-_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-_SPLIT = {"type": "Split", "behavior": "Isolated", "invert": False}
-_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}%s| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-PRE_TOKENIZERS = {
-    "gpt-2": _BYTE_LEVEL,
-    "smollm": {
-        "type": "Sequence",
-        "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL],
-    },
-    "llama-bpe": {
-        "type": "Sequence",
-        "pretokenizers": [{**_SPLIT, "pattern": {"Regex": _REGEX % "{1,3}"}}, {**_BYTE_LEVEL, "use_regex": False}],
-    },
-    "qwen2": {
-        "type": "Sequence",
-        "pretokenizers": [{**_SPLIT, "pattern": {"Regex": _REGEX % ""}}, {**_BYTE_LEVEL, "use_regex": False}],
-    },
-}
 
 
 @pytest.mark.parametrize("pre", list(PRE_TOKENIZERS))

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from forgellm.models.pre_tokenizers import PRE_TOKENIZERS, gguf_pre_name
 from tests.cli_helpers import forgellm
-from tests.gguf_helpers import gguf_of
+from tests.gguf_helpers import TOKENIZER_TEXTS, gguf_of
 from tests.tiny_model import ARCHITECTURES
 from tests.training_helpers import prepared_data, tiny_config_values, write_config
 
@@ -42,6 +43,42 @@ def test_gguf_of_each_architecture_imports_with_its_tokenizer_and_logits(arch, w
     a, b = logits(source), logits(model)
     assert float((a - b).abs().max()) < 0.02 * float(a.abs().max())  # f16 in the file
     assert not [p for p in model.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+@pytest.mark.parametrize("pre", list(PRE_TOKENIZERS))
+def test_gguf_import_splits_text_as_the_pre_tokenizer_the_file_names(pre, workspace, tiny_models, tmp_path):
+    # transformers' GGUF reader gives every byte-level vocabulary a plain GPT-2 split: SmolLM's
+    # digit-by-digit split (the embedded model's) was lost until the import put it back.
+    from transformers import AutoTokenizer
+
+    source = shutil.copytree(tiny_models["llama"], tmp_path / "source")
+    spec = json.loads((source / "tokenizer.json").read_text())
+    (source / "tokenizer.json").write_text(json.dumps({**spec, "pre_tokenizer": PRE_TOKENIZERS[pre]}))
+    model = imported(workspace, str(gguf_of(source, tmp_path / f"{pre}.gguf")), "--name", pre)
+    assert gguf_pre_name(json.loads((model / "tokenizer.json").read_text())["pre_tokenizer"]) == pre
+    expected, got = AutoTokenizer.from_pretrained(source), AutoTokenizer.from_pretrained(model)
+    for text in TOKENIZER_TEXTS:
+        assert got(text).input_ids == expected(text).input_ids, text
+
+
+def test_import_default_redoes_a_folder_an_older_import_wrote(workspace):
+    code, out, err = forgellm("models", "import-default")
+    assert code == 0, err
+    model = Path(out.strip().splitlines()[-1])
+    spec = json.loads((model / "tokenizer.json").read_text())
+    assert gguf_pre_name(spec["pre_tokenizer"]) == "smollm"  # as the original SmolLM2 and llama.cpp split
+    marker = json.loads((model / ".forgellm-model").read_text())
+    weights_written = (model / "model.safetensors").stat().st_mtime_ns
+
+    assert forgellm("models", "import-default")[0] == 0  # current: left untouched
+    assert (model / "model.safetensors").stat().st_mtime_ns == weights_written
+
+    # What the first import wrote: no version in the marker, a plain GPT-2 split.
+    (model / ".forgellm-model").write_text(json.dumps({k: v for k, v in marker.items() if k != "importer"}))
+    (model / "tokenizer.json").write_text(json.dumps({**spec, "pre_tokenizer": PRE_TOKENIZERS["gpt-2"]}))
+    assert forgellm("models", "import-default")[0] == 0
+    assert gguf_pre_name(json.loads((model / "tokenizer.json").read_text())["pre_tokenizer"]) == "smollm"
+    assert json.loads((model / ".forgellm-model").read_text()) == marker
 
 
 @pytest.mark.slow  # two engines train three architectures: about two minutes

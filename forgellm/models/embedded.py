@@ -31,13 +31,14 @@ def gguf_path() -> Path:
 
 
 def import_default(workspace: Workspace | None = None, *, force: bool = False) -> Path:
-    """Write ``models/base/SmolLM2-135M-Instruct`` once; later calls return it untouched."""
-    from forgellm.models.gguf_import import convert_gguf
+    """Write ``models/base/SmolLM2-135M-Instruct`` once; later calls return it untouched unless an
+    older version of the import wrote it."""
+    from forgellm.models.gguf_import import convert_gguf, imported_by_current
     from forgellm.publishing.staging import staged_folder
 
     workspace = (workspace or Workspace.current()).ensure()
     target = workspace.models("base") / EMBEDDED_NAME
-    if (target / "model.safetensors").exists() and not force:
+    if (target / "model.safetensors").exists() and imported_by_current(target) and not force:
         return target
     source = gguf_path()
     with staged_folder(target, replace=True) as staging:  # a crash never leaves a half-written model folder

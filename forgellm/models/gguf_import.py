@@ -15,11 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.errors import UserError
+from forgellm.models.pre_tokenizers import PRE_TOKENIZERS, gguf_pre_name
 from forgellm.models.resolve import MODEL_MARKER
 
 log = logging.getLogger(__name__)
 
 GEMMA3_SWA_ROPE_BASE = 10000.0  # llama.cpp's gemma3 sliding-window layers, when the file does not say
+# Raised when what an import writes changes, so a folder written by an older import is redone
+# (2: the file's pre-tokenizer is kept; 1 gave SmolLM a plain GPT-2 split).
+IMPORTER_VERSION = 2
+TOKENIZER_SCALARS = ("tokenizer.ggml.model", "tokenizer.ggml.pre")  # the tokenizer fields kept (no token lists)
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ def inspect_gguf(path: Path) -> GGUFInfo:
         )
     fields = {}
     for key, field in reader.fields.items():
-        if len(field.data) == 1 and (not key.startswith("tokenizer.ggml.") or key == "tokenizer.ggml.model"):
+        if len(field.data) == 1 and (not key.startswith("tokenizer.ggml.") or key in TOKENIZER_SCALARS):
             value = field.contents()
             fields[key] = value
     arch = fields.get("general.architecture")
@@ -115,10 +120,35 @@ def load_gguf(path: Path, *, dtype: Any = None, progress: bool = False, info: GG
     # architecture's class (gemma's SentencePiece-style one), which re-splits the text its own way.
     tokenizer_class = PreTrainedTokenizerFast if info.tokenizer == "gpt2" else AutoTokenizer
     tokenizer = tokenizer_class.from_pretrained(path.parent, gguf_file=path.name)
+    _restore_pre_tokenizer(tokenizer, info.fields.get("tokenizer.ggml.pre"))
     model = AutoModelForCausalLM.from_pretrained(
         path.parent, gguf_file=path.name, config=config, dtype=dtype or torch.float32
     )
     return model, tokenizer
+
+
+def _restore_pre_tokenizer(tokenizer: Any, name: str | None) -> None:
+    """Put back the split the file names when transformers built another: its GGUF reader gives every
+    byte-level vocabulary a plain GPT-2 split, so SmolLM's digit-by-digit split was lost and numbers
+    came out as pieces the model was never trained on."""
+    from tokenizers import Tokenizer
+
+    known = PRE_TOKENIZERS.get(name or "")
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if known is None or backend is None:
+        return
+    spec = json.loads(backend.to_str())
+    if gguf_pre_name(spec.get("pre_tokenizer")) != name:
+        backend.pre_tokenizer = Tokenizer.from_str(json.dumps({**spec, "pre_tokenizer": known})).pre_tokenizer
+
+
+def imported_by_current(folder: Path) -> bool:
+    """Whether ``folder`` was written by this version of the GGUF import."""
+    try:
+        marker = json.loads((folder / MODEL_MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("importer", 1) >= IMPORTER_VERSION
 
 
 def convert_gguf(path: Path, out: Path, *, source: str, progress: bool = False) -> None:
@@ -150,6 +180,7 @@ def convert_gguf(path: Path, out: Path, *, source: str, progress: bool = False) 
                 "source": source,
                 "architecture": info.architecture,
                 "converted": f"dequantized {info.file_type} to float32",
+                "importer": IMPORTER_VERSION,
             }
         )
         + "\n"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from forgellm.errors import UserError
+from forgellm.models.pre_tokenizers import gguf_pre_name
 
 log = logging.getLogger(__name__)
 
@@ -240,15 +241,6 @@ def _tokenizer_spec(model_dir: Path) -> dict[str, Any]:
     return json.loads(backend.to_str()) if backend is not None else {}
 
 
-# The HF pre-tokenizer regexes llama.cpp re-implements, by its name for them (llama-vocab.cpp quotes
-# each "original regex from tokenizer.json"). Its name "default" is none of these: a falcon-like
-# split that cuts punctuation runs and numbers apart, so a GPT-2 tokenizer needs "gpt-2".
-_SPLIT_REGEX_PRE = {
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
-}
-
-
 def _pre_tokenizer(pre: dict[str, Any] | None) -> str:
     """llama.cpp's name (``tokenizer.ggml.pre``) for a tokenizer.json ``pre_tokenizer``.
 
@@ -256,24 +248,14 @@ def _pre_tokenizer(pre: dict[str, Any] | None) -> str:
     name must say exactly what the HF pre-tokenizer does; an unknown one is refused rather than
     written as a split that tokenizes differently.
     """
-    pre = pre or {}
-    steps: list[dict[str, Any]] = (pre.get("pretokenizers") or []) if pre.get("type") == "Sequence" else [pre]
-    kinds = [step.get("type") for step in steps]
-    last = steps[-1] if steps else {}
-    if last.get("type") == "ByteLevel" and not last.get("add_prefix_space"):
-        if kinds == ["ByteLevel"] and last.get("use_regex", True):
-            return "gpt-2"
-        if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and last.get("use_regex", True):
-            return "smollm"
-        if kinds == ["Split", "ByteLevel"] and not last.get("use_regex", True):
-            name = _SPLIT_REGEX_PRE.get(str((steps[0].get("pattern") or {}).get("Regex")))
-            if name:
-                return name
-    raise UserError(
-        f"GGUF export knows the byte-level BPE pre-tokenizers of GPT-2, SmolLM, Llama 3 and Qwen2; this "
-        f"tokenizer.json's is {json.dumps(pre)[:120]}. Publish without --gguf, or convert it with "
-        f"llama.cpp's convert_hf_to_gguf.py"
-    )
+    name = gguf_pre_name(pre)
+    if name is None:
+        raise UserError(
+            f"GGUF export knows the byte-level BPE pre-tokenizers of GPT-2, SmolLM, Llama 3 and Qwen2; this "
+            f"tokenizer.json's is {json.dumps(pre or {})[:120]}. Publish without --gguf, or convert it with "
+            f"llama.cpp's convert_hf_to_gguf.py"
+        )
+    return name
 
 
 def export_into(model_dir: Path, folder: Path, *, name: str, dtype: str = "f16") -> dict[str, Any]:
