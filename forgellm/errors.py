@@ -18,6 +18,8 @@ class ForgeError(Exception):
     status: int = 500
     #: Short machine-readable kind, used as ``error.type`` in JSON bodies.
     kind: str = "internal_error"
+    #: Seconds a client should wait before asking again (sent as Retry-After); None: not a "try later".
+    retry_after_s: int | None = None
 
     def __init__(self, message: str = "", *, field: str | None = None):
         super().__init__(message)

@@ -368,6 +368,7 @@ def test_dataset_stats_processes_are_capped_and_shared(web, client, workspace):
     joiner.start()  # the same stats: waits for the running process instead of starting one
     busy = client.get("/api/datasets/stats", query_string={"path": "other.txt", "mode": "cpt"})
     assert error_of(busy, 429)["type"] == "rate_limit_error"
+    assert busy.headers["Retry-After"] == "5"
     first.join(300)
     joiner.join(300)
     assert [a.status_code for a in answers] == [200, 200], [a.get_json() for a in answers]

@@ -86,7 +86,10 @@ def install_limits(app: Flask, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) 
     def _forge_error(exc: ForgeError) -> Response:
         if exc.status >= 500:
             logger.error("server error: %s", exc, exc_info=exc)
-        return error_response(str(exc), exc.kind, exc.status, exc.field)
+        response = error_response(str(exc), exc.kind, exc.status, exc.field)
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -31,6 +31,7 @@ MAX_CACHED = 64
 class StatsBusy(UserError):
     status = 429
     kind = "rate_limit_error"
+    retry_after_s = 5  # the web form asks again on its own; other clients learn when from the header
 
 
 class _Pending:
