@@ -1,11 +1,12 @@
 """The held-out domains, dataset/heldout-domain (an invented valley, its moth and its people), its
-successor dataset/heldout-domain-2 (the internal documentation of an invented instrument maker) and theirs,
-dataset/heldout-domain-3 (the papers of an invented amateur astronomy society and its observatory):
-hand-written documents, chats and held-out questions used only to check that the shipped recipes carry to
-a domain they were not tuned on. Each must load as the recipes load it, its questions must be answerable
-from what trains (and, for document-facts, from the documents alone) without being worded like the
-training text, and it must share no names with the sample or with the other held-out domains, or a score
-on it would measure what was trained before instead."""
+successor dataset/heldout-domain-2 (the internal documentation of an invented instrument maker), theirs,
+dataset/heldout-domain-3 (the papers of an invented amateur astronomy society and its observatory), and
+dataset/heldout-domain-4 (the papers of an invented seaside music festival and its orchestra), kept unseen
+for the recipe changes the third leads to: hand-written documents, chats and held-out questions used only
+to check that the shipped recipes carry to a domain they were not tuned on. Each must load as the recipes
+load it, its questions must be answerable from what trains (and, for document-facts, from the documents
+alone) without being worded like the training text, and it must share no names with the sample or with
+the other held-out domains, or a score on it would measure what was trained before instead."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ DOMAINS = [
     Domain(ROOT / "dataset" / "heldout-domain", documents=(12, 20), kilobytes=(25, 40), chats=(35, 50)),
     Domain(ROOT / "dataset" / "heldout-domain-2", documents=(22, 26), kilobytes=(40, 55), chats=(55, 65)),
     Domain(ROOT / "dataset" / "heldout-domain-3", documents=(22, 26), kilobytes=(40, 55), chats=(55, 65)),
+    Domain(ROOT / "dataset" / "heldout-domain-4", documents=(22, 26), kilobytes=(40, 55), chats=(55, 65)),
 ]
 
 
