@@ -156,3 +156,24 @@ def test_the_stats_line_and_the_estimate_share_one_computation(client, monkeypat
     answer = client.post("/api/training/estimate", json={"config": {**BASE, "num_epochs": 1, "data_mixture_ratio": 1}})
     assert answer.status_code == 200, answer.get_json()
     assert len(computed) == 1
+
+
+def test_a_preference_run_is_counted_in_pairs(client, workspace):
+    """A pair is one row of a preference run (its two sequences one example), as the trainer counts it."""
+    records = [{"prompt": f"Who founded town {i}?", "chosen": f"Tarrow founded town {i}.", "rejected": "Nobody."}
+               for i in range(40)]  # fmt: skip
+    write_files(workspace / "dataset" / "pairs", {"a.jsonl": records})
+    config = {
+        **BASE,
+        "input_dir": "dataset/pairs",
+        "training_type": "preference",
+        "max_seq_length": 64,
+        "num_epochs": 1,
+    }
+    got = client.post("/api/training/estimate", json={"config": config}).get_json()
+    stats = client.get(
+        "/api/datasets/stats",
+        query_string={"path": "pairs", "mode": "preference", "model": "tiny", "max_seq_length": 64},
+    ).get_json()["stats"]
+    assert got["unit"] == "pairs" and got["sequences"] == stats["pairs"]["train"] == stats["sequences"]["train"] // 2
+    assert got["max_iterations"] == stats["pairs"]["train"] // 2 and not got["replay_pending"]
