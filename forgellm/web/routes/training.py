@@ -15,6 +15,7 @@ from forgellm.models.resolve import resolve_pair
 from forgellm.security.requests import request_roots
 from forgellm.training.config import TrainingConfig, config_keys, validate_config  # pydantic only: no engine
 from forgellm.web import context, openapi
+from forgellm.web.routes.datasets import FORM_KEYS, form_settings, model_tokenizer, stats_service
 from forgellm.web.services import runs as run_files
 from forgellm.web.validation import body, query
 
@@ -96,10 +97,9 @@ def start():
 @openapi.doc(
     "A run's length both ways, tokens and duration before it starts (the Training form's estimate)",
     body=EstimateTraining,
-    responses={404: "no such model", 429: "the most data stats processes run already"},
+    responses={429: "the most data stats processes run already (ask again)"},
 )
 def estimate():
-    from forgellm.web.routes.datasets import FORM_KEYS, form_settings, model_tokenizer, stats_service
     from forgellm.web.services.estimate import estimate as run_estimate
     from forgellm.web.services.estimate import replay_pending
     from forgellm.web.services.speed import measured_speed
@@ -110,7 +110,6 @@ def estimate():
     settings = form_settings({name: getattr(config, name) for name in FORM_KEYS})
     if replay_pending(config):
         settings["data_mixture_ratio"] = 1.0
-
     tokenizer = model_tokenizer(config.model_name, "model_name")
 
     def stats_for(copies: int) -> dict[str, Any]:
