@@ -16,7 +16,7 @@ from forgellm.training.length import training_length
 from forgellm.web.app import create_app
 from tests.cli_helpers import forgellm
 from tests.data_helpers import prose, write_files
-from tests.training_helpers import tiny_config_values, write_config
+from tests.training_helpers import prepared_data, tiny_config_values, write_config
 from tests.web_helpers import free_port, write_run
 
 BASE = {"model_name": "tiny", "input_dir": "dataset/docs", "max_seq_length": 32, "batch_size": 2, "engine": "torch"}
@@ -177,3 +177,15 @@ def test_a_preference_run_is_counted_in_pairs(client, workspace):
     ).get_json()["stats"]
     assert got["unit"] == "pairs" and got["sequences"] == stats["pairs"]["train"] == stats["sequences"]["train"] // 2
     assert got["max_iterations"] == stats["pairs"]["train"] // 2 and not got["replay_pending"]
+
+
+def test_a_folder_of_prepared_splits_is_counted_as_it_is(client, workspace):
+    """The trainer trains on prepared splits (``train.tokens.npy`` ...) as they are; so does the estimate."""
+    prepared_data((workspace / "dataset" / "prepared").resolve(), train=21, length=32)
+    values = {**BASE, "input_dir": "dataset/prepared", "num_epochs": 2, "shuffled_copies": 3, "data_mixture_ratio": 1.0}
+    answer = client.post("/api/training/estimate", json={"config": values})
+    assert answer.status_code == 200, answer.get_json()
+    got = answer.get_json()
+    length = training_length(validate_config({**values, "shuffled_copies": 0}), 21)  # no copies are made of it
+    assert (got["sequences"], got["max_iterations"], got["num_epochs"]) == (21, length.max_iterations, 2)
+    assert got["shuffled_copies"] == 0 and length.max_iterations == 20

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import yaml
 
-from forgellm.data.sequences import PreferencePairs, TokenSequences, load_split
+from forgellm.data.sequences import PreferencePairs, TokenSequences, load_prepared
 from forgellm.errors import ConflictError, NotFoundError, UserError
 from forgellm.models.resolve import ModelInfo, resolve, resolve_adapter
 from forgellm.runs.checkpoints import resume_point, write_manifest
@@ -55,7 +55,6 @@ from forgellm.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-PREPARED_SPLITS = ("train", "val")
 STUCK_COLLECTIVE_SECONDS = 10.0  # before rank 0 records a lost worker itself (`_record_if_stuck`)
 
 
@@ -133,10 +132,9 @@ def load_data(
             f"input_dir {config.input_dir!r} not found (looked at {source}); put your documents "
             f"there or set input_dir to your dataset folder"
         )
-    if all((source / f"{split}.tokens.npy").exists() for split in PREPARED_SPLITS):
-        train_data, val_data = (load_split(source, split) for split in PREPARED_SPLITS)
-        stats_file = source / "stats.json"
-        stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    prepared_splits = load_prepared(source)
+    if prepared_splits is not None:
+        train_data, val_data, stats = prepared_splits
         stats["prepared_path"] = str(source)
     else:
         from transformers import AutoTokenizer

@@ -117,7 +117,7 @@ def estimate():
 
     engine = config.resolved_engine()
     speed = {"engine": engine, **measured_speed(workspace, config.model_name, engine)}
-    return jsonify(run_estimate(config, stats_for, speed))
+    return jsonify(run_estimate(config, data, stats_for, speed))
 
 
 @bp.get("/api/training/status")

@@ -2,17 +2,19 @@
 trains on and, from the measured speed of earlier runs of the same model and engine, how long
 that takes.
 
-Nothing is derived here: the data is counted the way the trainer prepares it
-(`prepare_with_copies`: the shuffled copies asked for, or as many as fill ``min_iterations``),
-from the stats of ``forgellm data stats``, and the length is the trainer's own
-(`length_config`, `training_length`).
+Nothing is derived here: the data is counted the way the trainer takes it (a folder of prepared
+splits as it is, else prepared by `prepare_with_copies`: the shuffled copies asked for, or as
+many as fill ``min_iterations``, counted by ``forgellm data stats``), and the length is the
+trainer's own (`length_config`, `training_length`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from forgellm.data.sequences import load_prepared
 from forgellm.data.stats import train_rows
 from forgellm.training.config import TrainingConfig
 from forgellm.training.length import length_config, prepare_with_copies, training_length
@@ -28,11 +30,23 @@ def replay_pending(config: TrainingConfig) -> bool:
     return config.training_type != "preference" and config.data_mixture_ratio < 1 and config.general_data_dir is None
 
 
-def estimate(config: TrainingConfig, stats_for: StatsFor, speed: dict[str, Any]) -> dict[str, Any]:
-    """The run's length and size from ``stats_for``; its duration from ``speed`` (`measured_speed`)."""
+def counted_data(config: TrainingConfig, folder: Path, stats_for: StatsFor) -> tuple[int, int, bool]:
+    """The rows a run of ``config`` on ``folder`` trains on, the shuffled copies made of each
+    document and whether they fill the floor: a folder of prepared splits as it is (the trainer
+    takes it so), else the data stats with the copies `prepare_with_copies` makes."""
+    prepared = load_prepared(folder)
+    if prepared is not None:
+        train, _, stats = prepared
+        return len(train), (stats.get("shuffled_copies") or {}).get("copies", 0), False
     stats, fill = prepare_with_copies(config, stats_for, train_rows)
-    copies = (stats.get("shuffled_copies") or {}).get("copies", 0)
-    length = training_length(length_config(config, copies, fill), train_rows(stats))
+    return train_rows(stats), (stats.get("shuffled_copies") or {}).get("copies", 0), fill
+
+
+def estimate(config: TrainingConfig, folder: Path, stats_for: StatsFor, speed: dict[str, Any]) -> dict[str, Any]:
+    """The run's length and size on ``folder`` (`counted_data`); its duration from ``speed``
+    (`measured_speed`)."""
+    rows, copies, fill = counted_data(config, folder, stats_for)
+    length = training_length(length_config(config, copies, fill), rows)
     train_tokens = length.max_iterations * length.effective_batch * config.max_seq_length
     rate = speed.get("tokens_per_second")
     return {
