@@ -197,6 +197,41 @@ def test_train_watch_live_stop_then_chat_with_streaming_tokens(page, started: St
     assert [m["role"] for m in exported["panes"][0]["messages"]] == ["user", "assistant", "user", "assistant"]
 
 
+def test_the_estimate_box_shows_the_servers_length_of_the_forms_config(page, started: StartedApp):
+    """The length line under the form is the server's (`POST /api/training/estimate`), for the
+    config the form would start: shuffled copies change the sequences it counts."""
+    open_app(page, started)
+    page.select_option("#f-model_name", "tiny")
+    page.select_option("#f-input_dir", "dataset/sample/cpt")
+    page.click("#train-form details > summary")
+    for name, value in {"max_iterations": "", "num_epochs": "2", "max_seq_length": "32", "batch_size": "2",
+                        "data_mixture_ratio": "1", "shuffled_copies": "2"}.items():  # fmt: skip
+        page.fill(f"#f-{name}", value)
+    page.select_option("#f-engine", "torch")
+    page.wait_for_function(
+        "/^\\d+ steps = 2 epochs of \\d+ sequences \\(the documents and 2 shuffled copies of each; /"
+        ".test(document.querySelector('#train-estimate').textContent)",
+        timeout=120_000,
+    )
+    # The numbers are the endpoint's for the same config (its data stats are cached by now).
+    config = {"model_name": "tiny", "input_dir": "dataset/sample/cpt", "num_epochs": 2, "max_seq_length": 32,
+              "batch_size": 2, "data_mixture_ratio": 1, "shuffled_copies": 2, "engine": "torch"}  # fmt: skip
+    estimate = page.evaluate(
+        "(config) => fetch('/api/training/estimate', {method: 'POST', headers: {'Content-Type': 'application/json'},"
+        " body: JSON.stringify({config})}).then(r => r.json())",
+        config,
+    )
+    assert "max_iterations" in estimate, estimate
+    expected = f"{estimate['max_iterations']} steps = 2 epochs of {estimate['sequences']} sequences"
+    assert page.inner_text("#train-estimate").startswith(expected)
+    page.fill("#f-num_epochs", "")
+    page.fill("#f-max_iterations", "7")
+    page.wait_for_function(
+        "document.querySelector('#train-estimate').textContent.startsWith('7 steps = ')", timeout=60_000
+    )
+    shot(page, "training-estimate")
+
+
 def test_a_20000_step_run_is_drawn_downsampled_keeping_best_and_last(page, started: StartedApp):
     write_long_run(started.workspace, "cpt/long", steps=20_000, best_step=12_345)
     open_app(page, started, "monitoring")

@@ -16,6 +16,7 @@ compares the two sequences' log-probabilities). `load_split` reads either kind.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,3 +145,20 @@ def load_split(folder: Path, split: str) -> TokenSequences | PreferencePairs:
     tokens = np.load(folder / f"{split}.tokens.npy", mmap_mode="r")
     kind = PreferencePairs if tokens.ndim == 3 else TokenSequences
     return kind(tokens, np.load(folder / f"{split}.mask.npy", mmap_mode="r"))
+
+
+#: The splits of a prepared folder, each as ``<split>.tokens.npy`` and ``<split>.mask.npy``.
+PREPARED_SPLITS = ("train", "val")
+
+
+def load_prepared(
+    folder: Path,
+) -> tuple[TokenSequences | PreferencePairs, TokenSequences | PreferencePairs, dict] | None:
+    """The train and val splits of a folder prepared before, memory-mapped, with its ``stats.json``
+    (``{}`` without one): a run trains on them as they are. None when ``folder`` holds no splits."""
+    if not all((folder / f"{split}.tokens.npy").exists() for split in PREPARED_SPLITS):
+        return None
+    stats_file = folder / "stats.json"
+    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    train, val = (load_split(folder, split) for split in PREPARED_SPLITS)
+    return train, val, stats

@@ -75,3 +75,12 @@ def first_seen(digest: bytes, seen: set[bytes], report: DataReport, dedupe: bool
         return False
     seen.add(digest)
     return True
+
+
+def train_rows(stats: dict[str, Any]) -> int:
+    """The rows a run trains on, from the stats of `prepare_dataset`: preference pairs (a pair is
+    one row of `PreferencePairs`, its two sequences one example), else packed training sequences
+    (the mixture's, when data is mixed in)."""
+    if stats.get("mode") == "preference":
+        return int(stats["pairs"]["train"])
+    return int(stats["sequences"]["train"])

@@ -9,12 +9,16 @@ an epoch holds ``sequences // (batch_size x workers)`` micro-batches and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from forgellm.errors import UserError
 from forgellm.training.config import MAX_SHUFFLED_COPIES, TrainingConfig
 
 EPOCH_DIGITS = 3  # epochs are recorded rounded to this many decimals
+
+P = TypeVar("P")  # prepared data: a `PreparedData`, or the stats of one (the web app's estimate)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,35 @@ def copies_for(config: TrainingConfig, sequences: int, world_size: int = 1) -> i
         needed = min(math.ceil(config.min_iterations / steps_per_epoch) - 1, MAX_SHUFFLED_COPIES)  # type: ignore[operator]
         return max(config.shuffled_copies, needed)
     return config.shuffled_copies
+
+
+def prepare_with_copies(
+    config: TrainingConfig, prepare: Callable[[int], P], size: Callable[[P], int], world_size: int = 1
+) -> tuple[P, bool]:
+    """The data a run trains on and whether its copies fill the floor (`fills_floor`).
+
+    ``prepare(copies)`` prepares the data with that many shuffled copies of each document and
+    ``size`` counts its training sequences. The data is prepared with ``config.shuffled_copies``
+    and, when `copies_for` wants more, prepared again with those. The trainer prepares the data
+    this way and the web app's estimate counts it this way, so the two cannot disagree."""
+    prepared = prepare(config.shuffled_copies)
+    sequences = size(prepared)
+    copies = copies_for(config, sequences, world_size)
+    if copies == config.shuffled_copies:
+        return prepared, False
+    return prepare(copies), fills_floor(config, sequences, world_size)
+
+
+def length_config(config: TrainingConfig, copies: int, fill: bool) -> TrainingConfig:
+    """The config a run's length is derived from once its data is prepared: ``shuffled_copies``
+    the copies made (the data stats' count: none are made of chats, say), and, when those fill the
+    floor, one epoch of the documents and their copies in place of the epochs asked for."""
+    update: dict[str, object] = {}
+    if copies != config.shuffled_copies:  # config.yaml records the copies trained on
+        update["shuffled_copies"] = copies
+    if fill:  # the floor's steps read each version once
+        update.update(num_epochs=1.0, max_iterations=None)
+    return config.model_copy(update=update) if update else config
 
 
 def fills_floor(config: TrainingConfig, sequences: int, world_size: int = 1) -> bool:

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import yaml
 
-from forgellm.data.sequences import PreferencePairs, TokenSequences, load_split
+from forgellm.data.sequences import PreferencePairs, TokenSequences, load_prepared
 from forgellm.errors import ConflictError, NotFoundError, UserError
 from forgellm.models.resolve import ModelInfo, resolve, resolve_adapter
 from forgellm.runs.checkpoints import resume_point, write_manifest
@@ -46,7 +46,7 @@ from forgellm.training.callbacks import MetricsFile, MLflow, Progress, StatusFil
 from forgellm.training.checkpoints import CheckpointStore, read_state
 from forgellm.training.config import TrainingConfig, validate_config
 from forgellm.training.distributed import Group, ignore_stop_signals, init_group, lost_worker_error
-from forgellm.training.length import copies_for, fills_floor, training_length
+from forgellm.training.length import length_config, prepare_with_copies, training_length
 from forgellm.training.loop import LoopState, StopFlag, train
 from forgellm.training.preference import check_data, reference_key, reference_logps
 from forgellm.training.qa import QASet, read_qa
@@ -55,7 +55,6 @@ from forgellm.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-PREPARED_SPLITS = ("train", "val")
 STUCK_COLLECTIVE_SECONDS = 10.0  # before rank 0 records a lost worker itself (`_record_if_stuck`)
 
 
@@ -133,15 +132,14 @@ def load_data(
             f"input_dir {config.input_dir!r} not found (looked at {source}); put your documents "
             f"there or set input_dir to your dataset folder"
         )
-    if all((source / f"{split}.tokens.npy").exists() for split in PREPARED_SPLITS):
-        train_data, val_data = (load_split(source, split) for split in PREPARED_SPLITS)
-        stats_file = source / "stats.json"
-        stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    prepared_splits = load_prepared(source)
+    if prepared_splits is not None:
+        train_data, val_data, stats = prepared_splits
         stats["prepared_path"] = str(source)
     else:
         from transformers import AutoTokenizer
 
-        from forgellm.data.pipeline import prepare_dataset
+        from forgellm.data.pipeline import PreparedData, prepare_dataset
         from forgellm.data.settings import FOLDER_KEYS, DataSettings
 
         folders = {key: workspace.path(getattr(config, key)) for key in FOLDER_KEYS if getattr(config, key)}
@@ -149,13 +147,15 @@ def load_data(
             config, **folders, input_dir=source, replay_model=str(base.path), replay_engine=config.resolved_engine()
         )
         tokenizer = AutoTokenizer.from_pretrained(str(base.path))
-        prepared = prepare_dataset(settings, tokenizer, workspace)
-        copies = copies_for(config, len(prepared.train), world_size)
-        if copies != settings.shuffled_copies:
-            log.info("data: %d shuffled copies of each document fill min_iterations", copies)
-            filled = fills_floor(config, len(prepared.train), world_size)
-            prepared = prepare_dataset(settings.model_copy(update={"shuffled_copies": copies}), tokenizer, workspace)
-            prepared.stats["shuffled_copies"] = {**(prepared.stats.get("shuffled_copies") or {}), "fill": filled}
+
+        def prepare(copies: int) -> PreparedData:
+            if copies != settings.shuffled_copies:
+                log.info("data: %d shuffled copies of each document fill min_iterations", copies)
+            return prepare_dataset(settings.model_copy(update={"shuffled_copies": copies}), tokenizer, workspace)
+
+        prepared, filled = prepare_with_copies(config, prepare, lambda p: len(p.train), world_size)
+        if filled:
+            prepared.stats["shuffled_copies"] = {**(prepared.stats.get("shuffled_copies") or {}), "fill": True}
         train_data, val_data, stats = (
             prepared.train,
             prepared.val,
@@ -374,10 +374,8 @@ def _run(
             (run_dir / DATA_STATS_FILE).write_text(json.dumps(stats, indent=2, default=str))
         check_data(config, train_data)
         copies = stats.get("shuffled_copies") or {}
-        if copies.get("copies", 0) != config.shuffled_copies:  # config.yaml records the copies trained on
-            config = config.model_copy(update={"shuffled_copies": copies.get("copies", 0)})
-        if copies.get("fill") and not resume:  # the floor's steps read each version once (a resume keeps its length)
-            config = config.model_copy(update={"num_epochs": 1.0, "max_iterations": None})
+        # a resume keeps the length it resolved when it started
+        config = length_config(config, copies.get("copies", 0), bool(copies.get("fill")) and not resume)
         config, changed = _resolve_length(config, len(train_data), group, run_dir, resume=resume)
         assert config.max_iterations is not None  # _resolve_length sets both lengths
         if group.is_main:

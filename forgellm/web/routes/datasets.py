@@ -168,18 +168,30 @@ def preview():
 def stats():
     args = query(StatsQuery)
     path = dataset_path(args.path)
-    tokenizer = None
-    if args.model is not None:  # resolved here, inside the roots: the process gets a folder, not a name
-        # An adapter or run counts by its base model, which must lie inside the roots too.
-        tokenizer = resolve_pair(args.model, None, context.workspace(), model_arg="model", roots=request_roots())[
-            0
-        ].path
-    settings = {name: getattr(args, name) for name in FORM_KEYS if getattr(args, name) is not None}
+    tokenizer = model_tokenizer(args.model, "model") if args.model is not None else None
+    settings = form_settings({name: getattr(args, name) for name in FORM_KEYS})
+    return jsonify({"path": args.path, "stats": stats_service().get(path, args.mode, tokenizer, settings)})
+
+
+def stats_service() -> DatasetStats:
+    """The app's one `DatasetStats` (its cache and its bound on processes are per app)."""
+    return current_app.extensions["forgellm"].setdefault("dataset_stats", DatasetStats(context.workspace()))
+
+
+def model_tokenizer(model: str, field: str) -> Path:
+    """The folder whose tokenizer counts for ``model``, resolved here, inside the roots (the stats
+    process gets a folder, not a name); an adapter or run counts by its base model, which must lie
+    inside the roots too."""
+    return resolve_pair(model, None, context.workspace(), model_arg=field, roots=request_roots())[0].path
+
+
+def form_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The data settings given (``None``: not given) of the Training form, its folders confined."""
+    settings = {name: value for name, value in values.items() if value is not None}
     for name in FOLDER_KEYS:
         if name in settings:
-            settings[name] = workspace_folder(settings[name], name)
-    service = current_app.extensions["forgellm"].setdefault("dataset_stats", DatasetStats(context.workspace()))
-    return jsonify({"path": args.path, "stats": service.get(path, args.mode, tokenizer, settings)})
+            settings[name] = workspace_folder(str(settings[name]), name)
+    return settings
 
 
 def workspace_folder(raw: str, field: str) -> Path:

@@ -15,6 +15,7 @@ from forgellm.models.resolve import resolve_pair
 from forgellm.security.requests import request_roots
 from forgellm.training.config import TrainingConfig, config_keys, validate_config  # pydantic only: no engine
 from forgellm.web import context, openapi
+from forgellm.web.routes.datasets import FORM_KEYS, form_settings, model_tokenizer, stats_service
 from forgellm.web.services import runs as run_files
 from forgellm.web.validation import body, query
 
@@ -27,6 +28,13 @@ class StartTraining(BaseModel):
         description="Training config keys (see /api/config/schema); missing keys take their defaults."
     )
     allow_concurrent: bool = Field(False, description="Start even if another run is training.")
+
+
+class EstimateTraining(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config: dict[str, Any] = Field(
+        description="Training config keys, as sent to /api/training/start; missing keys take their defaults."
+    )
 
 
 class SpeedQuery(BaseModel):
@@ -83,6 +91,33 @@ def start():
     job = context.jobs().start(config.model_dump(mode="json"), allow_concurrent=request.allow_concurrent)
     context.live().start()
     return jsonify({"job": context.jobs().describe(job)}), 202
+
+
+@bp.post("/api/training/estimate")
+@openapi.doc(
+    "A run's length both ways, tokens and duration before it starts (the Training form's estimate)",
+    body=EstimateTraining,
+    responses={429: "the most data stats processes run already (ask again)"},
+)
+def estimate():
+    from forgellm.web.services.estimate import estimate as run_estimate
+    from forgellm.web.services.estimate import replay_pending
+    from forgellm.web.services.speed import measured_speed
+
+    config = training_config(body(EstimateTraining).config)
+    workspace = context.workspace()
+    data = request_path(config.input_dir, "input_dir", request_roots(), "read")
+    settings = form_settings({name: getattr(config, name) for name in FORM_KEYS})
+    if replay_pending(config):
+        settings["data_mixture_ratio"] = 1.0
+    tokenizer = model_tokenizer(config.model_name, "model_name")
+
+    def stats_for(copies: int) -> dict[str, Any]:
+        return stats_service().get(data, config.training_type, tokenizer, {**settings, "shuffled_copies": copies})
+
+    engine = config.resolved_engine()
+    speed = {"engine": engine, **measured_speed(workspace, config.model_name, engine)}
+    return jsonify(run_estimate(config, data, stats_for, speed))
 
 
 @bp.get("/api/training/status")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from forgellm.cli.data_options import to_args
+from forgellm.data.settings import DataSettings
 from forgellm.errors import ForgeError, UserError
 from forgellm.workspace import Workspace
 
@@ -56,7 +57,9 @@ class DatasetStats:
     ) -> dict[str, Any]:
         """The stats of ``path`` (a confined dataset path) with the tokenizer of the model folder
         ``tokenizer`` and the data ``settings`` given (``{field: value}``; the rest are the defaults)."""
-        settings = settings or {}
+        # A setting at its default is the same as none given: the form's stats line and its
+        # estimate (which sends every data key of the config) then share one computation.
+        settings = {k: v for k, v in (settings or {}).items() if v != DataSettings.model_fields[k].default}
         folders = tuple(_signature(Path(v)) for k, v in sorted(settings.items()) if isinstance(v, Path))
         key = (
             str(path),

@@ -6,7 +6,6 @@ import { $, duration, el, fmt, toast } from "./ui.js";
 const MAIN_FIELDS = ["model_name", "input_dir", "fine_tune_type", "engine", "max_iterations", "num_epochs", "learning_rate",
   "batch_size", "max_seq_length", "steps_per_eval", "save_every", "run_name"];
 let fields = [];
-let lastStats = null; // data stats of the chosen dataset, for the length and duration estimate
 let onStarted = () => {};
 
 export async function init({ started }) {
@@ -35,9 +34,11 @@ export async function init({ started }) {
   }));
   $("#f-preference_loss")?.addEventListener("change", showApplicable);
   showApplicable();
-  for (const name of LENGTH_FIELDS) $(`#f-${name}`)?.addEventListener("input", showEstimate);
-  $("#f-engine")?.addEventListener("change", showEstimate);
+  // The estimate follows every field: any of them may change the length, the data or the speed.
+  $("#train-form").addEventListener("input", scheduleEstimate);
+  $("#train-form").addEventListener("change", scheduleEstimate);
   showStats();
+  scheduleEstimate();
 }
 
 // The current value of a form key (training_type is the radio group above the fields).
@@ -172,8 +173,6 @@ async function showStats() {
   try {
     const { stats } = await api(`/api/datasets/stats?${query}`);
     if (!current()) return;
-    lastStats = stats;
-    showEstimate();
     const validation = stats.validation || { source: "documents" };
     box.textContent = `${dir}: ${stats.files} files, ${stats.documents} documents, ${fmt(stats.train_tokens, 0)} train / ` +
       `${fmt(stats.val_tokens, 0)} validation tokens, ` +
@@ -196,39 +195,52 @@ async function showStats() {
   }
 }
 
-// Training length and duration before starting: both lengths (one given, the other derived as the
-// trainer derives it: forgellm/training/length.py), the tokens it trains on and, from the measured
-// speed of earlier runs of the same model and engine, how long that takes.
-const LENGTH_FIELDS = ["max_iterations", "num_epochs", "min_iterations", "batch_size", "grad_accumulation_steps", "max_seq_length"];
+// Training length and duration before starting, from the server (POST /api/training/estimate):
+// the length both ways as the trainer derives it from the data it would prepare (shuffled copies
+// and the copies that fill min_iterations included), the tokens it trains on and, from the
+// measured speed of earlier runs of the same model and engine, how long that takes.
+const ESTIMATE_DELAY_MS = 400; // one request once the typing stops
+let estimateTimer = null;
+
+function scheduleEstimate() {
+  clearTimeout(estimateTimer);
+  estimateTimer = setTimeout(showEstimate, ESTIMATE_DELAY_MS);
+}
 
 async function showEstimate() {
   const box = $("#train-estimate");
-  const v = values();
-  const sequences = lastStats && (typeof lastStats.sequences === "object" ? lastStats.sequences.train : lastStats.sequences);
-  if (v.max_iterations && v.num_epochs) { box.textContent = "Set max_iterations or num_epochs, not both."; return; }
-  if (!sequences || !v.batch_size || !v.grad_accumulation_steps) { box.textContent = ""; return; }
-  const microPerEpoch = Math.floor(sequences / v.batch_size);
-  if (!microPerEpoch) { box.textContent = `The data has ${sequences} sequences, fewer than batch_size.`; return; }
-  const stepsPerEpoch = microPerEpoch / v.grad_accumulation_steps;
-  const asked = v.num_epochs ? Math.max(1, Math.ceil(v.num_epochs * stepsPerEpoch - 1e-9)) : null;
-  const steps = v.max_iterations || (asked ? Math.max(asked, v.min_iterations || 1) : 1000);
-  const epochs = v.num_epochs && steps === asked ? v.num_epochs : steps / stepsPerEpoch;
-  const tokens = steps * v.batch_size * v.grad_accumulation_steps * v.max_seq_length;
-  let text = `${steps} steps = ${fmt(epochs, 2)} epochs of ${sequences} sequences ` +
-    `(effective batch ${v.batch_size * v.grad_accumulation_steps}), about ${fmt(tokens, 0)} tokens trained.`;
-  box.textContent = text;
+  const config = values();
+  const key = JSON.stringify(config);
+  const current = () => JSON.stringify(values()) === key;
+  box.textContent = "Estimating the run's length…";
   try {
-    const speed = await api(`/api/training/speed?model=${encodeURIComponent(v.model_name || "default")}&engine=${encodeURIComponent(v.engine || "auto")}`);
-    if (speed.tokens_per_second) {
-      text += ` Estimated ${duration(tokens / speed.tokens_per_second)} at ${fmt(speed.tokens_per_second, 0)} tok/s ` +
-        `(measured in ${speed.runs.length} earlier run${speed.runs.length > 1 ? "s" : ""} of this model on ${speed.engine}), evaluations not counted.`;
-    } else {
-      text += ` No earlier run of this model on ${speed.engine} to estimate the duration from.`;
-    }
+    const estimate = await api("/api/training/estimate", { method: "POST", body: { config } });
+    if (current()) box.textContent = estimateText(estimate);
   } catch (err) {
-    // the length estimate stands alone
+    if (!current()) return;
+    if (err.status === 429) {  // the data stats it needs are computing: ask again when a process is free
+      box.textContent = "Waiting for the data stats to estimate the run's length…";
+      setTimeout(() => { if (current()) showEstimate(); }, 3000);
+      return;
+    }
+    box.textContent = `No length estimate: ${err.message}`;
   }
-  box.textContent = text;
+}
+
+function estimateText(e) {
+  const copies = e.shuffled_copies ? `the documents and ${e.shuffled_copies} shuffled ${e.shuffled_copies > 1 ? "copies" : "copy"} ` +
+    `of each${e.fills_floor ? ", as many as fill min_iterations" : ""}; ` : "";
+  let text = `${e.max_iterations} steps = ${fmt(e.num_epochs, 3)} epochs of ${e.sequences} ${e.unit} ` +
+    `(${copies}effective batch ${e.effective_batch}), about ${fmt(e.train_tokens, 0)} tokens trained.` +
+    (e.replay_pending ? " Domain data only: the replay set is added when the run starts." : "");
+  const { speed } = e;
+  if (speed.tokens_per_second) {
+    text += ` Estimated ${duration(e.seconds)} at ${fmt(speed.tokens_per_second, 0)} tok/s ` +
+      `(measured in ${speed.runs.length} earlier run${speed.runs.length > 1 ? "s" : ""} of this model on ${speed.engine}), evaluations not counted.`;
+  } else {
+    text += ` No earlier run of this model on ${speed.engine} to estimate the duration from.`;
+  }
+  return text;
 }
 
 // The model chosen in the form: its tokenizer counts the tokens of the data stats.
