@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from forgellm.data.settings import DataSettings
 from forgellm.errors import UserError
 from tests.data_helpers import load_tokenizer, prepare, prose, write_files
 
@@ -46,6 +47,48 @@ def test_mixing_needs_a_source_of_general_data(tmp_path, workspace, tokenizer):
     domain = write_files(tmp_path / "domain", {"d.txt": prose(1)})
     with pytest.raises(UserError, match="needs general data: set general_data_dir"):
         prepare(domain, tokenizer, workspace, data_mixture_ratio=0.5)
+
+
+@pytest.mark.parametrize(
+    ("values", "mixes", "replays"),
+    [
+        ({"data_mixture_ratio": 1.0}, False, False),
+        ({}, True, True),  # the default ratio (0.8) and no general_data_dir
+        ({"data_mixture_ratio": 0.5, "general_data_dir": "general"}, True, False),
+        ({"training_type": "ift", "data_mixture_ratio": 0.9}, True, True),
+        ({"training_type": "preference", "data_mixture_ratio": 0.5}, False, False),  # pairs mix nothing in
+        ({"training_type": "preference", "general_data_dir": "general"}, False, False),
+    ],
+)
+def test_one_rule_says_when_a_replay_set_is_sampled(values, mixes, replays):
+    settings = DataSettings(input_dir="domain", **values)
+    assert (settings.mixes_general, settings.samples_replay) == (mixes, replays)
+
+
+def test_the_pipeline_samples_a_replay_set_exactly_when_the_rule_says(tmp_path, workspace, tokenizer, monkeypatch):
+    """Preference pairs with a ratio < 1 and no general data sample nothing; CPT data does."""
+    from forgellm.data import mixing
+
+    class Sampled(Exception):
+        """Raised instead of loading a model: the pipeline asked for a replay set."""
+
+    asked = []
+
+    def ensure_replay_set(settings, ws):
+        asked.append(settings)
+        raise Sampled
+
+    monkeypatch.setattr(mixing, "ensure_replay_set", ensure_replay_set)
+    pairs = write_files(
+        tmp_path / "pairs",
+        {"p.jsonl": [{"prompt": prose(i, words=8), "chosen": prose(50 + i), "rejected": "No."} for i in range(6)]},
+    )
+    prepare(pairs, tokenizer, workspace, training_type="preference", data_mixture_ratio=0.5, replay_model="x")
+    assert asked == []
+    domain = write_files(tmp_path / "domain", {"d.txt": prose(1)})
+    with pytest.raises(Sampled):
+        prepare(domain, tokenizer, workspace, data_mixture_ratio=0.5, replay_model="x")
+    assert len(asked) == 1 and asked[0].samples_replay
 
 
 def test_replay_set_is_written_by_the_base_model_once_and_cached(

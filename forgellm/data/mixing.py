@@ -69,7 +69,8 @@ def prepare_general(settings: DataSettings, tokenizer: Any, workspace: Workspace
     """The general data, processed with the same settings (training side only) and cached."""
     from forgellm.data.pipeline import prepare_dataset
 
-    if settings.general_data_dir is not None:
+    if not settings.samples_replay:
+        assert settings.general_data_dir is not None  # called only when general text is mixed in
         folder, source = settings.general_data_dir, f"folder {settings.general_data_dir}"
     elif settings.replay_model:
         folder, source = ensure_replay_set(settings, workspace), f"replay from {settings.replay_model}"

@@ -75,7 +75,7 @@ def prepare_dataset(settings: DataSettings, tokenizer: Any, workspace: Workspace
         # mixture (0.8 by default, shared with TrainingConfig) does not apply to them.
         settings = settings.model_copy(update={"data_mixture_ratio": 1.0, "general_data_dir": None})
     general = documents = None
-    if settings.data_mixture_ratio < 1.0:
+    if settings.mixes_general:
         from forgellm.data.mixing import prepare_general
 
         general = prepare_general(settings, tokenizer, workspace)

@@ -120,6 +120,19 @@ class DataSettings(BaseModel):
         """The settings of a training run: its shared keys, then ``values`` (resolved paths, the replay model)."""
         return cls(**{**{key: getattr(config, key) for key in SHARED_KEYS}, **values})
 
+    @property
+    def mixes_general(self) -> bool:
+        """Whether general text is mixed into the training sequences: data_mixture_ratio < 1,
+        except for preference pairs, which have no general counterpart."""
+        return self.data_mixture_ratio < 1.0 and self.training_type != "preference"
+
+    @property
+    def samples_replay(self) -> bool:
+        """Whether that general text is a replay set the base model writes (no general_data_dir
+        is set). The one rule of it: the pipeline samples one then, and the web app's stats line
+        and estimate count the domain data alone, since sampling takes minutes."""
+        return self.mixes_general and self.general_data_dir is None
+
     def cache_fields(self) -> dict[str, Any]:
         """The settings that change the output.
 
