@@ -4,6 +4,7 @@ command's defaults; the schema marks which keys those are."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,37 @@ def test_stats_use_the_forms_values(client, workspace):
     assert mixed.status_code == 200, mixed.get_json()
     mixture = mixed.get_json()["stats"]["mixture"]
     assert mixture["domain_ratio"] == 0.8 and mixture["general_sequences"] > 0
+    assert mixed.get_json()["replay_pending"] is False
+
+
+def test_a_replay_set_is_not_sampled_for_the_stats_line(client, workspace):
+    """data_mixture_ratio < 1 without general_data_dir samples general text from the model when the
+    run starts (minutes): the line counts the domain data alone and says what share replay takes."""
+    one_line_document(workspace / "dataset" / "one")
+    form = {"path": "one", "mode": "cpt", "model": "tiny", "max_seq_length": "48"}
+    domain = client.get("/api/datasets/stats", query_string={**form, "data_mixture_ratio": "1"}).get_json()
+    assert (domain["replay_pending"], domain["replay_share"]) == (False, 0.0)
+    for ratio in ({"data_mixture_ratio": "0.8"}, {}):  # given, or the training default
+        answer = client.get("/api/datasets/stats", query_string={**form, **ratio})
+        assert answer.status_code == 200, answer.get_json()
+        got = answer.get_json()
+        assert (got["replay_pending"], got["replay_share"]) == (True, 0.2)
+        assert "mixture" not in got["stats"] and got["stats"]["sequences"] == domain["stats"]["sequences"]
+    assert list((workspace / "data").glob("replay-*")) == []  # nothing was sampled
+
+
+def test_preference_pairs_never_wait_for_a_replay_set(client, workspace):
+    records = [{"prompt": f"Who founded town {i}?", "chosen": f"Tarrow founded town {i}.", "rejected": "Nobody."}
+               for i in range(20)]  # fmt: skip
+    (workspace / "dataset" / "pairs").mkdir(parents=True)
+    (workspace / "dataset" / "pairs" / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    answer = client.get(
+        "/api/datasets/stats",
+        query_string={"path": "pairs", "mode": "preference", "model": "tiny", "data_mixture_ratio": "0.5"},
+    )
+    assert answer.status_code == 200, answer.get_json()
+    got = answer.get_json()
+    assert (got["replay_pending"], got["replay_share"]) == (False, 0.0) and got["stats"]["pairs"]["train"] > 0
 
 
 @pytest.mark.parametrize(

@@ -121,6 +121,7 @@ def test_a_replay_set_is_not_sampled_for_the_estimate(client):
         "/api/training/estimate", json={"config": {**BASE, "max_iterations": 5, "data_mixture_ratio": 1.0}}
     ).get_json()
     assert got["replay_pending"] and not domain["replay_pending"]
+    assert got["replay_share"] == 0.2 and domain["replay_share"] == 0.0
     assert got["sequences"] == domain["sequences"]
 
 
@@ -142,20 +143,24 @@ def test_bad_input_is_a_400_naming_the_problem(client, config, field, words):
     assert words in error["message"] and error.get("field") == field, error
 
 
-def test_the_stats_line_and_the_estimate_share_one_computation(client, monkeypatch):
+@pytest.mark.parametrize("ratio", [{"data_mixture_ratio": 1}, {}])  # domain data only; a replay set pending
+def test_the_stats_line_and_the_estimate_share_one_computation(client, monkeypatch, ratio):
     """The form asks for its stats line (the data keys it shows) and the estimate (every config
-    key): settings at their defaults count as not given, so one `forgellm data stats` serves both."""
+    key): settings at their defaults count as not given, and both count the domain data alone
+    while a replay set is pending, so one `forgellm data stats` serves both."""
     from forgellm.web.services.dataset_stats import DatasetStats
 
     computed = []
     compute = DatasetStats._compute
     monkeypatch.setattr(DatasetStats, "_compute", lambda self, *args: computed.append(args) or compute(self, *args))
-    line = {"path": "docs", "mode": "cpt", "model": "tiny", "max_seq_length": "32", "data_mixture_ratio": "1",
+    line = {"path": "docs", "mode": "cpt", "model": "tiny", "max_seq_length": "32", **ratio,
             "seed": "42", "dedupe": "true", "shuffled_copies": "0"}  # fmt: skip
-    assert client.get("/api/datasets/stats", query_string=line).status_code == 200
-    answer = client.post("/api/training/estimate", json={"config": {**BASE, "num_epochs": 1, "data_mixture_ratio": 1}})
+    stats = client.get("/api/datasets/stats", query_string=line)
+    assert stats.status_code == 200, stats.get_json()
+    answer = client.post("/api/training/estimate", json={"config": {**BASE, "num_epochs": 1, **ratio}})
     assert answer.status_code == 200, answer.get_json()
     assert len(computed) == 1
+    assert stats.get_json()["replay_pending"] == answer.get_json()["replay_pending"] == (not ratio)
 
 
 def test_a_preference_run_is_counted_in_pairs(client, workspace):

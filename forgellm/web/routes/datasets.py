@@ -169,8 +169,8 @@ def stats():
     args = query(StatsQuery)
     path = dataset_path(args.path)
     tokenizer = model_tokenizer(args.model, "model") if args.model is not None else None
-    settings = form_settings({name: getattr(args, name) for name in FORM_KEYS})
-    return jsonify({"path": args.path, "stats": stats_service().get(path, args.mode, tokenizer, settings)})
+    settings, replay = without_replay(args.mode, form_settings({name: getattr(args, name) for name in FORM_KEYS}))
+    return jsonify({"path": args.path, "stats": stats_service().get(path, args.mode, tokenizer, settings), **replay})
 
 
 def stats_service() -> DatasetStats:
@@ -192,6 +192,18 @@ def form_settings(values: dict[str, Any]) -> dict[str, Any]:
         if name in settings:
             settings[name] = workspace_folder(str(settings[name]), name)
     return settings
+
+
+def without_replay(mode: str | None, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The form ``settings`` to count, and ``{"replay_pending", "replay_share"}``: whether the run
+    samples a replay set (the data layer's rule, `DataSettings.samples_replay`) and the share of
+    its training data that will be. Sampling takes minutes, so it is done when the run starts,
+    not for a count: then the domain data is counted alone (data_mixture_ratio 1)."""
+    data = DataSettings(**settings, training_type=mode or "cpt")
+    if not data.samples_replay:
+        return settings, {"replay_pending": False, "replay_share": 0.0}
+    share = round(1.0 - data.data_mixture_ratio, 6)  # 1 - 0.8 is 0.19999999999999996 in floats
+    return {**settings, "data_mixture_ratio": 1.0}, {"replay_pending": True, "replay_share": share}
 
 
 def workspace_folder(raw: str, field: str) -> Path:

@@ -15,7 +15,7 @@ from forgellm.models.resolve import resolve_pair
 from forgellm.security.requests import request_roots
 from forgellm.training.config import TrainingConfig, config_keys, validate_config  # pydantic only: no engine
 from forgellm.web import context, openapi
-from forgellm.web.routes.datasets import FORM_KEYS, form_settings, model_tokenizer, stats_service
+from forgellm.web.routes.datasets import FORM_KEYS, form_settings, model_tokenizer, stats_service, without_replay
 from forgellm.web.services import runs as run_files
 from forgellm.web.validation import body, query
 
@@ -101,15 +101,14 @@ def start():
 )
 def estimate():
     from forgellm.web.services.estimate import estimate as run_estimate
-    from forgellm.web.services.estimate import replay_pending
     from forgellm.web.services.speed import measured_speed
 
     config = training_config(body(EstimateTraining).config)
     workspace = context.workspace()
     data = request_path(config.input_dir, "input_dir", request_roots(), "read")
-    settings = form_settings({name: getattr(config, name) for name in FORM_KEYS})
-    if replay_pending(config):
-        settings["data_mixture_ratio"] = 1.0
+    settings, replay = without_replay(
+        config.training_type, form_settings({name: getattr(config, name) for name in FORM_KEYS})
+    )
     tokenizer = model_tokenizer(config.model_name, "model_name")
 
     def stats_for(copies: int) -> dict[str, Any]:
@@ -117,7 +116,7 @@ def estimate():
 
     engine = config.resolved_engine()
     speed = {"engine": engine, **measured_speed(workspace, config.model_name, engine)}
-    return jsonify(run_estimate(config, data, stats_for, speed))
+    return jsonify({**run_estimate(config, data, stats_for, speed), **replay})
 
 
 @bp.get("/api/training/status")

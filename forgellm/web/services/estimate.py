@@ -23,13 +23,6 @@ from forgellm.training.length import length_config, prepare_with_copies, trainin
 StatsFor = Callable[[int], dict[str, Any]]
 
 
-def replay_pending(config: TrainingConfig) -> bool:
-    """Whether the run samples a replay set from its model (general text when data_mixture_ratio
-    < 1 and no general_data_dir is set). That takes minutes, so it is made when the run starts:
-    the estimate counts the domain data without it. Pairs mix nothing in."""
-    return config.training_type != "preference" and config.data_mixture_ratio < 1 and config.general_data_dir is None
-
-
 def counted_data(config: TrainingConfig, folder: Path, stats_for: StatsFor) -> tuple[int, int, bool]:
     """The rows a run of ``config`` on ``folder`` trains on, the shuffled copies made of each
     document and whether they fill the floor: a folder of prepared splits as it is (the trainer
@@ -59,7 +52,6 @@ def estimate(config: TrainingConfig, folder: Path, stats_for: StatsFor, speed: d
         "train_tokens": train_tokens,  # token positions of every micro-batch, padding included
         "shuffled_copies": copies,
         "fills_floor": fill,
-        "replay_pending": replay_pending(config),
         "speed": speed,
         "seconds": train_tokens / rate if rate else None,
     }

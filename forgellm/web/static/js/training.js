@@ -136,8 +136,8 @@ async function stop() {
 }
 
 // The query of the stats line: the dataset path, the mode, the model and the form's data settings.
-// One exception: a replay set (general text sampled from the model, minutes of generation) is made
-// when the run starts, not for this line; the line then counts the domain data and says so.
+// When the run would sample a replay set (general text the model writes, minutes of generation),
+// the server counts the domain data alone and says so (replay_pending, replay_share).
 function statsQuery(dir) {
   const form = values();
   const query = new URLSearchParams({ path: dir === "dataset" ? "." : dir.slice("dataset/".length),
@@ -147,13 +147,7 @@ function statsQuery(dir) {
       query.set(field.name, String(form[field.name]));
     }
   }
-  if (replayed(form)) query.set("data_mixture_ratio", "1");
   return query.toString();
-}
-
-function replayed(form) {
-  const ratio = form.data_mixture_ratio === undefined || form.data_mixture_ratio === "" ? 1 : form.data_mixture_ratio;
-  return ratio < 1 && !form.general_data_dir;
 }
 
 const VALIDATION = {
@@ -171,7 +165,7 @@ async function showStats() {
   const current = () => $("#f-input_dir").value === dir && statsQuery(dir) === query;
   box.textContent = `Computing data stats of ${dir}…`;
   try {
-    const { stats } = await api(`/api/datasets/stats?${query}`);
+    const { stats, replay_pending: replayPending, replay_share: replayShare } = await api(`/api/datasets/stats?${query}`);
     if (!current()) return;
     const validation = stats.validation || { source: "documents" };
     box.textContent = `${dir}: ${stats.files} files, ${stats.documents} documents, ${fmt(stats.train_tokens, 0)} train / ` +
@@ -182,7 +176,7 @@ async function showStats() {
       (stats.format ? `, format ${Object.values(stats.format).join(", ")}` : "") +
       `, ${stats.duplicates_removed + stats.near_duplicates_removed} duplicates removed, ${(stats.skipped || []).length} skipped; ` +
       `validation: ${(VALIDATION[validation.source] || VALIDATION.documents)(validation)}.` +
-      (replayed(values()) ? ` Domain data only: the replay set (${fmt(100 * (1 - values().data_mixture_ratio), 0)}% ` +
+      (replayPending ? ` Domain data only: the replay set (${fmt(100 * replayShare, 0)}% ` +
         `general text sampled from ${selectedModel()}) is generated when the run starts.` : "");
   } catch (err) {
     if (!current()) return;
