@@ -199,10 +199,17 @@ def test_train_watch_live_stop_then_chat_with_streaming_tokens(page, started: St
 
 def test_the_estimate_box_shows_the_servers_length_of_the_forms_config(page, started: StartedApp):
     """The length line under the form is the server's (`POST /api/training/estimate`), for the
-    config the form would start: shuffled copies change the sequences it counts."""
+    config the form would start: shuffled copies change the sequences it counts. At the default
+    data_mixture_ratio (0.8) the run samples a replay set: the server counts the domain data alone
+    and the stats line says so, as it does not at ratio 1."""
     open_app(page, started)
     page.select_option("#f-model_name", "tiny")
     page.select_option("#f-input_dir", "dataset/sample/cpt")
+    page.wait_for_function(
+        "(t => t.includes(' documents, ') && t.endsWith('. Domain data only: the replay set (20% general text "
+        "sampled from tiny) is generated when the run starts.'))(document.querySelector('#dataset-stats').textContent)",
+        timeout=120_000,
+    )
     page.click("#train-form details > summary")
     for name, value in {"max_iterations": "", "num_epochs": "2", "max_seq_length": "32", "batch_size": "2",
                         "data_mixture_ratio": "1", "shuffled_copies": "2"}.items():  # fmt: skip
@@ -224,6 +231,11 @@ def test_the_estimate_box_shows_the_servers_length_of_the_forms_config(page, sta
     assert "max_iterations" in estimate, estimate
     expected = f"{estimate['max_iterations']} steps = 2 epochs of {estimate['sequences']} sequences"
     assert page.inner_text("#train-estimate").startswith(expected)
+    page.locator("#f-shuffled_copies").blur()  # the stats line follows a field once it is left (change)
+    page.wait_for_function(
+        "(t => t.includes(' documents, ') && !t.includes('replay'))(document.querySelector('#dataset-stats').textContent)",
+        timeout=120_000,
+    )
     page.fill("#f-num_epochs", "")
     page.fill("#f-max_iterations", "7")
     page.wait_for_function(
