@@ -194,3 +194,6 @@ def test_a_folder_of_prepared_splits_is_counted_as_it_is(client, workspace):
     length = training_length(validate_config({**values, "shuffled_copies": 0}), 21)  # no copies are made of it
     assert (got["sequences"], got["max_iterations"], got["num_epochs"]) == (21, length.max_iterations, 2)
     assert got["shuffled_copies"] == 0 and length.max_iterations == 20
+    # Nothing is mixed into prepared splits, so no replay set waits for the run at the default ratio.
+    default_ratio = client.post("/api/training/estimate", json={"config": {**values, "data_mixture_ratio": 0.8}})
+    assert default_ratio.get_json()["sequences"] == 21 and not default_ratio.get_json()["replay_pending"]

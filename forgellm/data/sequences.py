@@ -151,12 +151,17 @@ def load_split(folder: Path, split: str) -> TokenSequences | PreferencePairs:
 PREPARED_SPLITS = ("train", "val")
 
 
+def is_prepared(folder: Path) -> bool:
+    """Whether ``folder`` holds splits prepared before (`load_prepared`), which a run takes as they are."""
+    return all((folder / f"{split}.tokens.npy").exists() for split in PREPARED_SPLITS)
+
+
 def load_prepared(
     folder: Path,
 ) -> tuple[TokenSequences | PreferencePairs, TokenSequences | PreferencePairs, dict] | None:
     """The train and val splits of a folder prepared before, memory-mapped, with its ``stats.json``
     (``{}`` without one): a run trains on them as they are. None when ``folder`` holds no splits."""
-    if not all((folder / f"{split}.tokens.npy").exists() for split in PREPARED_SPLITS):
+    if not is_prepared(folder):
         return None
     stats_file = folder / "stats.json"
     stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}

@@ -194,6 +194,10 @@ def form_settings(values: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+#: The answer of `without_replay` when no replay set is sampled.
+NO_REPLAY = {"replay_pending": False, "replay_share": 0.0}
+
+
 def without_replay(mode: str | None, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The form ``settings`` to count, and ``{"replay_pending", "replay_share"}``: whether the run
     samples a replay set (the data layer's rule, `DataSettings.samples_replay`) and the share of
@@ -201,7 +205,7 @@ def without_replay(mode: str | None, settings: dict[str, Any]) -> tuple[dict[str
     not for a count: then the domain data is counted alone (data_mixture_ratio 1)."""
     data = DataSettings(**settings, training_type=mode or "cpt")
     if not data.samples_replay:
-        return settings, {"replay_pending": False, "replay_share": 0.0}
+        return settings, NO_REPLAY
     share = round(1.0 - data.data_mixture_ratio, 6)  # 1 - 0.8 is 0.19999999999999996 in floats
     return {**settings, "data_mixture_ratio": 1.0}, {"replay_pending": True, "replay_share": share}
 

@@ -15,7 +15,14 @@ from forgellm.models.resolve import resolve_pair
 from forgellm.security.requests import request_roots
 from forgellm.training.config import TrainingConfig, config_keys, validate_config  # pydantic only: no engine
 from forgellm.web import context, openapi
-from forgellm.web.routes.datasets import FORM_KEYS, form_settings, model_tokenizer, stats_service, without_replay
+from forgellm.web.routes.datasets import (
+    FORM_KEYS,
+    NO_REPLAY,
+    form_settings,
+    model_tokenizer,
+    stats_service,
+    without_replay,
+)
 from forgellm.web.services import runs as run_files
 from forgellm.web.validation import body, query
 
@@ -100,6 +107,7 @@ def start():
     responses={429: "the most data stats processes run already (ask again)"},
 )
 def estimate():
+    from forgellm.data.sequences import is_prepared
     from forgellm.web.services.estimate import estimate as run_estimate
     from forgellm.web.services.speed import measured_speed
 
@@ -109,6 +117,8 @@ def estimate():
     settings, replay = without_replay(
         config.training_type, form_settings({name: getattr(config, name) for name in FORM_KEYS})
     )
+    if is_prepared(data):  # trained on as it is: nothing is mixed in, no replay set sampled
+        replay = NO_REPLAY
     tokenizer = model_tokenizer(config.model_name, "model_name")
 
     def stats_for(copies: int) -> dict[str, Any]:
