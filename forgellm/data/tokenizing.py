@@ -33,16 +33,20 @@ from forgellm.jsonio import read_json, write_json_atomic
 log = logging.getLogger(__name__)
 
 #: Changes when the rebuild changes, so verdicts kept on disk are checked again.
-REBUILD_VERSION = 1
+REBUILD_VERSION = 2
 
 #: GPT-2's split pattern, which `ByteLevel(use_regex=True)` applies (written as tiktoken's r50k_base does).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+#: The same after `Digits(individual_digits=True)` (SmolLM's split): each digit its own piece, and
+#: the whitespace before a digit one piece, since the digit split ends the text the regex sees there.
+DIGITS_THEN_GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?=\p{N})|\s+(?!\S)|\s+"""
 
 #: Texts that exercise every branch of the split patterns and of byte-level BPE.
 PROBE_TEXTS = (
     "The quick brown fox jumps over the lazy dog. It's 12:45, isn't it? They'll say we've won.",
     "  leading spaces\n\n\ttabs\tand   runs of   spaces   \n trailing   ",
     "Numbers 1234567890 3.14159 -42 1e-5 0x1F 2026-11-30; 100% of 1,000,000",
+    "Spaces before digits: a  1, b\n\n22, c \t333, d   x4 5'6 7's \u00bd\u00b2 \u0663\u0664",
     "Unicode: café naïve Ærøskøbing straße Привет мир 東京 日本語の文章 한국어 العربية 😀👍🏽 ∑∫√",
     "Code: def f(x):\n    return {'a': [1, 2]}  # comment\n<html><body>&amp;</body></html>",
     "Punctuation!!! ??? ... --- ___ *** ((())) [[]] {{}} <<>> @#$%^&* ~`|\\/",
@@ -317,13 +321,14 @@ def _split_pattern(pre_tokenizer: dict[str, Any] | None) -> str | None:
     """The regex a byte-level pre-tokenizer splits with, when tiktoken can apply it unchanged."""
     if not pre_tokenizer:
         return None
-    if pre_tokenizer.get("type") == "ByteLevel":
-        plain = pre_tokenizer.get("use_regex", True) and not pre_tokenizer.get("add_prefix_space")
-        return GPT2_PATTERN if plain else None
+    if _plain_byte_level(pre_tokenizer):
+        return GPT2_PATTERN
     steps = pre_tokenizer.get("pretokenizers") if pre_tokenizer.get("type") == "Sequence" else None
     if not steps or len(steps) != 2:
         return None
     split, level = steps
+    if split == {"type": "Digits", "individual_digits": True} and _plain_byte_level(level):
+        return DIGITS_THEN_GPT2_PATTERN
     if (
         split.get("type") != "Split"
         or "Regex" not in (split.get("pattern") or {})
@@ -335,6 +340,11 @@ def _split_pattern(pre_tokenizer: dict[str, Any] | None) -> str | None:
     ):
         return None
     return split["pattern"]["Regex"]
+
+
+def _plain_byte_level(step: dict[str, Any]) -> bool:
+    """A ByteLevel step that splits with GPT-2's regex and adds no leading space."""
+    return step.get("type") == "ByteLevel" and step.get("use_regex", True) and not step.get("add_prefix_space")
 
 
 @lru_cache(maxsize=1)
