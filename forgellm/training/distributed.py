@@ -139,6 +139,11 @@ class TorchGroup(Group):
             raise lost_worker_error(self, exc) from None
 
     def close(self) -> None:
+        if self._dist.is_initialized():
+            # Every rank reaches the end before any tears gloo down: a worker that destroyed its
+            # group while a peer still finished a collective (FSDP's last checkpoint) aborted in
+            # C++ ("terminate called without an active exception"), failing a completed run.
+            self.barrier()
         super().close()
         if self._dist.is_initialized():
             self._dist.destroy_process_group()
