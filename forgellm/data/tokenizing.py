@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 
 from forgellm.jsonio import read_json, write_json_atomic
+from forgellm.models.pre_tokenizers import gguf_pre_name
 
 log = logging.getLogger(__name__)
 
@@ -321,14 +322,13 @@ def _split_pattern(pre_tokenizer: dict[str, Any] | None) -> str | None:
     """The regex a byte-level pre-tokenizer splits with, when tiktoken can apply it unchanged."""
     if not pre_tokenizer:
         return None
-    if _plain_byte_level(pre_tokenizer):
-        return GPT2_PATTERN
+    known = {"gpt-2": GPT2_PATTERN, "smollm": DIGITS_THEN_GPT2_PATTERN}.get(gguf_pre_name(pre_tokenizer) or "")
+    if known is not None:
+        return known
     steps = pre_tokenizer.get("pretokenizers") if pre_tokenizer.get("type") == "Sequence" else None
     if not steps or len(steps) != 2:
         return None
     split, level = steps
-    if split == {"type": "Digits", "individual_digits": True} and _plain_byte_level(level):
-        return DIGITS_THEN_GPT2_PATTERN
     if (
         split.get("type") != "Split"
         or "Regex" not in (split.get("pattern") or {})
@@ -340,11 +340,6 @@ def _split_pattern(pre_tokenizer: dict[str, Any] | None) -> str | None:
     ):
         return None
     return split["pattern"]["Regex"]
-
-
-def _plain_byte_level(step: dict[str, Any]) -> bool:
-    """A ByteLevel step that splits with GPT-2's regex and adds no leading space."""
-    return step.get("type") == "ByteLevel" and step.get("use_regex", True) and not step.get("add_prefix_space")
 
 
 @lru_cache(maxsize=1)
