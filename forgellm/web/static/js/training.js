@@ -180,9 +180,9 @@ async function showStats() {
         `general text sampled from ${selectedModel()}) is generated when the run starts.` : "");
   } catch (err) {
     if (!current()) return;
-    if (err.status === 429) {  // the app runs a few stats processes at once: ask again when one is free
+    if (err.status === 429) {  // the app runs a few stats processes at once: ask again when the answer says
       box.textContent = `Waiting to compute data stats of ${dir}…`;
-      setTimeout(() => { if (current()) showStats(); }, 3000);
+      setTimeout(() => { if (current()) showStats(); }, err.retryAfterMs);
       return;
     }
     box.textContent = `Data stats unavailable: ${err.message}`;
@@ -214,7 +214,7 @@ async function showEstimate() {
     if (!current()) return;
     if (err.status === 429) {  // the data stats it needs are computing: ask again when a process is free
       box.textContent = "Waiting for the data stats to estimate the run's length…";
-      setTimeout(() => { if (current()) showEstimate(); }, 3000);
+      setTimeout(() => { if (current()) showEstimate(); }, err.retryAfterMs);
       return;
     }
     box.textContent = `No length estimate: ${err.message}`;
