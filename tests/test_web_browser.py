@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.training_helpers import prepared_data
 from tests.web_helpers import StartedApp, alive, wait_for, write_long_run, write_run
 
 pytestmark = pytest.mark.slow
@@ -278,6 +279,21 @@ def test_a_429_is_asked_again_when_its_retry_after_says(page, started: StartedAp
     )
     gap = asked["estimate"][1] - asked["estimate"][0]
     assert 2.9 <= gap < 5, asked
+
+
+def test_the_stats_line_of_prepared_splits_says_they_are_trained_on_as_they_are(page, started: StartedApp):
+    folder = prepared_data(started.workspace / "dataset" / "prepared", train=21, val=5, length=32)
+    try:
+        open_app(page, started)
+        page.select_option("#f-model_name", "tiny")
+        page.select_option("#f-input_dir", "dataset/prepared")
+        page.wait_for_function(
+            "document.querySelector('#dataset-stats').textContent === 'dataset/prepared: prepared splits, trained "
+            "on as they are (the data settings do not apply): 21 / 5 train / validation sequences of 32 tokens.'",
+            timeout=120_000,
+        )
+    finally:
+        shutil.rmtree(folder)  # the later tests of this module list dataset/
 
 
 def test_a_20000_step_run_is_drawn_downsampled_keeping_best_and_last(page, started: StartedApp):

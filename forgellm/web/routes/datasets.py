@@ -166,7 +166,7 @@ def stats():
     workspace, roots = context.workspace(), request_roots()
     tokenizer = model_tokenizer(args.model, "model", workspace, roots) if args.model is not None else None
     values = {name: getattr(args, name) for name in FORM_KEYS}
-    settings, replay = without_replay(args.mode, form_settings(values, roots))
+    settings, replay = without_replay(args.mode, form_settings(values, roots), path)
     return jsonify(
         {"path": args.path, "stats": context.dataset_stats().get(path, args.mode, tokenizer, settings), **replay}
     )

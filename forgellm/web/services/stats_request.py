@@ -39,15 +39,18 @@ def form_settings(values: dict[str, Any], roots: Roots) -> dict[str, Any]:
     return settings
 
 
-def without_replay(mode: str | None, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The form ``settings`` to count, and ``{"replay_pending", "replay_share"}``: whether the run
-    samples a replay set (the data layer's rule, `DataSettings.samples_replay`) and the share of
-    its training data that will be. Sampling takes minutes, so it is done when the run starts,
-    not for a count: then the domain data is counted alone (data_mixture_ratio 1)."""
-    data = DataSettings(**settings, training_type=mode or "cpt")
-    if not data.samples_replay:
+def without_replay(mode: str | None, settings: dict[str, Any], data: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The form ``settings`` to count ``data`` with, and ``{"replay_pending", "replay_share"}``:
+    whether the run samples a replay set (the data layer's rule, `DataSettings.samples_replay`;
+    never into a folder of prepared splits, trained on as it is) and the share of its training
+    data that will be. Sampling takes minutes, so it is done when the run starts, not for a
+    count: then the domain data is counted alone (data_mixture_ratio 1)."""
+    from forgellm.data.sequences import is_prepared
+
+    replay = DataSettings(**settings, training_type=mode or "cpt")
+    if not replay.samples_replay or is_prepared(data):
         return settings, NO_REPLAY
-    share = round(1.0 - data.data_mixture_ratio, 6)  # 1 - 0.8 is 0.19999999999999996 in floats
+    share = round(1.0 - replay.data_mixture_ratio, 6)  # 1 - 0.8 is 0.19999999999999996 in floats
     return {**settings, "data_mixture_ratio": 1.0}, {"replay_pending": True, "replay_share": share}
 
 

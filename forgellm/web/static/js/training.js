@@ -167,6 +167,12 @@ async function showStats() {
   try {
     const { stats, replay_pending: replayPending, replay_share: replayShare } = await api(`/api/datasets/stats?${query}`);
     if (!current()) return;
+    if (stats.prepared_path) {  // train.tokens.npy ...: a run trains on the splits as they are
+      const unit = stats.mode === "preference" ? "pairs" : "sequences";
+      box.textContent = `${dir}: prepared splits, trained on as they are (the data settings do not apply): ` +
+        `${stats[unit].train} / ${stats[unit].val} train / validation ${unit} of ${stats.seq_length} tokens.`;
+      return;
+    }
     const validation = stats.validation || { source: "documents" };
     box.textContent = `${dir}: ${stats.files} files, ${stats.documents} documents, ${fmt(stats.train_tokens, 0)} train / ` +
       `${fmt(stats.val_tokens, 0)} validation tokens, ` +
