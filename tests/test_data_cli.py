@@ -178,3 +178,24 @@ def test_bad_paths_and_settings_are_clear_errors(tmp_path, workspace):
     assert "validation_split" in data_error(root, "--validation-split", "1.5")
     assert "data_mixture_ratio" in data_error(root, "--mixture-ratio", "0")
     assert "does not exist" in data_error(root, "--mixture-ratio", "0.5", "--general-data", str(tmp_path / "nope"))
+
+
+def test_a_folder_of_prepared_splits_is_described_as_it_is(tmp_path, workspace):
+    """No tokenizer, no pipeline: the splits are what a run trains on (preference pairs too)."""
+    from forgellm.data.sequences import PreferencePairs
+    from tests.training_helpers import patterned_sequences, prepared_data
+
+    folder = prepared_data(tmp_path / "prepared", train=12, val=3, length=16)
+    code, out, err = forgellm("data", "stats", str(folder), "--model", "no-such-model")
+    assert code == 0, err
+    assert " ".join(out.split()).endswith("12 / 3 train / val sequences of 16 tokens")
+    for split, rows in (("train", 6), ("val", 2)):
+        sequences = patterned_sequences(2 * rows, 16)
+        PreferencePairs(sequences.tokens.reshape(rows, 2, 16), sequences.mask.reshape(rows, 2, 16)).save(
+            tmp_path / "pairs", split
+        )
+    code, out, err = forgellm("data", "stats", str(tmp_path / "pairs"), "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["mode"] == "preference" and got["pairs"] == {"train": 6, "val": 2, "total": 8}
+    assert got["sequences"] == {"train": 12, "val": 4} and got["prepared_path"] == str(tmp_path / "pairs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -524,3 +525,16 @@ def test_models_tab_lists_and_imports_ollama_models(client, workspace, tiny_mode
         time.sleep(0.5)
     assert tasks[0]["state"] in ("done", "succeeded", "finished", "completed"), tasks
     assert (workspace / "models/base/tiny-q/model.safetensors").exists()
+
+
+def test_route_modules_share_code_through_services_not_each_other():
+    """A helper two route modules need lives in `forgellm.web.services` (or `forgellm.web.context`):
+    a route module importing another couples two endpoints' code paths."""
+    routes = Path(__file__).resolve().parents[1] / "forgellm" / "web" / "routes"
+    reached = {}
+    for module in sorted(routes.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            reached[module.name] = reached.get(module.name, []) + [n for n in names if "forgellm.web.routes" in n]
+    assert {name: found for name, found in reached.items() if found} == {}

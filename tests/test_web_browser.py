@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.training_helpers import prepared_data
 from tests.web_helpers import StartedApp, alive, wait_for, write_long_run, write_run
 
 pytestmark = pytest.mark.slow
@@ -242,6 +243,57 @@ def test_the_estimate_box_shows_the_servers_length_of_the_forms_config(page, sta
         "document.querySelector('#train-estimate').textContent.startsWith('7 steps = ')", timeout=60_000
     )
     shot(page, "training-estimate")
+
+
+def test_a_429_is_asked_again_when_its_retry_after_says(page, started: StartedApp):
+    """The stats line and the estimate ask again after a 429 (the app's stats processes are busy)
+    when the answer's Retry-After says, and after 3 s when it gives no number of seconds."""
+    asked: dict[str, list[float]] = {"stats": [], "estimate": []}
+
+    def busy_once(kind: str, retry_after: str):
+        def handle(route) -> None:
+            asked[kind].append(time.monotonic())
+            if len(asked[kind]) > 1:
+                return route.continue_()
+            error = {"error": {"message": "busy", "type": "rate_limit_error"}}
+            route.fulfill(status=429, headers={"Retry-After": retry_after}, json=error)
+
+        return handle
+
+    open_app(page, started)
+    page.select_option("#f-model_name", "tiny")
+    page.route(lambda url: "/api/datasets/stats?path=sample%2Fcpt&" in url, busy_once("stats", "1"))
+    page.select_option("#f-input_dir", "dataset/sample/cpt")
+    page.wait_for_function(
+        "document.querySelector('#dataset-stats').textContent.includes(' documents, ')", timeout=120_000
+    )
+    gap = asked["stats"][1] - asked["stats"][0]
+    assert 0.9 <= gap < 2.5, asked  # Retry-After: 1, not the 3 s of an answer without one
+
+    page.route("**/api/training/estimate", busy_once("estimate", "soon"))  # not seconds: 3 s
+    page.click("#train-form details > summary")
+    page.fill("#f-num_epochs", "")
+    page.fill("#f-max_iterations", "7")
+    page.wait_for_function(
+        "document.querySelector('#train-estimate').textContent.startsWith('7 steps = ')", timeout=120_000
+    )
+    gap = asked["estimate"][1] - asked["estimate"][0]
+    assert 2.9 <= gap < 5, asked
+
+
+def test_the_stats_line_of_prepared_splits_says_they_are_trained_on_as_they_are(page, started: StartedApp):
+    folder = prepared_data(started.workspace / "dataset" / "prepared", train=21, val=5, length=32)
+    try:
+        open_app(page, started)
+        page.select_option("#f-model_name", "tiny")
+        page.select_option("#f-input_dir", "dataset/prepared")
+        page.wait_for_function(
+            "document.querySelector('#dataset-stats').textContent === 'dataset/prepared: prepared splits, trained "
+            "on as they are (the data settings do not apply): 21 / 5 train / validation sequences of 32 tokens.'",
+            timeout=120_000,
+        )
+    finally:
+        shutil.rmtree(folder)  # the later tests of this module list dataset/
 
 
 def test_a_20000_step_run_is_drawn_downsampled_keeping_best_and_last(page, started: StartedApp):

@@ -14,6 +14,7 @@ from forgellm.data.settings import SHARED_KEYS, DataSettings
 from forgellm.training.config import TrainingConfig
 from forgellm.web.app import create_app
 from tests.test_data_validation import one_line_document
+from tests.training_helpers import prepared_data
 from tests.web_helpers import free_port
 
 
@@ -118,3 +119,27 @@ def test_a_refused_form_value_names_its_field(client, workspace, query, status, 
     answer = client.get("/api/datasets/stats", query_string={"path": "one", "model": "tiny", **query})
     assert answer.status_code == status, answer.get_json()
     assert answer.get_json()["error"]["field"] == field
+
+
+def test_a_folder_of_prepared_splits_reports_what_a_run_trains_on(client, workspace):
+    """A folder holding ``train.tokens.npy`` and ``val.tokens.npy`` is trained on as it is (the
+    trainer and the estimate take it so): its stats are its splits, not "no usable documents"."""
+    bare = prepared_data((workspace / "dataset" / "bare").resolve(), train=21, val=5, length=32)
+    answer = client.get("/api/datasets/stats", query_string={"path": "bare", "mode": "cpt", "model": "tiny"})
+    assert answer.status_code == 200, answer.get_json()
+    got = answer.get_json()
+    assert got["stats"]["sequences"] == {"train": 21, "val": 5} and got["stats"]["seq_length"] == 32
+    assert got["stats"]["prepared_path"] == str(bare)
+    # Nothing is mixed into prepared splits: no replay set waits for the run at the default ratio.
+    assert (got["replay_pending"], got["replay_share"]) == (False, 0.0)
+
+    # A cache entry the pipeline wrote, copied into dataset/: its own stats, counted as they were made.
+    one_line_document(workspace / "dataset" / "one")
+    made = client.get("/api/datasets/stats", query_string={"path": "one", "model": "tiny", "max_seq_length": "48"})
+    made_stats = made.get_json()["stats"]
+    shutil.copytree(made_stats["cache"]["path"], workspace / "dataset" / "copied")
+    answer = client.get("/api/datasets/stats", query_string={"path": "copied", "model": "tiny"})
+    assert answer.status_code == 200, answer.get_json()
+    copied = answer.get_json()["stats"]
+    assert copied["sequences"] == made_stats["sequences"] and copied["seq_length"] == 48
+    assert (copied["documents"], copied["train_tokens"]) == (made_stats["documents"], made_stats["train_tokens"])

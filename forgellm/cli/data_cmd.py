@@ -81,7 +81,14 @@ def stats_cmd(path: Path, model: str, as_json: bool, **options: Any) -> None:
       forgellm data stats chats --mode ift --format sharegpt --strict
     """
     from forgellm.data import prepare_dataset
+    from forgellm.data.sequences import prepared_stats
 
+    if (prepared_splits := prepared_stats(path.resolve())) is not None:  # trained on as it is
+        if as_json:
+            click.echo(json.dumps(prepared_splits, indent=2, default=str))
+        else:
+            _print_prepared(prepared_splits)
+        return
     workspace = Workspace.current()
     settings = _settings(path, model, **options)
     prepared = prepare_dataset(settings, load_tokenizer(model, workspace), workspace)
@@ -104,6 +111,15 @@ def validation_source(validation: dict[str, Any]) -> str:
     if source == "none":
         return f"none: {validation['reason']}"
     return "held-out documents (validation_split)"
+
+
+def _print_prepared(stats: dict[str, Any]) -> None:
+    unit = "pairs" if stats.get("mode") == "preference" else "sequences"
+    counts = stats[unit]
+    click.echo(
+        f"{stats['prepared_path']} holds prepared splits, trained on as they are (the data settings "
+        f"do not apply): {counts['train']} / {counts['val']} train / val {unit} of {stats['seq_length']} tokens"
+    )
 
 
 def _print_stats(stats: dict[str, Any]) -> None:

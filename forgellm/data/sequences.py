@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -167,3 +167,21 @@ def load_prepared(
     stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
     train, val = (load_split(folder, split) for split in PREPARED_SPLITS)
     return train, val, stats
+
+
+def prepared_stats(folder: Path) -> dict[str, Any] | None:
+    """The data stats of a folder of prepared splits, which a run trains on as they are: its
+    ``stats.json`` (how the pipeline made them; none for arrays from elsewhere) with the counts of
+    the arrays themselves and ``prepared_path``. None when ``folder`` holds no splits."""
+    prepared = load_prepared(folder)
+    if prepared is None:
+        return None
+    train, val, stats = prepared
+    counts: dict[str, Any] = {"seq_length": train.seq_length}
+    if isinstance(train, PreferencePairs):  # a pair is one row, its two sequences one example
+        pairs = {"train": len(train), "val": len(val), "total": len(train) + len(val)}
+        counts |= {"mode": "preference", "pairs": {**stats.get("pairs", {}), **pairs}}
+        counts["sequences"] = {"train": 2 * len(train), "val": 2 * len(val)}
+    else:
+        counts["sequences"] = {"train": len(train), "val": len(val)}
+    return {**stats, **counts, "prepared_path": str(folder)}

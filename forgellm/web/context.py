@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
+from forgellm.web.services.dataset_stats import DatasetStats
 from forgellm.web.services.live_metrics import LiveMetrics
 from forgellm.web.services.server_watch import ServerWatch
 from forgellm.web.services.tasks import Tasks
@@ -33,3 +34,8 @@ def server_url() -> str:
 
 def server_watch() -> ServerWatch:
     return current_app.extensions["forgellm"]["server_watch"]
+
+
+def dataset_stats() -> DatasetStats:
+    """The app's one `DatasetStats` (its cache and its bound on processes are per app)."""
+    return current_app.extensions["forgellm"].setdefault("dataset_stats", DatasetStats(workspace()))

@@ -17,14 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
 from forgellm.access import request_path
-from forgellm.data.settings import FOLDER_KEYS, SHARED_KEYS, DataSettings
+from forgellm.data.settings import FOLDER_KEYS, DataSettings
 from forgellm.errors import NotFoundError, UserError
 from forgellm.jsonio import read_json
-from forgellm.models.resolve import resolve_pair
 from forgellm.security.auth import TOKEN_ENV
 from forgellm.security.requests import ModelRef, request_roots
 from forgellm.web import context, openapi
-from forgellm.web.services.dataset_stats import DatasetStats
+from forgellm.web.services.stats_request import FORM_KEYS, form_settings, model_tokenizer, without_replay
 from forgellm.web.validation import body, query
 
 bp = Blueprint("datasets", __name__)
@@ -37,10 +36,6 @@ class PreviewQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(min_length=1, description="File path relative to dataset/.")
     max_bytes: int = Field(65536, ge=1, le=1048576, description="How much of the file to return.")
-
-
-#: The training config keys the Training form sends so its stats line shows what the run will train on.
-FORM_KEYS = tuple(k for k in SHARED_KEYS if k not in ("input_dir", "training_type"))
 
 
 def _form_key(name: str) -> tuple[Any, Any]:
@@ -168,54 +163,13 @@ def preview():
 def stats():
     args = query(StatsQuery)
     path = dataset_path(args.path)
-    tokenizer = model_tokenizer(args.model, "model") if args.model is not None else None
-    settings, replay = without_replay(args.mode, form_settings({name: getattr(args, name) for name in FORM_KEYS}))
-    return jsonify({"path": args.path, "stats": stats_service().get(path, args.mode, tokenizer, settings), **replay})
-
-
-def stats_service() -> DatasetStats:
-    """The app's one `DatasetStats` (its cache and its bound on processes are per app)."""
-    return current_app.extensions["forgellm"].setdefault("dataset_stats", DatasetStats(context.workspace()))
-
-
-def model_tokenizer(model: str, field: str) -> Path:
-    """The folder whose tokenizer counts for ``model``, resolved here, inside the roots (the stats
-    process gets a folder, not a name); an adapter or run counts by its base model, which must lie
-    inside the roots too."""
-    return resolve_pair(model, None, context.workspace(), model_arg=field, roots=request_roots())[0].path
-
-
-def form_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """The data settings given (``None``: not given) of the Training form, its folders confined."""
-    settings = {name: value for name, value in values.items() if value is not None}
-    for name in FOLDER_KEYS:
-        if name in settings:
-            settings[name] = workspace_folder(str(settings[name]), name)
-    return settings
-
-
-#: The answer of `without_replay` when no replay set is sampled.
-NO_REPLAY = {"replay_pending": False, "replay_share": 0.0}
-
-
-def without_replay(mode: str | None, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The form ``settings`` to count, and ``{"replay_pending", "replay_share"}``: whether the run
-    samples a replay set (the data layer's rule, `DataSettings.samples_replay`) and the share of
-    its training data that will be. Sampling takes minutes, so it is done when the run starts,
-    not for a count: then the domain data is counted alone (data_mixture_ratio 1)."""
-    data = DataSettings(**settings, training_type=mode or "cpt")
-    if not data.samples_replay:
-        return settings, NO_REPLAY
-    share = round(1.0 - data.data_mixture_ratio, 6)  # 1 - 0.8 is 0.19999999999999996 in floats
-    return {**settings, "data_mixture_ratio": 1.0}, {"replay_pending": True, "replay_share": share}
-
-
-def workspace_folder(raw: str, field: str) -> Path:
-    """A folder a request names (relative to the workspace, as in a training config), confined."""
-    path = request_path(raw, field, request_roots(), "read")
-    if not path.is_dir():
-        raise UserError(f"{field}: {raw!r} is not a folder in the workspace", field=field)
-    return path
+    workspace, roots = context.workspace(), request_roots()
+    tokenizer = model_tokenizer(args.model, "model", workspace, roots) if args.model is not None else None
+    values = {name: getattr(args, name) for name in FORM_KEYS}
+    settings, replay = without_replay(args.mode, form_settings(values, roots), path)
+    return jsonify(
+        {"path": args.path, "stats": context.dataset_stats().get(path, args.mode, tokenizer, settings), **replay}
+    )
 
 
 @bp.post("/api/datasets/synthesize")

@@ -15,15 +15,8 @@ from forgellm.models.resolve import resolve_pair
 from forgellm.security.requests import request_roots
 from forgellm.training.config import TrainingConfig, config_keys, validate_config  # pydantic only: no engine
 from forgellm.web import context, openapi
-from forgellm.web.routes.datasets import (
-    FORM_KEYS,
-    NO_REPLAY,
-    form_settings,
-    model_tokenizer,
-    stats_service,
-    without_replay,
-)
 from forgellm.web.services import runs as run_files
+from forgellm.web.services.stats_request import FORM_KEYS, form_settings, model_tokenizer, without_replay
 from forgellm.web.validation import body, query
 
 bp = Blueprint("training", __name__)
@@ -107,22 +100,20 @@ def start():
     responses={429: "the most data stats processes run already (ask again)"},
 )
 def estimate():
-    from forgellm.data.sequences import is_prepared
     from forgellm.web.services.estimate import estimate as run_estimate
     from forgellm.web.services.speed import measured_speed
 
     config = training_config(body(EstimateTraining).config)
-    workspace = context.workspace()
-    data = request_path(config.input_dir, "input_dir", request_roots(), "read")
-    settings, replay = without_replay(
-        config.training_type, form_settings({name: getattr(config, name) for name in FORM_KEYS})
-    )
-    if is_prepared(data):  # trained on as it is: nothing is mixed in, no replay set sampled
-        replay = NO_REPLAY
-    tokenizer = model_tokenizer(config.model_name, "model_name")
+    workspace, roots = context.workspace(), request_roots()
+    data = request_path(config.input_dir, "input_dir", roots, "read")
+    values = {name: getattr(config, name) for name in FORM_KEYS}
+    settings, replay = without_replay(config.training_type, form_settings(values, roots), data)
+    tokenizer = model_tokenizer(config.model_name, "model_name", workspace, roots)
 
     def stats_for(copies: int) -> dict[str, Any]:
-        return stats_service().get(data, config.training_type, tokenizer, {**settings, "shuffled_copies": copies})
+        return context.dataset_stats().get(
+            data, config.training_type, tokenizer, {**settings, "shuffled_copies": copies}
+        )
 
     engine = config.resolved_engine()
     speed = {"engine": engine, **measured_speed(workspace, config.model_name, engine)}

@@ -167,6 +167,12 @@ async function showStats() {
   try {
     const { stats, replay_pending: replayPending, replay_share: replayShare } = await api(`/api/datasets/stats?${query}`);
     if (!current()) return;
+    if (stats.prepared_path) {  // train.tokens.npy ...: a run trains on the splits as they are
+      const unit = stats.mode === "preference" ? "pairs" : "sequences";
+      box.textContent = `${dir}: prepared splits, trained on as they are (the data settings do not apply): ` +
+        `${stats[unit].train} / ${stats[unit].val} train / validation ${unit} of ${stats.seq_length} tokens.`;
+      return;
+    }
     const validation = stats.validation || { source: "documents" };
     box.textContent = `${dir}: ${stats.files} files, ${stats.documents} documents, ${fmt(stats.train_tokens, 0)} train / ` +
       `${fmt(stats.val_tokens, 0)} validation tokens, ` +
@@ -180,9 +186,9 @@ async function showStats() {
         `general text sampled from ${selectedModel()}) is generated when the run starts.` : "");
   } catch (err) {
     if (!current()) return;
-    if (err.status === 429) {  // the app runs a few stats processes at once: ask again when one is free
+    if (err.status === 429) {  // the app runs a few stats processes at once: ask again when the answer says
       box.textContent = `Waiting to compute data stats of ${dir}…`;
-      setTimeout(() => { if (current()) showStats(); }, 3000);
+      setTimeout(() => { if (current()) showStats(); }, err.retryAfterMs);
       return;
     }
     box.textContent = `Data stats unavailable: ${err.message}`;
@@ -214,7 +220,7 @@ async function showEstimate() {
     if (!current()) return;
     if (err.status === 429) {  // the data stats it needs are computing: ask again when a process is free
       box.textContent = "Waiting for the data stats to estimate the run's length…";
-      setTimeout(() => { if (current()) showEstimate(); }, 3000);
+      setTimeout(() => { if (current()) showEstimate(); }, err.retryAfterMs);
       return;
     }
     box.textContent = `No length estimate: ${err.message}`;
