@@ -1,8 +1,8 @@
 """The held-out domains, dataset/heldout-domain (an invented valley, its moth and its people), its
 successor dataset/heldout-domain-2 (the internal documentation of an invented instrument maker), theirs,
 dataset/heldout-domain-3 (the papers of an invented amateur astronomy society and its observatory), and
-dataset/heldout-domain-4 (the papers of an invented seaside music festival and its orchestra), kept unseen
-for the recipe changes the third leads to: hand-written documents, chats and held-out questions used only
+dataset/heldout-domain-4 (the papers of an invented seaside music festival and its orchestra), the check
+of the next recipe change: hand-written documents, chats and held-out questions used only
 to check that the shipped recipes carry to a domain they were not tuned on. Each must load as the recipes
 load it, its questions must be answerable from what trains (and, for document-facts, from the documents
 alone) without being worded like the training text, and it must share no names with the sample or with
