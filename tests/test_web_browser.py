@@ -84,6 +84,16 @@ def open_app(page, started: StartedApp, tab: str = "training") -> float:
     return time.monotonic() - begin
 
 
+def pick_data(page, folder: str, stats_line: str) -> None:
+    """Choose the tiny model and ``folder`` in the Training form, then wait until the data stats
+    line under it satisfies ``stats_line``, a JavaScript predicate of its text ``t``."""
+    page.select_option("#f-model_name", "tiny")
+    page.select_option("#f-input_dir", folder)
+    page.wait_for_function(
+        f"(t => {stats_line})(document.querySelector('#dataset-stats').textContent)", timeout=120_000
+    )
+
+
 def chart_points(page, canvas: str, dataset: int = 0) -> list[dict]:
     return page.evaluate(
         "([id, i]) => { const c = Chart.getChart(document.getElementById(id));"
@@ -115,11 +125,7 @@ def test_train_watch_live_stop_then_chat_with_streaming_tokens(page, started: St
     assert page.evaluate("fetch('/api/training/status').then(r => r.json())")["jobs"] == []
     shot(page, "training-invalid-field")
 
-    page.select_option("#f-model_name", "tiny")
-    page.select_option("#f-input_dir", "dataset/sample/cpt")
-    page.wait_for_function(
-        "document.querySelector('#dataset-stats').textContent.includes('documents')", timeout=120_000
-    )
+    pick_data(page, "dataset/sample/cpt", "t.includes('documents')")
     page.click("#train-form details > summary")
     for name, value in {
         "learning_rate": "0.001",
@@ -204,12 +210,11 @@ def test_the_estimate_box_shows_the_servers_length_of_the_forms_config(page, sta
     data_mixture_ratio (0.8) the run samples a replay set: the server counts the domain data alone
     and the stats line says so, as it does not at ratio 1."""
     open_app(page, started)
-    page.select_option("#f-model_name", "tiny")
-    page.select_option("#f-input_dir", "dataset/sample/cpt")
-    page.wait_for_function(
-        "(t => t.includes(' documents, ') && t.endsWith('. Domain data only: the replay set (20% general text "
-        "sampled from tiny) is generated when the run starts.'))(document.querySelector('#dataset-stats').textContent)",
-        timeout=120_000,
+    pick_data(
+        page,
+        "dataset/sample/cpt",
+        "t.includes(' documents, ') && t.endsWith('. Domain data only: the replay set (20% general text "
+        "sampled from tiny) is generated when the run starts.')",
     )
     page.click("#train-form details > summary")
     for name, value in {"max_iterations": "", "num_epochs": "2", "max_seq_length": "32", "batch_size": "2",
@@ -285,12 +290,11 @@ def test_the_stats_line_of_prepared_splits_says_they_are_trained_on_as_they_are(
     folder = prepared_data(started.workspace / "dataset" / "prepared", train=21, val=5, length=32)
     try:
         open_app(page, started)
-        page.select_option("#f-model_name", "tiny")
-        page.select_option("#f-input_dir", "dataset/prepared")
-        page.wait_for_function(
-            "document.querySelector('#dataset-stats').textContent === 'dataset/prepared: prepared splits, trained "
-            "on as they are (the data settings do not apply): 21 / 5 train / validation sequences of 32 tokens.'",
-            timeout=120_000,
+        pick_data(
+            page,
+            "dataset/prepared",
+            "t === 'dataset/prepared: prepared splits, trained on as they are (the data settings do not apply): "
+            "21 / 5 train / validation sequences of 32 tokens.'",
         )
     finally:
         shutil.rmtree(folder)  # the later tests of this module list dataset/
